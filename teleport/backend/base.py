@@ -1,0 +1,127 @@
+"""The backend contract every storage driver implements and the conformance suite checks.
+
+Keys are `/`-separated byte paths. Items carry a value, an optional expiry and a revision
+that changes on every write. Expired items are invisible to every operation.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from teleport.utils.clock import Clock, RealClock
+
+
+@dataclass(frozen=True)
+class Item:
+    key: bytes
+    value: bytes
+    expires: datetime | None = None
+    #: Set by the backend on every write; ignored on input except by compare_and_swap.
+    revision: str = ""
+
+
+class EventType(enum.Enum):
+    INIT = "init"
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    item: Item
+
+
+class Watcher(abc.ABC):
+    """An ordered stream of events under some prefixes; the first event is INIT."""
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Watcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Backend(abc.ABC):
+    """Storage for cluster state. Raise teleport.errors kinds, never driver exceptions."""
+
+    clock: Clock = RealClock()
+
+    @abc.abstractmethod
+    async def get(self, key: bytes) -> Item:
+        """Return the item or raise NotFound."""
+
+    @abc.abstractmethod
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+        """Return items with start <= key < end in key order; limit 0 means all."""
+
+    @abc.abstractmethod
+    async def create(self, item: Item) -> Item:
+        """Store a new item or raise AlreadyExists."""
+
+    @abc.abstractmethod
+    async def put(self, item: Item) -> Item:
+        """Store an item, replacing any existing one."""
+
+    @abc.abstractmethod
+    async def update(self, item: Item) -> Item:
+        """Replace an existing item or raise NotFound."""
+
+    @abc.abstractmethod
+    async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
+        """Replace the item only if its current value equals expected.value.
+
+        Raise NotFound if absent and CompareFailed if the value differs.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, key: bytes) -> None:
+        """Delete an item or raise NotFound."""
+
+    @abc.abstractmethod
+    async def delete_range(self, start: bytes, end: bytes) -> None:
+        """Delete every item with start <= key < end."""
+
+    @abc.abstractmethod
+    async def keep_alive(self, key: bytes, expires: datetime) -> None:
+        """Move an existing item's expiry, or raise NotFound."""
+
+    @abc.abstractmethod
+    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
+        """Start watching; events for keys under any prefix follow an INIT event."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and files; later calls may fail."""
+
+    async def __aenter__(self) -> Backend:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def key(*parts: str) -> bytes:
+    """Build `/a/b/c` from parts; parts must not contain `/`."""
+    return ("/" + "/".join(parts)).encode()
+
+
+def range_end(prefix: bytes) -> bytes:
+    """Return the smallest key greater than every key starting with prefix."""
+    buf = bytearray(prefix)
+    while buf:
+        if buf[-1] < 0xFF:
+            buf[-1] += 1
+            return bytes(buf)
+        buf.pop()
+    return b"\xff" * 64

@@ -1,0 +1,1 @@
+"""Tiny dependency-free helpers: durations, addresses, the clock, private files."""
