@@ -1,0 +1,1 @@
+"""The auth service: CAs, users, logins, host identities, and its mTLS API and client."""

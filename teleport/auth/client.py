@@ -1,0 +1,131 @@
+"""The one client of the auth API, used by proxies, nodes and tctl over mutual TLS."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+
+from teleport.auth.identity_file import IdentityFile
+from teleport.auth.server import IssuedCerts
+from teleport.errors import ConnectionProblem, from_wire
+from teleport.keys.tls import ssl_client_context
+from teleport.types.codec import from_dict, to_dict
+from teleport.types.resource import Resource
+from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken
+from teleport.utils.addr import HostPort
+from teleport.utils.duration import format_duration
+
+
+class AuthClient:
+    def __init__(self, addrs: list[HostPort], ssl_context: ssl.SSLContext,
+                 timeout: float = 30.0) -> None:
+        if not addrs:
+            raise ConnectionProblem("no auth server address configured")
+        self.addrs = addrs
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> AuthClient:
+        ctx = ssl_client_context(identity.tls_cert.encode(), identity.tls_private_key.encode(),
+                                 [c.encode() for c in identity.tls_ca_certs])
+        return cls(addrs, ctx)
+
+    async def __aenter__(self) -> AuthClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request, trying each auth server in order until one answers."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+        problems = []
+        for addr in self.addrs:
+            url = f"https://{addr}{path}"
+            try:
+                async with self._session.request(method, url, json=body) as resp:
+                    data = await resp.json(content_type=None)
+                    if resp.status >= 400:
+                        err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                        raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
+                    return data
+            except (aiohttp.ClientConnectionError, TimeoutError, ssl.SSLError) as exc:
+                problems.append(f"{addr}: {exc or type(exc).__name__}")
+        raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
+
+    async def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", "/v1/ping")
+        return result
+
+    async def get_ca(self, ca_type: str) -> CertAuthority:
+        return _typed(await self.call("GET", f"/v1/authorities/{ca_type}"), CertAuthority)
+
+    async def list_users(self) -> list[User]:
+        return [_typed(u, User) for u in await self.call("GET", "/v1/users")]
+
+    async def get_user(self, name: str) -> User:
+        return _typed(await self.call("GET", f"/v1/users/{name}"), User)
+
+    async def upsert_user(self, user: User) -> User:
+        return _typed(await self.call("PUT", "/v1/users", to_dict(user)), User)
+
+    async def delete_user(self, name: str) -> None:
+        await self.call("DELETE", f"/v1/users/{name}")
+
+    async def create_user_signup(self, name: str, logins: list[str], roles: list[str]) -> UserToken:
+        body = {"name": name, "logins": logins, "roles": roles}
+        return _typed(await self.call("POST", "/v1/users/signup", body), UserToken)
+
+    async def get_signup(self, token: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("GET", f"/v1/signup/{token}")
+        return result
+
+    async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
+        body = {"password": password, "otp_code": otp_code}
+        return _typed(await self.call("POST", f"/v1/signup/{token}/complete", body), User)
+
+    async def authenticate_ssh(self, user: str, *, password: str, otp_code: str,
+                               ssh_public_key: str, tls_public_key: bytes,
+                               ttl: timedelta | None, remote_addr: str) -> IssuedCerts:
+        body = {"password": password, "otp_code": otp_code, "ssh_public_key": ssh_public_key,
+                "tls_public_key": tls_public_key.decode(), "remote_addr": remote_addr,
+                "ttl": format_duration(ttl) if ttl else ""}
+        data = await self.call("POST", f"/v1/users/{user}/ssh/authenticate", body)
+        return IssuedCerts(**data)
+
+    async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
+        data = await self.call("GET", "/v1/tokens")
+        return ([_typed(t, ProvisionToken) for t in data["provision"]],
+                [_typed(t, UserToken) for t in data["signup"]])
+
+    async def delete_token(self, token: str) -> None:
+        await self.call("DELETE", f"/v1/tokens/{token}")
+
+    async def upsert_server(self, server: Server) -> None:
+        await self.call("PUT", "/v1/servers", to_dict(server))
+
+    async def list_servers(self, kind: str = "node") -> list[Server]:
+        return [_typed(s, Server) for s in await self.call("GET", f"/v1/servers/{kind}")]
+
+    async def emit(self, event: Any) -> None:
+        """Send an audit event; makes the client an events.Emitter for nodes and proxies."""
+        await self.call("POST", "/v1/events", dict(event))
+
+
+def _typed(data: Any, model: type[Any]) -> Any:
+    resource: Resource = from_dict(data, "auth server response")
+    if not isinstance(resource, model):
+        raise ConnectionProblem(f"auth server answered with a {resource.kind}, not {model.__name__}")
+    return resource

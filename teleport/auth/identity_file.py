@@ -1,0 +1,47 @@
+"""A host's or admin's credentials on disk: keys, certificates and the CAs it trusts.
+
+Stored as `data_dir/identity/<role>.json` (0600 in a 0700 folder) so that a restart needs
+no token and `tctl` on the auth host can use the Admin identity.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from teleport.errors import BadParameter, NotFound
+from teleport.utils.fs import ensure_private_dir, write_secret
+
+
+@dataclass(frozen=True)
+class IdentityFile:
+    role: str
+    host_uuid: str
+    ssh_private_key: str
+    ssh_cert: str
+    tls_private_key: str
+    tls_cert: str
+    tls_ca_certs: list[str]
+    host_ca_keys: list[str] = field(default_factory=list)
+    user_ca_keys: list[str] = field(default_factory=list)
+
+    def save(self, data_dir: Path) -> Path:
+        folder = ensure_private_dir(data_dir / "identity")
+        return write_secret(folder / f"{self.role.lower()}.json", json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, data_dir: Path, role: str) -> IdentityFile:
+        path = data_dir / "identity" / f"{role.lower()}.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise NotFound(f"no {role} identity in {path.parent}") from None
+        except PermissionError:
+            raise BadParameter(f"cannot read {path}: permission denied (run as root?)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadParameter(f"{path} is corrupt; remove it to join the cluster again") from None
+        try:
+            return cls(**data)
+        except TypeError:
+            raise BadParameter(f"{path} is corrupt; remove it to join the cluster again") from None

@@ -1,0 +1,385 @@
+"""The auth server's logic: users and logins, certificate issuing, tokens, presence.
+
+Handlers in `teleport.auth.api` authorize the caller and then call exactly one method here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import bcrypt
+import pyotp
+
+from teleport.auth import authority
+from teleport.backend.base import Backend
+from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from teleport.events import emitter as ev
+from teleport.keys import ssh as sshkeys
+from teleport.keys import tls as tlskeys
+from teleport.keys.identity import Identity
+from teleport.services.authorities import CAService
+from teleport.services.presence import PresenceService
+from teleport.services.tokens import TokenService
+from teleport.services.users import UserService
+from teleport.types.resource import Metadata
+from teleport.types.resources import (
+    CertAuthority,
+    CreatedBy,
+    CreatedByUser,
+    LoginStatus,
+    ProvisionToken,
+    ProvisionTokenSpec,
+    Server,
+    User,
+    UserSpec,
+    UserToken,
+    UserTokenSpec,
+)
+from teleport.utils.clock import Clock
+
+SIGNUP_TOKEN_TTL = timedelta(hours=1)
+DEFAULT_CERT_TTL = timedelta(hours=12)
+MAX_CERT_TTL = timedelta(hours=30)
+MIN_CERT_TTL = timedelta(minutes=1)
+# Teleport's defaults: 5 failures inside 30 minutes lock the account for 20 minutes.
+MAX_LOGIN_ATTEMPTS = 5
+ATTEMPT_WINDOW = timedelta(minutes=30)
+LOCK_DURATION = timedelta(minutes=20)
+MIN_PASSWORD_LEN = 6
+MAX_PASSWORD_LEN = 128
+SYSTEM_ROLES = frozenset({"Admin", "Auth", "Proxy", "Node"})
+# Spent on unknown users too, so timing does not reveal which names exist.
+_DUMMY_HASH = bcrypt.hashpw(b"teleport-dummy-password", bcrypt.gensalt(rounds=10))
+
+
+@dataclass(frozen=True)
+class StaticToken:
+    roles: frozenset[str]
+    token: str
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    cluster_name: str | None = None
+    second_factor: str = "otp"
+    ca_signature_algo: str | None = None
+    static_tokens: tuple[StaticToken, ...] = ()
+
+
+@dataclass(frozen=True)
+class IssuedCerts:
+    """What a login or a join hands back: certificates plus the CAs to trust."""
+
+    ssh_cert: str
+    tls_cert: str
+    host_ca_keys: list[str]
+    user_ca_keys: list[str]
+    tls_ca_certs: list[str]
+
+
+@dataclass(frozen=True)
+class SignupInfo:
+    user: str
+    otp_secret: str
+    otp_uri: str
+    expires: str
+    second_factor: str = field(default="otp")
+
+
+class AuthServer:
+    def __init__(self, backend: Backend, emitter: ev.Emitter, clock: Clock,
+                 settings: AuthSettings) -> None:
+        self.backend = backend
+        self.emitter = emitter
+        self.clock = clock
+        self.settings = settings
+        self.users = UserService(backend)
+        self.tokens = TokenService(backend)
+        self.cas = CAService(backend)
+        self.presence = PresenceService(backend)
+        self.cluster_name = ""
+
+    async def init(self) -> None:
+        """Create the cluster name and CAs on first start; later starts load them."""
+        self.cluster_name = await authority.ensure_cluster_name(self.cas, self.settings.cluster_name)
+        if self.settings.cluster_name and self.settings.cluster_name != self.cluster_name:
+            raise BadParameter(
+                f"cluster_name {self.settings.cluster_name!r} does not match the stored name "
+                f"{self.cluster_name!r}: renaming a cluster invalidates its keys")
+        await authority.ensure_authorities(self.cas, self.cluster_name, self.clock,
+                                           self.settings.ca_signature_algo)
+
+    # --- certificate authorities -------------------------------------------------------------
+
+    async def get_ca(self, ca_type: str, with_secrets: bool = False) -> CertAuthority:
+        ca = await self.cas.get(ca_type, self.cluster_name)
+        return ca if with_secrets else ca.without_secrets()
+
+    async def _trust(self) -> tuple[list[str], list[str], list[str]]:
+        host = await self.get_ca("host")
+        user = await self.get_ca("user")
+        tls = await self.get_ca("tls")
+        return host.trusted_ssh_public_keys(), user.trusted_ssh_public_keys(), tls.trusted_tls_certs()
+
+    def _rsa_hash(self) -> str:
+        return "sha512"
+
+    # --- hosts --------------------------------------------------------------------------------
+
+    async def issue_host_certs(self, *, host_uuid: str, nodename: str, system_role: str,
+                               ssh_public_key: str, tls_public_key: bytes,
+                               addresses: list[str]) -> IssuedCerts:
+        """Sign a host's SSH and X.509 certificates for one system role."""
+        if system_role not in SYSTEM_ROLES:
+            raise BadParameter(f"unknown system role {system_role!r}")
+        cluster = self.cluster_name
+        principals = _unique([host_uuid, f"{host_uuid}.{cluster}", nodename,
+                              f"{nodename}.{cluster}", *addresses])
+        host_ca = await self.get_ca("host", with_secrets=True)
+        tls_ca = await self.get_ca("tls", with_secrets=True)
+        now = self.clock.now()
+        ssh_cert = await asyncio.to_thread(
+            sshkeys.sign_host_cert, authority.ssh_signer(host_ca), ssh_public_key,
+            host_uuid=host_uuid, nodename=nodename, cluster=cluster, principals=principals,
+            system_role=system_role, valid_before=None)
+        ca_key, ca_cert = authority.tls_signer(tls_ca)
+        identity = Identity(username=f"{host_uuid}.{cluster}", roles=(system_role,),
+                            cluster=cluster, system_role=system_role, host_uuid=host_uuid)
+        dns = [n for n in principals if not _is_ip(n)]
+        ips = [n for n in principals if _is_ip(n)]
+        tls_cert = await asyncio.to_thread(
+            tlskeys.issue_tls_cert, ca_key, ca_cert, tls_public_key, identity, now=now,
+            not_after=now + authority.HOST_CERT_TTL, dns_names=dns, ip_addresses=ips)
+        host_keys, user_keys, tls_certs = await self._trust()
+        return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
+
+    async def upsert_server(self, server: Server) -> None:
+        store = self.presence.nodes if server.kind == "node" else self.presence.proxies
+        await store.put(server)
+
+    async def list_servers(self, kind: str) -> list[Server]:
+        store = self.presence.nodes if kind == "node" else self.presence.proxies
+        return [s for s in await store.list() if not s.expired(self.clock.now())]
+
+    # --- users --------------------------------------------------------------------------------
+
+    async def create_user_signup(self, name: str, logins: list[str], roles: list[str],
+                                 created_by: str) -> UserToken:
+        """Create a user without a password and the 1h signup token that lets them set one."""
+        _check_name(name)
+        now = self.clock.now()
+        user = User(metadata=Metadata(name=name), spec=UserSpec(
+            roles=roles or ["admin"],
+            traits={"logins": logins or [name]},
+            created_by=CreatedBy(time=now, user=CreatedByUser(name=created_by)),
+        ))
+        await self.users.users.create(user)
+        return await self.create_signup_token(name)
+
+    async def create_signup_token(self, user: str) -> UserToken:
+        await self.users.users.get(user)
+        now = self.clock.now()
+        token = UserToken(
+            metadata=Metadata(name=secrets.token_hex(16), expires=now + SIGNUP_TOKEN_TTL),
+            spec=UserTokenSpec(user=user, created=now),
+        )
+        await self.tokens.create_signup(token, pyotp.random_base32())
+        return token
+
+    async def _live_signup_token(self, token: str) -> UserToken:
+        try:
+            record = await self.tokens.signup.get(token)
+        except NotFound:
+            raise NotFound("signup token not found or expired") from None
+        if record.expired(self.clock.now()):
+            raise NotFound("signup token not found or expired")
+        return record
+
+    async def get_signup_info(self, token: str) -> SignupInfo:
+        record = await self._live_signup_token(token)
+        secret = await self.tokens.signup_otp_secret(token)
+        uri = pyotp.TOTP(secret).provisioning_uri(name=record.spec.user,
+                                                 issuer_name=self.cluster_name)
+        expires = record.metadata.expires.isoformat() if record.metadata.expires else ""
+        return SignupInfo(record.spec.user, secret, uri, expires, self.settings.second_factor)
+
+    async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
+        """Set the password (and enroll the OTP device) with a signup token, then burn it."""
+        record = await self._live_signup_token(token)
+        user = record.spec.user
+        _check_password(password)
+        secret = await self.tokens.signup_otp_secret(token)
+        if self.settings.second_factor != "off":
+            if not pyotp.TOTP(secret).verify(otp_code, valid_window=1):
+                await self._audit_failure(user, "invalid one-time password during signup")
+                raise AccessDenied("invalid one-time password: check your authenticator's clock")
+            await self.users.set_totp_secret(user, secret)
+        hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt())
+        await self.users.set_password_hash(user, hashed)
+        await self.tokens.delete_signup(token)
+        return await self.users.users.get(user)
+
+    async def list_users(self) -> list[User]:
+        return await self.users.users.list()
+
+    async def get_user(self, name: str) -> User:
+        return await self.users.users.get(name)
+
+    async def upsert_user(self, user: User) -> User:
+        _check_name(user.metadata.name)
+        return await self.users.users.put(user)
+
+    async def delete_user(self, name: str) -> None:
+        await self.users.delete_user(name)
+
+    # --- login --------------------------------------------------------------------------------
+
+    async def authenticate(self, username: str, password: str, otp_code: str,
+                           remote_addr: str = "") -> User:
+        """Check password and OTP, enforcing the lockout policy; audit either way."""
+        now = self.clock.now()
+        try:
+            user = await self.users.users.get(username)
+        except NotFound:
+            await asyncio.to_thread(bcrypt.checkpw, password.encode(), _DUMMY_HASH)
+            await self._audit_failure(username, "invalid username, password or second factor",
+                                      remote_addr)
+            raise AccessDenied("invalid username, password or second factor") from None
+        status = user.spec.status
+        if status.is_locked and status.lock_expires > now:
+            await self._audit_failure(username, "user is locked", remote_addr)
+            raise AccessDenied(
+                f"{status.locked_message or 'user is locked'}: try again after "
+                f"{status.lock_expires:%Y-%m-%d %H:%M:%S} UTC")
+        try:
+            pw_hash = await self.users.get_password_hash(username)
+        except NotFound:
+            pw_hash = _DUMMY_HASH
+        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), pw_hash)
+        ok = ok and pw_hash is not _DUMMY_HASH
+        if ok and self.settings.second_factor != "off":
+            ok = await self._check_otp(username, otp_code)
+        if not ok:
+            await self._record_failure(user, remote_addr)
+            raise AccessDenied("invalid username, password or second factor")
+        await self.users.clear_failed_logins(username)
+        return user
+
+    async def _check_otp(self, username: str, code: str) -> bool:
+        try:
+            secret = await self.users.get_totp_secret(username)
+        except NotFound:
+            return False
+        if not pyotp.TOTP(secret).verify(code, for_time=self.clock.now(), valid_window=1):
+            return False
+        # A code may be used once: replaying an observed code must fail.
+        return await self.users.mark_totp_used(username, code, self.clock.now() + timedelta(minutes=3))
+
+    async def _record_failure(self, user: User, remote_addr: str) -> None:
+        now = self.clock.now()
+        name = user.metadata.name
+        times = await self.users.add_failed_login(name, now, now + ATTEMPT_WINDOW)
+        recent = [t for t in times if t > now - ATTEMPT_WINDOW]
+        error = "invalid username, password or second factor"
+        if len(recent) >= MAX_LOGIN_ATTEMPTS:
+            locked = user.spec.status.model_copy(update={
+                "is_locked": True, "locked_time": now, "lock_expires": now + LOCK_DURATION,
+                "locked_message": f"{MAX_LOGIN_ATTEMPTS} failed login attempts, user is locked"})
+            await self.users.users.put(_with_status(user, locked))
+            await self.users.clear_failed_logins(name)
+            error = f"{error}; user locked for {int(LOCK_DURATION.total_seconds() // 60)} minutes"
+        await self._audit_failure(name, error, remote_addr)
+
+    async def _audit_failure(self, user: str, error: str, remote_addr: str = "") -> None:
+        await self.emitter.emit(ev.make_event(ev.AUTH, self.clock, user=user, success=False,
+                                              error=error, addr_remote=remote_addr))
+
+    async def login(self, *, username: str, password: str, otp_code: str, ssh_public_key: str,
+                    tls_public_key: bytes, ttl: timedelta | None, remote_addr: str = "") -> IssuedCerts:
+        """Authenticate a local user and sign their SSH and X.509 certificates."""
+        user = await self.authenticate(username, password, otp_code, remote_addr)
+        certs = await self.issue_user_certs(user, ssh_public_key, tls_public_key, ttl)
+        await self.emitter.emit(ev.make_event(ev.USER_LOGIN, self.clock, user=username,
+                                              method="local", success=True,
+                                              addr_remote=remote_addr))
+        return certs
+
+    async def issue_user_certs(self, user: User, ssh_public_key: str, tls_public_key: bytes,
+                               ttl: timedelta | None) -> IssuedCerts:
+        ttl = min(max(ttl or DEFAULT_CERT_TTL, MIN_CERT_TTL), MAX_CERT_TTL)
+        now = self.clock.now()
+        logins = user.logins or [user.metadata.name]
+        user_ca = await self.get_ca("user", with_secrets=True)
+        tls_ca = await self.get_ca("tls", with_secrets=True)
+        try:
+            ssh_cert = await asyncio.to_thread(
+                sshkeys.sign_user_cert, authority.ssh_signer(user_ca), ssh_public_key,
+                key_id=user.metadata.name, principals=logins, valid_after=now - timedelta(minutes=1),
+                valid_before=now + ttl, roles=user.spec.roles,
+                traits={k: v for k, v in user.spec.traits.items()})
+        except ValueError as err:
+            raise BadParameter(f"invalid SSH public key: {err}") from None
+        ca_key, ca_cert = authority.tls_signer(tls_ca)
+        identity = Identity(username=user.metadata.name, roles=tuple(user.spec.roles),
+                            logins=tuple(logins), cluster=self.cluster_name,
+                            traits={k: tuple(v) for k, v in user.spec.traits.items()},
+                            route_to_cluster=self.cluster_name)
+        tls_cert = await asyncio.to_thread(
+            tlskeys.issue_tls_cert, ca_key, ca_cert, tls_public_key, identity,
+            now=now, not_after=now + ttl)
+        host_keys, user_keys, tls_certs = await self._trust()
+        return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
+
+    # --- provision tokens ---------------------------------------------------------------------
+
+    async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
+        now = self.clock.now()
+        static = [ProvisionToken(metadata=Metadata(name=t.token),
+                                 spec=ProvisionTokenSpec(roles=sorted(t.roles)))
+                  for t in self.settings.static_tokens]
+        dynamic = [t for t in await self.tokens.provision.list() if not t.expired(now)]
+        signups = [t for t in await self.tokens.signup.list() if not t.expired(now)]
+        return static + dynamic, signups
+
+    async def delete_token(self, token: str) -> None:
+        if any(secrets.compare_digest(token, t.token) for t in self.settings.static_tokens):
+            raise BadParameter("static tokens are set in the config file and cannot be deleted")
+        try:
+            await self.tokens.provision.delete(token)
+        except NotFound:
+            await self.tokens.delete_signup(token)
+
+
+def _with_status(user: User, status: LoginStatus) -> User:
+    return user.model_copy(update={"spec": user.spec.model_copy(update={"status": status})})
+
+
+def _check_name(name: str) -> None:
+    if not name or len(name) > 255 or any(c in name for c in "/\\ \t\n:") :
+        raise BadParameter(f"invalid user name {name!r}")
+
+
+def _check_password(password: str) -> None:
+    if not MIN_PASSWORD_LEN <= len(password) <= MAX_PASSWORD_LEN:
+        raise BadParameter(
+            f"password must be between {MIN_PASSWORD_LEN} and {MAX_PASSWORD_LEN} characters")
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(i for i in items if i))
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["AlreadyExists", "AuthServer", "AuthSettings", "IssuedCerts", "SignupInfo", "StaticToken"]

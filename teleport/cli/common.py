@@ -1,0 +1,51 @@
+"""What every command line shares: the event loop, error-to-exit-code mapping, tables."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from teleport.errors import BadParameter, TeleportError
+
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+
+
+def run(coro: Coroutine[Any, Any, int | None]) -> int:
+    """Run a command's coroutine on asyncio (uvloop when installed); errors become one line."""
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    try:
+        return runner(coro) or 0
+    except TeleportError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(err, BadParameter) else EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Format columns the way the manual prints `tctl users ls` and `tctl nodes ls`."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    out = [line(headers), line(["-" * len(h) for h in headers])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def setup_logging(debug: bool, severity: str = "ERROR") -> None:
+    level = logging.DEBUG if debug else getattr(logging, severity.upper(), logging.ERROR)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(levelname).4s [%(name)s] %(message)s")

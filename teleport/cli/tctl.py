@@ -1,0 +1,260 @@
+"""`tctl`: the admin tool, run on the auth host with that host's Admin identity."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from teleport.cli.common import run, table
+
+if TYPE_CHECKING:
+    from teleport.auth.client import AuthClient
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tctl", description="Admin tool for the Teleport cluster.")
+    parser.add_argument("-c", "--config", help="path to teleport.yaml (default /etc/teleport.yaml if present)")
+    parser.add_argument("--data-dir", help="data directory of the auth server, overriding the config")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+
+    users = sub.add_parser("users", help="Manage local users").add_subparsers(dest="action", metavar="<action>")
+    add = users.add_parser("add", help="Create a user and print its signup link")
+    add.add_argument("name")
+    add.add_argument("logins", nargs="?", help="comma-separated OS logins (default: the user name)")
+    add.add_argument("--logins", dest="logins_flag", help="comma-separated OS logins")
+    add.add_argument("--roles", default="admin", help="comma-separated roles (default: admin)")
+    users.add_parser("ls", help="List users")
+    rm = users.add_parser("rm", help="Delete a user")
+    rm.add_argument("name")
+
+    get = sub.add_parser("get", help="Print resources: users, user/<name>, nodes, tokens, cert_authorities")
+    get.add_argument("ref")
+    get.add_argument("--format", choices=["yaml", "json", "text"], default="yaml")
+    create = sub.add_parser("create", help="Create resources from a YAML file")
+    create.add_argument("filename", nargs="?")
+    create.add_argument("-f", "--force", action="store_true", help="overwrite existing resources")
+    remove = sub.add_parser("rm", help="Delete a resource: user/<name>, token/<token>")
+    remove.add_argument("ref")
+
+    tokens = sub.add_parser("tokens", help="Manage invitation tokens").add_subparsers(dest="action", metavar="<action>")
+    tokens.add_parser("ls", help="List tokens")
+    for name in ("rm", "del"):
+        t = tokens.add_parser(name, help="Delete a token")
+        t.add_argument("token")
+
+    nodes = sub.add_parser("nodes", help="Manage nodes").add_subparsers(dest="action", metavar="<action>")
+    nodes.add_parser("ls", help="List registered nodes")
+
+    auth = sub.add_parser("auth", help="Certificate authority operations").add_subparsers(dest="action", metavar="<action>")
+    export = auth.add_parser("export", help="Export CA public keys for OpenSSH")
+    export.add_argument("--type", choices=["user", "host", "tls"], help="which CA (default: user and host)")
+    sub.add_parser("status", help="Show the cluster status and CA pin")
+    return parser
+
+
+async def _client(args: argparse.Namespace) -> AuthClient:
+    from teleport.auth.client import AuthClient
+    from teleport.auth.identity_file import IdentityFile
+    from teleport.config import StartFlags, load_config
+    from teleport.errors import NotFound
+    from teleport.utils.addr import HostPort
+
+    config = load_config(StartFlags(config_path=args.config, data_dir=args.data_dir))
+    try:
+        identity = IdentityFile.load(config.data_dir, "Admin")
+    except NotFound:
+        raise NotFound(f"no admin identity in {config.data_dir}: run tctl on the auth server, "
+                       "with the same --config or --data-dir as teleport start") from None
+    if config.auth.enabled:
+        listen = config.auth.listen_addr
+        host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
+        addrs = [HostPort(host, listen.port)]
+    else:
+        addrs = list(config.auth_servers)
+    return AuthClient.from_identity(identity, addrs)
+
+
+def _csv(text: str | None) -> list[str]:
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+async def _users(args: argparse.Namespace, client: AuthClient) -> int:
+    if args.action == "add":
+        logins = _csv(args.logins_flag or args.logins) or [args.name]
+        token = await client.create_user_signup(args.name, logins, _csv(args.roles))
+        proxies = await client.list_servers("proxy")
+        proxy = proxies[0].spec.public_addr if proxies else "<proxy>:3080"
+        print("Signup token has been created and is valid for 1 hour. Share this URL with the user:")
+        print(f"https://{proxy}/web/newuser/{token.metadata.name}")
+        print(f"\nNOTE: make sure the {proxy.rsplit(':', 1)[0]} host is accessible.")
+    elif args.action == "ls":
+        users = await client.list_users()
+        print(table(["User", "Allowed Logins"],
+                    [[u.metadata.name, ",".join(u.logins)] for u in users]))
+    elif args.action == "rm":
+        await client.delete_user(args.name)
+        print(f'User "{args.name}" has been deleted')
+    return 0
+
+
+KIND_ALIASES = {"users": "user", "user": "user", "nodes": "node", "node": "node",
+                "tokens": "token", "token": "token", "cert_authorities": "cert_authority",
+                "cert_authority": "cert_authority", "cas": "cert_authority", "ca": "cert_authority"}
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    from teleport.errors import BadParameter
+
+    kind, _, name = ref.partition("/")
+    if kind not in KIND_ALIASES:
+        raise BadParameter(f"unsupported resource {kind!r}: use one of users, nodes, tokens, cert_authorities")
+    return KIND_ALIASES[kind], name
+
+
+async def _get(args: argparse.Namespace, client: AuthClient) -> int:
+    import json
+
+    from teleport.types.codec import dump_yaml, to_dict
+
+    kind, name = _split_ref(args.ref)
+    resources: list[Any]
+    if kind == "user":
+        resources = [await client.get_user(name)] if name else await client.list_users()
+    elif kind == "node":
+        resources = [n for n in await client.list_servers("node") if not name or n.metadata.name == name]
+    elif kind == "token":
+        provision, _ = await client.list_tokens()
+        resources = [t for t in provision if not name or t.metadata.name == name]
+    else:
+        resources = [await client.get_ca(t) for t in ("user", "host", "tls")]
+    if args.format == "json":
+        print(json.dumps([to_dict(r) for r in resources], indent=2))
+    else:
+        sys.stdout.write(dump_yaml(resources))
+    return 0
+
+
+async def _create(args: argparse.Namespace, client: AuthClient) -> int:
+    from teleport.errors import AlreadyExists, BadParameter, NotFound
+    from teleport.types.codec import parse_yaml
+    from teleport.types.resources import User
+
+    source = args.filename or "-"
+    try:
+        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
+    except OSError as err:
+        raise BadParameter(f"cannot read {source}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise BadParameter(f"{source} is not UTF-8 text") from None
+    resources = parse_yaml(text, source)
+    for resource in resources:
+        if not isinstance(resource, User):
+            raise BadParameter(f"{source}: creating {resource.kind} resources is not supported")
+    for user in resources:
+        if not args.force:
+            try:
+                await client.get_user(user.metadata.name)
+                raise AlreadyExists(f'user "{user.metadata.name}" already exists, use -f to overwrite')
+            except NotFound:
+                pass
+        await client.upsert_user(user)  # type: ignore[arg-type]
+        print(f'user "{user.metadata.name}" has been {"updated" if args.force else "created"}')
+    return 0
+
+
+async def _rm(args: argparse.Namespace, client: AuthClient) -> int:
+    from teleport.errors import BadParameter
+
+    kind, name = _split_ref(args.ref)
+    if not name:
+        raise BadParameter(f"specify the resource to delete as {args.ref.split('/')[0]}/<name>")
+    if kind == "user":
+        await client.delete_user(name)
+        print(f'user "{name}" has been deleted')
+    elif kind == "token":
+        await client.delete_token(name)
+        print(f"Token {name} has been deleted")
+    else:
+        raise BadParameter(f"deleting {kind} resources is not supported")
+    return 0
+
+
+async def _tokens(args: argparse.Namespace, client: AuthClient) -> int:
+    if args.action == "ls":
+        provision, signup = await client.list_tokens()
+        rows = []
+        for token in provision:
+            exp = token.metadata.expires
+            rows.append([token.metadata.name, ",".join(r.capitalize() for r in token.spec.roles),
+                         exp.strftime("%d %b %y %H:%M UTC") if exp else "never"])
+        for st in signup:
+            exp = st.metadata.expires
+            rows.append([st.metadata.name, "Signup", exp.strftime("%d %b %y %H:%M UTC") if exp else "never"])
+        print(table(["Token", "Type", "Expiry Time (UTC)"], rows))
+    else:
+        await client.delete_token(args.token)
+        print(f"Token {args.token} has been deleted")
+    return 0
+
+
+async def _nodes(args: argparse.Namespace, client: AuthClient) -> int:
+    nodes = sorted(await client.list_servers("node"), key=lambda n: n.spec.hostname)
+    rows = [[n.spec.hostname, n.metadata.name, n.spec.addr,
+             ",".join(f"{k}={v}" for k, v in sorted(n.all_labels().items()))] for n in nodes]
+    print(table(["Node Name", "Node ID", "Address", "Labels"], rows))
+    return 0
+
+
+async def _auth_export(args: argparse.Namespace, client: AuthClient) -> int:
+    cluster = str((await client.ping())["cluster_name"])
+    for ca_type in [args.type] if args.type else ["user", "host"]:
+        ca = await client.get_ca(ca_type)
+        if ca_type == "tls":
+            sys.stdout.write("".join(ca.trusted_tls_certs()))
+            continue
+        for key in ca.trusted_ssh_public_keys():
+            if ca_type == "user":
+                print(f"cert-authority {key} clustername={cluster}&type=user")
+            else:
+                print(f"@cert-authority *.{cluster} {key} type=host")
+    return 0
+
+
+async def _status(args: argparse.Namespace, client: AuthClient) -> int:
+    from teleport.keys.pin import ca_pin
+
+    cluster = str((await client.ping())["cluster_name"])
+    tls = await client.get_ca("tls")
+    rows = [("Cluster", cluster)]
+    for ca_type, label in (("user", "User CA"), ("host", "Host CA")):
+        ca = await client.get_ca(ca_type)
+        last = ca.spec.last_rotated
+        rows.append((label, "never updated" if last.year == 1 else f"rotated {last:%Y-%m-%d %H:%M} UTC"))
+    rows.append(("CA pin", ca_pin(tls.trusted_tls_certs()[0].encode())))
+    for key, value in rows:
+        print(f"{key.ljust(8)} {value}")
+    return 0
+
+
+HANDLERS = {"users": _users, "get": _get, "create": _create, "rm": _rm, "tokens": _tokens,
+            "nodes": _nodes, "auth": _auth_export, "status": _status}
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    async with await _client(args) as client:
+        return await HANDLERS[args.command](args, client)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None or (args.command in ("users", "tokens", "nodes", "auth")
+                                and getattr(args, "action", None) is None):
+        parser.print_help()
+        return 2
+    return run(_dispatch(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

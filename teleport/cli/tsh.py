@@ -1,0 +1,201 @@
+"""`tsh`: the user's tool to log in, list nodes and ssh into them through the proxy."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from teleport import __version__
+from teleport.cli.common import run, table
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from teleport.client.profile import Profile
+
+
+def _common(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--proxy", default=default, help="proxy web address host[:3080]")
+    parser.add_argument("--user", default=default, help="Teleport user name")
+    parser.add_argument("--insecure", action="store_true", default=default,
+                        help="do not verify the proxy's HTTPS certificate (self-signed proxies)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tsh", description="Teleport client: log in and ssh into nodes.")
+    _common(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    quiet = argparse.SUPPRESS
+    login = sub.add_parser("login", help="Log in to a cluster and retrieve certificates")
+    _common(login, quiet)
+    login.add_argument("--ttl", help="certificate lifetime: minutes or a duration like 12h (default 12h)")
+    sub.add_parser("logout", help="Delete the profile and its keys")
+    sub.add_parser("status", help="Show the current login")
+    ls = sub.add_parser("ls", help="List nodes")
+    _common(ls, quiet)
+    ls.add_argument("labels", nargs="?", help="filter by labels: k=v,k2=v2")
+    ssh = sub.add_parser("ssh", help="Run a shell or a command on a node")
+    _common(ssh, quiet)
+    ssh.add_argument("-l", "--login", help="remote OS login")
+    ssh.add_argument("-p", "--port", type=int, help="node SSH port")
+    ssh.add_argument("-L", "--forward", action="append", default=[], metavar="[bind:]port:host:hostport",
+                     help="forward a local port to a host reachable from the node")
+    ssh.add_argument("-t", dest="tty", action="store_const", const=True, help="force a terminal")
+    ssh.add_argument("-T", dest="tty", action="store_const", const=False, help="disable the terminal")
+    ssh.add_argument("-N", dest="no_command", action="store_true", help="forward ports only")
+    ssh.add_argument("target", metavar="[login@]host")
+    ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run")
+    sub.add_parser("config", help="Print an OpenSSH configuration for this cluster")
+    sub.add_parser("version", help="Print the version")
+    return parser
+
+
+def _ttl(text: str | None) -> timedelta | None:
+    from datetime import timedelta
+
+    from teleport.utils.duration import parse_duration
+
+    if not text:
+        return None
+    return timedelta(minutes=int(text)) if text.isdigit() else parse_duration(text)
+
+
+def _prompt(label: str, secret: bool) -> str:
+    """Ask on the terminal; read a plain line when stdin is not one (scripts, tests)."""
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{label}: ") if secret else input(f"{label}: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+async def _login(args: argparse.Namespace) -> int:
+    from teleport.client.login import login
+    from teleport.client.webapi import WebClient
+    from teleport.errors import BadParameter
+
+    if not args.proxy:
+        raise BadParameter("specify the proxy: tsh login --proxy=host:3080 --user=name")
+    import getpass as gp
+
+    user = args.user or gp.getuser()
+    async with WebClient(args.proxy if ":" in args.proxy else f"{args.proxy}:3080",
+                         insecure=bool(args.insecure)) as web:
+        second_factor = (await web.ping())["auth"]["second_factor"]
+    password = _prompt(f"Enter password for Teleport user {user}", secret=True)
+    otp = _prompt("Enter your OTP token", secret=False) if second_factor not in ("off", "") else ""
+    profile = await login(args.proxy, user, password, otp, ttl=_ttl(getattr(args, "ttl", None)),
+                          insecure=bool(args.insecure))
+    _print_status(profile)
+    return 0
+
+
+def _print_status(profile: Profile) -> None:
+    from datetime import datetime, timezone
+
+    from teleport.keys.ssh import parse_cert
+    from teleport.utils.duration import format_duration
+
+    info = parse_cert(profile.ssh_cert())
+    left = info.valid_before - datetime.now(timezone.utc)
+    validity = f"valid for {format_duration(left)}" if left.total_seconds() > 0 else "EXPIRED"
+    print(f"> Profile URL:  https://{profile.web_proxy_addr}")
+    print(f"  Logged in as: {profile.user}")
+    print(f"  Cluster:      {profile.cluster}")
+    print(f"  Roles:        {', '.join(info.roles)}")
+    print(f"  Logins:       {', '.join(info.principals)}")
+    print(f"  Valid until:  {info.valid_before:%Y-%m-%d %H:%M:%S} UTC [{validity}]")
+
+
+def _profile(args: argparse.Namespace) -> Profile:
+    from teleport.client.profile import current_profile
+    from teleport.errors import AccessDenied
+
+    profile = current_profile()
+    proxy = getattr(args, "proxy", None)
+    if proxy and proxy.split(":")[0] != profile.proxy_host:
+        raise AccessDenied(f"not logged in to {proxy}, run 'tsh login --proxy={proxy}'")
+    user = getattr(args, "user", None)
+    if user and user != profile.user:
+        raise AccessDenied(f"logged in as {profile.user}, not {user}: run 'tsh login --user={user}'")
+    return profile
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    from teleport.client.webapi import WebClient
+    from teleport.errors import BadParameter
+
+    profile = _profile(args)
+    profile.check_valid()
+    wanted: dict[str, str] = {}
+    for pair in filter(None, (args.labels or "").split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadParameter(f"invalid label filter {pair!r}: expected key=value")
+        wanted[key] = value
+    async with WebClient(profile.web_proxy_addr, insecure=profile.insecure,
+                         ca_pems=[profile.ca_path.read_bytes()],
+                         client_cert=(profile.tls_cert_path.read_bytes(),
+                                      profile.tls_key_path.read_bytes())) as web:
+        nodes = await web.list_nodes(profile.cluster)
+    rows = [[n["name"], n["addr"], ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))]
+            for n in nodes if all(n["labels"].get(k) == v for k, v in wanted.items())]
+    print(table(["Node Name", "Address", "Labels"], rows))
+    return 0
+
+
+async def _ssh(args: argparse.Namespace) -> int:
+    import getpass as gp
+
+    from teleport.client import ssh
+
+    profile = _profile(args)
+    login, sep, host = args.target.rpartition("@")
+    if not sep:
+        login, host = args.login or gp.getuser(), args.target
+    if args.port:
+        host = f"{host}:{args.port}"
+    forwards = [ssh.parse_forward(f) for f in args.forward]
+    return await ssh.run(profile, login, host, args.cmd, tty_mode=args.tty, forwards=forwards,
+                         no_command=args.no_command)
+
+
+async def _status() -> int:
+    from teleport.client.profile import current_profile
+
+    _print_status(current_profile())
+    return 0
+
+
+async def _logout() -> int:
+    from teleport.client.profile import remove_profile
+
+    print("Logged out." if remove_profile() else "Not logged in.")
+    return 0
+
+
+async def _config() -> int:
+    from teleport.client.profile import current_profile
+    from teleport.client.sshconfig import ssh_config
+
+    sys.stdout.write(ssh_config(current_profile()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(f"Teleport v{__version__} python{sys.version_info.major}.{sys.version_info.minor}")
+        return 0
+    commands = {"login": lambda: _login(args), "ls": lambda: _ls(args), "ssh": lambda: _ssh(args),
+                "status": _status, "logout": _logout, "config": _config}
+    if args.command not in commands:
+        parser.print_help()
+        return 2
+    return run(commands[args.command]())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

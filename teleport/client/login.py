@@ -1,0 +1,35 @@
+"""`tsh login`: new keys, certificates from the proxy's web API, saved as the profile."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from teleport.client.webapi import WebClient
+
+from teleport.client.profile import Profile, save_login
+from teleport.keys import ssh as sshkeys
+from teleport.keys import tls as tlskeys
+from teleport.utils.addr import parse_addr
+
+
+async def login(proxy: str, user: str, password: str, otp_token: str, *,
+                ttl: timedelta | None, insecure: bool) -> Profile:
+    """Log in through the proxy and store the new certificates; return the new profile."""
+    web_addr = parse_addr(proxy, 3080)
+    ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
+    tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
+    ssh_pub = sshkeys.public_key_of(ssh_key)
+    async with WebClient(str(web_addr), insecure=insecure) as web:
+        ping = await web.ping()
+        resp = await web.ssh_login(user, password, otp_token, ssh_pub,
+                                   tlskeys.tls_public_key_pem(tls_key).decode(), ttl)
+    ssh_proxy = parse_addr(ping["proxy"]["ssh"]["public_addr"], 3023)
+    if ssh_proxy.host in ("0.0.0.0", "::", ""):
+        ssh_proxy = ssh_proxy._replace(host=web_addr.host)
+    profile = Profile(web_proxy_addr=str(web_addr), ssh_proxy_addr=str(ssh_proxy), user=user,
+                      cluster=resp.cluster_name, insecure=insecure)
+    save_login(profile, ssh_key=ssh_key, ssh_pub=ssh_pub, ssh_cert=resp.cert, tls_key=tls_key,
+               tls_cert=resp.tls_cert, tls_cas=list(resp.trusted_ca),
+               host_ca_keys=list(resp.host_signers))
+    return profile

@@ -1,0 +1,123 @@
+"""What `tsh login` leaves in `~/.tsh`: the current profile, keys and certificates.
+
+Layout (all files 0600, folders 0700), `TELEPORT_HOME` overrides `~/.tsh`:
+    profile                      the current profile (JSON)
+    known_hosts                  `@cert-authority` lines for the cluster's host CA
+    keys/<proxy>/<user>          SSH private key (OpenSSH)
+    keys/<proxy>/<user>.pub      SSH public key
+    keys/<proxy>/<user>-cert.pub SSH certificate
+    keys/<proxy>/<user>-x509.pem X.509 certificate, with <user>.tls.key its key
+    keys/<proxy>/certs.pem       the cluster's TLS CA certificates
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from teleport.keys.ssh import parse_cert
+
+from teleport.errors import AccessDenied, BadParameter, NotFound
+from teleport.utils.fs import ensure_private_dir, write_secret
+
+
+def tsh_home() -> Path:
+    return Path(os.environ.get("TELEPORT_HOME") or Path.home() / ".tsh")
+
+
+@dataclass(frozen=True)
+class Profile:
+    web_proxy_addr: str
+    ssh_proxy_addr: str
+    user: str
+    cluster: str
+    insecure: bool = False
+
+    @property
+    def proxy_host(self) -> str:
+        return self.web_proxy_addr.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def key_dir(self) -> Path:
+        return tsh_home() / "keys" / self.proxy_host
+
+    @property
+    def key_path(self) -> Path:
+        return self.key_dir / self.user
+
+    @property
+    def cert_path(self) -> Path:
+        return self.key_dir / f"{self.user}-cert.pub"
+
+    @property
+    def tls_cert_path(self) -> Path:
+        return self.key_dir / f"{self.user}-x509.pem"
+
+    @property
+    def tls_key_path(self) -> Path:
+        return self.key_dir / f"{self.user}.tls.key"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.key_dir / "certs.pem"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return tsh_home() / "known_hosts"
+
+    def ssh_cert(self) -> str:
+        try:
+            return self.cert_path.read_text().strip()
+        except FileNotFoundError:
+            raise NotFound("no certificate found, run 'tsh login'") from None
+
+    def check_valid(self, now: datetime | None = None) -> datetime:
+        """Return when the certificate expires; raise AccessDenied if it already has."""
+        info = parse_cert(self.ssh_cert())
+        if info.valid_before <= (now or datetime.now(timezone.utc)):
+            raise AccessDenied("your certificate has expired, run 'tsh login'")
+        return info.valid_before
+
+
+def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str, tls_key: bytes,
+               tls_cert: str, tls_cas: list[str], host_ca_keys: list[str]) -> None:
+    """Write the keys and certificates of a fresh login and make it the current profile."""
+    home = ensure_private_dir(tsh_home())
+    ensure_private_dir(home / "keys")
+    ensure_private_dir(profile.key_dir)
+    write_secret(profile.key_path, ssh_key)
+    write_secret(profile.key_path.with_name(f"{profile.user}.pub"), ssh_pub + "\n")
+    write_secret(profile.cert_path, ssh_cert + "\n")
+    write_secret(profile.tls_key_path, tls_key)
+    write_secret(profile.tls_cert_path, tls_cert)
+    write_secret(profile.ca_path, "".join(tls_cas))
+    patterns = f"{profile.proxy_host},*.{profile.cluster}"
+    lines = "".join(f"@cert-authority {patterns} {key} type=host\n" for key in host_ca_keys)
+    write_secret(profile.known_hosts_path, lines)
+    write_secret(home / "profile", json.dumps(asdict(profile), indent=1) + "\n")
+
+
+def current_profile() -> Profile:
+    """Return the profile of the last login, or NotFound with the command to run."""
+    path = tsh_home() / "profile"
+    try:
+        return Profile(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise NotFound("not logged in, run 'tsh login --proxy=<host:3080> --user=<name>'") from None
+    except (ValueError, TypeError):
+        raise BadParameter(f"{path} is corrupt; run 'tsh logout' and log in again") from None
+
+
+def remove_profile() -> bool:
+    """Delete the current profile and its keys; return whether there was one."""
+    import shutil
+
+    home = tsh_home()
+    found = (home / "profile").exists()
+    for name in ("profile", "known_hosts"):
+        (home / name).unlink(missing_ok=True)
+    shutil.rmtree(home / "keys", ignore_errors=True)
+    return found

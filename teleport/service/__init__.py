@@ -1,0 +1,1 @@
+"""The teleport process: which services run, their identities, listeners and lifecycle."""

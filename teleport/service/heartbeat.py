@@ -1,0 +1,30 @@
+"""Announce a node or proxy to the auth server on an interval, with a TTL."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from teleport.auth.client import AuthClient
+from teleport.errors import TeleportError
+from teleport.types.resources import Server
+from teleport.utils.clock import Clock
+
+log = logging.getLogger("teleport.heartbeat")
+HEARTBEAT_INTERVAL = 5.0
+SERVER_TTL = timedelta(seconds=30)
+
+
+async def heartbeat_forever(client: AuthClient, make_server: Callable[[], Server], clock: Clock,
+                            interval: float = HEARTBEAT_INTERVAL) -> None:
+    """Upsert the server record with an expiry; a stopped host drops out after SERVER_TTL."""
+    while True:
+        server = make_server()
+        meta = server.metadata.model_copy(update={"expires": clock.now() + SERVER_TTL})
+        try:
+            await client.upsert_server(server.model_copy(update={"metadata": meta}))
+        except TeleportError as err:
+            log.warning("heartbeat failed: %s", err)
+        await asyncio.sleep(interval)

@@ -1,0 +1,296 @@
+"""One teleport process: start the enabled services in order and stop them all cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Awaitable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from teleport import __version__
+from teleport.auth import api as auth_api
+from teleport.auth.client import AuthClient
+from teleport.auth.identity_file import IdentityFile
+from teleport.auth.server import AuthServer, AuthSettings, StaticToken
+from teleport.backend.base import Backend
+from teleport.backend.sqlite import SqliteBackend
+from teleport.config.runtime import Config
+from teleport.errors import BadParameter, NotFound, NotSupported
+from teleport.events.filelog import FileLog
+from teleport.keys import tls as tlskeys
+from teleport.proxy.ssh import ProxySSHServer
+from teleport.proxy.web import WebProxy
+from teleport.service.heartbeat import heartbeat_forever
+from teleport.service.identities import issue_local_identity, load_or_create_host_uuid
+from teleport.service.resolve import NodeResolver
+from teleport.service.trust import TrustedCAs
+from teleport.srv.server import NodeServer
+from teleport.types.resource import Metadata
+from teleport.types.resources import Server, ServerSpec
+from teleport.utils.addr import HostPort
+from teleport.utils.clock import Clock, RealClock
+from teleport.utils.fs import ensure_private_dir, write_secret
+
+log = logging.getLogger("teleport")
+
+
+class TeleportProcess:
+    """Run auth, proxy and node as the config says; an async context manager."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or RealClock()
+        self.stack = AsyncExitStack()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.auth: AuthServer | None = None
+        self.ports: dict[str, int] = {}
+        self.host_uuid = ""
+        self.cluster_name = ""
+
+    async def __aenter__(self) -> TeleportProcess:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def start(self) -> None:
+        cfg = self.config
+        data_dir = _prepare_data_dir(cfg.data_dir)
+        self.host_uuid = load_or_create_host_uuid(data_dir)
+        if cfg.auth.enabled:
+            await self._start_auth(data_dir)
+        if cfg.proxy.enabled:
+            await self._start_proxy(data_dir)
+        if cfg.ssh.enabled:
+            await self._start_node(data_dir)
+        if cfg.pid_file:
+            write_secret(cfg.pid_file, f"{os.getpid()}\n", mode=0o644)
+
+    async def close(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        for task in list(self.tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.stack.aclose()
+        if self.config.pid_file:
+            with contextlib.suppress(OSError):
+                Path(self.config.pid_file).unlink()
+
+    # --- auth ---------------------------------------------------------------------------------
+
+    async def _open_backend(self, data_dir: Path) -> Backend:
+        storage = self.config.storage
+        if storage.type not in ("dir", "sqlite"):
+            raise NotSupported(f"storage type {storage.type!r} is not supported yet (use 'dir')")
+        path = Path(storage.path) if storage.path else data_dir / "backend"
+        backend = await SqliteBackend.open(ensure_private_dir(path) / "sqlite.db", clock=self.clock)
+        self.stack.push_async_callback(backend.close)
+        return backend
+
+    async def _start_auth(self, data_dir: Path) -> None:
+        cfg = self.config
+        backend = await self._open_backend(data_dir)
+        audit = FileLog(data_dir / "log", self.clock)
+        settings = AuthSettings(
+            cluster_name=cfg.auth.cluster_name,
+            second_factor=cfg.auth.second_factor,
+            ca_signature_algo=cfg.ca_signature_algo,
+            static_tokens=tuple(StaticToken(frozenset(t.roles), t.token)
+                                for t in cfg.auth.static_tokens),
+        )
+        auth = AuthServer(backend, audit, self.clock, settings)
+        await auth.init()
+        self.auth = auth
+        self.cluster_name = auth.cluster_name
+        listen = cfg.auth.listen_addr
+        addresses = _host_addresses(cfg.nodename, listen, cfg.auth.public_addrs)
+        identity = await issue_local_identity(auth, data_dir, "Auth", self.host_uuid,
+                                              cfg.nodename, addresses)
+        # tctl on this host talks to the API with this Admin identity.
+        await issue_local_identity(auth, data_dir, "Admin", self.host_uuid, cfg.nodename, [])
+        ctx = tlskeys.ssl_server_context(identity.tls_cert.encode(),
+                                         identity.tls_private_key.encode(),
+                                         [c.encode() for c in identity.tls_ca_certs],
+                                         require_client_cert=True)
+        runner = await auth_api.serve(auth, ctx, listen.host, listen.port)
+        self.stack.push_async_callback(runner.cleanup)
+        self.ports["auth"] = _bound_port(runner)
+        log.info("[AUTH] Auth service %s is starting on %s.", __version__,
+                 HostPort(listen.host, self.ports["auth"]))
+
+    # --- identities for proxy and node ---------------------------------------------------------
+
+    def _auth_addrs(self) -> list[HostPort]:
+        if "auth" in self.ports:
+            listen = self.config.auth.listen_addr
+            host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
+            return [HostPort(host, self.ports["auth"])]
+        return list(self.config.auth_servers)
+
+    async def _identity(self, data_dir: Path, role: str, addresses: list[str]) -> IdentityFile:
+        if self.auth is not None:
+            return await issue_local_identity(self.auth, data_dir, role, self.host_uuid,
+                                              self.config.nodename, addresses)
+        try:
+            return IdentityFile.load(data_dir, role)
+        except NotFound:
+            raise BadParameter(
+                f"this host has no {role} identity yet and joining a cluster with a token is not "
+                "supported in this version; run auth, proxy and node in one process") from None
+
+    async def _client(self, identity: IdentityFile) -> AuthClient:
+        client = AuthClient.from_identity(identity, self._auth_addrs())
+        self.stack.push_async_callback(client.close)
+        if not self.cluster_name:
+            self.cluster_name = str((await client.ping())["cluster_name"])
+        return client
+
+    # --- proxy --------------------------------------------------------------------------------
+
+    async def _start_proxy(self, data_dir: Path) -> None:
+        cfg = self.config.proxy
+        web_public = cfg.public_addrs[0] if cfg.public_addrs else HostPort(
+            self.config.nodename, cfg.web_listen_addr.port)
+        ssh_public = cfg.ssh_public_addrs[0] if cfg.ssh_public_addrs else HostPort(
+            web_public.host, cfg.listen_addr.port)
+        addresses = _host_addresses(self.config.nodename, cfg.listen_addr,
+                                    [web_public, ssh_public])
+        identity = await self._identity(data_dir, "Proxy", addresses)
+        client = await self._client(identity)
+        trust = TrustedCAs(client, identity)
+        self._spawn(trust.run(), "proxy-trust")
+        resolver = NodeResolver(client, self.cluster_name)
+
+        ssh_server = ProxySSHServer(
+            host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
+            trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
+            resolve=resolver.resolve, emitter=client, clock=self.clock)
+        await self.stack.enter_async_context(ssh_server)
+        await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port)
+        self.ports["proxy_ssh"] = ssh_server.port
+        if ssh_public.port == 0 or cfg.listen_addr.port == 0:
+            ssh_public = HostPort(ssh_public.host, ssh_server.port)
+
+        key_pem, cert_pem = await _web_keypair(cfg.https_keypairs, web_public.host, self.clock)
+        web = WebProxy(auth=client, cluster_name=self.cluster_name, cert_pem=cert_pem,
+                       key_pem=key_pem, client_ca_pems=trust.tls_certs,
+                       public_addr=str(web_public), ssh_public_addr=str(ssh_public),
+                       clock=self.clock)
+        await self.stack.enter_async_context(web)
+        await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port)
+        self.ports["proxy_web"] = web.port
+        if web_public.port == 0 or cfg.web_listen_addr.port == 0:
+            web_public = HostPort(web_public.host, web.port)
+            web.public_addr = str(web_public)
+
+        def proxy_record() -> Server:
+            return Server(kind="proxy", metadata=Metadata(name=self.host_uuid),
+                          spec=ServerSpec(addr=str(ssh_public), hostname=self.config.nodename,
+                                          public_addr=str(web_public), version=__version__))
+
+        self._spawn(heartbeat_forever(client, proxy_record, self.clock), "proxy-heartbeat")
+        log.info("[PROXY] Web proxy service %s is starting on %s.", __version__,
+                 HostPort(cfg.web_listen_addr.host, web.port))
+        log.info("[PROXY] SSH proxy service %s is starting on %s.", __version__,
+                 HostPort(cfg.listen_addr.host, ssh_server.port))
+
+    # --- node ---------------------------------------------------------------------------------
+
+    async def _start_node(self, data_dir: Path) -> None:
+        cfg = self.config.ssh
+        addresses = _host_addresses(self.config.nodename, cfg.listen_addr, cfg.public_addrs)
+        identity = await self._identity(data_dir, "Node", addresses)
+        client = await self._client(identity)
+        trust = TrustedCAs(client, identity)
+        self._spawn(trust.run(), "node-trust")
+        labels = dict(cfg.labels)
+        proxy_addr = ""
+
+        async def refresh_proxy_addr() -> None:
+            nonlocal proxy_addr
+            proxies = await client.list_servers("proxy")
+            proxy_addr = proxies[0].spec.public_addr if proxies else ""
+
+        node = NodeServer(
+            host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
+            trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
+            server_id=self.host_uuid, nodename=self.config.nodename, labels=lambda: labels,
+            emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock)
+        await self.stack.enter_async_context(node)
+        await node.start(cfg.listen_addr.host, cfg.listen_addr.port)
+        self.ports["node"] = node.port
+        advertise = cfg.public_addrs[0] if cfg.public_addrs else HostPort(
+            _advertise_host(cfg.listen_addr.host), node.port)
+
+        def node_record() -> Server:
+            return Server(kind="node", metadata=Metadata(name=self.host_uuid, labels=labels),
+                          spec=ServerSpec(addr=str(advertise), hostname=self.config.nodename,
+                                          version=__version__))
+
+        async def node_heartbeat() -> None:
+            with contextlib.suppress(Exception):
+                await refresh_proxy_addr()
+            await heartbeat_forever(client, node_record, self.clock)
+
+        self._spawn(node_heartbeat(), "node-heartbeat")
+        log.info("[NODE] Service %s is starting on %s.", __version__,
+                 HostPort(cfg.listen_addr.host, node.port))
+
+
+def _prepare_data_dir(path: Path) -> Path:
+    try:
+        ensure_private_dir(path)
+        probe = path / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise BadParameter(f"data_dir {path} is not writable: {err.strerror}") from None
+    return path
+
+
+def _advertise_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
+def _host_addresses(nodename: str, listen: HostPort, public: list[HostPort]) -> list[str]:
+    names = [nodename, "localhost", "127.0.0.1", "::1", _advertise_host(listen.host)]
+    names += [p.host for p in public]
+    with contextlib.suppress(OSError):
+        names.append(socket.gethostname())
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _bound_port(runner: Any) -> int:
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            return int(server.sockets[0].getsockname()[1])
+    raise BadParameter("auth API did not bind")
+
+
+async def _web_keypair(keypairs: list[tuple[Path, Path]], host: str, clock: Clock) -> tuple[bytes, bytes]:
+    """Return the configured HTTPS key and cert, or a fresh self-signed pair."""
+    if keypairs:
+        key_file, cert_file = keypairs[0]
+        try:
+            return Path(key_file).read_bytes(), Path(cert_file).read_bytes()
+        except OSError as err:
+            raise BadParameter(f"cannot read https keypair {err.filename}: {err.strerror}") from None
+    return await asyncio.to_thread(tlskeys.self_signed_web_cert, [host], now=clock.now())

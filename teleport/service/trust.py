@@ -1,0 +1,46 @@
+"""Keep the CA public keys that nodes and proxies trust fresh, fetched from the auth API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from teleport.auth.client import AuthClient
+from teleport.auth.identity_file import IdentityFile
+from teleport.errors import TeleportError
+
+log = logging.getLogger("teleport.trust")
+REFRESH_INTERVAL = 30.0
+
+
+class TrustedCAs:
+    """The latest user/host SSH CA keys and TLS CA certs; starts from the identity file."""
+
+    def __init__(self, client: AuthClient, identity: IdentityFile) -> None:
+        self.client = client
+        self._user = list(identity.user_ca_keys)
+        self._host = list(identity.host_ca_keys)
+        self._tls = [c.encode() for c in identity.tls_ca_certs]
+
+    def user_keys(self) -> list[str]:
+        return self._user
+
+    def host_keys(self) -> list[str]:
+        return self._host
+
+    def tls_certs(self) -> list[bytes]:
+        return self._tls
+
+    async def refresh(self) -> None:
+        self._user = (await self.client.get_ca("user")).trusted_ssh_public_keys()
+        self._host = (await self.client.get_ca("host")).trusted_ssh_public_keys()
+        self._tls = [c.encode() for c in (await self.client.get_ca("tls")).trusted_tls_certs()]
+
+    async def run(self) -> None:
+        """Refresh forever; a failed refresh keeps the last known keys."""
+        while True:
+            await asyncio.sleep(REFRESH_INTERVAL)
+            try:
+                await self.refresh()
+            except TeleportError as err:
+                log.warning("cannot refresh certificate authorities: %s", err)

@@ -1,0 +1,1 @@
+"""Typed stores over the backend, one per kind of state, each owning its key prefix."""

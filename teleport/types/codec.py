@@ -1,0 +1,81 @@
+"""YAML and JSON round trip of resources, with one-line errors for bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from teleport.errors import BadParameter
+from teleport.types.resource import Resource
+from teleport.types.resources import (
+    CertAuthority,
+    ClusterName,
+    ProvisionToken,
+    Server,
+    User,
+    UserToken,
+)
+
+KINDS: dict[str, type[Resource]] = {
+    "user": User,
+    "token": ProvisionToken,
+    "user_token": UserToken,
+    "cert_authority": CertAuthority,
+    "node": Server,
+    "proxy": Server,
+    "cluster_name": ClusterName,
+}
+
+
+def from_dict(data: Any, where: str = "resource") -> Resource:
+    """Validate one decoded resource; raise BadParameter naming the field at fault."""
+    if not isinstance(data, Mapping):
+        raise BadParameter(f"{where}: expected a mapping with kind, version, metadata, spec")
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not kind:
+        raise BadParameter(f"{where}: missing 'kind'")
+    model = KINDS.get(kind)
+    if model is None:
+        raise BadParameter(f"{where}: unsupported kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        path = ".".join(str(p) for p in first["loc"]) or "resource"
+        raise BadParameter(f"{where}: {kind} {path}: {first['msg']}") from None
+
+
+def to_dict(resource: Resource) -> dict[str, Any]:
+    """Encode for YAML or JSON output; empty metadata fields are left out as tctl does."""
+    data = resource.model_dump(mode="json")
+    meta = data["metadata"]
+    for field in ("description", "labels", "expires"):
+        if not meta.get(field):
+            meta.pop(field, None)
+    return data
+
+
+def parse_yaml(text: str, source: str = "<stdin>") -> list[Resource]:
+    """Parse one or more `---`-separated resources."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise BadParameter(f"{source}{line}: {problem}") from None
+    if not docs:
+        raise BadParameter(f"{source}: no resources found")
+    many = len(docs) > 1
+    return [from_dict(d, f"{source} (document {i + 1})" if many else source)
+            for i, d in enumerate(docs)]
+
+
+def dump_yaml(resources: Iterable[Resource]) -> str:
+    """Print resources the way `tctl get` shows them."""
+    return "---\n".join(
+        yaml.safe_dump(to_dict(r), sort_keys=False, default_flow_style=False) for r in resources
+    )

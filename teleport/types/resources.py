@@ -1,0 +1,166 @@
+"""The resources this cluster stores: users, tokens, certificate authorities, servers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from teleport.types.resource import ZERO_TIME, Model, Resource, Time
+
+
+class LoginStatus(Model):
+    is_locked: bool = False
+    locked_message: str = ""
+    locked_time: Time = ZERO_TIME
+    lock_expires: Time = ZERO_TIME
+
+
+class CreatedByUser(Model):
+    name: str = ""
+
+
+class CreatedBy(Model):
+    time: Time = ZERO_TIME
+    user: CreatedByUser = Field(default_factory=CreatedByUser)
+
+
+class UserSpec(Model):
+    roles: list[str] = Field(default_factory=list)
+    traits: dict[str, list[str]] = Field(default_factory=dict)
+    status: LoginStatus = Field(default_factory=LoginStatus)
+    expires: Time = ZERO_TIME
+    created_by: CreatedBy = Field(default_factory=CreatedBy)
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_may_be_one_string(cls, value: Any) -> Any:
+        # The manual's own example writes `roles: admin`.
+        return [value] if isinstance(value, str) else value
+
+
+class User(Resource):
+    kind: Literal["user"] = "user"
+    version: Literal["v2"] = "v2"
+    spec: UserSpec = Field(default_factory=UserSpec)
+
+    @property
+    def logins(self) -> list[str]:
+        return self.spec.traits.get("logins", [])
+
+
+class ProvisionTokenSpec(Model):
+    roles: list[str]
+
+
+class ProvisionToken(Resource):
+    """An invitation for a host to join the cluster; metadata.name is the token."""
+
+    kind: Literal["token"] = "token"
+    version: Literal["v2"] = "v2"
+    spec: ProvisionTokenSpec
+
+
+class UserTokenSpec(Model):
+    user: str
+    created: Time = ZERO_TIME
+    usage: Literal["signup", "reset"] = "signup"
+
+
+class UserToken(Resource):
+    """A signup link; metadata.name is the secret token in the URL."""
+
+    kind: Literal["user_token"] = "user_token"
+    version: Literal["v3"] = "v3"
+    spec: UserTokenSpec
+
+
+class SSHKeyPair(Model):
+    public_key: str
+    private_key: str = ""
+
+
+class TLSKeyPair(Model):
+    cert: str
+    key: str = ""
+
+
+class CAKeys(Model):
+    ssh: list[SSHKeyPair] = Field(default_factory=list)
+    tls: list[TLSKeyPair] = Field(default_factory=list)
+
+
+class CertAuthoritySpec(Model):
+    type: Literal["user", "host", "tls"]
+    cluster_name: str
+    active_keys: CAKeys = Field(default_factory=CAKeys)
+    additional_trusted_keys: CAKeys = Field(default_factory=CAKeys)
+    signing_alg: str = ""
+    last_rotated: Time = ZERO_TIME
+
+
+class CertAuthority(Resource):
+    kind: Literal["cert_authority"] = "cert_authority"
+    version: Literal["v2"] = "v2"
+    spec: CertAuthoritySpec
+
+    def without_secrets(self) -> CertAuthority:
+        """Return a copy safe to hand to hosts and users: public halves only."""
+
+        def strip(keys: CAKeys) -> CAKeys:
+            return CAKeys(
+                ssh=[SSHKeyPair(public_key=k.public_key) for k in keys.ssh],
+                tls=[TLSKeyPair(cert=k.cert) for k in keys.tls],
+            )
+
+        spec = self.spec.model_copy(update={
+            "active_keys": strip(self.spec.active_keys),
+            "additional_trusted_keys": strip(self.spec.additional_trusted_keys),
+        })
+        return self.model_copy(update={"spec": spec})
+
+    def trusted_ssh_public_keys(self) -> list[str]:
+        keys = self.spec.active_keys.ssh + self.spec.additional_trusted_keys.ssh
+        return [k.public_key for k in keys]
+
+    def trusted_tls_certs(self) -> list[str]:
+        keys = self.spec.active_keys.tls + self.spec.additional_trusted_keys.tls
+        return [k.cert for k in keys]
+
+
+class CommandLabelValue(Model):
+    period: str
+    command: list[str]
+    result: str = ""
+
+
+class ServerSpec(Model):
+    addr: str
+    hostname: str
+    public_addr: str = ""
+    cmd_labels: dict[str, CommandLabelValue] = Field(default_factory=dict)
+    version: str = ""
+
+
+class Server(Resource):
+    """A node or proxy announcing itself; metadata.name is its host UUID."""
+
+    kind: Literal["node", "proxy", "auth_server"] = "node"
+    version: Literal["v2"] = "v2"
+    spec: ServerSpec
+
+    def all_labels(self) -> dict[str, str]:
+        labels = dict(self.metadata.labels)
+        labels.update({k: v.result for k, v in self.spec.cmd_labels.items()})
+        return labels
+
+
+class ClusterNameSpec(Model):
+    cluster_name: str
+    cluster_id: str
+
+
+class ClusterName(Resource):
+    kind: Literal["cluster_name"] = "cluster_name"
+    version: Literal["v2"] = "v2"
+    spec: ClusterNameSpec

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import Cluster, make_cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One teleport process (auth + proxy + node) for a test module, stopped afterwards."""
+    c = make_cluster(tmp_path_factory.mktemp("cluster"))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def joe(cluster: Cluster) -> dict[str, object]:
+    """A signed-up and logged-in user joe with logins joe and root."""
+    password = "correct horse battery"
+    totp = cluster.signup("joe", "joe,root", password)
+    cluster.login("joe", password, totp)
+    return {"password": password, "totp": totp}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name == "e2e":
+            item.add_marker(pytest.mark.timeout(180))

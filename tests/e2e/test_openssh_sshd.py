@@ -1,0 +1,81 @@
+"""A stock sshd that trusts the exported user CA accepts tsh-issued certificates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import Cluster, free_ports
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@pytest.fixture
+def sshd(cluster: Cluster, tmp_path: Path) -> Iterator[int]:
+    if not os.path.exists(SSHD):
+        pytest.fail("sshd is not installed (scripts/test installs openssh-server)")
+    exported = cluster.tctl("auth", "export", "--type=user").stdout.strip().splitlines()
+    assert exported and exported[0].startswith("cert-authority ")
+    ca_keys = tmp_path / "user_ca.pub"
+    ca_keys.write_text("".join(" ".join(line.split()[1:3]) + "\n" for line in exported))
+    host_key = tmp_path / "host_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+    Path("/run/sshd").mkdir(exist_ok=True)
+    (port,) = free_ports(1)
+    config = tmp_path / "sshd_config"
+    config.write_text(f"""\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile {tmp_path / 'sshd.pid'}
+TrustedUserCAKeys {ca_keys}
+AuthorizedKeysFile none
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+""")
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), 0.5):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _ssh(cluster: Cluster, port: int, login: str) -> subprocess.CompletedProcess[str]:
+    key = Path(cluster.env["TELEPORT_HOME"]) / "keys" / "127.0.0.1" / "joe"
+    return subprocess.run(
+        ["ssh", "-F", "none", "-p", str(port), "-o", "BatchMode=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", f"IdentityFile={key}", "-o", f"CertificateFile={key}-cert.pub",
+         "-o", "IdentitiesOnly=yes", f"{login}@127.0.0.1", "echo", "sshd-ok"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def test_sshd_accepts_tsh_certificate(cluster: Cluster, joe: dict[str, Any], sshd: int) -> None:
+    out = _ssh(cluster, sshd, "root")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "sshd-ok\n"
+
+
+def test_sshd_refuses_login_outside_principals(cluster: Cluster, joe: dict[str, Any], sshd: int) -> None:
+    out = _ssh(cluster, sshd, "daemon")
+    assert out.returncode == 255
+    assert "Permission denied" in out.stderr
