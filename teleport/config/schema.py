@@ -1,0 +1,347 @@
+"""The teleport.yaml schema: what a file may say, with Teleport's defaults for what it omits.
+
+Validators raise BadParameter like the rest of the code; `_checked` turns that into a pydantic
+error so that the loader can put the file, line and key path in front of the message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from teleport.errors import BadParameter
+from teleport.utils.addr import HostPort, parse_addr
+from teleport.utils.duration import format_duration, parse_duration
+
+#: pydantic error type of every problem our validators report; the loader shows its text as is.
+CONFIG_ERROR = "teleport_config"
+
+StorageType = Literal["dir", "sqlite", "etcd", "postgres", "dynamodb", "firestore"]
+SecondFactor = Literal["off", "otp", "u2f", "on", "optional"]
+AuthType = Literal["local", "github", "oidc", "saml"]
+SessionRecording = Literal["node", "proxy", "off", "node-sync", "proxy-sync"]
+Severity = Literal["DEBUG", "INFO", "WARN", "ERROR"]
+
+#: System roles a static token may grant.
+TOKEN_ROLES = frozenset({"auth", "node", "proxy", "trusted_cluster"})
+MIN_COMMAND_PERIOD = timedelta(minutes=1)
+
+_T = TypeVar("_T")
+_LABEL_KEY = re.compile(r"^[a-zA-Z0-9/._*-]+$")
+_TRUE = frozenset({"yes", "true", "on"})
+_FALSE = frozenset({"no", "false", "off"})
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    """Make a pydantic error whose text the loader shows as is."""
+    return PydanticCustomError(CONFIG_ERROR, "{reason}", {"reason": message})
+
+
+def _checked(check: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """Wrap a BadParameter-raising check so pydantic reports its message verbatim."""
+
+    def run(value: Any) -> _T:
+        try:
+            return check(value)
+        except BadParameter as err:
+            raise _invalid(str(err)) from None
+
+    return run
+
+
+def parse_flag(value: object) -> bool:
+    """Accept yes/no/true/false (and on/off) because the manual quotes `enabled: "yes"`."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BadParameter(f"expected yes/no or true/false, got {value!r}")
+
+
+def parse_config_duration(value: object) -> timedelta:
+    """Accept only Go-syntax durations, so that a bare `5` is not silently 5 seconds."""
+    if isinstance(value, timedelta):
+        return value
+    try:
+        if not isinstance(value, str):
+            raise BadParameter("not text")
+        duration = parse_duration(value)
+    except BadParameter:
+        raise BadParameter(
+            f"invalid duration {value!r} (use Go syntax: 30s, 1m0s, 1h0m0s)") from None
+    if duration < timedelta(0):
+        raise BadParameter(f"duration {value!r} must not be negative")
+    return duration
+
+
+def check_label_key(key: str) -> str:
+    """Reject label keys that would break `k=v,k2=v2` flags and label selectors."""
+    if not _LABEL_KEY.match(key):
+        raise BadParameter(f"invalid label key {key!r} (use letters, digits and / . _ * -)")
+    return key
+
+
+def split_static_token(text: str) -> tuple[frozenset[str], str]:
+    """Split `proxy,node:secret` into roles and token (or token file); never echo the secret."""
+    roles_text, sep, value = text.partition(":")
+    if not sep or not value.strip() or not roles_text.strip():
+        raise BadParameter("static token must look like 'proxy,node:<token>' "
+                           "or 'auth:/path/to/tokenfile'")
+    roles = frozenset(r.strip().lower() for r in roles_text.split(","))
+    unknown = sorted(roles - TOKEN_ROLES)
+    if unknown:
+        raise BadParameter(f"static token has unknown role {unknown[0]!r} "
+                           f"(expected {', '.join(sorted(TOKEN_ROLES))})")
+    return roles, value.strip()
+
+
+def _check_static_token(text: str) -> str:
+    """Validate a `tokens` entry where the file says it, keeping the text for the runtime."""
+    split_static_token(text)
+    return text
+
+
+def _address(default_port: int | None) -> BeforeValidator:
+    """Validate `host[:port]` with the port the service listens on by default."""
+
+    def check(value: object) -> HostPort:
+        if isinstance(value, HostPort):
+            return value
+        if not isinstance(value, str):
+            raise BadParameter(f"expected an address like host:port, got {value!r}")
+        return parse_addr(value, default_port)
+
+    return BeforeValidator(_checked(check))
+
+
+def _one_or_many(value: object) -> object:
+    """Let a list-valued key also take one string, as `public_addr` does in the manual."""
+    return [value] if isinstance(value, str) else value
+
+
+def _upper_severity(value: object) -> object:
+    """Accept `info` and `WARNING` for the severity names Teleport prints."""
+    if isinstance(value, str):
+        upper = value.strip().upper()
+        return "WARN" if upper == "WARNING" else upper
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_checked(parse_flag))]
+Duration = Annotated[timedelta, BeforeValidator(_checked(parse_config_duration))]
+LabelKey = Annotated[str, AfterValidator(_checked(check_label_key))]
+StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
+TokenText = Annotated[str, AfterValidator(_checked(_check_static_token))]
+AuthAddr = Annotated[HostPort, _address(3025)]
+NodeAddr = Annotated[HostPort, _address(3022)]
+ProxySSHAddr = Annotated[HostPort, _address(3023)]
+TunnelAddr = Annotated[HostPort, _address(3024)]
+WebAddr = Annotated[HostPort, _address(3080)]
+KubeAddr = Annotated[HostPort, _address(3026)]
+DiagAddr = Annotated[HostPort, _address(None)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Log(_Model):
+    output: str = "stderr"
+    severity: Annotated[Severity, BeforeValidator(_upper_severity)] = "ERROR"
+    format: Literal["text", "json"] = "text"
+
+
+class Storage(_Model):
+    type: StorageType = "dir"
+    path: Path | None = None
+    # etcd
+    peers: StrList = []
+    prefix: str | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    insecure: Flag = False
+    etcd_max_client_msg_size_bytes: int | None = Field(default=None, ge=1)
+    # postgres
+    conn_string: str | None = None
+    # AWS (DynamoDB, S3)
+    region: str | None = None
+    table_name: str | None = None
+    # GCP (Firestore, GCS)
+    project_id: str | None = None
+    collection_name: str | None = None
+    credentials_path: Path | None = None
+    # audit log and session recordings, for every storage type
+    audit_events_uri: StrList = []
+    audit_sessions_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Storage:
+        """Fail at startup, not at the first write, when a backend lacks what it needs."""
+        required = {"etcd": ("peers",), "postgres": ("conn_string",),
+                    "dynamodb": ("table_name",), "firestore": ("project_id", "collection_name")}
+        missing = [k for k in required.get(self.type, ()) if not getattr(self, k)]
+        if missing:
+            raise _invalid(f"storage type {self.type} needs '{missing[0]}'")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise _invalid("tls_cert_file and tls_key_file go together")
+        if self.prefix is not None and not self.prefix.endswith("/"):
+            raise _invalid(f"etcd prefix {self.prefix!r} must end with '/'")
+        return self
+
+
+class Cache(_Model):
+    type: Literal["in-memory", "sqlite"] = "in-memory"
+    enabled: Flag = True
+
+
+class ConnectionLimits(_Model):
+    max_connections: int = Field(default=15000, ge=1)
+    max_users: int = Field(default=250, ge=1)
+
+
+class TeleportSection(_Model):
+    nodename: str | None = None
+    data_dir: Path = Path("/var/lib/teleport")
+    pid_file: Path | None = None
+    auth_token: str | None = None
+    ca_pin: StrList = []
+    auth_servers: Annotated[list[AuthAddr], BeforeValidator(_one_or_many)] = []
+    log: Log = Log()
+    storage: Storage = Storage()
+    ca_signature_algo: Literal["rsa-sha2-512"] | None = None
+    cache: Cache = Cache()
+    connection_limits: ConnectionLimits = ConnectionLimits()
+    diag_addr: DiagAddr | None = None
+
+
+class U2F(_Model):
+    app_id: str
+    facets: StrList = []
+
+
+class Authentication(_Model):
+    type: AuthType = "local"
+    second_factor: SecondFactor = "otp"
+    u2f: U2F | None = None
+
+    @model_validator(mode="after")
+    def _u2f_settings(self) -> Authentication:
+        """Require app_id with u2f: it can never change once users register keys."""
+        if self.second_factor == "u2f" and self.u2f is None:
+            raise _invalid("second_factor u2f needs a u2f section with app_id")
+        return self
+
+
+class AuthService(_Model):
+    enabled: Flag = True
+    listen_addr: AuthAddr = HostPort("0.0.0.0", 3025)
+    public_addr: Annotated[list[AuthAddr], BeforeValidator(_one_or_many)] = []
+    cluster_name: str | None = None
+    tokens: list[TokenText] = []
+    authentication: Authentication = Authentication()
+    session_recording: SessionRecording = "node"
+    license_file: Path | None = None
+    client_idle_timeout: Duration | None = None
+    disconnect_expired_cert: Flag = False
+    keep_alive_interval: Duration = timedelta(minutes=5)
+    keep_alive_count_max: int = Field(default=3, ge=1)
+
+
+class CommandLabel(_Model):
+    """A dynamic label: the output of `command`, re-run every `period`."""
+
+    name: LabelKey
+    command: list[str] = Field(min_length=1)
+    period: Duration
+
+    @field_validator("command")
+    @classmethod
+    def _split(cls, command: list[str]) -> list[str]:
+        """Reject what the manual calls INVALID syntax: a whole command line in one item."""
+        if len(command) == 1 and " " in command[0].strip():
+            raise _invalid(f"{command[0]!r} is one string; give the program and each argument "
+                           f"as array items: {json.dumps(command[0].split())}")
+        return command
+
+    @field_validator("period")
+    @classmethod
+    def _not_too_often(cls, period: timedelta) -> timedelta:
+        """Keep label commands from hammering the host, as the manual's minimum says."""
+        if period < MIN_COMMAND_PERIOD:
+            raise _invalid(f"must be at least 1m0s, got {format_duration(period)}")
+        return period
+
+
+class PAM(_Model):
+    enabled: Flag = False
+    service_name: str = "sshd"
+
+
+class SSHService(_Model):
+    enabled: Flag = True
+    listen_addr: NodeAddr = HostPort("0.0.0.0", 3022)
+    public_addr: Annotated[list[NodeAddr], BeforeValidator(_one_or_many)] = []
+    labels: dict[LabelKey, str] = {}
+    commands: list[CommandLabel] = []
+    pam: PAM = PAM()
+
+
+class KeyPair(_Model):
+    key_file: Path
+    cert_file: Path
+
+
+class Kubernetes(_Model):
+    enabled: Flag = False
+    listen_addr: KubeAddr = HostPort("0.0.0.0", 3026)
+    public_addr: Annotated[list[KubeAddr], BeforeValidator(_one_or_many)] = []
+    kubeconfig_file: Path | None = None
+    cluster_name: str | None = None
+
+
+class ProxyService(_Model):
+    enabled: Flag = True
+    listen_addr: ProxySSHAddr = HostPort("0.0.0.0", 3023)
+    web_listen_addr: WebAddr = HostPort("0.0.0.0", 3080)
+    tunnel_listen_addr: TunnelAddr = HostPort("0.0.0.0", 3024)
+    public_addr: Annotated[list[WebAddr], BeforeValidator(_one_or_many)] = []
+    ssh_public_addr: Annotated[list[ProxySSHAddr], BeforeValidator(_one_or_many)] = []
+    https_keypairs: list[KeyPair] = []
+    # the older single-pair spelling
+    https_key_file: Path | None = None
+    https_cert_file: Path | None = None
+    kubernetes: Kubernetes = Kubernetes()
+
+    @model_validator(mode="after")
+    def _pair(self) -> ProxyService:
+        """A key without its certificate (or the reverse) is always a mistake."""
+        if (self.https_key_file is None) != (self.https_cert_file is None):
+            raise _invalid("https_key_file and https_cert_file go together")
+        return self
+
+
+class FileConfig(_Model):
+    """A parsed teleport.yaml; sections left out mean Teleport's defaults."""
+
+    teleport: TeleportSection = TeleportSection()
+    auth_service: AuthService = AuthService()
+    ssh_service: SSHService = SSHService()
+    proxy_service: ProxyService = ProxyService()
