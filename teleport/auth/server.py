@@ -6,6 +6,7 @@ Handlers in `teleport.auth.api` authorize the caller and then call exactly one m
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,7 +16,8 @@ import pyotp
 
 from teleport.auth import authority
 from teleport.backend.base import Backend
-from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from teleport.config import StaticToken
+from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events import emitter as ev
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
@@ -53,12 +55,6 @@ MAX_PASSWORD_LEN = 128
 SYSTEM_ROLES = frozenset({"Admin", "Auth", "Proxy", "Node"})
 # Spent on unknown users too, so timing does not reveal which names exist.
 _DUMMY_HASH = bcrypt.hashpw(b"teleport-dummy-password", bcrypt.gensalt(rounds=10))
-
-
-@dataclass(frozen=True)
-class StaticToken:
-    roles: frozenset[str]
-    token: str
 
 
 @dataclass(frozen=True)
@@ -358,7 +354,7 @@ def _with_status(user: User, status: LoginStatus) -> User:
 
 
 def _check_name(name: str) -> None:
-    if not name or len(name) > 255 or any(c in name for c in "/\\ \t\n:") :
+    if not name or len(name) > 255 or any(c in name for c in "/\\ \t\n:"):
         raise BadParameter(f"invalid user name {name!r}")
 
 
@@ -373,13 +369,9 @@ def _unique(items: list[str]) -> list[str]:
 
 
 def _is_ip(text: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
     except ValueError:
         return False
     return True
 
-
-__all__ = ["AlreadyExists", "AuthServer", "AuthSettings", "IssuedCerts", "SignupInfo", "StaticToken"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -16,6 +14,8 @@ EXIT_BAD_INPUT = 2
 
 def run(coro: Coroutine[Any, Any, int | None]) -> int:
     """Run a command's coroutine on asyncio (uvloop when installed); errors become one line."""
+    import asyncio  # imported here: `tsh version` and `--help` must not pay for it
+
     try:
         import uvloop
 
@@ -46,6 +46,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def setup_logging(debug: bool, severity: str = "ERROR") -> None:
+    import logging
+
     level = logging.DEBUG if debug else getattr(logging, severity.upper(), logging.ERROR)
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(levelname).4s [%(name)s] %(message)s")

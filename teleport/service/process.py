@@ -16,7 +16,7 @@ from teleport import __version__
 from teleport.auth import api as auth_api
 from teleport.auth.client import AuthClient
 from teleport.auth.identity_file import IdentityFile
-from teleport.auth.server import AuthServer, AuthSettings, StaticToken
+from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.base import Backend
 from teleport.backend.sqlite import SqliteBackend
 from teleport.config.runtime import Config
@@ -112,8 +112,7 @@ class TeleportProcess:
             cluster_name=cfg.auth.cluster_name,
             second_factor=cfg.auth.second_factor,
             ca_signature_algo=cfg.ca_signature_algo,
-            static_tokens=tuple(StaticToken(frozenset(t.roles), t.token)
-                                for t in cfg.auth.static_tokens),
+            static_tokens=tuple(cfg.auth.static_tokens),
         )
         auth = AuthServer(backend, audit, self.clock, settings)
         await auth.init()
