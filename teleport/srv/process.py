@@ -1,0 +1,139 @@
+"""Start a login's shell or command on this host, as that OS user, with or without a PTY."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import grp
+import os
+import pwd
+import signal
+import struct
+import subprocess
+import termios
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from teleport.errors import AccessDenied, NotFound
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Client `env` requests we honour; anything else could change how the login's shell behaves.
+ACCEPTED_ENV_PREFIXES = ("LC_",)
+ACCEPTED_ENV = frozenset({"LANG", "TERM"})
+
+
+@dataclass(frozen=True)
+class OSLogin:
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+
+def lookup_login(login: str) -> OSLogin:
+    """Return the OS account to run as, or raise with the message the user will see."""
+    try:
+        pw = pwd.getpwnam(login)
+    except KeyError:
+        raise NotFound(f"cannot run as {login}: no such user on this node") from None
+    if os.geteuid() != 0 and pw.pw_uid != os.geteuid():
+        raise AccessDenied(f"cannot run as {login}: node is not running as root")
+    return OSLogin(name=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid,
+                   groups=tuple(os.getgrouplist(pw.pw_name, pw.pw_gid)),
+                   home=pw.pw_dir or "/", shell=pw.pw_shell or "/bin/sh")
+
+
+def login_env(login: OSLogin) -> dict[str, str]:
+    """Return the environment every session of this login starts from."""
+    return {"USER": login.name, "LOGNAME": login.name, "HOME": login.home,
+            "SHELL": login.shell, "PATH": DEFAULT_PATH}
+
+
+def accepted_env(requested: Mapping[str, str]) -> dict[str, str]:
+    """Keep only the locale and terminal variables a client asked for."""
+    return {k: v for k, v in requested.items()
+            if k in ACCEPTED_ENV or k.startswith(ACCEPTED_ENV_PREFIXES)}
+
+
+class Pty:
+    """A pseudo-terminal pair; the master stays with us, the slave goes to the child."""
+
+    def __init__(self, login: OSLogin, cols: int, rows: int) -> None:
+        self.master, self.slave = os.openpty()
+        self.name = os.ttyname(self.slave)
+        if os.geteuid() == 0:
+            # As sshd does: the terminal belongs to the user, writable by the tty group only.
+            try:
+                tty_gid = grp.getgrnam("tty").gr_gid
+            except KeyError:
+                tty_gid = login.gid
+            os.chown(self.name, login.uid, tty_gid)
+            os.chmod(self.name, 0o620)
+        self.resize(cols, rows)
+
+    def resize(self, cols: int, rows: int, px_width: int = 0, px_height: int = 0) -> None:
+        """Set the window size; the kernel sends SIGWINCH to the foreground job."""
+        size = struct.pack("HHHH", rows or 24, cols or 80, px_width, px_height)
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+
+    def close_slave(self) -> None:
+        if self.slave >= 0:
+            os.close(self.slave)
+            self.slave = -1
+
+
+def _take_controlling_tty() -> None:
+    """Make the PTY on stdin the new session's controlling terminal (job control, ^C)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Child:
+    """A started shell or command in its own session (process group = pid)."""
+
+    def __init__(self, argv: list[str], *, executable: str, login: OSLogin,
+                 env: Mapping[str, str], stdin: int, stdout: int, stderr: int,
+                 tty: bool) -> None:
+        switch = os.geteuid() == 0
+        cwd = login.home if os.path.isdir(login.home) else "/"
+        self.proc = subprocess.Popen(
+            argv, executable=executable, stdin=stdin, stdout=stdout, stderr=stderr,
+            env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
+            user=login.uid if switch else None, group=login.gid if switch else None,
+            extra_groups=list(login.groups) if switch else None,
+            preexec_fn=_take_controlling_tty if tty else None)
+        self.pid = self.proc.pid
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        # A pidfd turns "child exited" into a readable fd on any event loop, with no SIGCHLD
+        # handler or watcher thread, and it cannot be confused by pid reuse.
+        self._pidfd = os.pidfd_open(self.pid)
+        self._loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        if self.proc.poll() is None:
+            return
+        self._loop.remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._exited.set_result(self.proc.returncode)
+
+    async def wait(self) -> int:
+        """Return the exit code, or minus the signal number that ended the process."""
+        return await asyncio.shield(self._exited)
+
+    @property
+    def running(self) -> bool:
+        return not self._exited.done()
+
+    def signal(self, signum: int) -> None:
+        """Deliver a signal to the child's whole process group."""
+        if self.running:
+            try:
+                os.killpg(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def hang_up(self) -> None:
+        """Tell the session its user is gone, as closing a terminal does."""
+        self.signal(signal.SIGHUP)

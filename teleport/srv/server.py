@@ -1,0 +1,155 @@
+"""The node's SSH server (3022): user certificates in, shells and commands as the OS login out."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import asyncssh
+
+from teleport.errors import TeleportError
+from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
+from teleport.srv.process import Child
+from teleport.srv.session import NodeSession
+from teleport.sshutils.auth import CertAuthServer, CertChecker
+from teleport.sshutils.listener import bound_port, listen, server_options
+from teleport.sshutils.splice import forward_to
+from teleport.utils.clock import Clock, RealClock
+
+log = logging.getLogger("teleport.node")
+
+#: How long close() lets sessions end on SIGHUP before it kills what is left.
+HANGUP_GRACE_SECONDS = 2.0
+
+
+class NodeServer:
+    """Serve SSH for this host; an async context manager, started with `start(host, port)`."""
+
+    def __init__(self, *, host_private_key: bytes, host_cert: str,
+                 trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
+                 server_id: str, nodename: str, labels: Callable[[], Mapping[str, str]],
+                 emitter: Emitter, proxy_addr: Callable[[], str],
+                 clock: Clock | None = None) -> None:
+        self.cluster_name = cluster_name
+        self.server_id = server_id
+        self.nodename = nodename
+        self.labels = labels
+        self.emitter = emitter
+        self.proxy_addr = proxy_addr
+        self.clock = clock or RealClock()
+        self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
+                                   clock=self.clock, check_login=True)
+        self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
+                                       server_factory=lambda: NodeConnection(self))
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self.connections: set[NodeConnection] = set()
+        #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
+        self.children: set[Child] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> NodeServer:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port; port 0 picks a free one, read it back from `port`."""
+        self._server = await listen(host, port, self._options)
+        self._port = bound_port(self._server)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def close(self) -> None:
+        """Stop listening, hang up every session, and wait until nothing of ours runs."""
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.connections)
+        for conn in conns:
+            conn.close()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=HANGUP_GRACE_SECONDS)
+            if pending:
+                for child in list(self.children):
+                    child.signal(signal.SIGKILL)
+                await asyncio.wait(pending, timeout=HANGUP_GRACE_SECONDS)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in conns:
+            await conn.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run session work as a task this server owns, so close() can wait for it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def audit(self, event_type: str, **fields: Any) -> None:
+        """Emit an event with this node's fields; a failed emit is logged, not fatal to the session."""
+        event = make_event(event_type, self.clock, namespace="default", server_id=self.server_id,
+                           server_labels=dict(self.labels()), **fields)
+        try:
+            await self.emitter.emit(event)
+        except TeleportError as err:
+            log.warning("cannot record %s event: %s", event_type, err)
+
+
+class NodeConnection(CertAuthServer):
+    """One client connection to the node: sessions and local port forwards."""
+
+    def __init__(self, node: NodeServer) -> None:
+        super().__init__(node.checker)
+        self.node = node
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        super().connection_made(conn)
+        self.node.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node.connections.discard(self)
+
+    def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], NodeSession]:
+        assert self.identity is not None and self.conn is not None
+        # Bytes in and out: terminals and commands speak whatever encoding they like.
+        return self.conn.create_server_channel(encoding=None), NodeSession(self, self.identity)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        """Forward `-L` traffic from this host when the certificate permits port forwarding."""
+        assert self.identity is not None and self.conn is not None
+        if "port-forwarding" not in self.identity.permissions:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            "port forwarding is not permitted by your role")
+        return self._forward(dest_host, dest_port)
+
+    async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
+        assert self.identity is not None and self.conn is not None
+        await self.node.audit(PORT_FORWARD, user=self.identity.user, login=self.identity.login,
+                              addr=f"{host}:{port}", addr_local=self.local_addr(),
+                              addr_remote=self.remote_addr())
+        return await forward_to(host, port)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    async def wait_closed(self) -> None:
+        if self.conn is not None:
+            await self.conn.wait_closed()

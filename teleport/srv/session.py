@@ -1,0 +1,258 @@
+"""One SSH session channel on the node: a login shell or a command, with or without a PTY."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+
+from teleport.errors import TeleportError
+from teleport.events.emitter import EXEC, RESIZE, SESSION_END, SESSION_START
+from teleport.srv.process import Child, OSLogin, Pty, accepted_env, login_env, lookup_login
+from teleport.sshutils.auth import Identity
+from teleport.sshutils.fdio import ChannelInput, FdReader, FdWriter
+
+if TYPE_CHECKING:
+    from teleport.srv.server import NodeConnection
+
+log = logging.getLogger("teleport.node")
+
+#: Output still arriving this long after the shell exited belongs to jobs it left behind.
+EXIT_DRAIN_SECONDS = 1.0
+#: Send buffer above which we stop reading the child's output until the client catches up.
+SEND_HIGH_WATER = 256 * 1024
+
+
+class NodeSession(asyncssh.SSHServerSession[bytes]):
+    """Bridge one channel to one child process, flow-controlled in both directions."""
+
+    def __init__(self, conn: NodeConnection, identity: Identity) -> None:
+        self.conn = conn
+        self.identity = identity
+        self.sid = str(uuid.uuid4())
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.term: str | None = None
+        self.size = (80, 24)
+        self.command: str | None = None
+        self.pty: Pty | None = None
+        self.child: Child | None = None
+        self.stdin: FdWriter | None = None
+        self.readers: list[FdReader] = []
+        self._fds: list[int] = []
+
+    # --- requests, before the session starts -------------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+        chan.set_write_buffer_limits(high=SEND_HIGH_WATER)
+
+    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
+                      term_modes: Any) -> bool:
+        if "pty" not in self.identity.permissions:
+            return False
+        self.term = term_type
+        self.size = (term_size[0] or 80, term_size[1] or 24)
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        # sftp is not served yet; `scp -O` (the classic protocol) works through exec.
+        return False
+
+    # --- running --------------------------------------------------------------------------------
+
+    def session_started(self) -> None:
+        """Start the child now, synchronously, so no client data arrives before its stdin exists."""
+        assert self.chan is not None
+        try:
+            login = lookup_login(self.identity.login)
+            self._spawn(login)
+        except (TeleportError, OSError) as err:
+            message = str(err) if isinstance(err, TeleportError) else \
+                f"cannot start {self.identity.login}'s shell: {err.strerror or err}"
+            self._cleanup()
+            self.chan.write_stderr(f"teleport: {message}\r\n".encode())
+            self.chan.exit(1)
+            return
+        assert self.child is not None
+        self.conn.node.children.add(self.child)
+        self.conn.node.spawn(self._run(), f"session {self.sid}")
+
+    def _spawn(self, login: OSLogin) -> None:
+        assert self.chan is not None
+        env = self._env(login)
+        shell = login.shell
+        if self.command is None:
+            argv = ["-" + os.path.basename(shell)]  # a login shell reads the profile files
+        else:
+            argv = [os.path.basename(shell), "-c", self.command]
+        if self.term is not None:
+            self.pty = Pty(login, *self.size)
+            env["SSH_TTY"] = self.pty.name
+            self._fds.append(self.pty.master)
+            try:
+                self.child = Child(argv, executable=shell, login=login, env=env, stdin=self.pty.slave,
+                                   stdout=self.pty.slave, stderr=self.pty.slave, tty=True)
+            finally:
+                self.pty.close_slave()
+            master = self.pty.master
+            flow = ChannelInput(self.chan)
+            self.stdin = FdWriter(master, pause=flow.pause, resume=flow.resume, close_fd=False)
+            self.readers = [FdReader(master, self._output)]
+        else:
+            in_r, in_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            self._fds += [out_r, err_r]
+            try:
+                self.child = Child(argv, executable=shell, login=login, env=env, stdin=in_r,
+                                   stdout=out_w, stderr=err_w, tty=False)
+            except BaseException:
+                os.close(in_w)
+                raise
+            finally:
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+            flow = ChannelInput(self.chan)
+            self.stdin = FdWriter(in_w, pause=flow.pause, resume=flow.resume)
+            self.readers = [FdReader(out_r, self._output), FdReader(err_r, self._errors)]
+        for reader in self.readers:
+            reader.start()
+
+    def _env(self, login: OSLogin) -> dict[str, str]:
+        assert self.chan is not None
+        node = self.conn.node
+        peer_host, peer_port = self.chan.get_extra_info("peername")[:2]
+        local_host, local_port = self.chan.get_extra_info("sockname")[:2]
+        env = login_env(login)
+        env.update(accepted_env(self.chan.get_environment()))
+        if self.term is not None:
+            env["TERM"] = self.term
+        env.update({
+            "SSH_CLIENT": f"{peer_host} {peer_port} {local_port}",
+            "SSH_CONNECTION": f"{peer_host} {peer_port} {local_host} {local_port}",
+            "SSH_TELEPORT_USER": self.identity.user,
+            "SSH_SESSION_ID": self.sid,
+            "SSH_SESSION_WEBPROXY_ADDR": node.proxy_addr(),
+            "SSH_TELEPORT_HOST_UUID": node.server_id,
+            "SSH_TELEPORT_CLUSTER_NAME": node.cluster_name,
+        })
+        return env
+
+    async def _run(self) -> None:
+        """Audit the start, wait for the child and its output, audit the end, report the exit."""
+        assert self.child is not None and self.chan is not None
+        if self.command is None:
+            await self._audit(SESSION_START)
+        try:
+            code = await self.child.wait()
+        finally:
+            self.conn.node.children.discard(self.child)
+        if self.pty is not None:
+            await asyncio.wait([self.readers[0].done], timeout=EXIT_DRAIN_SECONDS)
+            self.readers[0].drain_available()
+        else:
+            await asyncio.wait([r.done for r in self.readers], timeout=EXIT_DRAIN_SECONDS)
+        self._cleanup()
+        if self.command is None:
+            await self._audit(SESSION_END)
+        else:
+            error = "" if code == 0 else \
+                f"exit status {code}" if code > 0 else f"signal: {_signal_name(-code)}"
+            await self._audit(EXEC, command=self.command, exitCode=code, exitError=error)
+        if code >= 0:
+            self.chan.exit(code)
+        else:
+            self.chan.exit_with_signal(_signal_name(-code))
+
+    async def _audit(self, event_type: str, **fields: Any) -> None:
+        assert self.chan is not None
+        if self.pty is not None:
+            fields["size"] = f"{self.size[0]}:{self.size[1]}"
+        await self.conn.node.audit(event_type, user=self.identity.user, login=self.identity.login,
+                                   sid=self.sid, addr_local=self.conn.local_addr(),
+                                   addr_remote=self.conn.remote_addr(), **fields)
+
+    # --- data both ways -------------------------------------------------------------------------
+
+    def _output(self, data: bytes) -> None:
+        self._send(data, None)
+
+    def _errors(self, data: bytes) -> None:
+        self._send(data, asyncssh.EXTENDED_DATA_STDERR)
+
+    def _send(self, data: bytes, datatype: int | None) -> None:
+        assert self.chan is not None
+        try:
+            self.chan.write(data, datatype)
+        except (BrokenPipeError, OSError):
+            for reader in self.readers:
+                reader.close()
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.stdin is not None:
+            self.stdin.write(data)
+
+    def eof_received(self) -> bool:
+        # A terminal has no end of file to pass on; a pipe closes once written out.
+        if self.stdin is not None and self.pty is None:
+            self.stdin.close_when_drained()
+        return True
+
+    def pause_writing(self) -> None:
+        for reader in self.readers:
+            reader.pause()
+
+    def resume_writing(self) -> None:
+        for reader in self.readers:
+            reader.resume()
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if self.pty is None or self.child is None or not self.child.running:
+            return
+        self.size = (width or 80, height or 24)
+        self.pty.resize(width, height, pixwidth, pixheight)
+        self.conn.node.spawn(self._audit(RESIZE), f"resize {self.sid}")
+
+    def signal_received(self, signal_name: str) -> None:
+        signum = getattr(signal.Signals, "SIG" + signal_name, None)
+        if self.child is not None and signum is not None:
+            self.child.signal(signum)
+
+    def break_received(self, msec: int) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The client is gone: hang up the child and stop moving its data."""
+        if self.child is not None:
+            self.child.hang_up()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for reader in self.readers:
+            reader.close()
+        if self.stdin is not None:
+            self.stdin.close()
+        if self.pty is not None:
+            self.pty.close_slave()
+        while self._fds:
+            os.close(self._fds.pop())
+
+
+def _signal_name(signum: int) -> str:
+    """Name a signal as SSH's exit-signal does: `TERM`, `KILL`, ..."""
+    try:
+        return signal.Signals(signum).name.removeprefix("SIG")
+    except ValueError:
+        return str(signum)

@@ -1,0 +1,169 @@
+"""Certificate-only SSH authentication for asyncssh servers, with our refusal reasons audited.
+
+asyncssh checks certificates itself (`validate_ca_key` only sees the signing key, and its own
+`cert.validate` uses the wall clock and reports no reason), so `CertAuthConnection` overrides
+the one method that receives the raw key blob, `SSHServerConnection.validate_public_key`, and
+does the whole decision with `teleport.keys.ssh.verify_cert`. The single private detail it
+relies on is the connection's `_session_id`, needed to check the client's signature exactly as
+asyncssh does in the method we replace (asyncssh 2.24, pinned).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import asyncssh
+from asyncssh.packet import String
+
+from teleport.errors import AccessDenied, BadParameter, TeleportError
+from teleport.events.emitter import AUTH, Emitter, make_event
+from teleport.keys.ssh import SSHCertInfo, parse_cert, verify_cert
+from teleport.utils.clock import Clock
+
+log = logging.getLogger("teleport.ssh")
+
+_CERT_SUFFIX = b"-cert-v01@openssh.com"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who authenticated on a connection and what their certificate permits."""
+
+    cert: SSHCertInfo
+    login: str
+    #: The certificate's `permit-*` extensions without the prefix: `pty`, `port-forwarding`, ...
+    permissions: frozenset[str]
+
+    @property
+    def user(self) -> str:
+        return self.cert.key_id
+
+
+@dataclass(frozen=True)
+class CertChecker:
+    """The trust settings one listener authenticates users with."""
+
+    trusted_cas: Callable[[], Sequence[str]]
+    emitter: Emitter
+    clock: Clock
+    #: The node requires the requested login among the principals; the proxy takes any login.
+    check_login: bool
+
+    def check(self, login: str, key_data: bytes) -> tuple[Identity, asyncssh.SSHKey]:
+        """Return the identity and public key of an offered certificate, or raise AccessDenied."""
+        if not _is_cert(key_data):
+            raise AccessDenied("a certificate is required: plain public keys are not accepted")
+        try:
+            info = verify_cert(_line(key_data), list(self.trusted_cas()), now=self.clock.now(),
+                               cert_type="user", principal=login if self.check_login else None)
+            key = asyncssh.import_public_key(info.public_key)
+        except (BadParameter, asyncssh.KeyImportError) as err:
+            raise AccessDenied(str(err)) from None
+        permissions = frozenset(name.removeprefix("permit-") for name in info.extensions
+                                if name.startswith("permit-"))
+        return Identity(info, login, permissions), key
+
+    async def audit_failure(self, login: str, key_data: bytes, reason: str, remote: str) -> None:
+        """Record a refused attempt; a lost audit event must not turn into an accepted login."""
+        event = make_event(AUTH, self.clock, user=_key_id(key_data) or login, login=login,
+                           success=False, error=reason, addr_remote=remote)
+        try:
+            await self.emitter.emit(event)
+        except TeleportError as err:
+            log.warning("cannot record failed login of %s: %s", login, err)
+
+
+class CertAuthServer(asyncssh.SSHServer):
+    """Per-connection server object that accepts user certificates and nothing else."""
+
+    def __init__(self, checker: CertChecker) -> None:
+        self.checker = checker
+        self.conn: asyncssh.SSHServerConnection | None = None
+        #: Set once the client proved it holds the certificate's private key.
+        self.identity: Identity | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+
+    def begin_auth(self, username: str) -> bool:
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def remote_addr(self) -> str:
+        """Return the client's `host:port` for audit events."""
+        return _addr(self.conn, "peername")
+
+    def local_addr(self) -> str:
+        """Return the `host:port` the client connected to, for audit events."""
+        return _addr(self.conn, "sockname")
+
+
+class CertAuthConnection(asyncssh.SSHServerConnection):
+    """asyncssh server connection whose public key step is decided by `CertChecker`."""
+
+    async def validate_public_key(self, username: str, key_data: bytes,
+                                  msg: bytes, signature: bytes) -> bool:
+        """Accept only a trusted certificate, then (when signed) record the identity."""
+        owner = cast(CertAuthServer, self.get_owner())
+        try:
+            identity, key = owner.checker.check(username, key_data)
+            # Without a signature this is the client's "would you accept this key?" probe.
+            if msg and not key.verify(String(self._session_id) + msg, signature):
+                raise AccessDenied("certificate signature does not match the offered key")
+        except AccessDenied as err:
+            reason = str(err)
+            log.info("refused %s from %s: %s", username, owner.remote_addr(), reason)
+            await owner.checker.audit_failure(username, key_data, reason, owner.remote_addr())
+            if _is_cert(key_data):
+                # Tell the user why; OpenSSH only says "Permission denied (publickey)".
+                self.send_auth_banner(f"teleport: {reason}\r\n")
+            return False
+        if msg:
+            owner.identity = identity
+        return True
+
+
+def _is_cert(key_data: bytes) -> bool:
+    """Tell a certificate from a plain key by the algorithm name that starts the blob."""
+    size = int.from_bytes(key_data[:4], "big")
+    return key_data[4:4 + size].endswith(_CERT_SUFFIX)
+
+
+def _line(key_data: bytes) -> str:
+    """Return the blob as the one-line OpenSSH text teleport.keys parses."""
+    size = int.from_bytes(key_data[:4], "big")
+    algorithm = key_data[4:4 + size].decode("ascii", errors="replace")
+    return f"{algorithm} {base64.b64encode(key_data).decode()}"
+
+
+def _key_id(key_data: bytes) -> str:
+    """Return the certificate's key ID (the Teleport user) when the blob is a parseable cert."""
+    if not _is_cert(key_data):
+        return ""
+    try:
+        return parse_cert(_line(key_data)).key_id
+    except BadParameter:
+        return ""
+
+
+def _addr(conn: asyncssh.SSHServerConnection | None, name: str) -> str:
+    info = conn.get_extra_info(name) if conn else None
+    if not info:
+        return ""
+    host, port = info[0], info[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,179 @@
+"""Copy bytes both ways between an SSH channel and a TCP connection, each side throttling the other.
+
+Used for `-L` forwards on the node and for both ways through the proxy. We do not use
+asyncssh's own forwarder because it pauses the channel mid-delivery, which defeats the window
+(see `ChannelInput`): a slow node behind the proxy would make the proxy buffer without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import asyncssh
+from asyncssh.channel import SSHChannel
+
+from teleport.sshutils.fdio import ChannelInput
+
+#: How long to wait for the TCP side (a node, a forward target) to accept.
+DIAL_TIMEOUT = 15.0
+#: Channel bytes held while the TCP connection is still being set up, before we stop reading.
+PENDING_LIMIT = 256 * 1024
+
+
+class ChannelSplice:
+    """One channel and one TCP connection; either may come first."""
+
+    def __init__(self) -> None:
+        self.chan: SSHChannel[bytes] | None = None
+        self.transport: asyncio.Transport | None = None
+        self._input: ChannelInput | None = None
+        self._pending = bytearray()
+        self._eof = False
+
+    async def connect(self, host: str, port: int) -> None:
+        """Open the TCP side; raises OSError or TimeoutError, for the caller to word."""
+        loop = asyncio.get_running_loop()
+        await asyncio.wait_for(loop.create_connection(lambda: _TCPSide(self), host, port),
+                               DIAL_TIMEOUT)
+
+    # --- channel events -------------------------------------------------------------------------
+
+    def channel_open(self, chan: SSHChannel[bytes]) -> None:
+        self.chan = chan
+        self._input = ChannelInput(chan)
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def channel_data(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            return
+        self._pending += data
+        if len(self._pending) > PENDING_LIMIT and self._input is not None:
+            self._input.pause()
+
+    def channel_eof(self) -> None:
+        self._eof = True
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def channel_pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def channel_resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def channel_closed(self) -> None:
+        self.chan = None
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- TCP events -----------------------------------------------------------------------------
+
+    def tcp_open(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        if self.chan is None:
+            transport.pause_reading()  # nowhere to put the peer's bytes yet
+        if self._pending:
+            transport.write(bytes(self._pending))
+            self._pending.clear()
+            if self._input is not None and self._input.paused:
+                self._input.resume()
+        if self._eof and transport.can_write_eof():
+            transport.write_eof()
+
+    def tcp_data(self, data: bytes) -> None:
+        try:
+            if self.chan is not None:
+                self.chan.write(data)
+        except OSError:  # the SSH side is gone
+            self.channel_closed()
+
+    def tcp_eof(self) -> None:
+        if self.chan is not None:
+            self.chan.write_eof()
+
+    def tcp_pause_writing(self) -> None:
+        if self._input is not None:
+            self._input.pause()
+
+    def tcp_resume_writing(self) -> None:
+        if self._input is not None:
+            self._input.resume()
+
+    def tcp_closed(self) -> None:
+        self.transport = None
+        if self.chan is not None:
+            self.chan.close()
+
+
+class _TCPSide(asyncio.Protocol):
+    def __init__(self, splice: ChannelSplice) -> None:
+        self.splice = splice
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert isinstance(transport, asyncio.Transport)
+        self.splice.tcp_open(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.splice.tcp_data(data)
+
+    def eof_received(self) -> bool:
+        self.splice.tcp_eof()
+        return True  # keep sending the other way until the channel closes too
+
+    def pause_writing(self) -> None:
+        self.splice.tcp_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.splice.tcp_resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.splice.tcp_closed()
+
+
+class SpliceTCPSession(asyncssh.SSHTCPSession[bytes]):
+    """The channel side of a splice for direct-tcpip channels."""
+
+    def __init__(self, splice: ChannelSplice) -> None:
+        self.splice = splice
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.splice.channel_open(chan)
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.splice.channel_data(data)
+
+    def eof_received(self) -> bool:
+        self.splice.channel_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.splice.channel_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.splice.channel_resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.splice.channel_closed()
+
+
+async def forward_to(host: str, port: int) -> SpliceTCPSession:
+    """Connect a direct-tcpip channel to host:port, or refuse the channel saying why."""
+    splice = ChannelSplice()
+    try:
+        await splice.connect(host, port)
+    except TimeoutError:
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
+                                        f"timed out connecting to {host}:{port}") from None
+    except OSError as err:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_CONNECT_FAILED,
+            f"cannot connect to {host}:{port}: {err.strerror or err}") from None
+    return SpliceTCPSession(splice)

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from teleport.events.emitter import MemoryEmitter
+from teleport.srv import NodeServer
+from tests.integration.srv.sshenv import Trust, make_node
+
+
+@pytest.fixture
+def trust(tmp_path: Path) -> Trust:
+    return Trust(tmp_path)
+
+
+@pytest.fixture
+def emitter() -> MemoryEmitter:
+    return MemoryEmitter()
+
+
+@pytest.fixture
+async def node(trust: Trust, emitter: MemoryEmitter) -> AsyncIterator[NodeServer]:
+    """A node on a free loopback port, closed when the test ends."""
+    async with make_node(trust, emitter) as server:
+        await server.start("127.0.0.1", 0)
+        yield server

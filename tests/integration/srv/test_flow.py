@@ -1,0 +1,42 @@
+"""Flow control: big transfers through a session keep the node's memory flat.
+
+The node runs in this test process, so its RSS is ours; OpenSSH is the client, in another
+process. The consumers start late (`sleep 1`), so without backpressure the node would have to
+buffer everything the fast side sent meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from teleport.srv import NodeServer
+from tests.integration.srv.sshenv import Trust, peak_rss_while
+
+SIZE = 200 * 1024 * 1024
+MAX_GROWTH = 64 * 1024 * 1024
+
+
+async def _shell(command: str) -> tuple[int, bytes]:
+    proc = await asyncio.create_subprocess_shell(command, stdout=asyncio.subprocess.PIPE,
+                                                 stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return proc.returncode, out
+
+
+async def test_upload_through_slow_child_stays_bounded(trust: Trust, node: NodeServer) -> None:
+    alice = trust.user(["root"])
+    ssh = " ".join(trust.ssh(alice, node.port, "root"))
+    (_, out), growth = await peak_rss_while(
+        _shell(f"head -c {SIZE} /dev/zero | {ssh} 'sleep 1; wc -c'"))
+    assert int(out) == SIZE
+    assert growth < MAX_GROWTH, f"node RSS grew by {growth >> 20} MiB"
+
+
+async def test_download_to_slow_client_stays_bounded(trust: Trust, node: NodeServer) -> None:
+    alice = trust.user(["root"])
+    ssh = " ".join(trust.ssh(alice, node.port, "root"))
+    (_, out), growth = await peak_rss_while(
+        _shell(f"{ssh} 'head -c {SIZE} /dev/zero' | (sleep 1; wc -c)"))
+    assert int(out) == SIZE
+    assert growth < MAX_GROWTH, f"node RSS grew by {growth >> 20} MiB"
