@@ -1,0 +1,346 @@
+"""The embedded default backend: one sqlite file in WAL mode, driven from one worker thread.
+
+Every statement runs on a single dedicated thread that owns the connection, so concurrent
+coroutines are serialised in submission order and the loop never blocks on disk. Writes are
+transactions that also purge expired items; the worker hands their events to the loop before
+the writer resumes, so watchers in this process see events in commit order. Writes from other
+processes sharing the file are not watched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from teleport.backend.base import Backend, Event, EventType, Item, Watcher
+from teleport.backend.memory import EventFanout, check_item, show_key
+from teleport.errors import (
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    LimitExceeded,
+    NotFound,
+    TeleportError,
+)
+from teleport.utils.clock import Clock, RealClock
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+#: Seconds of real time between sweeps that announce expiries when nothing else is written.
+PURGE_INTERVAL = 1.0
+
+_SCHEMA = (
+    "CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, expires INTEGER,"
+    " revision INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX kv_expires ON kv (expires) WHERE expires IS NOT NULL",
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    # Revisions come from a persistent counter so they never repeat, even after deletes or reopen.
+    "INSERT INTO meta (name, value) VALUES ('revision', 0)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_COLUMNS = "key, value, expires, revision"
+_LIVE = "(expires IS NULL OR expires > ?)"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _to_us(when: datetime) -> int:
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def _from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _MICROSECOND
+
+
+def _row_item(row: tuple[Any, ...]) -> Item:
+    key, value, expires, revision = row
+    return Item(bytes(key), bytes(value), _from_us(expires), str(revision))
+
+
+def _deleted(rows: list[tuple[Any, ...]]) -> list[Event]:
+    # RETURNING yields rows in no promised order; watchers get deletes in key order.
+    return [Event(EventType.DELETE, Item(k, b"")) for k in sorted(bytes(r[0]) for r in rows)]
+
+
+def _map_error(path: Path, err: sqlite3.Error) -> TeleportError:
+    """Name the file and say what to do, so no sqlite exception reaches a caller."""
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return ConnectionProblem(
+            f"sqlite database {path} is locked by another process or connection: {err}")
+    if code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return BadParameter(f"sqlite database {path} is corrupt or not a database: {err}")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return BadParameter(
+            f"cannot write sqlite database {path}: {err}; check the path and its permissions")
+    if code == sqlite3.SQLITE_FULL:
+        return LimitExceeded(f"sqlite database {path}: the disk is full")
+    return ConnectionProblem(f"sqlite database {path}: {err}")
+
+
+def _prepare_files(path: Path) -> None:
+    """Create the folder 0700 and the file 0600 before sqlite does, since they hold CA keys."""
+    folder = path.parent
+    try:
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True)
+            folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # tighten a file that was created elsewhere
+        finally:
+            os.close(fd)
+        # sqlite creates -wal and -shm with the database's mode; old ones may predate that.
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
+    except OSError as err:
+        raise BadParameter(
+            f"cannot use {path} for the sqlite backend: {err.strerror or err}") from err
+
+
+def _connect(path: Path, lock_timeout: float) -> sqlite3.Connection:
+    """Open the database durably (WAL, synchronous=FULL) and create or check its schema."""
+    _prepare_files(path)
+    try:
+        conn = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+    except sqlite3.Error as err:
+        raise _map_error(path, err) from err
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+        if mode != "wal":
+            raise BadParameter(f"sqlite database {path}: the filesystem does not allow WAL mode")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        elif version != SCHEMA_VERSION:
+            raise BadParameter(
+                f"sqlite database {path} has schema version {version}, this teleport "
+                f"understands {SCHEMA_VERSION}; use a matching teleport version")
+        conn.execute("COMMIT")
+    except sqlite3.Error as err:
+        conn.close()
+        raise _map_error(path, err) from err
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteBackend(Backend):
+    """Keep cluster state in one local sqlite file; open it with SqliteBackend.open()."""
+
+    def __init__(self, path: Path, clock: Clock, conn: sqlite3.Connection,
+                 executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        self.clock = clock
+        self._conn = conn
+        self._executor = executor
+        self._loop = loop
+        self._fanout = EventFanout()
+        self._closed = False
+        self._purger = loop.create_task(self._purge_forever(), name=f"sqlite purge {path}")
+
+    @classmethod
+    async def open(cls, path: Path, clock: Clock | None = None, *,
+                   lock_timeout: float = 10.0) -> SqliteBackend:
+        """Open or create the database; wait up to lock_timeout seconds for other writers."""
+        path = Path(path)
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-backend")
+        try:
+            conn = await loop.run_in_executor(executor, _connect, path, lock_timeout)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(path, clock or RealClock(), conn, executor, loop)
+
+    # --- plumbing: everything below with a leading underscore runs on the worker thread -------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise ConnectionProblem(f"sqlite backend {self.path} is closed")
+        return await self._loop.run_in_executor(self._executor, self._call, fn, *args)
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except sqlite3.Error as err:
+            raise _map_error(self.path, err) from err
+
+    def _now(self) -> int:
+        return _to_us(self.clock.now())
+
+    async def _write(self, change: Callable[[list[Event]], T]) -> T:
+        return await self._run(self._transact, self._now(), change)
+
+    def _transact(self, now: int, change: Callable[[list[Event]], T]) -> T:
+        """Purge expired items, apply change atomically, then publish the events in commit order."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            events = _deleted(conn.execute(
+                "DELETE FROM kv WHERE expires <= ? RETURNING key", (now,)).fetchall())
+            result = change(events)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if events:
+            # Queued before the writer's own wake-up, so watchers have it when the write returns.
+            self._loop.call_soon_threadsafe(self._fanout.emit, events)
+        return result
+
+    def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        # fetchall: a half-read cursor would pin a WAL snapshot and stall checkpoints.
+        return self._conn.execute(sql, params).fetchall()
+
+    def _exists(self, key: bytes) -> bool:
+        return bool(self._select("SELECT 1 FROM kv WHERE key = ?", key))
+
+    def _upsert(self, item: Item, events: list[Event]) -> Item:
+        revision = self._select(
+            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value")[0][0]
+        expires = None if item.expires is None else _to_us(item.expires)
+        self._conn.execute(
+            f"INSERT INTO kv ({_COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " value = excluded.value, expires = excluded.expires, revision = excluded.revision",
+            (item.key, item.value, expires, revision))
+        stored = dataclasses.replace(item, expires=_from_us(expires), revision=str(revision))
+        events.append(Event(EventType.PUT, stored))
+        return stored
+
+    def _create(self, item: Item, events: list[Event]) -> Item:
+        if self._exists(item.key):
+            raise AlreadyExists(f"key {show_key(item.key)} already exists")
+        return self._upsert(item, events)
+
+    def _update(self, item: Item, events: list[Event]) -> Item:
+        if not self._exists(item.key):
+            raise NotFound(f"key {show_key(item.key)} not found")
+        return self._upsert(item, events)
+
+    def _swap(self, expected: Item, replace: Item, events: list[Event]) -> Item:
+        rows = self._select("SELECT value, revision FROM kv WHERE key = ?", expected.key)
+        if not rows:
+            raise NotFound(f"key {show_key(expected.key)} not found")
+        value, revision = rows[0]
+        if bytes(value) != expected.value or (
+                expected.revision and expected.revision != str(revision)):
+            raise CompareFailed(f"key {show_key(expected.key)} has changed")
+        return self._upsert(replace, events)
+
+    def _delete(self, key: bytes, events: list[Event]) -> None:
+        rows = self._select("DELETE FROM kv WHERE key = ? RETURNING key", key)
+        if not rows:
+            raise NotFound(f"key {show_key(key)} not found")
+        events.extend(_deleted(rows))
+
+    def _delete_range(self, start: bytes, end: bytes, events: list[Event]) -> None:
+        events.extend(_deleted(self._select(
+            "DELETE FROM kv WHERE key >= ? AND key < ? RETURNING key", start, end)))
+
+    def _keep_alive(self, key: bytes, expires: datetime) -> None:
+        # The value and revision stay and no event is sent: only the lease moves, as in etcd.
+        if not self._select("UPDATE kv SET expires = ? WHERE key = ? RETURNING key",
+                            _to_us(expires), key):
+            raise NotFound(f"key {show_key(key)} not found")
+
+    def _purge_due(self, now: int) -> None:
+        if self._select("SELECT 1 FROM kv WHERE expires <= ? LIMIT 1", now):
+            self._transact(now, lambda events: None)
+
+    async def _purge_forever(self) -> None:
+        """Announce expiries to watchers even when nothing else is being written."""
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                await self._run(self._purge_due, self._now())
+            except TeleportError as err:
+                log.warning("could not purge expired items: %s", err)
+
+    # --- the Backend interface -----------------------------------------------------------------
+
+    async def get(self, key: bytes) -> Item:
+        rows = await self._run(
+            self._select, f"SELECT {_COLUMNS} FROM kv WHERE key = ? AND {_LIVE}", key, self._now())
+        if not rows:
+            raise NotFound(f"key {show_key(key)} not found")
+        return _row_item(rows[0])
+
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+        if limit < 0:
+            raise BadParameter(f"range limit must not be negative, got {limit}")
+        rows = await self._run(
+            self._select,
+            f"SELECT {_COLUMNS} FROM kv WHERE key >= ? AND key < ? AND {_LIVE}"
+            " ORDER BY key LIMIT ?",
+            start, end, self._now(), limit or -1)
+        return [_row_item(row) for row in rows]
+
+    async def create(self, item: Item) -> Item:
+        check_item(item)
+        return await self._write(lambda events: self._create(item, events))
+
+    async def put(self, item: Item) -> Item:
+        check_item(item)
+        return await self._write(lambda events: self._upsert(item, events))
+
+    async def update(self, item: Item) -> Item:
+        check_item(item)
+        return await self._write(lambda events: self._update(item, events))
+
+    async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
+        check_item(replace)
+        if expected.key != replace.key:
+            raise BadParameter(
+                f"compare_and_swap keys differ: {show_key(expected.key)} and {show_key(replace.key)}")
+        return await self._write(lambda events: self._swap(expected, replace, events))
+
+    async def delete(self, key: bytes) -> None:
+        await self._write(lambda events: self._delete(key, events))
+
+    async def delete_range(self, start: bytes, end: bytes) -> None:
+        await self._write(lambda events: self._delete_range(start, end, events))
+
+    async def keep_alive(self, key: bytes, expires: datetime) -> None:
+        if expires.utcoffset() is None:
+            raise BadParameter(f"expiry of {show_key(key)} must be timezone-aware")
+        await self._write(lambda events: self._keep_alive(key, expires))
+
+    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
+        if self._closed:
+            raise ConnectionProblem(f"sqlite backend {self.path} is closed")
+        return self._fanout.watch(prefixes)
+
+    async def close(self) -> None:
+        """Stop the sweeper, end watchers, then close the connection after queued statements."""
+        if self._closed:
+            return
+        self._closed = True
+        self._purger.cancel()
+        await asyncio.wait([self._purger])
+        self._fanout.close()
+        try:
+            await self._loop.run_in_executor(self._executor, self._call, self._conn.close)
+        finally:
+            # The worker is idle by now, so joining it does not block the loop.
+            self._executor.shutdown(wait=True)

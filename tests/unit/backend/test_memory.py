@@ -1,0 +1,35 @@
+"""The memory backend against the shared conformance suite, plus its watch-buffer limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from teleport.backend.base import Item
+from teleport.backend.conformance import CHECKS, EXPIRY_EVENT_CHECKS, run_check
+from teleport.backend.memory import WATCH_BUFFER, MemoryBackend
+from teleport.errors import ConnectionProblem, LimitExceeded
+
+
+@pytest.mark.parametrize("check", [*CHECKS, *EXPIRY_EVENT_CHECKS])
+async def test_conformance(check: str) -> None:
+    await run_check(check, MemoryBackend)
+
+
+async def test_watcher_that_falls_behind_is_told_to_resync() -> None:
+    backend = MemoryBackend()
+    watcher = await backend.watch([b"/"])
+    for n in range(WATCH_BUFFER):
+        await backend.put(Item(b"/k/%d" % n, b"v"))
+    events = aiter(watcher)
+    with pytest.raises(LimitExceeded, match="watch again"):
+        await anext(events)
+    # Writers are not slowed down or failed by a lagging reader.
+    assert (await backend.get(b"/k/0")).value == b"v"
+    await backend.close()
+
+
+async def test_calls_after_close_fail() -> None:
+    backend = MemoryBackend()
+    await backend.close()
+    with pytest.raises(ConnectionProblem):
+        await backend.get(b"/a")
