@@ -209,7 +209,7 @@ class AuthServer:
         _check_password(password)
         secret = await self.tokens.signup_otp_secret(token)
         if self.settings.second_factor != "off":
-            if not pyotp.TOTP(secret).verify(otp_code, valid_window=1):
+            if not pyotp.TOTP(secret).verify(otp_code, for_time=self.clock.now(), valid_window=1):
                 await self._audit_failure(user, "invalid one-time password during signup")
                 raise AccessDenied("invalid one-time password: check your authenticator's clock")
             await self.users.set_totp_secret(user, secret)
