@@ -124,7 +124,7 @@ async def _session(conn: asyncssh.SSHClientConnection, command: str | None, pty:
                                 lambda: process.change_terminal_size(*_terminal_size()))
     try:
         await process.redirect(stdin=sys.stdin.buffer, stdout=sys.stdout.buffer,
-                               stderr=sys.stderr.buffer, send_eof=True)
+                               stderr=sys.stderr.buffer, send_eof=True, recv_eof=False)
         await process.wait_closed()
     finally:
         if saved is not None:
