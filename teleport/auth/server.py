@@ -142,7 +142,7 @@ class AuthServer:
             host_uuid=host_uuid, nodename=nodename, cluster=cluster, principals=principals,
             system_role=system_role, valid_before=None)
         ca_key, ca_cert = authority.tls_signer(tls_ca)
-        identity = Identity(username=f"{host_uuid}.{cluster}", roles=(system_role,),
+        identity = Identity(username=host_uuid, roles=(system_role,),
                             cluster=cluster, system_role=system_role, host_uuid=host_uuid)
         dns = [n for n in principals if not _is_ip(n)]
         ips = [n for n in principals if _is_ip(n)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -29,6 +30,12 @@ def run(coro: Coroutine[Any, Any, int | None]) -> int:
         return EXIT_BAD_INPUT if isinstance(err, BadParameter) else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # a bug: still one line, the traceback only when asked for
+        if os.environ.get("TELEPORT_DEBUG"):
+            raise
+        print(f"ERROR: internal error: {type(err).__name__}: {err} "
+              "(set TELEPORT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -70,22 +70,23 @@ async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator
     profile.check_valid()
     target = parse_addr(host, NODE_PORT)
     proxy = parse_addr(profile.ssh_proxy_addr, 3023)
-    try:
-        async with asyncssh.connect(proxy.host, proxy.port,
-                                    options=_options(profile, profile.user)) as proxy_conn:
-            async with asyncssh.connect(target.host, target.port, tunnel=proxy_conn,
-                                        options=_options(profile, login)) as conn:
-                yield conn
-    except asyncssh.PermissionDenied:
-        raise AccessDenied(f"access denied to {login} connecting to {host}") from None
-    except asyncssh.ChannelOpenError as err:
-        raise NotFound(f"cannot reach {host}: {err.reason}") from None
-    except asyncssh.HostKeyNotVerifiable as err:
-        raise AccessDenied(f"host key of {host} is not signed by the cluster: {err.reason}") from None
-    except asyncssh.DisconnectError as err:
-        raise ConnectionProblem(f"{host}: {err.reason}") from None
-    except OSError as err:
-        raise ConnectionProblem(f"cannot connect to proxy {proxy}: {err.strerror or err}") from None
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            proxy_conn = await stack.enter_async_context(asyncssh.connect(
+                proxy.host, proxy.port, options=_options(profile, profile.user)))
+            conn = await stack.enter_async_context(asyncssh.connect(
+                target.host, target.port, tunnel=proxy_conn, options=_options(profile, login)))
+        except asyncssh.PermissionDenied:
+            raise AccessDenied(f"access denied to {login} connecting to {host}") from None
+        except asyncssh.ChannelOpenError as err:
+            raise NotFound(f"cannot reach {host}: {err.reason}") from None
+        except asyncssh.HostKeyNotVerifiable as err:
+            raise AccessDenied(f"host key of {host} is not signed by the cluster: {err.reason}") from None
+        except asyncssh.DisconnectError as err:
+            raise ConnectionProblem(f"{host}: {err.reason}") from None
+        except OSError as err:
+            raise ConnectionProblem(f"cannot connect to proxy {proxy}: {err.strerror or err}") from None
+        yield conn
 
 
 async def run(profile: Profile, login: str, host: str, command: list[str], *,

@@ -49,7 +49,7 @@ class Terminal:
                 try:
                     self.output += os.read(self.master, 65536)
                 except OSError:  # the child closed the terminal
-                    break
+                    raise AssertionError(f"terminal closed before {needle!r}: {self.output[-2000:]!r}") from None
         return self.output.decode(errors="replace")
 
     def close(self) -> int:
