@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from typing import Literal
 
 from teleport.errors import AlreadyExists, NotFound
 from teleport.keys import ssh as sshkeys
@@ -22,7 +23,7 @@ from teleport.types.resources import (
 )
 from teleport.utils.clock import Clock
 
-CA_TYPES = ("user", "host", "tls")
+CA_TYPES: tuple[Literal["user", "host", "tls"], ...] = ("user", "host", "tls")
 
 
 async def ensure_cluster_name(cas: CAService, wanted: str | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from teleport.errors import BadParameter, TeleportError
@@ -20,11 +20,12 @@ def run(coro: Coroutine[Any, Any, int | None]) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:
-        runner = asyncio.run
+        loop_factory = None
     try:
-        return runner(coro) or 0
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coro) or 0
     except TeleportError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(err, BadParameter) else EXIT_ERROR
