@@ -85,7 +85,7 @@ async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator
         except asyncssh.DisconnectError as err:
             raise ConnectionProblem(f"{host}: {err.reason}") from None
         except OSError as err:
-            raise ConnectionProblem(f"cannot connect to proxy {proxy}: {err.strerror or err}") from None
+            raise ConnectionProblem(f"cannot connect to proxy {proxy}: {err.strerror or err or type(err).__name__}") from None
         yield conn
 
 
