@@ -68,7 +68,7 @@ class CertChecker:
         return Identity(info, login, permissions), key
 
     async def audit_failure(self, login: str, key_data: bytes, reason: str, remote: str) -> None:
-        """Record a refused attempt; a lost audit event must not turn into an accepted login."""
+        """Record a refused attempt; if the audit sink is down, log it and refuse all the same."""
         event = make_event(AUTH, self.clock, user=_key_id(key_data) or login, login=login,
                            success=False, error=reason, addr_remote=remote)
         try:

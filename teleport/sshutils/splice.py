@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import cast
 
 import asyncssh
 from asyncssh.channel import SSHChannel
@@ -28,8 +29,11 @@ class ChannelSplice:
         self.chan: SSHChannel[bytes] | None = None
         self.transport: asyncio.Transport | None = None
         self._input: ChannelInput | None = None
-        self._pending = bytearray()
+        self._pending = bytearray()  # channel bytes waiting for TCP
+        self._early = bytearray()  # TCP bytes waiting for the channel
         self._eof = False
+        self._tcp_eof = False
+        self._tcp_closed = False
 
     async def connect(self, host: str, port: int) -> None:
         """Open the TCP side; raises OSError or TimeoutError, for the caller to word."""
@@ -42,6 +46,13 @@ class ChannelSplice:
     def channel_open(self, chan: SSHChannel[bytes]) -> None:
         self.chan = chan
         self._input = ChannelInput(chan)
+        if self._early:
+            chan.write(bytes(self._early))
+            self._early.clear()
+        if self._tcp_closed:
+            chan.close()
+        elif self._tcp_eof:
+            chan.write_eof()
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -57,6 +68,7 @@ class ChannelSplice:
         self._eof = True
         if self.transport is not None and self.transport.can_write_eof():
             self.transport.write_eof()
+        self._close_if_done()
 
     def channel_pause_writing(self) -> None:
         if self.transport is not None:
@@ -75,8 +87,6 @@ class ChannelSplice:
 
     def tcp_open(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        if self.chan is None:
-            transport.pause_reading()  # nowhere to put the peer's bytes yet
         if self._pending:
             transport.write(bytes(self._pending))
             self._pending.clear()
@@ -86,15 +96,28 @@ class ChannelSplice:
             transport.write_eof()
 
     def tcp_data(self, data: bytes) -> None:
+        if self.chan is None:
+            # The peer spoke first (an SSH server's banner) before the channel is open. Pausing
+            # in connection_made would not do: uvloop only starts reading after it returns.
+            self._early += data
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         try:
-            if self.chan is not None:
-                self.chan.write(data)
+            self.chan.write(data)
         except OSError:  # the SSH side is gone
             self.channel_closed()
 
     def tcp_eof(self) -> None:
+        self._tcp_eof = True
         if self.chan is not None:
             self.chan.write_eof()
+        self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        # Both directions ended: close TCP (after its buffer drains), which closes the channel.
+        if self._eof and self._tcp_eof and self.transport is not None:
+            self.transport.close()
 
     def tcp_pause_writing(self) -> None:
         if self._input is not None:
@@ -106,6 +129,7 @@ class ChannelSplice:
 
     def tcp_closed(self) -> None:
         self.transport = None
+        self._tcp_closed = True
         if self.chan is not None:
             self.chan.close()
 
@@ -118,8 +142,8 @@ class _TCPSide(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        assert isinstance(transport, asyncio.Transport)
-        self.splice.tcp_open(transport)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.splice.tcp_open(cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
         self.splice.tcp_data(data)

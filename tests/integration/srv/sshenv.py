@@ -104,15 +104,15 @@ class Trust:
         config = self.ssh_config(creds, key_path=key_path)
         return ["ssh", "-F", str(config), "-p", str(port), f"{login}@{host}", *args]
 
-    async def connect(self, creds: UserCreds, port: int, login: str,
-                      **kwargs: Any) -> asyncssh.SSHClientConnection:
+    async def connect(self, creds: UserCreds, port: int, login: str, *,
+                      host: str = "127.0.0.1", **kwargs: Any) -> asyncssh.SSHClientConnection:
         """Open an asyncssh connection that trusts only our host CA."""
         options: dict[str, Any] = {
             "username": login, "client_keys": creds.client_keys(),
             "known_hosts": ([], [asyncssh.import_public_key(public_key_of(self.host_ca))], []),
             "agent_path": None, "config": None, "preferred_auth": ["publickey"]}
         options.update(kwargs)
-        return await asyncssh.connect("127.0.0.1", port, **options)
+        return await asyncssh.connect(host, port, **options)
 
 
 def make_node(trust: Trust, emitter: MemoryEmitter, nodename: str = NODENAME,

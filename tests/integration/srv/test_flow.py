@@ -8,6 +8,7 @@ buffer everything the fast side sent meanwhile.
 from __future__ import annotations
 
 import asyncio
+import shlex
 
 from teleport.srv import NodeServer
 from tests.integration.srv.sshenv import Trust, peak_rss_while
@@ -26,17 +27,15 @@ async def _shell(command: str) -> tuple[int, bytes]:
 
 async def test_upload_through_slow_child_stays_bounded(trust: Trust, node: NodeServer) -> None:
     alice = trust.user(["root"])
-    ssh = " ".join(trust.ssh(alice, node.port, "root"))
-    (_, out), growth = await peak_rss_while(
-        _shell(f"head -c {SIZE} /dev/zero | {ssh} 'sleep 1; wc -c'"))
+    ssh = shlex.join(trust.ssh(alice, node.port, "root", "sleep 1; wc -c"))
+    (_, out), growth = await peak_rss_while(_shell(f"head -c {SIZE} /dev/zero | {ssh}"))
     assert int(out) == SIZE
     assert growth < MAX_GROWTH, f"node RSS grew by {growth >> 20} MiB"
 
 
 async def test_download_to_slow_client_stays_bounded(trust: Trust, node: NodeServer) -> None:
     alice = trust.user(["root"])
-    ssh = " ".join(trust.ssh(alice, node.port, "root"))
-    (_, out), growth = await peak_rss_while(
-        _shell(f"{ssh} 'head -c {SIZE} /dev/zero' | (sleep 1; wc -c)"))
+    ssh = shlex.join(trust.ssh(alice, node.port, "root", f"head -c {SIZE} /dev/zero"))
+    (_, out), growth = await peak_rss_while(_shell(f"{ssh} | (sleep 1; wc -c)"))
     assert int(out) == SIZE
     assert growth < MAX_GROWTH, f"node RSS grew by {growth >> 20} MiB"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 from collections.abc import AsyncIterator
 
 import asyncssh
@@ -10,7 +11,10 @@ import pytest
 
 from teleport.events.emitter import PORT_FORWARD, MemoryEmitter
 from teleport.srv import NodeServer
-from tests.integration.srv.sshenv import Trust
+from tests.integration.srv.sshenv import Trust, peak_rss_while, run
+
+SIZE = 200 * 1024 * 1024
+MAX_GROWTH = 64 * 1024 * 1024
 
 
 @pytest.fixture
@@ -51,3 +55,27 @@ async def test_forward_refused_without_permission(trust: Trust, node: NodeServer
     async with await trust.connect(alice, node.port, "root") as conn:
         with pytest.raises(asyncssh.ChannelOpenError, match="not permitted"):
             await conn.open_connection("127.0.0.1", echo_port)
+
+
+async def test_forward_to_slow_destination_stays_bounded(trust: Trust, node: NodeServer) -> None:
+    """asyncssh's own forwarder held 107 MiB of a 400 MiB stream here; ours a few MiB."""
+    received = 0
+
+    async def slow_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal received
+        await asyncio.sleep(1)
+        while data := await reader.read(65536):
+            received += len(data)
+        writer.close()
+
+    sink = await asyncio.start_server(slow_sink, "127.0.0.1", 0)
+    try:
+        argv = trust.ssh(trust.user(["root"]), node.port, "root")
+        argv[-1:-1] = ["-W", f"127.0.0.1:{sink.sockets[0].getsockname()[1]}"]
+        (rc, _, err), growth = await peak_rss_while(
+            run(["sh", "-c", f"head -c {SIZE} /dev/zero | {shlex.join(argv)}"]))
+    finally:
+        sink.close()
+        await sink.wait_closed()
+    assert rc == 0 and received == SIZE, err
+    assert growth < MAX_GROWTH, f"node RSS grew by {growth >> 20} MiB"

@@ -1,0 +1,1 @@
+"""The proxy service: SSH proxy, reverse tunnels, web server."""

@@ -1,0 +1,216 @@
+"""The proxy's SSH server (3023): authenticate the user's certificate, then splice to a node.
+
+Two ways in, both ending in bytes copied to the node's 3022 with backpressure both ways:
+`direct-tcpip` channels (`ssh -J`, asyncssh `tunnel=`) and the `proxy:host:port[@cluster]`
+subsystem (`ssh -s proxy:%h:%p` as a ProxyCommand). The node authenticates the user again
+and enforces the login; here the certificate only has to be trusted and unexpired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from types import TracebackType
+from typing import Any
+
+import asyncssh
+
+from teleport.errors import BadParameter, NotFound, TeleportError
+from teleport.events.emitter import Emitter
+from teleport.sshutils.auth import CertAuthServer, CertChecker
+from teleport.sshutils.listener import bound_port, listen, server_options
+from teleport.sshutils.splice import ChannelSplice, forward_to
+from teleport.utils.clock import Clock, RealClock
+
+log = logging.getLogger("teleport.proxy")
+
+Resolver = Callable[[str, int], Awaitable[tuple[str, int]]]
+
+SUBSYSTEM_PREFIX = "proxy:"
+NO_SHELL = ("teleport: this is a proxy, it runs no shells or commands; reach a node through it "
+            "with `ssh -J` or `tsh ssh`\r\n")
+
+
+class ProxySSHServer:
+    """Serve SSH for users on their way to nodes; an async context manager like NodeServer."""
+
+    def __init__(self, *, host_private_key: bytes, host_cert: str,
+                 trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
+                 resolve: Resolver, emitter: Emitter, clock: Clock | None = None) -> None:
+        self.cluster_name = cluster_name
+        self.resolve = resolve
+        self.clock = clock or RealClock()
+        self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
+                                   clock=self.clock, check_login=False)
+        self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
+                                       server_factory=lambda: ProxyConnection(self))
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self.connections: set[ProxyConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ProxySSHServer:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port; port 0 picks a free one, read it back from `port`."""
+        self._server = await listen(host, port, self._options)
+        self._port = bound_port(self._server)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def close(self) -> None:
+        """Stop listening, drop every connection and wait for them to be gone."""
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.connections)
+        for conn in conns:
+            conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in conns:
+            await conn.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run connection work as a task this server owns, so close() can stop it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def dial(self, host: str, port: int, cluster: str = "") -> tuple[str, int]:
+        """Return the node address a request names, or raise NotFound with the reason."""
+        if cluster and cluster != self.cluster_name:
+            raise NotFound(f"cluster {cluster!r} is not known to this proxy")
+        return await self.resolve(host, port)
+
+
+class ProxyConnection(CertAuthServer):
+    """One user's connection to the proxy."""
+
+    def __init__(self, proxy: ProxySSHServer) -> None:
+        super().__init__(proxy.checker)
+        self.proxy = proxy
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        super().connection_made(conn)
+        self.proxy.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proxy.connections.discard(self)
+
+    def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ProxySession]:
+        assert self.conn is not None
+        return self.conn.create_server_channel(encoding=None), ProxySession(self)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
+        return self._forward(dest_host, dest_port)
+
+    async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
+        """Splice a direct-tcpip channel to the node it names."""
+        try:
+            addr = await self.proxy.dial(host, port)
+        except TeleportError as err:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(err)) from None
+        return await forward_to(*addr)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    async def wait_closed(self) -> None:
+        if self.conn is not None:
+            await self.conn.wait_closed()
+
+
+def parse_subsystem(name: str) -> tuple[str, int, str]:
+    """Split `proxy:host[:port][@cluster]` into host, port (0 = any) and cluster."""
+    if not name.startswith(SUBSYSTEM_PREFIX):
+        raise BadParameter(f"unknown subsystem {name!r}")
+    target, _, cluster = name[len(SUBSYSTEM_PREFIX):].partition("@")
+    host, port = target, ""
+    if target.startswith("["):
+        end = target.find("]")
+        host, port = target[1:end], target[end + 2:]
+    elif target.count(":") == 1:
+        host, port = target.split(":")
+    if not host or (port and not port.isdigit()):
+        raise BadParameter(f"invalid proxy subsystem request {name!r}")
+    return host, int(port or 0), cluster
+
+
+class ProxySession(asyncssh.SSHServerSession[bytes]):
+    """A session channel: the proxy subsystem spliced to a node, or a polite refusal."""
+
+    def __init__(self, conn: ProxyConnection) -> None:
+        self.conn = conn
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.target: tuple[str, int, str] | None = None
+        self.splice = ChannelSplice()
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+        self.splice.channel_open(chan)
+
+    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
+                      term_modes: Any) -> bool:
+        return True  # accepted so that the refusal below is what the user reads
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        try:
+            self.target = parse_subsystem(subsystem)
+        except BadParameter as err:
+            log.info("refused subsystem from %s: %s", self.conn.remote_addr(), err)
+            return False
+        return True
+
+    def session_started(self) -> None:
+        assert self.chan is not None
+        if self.target is None:
+            self.chan.write_stderr(NO_SHELL.encode())
+            self.chan.exit(1)
+            return
+        self.conn.proxy.spawn(self._connect(*self.target), "proxy subsystem")
+
+    async def _connect(self, host: str, port: int, cluster: str) -> None:
+        assert self.chan is not None
+        try:
+            addr = await self.conn.proxy.dial(host, port, cluster)
+            await self.splice.connect(*addr)
+        except (TeleportError, OSError, TimeoutError) as err:
+            reason = str(err) or f"timed out connecting to {host}:{port}"
+            self.chan.write_stderr(f"teleport: cannot reach {host}: {reason}\r\n".encode())
+            self.chan.exit(1)
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.splice.channel_data(data)
+
+    def eof_received(self) -> bool:
+        self.splice.channel_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.splice.channel_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.splice.channel_resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.splice.channel_closed()
