@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("teleport.node")
 
-#: Output still arriving this long after the shell exited belongs to jobs it left behind.
+#: Output quiet for this long after the shell exited belongs to jobs it left behind.
 EXIT_DRAIN_SECONDS = 1.0
 #: Send buffer above which we stop reading the child's output until the client catches up.
 SEND_HIGH_WATER = 256 * 1024
@@ -159,11 +159,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             code = await self.child.wait()
         finally:
             self.conn.node.children.discard(self.child)
-        if self.pty is not None:
-            await asyncio.wait([self.readers[0].done], timeout=EXIT_DRAIN_SECONDS)
-            self.readers[0].drain_available()
-        else:
-            await asyncio.wait([r.done for r in self.readers], timeout=EXIT_DRAIN_SECONDS)
+        await self._drain_output()
         self._cleanup()
         if self.command is None:
             await self._audit(SESSION_END)
@@ -175,6 +171,15 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self.chan.exit(code)
         else:
             self.chan.exit_with_signal(_signal_name(-code))
+
+    async def _drain_output(self) -> None:
+        """Forward output until it ends or goes quiet: jobs left behind may hold it open forever."""
+        while pending := [r.done for r in self.readers if not r.done.done()]:
+            before = sum(r.total for r in self.readers)
+            await asyncio.wait(pending, timeout=EXIT_DRAIN_SECONDS)
+            flowing = sum(r.total for r in self.readers) != before
+            if not flowing and not any(r.paused for r in self.readers):
+                return
 
     async def _audit(self, event_type: str, **fields: Any) -> None:
         assert self.chan is not None

@@ -27,7 +27,9 @@ class FdReader:
         self.fd = fd
         self._on_data = on_data
         self._loop = asyncio.get_running_loop()
-        self._paused = False
+        self.paused = False
+        #: Bytes read so far, to tell a quiet fd from one still flowing.
+        self.total = 0
         self._watching = False
         self.done: asyncio.Future[None] = self._loop.create_future()
 
@@ -36,35 +38,29 @@ class FdReader:
         self._watch(True)
 
     def pause(self) -> None:
-        self._paused = True
+        self.paused = True
         self._watch(False)
 
     def resume(self) -> None:
-        self._paused = False
+        self.paused = False
         self._watch(not self.done.done())
-
-    def drain_available(self) -> None:
-        """Hand over whatever is readable now; used when a PTY's child exited but others keep it open."""
-        while not self.done.done() and not self._paused:
-            if not self._read_once():
-                return
 
     def close(self) -> None:
         self._finish()
 
     def _watch(self, on: bool) -> None:
-        if on and not self._watching and not self._paused:
+        if on and not self._watching and not self.paused:
             self._loop.add_reader(self.fd, self._read_once)
             self._watching = True
         elif not on and self._watching:
             self._loop.remove_reader(self.fd)
             self._watching = False
 
-    def _read_once(self) -> bool:
+    def _read_once(self) -> None:
         try:
             data = os.read(self.fd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
-            return False
+            return
         except OSError as err:
             # EIO is how a PTY master reports that every slave fd was closed.
             if err.errno not in (errno.EIO, errno.EBADF):
@@ -72,9 +68,9 @@ class FdReader:
             data = b""
         if not data:
             self._finish()
-            return False
+            return
+        self.total += len(data)
         self._on_data(data)
-        return True
 
     def _finish(self) -> None:
         self._watch(False)

@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import shlex
 
+import asyncssh
+
 from teleport.srv import NodeServer
+from teleport.srv.session import EXIT_DRAIN_SECONDS, SEND_HIGH_WATER
+from teleport.sshutils.fdio import READ_SIZE
 from tests.integration.srv.sshenv import Trust, peak_rss_while
 
 SIZE = 200 * 1024 * 1024
@@ -39,3 +43,29 @@ async def test_download_to_slow_client_stays_bounded(trust: Trust, node: NodeSer
     (_, out), growth = await peak_rss_while(_shell(f"{ssh} | (sleep 1; wc -c)"))
     assert int(out) == SIZE
     assert growth < MAX_GROWTH, f"node RSS grew by {growth >> 20} MiB"
+
+
+
+async def test_output_tail_waits_for_a_paused_client(trust: Trust, node: NodeServer) -> None:
+    """The command exits while its last bytes are still in our pipe, held back by the client.
+
+    The size fills the client's window, our send buffer (paused after one more read past the
+    high-water mark) and half the 64 KiB pipe, so the tail is in the pipe when `head` exits.
+    """
+    size = 2 * 1024 * 1024 + SEND_HIGH_WATER + READ_SIZE + 32 * 1024
+    received = 0
+
+    class PausedClient(asyncssh.SSHClientSession[bytes]):
+        def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+            chan.pause_reading()
+            asyncio.get_running_loop().call_later(EXIT_DRAIN_SECONDS * 2, chan.resume_reading)
+
+        def data_received(self, data: bytes, datatype: int | None) -> None:
+            nonlocal received
+            received += len(data)
+
+    async with await trust.connect(trust.user(["root"]), node.port, "root") as conn:
+        chan, _ = await conn.create_session(PausedClient, f"head -c {size} /dev/zero",
+                                            encoding=None)
+        await chan.wait_closed()
+    assert received == size
