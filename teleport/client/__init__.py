@@ -1,0 +1,1 @@
+"""What `tsh` does: profiles in ~/.tsh, login through the web API, ssh through the proxy."""

@@ -1,0 +1,185 @@
+"""The client of the proxy's web API (HTTPS 3080) that `tsh` logs in and lists nodes through.
+
+Errors come back as the kinds the proxy raised; network and TLS failures become one-line
+ConnectionProblems that say what to try next.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from teleport.errors import BadParameter, ConnectionProblem, TeleportError, from_wire
+from teleport.utils.duration import format_duration
+
+
+@dataclass(frozen=True)
+class LoginResponse:
+    """What the proxy returns for a login: certificates and the cluster's CAs to trust."""
+
+    cert: str
+    tls_cert: str
+    host_signers: list[str]
+    user_ca_keys: list[str]
+    trusted_ca: list[str]
+    cluster_name: str
+
+
+class WebClient:
+    """Talk to one proxy over HTTPS, optionally presenting the certificate of a login."""
+
+    def __init__(self, proxy_addr: str, *, insecure: bool, ca_pems: Sequence[bytes] = (),
+                 client_cert: tuple[bytes, bytes] | None = None, timeout: float = 30.0) -> None:
+        self.proxy_addr = proxy_addr
+        self.insecure = insecure
+        self._ssl = _client_context(insecure, ca_pems, client_cert)
+        self._presents_cert = client_cert is not None
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> WebClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close pooled connections."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Send one request and decode the JSON answer, raising the proxy's error kinds."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+        url = f"https://{self.proxy_addr}{path}"
+        try:
+            async with self._session.request(method, url, json=body) as resp:
+                try:
+                    data = await resp.json(content_type=None)
+                except ValueError:
+                    data = None
+                status, reason = resp.status, resp.reason or ""
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise ConnectionProblem(
+                f"cannot verify the HTTPS certificate of proxy {self.proxy_addr} "
+                f"({_verify_reason(exc.certificate_error)}); if the proxy uses a self-signed "
+                "certificate, pass --insecure") from None
+        except aiohttp.ClientSSLError as exc:
+            raise ConnectionProblem(
+                f"TLS handshake with proxy {self.proxy_addr} failed ({_one_line(exc)}); "
+                "if the proxy uses a self-signed certificate, pass --insecure") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ConnectionProblem(
+                f"cannot connect to proxy {self.proxy_addr}: {_os_reason(exc.os_error)}") from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+            if self._presents_cert:
+                # TLS 1.3 refuses a client certificate after the handshake, with no error
+                # surfacing here, so name the likely cause.
+                raise ConnectionProblem(
+                    f"proxy {self.proxy_addr} closed the connection: it may have refused your "
+                    "certificate (expired or from another cluster); run 'tsh login'") from None
+            raise ConnectionProblem(f"proxy {self.proxy_addr} closed the connection") from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectionProblem(
+                f"proxy {self.proxy_addr} did not answer: {_one_line(exc)}") from None
+        if status >= 400:
+            raise _error(data, status, reason, self.proxy_addr)
+        return data
+
+    async def ping(self) -> dict[str, Any]:
+        """Learn the cluster name, its second factor and the SSH proxy address."""
+        result: dict[str, Any] = await self.call("GET", "/webapi/ping")
+        return result
+
+    async def ssh_login(self, user: str, password: str, otp_token: str, pub_key: str,
+                        tls_pub_key: str, ttl: timedelta | None) -> LoginResponse:
+        """Trade credentials and public keys for SSH and X.509 certificates."""
+        body = {"user": user, "password": password, "otp_token": otp_token, "pub_key": pub_key,
+                "tls_pub_key": tls_pub_key, "ttl": format_duration(ttl) if ttl else ""}
+        data = await self.call("POST", "/webapi/ssh/certs", body)
+        try:
+            return LoginResponse(
+                cert=data["cert"], tls_cert=data["tls_cert"],
+                host_signers=list(data["host_signers"]), user_ca_keys=list(data["user_ca_keys"]),
+                trusted_ca=list(data["trusted_ca"]), cluster_name=data["cluster_name"])
+        except (KeyError, TypeError):
+            raise ConnectionProblem(
+                f"proxy {self.proxy_addr} sent an incomplete login response") from None
+
+    async def list_nodes(self, cluster: str) -> list[dict[str, Any]]:
+        """List the cluster's nodes; needs the client certificate of a login."""
+        result: list[dict[str, Any]] = await self.call(
+            "GET", f"/webapi/sites/{quote(cluster, safe='')}/nodes")
+        return result
+
+    async def signup_info(self, token: str) -> dict[str, Any]:
+        """Fetch who a signup token is for and the OTP secret to enroll."""
+        result: dict[str, Any] = await self.call(
+            "GET", f"/webapi/users/password/token/{quote(token, safe='')}")
+        return result
+
+    async def complete_signup(self, token: str, password: str, otp_code: str) -> str:
+        """Set the new user's password with a signup token; return the user name."""
+        data = await self.call("PUT", "/webapi/users/password/token",
+                               {"token": token, "password": password,
+                                "second_factor_token": otp_code})
+        return str(data["user"])
+
+
+def _client_context(insecure: bool, ca_pems: Sequence[bytes],
+                    client_cert: tuple[bytes, bytes] | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    for pem in ca_pems:
+        ctx.load_verify_locations(cadata=pem.decode())
+    if client_cert is not None:
+        _load_cert_chain(ctx, *client_cert)
+    return ctx
+
+
+def _load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load an in-memory certificate and key; ssl reads only files, so use a private temp one."""
+    with tempfile.TemporaryDirectory(prefix="tsh-tls-") as tmp:
+        path = os.path.join(tmp, "chain.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(cert_pem.rstrip(b"\n") + b"\n" + key_pem)
+        try:
+            ctx.load_cert_chain(path)
+        except ssl.SSLError as err:
+            raise BadParameter(f"invalid client certificate or key: {err.reason or err}") from None
+
+
+def _error(data: Any, status: int, reason: str, addr: str) -> TeleportError:
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return from_wire(str(err.get("code", "")), _one_line(err["message"]))
+    return ConnectionProblem(f"{addr} answered HTTP {status} {reason}: is it a Teleport proxy?")
+
+
+def _os_reason(err: OSError) -> str:
+    if err.errno and err.errno > 0:
+        return os.strerror(err.errno)
+    return _one_line(err.strerror or err)
+
+
+def _verify_reason(err: Exception) -> str:
+    return _one_line(getattr(err, "verify_message", "") or err)
+
+
+def _one_line(value: object) -> str:
+    return " ".join(str(value).split()) or type(value).__name__

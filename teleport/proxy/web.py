@@ -1,0 +1,302 @@
+"""The proxy's HTTPS server on 3080: the web API `tsh` logs in through, and the signup page.
+
+Every answer is JSON (errors as `{"error": {"code", "message"}}` with the error kind's status)
+except the HTML pages. Client certificates are optional at the TLS layer: anonymous callers
+may ping, sign up and log in; the calls that act as a user need the certificate of a login.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from teleport import __version__
+from teleport.auth.client import AuthClient
+from teleport.errors import (
+    AccessDenied,
+    BadParameter,
+    LimitExceeded,
+    NotFound,
+    TeleportError,
+    to_wire,
+)
+from teleport.keys.identity import Identity
+from teleport.keys.tls import identity_from_cert, ssl_server_context
+from teleport.proxy import web_pages
+from teleport.types.resources import Server
+from teleport.utils.addr import HostPort
+from teleport.utils.clock import Clock
+from teleport.utils.duration import parse_duration
+
+log = logging.getLogger(__name__)
+
+#: Every request body here is a handful of short fields; anything bigger is refused unread.
+MAX_BODY = 64 * 1024
+# Signup tokens are hex; refusing anything else keeps odd input out of auth API paths.
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_BAD_NAME_CHARS = frozenset("/\\?#%") | {chr(c) for c in range(33)} | {"\x7f"}
+_JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WebProxy:
+    """Serve the web API and pages, calling the auth server as the proxy for everything."""
+
+    def __init__(self, *, auth: AuthClient, cluster_name: str, cert_pem: bytes, key_pem: bytes,
+                 client_ca_pems: Callable[[], Sequence[bytes]], public_addr: str,
+                 ssh_public_addr: str, clock: Clock) -> None:
+        self.auth = auth
+        self.cluster_name = cluster_name
+        self.public_addr = public_addr
+        self.ssh_public_addr = ssh_public_addr
+        self.clock = clock
+        self._cert_pem = cert_pem
+        self._key_pem = key_pem
+        self._client_ca_pems = client_ca_pems
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+
+    async def __aenter__(self) -> WebProxy:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        """Return the bound port, which differs from the asked one when that was 0."""
+        return self._port
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Build the listener's TLS context: client certificates optional, checked if sent."""
+        return ssl_server_context(self._cert_pem, self._key_pem, list(self._client_ca_pems()),
+                                  require_client_cert=False)
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port (0 picks a free port)."""
+        runner = web.AppRunner(self.make_app(), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port, ssl_context=self.ssl_context(), backlog=1024)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = runner.addresses[0][1]
+
+    async def close(self) -> None:
+        """Stop listening and drop open connections."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def make_app(self) -> web.Application:
+        """Build the routes behind one error middleware, so no route can leak a traceback."""
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+        app.on_response_prepare.append(_security_headers)
+        app.router.add_get("/", self.landing)
+        app.router.add_get("/web/newuser/{token}", self.signup_page)
+        app.router.add_get("/webapi/ping", self.ping)
+        app.router.add_get("/webapi/users/password/token/{token}", self.signup_info)
+        app.router.add_put("/webapi/users/password/token", self.complete_signup)
+        app.router.add_post("/webapi/ssh/certs", self.ssh_certs)
+        app.router.add_get("/webapi/sites/{cluster}/nodes", self.list_nodes)
+        return app
+
+    # --- pages -----------------------------------------------------------------------------
+
+    async def landing(self, request: web.Request) -> web.Response:
+        """Show which cluster this is until the web UI is served here."""
+        return _html(web_pages.landing_page(self.cluster_name), 200, web_pages.PAGE_CSP)
+
+    async def signup_page(self, request: web.Request) -> web.Response:
+        """Serve the page the `tctl users add` link opens; errors are pages too, for browsers."""
+        try:
+            token = _token(request.match_info["token"])
+            info = await self.auth.get_signup(token)
+        except NotFound:
+            return _html(web_pages.error_page(
+                404, "This signup link is invalid or has expired. Ask your administrator "
+                     "for a new one."), 404, web_pages.PAGE_CSP)
+        except TeleportError as err:
+            return _html(web_pages.error_page(err.http_status, str(err)), err.http_status,
+                         web_pages.PAGE_CSP)
+        page = web_pages.signup_page(
+            cluster_name=self.cluster_name, user=info["user"], token=token,
+            public_addr=self.public_addr, second_factor=info["second_factor"],
+            otp_secret=info["otp_secret"], otp_uri=info["otp_uri"])
+        return _html(page, 200, web_pages.SIGNUP_CSP)
+
+    # --- web API ---------------------------------------------------------------------------
+
+    async def ping(self, request: web.Request) -> web.Response:
+        """Tell tsh, before any credentials, which cluster and second factor to expect."""
+        auth = await self.auth.ping()
+        return web.json_response({
+            "cluster_name": self.cluster_name,
+            "server_version": __version__,
+            "auth": {"type": "local", "second_factor": auth.get("second_factor", "otp")},
+            "proxy": {"ssh": {"public_addr": self.ssh_public_addr}},
+        })
+
+    async def signup_info(self, request: web.Request) -> web.Response:
+        """Return what a signup client needs to enroll the authenticator app."""
+        info = await self.auth.get_signup(_token(request.match_info["token"]))
+        with_otp = info["second_factor"] != "off"
+        return web.json_response({
+            "user": info["user"],
+            "otp_secret": info["otp_secret"] if with_otp else "",
+            "otp_uri": info["otp_uri"] if with_otp else "",
+            "qr_svg": web_pages.qr_svg(info["otp_uri"]) if with_otp else "",
+            "second_factor": info["second_factor"],
+            "expires": info["expires"],
+        })
+
+    async def complete_signup(self, request: web.Request) -> web.Response:
+        """Set the new user's password (and OTP device) through the auth server."""
+        body = await _json_body(request)
+        user = await self.auth.complete_signup(
+            _token(_str(body, "token")), _str(body, "password"),
+            _str(body, "second_factor_token", required=False))
+        return web.json_response({"user": user.metadata.name})
+
+    async def ssh_certs(self, request: web.Request) -> web.Response:
+        """Log a user in and return certificates, the way `tsh login` expects them."""
+        body = await _json_body(request)
+        ttl_text = _str(body, "ttl", required=False)
+        ttl = parse_duration(ttl_text) if ttl_text else None
+        if ttl is not None and ttl <= timedelta(0):
+            raise BadParameter(f"ttl must be positive, got {ttl_text!r}")
+        certs = await self.auth.authenticate_ssh(
+            _user_name(_str(body, "user")), password=_str(body, "password"),
+            otp_code=_str(body, "otp_token", required=False),
+            ssh_public_key=_str(body, "pub_key"),
+            tls_public_key=_str(body, "tls_pub_key").encode(), ttl=ttl,
+            remote_addr=_remote_addr(request))
+        return web.json_response({
+            "cert": certs.ssh_cert,
+            "tls_cert": certs.tls_cert,
+            "host_signers": certs.host_ca_keys,
+            "user_ca_keys": certs.user_ca_keys,
+            "trusted_ca": certs.tls_ca_certs,
+            "cluster_name": self.cluster_name,
+        })
+
+    async def list_nodes(self, request: web.Request) -> web.Response:
+        """List the cluster's nodes for a logged-in user (`tsh ls`)."""
+        self._user_identity(request)
+        cluster = request.match_info["cluster"]
+        if cluster != self.cluster_name:
+            raise NotFound(f"cluster {cluster!r} not found")
+        nodes = sorted(await self.auth.list_servers("node"),
+                       key=lambda s: (s.spec.hostname, s.metadata.name))
+        return web.json_response([_node_json(s) for s in nodes])
+
+    def _user_identity(self, request: web.Request) -> Identity:
+        """Return the user in the verified client certificate, refusing hosts and stale certs."""
+        ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        if not der:
+            raise AccessDenied("a client certificate is required: run 'tsh login'")
+        identity = identity_from_cert(der)
+        if identity.system_role:
+            raise AccessDenied("this call is for users, not hosts")
+        if identity.cluster != self.cluster_name:
+            raise AccessDenied("the client certificate is for another cluster")
+        if identity.expires is None or identity.expires <= self.clock.now():
+            raise AccessDenied("the client certificate has expired: run 'tsh login'")
+        return identity
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every failure as one-line JSON, never a traceback or aiohttp's HTML."""
+    try:
+        return await handler(request)
+    except TeleportError as err:
+        return web.json_response(to_wire(err), status=err.http_status)
+    except web.HTTPRequestEntityTooLarge:
+        too_big = LimitExceeded(f"request body is larger than {MAX_BODY // 1024} KiB")
+        return web.json_response(to_wire(too_big), status=413)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        refused: TeleportError = (
+            NotFound(f"{request.method} {request.path}: not found") if exc.status == 404
+            else BadParameter(f"{request.method} {request.path}: {exc.reason.lower()}"))
+        return web.json_response(to_wire(refused), status=exc.status)
+    except Exception:
+        log.exception("web API %s %s failed", request.method, request.path)
+        return web.json_response(to_wire(TeleportError("internal error, see the proxy log")),
+                                 status=500)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Keep tokens and certificates out of caches, referrers and frames."""
+    response.headers.setdefault("Content-Security-Policy", _JSON_CSP)
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+
+
+def _html(text: str, status: int, csp: str) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
+                        headers={"Content-Security-Policy": csp})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadParameter("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise BadParameter("request body must be a JSON object")
+    return body
+
+
+def _str(body: dict[str, Any], name: str, *, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise BadParameter(f"missing or invalid field {name!r}")
+    return value
+
+
+def _token(token: str) -> str:
+    if not _TOKEN_RE.fullmatch(token):
+        raise NotFound("signup token not found or expired")
+    return token
+
+
+def _user_name(name: str) -> str:
+    if name in (".", "..") or len(name) > 255 or any(c in _BAD_NAME_CHARS for c in name):
+        raise BadParameter(f"invalid user name {name!r}")
+    return name
+
+
+def _remote_addr(request: web.Request) -> str:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(HostPort(str(peer[0]), int(peer[1])))
+    return request.remote or ""
+
+
+def _node_json(server: Server) -> dict[str, Any]:
+    return {"name": server.spec.hostname, "id": server.metadata.name, "addr": server.spec.addr,
+            "labels": server.all_labels()}
+
+
+__all__ = ["MAX_BODY", "WebProxy"]

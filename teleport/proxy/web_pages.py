@@ -1,0 +1,135 @@
+"""The proxy's server-rendered HTML: landing, signup and error pages.
+
+Pages carry no framework and no third-party assets; their one inline style and script are
+allowed by hash in the Content-Security-Policy, so injected markup could not run even if
+escaping were ever missed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from html import escape
+
+import segno
+
+_CSS = """
+:root { color-scheme: light dark; font-family: system-ui, sans-serif; }
+body { margin: 0; display: flex; justify-content: center; }
+main { max-width: 34rem; margin: 3rem 1rem; }
+h1 { font-size: 1.5rem; }
+label { display: block; margin: 0.8rem 0; }
+input { display: block; width: 100%; box-sizing: border-box; padding: 0.5rem; font-size: 1rem; }
+button { padding: 0.6rem 1.2rem; font-size: 1rem; }
+code { font-size: 1.1rem; word-break: break-all; }
+svg.qr { background: #fff; }
+.error { color: #c62828; }
+.done { color: #2e7d32; }
+"""
+
+_SIGNUP_JS = """
+"use strict";
+const form = document.getElementById("signup");
+const error = document.getElementById("error");
+const done = document.getElementById("done");
+function showError(message) { error.textContent = message; error.hidden = false; }
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  error.hidden = true;
+  const data = new FormData(form);
+  if (data.get("password") !== data.get("confirm")) { showError("passwords do not match"); return; }
+  const button = form.querySelector("button");
+  button.disabled = true;
+  try {
+    const resp = await fetch("/webapi/users/password/token", {
+      method: "PUT",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({token: form.dataset.token, password: data.get("password"),
+                            second_factor_token: data.get("otp") || ""}),
+    });
+    const body = await resp.json().catch(() => ({}));
+    if (!resp.ok) {
+      showError((body.error && body.error.message) || ("sign up failed: HTTP " + resp.status));
+      return;
+    }
+    document.getElementById("setup").hidden = true;
+    done.textContent = "You can now log in with tsh login --proxy=" + form.dataset.proxy +
+      " --user=" + body.user;
+    done.hidden = false;
+  } catch (err) {
+    showError("cannot reach the proxy: " + err.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+"""
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+_BASE_CSP = ("default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; "
+             f"style-src {_sha256(_CSS)}")
+#: Policy for pages without script (landing, errors).
+PAGE_CSP = _BASE_CSP
+#: Policy for the signup page: its own script, and fetch() back to this origin only.
+SIGNUP_CSP = f"{_BASE_CSP}; script-src {_sha256(_SIGNUP_JS)}; connect-src 'self'"
+
+
+def _page(title: str, body: str, script: str = "") -> str:
+    tail = f"<script>{script}</script>" if script else ""
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(title)}</title><style>{_CSS}</style></head>"
+            f"<body><main>{body}</main>{tail}</body></html>\n")
+
+
+def qr_svg(uri: str) -> str:
+    """Render a URI as an inline SVG QR code, so authenticator apps can scan it."""
+    return str(segno.make(uri, error="m").svg_inline(scale=4, svgclass="qr", title="QR code for your authenticator app"))
+
+
+def landing_page(cluster_name: str) -> str:
+    """Name the cluster until the full web UI is served here."""
+    name = escape(cluster_name)
+    return _page(f"Teleport: {cluster_name}",
+                 f"<h1>{name}</h1><p>This is the Teleport proxy of cluster <strong>{name}</strong>. "
+                 "Log in with <code>tsh login</code>.</p>")
+
+
+def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
+                second_factor: str, otp_secret: str, otp_uri: str) -> str:
+    """Let a new user pick a password and enroll an authenticator app."""
+    with_otp = second_factor != "off"
+    otp_setup = otp_field = ""
+    if with_otp:
+        otp_setup = (
+            "<h2>Second factor</h2><p>Scan this QR code with an authenticator app "
+            "(Google Authenticator, Authy, ...) or type in the secret:</p>"
+            f"<figure>{qr_svg(otp_uri)}</figure>"
+            f'<p><code id="otp-secret">{escape(otp_secret)}</code></p>')
+        otp_field = ('<label>One-time code from the app<input name="otp" required '
+                     'inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6,8}">'
+                     "</label>")
+    body = (
+        f"<h1>Welcome to {escape(cluster_name)}</h1>"
+        f'<div id="setup"><p>Create the password of user <strong id="user">{escape(user)}</strong>.'
+        f"</p>{otp_setup}"
+        # method=post keeps the password out of the URL should the script fail to load.
+        f'<form id="signup" method="post" data-token="{escape(token)}" '
+        f'data-proxy="{escape(public_addr)}">'
+        '<label>Password<input type="password" name="password" required minlength="6" '
+        'maxlength="128" autocomplete="new-password"></label>'
+        '<label>Confirm password<input type="password" name="confirm" required minlength="6" '
+        'maxlength="128" autocomplete="new-password"></label>'
+        f'{otp_field}<button type="submit">Create account</button>'
+        '<p id="error" class="error" role="alert" hidden></p></form></div>'
+        '<p id="done" class="done" role="status" hidden></p>')
+    return _page(f"Sign up: {user}", body, _SIGNUP_JS)
+
+
+def error_page(status: int, message: str) -> str:
+    """Explain in a browser what went wrong, in one line, without internals."""
+    return _page(f"Error {status}", f"<h1>Error {status}</h1>"
+                                     f'<p class="error">{escape(message)}</p>')
