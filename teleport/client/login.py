@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from teleport.client.webapi import WebClient
-
 from teleport.client.profile import Profile, save_login
+from teleport.client.webapi import WebClient
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.utils.addr import parse_addr

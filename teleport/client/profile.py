@@ -18,9 +18,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from teleport.keys.ssh import parse_cert
-
 from teleport.errors import AccessDenied, BadParameter, NotFound
+from teleport.keys.ssh import parse_cert
 from teleport.utils.fs import ensure_private_dir, write_secret
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from teleport.client import stdio
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
 from teleport.utils.addr import parse_addr
@@ -120,14 +121,18 @@ async def _session(conn: asyncssh.SSHClientConnection, command: str | None, pty:
     saved = None
     if pty and sys.stdin.isatty():
         saved = termios.tcgetattr(sys.stdin.fileno())
-        tty.setraw(sys.stdin.fileno())
+        tty.setraw(sys.stdin.fileno(), termios.TCSADRAIN)  # keep typeahead
         loop.add_signal_handler(signal.SIGWINCH,
                                 lambda: process.change_terminal_size(*_terminal_size()))
+    stdin = asyncio.ensure_future(stdio.feed_stdin(sys.stdin.fileno(), process.stdin))
     try:
-        await process.redirect(stdin=sys.stdin.buffer, stdout=sys.stdout.buffer,
-                               stderr=sys.stderr.buffer, send_eof=True, recv_eof=False)
+        await asyncio.gather(stdio.copy_out(process.stdout, sys.stdout.fileno()),
+                             stdio.copy_out(process.stderr, sys.stderr.fileno()))
         await process.wait_closed()
     finally:
+        stdin.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await stdin
         if saved is not None:
             loop.remove_signal_handler(signal.SIGWINCH)
             termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)

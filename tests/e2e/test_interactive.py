@@ -66,6 +66,7 @@ def test_interactive_shell_with_resize_and_exit_code(cluster: Cluster, joe: dict
     env = {**os.environ, **cluster.env, "TERM": "xterm"}
     term = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], env, rows=24, cols=80)
     try:
+        term.expect("#")  # root's prompt: the shell is ready for input
         term.type("stty size; echo SIZE-DONE\n")
         term.expect("24 80")
         term.resize(40, 120)
