@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from datetime import timedelta
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -70,31 +71,31 @@ class AuthClient:
         return result
 
     async def get_ca(self, ca_type: str) -> CertAuthority:
-        return _typed(await self.call("GET", f"/v1/authorities/{ca_type}"), CertAuthority)
+        return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
 
     async def list_users(self) -> list[User]:
         return [_typed(u, User) for u in await self.call("GET", "/v1/users")]
 
     async def get_user(self, name: str) -> User:
-        return _typed(await self.call("GET", f"/v1/users/{name}"), User)
+        return _typed(await self.call("GET", f"/v1/users/{_q(name)}"), User)
 
     async def upsert_user(self, user: User) -> User:
         return _typed(await self.call("PUT", "/v1/users", to_dict(user)), User)
 
     async def delete_user(self, name: str) -> None:
-        await self.call("DELETE", f"/v1/users/{name}")
+        await self.call("DELETE", f"/v1/users/{_q(name)}")
 
     async def create_user_signup(self, name: str, logins: list[str], roles: list[str]) -> UserToken:
         body = {"name": name, "logins": logins, "roles": roles}
         return _typed(await self.call("POST", "/v1/users/signup", body), UserToken)
 
     async def get_signup(self, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("GET", f"/v1/signup/{token}")
+        result: dict[str, Any] = await self.call("GET", f"/v1/signup/{_q(token)}")
         return result
 
     async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
         body = {"password": password, "otp_code": otp_code}
-        return _typed(await self.call("POST", f"/v1/signup/{token}/complete", body), User)
+        return _typed(await self.call("POST", f"/v1/signup/{_q(token)}/complete", body), User)
 
     async def authenticate_ssh(self, user: str, *, password: str, otp_code: str,
                                ssh_public_key: str, tls_public_key: bytes,
@@ -102,7 +103,7 @@ class AuthClient:
         body = {"password": password, "otp_code": otp_code, "ssh_public_key": ssh_public_key,
                 "tls_public_key": tls_public_key.decode(), "remote_addr": remote_addr,
                 "ttl": format_duration(ttl) if ttl else ""}
-        data = await self.call("POST", f"/v1/users/{user}/ssh/authenticate", body)
+        data = await self.call("POST", f"/v1/users/{_q(user)}/ssh/authenticate", body)
         return IssuedCerts(**data)
 
     async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
@@ -111,17 +112,22 @@ class AuthClient:
                 [_typed(t, UserToken) for t in data["signup"]])
 
     async def delete_token(self, token: str) -> None:
-        await self.call("DELETE", f"/v1/tokens/{token}")
+        await self.call("DELETE", f"/v1/tokens/{_q(token)}")
 
     async def upsert_server(self, server: Server) -> None:
         await self.call("PUT", "/v1/servers", to_dict(server))
 
     async def list_servers(self, kind: str = "node") -> list[Server]:
-        return [_typed(s, Server) for s in await self.call("GET", f"/v1/servers/{kind}")]
+        return [_typed(s, Server) for s in await self.call("GET", f"/v1/servers/{_q(kind)}")]
 
     async def emit(self, event: Any) -> None:
         """Send an audit event; makes the client an events.Emitter for nodes and proxies."""
         await self.call("POST", "/v1/events", dict(event))
+
+
+def _q(part: str) -> str:
+    """Quote one path segment so a name can never change which route is called."""
+    return quote(part, safe="")
 
 
 def _typed(data: Any, model: type[Any]) -> Any:

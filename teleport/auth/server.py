@@ -51,6 +51,8 @@ MAX_LOGIN_ATTEMPTS = 5
 ATTEMPT_WINDOW = timedelta(minutes=30)
 LOCK_DURATION = timedelta(minutes=20)
 MIN_PASSWORD_LEN = 6
+# Longer than the codes' validity (3 steps of 30 s) so a seen code can never be replayed.
+OTP_REUSE_WINDOW = timedelta(minutes=3)
 MAX_PASSWORD_LEN = 128
 SYSTEM_ROLES = frozenset({"Admin", "Auth", "Proxy", "Node"})
 # Spent on unknown users too, so timing does not reveal which names exist.
@@ -213,6 +215,7 @@ class AuthServer:
                 await self._audit_failure(user, "invalid one-time password during signup")
                 raise AccessDenied("invalid one-time password: check your authenticator's clock")
             await self.users.set_totp_secret(user, secret)
+            await self.users.mark_totp_used(user, otp_code, self.clock.now() + OTP_REUSE_WINDOW)
         hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt())
         await self.users.set_password_hash(user, hashed)
         await self.tokens.delete_signup(token)
@@ -272,7 +275,7 @@ class AuthServer:
         if not pyotp.TOTP(secret).verify(code, for_time=self.clock.now(), valid_window=1):
             return False
         # A code may be used once: replaying an observed code must fail.
-        return await self.users.mark_totp_used(username, code, self.clock.now() + timedelta(minutes=3))
+        return await self.users.mark_totp_used(username, code, self.clock.now() + OTP_REUSE_WINDOW)
 
     async def _record_failure(self, user: User, remote_addr: str) -> None:
         now = self.clock.now()

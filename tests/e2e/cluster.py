@@ -158,9 +158,10 @@ proxy_service:
 
     def login(self, user: str, password: str, totp: pyotp.TOTP, *extra: str,
               check: bool = True) -> subprocess.CompletedProcess[str]:
-        # Each code is accepted once; take the next window's code for repeated logins.
-        code = totp.at(time.time() + 30 * getattr(totp, "_logins", 0))
-        totp._logins = getattr(totp, "_logins", 0) + 1  # type: ignore[attr-defined]
+        # Each code is accepted once (signup used the current one): step a window per login.
+        logins = getattr(totp, "_logins", 0) + 1
+        totp._logins = logins  # type: ignore[attr-defined]
+        code = totp.at(time.time() + 30 * logins)
         return self.tsh("login", f"--proxy={self.web_addr}", f"--user={user}", "--insecure",
                         *extra, input=f"{password}\n{code}\n", check=check)
 

@@ -112,6 +112,11 @@ async def test_wrong_password_otp_and_replay_are_refused_and_audited(auth: AuthS
     with pytest.raises(AccessDenied):
         await auth.login(username="ghost", password=PASSWORD, otp_code="000000",
                          ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
+    signup_code = totp.at(auth.clock.now())
+    with pytest.raises(AccessDenied):  # the code used to enroll cannot log in
+        await auth.login(username="joe", password=PASSWORD, otp_code=signup_code,
+                         ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
+    auth.clock.advance(timedelta(seconds=30))  # type: ignore[attr-defined]
     code = totp.at(auth.clock.now())
     await auth.login(username="joe", password=PASSWORD, otp_code=code, ssh_public_key=key,
                      tls_public_key=tls_pub, ttl=None)
@@ -119,7 +124,7 @@ async def test_wrong_password_otp_and_replay_are_refused_and_audited(auth: AuthS
         await auth.login(username="joe", password=PASSWORD, otp_code=code, ssh_public_key=key,
                          tls_public_key=tls_pub, ttl=None)
     failures = _emitted(auth).of_type("auth")
-    assert len(failures) == 4
+    assert len(failures) == 5
     assert all(f["success"] is False and f["error"] for f in failures)
     assert {f["user"] for f in failures} == {"joe", "ghost"}
 
