@@ -6,7 +6,6 @@ Handlers in `teleport.auth.api` authorize the caller and then call exactly one m
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,6 +39,7 @@ from teleport.types.resources import (
     UserToken,
     UserTokenSpec,
 )
+from teleport.utils.addr import is_ip
 from teleport.utils.clock import Clock
 
 SIGNUP_TOKEN_TTL = timedelta(hours=1)
@@ -146,8 +146,8 @@ class AuthServer:
         ca_key, ca_cert = authority.tls_signer(tls_ca)
         identity = Identity(username=host_uuid, roles=(system_role,),
                             cluster=cluster, system_role=system_role, host_uuid=host_uuid)
-        dns = [n for n in principals if not _is_ip(n)]
-        ips = [n for n in principals if _is_ip(n)]
+        dns = [n for n in principals if not is_ip(n)]
+        ips = [n for n in principals if is_ip(n)]
         tls_cert = await asyncio.to_thread(
             tlskeys.issue_tls_cert, ca_key, ca_cert, tls_public_key, identity, now=now,
             not_after=now + authority.HOST_CERT_TTL, dns_names=dns, ip_addresses=ips)
@@ -369,12 +369,4 @@ def _check_password(password: str) -> None:
 
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(i for i in items if i))
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,7 +16,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from teleport.errors import BadParameter, ConnectionProblem, TeleportError, from_wire
+from teleport.errors import ConnectionProblem, TeleportError, from_wire
+from teleport.keys.tls import load_cert_chain
 from teleport.utils.duration import format_duration
 
 
@@ -147,21 +147,8 @@ def _client_context(insecure: bool, ca_pems: Sequence[bytes],
     for pem in ca_pems:
         ctx.load_verify_locations(cadata=pem.decode())
     if client_cert is not None:
-        _load_cert_chain(ctx, *client_cert)
+        load_cert_chain(ctx, *client_cert)
     return ctx
-
-
-def _load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
-    """Load an in-memory certificate and key; ssl reads only files, so use a private temp one."""
-    with tempfile.TemporaryDirectory(prefix="tsh-tls-") as tmp:
-        path = os.path.join(tmp, "chain.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(cert_pem.rstrip(b"\n") + b"\n" + key_pem)
-        try:
-            ctx.load_cert_chain(path)
-        except ssl.SSLError as err:
-            raise BadParameter(f"invalid client certificate or key: {err.reason or err}") from None
 
 
 def _error(data: Any, status: int, reason: str, addr: str) -> TeleportError:

@@ -24,6 +24,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from teleport.errors import BadParameter
 from teleport.keys.identity import Identity
+from teleport.utils.addr import is_ip
 
 TLSKeyAlgo = Literal["ecdsa", "rsa"]
 
@@ -153,8 +154,8 @@ def self_signed_web_cert(hostnames: Sequence[str], *, now: datetime) -> tuple[by
     """Make a (key_pem, cert_pem) so the proxy can serve HTTPS before real certificates exist."""
     key = ec.generate_private_key(ec.SECP256R1())
     names = [*hostnames, "localhost", "127.0.0.1", "::1"]
-    dns = [n for n in names if not _is_ip(n)]
-    ips = [n for n in names if _is_ip(n)]
+    dns = [n for n in names if not is_ip(n)]
+    ips = [n for n in names if is_ip(n)]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (dns or ["localhost"])[0])])
     cert = (x509.CertificateBuilder()
             .subject_name(subject)
@@ -179,7 +180,7 @@ def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence
     """Build a TLS 1.2+ server context that verifies client certificates against our CAs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(ctx, cert_pem, key_pem)
+    load_cert_chain(ctx, cert_pem, key_pem)
     if client_ca_pems:
         ctx.load_verify_locations(cadata=_cadata(client_ca_pems))
         ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
@@ -199,11 +200,11 @@ def ssl_client_context(cert_pem: bytes, key_pem: bytes, ca_pems: Sequence[bytes]
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=_cadata(ca_pems))
-    _load_chain(ctx, cert_pem, key_pem)
+    load_cert_chain(ctx, cert_pem, key_pem)
     return ctx
 
 
-def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+def load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
     """Load a certificate and key, which the ssl module only accepts from a file.
 
     The file lives in a fresh 0700 directory, is created 0600 and is removed right after.
@@ -293,14 +294,6 @@ def _sans(dns_names: Sequence[str], ip_addresses: Sequence[str]) -> list[x509.Ge
     except ValueError as err:
         raise BadParameter(f"invalid certificate name: {err}") from None
     return sans
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _str(value: object) -> str:

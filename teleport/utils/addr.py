@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import NamedTuple
 
 from teleport.errors import BadParameter
@@ -43,3 +44,12 @@ def parse_addr(text: str, default_port: int | None = None) -> HostPort:
     if default_port is None:
         raise BadParameter(f"address {text!r} needs a port")
     return HostPort(host, default_port)
+
+
+def is_ip(text: str) -> bool:
+    """Tell an IP literal from a DNS name (certificates keep them in different SAN kinds)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
