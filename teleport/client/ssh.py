@@ -17,12 +17,10 @@ import asyncssh
 from teleport.client import stdio
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
+from teleport.sshutils.listener import CIPHERS
 from teleport.utils.addr import parse_addr
 
 NODE_PORT = 3022
-# The prototype measured aes128-gcm as the fastest cipher on this kind of machine.
-CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com",
-           "aes128-ctr", "aes256-ctr")
 
 
 @dataclass(frozen=True)

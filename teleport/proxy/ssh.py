@@ -8,10 +8,8 @@ and enforces the login; here the certificate only has to be trusted and unexpire
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncssh
@@ -19,7 +17,7 @@ import asyncssh
 from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.sshutils.auth import CertAuthServer, CertChecker
-from teleport.sshutils.listener import bound_port, listen, server_options
+from teleport.sshutils.listener import SSHListener, server_options
 from teleport.sshutils.splice import ChannelSplice, forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -32,7 +30,7 @@ NO_SHELL = ("teleport: this is a proxy, it runs no shells or commands; reach a n
             "with `ssh -J` or `tsh ssh`\r\n")
 
 
-class ProxySSHServer:
+class ProxySSHServer(SSHListener["ProxyConnection"]):
     """Serve SSH for users on their way to nodes; an async context manager like NodeServer."""
 
     def __init__(self, *, host_private_key: bytes, host_cert: str,
@@ -45,48 +43,13 @@ class ProxySSHServer:
                                    clock=self.clock, check_login=False)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: ProxyConnection(self))
-        self._server: asyncio.Server | None = None
-        self._port = 0
-        self.connections: set[ProxyConnection] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> ProxySSHServer:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port; port 0 picks a free one, read it back from `port`."""
-        self._server = await listen(host, port, self._options)
-        self._port = bound_port(self._server)
-
-    @property
-    def port(self) -> int:
-        return self._port
+        super().__init__()
 
     async def close(self) -> None:
         """Stop listening, drop every connection and wait for them to be gone."""
-        if self._server is not None:
-            self._server.close()
-        conns = list(self.connections)
-        for conn in conns:
-            conn.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for conn in conns:
-            await conn.wait_closed()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run connection work as a task this server owns, so close() can stop it."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        conns = self._stop_listening()
+        await self._cancel_tasks()
+        await self._wait_closed(conns)
 
     async def dial(self, host: str, port: int, cluster: str = "") -> tuple[str, int]:
         """Return the node address a request names, or raise NotFound with the reason."""
@@ -124,14 +87,6 @@ class ProxyConnection(CertAuthServer):
         except TeleportError as err:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(err)) from None
         return await forward_to(*addr)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-    async def wait_closed(self) -> None:
-        if self.conn is not None:
-            await self.conn.wait_closed()
 
 
 def parse_subsystem(name: str) -> tuple[str, int, str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from types import TracebackType
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncssh
@@ -16,7 +15,7 @@ from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.srv.process import Child
 from teleport.srv.session import NodeSession
 from teleport.sshutils.auth import CertAuthServer, CertChecker
-from teleport.sshutils.listener import bound_port, listen, server_options
+from teleport.sshutils.listener import SSHListener, server_options
 from teleport.sshutils.splice import forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -26,7 +25,7 @@ log = logging.getLogger("teleport.node")
 HANGUP_GRACE_SECONDS = 2.0
 
 
-class NodeServer:
+class NodeServer(SSHListener["NodeConnection"]):
     """Serve SSH for this host; an async context manager, started with `start(host, port)`."""
 
     def __init__(self, *, host_private_key: bytes, host_cert: str,
@@ -45,61 +44,21 @@ class NodeServer:
                                    clock=self.clock, check_login=True)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: NodeConnection(self))
-        self._server: asyncio.Server | None = None
-        self._port = 0
-        self.connections: set[NodeConnection] = set()
+        super().__init__()
         #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
         self.children: set[Child] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> NodeServer:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.close()
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port; port 0 picks a free one, read it back from `port`."""
-        self._server = await listen(host, port, self._options)
-        self._port = bound_port(self._server)
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     async def close(self) -> None:
         """Stop listening, hang up every session, and wait until nothing of ours runs."""
-        if self._server is not None:
-            self._server.close()
-        conns = list(self.connections)
-        for conn in conns:
-            conn.close()
+        conns = self._stop_listening()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=HANGUP_GRACE_SECONDS)
             if pending:
                 for child in list(self.children):
                     child.signal(signal.SIGKILL)
                 await asyncio.wait(pending, timeout=HANGUP_GRACE_SECONDS)
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        for conn in conns:
-            await conn.wait_closed()
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        """Run session work as a task this server owns, so close() can wait for it."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
+            await self._cancel_tasks()
+        await self._wait_closed(conns)
 
     async def audit(self, event_type: str, **fields: Any) -> None:
         """Emit an event with this node's fields; a failed emit is logged, not fatal to the session."""
@@ -145,11 +104,3 @@ class NodeConnection(CertAuthServer):
                               addr=f"{host}:{port}", addr_local=self.local_addr(),
                               addr_remote=self.remote_addr())
         return await forward_to(host, port)
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-
-    async def wait_closed(self) -> None:
-        if self.conn is not None:
-            await self.conn.wait_closed()

@@ -112,6 +112,14 @@ class CertAuthServer(asyncssh.SSHServer):
         """Return the `host:port` the client connected to, for audit events."""
         return _addr(self.conn, "sockname")
 
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    async def wait_closed(self) -> None:
+        if self.conn is not None:
+            await self.conn.wait_closed()
+
 
 class CertAuthConnection(asyncssh.SSHServerConnection):
     """asyncssh server connection whose public key step is decided by `CertChecker`."""

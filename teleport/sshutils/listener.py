@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
 import asyncssh
 
@@ -52,3 +55,74 @@ async def listen(host: str, port: int, options: asyncssh.SSHServerConnectionOpti
 def bound_port(server: asyncio.Server) -> int:
     """Return the port a listener bound, for port 0."""
     return int(server.sockets[0].getsockname()[1])
+
+
+C = TypeVar("C", bound=CertAuthServer)
+log = logging.getLogger("teleport.ssh")
+
+
+class SSHListener(Generic[C]):
+    """The lifecycle the node and proxy share: listen, track connections and tasks, close.
+
+    Subclasses build `self._options` and implement `close()` with `_stop_listening()` first and
+    `_wait_closed()` last, doing their own hang-up in between.
+    """
+
+    _options: asyncssh.SSHServerConnectionOptions
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self.connections: set[C] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> SSHListener[C]:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on host:port; port 0 picks a free one, read it back from `port`."""
+        self._server = await listen(host, port, self._options)
+        self._port = bound_port(self._server)
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def _stop_listening(self) -> list[C]:
+        """Stop accepting and close every connection; return them for _wait_closed."""
+        if self._server is not None:
+            self._server.close()
+        conns = list(self.connections)
+        for conn in conns:
+            conn.close()
+        return conns
+
+    async def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _wait_closed(self, conns: list[C]) -> None:
+        for conn in conns:
+            await conn.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run connection work as a task this server owns, so close() can wait for it."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
