@@ -18,7 +18,7 @@ from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.sshutils.auth import CertAuthServer, CertChecker
 from teleport.sshutils.listener import SSHListener, server_options
-from teleport.sshutils.splice import ChannelSplice, forward_to
+from teleport.sshutils.splice import ChannelSplice, SpliceChannelEvents, forward_to
 from teleport.utils.clock import Clock, RealClock
 
 log = logging.getLogger("teleport.proxy")
@@ -105,7 +105,7 @@ def parse_subsystem(name: str) -> tuple[str, int, str]:
     return host, int(port or 0), cluster
 
 
-class ProxySession(asyncssh.SSHServerSession[bytes]):
+class ProxySession(SpliceChannelEvents, asyncssh.SSHServerSession[bytes]):
     """A session channel: the proxy subsystem spliced to a node, or a polite refusal."""
 
     def __init__(self, conn: ProxyConnection) -> None:
@@ -153,19 +153,3 @@ class ProxySession(asyncssh.SSHServerSession[bytes]):
             reason = str(err) or f"timed out connecting to {host}:{port}"
             self.chan.write_stderr(f"teleport: cannot reach {host}: {reason}\r\n".encode())
             self.chan.exit(1)
-
-    def data_received(self, data: bytes, datatype: int | None) -> None:
-        self.splice.channel_data(data)
-
-    def eof_received(self) -> bool:
-        self.splice.channel_eof()
-        return True
-
-    def pause_writing(self) -> None:
-        self.splice.channel_pause_writing()
-
-    def resume_writing(self) -> None:
-        self.splice.channel_resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.splice.channel_closed()

@@ -162,14 +162,10 @@ class _TCPSide(asyncio.Protocol):
         self.splice.tcp_closed()
 
 
-class SpliceTCPSession(asyncssh.SSHTCPSession[bytes]):
-    """The channel side of a splice for direct-tcpip channels."""
+class SpliceChannelEvents:
+    """Channel callbacks that hand everything to a ChannelSplice; mix into any session class."""
 
-    def __init__(self, splice: ChannelSplice) -> None:
-        self.splice = splice
-
-    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
-        self.splice.channel_open(chan)
+    splice: ChannelSplice
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
         self.splice.channel_data(data)
@@ -186,6 +182,16 @@ class SpliceTCPSession(asyncssh.SSHTCPSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.splice.channel_closed()
+
+
+class SpliceTCPSession(SpliceChannelEvents, asyncssh.SSHTCPSession[bytes]):
+    """The channel side of a splice for direct-tcpip channels."""
+
+    def __init__(self, splice: ChannelSplice) -> None:
+        self.splice = splice
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.splice.channel_open(chan)
 
 
 async def forward_to(host: str, port: int) -> SpliceTCPSession:
