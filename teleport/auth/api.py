@@ -6,16 +6,15 @@ client certificate, which the TLS layer has already verified against the cluster
 
 from __future__ import annotations
 
-import base64
 import json
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
+from teleport.auth.ratelimit import RateLimiter
 from teleport.auth.server import AuthServer, IssuedCerts
 from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
 from teleport.events import emitter as ev
@@ -29,6 +28,10 @@ ADMIN = "Admin"
 PROXY = "Proxy"
 NODE = "Node"
 USER = "User"  # any end user holding a certificate from `tsh login`
+ANONYMOUS = "Anonymous"  # no client certificate: only joining with a token
+# Joining is the one unauthenticated call; a brute-forcer gets a handful of guesses a minute.
+JOIN_RATE_PER_MINUTE = 30
+JOIN_BURST = 10
 
 Handler = Callable[["Call"], Awaitable[Any]]
 
@@ -184,8 +187,6 @@ async def upsert_server(call: Call) -> Any:
 @route("GET", "/v1/servers/{kind}", [ADMIN, PROXY, NODE, USER])
 async def list_servers(call: Call) -> Any:
     kind = call.param("kind")
-    if kind not in ("node", "proxy"):
-        raise BadParameter(f"unknown server kind {kind!r}")
     return [to_dict(s) for s in await call.auth.list_servers(kind)]
 
 
@@ -199,6 +200,39 @@ async def emit_event(call: Call) -> Any:
     return {}
 
 
+@route("POST", "/v1/tokens", [ADMIN])
+async def create_token(call: Call) -> Any:
+    body = await call.json()
+    roles = body.get("roles") or ["node"]
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise BadParameter("roles must be a list of strings")
+    token = await call.auth.create_provision_token(
+        roles, parse_duration(str(body.get("ttl") or "30m")), body.get("token") or None)
+    return to_dict(token)
+
+
+@route("GET", "/v1/join/ca", [ANONYMOUS])
+async def join_ca(call: Call) -> Any:
+    """Hand out the TLS CA so a joining host can check it against its CA pin."""
+    tls = await call.auth.get_ca("tls")
+    return {"cluster_name": call.auth.cluster_name, "tls_ca_certs": tls.trusted_tls_certs()}
+
+
+@route("POST", "/v1/join", [ANONYMOUS])
+async def join(call: Call) -> Any:
+    body = await call.json()
+    certs = await call.auth.register_host(
+        token=_field(body, "token"), host_uuid=_field(body, "host_uuid"),
+        nodename=_field(body, "nodename"), role=_field(body, "role"),
+        ssh_public_key=_field(body, "ssh_public_key"),
+        tls_public_key=_field(body, "tls_public_key").encode(),
+        addresses=[str(a) for a in body.get("addresses") or []],
+        remote_addr=call.request.remote or "")
+    auth_servers = [s.spec.addr for s in await call.auth.list_servers("auth_server")]
+    return {**_certs_json(certs), "auth_servers": auth_servers,
+            "cluster_name": call.auth.cluster_name}
+
+
 # --- plumbing --------------------------------------------------------------------------------
 
 def _version() -> str:
@@ -208,7 +242,11 @@ def _version() -> str:
 
 
 def peer_identity(request: web.Request) -> Identity:
-    """Return the identity in the verified client certificate, or refuse."""
+    """Return the identity in the verified client certificate, or refuse.
+
+    The TLS layer has already checked any certificate against the cluster CA (CERT_OPTIONAL),
+    so a request without one can only reach the anonymous join routes.
+    """
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     if not der:
@@ -220,16 +258,12 @@ def make_app(auth: AuthServer) -> web.Application:
     """Build the aiohttp application serving every registered route."""
     app = web.Application(client_max_size=4 * 1024 * 1024)
 
+    limiter = RateLimiter(JOIN_RATE_PER_MINUTE, JOIN_BURST, auth.clock)
+
     def wrap(allow: frozenset[str], handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def serve(request: web.Request) -> web.Response:
             try:
-                identity = peer_identity(request)
-                if identity.cluster != auth.cluster_name:
-                    raise AccessDenied("certificate is for another cluster")
-                if caller_role(identity) not in allow:
-                    raise AccessDenied(
-                        f"{caller_role(identity).lower()} {identity.username!r} may not "
-                        f"{request.method} {request.path}")
+                identity = await authorize(request, allow)
                 result = await handler(Call(identity, request, auth))
             except TeleportError as err:
                 if isinstance(err, AccessDenied):
@@ -240,6 +274,19 @@ def make_app(auth: AuthServer) -> web.Application:
             return web.json_response(result)
 
         return serve
+
+    async def authorize(request: web.Request, allow: frozenset[str]) -> Identity:
+        if ANONYMOUS in allow:
+            limiter.check(request.remote or "")
+            return Identity(username="", system_role=ANONYMOUS)
+        identity = peer_identity(request)
+        if identity.cluster != auth.cluster_name:
+            raise AccessDenied("certificate is for another cluster")
+        if caller_role(identity) not in allow:
+            raise AccessDenied(
+                f"{caller_role(identity).lower()} {identity.username!r} may not "
+                f"{request.method} {request.path}")
+        return identity
 
     for method, path, allow, handler in ROUTES:
         app.router.add_route(method, path, wrap(allow, handler))
@@ -253,10 +300,6 @@ def _who(request: web.Request) -> str:
         return ""
 
 
-def encode_bytes(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: int) -> web.AppRunner:
     """Start the API on host:port; the caller owns the returned runner and must clean it up."""
     runner = web.AppRunner(make_app(auth), access_log=None)
@@ -265,5 +308,3 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
     await site.start()
     return runner
 
-
-__all__ = ["ROUTES", "Call", "make_app", "route", "serve", "timedelta"]

@@ -111,6 +111,10 @@ class AuthClient:
         return ([_typed(t, ProvisionToken) for t in data["provision"]],
                 [_typed(t, UserToken) for t in data["signup"]])
 
+    async def create_token(self, roles: list[str], ttl: timedelta, token: str | None) -> ProvisionToken:
+        body = {"roles": roles, "ttl": format_duration(ttl), "token": token or ""}
+        return _typed(await self.call("POST", "/v1/tokens", body), ProvisionToken)
+
     async def delete_token(self, token: str) -> None:
         await self.call("DELETE", f"/v1/tokens/{_q(token)}")
 

@@ -55,6 +55,8 @@ MIN_PASSWORD_LEN = 6
 OTP_REUSE_WINDOW = timedelta(minutes=3)
 MAX_PASSWORD_LEN = 128
 SYSTEM_ROLES = frozenset({"Admin", "Auth", "Proxy", "Node"})
+JOIN_ROLES = frozenset({"node", "proxy", "auth"})
+MAX_TOKEN_TTL = timedelta(days=365)
 # Spent on unknown users too, so timing does not reveal which names exist.
 _DUMMY_HASH = bcrypt.hashpw(b"teleport-dummy-password", bcrypt.gensalt(rounds=10))
 
@@ -155,12 +157,10 @@ class AuthServer:
         return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
 
     async def upsert_server(self, server: Server) -> None:
-        store = self.presence.nodes if server.kind == "node" else self.presence.proxies
-        await store.put(server)
+        await self.presence.store(server.kind).put(server)
 
     async def list_servers(self, kind: str) -> list[Server]:
-        store = self.presence.nodes if kind == "node" else self.presence.proxies
-        return [s for s in await store.list() if not s.expired(self.clock.now())]
+        return [s for s in await self.presence.store(kind).list() if not s.expired(self.clock.now())]
 
     # --- users --------------------------------------------------------------------------------
 
@@ -332,7 +332,64 @@ class AuthServer:
         host_keys, user_keys, tls_certs = await self._trust()
         return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
 
-    # --- provision tokens ---------------------------------------------------------------------
+    # --- provision tokens and joining ----------------------------------------------------------
+
+    async def create_provision_token(self, roles: list[str], ttl: timedelta,
+                                     token: str | None = None) -> ProvisionToken:
+        """Create an invitation for hosts of the given roles, usable until it expires."""
+        wanted = {r.lower() for r in roles}
+        if not wanted or not wanted <= JOIN_ROLES:
+            raise BadParameter(f"invalid token roles {','.join(roles) or '(none)'}: "
+                               f"use {', '.join(sorted(JOIN_ROLES))}")
+        if ttl <= timedelta(0) or ttl > MAX_TOKEN_TTL:
+            raise BadParameter(f"token TTL must be positive and at most {MAX_TOKEN_TTL}")
+        if token is not None and (len(token) < 8 or not token.isprintable() or "/" in token):
+            raise BadParameter("a token must be at least 8 printable characters without '/'")
+        record = ProvisionToken(
+            metadata=Metadata(name=token or secrets.token_hex(16), expires=self.clock.now() + ttl),
+            spec=ProvisionTokenSpec(roles=sorted(wanted)))
+        return await self.tokens.provision.create(record)
+
+    async def _check_join_token(self, token: str, role: str) -> None:
+        """Accept a static or unexpired dynamic token that allows the role; else AccessDenied."""
+        roles: set[str] | None = None
+        for static in self.settings.static_tokens:
+            if secrets.compare_digest(token.encode(), static.token.encode()):
+                roles = {r.lower() for r in static.roles}
+        if roles is None:
+            try:
+                record = await self.tokens.provision.get(token)
+            except NotFound:
+                record = None
+            if record is not None and not record.expired(self.clock.now()):
+                roles = set(record.spec.roles)
+        if roles is None:
+            raise AccessDenied("the join token is invalid, expired or revoked")
+        if role.lower() not in roles:
+            raise AccessDenied(f"the join token does not allow the {role.lower()} role")
+
+    async def register_host(self, *, token: str, host_uuid: str, nodename: str, role: str,
+                            ssh_public_key: str, tls_public_key: bytes, addresses: list[str],
+                            remote_addr: str) -> IssuedCerts:
+        """Let a new host join with a token: check it, audit the decision, sign its identity."""
+        if role not in ("Node", "Proxy", "Auth"):
+            raise BadParameter(f"a host cannot join as {role!r}")
+        try:
+            await self._check_join_token(token, role)
+        except AccessDenied as err:
+            await self.emitter.emit(ev.make_event(
+                ev.AUTH, self.clock, user=f"{nodename} ({host_uuid})", method="token",
+                role=role, success=False, error=str(err), addr_remote=remote_addr,
+                token=_redact(token)))
+            raise
+        certs = await self.issue_host_certs(
+            host_uuid=host_uuid, nodename=nodename, system_role=role,
+            ssh_public_key=ssh_public_key, tls_public_key=tls_public_key, addresses=addresses)
+        await self.emitter.emit(ev.make_event(
+            ev.HOST_JOIN, self.clock, user=f"{nodename} ({host_uuid})", method="token", role=role,
+            success=True, addr_remote=remote_addr, token=_redact(token)))
+        return certs
+
 
     async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
         now = self.clock.now()
@@ -350,6 +407,11 @@ class AuthServer:
             await self.tokens.provision.delete(token)
         except NotFound:
             await self.tokens.delete_signup(token)
+
+
+def _redact(token: str) -> str:
+    """Keep only a token's head for logs: enough to tell tokens apart, useless to an attacker."""
+    return token[:4] + "****" if len(token) > 8 else "****"
 
 
 def _with_status(user: User, status: LoginStatus) -> User:

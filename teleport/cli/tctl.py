@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
     nodes = sub.add_parser("nodes", help="Manage nodes").add_subparsers(dest="action", metavar="<action>")
     nodes.add_parser("ls", help="List registered nodes")
+    nadd = nodes.add_parser("add", help="Create an invitation token for new hosts")
+    nadd.add_argument("--roles", default="node", help="comma-separated roles: node, proxy, auth")
+    nadd.add_argument("--ttl", default="30m", help="how long the token is valid (default 30m)")
+    nadd.add_argument("--token", help="use this token instead of a random one")
 
     auth = sub.add_parser("auth", help="Certificate authority operations").add_subparsers(dest="action", metavar="<action>")
     export = auth.add_parser("export", help="Export CA public keys for OpenSSH")
@@ -199,10 +203,29 @@ async def _tokens(args: argparse.Namespace, client: AuthClient) -> int:
 
 
 async def _nodes(args: argparse.Namespace, client: AuthClient) -> int:
+    if args.action == "add":
+        return await _nodes_add(args, client)
     nodes = sorted(await client.list_servers("node"), key=lambda n: n.spec.hostname)
     rows = [[n.spec.hostname, n.metadata.name, n.spec.addr,
              ",".join(f"{k}={v}" for k, v in sorted(n.all_labels().items()))] for n in nodes]
     print(table(["Node Name", "Node ID", "Address", "Labels"], rows))
+    return 0
+
+
+async def _nodes_add(args: argparse.Namespace, client: AuthClient) -> int:
+    from teleport.keys.pin import ca_pin
+    from teleport.utils.duration import format_duration, parse_duration
+
+    ttl = parse_duration(args.ttl)
+    token = await client.create_token(_csv(args.roles), ttl, args.token)
+    pin = ca_pin((await client.get_ca("tls")).trusted_tls_certs()[0].encode())
+    auth_servers = await client.list_servers("auth_server")
+    auth_addr = auth_servers[0].spec.addr if auth_servers else str(client.addrs[0])
+    print(f"The invite token: {token.metadata.name}")
+    print(f"This token will expire in {format_duration(ttl)}.\n")
+    print("Run this on the new node to join the cluster:\n")
+    print(f"teleport start \\\n   --roles={','.join(token.spec.roles)} \\\n"
+          f"   --token={token.metadata.name} \\\n   --ca-pin={pin} \\\n   --auth-server={auth_addr}")
     return 0
 
 

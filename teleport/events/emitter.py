@@ -24,6 +24,8 @@ EXEC = "exec"
 SCP = "scp"
 RESIZE = "resize"
 PORT_FORWARD = "port"
+# Not in the manual's table: a host joined the cluster with a token.
+HOST_JOIN = "join"
 
 AuditEvent = dict[str, Any]
 

@@ -189,9 +189,12 @@ def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence
     return ctx
 
 
-def ssl_client_context(cert_pem: bytes, key_pem: bytes, ca_pems: Sequence[bytes],
+def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None, ca_pems: Sequence[bytes],
                        check_hostname: bool = False) -> ssl.SSLContext:
-    """Build a TLS 1.2+ client context that presents our certificate and trusts only our CAs."""
+    """Build a TLS 1.2+ client context that trusts only our CAs and presents our certificate.
+
+    Without a certificate (a host joining with a token) it only verifies the server.
+    """
     if not ca_pems:
         raise BadParameter("a TLS client needs at least one trusted CA")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -200,7 +203,8 @@ def ssl_client_context(cert_pem: bytes, key_pem: bytes, ca_pems: Sequence[bytes]
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=_cadata(ca_pems))
-    load_cert_chain(ctx, cert_pem, key_pem)
+    if cert_pem is not None and key_pem is not None:
+        load_cert_chain(ctx, cert_pem, key_pem)
     return ctx
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
-from collections.abc import Awaitable
+import sys
+from collections.abc import Awaitable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,18 @@ from teleport import __version__
 from teleport.auth import api as auth_api
 from teleport.auth.client import AuthClient
 from teleport.auth.identity_file import IdentityFile
+from teleport.auth.join import join
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.base import Backend
 from teleport.backend.sqlite import SqliteBackend
 from teleport.config.runtime import Config
-from teleport.errors import BadParameter, NotFound, NotSupported
+from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
 from teleport.events.filelog import FileLog
 from teleport.keys import tls as tlskeys
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.web import WebProxy
-from teleport.service.heartbeat import heartbeat_forever
+from teleport.service.authservers import load_auth_servers, save_auth_servers
+from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL, heartbeat_forever
 from teleport.service.identities import issue_local_identity, load_or_create_host_uuid
 from teleport.service.resolve import NodeResolver
 from teleport.service.trust import TrustedCAs
@@ -127,21 +131,40 @@ class TeleportProcess:
         ctx = tlskeys.ssl_server_context(identity.tls_cert.encode(),
                                          identity.tls_private_key.encode(),
                                          [c.encode() for c in identity.tls_ca_certs],
-                                         require_client_cert=True)
-        runner = await auth_api.serve(auth, ctx, listen.host, listen.port)
+                                         # Optional only so that a new host can join with a
+                                         # token; every other route refuses a caller without one.
+                                         require_client_cert=False)
+        with _listening("auth", listen):
+            runner = await auth_api.serve(auth, ctx, listen.host, listen.port)
         self.stack.push_async_callback(runner.cleanup)
         self.ports["auth"] = _bound_port(runner)
+        advertise = cfg.auth.public_addrs[0] if cfg.auth.public_addrs else HostPort(
+            cfg.nodename if listen.host in ("0.0.0.0", "::", "") else listen.host,
+            self.ports["auth"])
+
+        async def announce_auth() -> None:
+            while True:
+                record = Server(kind="auth_server", metadata=Metadata(
+                    name=self.host_uuid, expires=self.clock.now() + SERVER_TTL),
+                    spec=ServerSpec(addr=str(advertise), hostname=cfg.nodename,
+                                    version=__version__))
+                with contextlib.suppress(TeleportError):
+                    await auth.upsert_server(record)
+                await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+        self._spawn(announce_auth(), "auth-heartbeat")
         log.info("[AUTH] Auth service %s is starting on %s.", __version__,
                  HostPort(listen.host, self.ports["auth"]))
 
     # --- identities for proxy and node ---------------------------------------------------------
 
     def _auth_addrs(self) -> list[HostPort]:
+        """Return where the auth API is: this process, the learned list, else the config."""
         if "auth" in self.ports:
             listen = self.config.auth.listen_addr
             host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
             return [HostPort(host, self.ports["auth"])]
-        return list(self.config.auth_servers)
+        return load_auth_servers(self.config.data_dir) or list(self.config.auth_servers)
 
     async def _identity(self, data_dir: Path, role: str, addresses: list[str]) -> IdentityFile:
         if self.auth is not None:
@@ -150,9 +173,20 @@ class TeleportProcess:
         try:
             return IdentityFile.load(data_dir, role)
         except NotFound:
+            pass
+        token = self.config.auth_token
+        if not token:
             raise BadParameter(
-                f"this host has no {role} identity yet and joining a cluster with a token is not "
-                "supported in this version; run auth, proxy and node in one process") from None
+                f"this host has not joined a cluster as {role.lower()} yet: start it with "
+                "--token=<token from 'tctl nodes add'> --auth-server=<host:3025> --ca-pin=<pin>")
+        result = await join(self._auth_addrs(), token=token, role=role, host_uuid=self.host_uuid,
+                            nodename=self.config.nodename, addresses=addresses,
+                            ca_pins=self.config.ca_pins, warn=_warn)
+        # Written only now: a refused join (wrong pin, bad token) leaves nothing behind.
+        result.identity.save(data_dir)
+        save_auth_servers(data_dir, result.auth_servers, self._auth_addrs())
+        log.info("[%s] Joined cluster %s as %s.", role.upper(), result.cluster_name, self.host_uuid)
+        return result.identity
 
     async def _client(self, identity: IdentityFile) -> AuthClient:
         client = AuthClient.from_identity(identity, self._auth_addrs())
@@ -182,7 +216,8 @@ class TeleportProcess:
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             resolve=resolver.resolve, emitter=client, clock=self.clock)
         await self.stack.enter_async_context(ssh_server)
-        await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port)
+        with _listening("proxy SSH", cfg.listen_addr):
+            await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port)
         self.ports["proxy_ssh"] = ssh_server.port
         if ssh_public.port == 0 or cfg.listen_addr.port == 0:
             ssh_public = HostPort(ssh_public.host, ssh_server.port)
@@ -193,7 +228,8 @@ class TeleportProcess:
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
                        clock=self.clock)
         await self.stack.enter_async_context(web)
-        await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port)
+        with _listening("proxy web", cfg.web_listen_addr):
+            await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port)
         self.ports["proxy_web"] = web.port
         if web_public.port == 0 or cfg.web_listen_addr.port == 0:
             web_public = HostPort(web_public.host, web.port)
@@ -233,7 +269,8 @@ class TeleportProcess:
             server_id=self.host_uuid, nodename=self.config.nodename, labels=lambda: labels,
             emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock)
         await self.stack.enter_async_context(node)
-        await node.start(cfg.listen_addr.host, cfg.listen_addr.port)
+        with _listening("node SSH", cfg.listen_addr):
+            await node.start(cfg.listen_addr.host, cfg.listen_addr.port)
         self.ports["node"] = node.port
         advertise = cfg.public_addrs[0] if cfg.public_addrs else HostPort(
             _advertise_host(cfg.listen_addr.host), node.port)
@@ -251,6 +288,20 @@ class TeleportProcess:
         self._spawn(node_heartbeat(), "node-heartbeat")
         log.info("[NODE] Service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, node.port))
+
+
+@contextlib.contextmanager
+def _listening(service: str, addr: HostPort) -> Iterator[None]:
+    """Turn a failed bind into one line naming the service and address."""
+    try:
+        yield
+    except OSError as err:
+        reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+        raise BadParameter(f"{service} service cannot listen on {addr}: {reason}") from None
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _prepare_data_dir(path: Path) -> Path:

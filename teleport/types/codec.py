@@ -26,6 +26,7 @@ KINDS: dict[str, type[Resource]] = {
     "cert_authority": CertAuthority,
     "node": Server,
     "proxy": Server,
+    "auth_server": Server,
     "cluster_name": ClusterName,
 }
 

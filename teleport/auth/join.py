@@ -1,0 +1,108 @@
+"""Join a cluster with a token: check the auth server against the CA pin, get an identity.
+
+Two requests. The first fetches the cluster's TLS CA over an unverified connection and checks
+it against the pin; the second sends the token over a connection verified against that CA, so
+a token never reaches a server that cannot prove it holds the pinned CA's trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from teleport.auth.identity_file import IdentityFile
+from teleport.errors import AccessDenied, ConnectionProblem, TeleportError, from_wire
+from teleport.keys import ssh as sshkeys
+from teleport.keys import tls as tlskeys
+from teleport.keys.pin import check_pins
+from teleport.utils.addr import HostPort
+
+UNPINNED_WARNING = (
+    "WARN [AUTH] Joining the cluster without a CA pin: the auth server's identity is not "
+    "verified, so an attacker who can intercept traffic to it could impersonate it. Pass "
+    "--ca-pin (shown by 'tctl status' and 'tctl nodes add') to verify it.")
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    identity: IdentityFile
+    auth_servers: list[str]
+    cluster_name: str
+
+
+async def join(addrs: Sequence[HostPort], *, token: str, role: str, host_uuid: str,
+               nodename: str, addresses: list[str], ca_pins: Sequence[str],
+               warn: Callable[[str], None]) -> JoinResult:
+    """Join through the first auth server that answers; write nothing, return the identity."""
+    problems: list[str] = []
+    for addr in addrs:
+        try:
+            return await _join_one(addr, token=token, role=role, host_uuid=host_uuid,
+                                   nodename=nodename, addresses=addresses, ca_pins=ca_pins,
+                                   warn=warn)
+        except ConnectionProblem as err:
+            problems.append(str(err))
+    raise ConnectionProblem("cannot join the cluster: " + "; ".join(problems or ["no auth server"]))
+
+
+async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, nodename: str,
+                    addresses: list[str], ca_pins: Sequence[str],
+                    warn: Callable[[str], None]) -> JoinResult:
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    ca = await _call(addr, unverified, "GET", "/v1/join/ca", None)
+    ca_certs = [c.encode() for c in ca.get("tls_ca_certs", []) if isinstance(c, str)]
+    if not ca_certs:
+        raise ConnectionProblem(f"{addr} did not send its certificate authority")
+    if ca_pins:
+        _check_any_pin(ca_certs, ca_pins, addr)
+    else:
+        warn(UNPINNED_WARNING)
+    ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
+    tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
+    verified = tlskeys.ssl_client_context(None, None, ca_certs)
+    body = {"token": token, "role": role, "host_uuid": host_uuid, "nodename": nodename,
+            "ssh_public_key": sshkeys.public_key_of(ssh_key),
+            "tls_public_key": tlskeys.tls_public_key_pem(tls_key).decode(), "addresses": addresses}
+    data = await _call(addr, verified, "POST", "/v1/join", body)
+    identity = IdentityFile(
+        role=role, host_uuid=host_uuid, ssh_private_key=ssh_key.decode(),
+        ssh_cert=data["ssh_cert"], tls_private_key=tls_key.decode(), tls_cert=data["tls_cert"],
+        tls_ca_certs=data["tls_ca_certs"], host_ca_keys=data["host_ca_keys"],
+        user_ca_keys=data["user_ca_keys"])
+    learned = [a for a in data.get("auth_servers", []) if isinstance(a, str)]
+    return JoinResult(identity, learned or [str(addr)], str(data.get("cluster_name", "")))
+
+
+def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -> None:
+    for cert in ca_certs:
+        try:
+            check_pins(cert, pins)
+            return
+        except AccessDenied:
+            continue
+    raise AccessDenied(f"the certificate authority of {addr} does not match the CA pin; "
+                       "refusing to join (check --ca-pin against 'tctl status')")
+
+
+async def _call(addr: HostPort, ctx: ssl.SSLContext, method: str, path: str, body: Any) -> Any:
+    timeout = aiohttp.ClientTimeout(total=30, connect=5)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, \
+                session.request(method, f"https://{addr}{path}", json=body, ssl=ctx) as resp:
+            data = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ssl.SSLError, ValueError) as err:
+        raise ConnectionProblem(f"{addr}: {err or type(err).__name__}") from None
+    if resp.status >= 400:
+        err_body = data.get("error", {}) if isinstance(data, dict) else {}
+        error: TeleportError = from_wire(err_body.get("code", ""), err_body.get("message", ""))
+        raise error
+    if not isinstance(data, dict):
+        raise ConnectionProblem(f"{addr}: unexpected answer to {path}")
+    return data
