@@ -14,7 +14,8 @@ from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.heartbeat")
 HEARTBEAT_INTERVAL = 5.0
-SERVER_TTL = timedelta(seconds=30)
+# Three missed heartbeats and a host drops out of `tctl nodes ls` and routing.
+SERVER_TTL = timedelta(seconds=15)
 
 
 async def heartbeat_forever(client: AuthClient, make_server: Callable[[], Server], clock: Clock,

@@ -1,0 +1,207 @@
+"""Cluster membership across processes: join tokens, CA pinning, presence, restarts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import BIN, Cluster, free_ports, make_cluster
+
+STATIC_TOKEN = "static-join-token-1"
+
+
+@dataclass
+class Node:
+    name: str
+    root: Path
+    port: int
+    proc: subprocess.Popen[str] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "teleport.log"
+
+    def start(self, auth_port: int, *flags: str, config_extra: str = "") -> subprocess.Popen[str]:
+        config = self.root / "teleport.yaml"
+        config.write_text(f"""\
+teleport:
+  nodename: {self.name}
+  data_dir: {self.data_dir}
+{config_extra}auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:{self.port}
+  labels:
+    role: {self.name}
+""")
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "teleport"), "start", "-c", str(config),
+                 f"--auth-server=127.0.0.1:{auth_port}", *flags],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        return self.proc
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Auth and proxy in one process, with a static node token and no local node."""
+    cluster = make_cluster(tmp_path_factory.mktemp("hub"))
+    text = cluster.config.read_text()
+    text = text.replace('  - "node:e2e-static-token"', f'  - "node:{STATIC_TOKEN}"')
+    text = text.replace("ssh_service:\n  enabled: yes", "ssh_service:\n  enabled: no")
+    cluster.config.write_text(text)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def nodes(hub: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    made: dict[str, Node] = {}
+    try:
+        yield made
+    finally:
+        for node in made.values():
+            node.stop()
+
+
+def _node(hub: Cluster, nodes: dict[str, Node], name: str, tmp: Path) -> Node:
+    node = Node(name, tmp / name, free_ports(1)[0])
+    node.root.mkdir(parents=True)
+    nodes[name] = node
+    return node
+
+
+def _wait_listed(hub: Cluster, name: str, present: bool, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = hub.tctl("nodes", "ls").stdout
+        listed = any(line.split()[:1] == [name] for line in out.splitlines()[2:])
+        if listed == present or time.monotonic() > deadline:
+            assert listed == present, f"{name} {'not ' if present else ''}in:\n{out}"
+            return out
+        time.sleep(0.5)
+
+
+def _invite(hub: Cluster, *args: str) -> tuple[str, str]:
+    out = hub.tctl("nodes", "add", *args).stdout
+    token = next(w.split("=", 1)[1] for w in out.split() if w.startswith("--token="))
+    pin = next(w.split("=", 1)[1] for w in out.split() if w.startswith("--ca-pin="))
+    assert f"--auth-server=127.0.0.1:{hub.ports['auth']}" in out
+    return token, pin
+
+
+def _refused(node: Node, hub: Cluster) -> str:
+    assert node.proc is not None
+    code = node.proc.wait(30)
+    assert code != 0
+    assert not (node.data_dir / "identity").exists(), "a refused join must write no identity"
+    return node.output()
+
+
+def test_dynamic_token_with_pin_joins_and_survives_restart(
+        hub: Cluster, nodes: dict[str, Node], tmp_path_factory: pytest.TempPathFactory) -> None:
+    token, pin = _invite(hub, "--ttl=5m", "--roles=node")
+    assert pin == next(line.split()[-1] for line in hub.tctl("status").stdout.splitlines()
+                       if line.startswith("CA pin"))
+    listed = hub.tctl("tokens", "ls").stdout
+    assert any(line.split()[:2] == [token, "Node"] for line in listed.splitlines())
+    node = _node(hub, nodes, "alpha", tmp_path_factory.mktemp("alpha"))
+    node.start(hub.ports["auth"], f"--token={token}", f"--ca-pin={pin}", "--labels=env=prod")
+    out = _wait_listed(hub, "alpha", True)
+    assert "env=prod" in out and "role=alpha" in out
+    assert "WARN" not in node.output()
+    for path in [node.data_dir / "identity" / "node.json", node.data_dir / "authservers.json"]:
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    # A restart needs no token: the identity on disk is enough.
+    node.stop()
+    node.start(hub.ports["auth"], "--labels=env=prod")
+    _wait_listed(hub, "alpha", True)
+    assert node.proc is not None and node.proc.poll() is None
+
+
+def test_static_token_without_pin_warns(hub: Cluster, nodes: dict[str, Node],
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    node = _node(hub, nodes, "beta", tmp_path_factory.mktemp("beta"))
+    node.start(hub.ports["auth"], config_extra=f"  auth_token: {STATIC_TOKEN}\n")
+    _wait_listed(hub, "beta", True)
+    assert "WARN" in node.output() and "CA pin" in node.output()
+
+
+def test_users_reach_each_node_by_name(hub: Cluster, nodes: dict[str, Node]) -> None:
+    _wait_listed(hub, "alpha", True)
+    _wait_listed(hub, "beta", True)
+    totp = hub.signup("ops", "root", "ops password")
+    hub.login("ops", "ops password", totp)
+    for name in ("alpha", "beta"):
+        uuid = (nodes[name].data_dir / "host_uuid").read_text().strip()
+        out = hub.tsh("ssh", f"root@{name}", "echo $SSH_TELEPORT_HOST_UUID").stdout
+        assert out.strip() == uuid
+    ls = hub.tsh("ls", "env=prod").stdout
+    assert "alpha" in ls and "beta" not in ls
+
+
+def test_wrong_pin_is_refused_and_nothing_written(hub: Cluster, nodes: dict[str, Node],
+                                                  tmp_path_factory: pytest.TempPathFactory) -> None:
+    token, _ = _invite(hub, "--ttl=5m")
+    node = _node(hub, nodes, "gamma", tmp_path_factory.mktemp("gamma"))
+    node.start(hub.ports["auth"], f"--token={token}", "--ca-pin=sha256:" + "0" * 64)
+    assert "does not match the CA pin" in _refused(node, hub)
+
+
+@pytest.mark.parametrize("case", ["expired", "revoked", "wrong-role", "unknown"])
+def test_bad_tokens_are_refused_and_audited(hub: Cluster, nodes: dict[str, Node], case: str,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    if case == "expired":
+        token, _ = _invite(hub, "--ttl=1s")
+        time.sleep(1.5)
+    elif case == "revoked":
+        token, _ = _invite(hub, "--ttl=5m")
+        assert f"Token {token} has been deleted" in hub.tctl("tokens", "rm", token).stdout
+    elif case == "wrong-role":
+        token, _ = _invite(hub, "--ttl=5m", "--roles=proxy")
+    else:
+        token = "no-such-token-value"
+    node = _node(hub, nodes, f"bad-{case}", tmp_path_factory.mktemp(case))
+    node.start(hub.ports["auth"], f"--token={token}")
+    output = _refused(node, hub)
+    expected = "does not allow the node role" if case == "wrong-role" else "invalid, expired or revoked"
+    assert expected in output and "Traceback" not in output
+    events = [e for e in hub.audit_events() if e["event"] == "auth" and e.get("method") == "token"
+              and e.get("user", "").startswith(f"bad-{case}")]
+    assert events and events[-1]["success"] is False
+    assert token not in str(events[-1]), "tokens are never logged in full"
+
+
+def test_killed_node_leaves_the_list(hub: Cluster, nodes: dict[str, Node]) -> None:
+    _wait_listed(hub, "beta", True)
+    nodes["beta"].stop(signal.SIGKILL)
+    _wait_listed(hub, "beta", False, timeout=30)
+    _wait_listed(hub, "alpha", True)
+
