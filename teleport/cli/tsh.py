@@ -148,15 +148,18 @@ async def _ls(args: argparse.Namespace) -> int:
 async def _ssh(args: argparse.Namespace) -> int:
     import getpass as gp
 
-    from teleport.client import ssh
+    from teleport.client import fanout, ssh
 
     profile = _profile(args)
     login, sep, host = args.target.rpartition("@")
     if not sep:
         login, host = args.login or gp.getuser(), args.target
+    forwards = [ssh.parse_forward(f) for f in args.forward]
+    if (selector := fanout.parse_label_selector(host)) is not None:
+        return await fanout.run_on_matching(profile, login, selector, args.cmd, tty_mode=args.tty,
+                                            forwards=forwards, no_command=args.no_command)
     if args.port:
         host = f"{host}:{args.port}"
-    forwards = [ssh.parse_forward(f) for f in args.forward]
     return await ssh.run(profile, login, host, args.cmd, tty_mode=args.tty, forwards=forwards,
                          no_command=args.no_command)
 

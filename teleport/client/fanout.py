@@ -16,6 +16,7 @@ import asyncssh
 
 from teleport.client import ssh
 from teleport.client.profile import Profile
+from teleport.client.stdio import CHUNK
 from teleport.client.webapi import WebClient
 from teleport.errors import BadParameter, NotFound, TeleportError
 
@@ -41,8 +42,7 @@ def parse_label_selector(host: str) -> dict[str, str] | None:
     return selector
 
 
-def format_selector(selector: dict[str, str]) -> str:
-    """Write a selector back as the user typed it, for messages."""
+def _format(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in selector.items())
 
 
@@ -52,12 +52,12 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
     """Run the command on every matching node, or open a session on the only one."""
     nodes = await _matching_nodes(profile, selector)
     if not nodes:
-        raise NotFound(f"no nodes match labels {format_selector(selector)}")
+        raise NotFound(f"no nodes match labels {_format(selector)}")
     if not command or forwards or no_command:
         # A terminal or a forwarded port can only be attached to one node.
         if len(nodes) != 1:
             raise BadParameter(
-                f"labels {format_selector(selector)} match {len(nodes)} nodes; an interactive "
+                f"labels {_format(selector)} match {len(nodes)} nodes; an interactive "
                 "session or port forwarding needs exactly one: add labels or name the node")
         return await ssh.run(profile, login, str(nodes[0]["id"]), command, tty_mode=tty_mode,
                              forwards=list(forwards), no_command=no_command)
@@ -103,7 +103,7 @@ async def _run_on_node(profile: Profile, login: str, node: dict[str, Any], comma
 async def _copy_lines(reader: asyncssh.SSHReader[bytes], prefix: bytes, writer: _LineWriter) -> None:
     """Prefix every complete line; end an unterminated last line so the next prefix starts fresh."""
     pending = b""
-    while data := await reader.read(ssh.stdio.CHUNK):
+    while data := await reader.read(CHUNK):
         pending += data
         *lines, pending = pending.split(b"\n")
         if len(pending) > _MAX_LINE:
