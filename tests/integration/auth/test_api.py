@@ -1,0 +1,148 @@
+"""The auth API over real mutual TLS on loopback: who may call what, and joining."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from teleport.auth import api as auth_api
+from teleport.auth.client import AuthClient
+from teleport.auth.join import JoinResult, join
+from teleport.auth.server import AuthServer, AuthSettings
+from teleport.backend.memory import MemoryBackend
+from teleport.config import StaticToken
+from teleport.errors import AccessDenied, ConnectionProblem, LimitExceeded
+from teleport.events.emitter import MemoryEmitter
+from teleport.keys import ssh as sshkeys
+from teleport.keys import tls as tlskeys
+from teleport.keys.pin import ca_pin
+from teleport.types.resource import Metadata
+from teleport.types.resources import Server, ServerSpec
+from teleport.utils.addr import HostPort
+from teleport.utils.clock import FakeClock
+
+
+@dataclass
+class Api:
+    auth: AuthServer
+    addr: HostPort
+    emitter: MemoryEmitter
+
+    async def client(self, role: str, host_uuid: str = "host-1", cluster: AuthServer | None = None) -> AuthClient:
+        """Return a client holding a fresh identity of role, issued by cluster (default ours)."""
+        issuer = cluster or self.auth
+        tls_key = tlskeys.generate_tls_key()
+        certs = await issuer.issue_host_certs(
+            host_uuid=host_uuid, nodename=host_uuid, system_role=role,
+            ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
+            tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
+        ours = (await self.auth.get_ca("tls")).trusted_tls_certs()
+        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in ours])
+        return AuthClient([self.addr], ctx, timeout=10)
+
+
+async def _auth(name: str, clock: FakeClock, tokens: tuple[StaticToken, ...] = ()) -> AuthServer:
+    auth = AuthServer(MemoryBackend(clock), MemoryEmitter(), clock,
+                      AuthSettings(cluster_name=name, static_tokens=tokens))
+    await auth.init()
+    return auth
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[Api]:
+    clock = FakeClock(datetime.now(timezone.utc))
+    auth = await _auth("api.test", clock, (StaticToken(roles=frozenset({"node"}), token="static-tok-1"),))
+    tls_key = tlskeys.generate_tls_key()
+    certs = await auth.issue_host_certs(
+        host_uuid="auth-1", nodename="auth", system_role="Auth",
+        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
+        tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
+    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
+                                     [c.encode() for c in certs.tls_ca_certs], require_client_cert=False)
+    runner = await auth_api.serve(auth, ctx, "127.0.0.1", 0)
+    assert isinstance(auth.emitter, MemoryEmitter)
+    try:
+        yield Api(auth, HostPort("127.0.0.1", runner.addresses[0][1]), auth.emitter)
+    finally:
+        await runner.cleanup()
+
+
+def _server(kind: str, uuid: str) -> Server:
+    return Server(kind=kind, metadata=Metadata(name=uuid), spec=ServerSpec(addr="127.0.0.1:3022", hostname=uuid))
+
+
+async def test_node_may_announce_only_itself(api: Api) -> None:
+    async with await api.client("Node", "node-1") as node:
+        await node.upsert_server(_server("node", "node-1"))
+        assert [s.metadata.name for s in await node.list_servers("node")] == ["node-1"]
+        with pytest.raises(AccessDenied, match="only announce itself"):
+            await node.upsert_server(_server("node", "node-2"))
+        with pytest.raises(AccessDenied, match="only announce itself"):
+            await node.upsert_server(_server("proxy", "node-1"))
+
+
+async def test_hosts_cannot_use_admin_calls_and_refusals_are_audited(api: Api) -> None:
+    async with await api.client("Node", "node-1") as node:
+        with pytest.raises(AccessDenied, match="may not GET /v1/users"):
+            await node.list_users()
+        with pytest.raises(AccessDenied):
+            await node.create_token(["node"], timedelta(minutes=5), None)
+    refusals = [e for e in api.emitter.of_type("auth") if "may not" in e["error"]]
+    assert len(refusals) == 2 and all(e["success"] is False for e in refusals)
+    async with await api.client("Admin", "admin") as admin:
+        token = await admin.create_token(["node", "proxy"], timedelta(minutes=5), None)
+        assert token.spec.roles == ["node", "proxy"]
+
+
+async def test_callers_without_a_certificate_reach_only_join(api: Api) -> None:
+    ours = [c.encode() for c in (await api.auth.get_ca("tls")).trusted_tls_certs()]
+    anonymous = AuthClient([api.addr], tlskeys.ssl_client_context(None, None, ours), timeout=10)
+    async with anonymous:
+        with pytest.raises(AccessDenied, match="client certificate is required"):
+            await anonymous.list_users()
+        with pytest.raises(AccessDenied):
+            await anonymous.ping()
+
+
+async def test_certificate_of_another_cluster_is_refused(api: Api) -> None:
+    other = await _auth("other.test", FakeClock(datetime.now(timezone.utc)))
+    async with await api.client("Admin", "admin", cluster=other) as stranger:
+        with pytest.raises(ConnectionProblem):
+            await stranger.list_users()
+
+
+async def _join(api: Api, token: str, pins: list[str], role: str = "Node",
+                warnings: list[str] | None = None) -> JoinResult:
+    return await join([api.addr], token=token, role=role, host_uuid="new-node", nodename="new",
+                      addresses=["127.0.0.1"], ca_pins=pins,
+                      warn=(warnings if warnings is not None else []).append)
+
+
+async def test_join_checks_pin_and_token(api: Api) -> None:
+    pin = ca_pin((await api.auth.get_ca("tls")).trusted_tls_certs()[0].encode())
+    warnings: list[str] = []
+    result = await _join(api, "static-tok-1", [pin], warnings=warnings)
+    assert result.cluster_name == "api.test" and not warnings
+    info = sshkeys.parse_cert(result.identity.ssh_cert)
+    assert info.cert_type == "host" and "new" in info.principals
+    await _join(api, "static-tok-1", [], warnings=warnings)
+    assert warnings and "CA pin" in warnings[0]
+    with pytest.raises(AccessDenied, match="does not match the CA pin"):
+        await _join(api, "static-tok-1", ["sha256:" + "ab" * 32])
+    with pytest.raises(AccessDenied, match="invalid, expired or revoked"):
+        await _join(api, "wrong-token", [pin])
+    with pytest.raises(AccessDenied, match="does not allow the proxy role"):
+        await _join(api, "static-tok-1", [pin], role="Proxy")
+
+
+async def test_join_is_rate_limited(api: Api) -> None:
+    outcomes = []
+    for _ in range(auth_api.JOIN_BURST + 2):
+        try:
+            await _join(api, "guess-guess", [])
+        except (AccessDenied, LimitExceeded) as err:
+            outcomes.append(type(err))
+    assert AccessDenied in outcomes and LimitExceeded in outcomes
