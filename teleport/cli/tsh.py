@@ -123,24 +123,15 @@ def _profile(args: argparse.Namespace) -> Profile:
 
 
 async def _ls(args: argparse.Namespace) -> int:
-    from teleport.client.webapi import WebClient
+    from teleport.client.fanout import matching_nodes, parse_label_selector
     from teleport.errors import BadParameter
 
-    profile = _profile(args)
-    profile.check_valid()
-    wanted: dict[str, str] = {}
-    for pair in filter(None, (args.labels or "").split(",")):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise BadParameter(f"invalid label filter {pair!r}: expected key=value")
-        wanted[key] = value
-    async with WebClient(profile.web_proxy_addr, insecure=profile.insecure,
-                         ca_pems=[profile.ca_path.read_bytes()],
-                         client_cert=(profile.tls_cert_path.read_bytes(),
-                                      profile.tls_key_path.read_bytes())) as web:
-        nodes = await web.list_nodes(profile.cluster)
+    selector = parse_label_selector(args.labels or "")
+    if args.labels and selector is None:
+        raise BadParameter(f"invalid label filter {args.labels!r}: expected key=value[,key=value]")
+    nodes = await matching_nodes(_profile(args), selector or {})
     rows = [[n["name"], n["addr"], ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))]
-            for n in nodes if all(n["labels"].get(k) == v for k, v in wanted.items())]
+            for n in nodes]
     print(table(["Node Name", "Address", "Labels"], rows))
     return 0
 

@@ -50,7 +50,7 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
                           command: list[str], *, tty_mode: bool | None = None,
                           forwards: Sequence[ssh.Forward] = (), no_command: bool = False) -> int:
     """Run the command on every matching node, or open a session on the only one."""
-    nodes = await _matching_nodes(profile, selector)
+    nodes = await matching_nodes(profile, selector)
     if not nodes:
         raise NotFound(f"no nodes match labels {_format(selector)}")
     if not command or forwards or no_command:
@@ -73,7 +73,8 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
     return next((code for code in (r.result() for r in results) if code != 0), 0)
 
 
-async def _matching_nodes(profile: Profile, selector: dict[str, str]) -> list[dict[str, Any]]:
+async def matching_nodes(profile: Profile, selector: dict[str, str]) -> list[dict[str, Any]]:
+    """List the nodes the proxy shows this user whose labels include every selector pair."""
     profile.check_valid()
     async with WebClient(profile.web_proxy_addr, insecure=profile.insecure,
                          ca_pems=[profile.ca_path.read_bytes()],

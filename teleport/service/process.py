@@ -31,6 +31,7 @@ from teleport.proxy.web import WebProxy
 from teleport.service.authservers import load_auth_servers, save_auth_servers
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL, heartbeat_forever
 from teleport.service.identities import issue_local_identity, load_or_create_host_uuid
+from teleport.service.labels import DynamicLabels
 from teleport.service.resolve import NodeResolver
 from teleport.service.trust import TrustedCAs
 from teleport.srv.server import NodeServer
@@ -256,6 +257,13 @@ class TeleportProcess:
         trust = TrustedCAs(client, identity)
         self._spawn(trust.run(), "node-trust")
         labels = dict(cfg.labels)
+        dynamic = DynamicLabels(cfg.commands)
+        if cfg.commands:
+            self._spawn(dynamic.run(), "node-labels")
+
+        def all_labels() -> dict[str, str]:
+            return {**labels, **{k: v.result for k, v in dynamic.snapshot().items()}}
+
         proxy_addr = ""
 
         async def refresh_proxy_addr() -> None:
@@ -266,7 +274,7 @@ class TeleportProcess:
         node = NodeServer(
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
-            server_id=self.host_uuid, nodename=self.config.nodename, labels=lambda: labels,
+            server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
             emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock)
         await self.stack.enter_async_context(node)
         with _listening("node SSH", cfg.listen_addr):
@@ -278,7 +286,7 @@ class TeleportProcess:
         def node_record() -> Server:
             return Server(kind="node", metadata=Metadata(name=self.host_uuid, labels=labels),
                           spec=ServerSpec(addr=str(advertise), hostname=self.config.nodename,
-                                          version=__version__))
+                                          cmd_labels=dynamic.snapshot(), version=__version__))
 
         async def node_heartbeat() -> None:
             with contextlib.suppress(Exception):

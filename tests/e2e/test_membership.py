@@ -133,15 +133,22 @@ def test_dynamic_token_with_pin_joins_and_survives_restart(
     listed = hub.tctl("tokens", "ls").stdout
     assert any(line.split()[:2] == [token, "Node"] for line in listed.splitlines())
     node = _node(hub, nodes, "alpha", tmp_path_factory.mktemp("alpha"))
-    node.start(hub.ports["auth"], f"--token={token}", f"--ca-pin={pin}", "--labels=env=prod")
+    labels = '--labels=env=prod,kernel=[1m:"uname -r"]'
+    node.start(hub.ports["auth"], f"--token={token}", f"--ca-pin={pin}", labels)
     out = _wait_listed(hub, "alpha", True)
     assert "env=prod" in out and "role=alpha" in out
+    kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
+    deadline = time.monotonic() + 20
+    while f"kernel={kernel}" not in out and time.monotonic() < deadline:
+        time.sleep(0.5)
+        out = hub.tctl("nodes", "ls").stdout
+    assert f"kernel={kernel}" in out, out
     assert "WARN" not in node.output()
     for path in [node.data_dir / "identity" / "node.json", node.data_dir / "authservers.json"]:
         assert oct(path.stat().st_mode & 0o777) == "0o600"
     # A restart needs no token: the identity on disk is enough.
     node.stop()
-    node.start(hub.ports["auth"], "--labels=env=prod")
+    node.start(hub.ports["auth"], labels)
     _wait_listed(hub, "alpha", True)
     assert node.proc is not None and node.proc.poll() is None
 
@@ -165,6 +172,11 @@ def test_users_reach_each_node_by_name(hub: Cluster, nodes: dict[str, Node]) -> 
         assert out.strip() == uuid
     ls = hub.tsh("ls", "env=prod").stdout
     assert "alpha" in ls and "beta" not in ls
+    routed = hub.tsh("ssh", "root@env=prod", "echo routed").stdout
+    assert routed == "[alpha] routed\n"
+    both = sorted(hub.tsh("ssh", "root@role=alpha", "echo a").stdout.splitlines()
+                  + hub.tsh("ssh", "root@role=beta", "echo b").stdout.splitlines())
+    assert both == ["[alpha] a", "[beta] b"]
 
 
 def test_wrong_pin_is_refused_and_nothing_written(hub: Cluster, nodes: dict[str, Node],

@@ -46,7 +46,7 @@ async def test_no_match_and_ambiguous_sessions_are_refused(monkeypatch: pytest.M
     async def matching(profile: object, selector: object) -> list[dict[str, object]]:
         return found
 
-    monkeypatch.setattr(fanout, "_matching_nodes", matching)
+    monkeypatch.setattr(fanout, "matching_nodes", matching)
     with pytest.raises(NotFound, match="^no nodes match labels env=prod$"):
         await fanout.run_on_matching(None, "root", {"env": "prod"}, ["true"])  # type: ignore[arg-type]
     found[:] = _nodes(2)
