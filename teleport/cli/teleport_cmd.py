@@ -45,7 +45,7 @@ async def _start(args: argparse.Namespace) -> int:
                        labels=args.labels, token=args.token, auth_servers=args.auth_server,
                        ca_pin=args.ca_pin, diag_addr=args.diag_addr)
     config = load_config(flags)
-    setup_logging(config.debug, "INFO")
+    setup_logging(config.debug, config.log.severity)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

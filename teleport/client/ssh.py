@@ -9,7 +9,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import asyncssh
@@ -17,7 +17,7 @@ import asyncssh
 from teleport.client import stdio
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
-from teleport.sshutils.listener import CIPHERS
+from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
 from teleport.utils.addr import parse_addr
 
 NODE_PORT = 3022
@@ -63,6 +63,25 @@ def _options(profile: Profile, username: str) -> asyncssh.SSHClientConnectionOpt
         preferred_auth=["publickey"])
 
 
+class _Tunnel:
+    """The proxy connection as asyncssh's `tunnel=`, with channels sized for whole SSH packets."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+
+    async def create_connection(
+            self, session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]], remote_host: str,
+            remote_port: int) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
+        return await self.conn.create_connection(session_factory, remote_host, remote_port,
+                                                 window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    async def wait_closed(self) -> None:
+        await self.conn.wait_closed()
+
+
 @contextlib.asynccontextmanager
 async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator[asyncssh.SSHClientConnection]:
     """Open an SSH connection to a node, tunnelled through the proxy."""
@@ -74,7 +93,8 @@ async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator
             proxy_conn = await stack.enter_async_context(asyncssh.connect(
                 proxy.host, proxy.port, options=_options(profile, profile.user)))
             conn = await stack.enter_async_context(asyncssh.connect(
-                target.host, target.port, tunnel=proxy_conn, options=_options(profile, login)))
+                target.host, target.port, tunnel=_Tunnel(proxy_conn),
+                options=_options(profile, login)))
         except asyncssh.PermissionDenied:
             raise AccessDenied(f"access denied to {login} connecting to {host}") from None
         except asyncssh.ChannelOpenError as err:

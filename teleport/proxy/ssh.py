@@ -17,7 +17,7 @@ import asyncssh
 from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.sshutils.auth import CertAuthServer, CertChecker
-from teleport.sshutils.listener import SSHListener, server_options
+from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW, SSHListener, server_options
 from teleport.sshutils.splice import ChannelSplice, SpliceChannelEvents, forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -76,9 +76,11 @@ class ProxyConnection(CertAuthServer):
         assert self.conn is not None
         return self.conn.create_server_channel(encoding=None), ProxySession(self)
 
-    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
-                             orig_port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
-        return self._forward(dest_host, dest_port)
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+                             ) -> tuple[asyncssh.SSHTCPChannel[bytes], Awaitable[asyncssh.SSHTCPSession[bytes]]]:
+        assert self.conn is not None
+        chan = self.conn.create_tcp_channel(window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
+        return chan, self._forward(dest_host, dest_port)
 
     async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         """Splice a direct-tcpip channel to the node it names."""

@@ -19,6 +19,10 @@ CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-gc
            "aes128-ctr", "aes192-ctr", "aes256-ctr")
 #: Per-channel receive window: the most a client can have in flight on one channel.
 WINDOW = 2 * 1024 * 1024
+#: Packet size of channels that carry another SSH connection (tsh through the proxy). An inner
+#: packet holds 32 KiB of data plus ~40 bytes of framing; with the default 32 KiB outer limit
+#: every one was split into a full packet and a tiny one, costing a cipher call each.
+TUNNEL_PKTSIZE = 128 * 1024
 
 
 def server_options(*, host_private_key: bytes, host_cert: str,

@@ -217,3 +217,46 @@ def test_killed_node_leaves_the_list(hub: Cluster, nodes: dict[str, Node]) -> No
     _wait_listed(hub, "beta", False, timeout=30)
     _wait_listed(hub, "alpha", True)
 
+
+
+def test_proxy_joins_with_a_token_and_serves_users(
+        hub: Cluster, nodes: dict[str, Node], tmp_path_factory: pytest.TempPathFactory) -> None:
+    token, pin = _invite(hub, "--ttl=5m", "--roles=proxy")
+    root = tmp_path_factory.mktemp("proxy2")
+    ssh_port, web_port, tunnel_port = free_ports(3)
+    config = root / "teleport.yaml"
+    config.write_text(f"""\
+teleport:
+  nodename: proxy-two
+  data_dir: {root / 'data'}
+  auth_token: {token}
+  ca_pin: {pin}
+  auth_servers: ["127.0.0.1:{hub.ports['auth']}"]
+auth_service:
+  enabled: no
+ssh_service:
+  enabled: no
+proxy_service:
+  listen_addr: 127.0.0.1:{ssh_port}
+  web_listen_addr: 127.0.0.1:{web_port}
+  tunnel_listen_addr: 127.0.0.1:{tunnel_port}
+  public_addr: 127.0.0.1:{web_port}
+""")
+    with open(root / "teleport.log", "w") as log:
+        proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        second = Cluster(root, {**hub.ports, "web": web_port, "proxy_ssh": ssh_port})
+        second.env = {"TELEPORT_HOME": str(root / "tsh"), "HOME": str(root)}
+        deadline = time.monotonic() + 30
+        while not second._web_up():
+            assert proc.poll() is None and time.monotonic() < deadline, (root / "teleport.log").read_text()
+            time.sleep(0.3)
+        assert second.web("GET", "/webapi/ping")["cluster_name"] == hub.web("GET", "/webapi/ping")["cluster_name"]
+        totp = hub.signup("via2", "root", "second proxy pw")
+        second.login("via2", "second proxy pw", totp)
+        _wait_listed(hub, "alpha", True)
+        assert second.tsh("ssh", "root@alpha", "echo via-second-proxy").stdout == "via-second-proxy\n"
+    finally:
+        proc.terminate()
+        proc.wait(15)
