@@ -23,6 +23,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
+from tests.e2e.cluster import free_ports
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Api:
     addr: HostPort
     emitter: MemoryEmitter
 
-    async def client(self, role: str, host_uuid: str = "host-1", cluster: AuthServer | None = None) -> AuthClient:
+    async def client(self, role: str, host_uuid: str = "host-1", cluster: AuthServer | None = None,
+                     addrs: list[HostPort] | None = None) -> AuthClient:
         """Return a client holding a fresh identity of role, issued by cluster (default ours)."""
         issuer = cluster or self.auth
         tls_key = tlskeys.generate_tls_key()
@@ -41,7 +43,7 @@ class Api:
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         ours = (await self.auth.get_ca("tls")).trusted_tls_certs()
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in ours])
-        return AuthClient([self.addr], ctx, timeout=10)
+        return AuthClient(addrs or [self.addr], ctx, timeout=10)
 
 
 async def _auth(name: str, clock: FakeClock, tokens: tuple[StaticToken, ...] = ()) -> AuthServer:
@@ -146,3 +148,13 @@ async def test_join_is_rate_limited(api: Api) -> None:
         except (AccessDenied, LimitExceeded) as err:
             outcomes.append(type(err))
     assert AccessDenied in outcomes and LimitExceeded in outcomes
+
+
+async def test_auth_servers_are_tried_in_order(api: Api) -> None:
+    (dead,) = free_ports(1)
+    result = await join([HostPort("127.0.0.1", dead), api.addr], token="static-tok-1",
+                        role="Node", host_uuid="n", nodename="n", addresses=[], ca_pins=[],
+                        warn=lambda _: None)
+    assert result.cluster_name == "api.test"
+    async with await api.client("Node", "n", addrs=[HostPort("127.0.0.1", dead), api.addr]) as client:
+        assert (await client.ping())["cluster_name"] == "api.test"
