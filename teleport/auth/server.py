@@ -21,6 +21,7 @@ from teleport.events import emitter as ev
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys.identity import Identity
+from teleport.metrics import LOGINS
 from teleport.services.authorities import CAService
 from teleport.services.presence import PresenceService
 from teleport.services.tokens import TokenService
@@ -299,7 +300,12 @@ class AuthServer:
     async def login(self, *, username: str, password: str, otp_code: str, ssh_public_key: str,
                     tls_public_key: bytes, ttl: timedelta | None, remote_addr: str = "") -> IssuedCerts:
         """Authenticate a local user and sign their SSH and X.509 certificates."""
-        user = await self.authenticate(username, password, otp_code, remote_addr)
+        try:
+            user = await self.authenticate(username, password, otp_code, remote_addr)
+        except AccessDenied:
+            LOGINS.labels("failure").inc()
+            raise
+        LOGINS.labels("success").inc()
         certs = await self.issue_user_certs(user, ssh_public_key, tls_public_key, ttl)
         await self.emitter.emit(ev.make_event(ev.USER_LOGIN, self.clock, user=username,
                                               method="local", success=True,

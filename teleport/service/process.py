@@ -28,7 +28,9 @@ from teleport.events.filelog import FileLog
 from teleport.keys import tls as tlskeys
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.web import WebProxy
+from teleport.service import diag
 from teleport.service.authservers import load_auth_servers, save_auth_servers
+from teleport.service.health import Health
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL, heartbeat_forever
 from teleport.service.identities import issue_local_identity, load_or_create_host_uuid
 from teleport.service.labels import DynamicLabels
@@ -56,6 +58,7 @@ class TeleportProcess:
         self.ports: dict[str, int] = {}
         self.host_uuid = ""
         self.cluster_name = ""
+        self.health = Health()
 
     async def __aenter__(self) -> TeleportProcess:
         try:
@@ -77,6 +80,16 @@ class TeleportProcess:
     async def start(self) -> None:
         cfg = self.config
         data_dir = _prepare_data_dir(cfg.data_dir)
+        # Diagnostics first, so /readyz can say what is still starting (or stuck joining).
+        for role, enabled in (("auth", cfg.auth.enabled), ("proxy", cfg.proxy.enabled),
+                              ("node", cfg.ssh.enabled)):
+            if enabled:
+                self.health.register(role)
+        if cfg.diag_addr is not None:
+            with _listening("diagnostics", cfg.diag_addr):
+                runner, port = await diag.serve(self.health, cfg.diag_addr.host, cfg.diag_addr.port)
+            self.stack.push_async_callback(runner.cleanup)
+            self.ports["diag"] = port
         self.host_uuid = load_or_create_host_uuid(data_dir)
         if cfg.auth.enabled:
             await self._start_auth(data_dir)
@@ -139,6 +152,7 @@ class TeleportProcess:
             runner = await auth_api.serve(auth, ctx, listen.host, listen.port)
         self.stack.push_async_callback(runner.cleanup)
         self.ports["auth"] = _bound_port(runner)
+        self.health.ok("auth")
         advertise = cfg.auth.public_addrs[0] if cfg.auth.public_addrs else HostPort(
             cfg.nodename if listen.host in ("0.0.0.0", "::", "") else listen.host,
             self.ports["auth"])
@@ -241,7 +255,8 @@ class TeleportProcess:
                           spec=ServerSpec(addr=str(ssh_public), hostname=self.config.nodename,
                                           public_addr=str(web_public), version=__version__))
 
-        self._spawn(heartbeat_forever(client, proxy_record, self.clock), "proxy-heartbeat")
+        self._spawn(heartbeat_forever(client, proxy_record, self.clock, self.health),
+                    "proxy-heartbeat")
         log.info("[PROXY] Web proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.web_listen_addr.host, web.port))
         log.info("[PROXY] SSH proxy service %s is starting on %s.", __version__,
@@ -291,7 +306,7 @@ class TeleportProcess:
         async def node_heartbeat() -> None:
             with contextlib.suppress(Exception):
                 await refresh_proxy_addr()
-            await heartbeat_forever(client, node_record, self.clock)
+            await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._spawn(node_heartbeat(), "node-heartbeat")
         log.info("[NODE] Service %s is starting on %s.", __version__,

@@ -1,0 +1,28 @@
+"""The process's Prometheus metrics, defined once so every layer counts into the same registry.
+
+Served as `/metrics` by the diagnostics endpoint (`teleport start --diag-addr`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+
+CONNECTIONS = Gauge("teleport_connections", "Open client connections", ["service"],
+                    registry=REGISTRY)
+CONNECTIONS_REFUSED = Counter("teleport_connections_refused_total",
+                              "Connections refused by connection limits", ["service"],
+                              registry=REGISTRY)
+SESSIONS = Gauge("teleport_sessions_active", "Interactive and exec sessions in progress",
+                 registry=REGISTRY)
+HEARTBEATS = Counter("teleport_heartbeats_total", "Presence heartbeats sent, by result",
+                     ["kind", "result"], registry=REGISTRY)
+LOGINS = Counter("teleport_logins_total", "User logins, by result", ["result"],
+                 registry=REGISTRY)
+BACKEND_LATENCY = Histogram("teleport_backend_operation_seconds", "Backend operation latency",
+                            ["operation"], registry=REGISTRY,
+                            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                     0.25, 0.5, 1.0, 2.5))
+AUDIT_FAILURES = Counter("teleport_audit_write_failures_total",
+                         "Audit events that could not be written", registry=REGISTRY)

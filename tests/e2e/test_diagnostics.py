@@ -1,0 +1,107 @@
+"""`--diag-addr`: /healthz, /readyz that follows the auth server, and Prometheus /metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.cluster import BIN, Cluster, free_ports, make_cluster
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _wait_ready(port: int, ready: bool, timeout: float = 30) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = _get(port, "/readyz")
+        except urllib.error.URLError:  # not listening yet
+            status, body = 0, "{}"
+        if (status == 200) == ready or time.monotonic() > deadline:
+            assert (status == 200) == ready, body
+            return dict(json.loads(body))
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def diag_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, int]]:
+    cluster = make_cluster(tmp_path_factory.mktemp("diag"))
+    (port,) = free_ports(1)
+    text = cluster.config.read_text()
+    cluster.config.write_text(text.replace("teleport:\n", f"teleport:\n  diag_addr: 127.0.0.1:{port}\n", 1))
+    cluster.start()
+    try:
+        yield cluster, port
+    finally:
+        cluster.stop()
+
+
+def test_healthz_readyz_and_metrics_count_logins(diag_cluster: tuple[Cluster, int]) -> None:
+    cluster, port = diag_cluster
+    assert _get(port, "/healthz") == (200, '{"status": "ok"}')
+    assert _wait_ready(port, True) == {"status": "ok"}
+    totp = cluster.signup("mia", "root", "metrics password")
+    cluster.login("mia", "metrics password", totp)
+    status, text = _get(port, "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    logins = {s.labels["result"]: s.value for s in families["teleport_logins"].samples
+              if s.name == "teleport_logins_total"}
+    assert logins.get("success", 0) >= 1
+    beats = [s for s in families["teleport_heartbeats"].samples
+             if s.name == "teleport_heartbeats_total" and s.labels["result"] == "ok"]
+    assert beats and all(s.value >= 1 for s in beats)
+
+
+def test_node_readiness_follows_its_auth_server(tmp_path: Path) -> None:
+    (tmp_path / "hub").mkdir()
+    hub = make_cluster(tmp_path / "hub")
+    hub.config.write_text(hub.config.read_text().replace("ssh_service:\n  enabled: yes",
+                                                         "ssh_service:\n  enabled: no"))
+    hub.start()
+    node_port, diag_port = free_ports(2)
+    config = tmp_path / "node.yaml"
+    config.write_text(f"""\
+teleport:
+  nodename: watched
+  data_dir: {tmp_path / 'node-data'}
+  auth_token: e2e-static-token
+  auth_servers: ["127.0.0.1:{hub.ports['auth']}"]
+  diag_addr: 127.0.0.1:{diag_port}
+auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:{node_port}
+""")
+    with open(tmp_path / "node.log", "w") as log:
+        node = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait_ready(diag_port, True)
+        assert node.poll() is None, (tmp_path / "node.log").read_text()
+        hub.stop()
+        reason = _wait_ready(diag_port, False)["reason"]
+        assert "node" in reason and "auth server" in reason
+        assert _get(diag_port, "/healthz")[0] == 200
+        hub.start()
+        _wait_ready(diag_port, True)
+    finally:
+        node.terminate()
+        node.wait(15)
+        hub.stop()
