@@ -51,11 +51,3 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     out = [line(headers), line(["-" * len(h) for h in headers])]
     out += [line(r) for r in rows]
     return "\n".join(out)
-
-
-def setup_logging(debug: bool, severity: str = "ERROR") -> None:
-    import logging
-
-    level = logging.DEBUG if debug else getattr(logging, severity.upper(), logging.ERROR)
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(levelname).4s [%(name)s] %(message)s")

@@ -36,8 +36,8 @@ async def _start(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    from teleport.cli.common import setup_logging
     from teleport.config import StartFlags, load_config
+    from teleport.service import logs
     from teleport.service.process import TeleportProcess
 
     flags = StartFlags(config_path=args.config, debug=args.debug, roles=args.roles,
@@ -45,12 +45,13 @@ async def _start(args: argparse.Namespace) -> int:
                        labels=args.labels, token=args.token, auth_servers=args.auth_server,
                        ca_pin=args.ca_pin, diag_addr=args.diag_addr)
     config = load_config(flags)
-    setup_logging(config.debug, config.log.severity)
+    logs.configure(config.log.output, config.log.severity, config.log.format, config.debug)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with TeleportProcess(config) as process:
+        loop.add_signal_handler(signal.SIGUSR1, lambda: logs.dump("diagnostics (USR1):\n" + process.diagnostics()))
         ports = ", ".join(f"{k}={v}" for k, v in sorted(process.ports.items()))
         print(f"Teleport {__version__} started: cluster {process.cluster_name!r}, "
               f"data_dir {config.data_dir}, ports {ports}", file=sys.stderr, flush=True)

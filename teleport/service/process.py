@@ -59,6 +59,8 @@ class TeleportProcess:
         self.host_uuid = ""
         self.cluster_name = ""
         self.health = Health()
+        self.node: NodeServer | None = None
+        self.proxy_ssh: ProxySSHServer | None = None
 
     async def __aenter__(self) -> TeleportProcess:
         try:
@@ -99,6 +101,27 @@ class TeleportProcess:
             await self._start_node(data_dir)
         if cfg.pid_file:
             write_secret(cfg.pid_file, f"{os.getpid()}\n", mode=0o644)
+
+    def diagnostics(self) -> str:
+        """Describe what the process is doing, for the USR1 dump."""
+        tasks = asyncio.all_tasks()
+        names: dict[str, int] = {}
+        for task in tasks:
+            name = task.get_name().split("-")[0] if task.get_name().startswith("Task-") else task.get_name()
+            names[name] = names.get(name, 0) + 1
+        lines = [f"pid {os.getpid()}, cluster {self.cluster_name!r}, ports "
+                 + ", ".join(f"{k}={v}" for k, v in sorted(self.ports.items())),
+                 f"memory: {_memory()}",
+                 f"tasks: {len(tasks)} (" + ", ".join(f"{n}={c}" for n, c in sorted(names.items())) + ")"]
+        for name, server in (("node", self.node), ("proxy", self.proxy_ssh)):
+            if server is not None:
+                lines.append(f"{name}: {len(server.connections)} SSH connections")
+        if self.node is not None:
+            lines.append(f"node: {len(self.node.children)} session processes")
+        problems = self.health.problems()
+        lines.append("ready" if not problems else "not ready: " + "; ".join(
+            f"{k}: {v}" for k, v in sorted(problems.items())))
+        return "\n".join(lines)
 
     async def close(self) -> None:
         for task in list(self.tasks):
@@ -168,7 +191,7 @@ class TeleportProcess:
                 await asyncio.sleep(HEARTBEAT_INTERVAL)
 
         self._spawn(announce_auth(), "auth-heartbeat")
-        log.info("[AUTH] Auth service %s is starting on %s.", __version__,
+        logging.getLogger("teleport.auth").info("Auth service %s is starting on %s.", __version__,
                  HostPort(listen.host, self.ports["auth"]))
 
     # --- identities for proxy and node ---------------------------------------------------------
@@ -200,7 +223,8 @@ class TeleportProcess:
         # Written only now: a refused join (wrong pin, bad token) leaves nothing behind.
         result.identity.save(data_dir)
         save_auth_servers(data_dir, result.auth_servers, self._auth_addrs())
-        log.info("[%s] Joined cluster %s as %s.", role.upper(), result.cluster_name, self.host_uuid)
+        logging.getLogger(f"teleport.{role.lower()}").info(
+            "Joined cluster %s as %s.", result.cluster_name, self.host_uuid)
         return result.identity
 
     async def _client(self, identity: IdentityFile) -> AuthClient:
@@ -231,6 +255,7 @@ class TeleportProcess:
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             resolve=resolver.resolve, emitter=client, clock=self.clock)
         await self.stack.enter_async_context(ssh_server)
+        self.proxy_ssh = ssh_server
         with _listening("proxy SSH", cfg.listen_addr):
             await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port)
         self.ports["proxy_ssh"] = ssh_server.port
@@ -257,9 +282,9 @@ class TeleportProcess:
 
         self._spawn(heartbeat_forever(client, proxy_record, self.clock, self.health),
                     "proxy-heartbeat")
-        log.info("[PROXY] Web proxy service %s is starting on %s.", __version__,
+        logging.getLogger("teleport.proxy").info("Web proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.web_listen_addr.host, web.port))
-        log.info("[PROXY] SSH proxy service %s is starting on %s.", __version__,
+        logging.getLogger("teleport.proxy").info("SSH proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, ssh_server.port))
 
     # --- node ---------------------------------------------------------------------------------
@@ -292,6 +317,7 @@ class TeleportProcess:
             server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
             emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock)
         await self.stack.enter_async_context(node)
+        self.node = node
         with _listening("node SSH", cfg.listen_addr):
             await node.start(cfg.listen_addr.host, cfg.listen_addr.port)
         self.ports["node"] = node.port
@@ -309,7 +335,7 @@ class TeleportProcess:
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._spawn(node_heartbeat(), "node-heartbeat")
-        log.info("[NODE] Service %s is starting on %s.", __version__,
+        logging.getLogger("teleport.node").info("Service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, node.port))
 
 
@@ -325,6 +351,16 @@ def _listening(service: str, addr: HostPort) -> Iterator[None]:
 
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _memory() -> str:
+    """Return resident and peak memory from /proc, the way `ps` would show them."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return "unknown"
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return f"rss {fields.get('VmRSS', '?').strip()}, peak {fields.get('VmHWM', '?').strip()}"
 
 
 def _prepare_data_dir(path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 import urllib.error
@@ -105,3 +106,16 @@ ssh_service:
         node.terminate()
         node.wait(15)
         hub.stop()
+
+
+def test_usr1_writes_a_diagnostics_dump_to_the_log(diag_cluster: tuple[Cluster, int]) -> None:
+    cluster, _ = diag_cluster
+    assert cluster.process is not None
+    cluster.process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "diagnostics (USR1)" not in cluster.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    dump = cluster.log().split("diagnostics (USR1)", 1)[1]
+    for expected in ("memory: rss", "tasks:", "SSH connections", "session processes"):
+        assert expected in dump
+    assert cluster.process.poll() is None, "USR1 must not stop the daemon"
