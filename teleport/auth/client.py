@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import ssl
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -110,6 +110,16 @@ class AuthClient:
         data = await self.call("GET", "/v1/tokens")
         return ([_typed(t, ProvisionToken) for t in data["provision"]],
                 [_typed(t, UserToken) for t in data["signup"]])
+
+    async def search_events(self, since: datetime, until: datetime, types: list[str], user: str,
+                            limit: int, start_key: str = "") -> tuple[list[dict[str, Any]], str]:
+        """Return one page of audit events, oldest first, and the key of the next page ("" = done)."""
+        stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
+        params = {"from": since.astimezone(timezone.utc).strftime(stamp),
+                  "to": until.astimezone(timezone.utc).strftime(stamp), "type": ",".join(types),
+                  "user": user, "limit": str(limit), "start_key": start_key}
+        data = await self.call("GET", "/v1/events?" + urlencode(params))
+        return list(data["events"]), str(data["next_key"])
 
     async def create_token(self, roles: list[str], ttl: timedelta, token: str | None) -> ProvisionToken:
         body = {"roles": roles, "ttl": format_duration(ttl), "token": token or ""}

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from teleport.cli.common import run, table
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from teleport.auth.client import AuthClient
 
 
@@ -54,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     export = auth.add_parser("export", help="Export CA public keys for OpenSSH")
     export.add_argument("--type", choices=["user", "host", "tls"], help="which CA (default: user and host)")
     sub.add_parser("status", help="Show the cluster status and CA pin")
+
+    audit = sub.add_parser("audit", help="Search the audit log").add_subparsers(dest="action", metavar="<action>")
+    events = audit.add_parser("events", help="Print audit events, oldest first")
+    events.add_argument("--since", default="24h", help="a duration ago (1h) or an RFC 3339 time (default 24h)")
+    events.add_argument("--until", help="a duration ago or an RFC 3339 time (default now)")
+    events.add_argument("--type", help="comma-separated event types, e.g. session.start,exec")
+    events.add_argument("--user", default="", help="only events of this Teleport user")
+    events.add_argument("--limit", default="500", help="print at most this many events (default 500)")
+    events.add_argument("--format", default="text", help="text (a table) or json")
     return parser
 
 
@@ -260,8 +271,74 @@ async def _status(args: argparse.Namespace, client: AuthClient) -> int:
     return 0
 
 
+async def _audit_events(args: argparse.Namespace, client: AuthClient) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from teleport.errors import BadParameter
+    from teleport.events.search import MAX_LIMIT
+
+    if args.format not in ("text", "json"):
+        raise BadParameter(f"--format must be text or json, not {args.format!r}")
+    if not args.limit.isdigit() or int(args.limit) < 1:
+        raise BadParameter(f"--limit must be a positive number, not {args.limit!r}")
+    now = datetime.now(timezone.utc)
+    since = _when(args.since, now, "--since")
+    until = _when(args.until, now, "--until") if args.until else now
+    events: list[dict[str, Any]] = []
+    key = ""
+    while len(events) < int(args.limit):
+        page, key = await client.search_events(since, until, _csv(args.type), args.user,
+                                               min(int(args.limit) - len(events), MAX_LIMIT), key)
+        events += page
+        if not key:
+            break
+    if args.format == "json":
+        print(json.dumps(events, indent=2))
+        return 0
+    rows = [[_cell(e.get("time", "")), _cell(e.get("event", "")), _cell(e.get("user", "")),
+             _cell(e.get("login", "")), _cell(e.get("server_id", "")), _details(e)] for e in events]
+    print(table(["Time", "Type", "User", "Login", "Server", "Details"], rows))
+    return 0
+
+
+def _when(text: str, now: datetime, flag: str) -> datetime:
+    """Read a duration before now (`1h`) or an RFC 3339 time (UTC unless it says otherwise)."""
+    from datetime import datetime
+
+    from teleport.errors import BadParameter
+    from teleport.utils.duration import parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except BadParameter:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadParameter(f"{flag}: {text!r} is neither a duration (1h) nor a time "
+                           "(2006-01-02T15:04:05Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=now.tzinfo)
+
+
+_DETAIL_FIELDS = ("sid", "command", "exitCode", "exitError", "method", "success", "error",
+                  "path", "len", "action", "size", "addr.remote")
+
+
+def _details(event: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_cell(event[k])}" for k in _DETAIL_FIELDS if event.get(k, "") != "")
+
+
+def _cell(value: Any) -> str:
+    """Quote a value with control characters so no event field can fake a row of the table."""
+    import json
+
+    text = str(value)
+    return text if text.isprintable() else json.dumps(text)
+
+
 HANDLERS = {"users": _users, "get": _get, "create": _create, "rm": _rm, "tokens": _tokens,
-            "nodes": _nodes, "auth": _auth_export, "status": _status}
+            "nodes": _nodes, "auth": _auth_export, "status": _status, "audit": _audit_events}
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -272,7 +349,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command is None or (args.command in ("users", "tokens", "nodes", "auth")
+    if args.command is None or (args.command in ("users", "tokens", "nodes", "auth", "audit")
                                 and getattr(args, "action", None) is None):
         parser.print_help()
         return 2

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from teleport.errors import ConnectionProblem
+from teleport.events.search import DAY_FILE_SUFFIX, EventPage, EventQuery, search_folder
 from teleport.utils.clock import Clock, RealClock
 from teleport.utils.fs import ensure_private_dir
 
@@ -19,7 +20,12 @@ FILE_MODE = 0o640
 
 def day_file_name(when: datetime) -> str:
     """Name the day's file as the manual's listing does: `2017-02-01.00:00:00.log`."""
-    return f"{when.astimezone(timezone.utc):%Y-%m-%d}.00:00:00.log"
+    return f"{when.astimezone(timezone.utc):%Y-%m-%d}{DAY_FILE_SUFFIX}"
+
+
+def encode_line(event: Mapping[str, Any]) -> str:
+    """Encode one event as one line; JSON escapes newlines and quotes so no field can forge a line."""
+    return json.dumps(dict(event), separators=(",", ":"), default=str) + "\n"
 
 
 class FileLog:
@@ -31,8 +37,7 @@ class FileLog:
         self._lock = asyncio.Lock()
 
     async def emit(self, event: Mapping[str, Any]) -> None:
-        # json.dumps escapes newlines and quotes, so a user-supplied field cannot forge a line.
-        line = json.dumps(dict(event), separators=(",", ":"), default=str) + "\n"
+        line = encode_line(event)
         path = self.folder / day_file_name(self.clock.now())
         async with self._lock:
             try:
@@ -40,18 +45,22 @@ class FileLog:
             except OSError as err:
                 raise ConnectionProblem(f"cannot write audit log {path}: {err.strerror}") from None
 
-    def read_day(self, when: datetime) -> list[dict[str, Any]]:
-        """Return the events of one day, for search and tests."""
-        path = self.folder / day_file_name(when)
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    async def search(self, query: EventQuery) -> EventPage:
+        """Return one page of matching events, reading the day files off the event loop."""
+        return await asyncio.to_thread(search_folder, self.folder, query)
 
 
 def _append(path: Path, data: bytes) -> None:
+    created = not path.exists()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
+    if created:  # a new day file survives a crash only once its folder entry is on disk too
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

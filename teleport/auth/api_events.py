@@ -1,0 +1,45 @@
+"""Auth API routes for audit events (search)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from teleport.auth.api import ADMIN, Call, route
+from teleport.errors import BadParameter, NotSupported
+from teleport.events.search import DEFAULT_LIMIT, EventQuery, SearchableLog
+
+
+@route("GET", "/v1/events", [ADMIN])
+async def search_events(call: Call) -> Any:
+    """Answer one page of events, oldest first; `next_key` resumes after it ("" when done)."""
+    query = _query(call.request)
+    audit = call.auth.emitter
+    if not isinstance(audit, SearchableLog):
+        raise NotSupported("this auth server's audit log cannot be searched")
+    page = await audit.search(query)
+    return {"events": page.events, "next_key": page.next_key}
+
+
+def _query(request: web.Request) -> EventQuery:
+    """Read `from`, `to` (RFC 3339), `type` (comma-separated), `user`, `limit`, `start_key`."""
+    params = request.query
+    limit = params.get("limit", str(DEFAULT_LIMIT))
+    if not limit.isdigit():
+        raise BadParameter(f"limit must be a positive number, not {limit!r}")
+    return EventQuery(
+        since=_time(params.get("from", ""), "from"), until=_time(params.get("to", ""), "to"),
+        types=frozenset(t for t in params.get("type", "").split(",") if t),
+        user=params.get("user", ""), limit=int(limit), start_key=params.get("start_key", ""))
+
+
+def _time(value: str, name: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(f"{name} must be an RFC 3339 time, not {value!r}") from None
+    if when.tzinfo is None:
+        raise BadParameter(f"{name} needs a time zone, e.g. {value}Z")
+    return when
