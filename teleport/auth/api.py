@@ -90,7 +90,8 @@ def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
 @route("GET", "/v1/ping", [ADMIN, PROXY, NODE, USER])
 async def ping(call: Call) -> Any:
     return {"cluster_name": call.auth.cluster_name, "server_version": _version(),
-            "second_factor": call.auth.settings.second_factor}
+            "second_factor": call.auth.settings.second_factor,
+            "session_recording": call.auth.settings.session_recording}
 
 
 @route("GET", "/v1/authorities/{type}", [ADMIN, PROXY, NODE, USER])
@@ -260,8 +261,8 @@ def make_app(auth: AuthServer) -> web.Application:
 
     limiter = RateLimiter(JOIN_RATE_PER_MINUTE, JOIN_BURST, auth.clock)
 
-    def wrap(allow: frozenset[str], handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
-        async def serve(request: web.Request) -> web.Response:
+    def wrap(allow: frozenset[str], handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def serve(request: web.Request) -> web.StreamResponse:
             try:
                 identity = await authorize(request, allow)
                 result = await handler(Call(identity, request, auth))
@@ -271,6 +272,8 @@ def make_app(auth: AuthServer) -> web.Application:
                         ev.AUTH, auth.clock, user=_who(request), success=False,
                         error=str(err), addr_remote=request.remote or ""))
                 return web.json_response(to_wire(err), status=err.http_status)
+            if isinstance(result, web.StreamResponse):  # a handler that streamed its answer
+                return result
             return web.json_response(result)
 
         return serve
@@ -308,3 +311,7 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
     await site.start()
     return runner
 
+
+
+# Route modules register their handlers with @route on import; keep them after ROUTES exists.
+from teleport.auth import api_events, api_sessions  # noqa: E402, F401

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -137,6 +140,74 @@ class AuthClient:
     async def emit(self, event: Any) -> None:
         """Send an audit event; makes the client an events.Emitter for nodes and proxies."""
         await self.call("POST", "/v1/events", dict(event))
+
+    # --- session recordings (teleport.auth.api_sessions) -----------------------------------
+
+    async def upload_recording(self, sid: str, parts: dict[str, Path]) -> bool:
+        """Upload a recording's files; return False when the auth server already had it."""
+        base = f"/v1/sessions/{_q(sid)}/recording"
+        if (await self.call("GET", base))["stored"]:
+            return False
+        for part, path in parts.items():
+            await self._stream_up(f"{base}/{_q(part)}", path)
+        return bool((await self.call("POST", f"{base}/complete"))["stored"])
+
+    async def _stream_up(self, path: str, source: Path) -> None:
+        """PUT a file's bytes piece by piece to the first auth server that answers."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+        problems = []
+        for addr in self.addrs:
+            try:
+                async with self._session.put(f"https://{addr}{path}",
+                                             data=_file_pieces(source)) as resp:
+                    if resp.status >= 400:
+                        err = (await resp.json(content_type=None) or {}).get("error", {})
+                        raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
+                    return
+            except (aiohttp.ClientConnectionError, TimeoutError, ssl.SSLError) as exc:
+                problems.append(f"{addr}: {exc or type(exc).__name__}")
+        raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
+
+    async def list_recordings(self, user: str = "") -> list[dict[str, Any]]:
+        """List the recordings user may play (a proxy names the user; others are themselves)."""
+        query = f"?user={_q(user)}" if user else ""
+        result: list[dict[str, Any]] = await self.call("GET", f"/v1/sessions{query}")
+        return result
+
+    async def stream_recording(self, sid: str, user: str = "") -> AsyncIterator[bytes]:
+        """Yield a recording's replay stream (JSON lines) as it arrives."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+        query = f"?user={_q(user)}" if user else ""
+        path = f"/v1/sessions/{_q(sid)}/stream{query}"
+        # Replays can be long: only connecting is bounded by the usual timeout.
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=self._timeout.total)
+        problems = []
+        for addr in self.addrs:
+            try:
+                async with self._session.get(f"https://{addr}{path}", timeout=timeout) as resp:
+                    if resp.status >= 400:
+                        err = (await resp.json(content_type=None) or {}).get("error", {})
+                        raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
+                    async for piece in resp.content.iter_any():
+                        yield piece
+                    return
+            except (aiohttp.ClientConnectionError, TimeoutError, ssl.SSLError) as exc:
+                problems.append(f"{addr}: {exc or type(exc).__name__}")
+        raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
+
+
+async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """Read a file piece by piece off the event loop, so an upload never holds it whole."""
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
+        while piece := await asyncio.to_thread(f.read, size):
+            yield piece
+    finally:
+        f.close()
 
 
 def _q(part: str) -> str:

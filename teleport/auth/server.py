@@ -6,9 +6,11 @@ Handlers in `teleport.auth.api` authorize the caller and then call exactly one m
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import bcrypt
 import pyotp
@@ -16,8 +18,9 @@ import pyotp
 from teleport.auth import authority
 from teleport.backend.base import Backend
 from teleport.config import StaticToken
-from teleport.errors import AccessDenied, BadParameter, NotFound
+from teleport.errors import AccessDenied, BadParameter, NotFound, NotSupported
 from teleport.events import emitter as ev
+from teleport.events.sessions_store import SessionStore
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys.identity import Identity
@@ -68,6 +71,10 @@ class AuthSettings:
     second_factor: str = "otp"
     ca_signature_algo: str | None = None
     static_tokens: tuple[StaticToken, ...] = ()
+    #: `node` (nodes record), `proxy` (not implemented: nodes record) or `off`.
+    session_recording: str = "node"
+    #: Where recordings are stored (`data_dir/log/sessions/default`); None: not stored here.
+    recordings_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -413,6 +420,28 @@ class AuthServer:
             await self.tokens.provision.delete(token)
         except NotFound:
             await self.tokens.delete_signup(token)
+
+    # --- session recordings -------------------------------------------------------------------
+
+    @functools.cached_property
+    def recordings(self) -> SessionStore:
+        """Open the recordings folder on first use, so hosts without one never create it."""
+        if self.settings.recordings_dir is None:
+            raise NotSupported("this auth server does not store session recordings")
+        return SessionStore(self.settings.recordings_dir)
+
+    async def may_play(self, sid: str, username: str, roles: tuple[str, ...] | None) -> None:
+        """Refuse anyone but the session's owner and admins; roles None means look them up."""
+        summary = await self.recordings.summary(sid)
+        if summary.user == username:
+            return
+        if roles is None:
+            try:
+                roles = tuple((await self.get_user(username)).spec.roles)
+            except NotFound:
+                roles = ()
+        if "admin" not in roles:
+            raise AccessDenied(f"only {summary.user!r} and admins may play session {sid}")
 
 
 def _redact(token: str) -> str:

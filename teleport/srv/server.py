@@ -13,6 +13,7 @@ import asyncssh
 from teleport.errors import TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.srv.process import Child
+from teleport.srv.recorder import Recordings
 from teleport.srv.session import NodeSession
 from teleport.sshutils.auth import CertAuthServer, CertChecker
 from teleport.sshutils.listener import SSHListener, server_options
@@ -32,13 +33,15 @@ class NodeServer(SSHListener["NodeConnection"]):
                  trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
                  server_id: str, nodename: str, labels: Callable[[], Mapping[str, str]],
                  emitter: Emitter, proxy_addr: Callable[[], str],
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, recordings: Recordings | None = None) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
         self.labels = labels
         self.emitter = emitter
         self.proxy_addr = proxy_addr
+        #: Where interactive sessions are recorded; None records nothing (tests, `off`).
+        self.recordings = recordings
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
                                    clock=self.clock, check_login=True)

@@ -14,6 +14,7 @@ import asyncssh
 from teleport.errors import TeleportError
 from teleport.events.emitter import EXEC, RESIZE, SESSION_END, SESSION_START
 from teleport.srv.process import Child, OSLogin, Pty, accepted_env, login_env, lookup_login
+from teleport.srv.recorder import SessionRecorder
 from teleport.sshutils.auth import Identity
 from teleport.sshutils.fdio import ChannelInput, FdReader, FdWriter
 
@@ -44,6 +45,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self.stdin: FdWriter | None = None
         self.readers: list[FdReader] = []
         self._fds: list[int] = []
+        self.recorder: SessionRecorder | None = None
 
     # --- requests, before the session starts -------------------------------------------------
 
@@ -110,6 +112,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             flow = ChannelInput(self.chan)
             self.stdin = FdWriter(master, pause=flow.pause, resume=flow.resume, close_fd=False)
             self.readers = [FdReader(master, self._output)]
+            self._record()
         else:
             in_r, in_w = os.pipe()
             out_r, out_w = os.pipe()
@@ -129,6 +132,15 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self.readers = [FdReader(out_r, self._output), FdReader(err_r, self._errors)]
         for reader in self.readers:
             reader.start()
+
+    def _record(self) -> None:
+        """Start recording this terminal session if the node records sessions."""
+        node = self.conn.node
+        if node.recordings is not None:
+            self.recorder = node.recordings.start(
+                self.sid, user=self.identity.user, login=self.identity.login,
+                server_id=node.server_id, server_hostname=node.nodename,
+                size=f"{self.size[0]}:{self.size[1]}")
 
     def _env(self, login: OSLogin) -> dict[str, str]:
         assert self.chan is not None
@@ -161,6 +173,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self.conn.node.children.discard(self.child)
         await self._drain_output()
         self._cleanup()
+        if self.recorder is not None:
+            await self.recorder.close()
         if self.command is None:
             await self._audit(SESSION_END)
         else:
@@ -192,6 +206,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     # --- data both ways -------------------------------------------------------------------------
 
     def _output(self, data: bytes) -> None:
+        if self.recorder is not None:
+            self.recorder.output(data)
         self._send(data, None)
 
     def _errors(self, data: bytes) -> None:
@@ -207,6 +223,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
         if self.stdin is not None:
+            if self.recorder is not None:
+                self.recorder.input(data)
             self.stdin.write(data)
 
     def eof_received(self) -> bool:
@@ -228,6 +246,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             return
         self.size = (width or 80, height or 24)
         self.pty.resize(width, height, pixwidth, pixheight)
+        if self.recorder is not None:
+            self.recorder.resize(*self.size)
         self.conn.node.spawn(self._audit(RESIZE), f"resize {self.sid}")
 
     def signal_received(self, signal_name: str) -> None:
