@@ -17,7 +17,13 @@ import asyncssh
 from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.sshutils.auth import CertAuthServer, CertChecker
-from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW, SSHListener, server_options
+from teleport.sshutils.listener import (
+    DEFAULT_MAX_CONNECTIONS,
+    TUNNEL_PKTSIZE,
+    WINDOW,
+    SSHListener,
+    server_options,
+)
 from teleport.sshutils.splice import ChannelSplice, SpliceChannelEvents, forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -35,7 +41,8 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
 
     def __init__(self, *, host_private_key: bytes, host_cert: str,
                  trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
-                 resolve: Resolver, emitter: Emitter, clock: Clock | None = None) -> None:
+                 resolve: Resolver, emitter: Emitter, clock: Clock | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.cluster_name = cluster_name
         self.resolve = resolve
         self.clock = clock or RealClock()
@@ -43,7 +50,7 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                                    clock=self.clock, check_login=False)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: ProxyConnection(self))
-        super().__init__()
+        super().__init__("proxy", max_connections)
 
     async def close(self) -> None:
         """Stop listening, drop every connection and wait for them to be gone."""
@@ -67,10 +74,10 @@ class ProxyConnection(CertAuthServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         super().connection_made(conn)
-        self.proxy.connections.add(self)
+        self.proxy.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.proxy.connections.discard(self)
+        self.proxy.forget(self)
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ProxySession]:
         assert self.conn is not None

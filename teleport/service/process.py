@@ -36,6 +36,7 @@ from teleport.service.identities import issue_local_identity, load_or_create_hos
 from teleport.service.labels import DynamicLabels
 from teleport.service.resolve import NodeResolver
 from teleport.service.trust import TrustedCAs
+from teleport.srv.recorder import Recordings
 from teleport.srv.server import NodeServer
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
@@ -154,6 +155,10 @@ class TeleportProcess:
             second_factor=cfg.auth.second_factor,
             ca_signature_algo=cfg.ca_signature_algo,
             static_tokens=tuple(cfg.auth.static_tokens),
+            # --- session recordings (issue 5, recording engineer; lead to review) ---
+            session_recording=cfg.auth.session_recording,
+            recordings_dir=data_dir / "log" / "sessions" / "default",
+            # --- end session recordings ---
         )
         auth = AuthServer(backend, audit, self.clock, settings)
         await auth.init()
@@ -253,7 +258,8 @@ class TeleportProcess:
         ssh_server = ProxySSHServer(
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
-            resolve=resolver.resolve, emitter=client, clock=self.clock)
+            resolve=resolver.resolve, emitter=client, clock=self.clock,
+            max_connections=self.config.connection_limits.max_connections)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         with _listening("proxy SSH", cfg.listen_addr):
@@ -315,7 +321,16 @@ class TeleportProcess:
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
-            emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock)
+            emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock,
+            max_connections=self.config.connection_limits.max_connections)
+        # --- session recordings (issue 5, recording engineer; lead to review) ---
+        # Closed after the node (the stack unwinds in reverse): sessions hung up on shutdown
+        # still finish their recordings, which the next start uploads.
+        node.recordings = Recordings(data_dir / "log" / "upload" / "sessions" / "default",
+                                     client, clock=self.clock)
+        self.stack.push_async_callback(node.recordings.close)
+        self._spawn(node.recordings.run(), "node-recordings")
+        # --- end session recordings ---
         await self.stack.enter_async_context(node)
         self.node = node
         with _listening("node SSH", cfg.listen_addr):

@@ -16,7 +16,7 @@ from teleport.srv.process import Child
 from teleport.srv.recorder import Recordings
 from teleport.srv.session import NodeSession
 from teleport.sshutils.auth import CertAuthServer, CertChecker
-from teleport.sshutils.listener import SSHListener, server_options
+from teleport.sshutils.listener import DEFAULT_MAX_CONNECTIONS, SSHListener, server_options
 from teleport.sshutils.splice import forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -33,7 +33,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
                  server_id: str, nodename: str, labels: Callable[[], Mapping[str, str]],
                  emitter: Emitter, proxy_addr: Callable[[], str],
-                 clock: Clock | None = None, recordings: Recordings | None = None) -> None:
+                 clock: Clock | None = None, recordings: Recordings | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -47,7 +48,7 @@ class NodeServer(SSHListener["NodeConnection"]):
                                    clock=self.clock, check_login=True)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: NodeConnection(self))
-        super().__init__()
+        super().__init__("node", max_connections)
         #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
         self.children: set[Child] = set()
 
@@ -82,10 +83,10 @@ class NodeConnection(CertAuthServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         super().connection_made(conn)
-        self.node.connections.add(self)
+        self.node.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.node.connections.discard(self)
+        self.node.forget(self)
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], NodeSession]:
         assert self.identity is not None and self.conn is not None

@@ -85,11 +85,16 @@ class CertAuthServer(asyncssh.SSHServer):
         self.conn: asyncssh.SSHServerConnection | None = None
         #: Set once the client proved it holds the certificate's private key.
         self.identity: Identity | None = None
+        #: Why this connection will be hung up before authentication (a connection limit).
+        self.refusal: str | None = None
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
 
     def begin_auth(self, username: str) -> bool:
+        if self.refusal is not None and self.conn is not None:
+            # Hung up only now, after key exchange, so the client can show the reason.
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, self.refusal)
         return True
 
     def public_key_auth_supported(self) -> bool:

@@ -10,8 +10,11 @@ from typing import Any, Generic, TypeVar
 
 import asyncssh
 
+from teleport.metrics import CONNECTIONS, CONNECTIONS_REFUSED
 from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
 
+#: Teleport's default `connection_limits.max_connections`.
+DEFAULT_MAX_CONNECTIONS = 15000
 #: The prototype dropped SYNs at 200 concurrent clients with asyncio's default backlog of 100.
 BACKLOG = 1024
 #: AES-GCM first: it is hardware-accelerated and measured fastest; ChaCha20 for CPUs without AES-NI.
@@ -74,11 +77,30 @@ class SSHListener(Generic[C]):
 
     _options: asyncssh.SSHServerConnectionOptions
 
-    def __init__(self) -> None:
+    def __init__(self, service: str, max_connections: int) -> None:
+        self.service = service
+        self.max_connections = max_connections
         self._server: asyncio.Server | None = None
         self._port = 0
         self.connections: set[C] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def admit(self, conn: C) -> None:
+        """Track a new connection, or mark it to be hung up with the reason over the limit."""
+        if len(self.connections) >= self.max_connections:
+            CONNECTIONS_REFUSED.labels(self.service).inc()
+            log.warning("%s refused a connection from %s: %d connections is the limit",
+                        self.service, conn.remote_addr(), self.max_connections)
+            conn.refusal = (f"too many connections: this {self.service} serves at most "
+                            f"{self.max_connections} (teleport.connection_limits)")
+            return
+        self.connections.add(conn)
+        CONNECTIONS.labels(self.service).inc()
+
+    def forget(self, conn: C) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            CONNECTIONS.labels(self.service).dec()
 
     async def __aenter__(self) -> SSHListener[C]:
         return self
