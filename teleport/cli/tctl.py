@@ -333,7 +333,7 @@ def _cell(value: Any) -> str:
     """Quote a value with control characters so no event field can fake a row of the table."""
     import json
 
-    text = str(value)
+    text = json.dumps(value) if isinstance(value, bool) else str(value)
     return text if text.isprintable() else json.dumps(text)
 
 

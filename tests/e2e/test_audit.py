@@ -1,0 +1,67 @@
+"""The audit log with the real CLIs: events with the manual's fields, search, several sinks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.e2e.cluster import NODENAME, Cluster
+
+#: The manual's fields every node event carries, plus what `exec` adds.
+NODE_FIELDS = {"event", "uid", "time", "user", "login", "namespace", "server_id", "server_labels",
+               "sid", "addr.local", "addr.remote"}
+EXEC_FIELDS = NODE_FIELDS | {"command", "exitCode", "exitError"}
+FORGED = 'echo forged; : \'\n{"event":"user.login","user":"mallory","method":"local"}\''
+
+
+def _events(cluster: Cluster, *flags: str) -> list[dict[str, Any]]:
+    out = cluster.tctl("audit", "events", "--since=1h", "--format=json", *flags).stdout
+    events: list[dict[str, Any]] = json.loads(out)
+    return events
+
+
+def test_exec_events_are_found_with_the_manuals_fields(cluster: Cluster, joe: dict[str, Any]) -> None:
+    assert cluster.tsh("ssh", f"root@{NODENAME}", "echo", "audited-e2e").stdout == "audited-e2e\n"
+    assert cluster.tsh("ssh", f"root@{NODENAME}", "exit 3", check=False).returncode == 3
+    execs = _events(cluster, "--type=exec", "--user=joe")
+    ours = next(e for e in execs if e["command"] == "echo audited-e2e")
+    assert EXEC_FIELDS <= ours.keys()
+    assert (ours["user"], ours["login"], ours["namespace"], ours["exitCode"]) == ("joe", "root", "default", 0)
+    assert ours["server_labels"]["env"] == "e2e"
+    assert ours["server_id"] == (cluster.data_dir / "host_uuid").read_text().strip()
+    failed = next(e for e in execs if e["command"] == "exit 3")
+    assert (failed["exitCode"], failed["exitError"]) == (3, "exit status 3")
+    assert all(e["event"] == "exec" and e["user"] == "joe" for e in execs)
+    assert [e["time"] for e in execs] == sorted(e["time"] for e in execs)
+    logins = _events(cluster, "--type=user.login")
+    assert any(e["user"] == "joe" and e["method"] == "local" for e in logins)
+
+
+def test_a_command_cannot_forge_an_event(cluster: Cluster, joe: dict[str, Any]) -> None:
+    assert cluster.tsh("ssh", f"root@{NODENAME}", FORGED).stdout == "forged\n"
+    assert [e["command"] for e in _events(cluster, "--type=exec") if "forged" in e["command"]] == [FORGED]
+    assert not [e for e in _events(cluster) if e.get("user") == "mallory"]
+    for event in cluster.audit_events():  # every line of every day file parses on its own
+        assert event.get("user") != "mallory"
+    table = cluster.tctl("audit", "events", "--since=1h", "--type=exec", "--user=joe").stdout
+    lines = table.splitlines()
+    assert lines[0].split()[:5] == ["Time", "Type", "User", "Login", "Server"]
+    assert not any(line.startswith("{") for line in lines)
+    forged = [line for line in lines if "forged" in line]
+    assert len(forged) == 1 and '\\n{\\"event\\":\\"user.login\\"' in forged[0]
+
+
+def test_limit_pages_and_bad_flags(cluster: Cluster, joe: dict[str, Any]) -> None:
+    for _ in range(3):
+        cluster.tsh("ssh", f"root@{NODENAME}", "true")
+    everything = _events(cluster)
+    assert len(everything) > 2
+    assert _events(cluster, "--limit=2") == everything[:2]
+    for flag, message in [("--since=yesterday", "--since: 'yesterday' is neither a duration"),
+                          ("--until=later", "--until: 'later' is neither"),
+                          ("--limit=lots", "--limit must be a positive number"),
+                          ("--format=xml", "--format must be text or json")]:
+        out = cluster.tctl("audit", "events", flag, check=False)
+        assert out.returncode == 2, out
+        assert out.stderr.strip().splitlines() == [f"ERROR: {message}" + out.stderr.split(message, 1)[1].rstrip()]
+    assert _events(cluster, "--since=2000-01-01T00:00:00Z", "--until=2000-01-02T00:00:00Z") == []
