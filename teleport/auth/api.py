@@ -7,6 +7,7 @@ client certificate, which the TLS layer has already verified against the cluster
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -303,11 +304,16 @@ def _who(request: web.Request) -> str:
         return ""
 
 
-async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: int) -> web.AppRunner:
-    """Start the API on host:port; the caller owns the returned runner and must clean it up."""
+async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: int,
+                sock: socket.socket | None = None) -> web.AppRunner:
+    """Start the API on host:port or sock; the caller owns the returned runner and cleans it up."""
     runner = web.AppRunner(make_app(auth), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+    site: web.BaseSite
+    if sock is not None:
+        site = web.SockSite(runner, sock, ssl_context=ssl_context)
+    else:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
     await site.start()
     return runner
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -32,10 +34,11 @@ def make_app(health: Health) -> web.Application:
     return app
 
 
-async def serve(health: Health, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve(health: Health, host: str, port: int,
+                sock: socket.socket | None = None) -> tuple[web.AppRunner, int]:
     """Start the endpoints; the caller owns the runner. Returns it and the bound port."""
     runner = web.AppRunner(make_app(health), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site: web.BaseSite = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
     await site.start()
     return runner, int(runner.addresses[0][1])

@@ -24,7 +24,7 @@ from teleport.backend.base import Backend
 from teleport.backend.sqlite import SqliteBackend
 from teleport.config.runtime import Config
 from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
-from teleport.events.filelog import FileLog
+from teleport.events.sinks import build_audit_log
 from teleport.keys import tls as tlskeys
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.web import WebProxy
@@ -149,7 +149,7 @@ class TeleportProcess:
     async def _start_auth(self, data_dir: Path) -> None:
         cfg = self.config
         backend = await self._open_backend(data_dir)
-        audit = FileLog(data_dir / "log", self.clock)
+        audit = build_audit_log(cfg.storage.audit_events_uri, data_dir, self.clock)
         settings = AuthSettings(
             cluster_name=cfg.auth.cluster_name,
             second_factor=cfg.auth.second_factor,

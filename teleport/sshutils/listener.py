@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -45,7 +46,8 @@ def server_options(*, host_private_key: bytes, host_cert: str,
         keepalive_interval=300, login_timeout=60)
 
 
-async def listen(host: str, port: int, options: asyncssh.SSHServerConnectionOptions) -> asyncio.Server:
+async def listen(host: str, port: int, options: asyncssh.SSHServerConnectionOptions,
+                 sock: socket.socket | None = None) -> asyncio.Server:
     """Start accepting SSH on host:port (0 picks a free port) with our connection class.
 
     asyncssh.listen() has no way to choose the connection class, so we create the asyncio
@@ -56,6 +58,8 @@ async def listen(host: str, port: int, options: asyncssh.SSHServerConnectionOpti
     def connection() -> CertAuthConnection:
         return CertAuthConnection(loop, options)
 
+    if sock is not None:
+        return await loop.create_server(connection, sock=sock, backlog=BACKLOG)
     return await loop.create_server(connection, host, port, backlog=BACKLOG, reuse_address=True)
 
 
@@ -109,9 +113,9 @@ class SSHListener(Generic[C]):
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port; port 0 picks a free one, read it back from `port`."""
-        self._server = await listen(host, port, self._options)
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Listen on host:port (port 0 picks one, see `port`), or on a socket handed down."""
+        self._server = await listen(host, port, self._options, sock)
         self._port = bound_port(self._server)
 
     @property
@@ -120,6 +124,11 @@ class SSHListener(Generic[C]):
 
     async def close(self) -> None:
         raise NotImplementedError
+
+    def stop_accepting(self) -> None:
+        """Stop taking new connections and keep serving the open ones (graceful restart)."""
+        if self._server is not None:
+            self._server.close()
 
     def _stop_listening(self) -> list[C]:
         """Stop accepting and close every connection; return them for _wait_closed."""

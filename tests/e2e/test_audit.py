@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from tests.e2e.cluster import NODENAME, Cluster
+import pytest
+
+from tests.e2e.cluster import BIN, NODENAME, Cluster, make_cluster
 
 #: The manual's fields every node event carries, plus what `exec` adds.
 NODE_FIELDS = {"event", "uid", "time", "user", "login", "namespace", "server_id", "server_labels",
@@ -65,3 +70,46 @@ def test_limit_pages_and_bad_flags(cluster: Cluster, joe: dict[str, Any]) -> Non
         assert out.returncode == 2, out
         assert out.stderr.strip().splitlines() == [f"ERROR: {message}" + out.stderr.split(message, 1)[1].rstrip()]
     assert _events(cluster, "--since=2000-01-01T00:00:00Z", "--until=2000-01-02T00:00:00Z") == []
+
+
+@pytest.fixture
+def two_sinks(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster that writes its events to a file:// folder and to its stdout."""
+    cluster = make_cluster(tmp_path)
+    text = cluster.config.read_text()
+    cluster.config.write_text(text.replace(
+        f"  data_dir: {cluster.data_dir}\n",
+        f"  data_dir: {cluster.data_dir}\n  storage:\n"
+        f"    audit_events_uri: ['file://{tmp_path}/events', 'stdout://']\n"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_events_go_to_every_sink_and_the_first_is_searched(two_sinks: Cluster) -> None:
+    password = "correct horse battery"
+    two_sinks.login("ann", password, two_sinks.signup("ann", "root", password))
+    two_sinks.tsh("ssh", f"root@{NODENAME}", "echo", "two-sinks")
+    found = _events(two_sinks, "--type=exec", "--user=ann")
+    assert [e["command"] for e in found] == ["echo two-sinks"]
+    in_file = [json.loads(line) for path in (two_sinks.root / "events").glob("*.00:00:00.log")
+               for line in path.read_text().splitlines()]
+    assert found[0] in in_file
+    on_stdout = [json.loads(line) for line in two_sinks.log().splitlines() if line.startswith("{\"")]
+    assert found[0] in on_stdout
+    assert not list((two_sinks.data_dir / "log").glob("*.log"))
+
+
+def test_unknown_sink_scheme_is_a_one_line_error(tmp_path: Path) -> None:
+    config = tmp_path / "teleport.yaml"
+    config.write_text(f"teleport:\n  data_dir: {tmp_path / 'data'}\n  storage:\n"
+                      "    audit_events_uri: ['file:///tmp/ok', 'dynamodb://events']\n"
+                      "auth_service:\n  listen_addr: 127.0.0.1:0\n"
+                      "ssh_service:\n  enabled: no\nproxy_service:\n  enabled: no\n")
+    out = subprocess.run([str(BIN / "teleport"), "start", "-c", str(config)], capture_output=True,
+                         text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2, out
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'dynamodb://events': unsupported scheme" in lines[0], out.stderr
