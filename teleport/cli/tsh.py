@@ -46,6 +46,16 @@ def _parser() -> argparse.ArgumentParser:
     ssh.add_argument("-N", dest="no_command", action="store_true", help="forward ports only")
     ssh.add_argument("target", metavar="[login@]host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run")
+    play = sub.add_parser("play", help="Replay a recorded session (space pauses and resumes)")
+    _common(play, quiet)
+    play.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
+    play.add_argument("--format", choices=["pty", "json"], default="pty",
+                      help="pty replays in the terminal, json prints the session's events")
+    play.add_argument("sid", metavar="session-id")
+    recordings = sub.add_parser("recordings", help="Recorded sessions")
+    _common(recordings, quiet)
+    recordings_sub = recordings.add_subparsers(dest="recordings_command", metavar="<command>")
+    recordings_sub.add_parser("ls", help="List recorded sessions you may play")
     sub.add_parser("config", help="Print an OpenSSH configuration for this cluster")
     sub.add_parser("version", help="Print the version")
     return parser
@@ -155,6 +165,28 @@ async def _ssh(args: argparse.Namespace) -> int:
                          no_command=args.no_command)
 
 
+async def _play(args: argparse.Namespace) -> int:
+    from teleport.client import play
+
+    if args.format == "json":
+        return await play.print_json(_profile(args), args.sid)
+    return await play.play(_profile(args), args.sid, speed=args.speed)
+
+
+async def _recordings(args: argparse.Namespace) -> int:
+    from teleport.client.play import list_recordings
+    from teleport.errors import BadParameter
+    from teleport.events.sessions_store import format_duration_ms
+
+    if args.recordings_command != "ls":
+        raise BadParameter("usage: tsh recordings ls")
+    rows = [[r["sid"], r["user"], r["server_hostname"] or r["server_id"], r["start"][:19].replace("T", " "),
+             format_duration_ms(int(r["duration_ms"])) + ("" if r["complete"] else " (incomplete)")]
+            for r in await list_recordings(_profile(args))]
+    print(table(["ID", "User", "Node", "Start (UTC)", "Duration"], rows))
+    return 0
+
+
 async def _status() -> int:
     from teleport.client.profile import current_profile
 
@@ -184,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Teleport v{__version__} python{sys.version_info.major}.{sys.version_info.minor}")
         return 0
     commands = {"login": lambda: _login(args), "ls": lambda: _ls(args), "ssh": lambda: _ssh(args),
+                "play": lambda: _play(args), "recordings": lambda: _recordings(args),
                 "status": _status, "logout": _logout, "config": _config}
     if args.command not in commands:
         parser.print_help()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -122,6 +122,34 @@ class WebClient:
         result: list[dict[str, Any]] = await self.call(
             "GET", f"/webapi/sites/{quote(cluster, safe='')}/nodes")
         return result
+
+    async def list_recordings(self, cluster: str) -> list[dict[str, Any]]:
+        """List the recorded sessions this login may play."""
+        result: list[dict[str, Any]] = await self.call(
+            "GET", f"/webapi/sites/{quote(cluster, safe='')}/sessions")
+        return result
+
+    async def stream_recording(self, cluster: str, sid: str) -> AsyncIterator[bytes]:
+        """Yield a recording's replay stream (JSON lines) as the proxy relays it."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+        url = (f"https://{self.proxy_addr}/webapi/sites/{quote(cluster, safe='')}"
+               f"/sessions/{quote(sid, safe='')}/stream")
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=self._timeout.total)
+        try:
+            async with self._session.get(url, timeout=timeout) as resp:
+                if resp.status >= 400:
+                    try:
+                        data = await resp.json(content_type=None)
+                    except ValueError:
+                        data = None
+                    raise _error(data, resp.status, resp.reason or "", self.proxy_addr)
+                async for piece in resp.content.iter_any():
+                    yield piece
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectionProblem(
+                f"proxy {self.proxy_addr} stopped sending the recording: {_one_line(exc)}") from None
 
     async def signup_info(self, token: str) -> dict[str, Any]:
         """Fetch who a signup token is for and the OTP secret to enroll."""

@@ -110,6 +110,8 @@ class WebProxy:
         app.router.add_put("/webapi/users/password/token", self.complete_signup)
         app.router.add_post("/webapi/ssh/certs", self.ssh_certs)
         app.router.add_get("/webapi/sites/{cluster}/nodes", self.list_nodes)
+        app.router.add_get("/webapi/sites/{cluster}/sessions", self.list_recordings)
+        app.router.add_get("/webapi/sites/{cluster}/sessions/{sid}/stream", self.stream_recording)
         return app
 
     # --- pages -----------------------------------------------------------------------------
@@ -200,6 +202,31 @@ class WebProxy:
         nodes = sorted(await self.auth.list_servers("node"),
                        key=lambda s: (s.spec.hostname, s.metadata.name))
         return web.json_response([_node_json(s) for s in nodes])
+
+    async def list_recordings(self, request: web.Request) -> web.Response:
+        """List the recorded sessions this user may play (`tsh recordings ls`)."""
+        identity = self._user_identity(request)
+        self._check_cluster(request)
+        return web.json_response(await self.auth.list_recordings(identity.username))
+
+    async def stream_recording(self, request: web.Request) -> web.StreamResponse:
+        """Relay a recording's replay stream from the auth server as it arrives (`tsh play`)."""
+        identity = self._user_identity(request)
+        self._check_cluster(request)
+        pieces = self.auth.stream_recording(request.match_info["sid"], identity.username)
+        first = await anext(pieces, b"")  # refusals and missing sessions are still JSON errors
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        await response.write(first)
+        async for piece in pieces:
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+    def _check_cluster(self, request: web.Request) -> None:
+        cluster = request.match_info["cluster"]
+        if cluster != self.cluster_name:
+            raise NotFound(f"cluster {cluster!r} not found")
 
     def _user_identity(self, request: web.Request) -> Identity:
         """Return the user in the verified client certificate, refusing hosts and stale certs."""

@@ -1,0 +1,97 @@
+"""A real interactive `tsh ssh` session is recorded, listed, and replayed with the real CLIs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import time
+from typing import Any
+
+import pyotp
+
+from tests.e2e.cluster import BIN, NODENAME, Cluster
+from tests.e2e.test_interactive import Terminal
+
+
+def _recorded_session(cluster: Cluster) -> str:
+    env = {**os.environ, **cluster.env, "TERM": "xterm"}
+    term = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], env, rows=24, cols=80)
+    try:
+        term.expect("#")
+        term.type("echo SID=$SSH_SESSION_ID; echo first-$((40+2))\n")
+        out = term.expect("first-42")
+        term.resize(30, 100)
+        time.sleep(0.3)
+        term.type("echo second-$((50+5))\n")
+        term.expect("second-55")
+        term.type("exit\n")
+    finally:
+        assert term.close() == 0
+    match = re.search(r"SID=([0-9a-f-]{36})", out)
+    assert match, out
+    return match.group(1)
+
+
+def _wait_listed(cluster: Cluster, sid: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listing = cluster.tsh("recordings", "ls").stdout
+        if sid in listing:
+            return listing
+        time.sleep(0.3)
+    raise AssertionError(f"session {sid} was never listed:\n{listing}\n{cluster.log()[-3000:]}")
+
+
+def test_session_is_recorded_listed_and_replayed(cluster: Cluster, joe: dict[str, Any]) -> None:
+    sid = _recorded_session(cluster)
+    listing = _wait_listed(cluster, sid)
+    row = next(line for line in listing.splitlines() if sid in line)
+    assert "joe" in row and NODENAME in row
+
+    folder = cluster.data_dir / "log" / "sessions" / "default"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for suffix in (".chunks.gz", ".events.gz"):
+        assert stat.S_IMODE((folder / f"{sid}{suffix}").stat().st_mode) == 0o640
+    spool = cluster.data_dir / "log" / "upload" / "sessions" / "default"
+    assert list(spool.glob(f"{sid}*")) == []
+
+    events = json.loads(cluster.tsh("play", "--format=json", sid).stdout)
+    assert events[0]["event"] == "session.start" and events[0]["user"] == "joe"
+    assert events[-1]["event"] == "session.end"
+    output = "".join(e["data"] for e in events if e["event"] == "print")
+    assert output.index("first-42") < output.index("second-55")
+    typed = "".join(e["data"] for e in events if e["event"] == "input")
+    assert "echo second-$((50+5))" in typed
+    assert any(e["event"] == "resize" and e["size"] == "100:30" for e in events)
+
+    replay = cluster.tsh("play", "--speed=20", sid)
+    assert "first-42" in replay.stdout and "second-55" in replay.stdout
+
+
+def test_only_the_owner_and_admins_may_play(cluster: Cluster, joe: dict[str, Any]) -> None:
+    sid = _recorded_session(cluster)
+    _wait_listed(cluster, sid)
+    out = cluster.tctl("users", "add", "eve", "eve", "--roles=access").stdout
+    token = next(w for w in out.split() if "/web/newuser/" in w).rsplit("/", 1)[1]
+    totp = pyotp.TOTP(cluster.web("GET", f"/webapi/users/password/token/{token}")["otp_secret"])
+    cluster.web("PUT", "/webapi/users/password/token",
+                {"token": token, "password": "eve's password", "second_factor_token": totp.now()})
+    eve = {"TELEPORT_HOME": str(cluster.root / "eve-tsh")}
+    cluster._run("tsh", ("login", f"--proxy={cluster.web_addr}", "--user=eve", "--insecure"),
+                 f"eve's password\n{totp.at(time.time() + 30)}\n", True, 60, eve)
+    refused = cluster._run("tsh", ("play", "--format=json", sid), None, False, 60, eve)
+    assert refused.returncode != 0 and "admins may play" in refused.stderr
+    listed = cluster._run("tsh", ("recordings", "ls"), None, True, 60, eve)
+    assert sid not in listed.stdout
+
+
+def test_a_damaged_recording_replays_up_to_the_damage(cluster: Cluster, joe: dict[str, Any]) -> None:
+    sid = _recorded_session(cluster)
+    _wait_listed(cluster, sid)
+    chunks = cluster.data_dir / "log" / "sessions" / "default" / f"{sid}.chunks.gz"
+    chunks.write_bytes(chunks.read_bytes()[:-30])
+    result = cluster.tsh("play", "--speed=50", sid, check=False)
+    assert result.returncode == 1
+    assert "damaged" in result.stderr and len(result.stderr.strip().splitlines()) == 1
