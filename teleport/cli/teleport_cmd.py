@@ -47,15 +47,26 @@ async def _start(args: argparse.Namespace) -> int:
     config = load_config(flags)
     logs.configure(config.log.output, config.log.severity, config.log.format, config.debug)
     stop = asyncio.Event()
+    hup = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hup.set)
     async with TeleportProcess(config) as process:
         loop.add_signal_handler(signal.SIGUSR1, lambda: logs.dump("diagnostics (USR1):\n" + process.diagnostics()))
+        loop.add_signal_handler(signal.SIGUSR2, process.spawn_successor)
         ports = ", ".join(f"{k}={v}" for k, v in sorted(process.ports.items()))
         print(f"Teleport {__version__} started: cluster {process.cluster_name!r}, "
               f"data_dir {config.data_dir}, ports {ports}", file=sys.stderr, flush=True)
-        await stop.wait()
+        stopped = asyncio.ensure_future(stop.wait())
+        hung_up = asyncio.ensure_future(hup.wait())
+        await asyncio.wait([stopped, hung_up], return_when=asyncio.FIRST_COMPLETED)
+        if hup.is_set() and not stop.is_set():
+            # Graceful restart: the successor takes new connections, we finish the open ones.
+            process.spawn_successor()
+            await process.drain(stop)
+        stopped.cancel()
+        hung_up.cancel()
     return 0
 
 

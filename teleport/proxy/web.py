@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -80,18 +81,28 @@ class WebProxy:
         return ssl_server_context(self._cert_pem, self._key_pem, list(self._client_ca_pems()),
                                   require_client_cert=False)
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen on host:port (0 picks a free port)."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
+        """Listen on host:port (0 picks a free port), or on a socket handed down by a restart."""
         runner = web.AppRunner(self.make_app(), access_log=None)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, host, port, ssl_context=self.ssl_context(), backlog=1024)
+            site: web.BaseSite
+            if sock is not None:
+                site = web.SockSite(runner, sock, ssl_context=self.ssl_context())
+            else:
+                site = web.TCPSite(runner, host, port, ssl_context=self.ssl_context(), backlog=1024)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
         self._port = runner.addresses[0][1]
+
+    async def stop_accepting(self) -> None:
+        """Stop taking new connections (graceful restart); close() ends the open ones."""
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
 
     async def close(self) -> None:
         """Stop listening and drop open connections."""

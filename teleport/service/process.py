@@ -9,7 +9,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from teleport.service.health import Health
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL, heartbeat_forever
 from teleport.service.identities import issue_local_identity, load_or_create_host_uuid
 from teleport.service.labels import DynamicLabels
+from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
 from teleport.service.trust import TrustedCAs
 from teleport.srv.recorder import Recordings
@@ -62,6 +63,9 @@ class TeleportProcess:
         self.health = Health()
         self.node: NodeServer | None = None
         self.proxy_ssh: ProxySSHServer | None = None
+        self.web: WebProxy | None = None
+        self.runners: list[Any] = []
+        self.listeners = Listeners()
 
     async def __aenter__(self) -> TeleportProcess:
         try:
@@ -89,8 +93,9 @@ class TeleportProcess:
             if enabled:
                 self.health.register(role)
         if cfg.diag_addr is not None:
-            with _listening("diagnostics", cfg.diag_addr):
-                runner, port = await diag.serve(self.health, cfg.diag_addr.host, cfg.diag_addr.port)
+            runner, port = await diag.serve(self.health, cfg.diag_addr.host, cfg.diag_addr.port,
+                                            sock=self._listen("diagnostics", cfg.diag_addr))
+            self.runners.append(runner)
             self.stack.push_async_callback(runner.cleanup)
             self.ports["diag"] = port
         self.host_uuid = load_or_create_host_uuid(data_dir)
@@ -100,8 +105,43 @@ class TeleportProcess:
             await self._start_proxy(data_dir)
         if cfg.ssh.enabled:
             await self._start_node(data_dir)
+        self.listeners.close_unused()
         if cfg.pid_file:
             write_secret(cfg.pid_file, f"{os.getpid()}\n", mode=0o644)
+
+    def _listen(self, service: str, addr: HostPort) -> socket.socket:
+        """Take the inherited listener for service, or bind addr; a failure is one line."""
+        try:
+            return self.listeners.get(service, addr)
+        except OSError as err:
+            reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
+            raise BadParameter(f"{service} service cannot listen on {addr}: {reason}") from None
+
+    def spawn_successor(self) -> int:
+        """Start a new daemon on our listening sockets (USR2, HUP); return its pid."""
+        child = self.listeners.spawn_successor()
+        logging.getLogger("teleport").info("Started a new teleport process %d on the same sockets.",
+                                           child.pid)
+        return child.pid
+
+    async def drain(self, stop: asyncio.Event) -> None:
+        """Stop accepting and wait until every SSH client has gone (or stop is set)."""
+        servers = [s for s in (self.node, self.proxy_ssh) if s is not None]
+        for server in servers:
+            server.stop_accepting()
+        if self.web is not None:
+            await self.web.stop_accepting()
+        for runner in self.runners:
+            for site in list(runner.sites):
+                await site.stop()
+        log_ = logging.getLogger("teleport")
+        while any(s.connections for s in servers) and not stop.is_set():
+            log_.debug("waiting for %d connections before exiting",
+                       sum(len(s.connections) for s in servers))
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
 
     def diagnostics(self) -> str:
         """Describe what the process is doing, for the USR1 dump."""
@@ -131,9 +171,11 @@ class TeleportProcess:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.stack.aclose()
-        if self.config.pid_file:
-            with contextlib.suppress(OSError):
-                Path(self.config.pid_file).unlink()
+        pid_file = Path(self.config.pid_file) if self.config.pid_file else None
+        with contextlib.suppress(OSError, ValueError):
+            # After a graceful restart the file names our successor: leave it alone.
+            if pid_file is not None and int(pid_file.read_text()) == os.getpid():
+                pid_file.unlink()
 
     # --- auth ---------------------------------------------------------------------------------
 
@@ -176,8 +218,9 @@ class TeleportProcess:
                                          # Optional only so that a new host can join with a
                                          # token; every other route refuses a caller without one.
                                          require_client_cert=False)
-        with _listening("auth", listen):
-            runner = await auth_api.serve(auth, ctx, listen.host, listen.port)
+        runner = await auth_api.serve(auth, ctx, listen.host, listen.port,
+                                      sock=self._listen("auth", listen))
+        self.runners.append(runner)
         self.stack.push_async_callback(runner.cleanup)
         self.ports["auth"] = _bound_port(runner)
         self.health.ok("auth")
@@ -262,8 +305,8 @@ class TeleportProcess:
             max_connections=self.config.connection_limits.max_connections)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
-        with _listening("proxy SSH", cfg.listen_addr):
-            await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port)
+        await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
+                               sock=self._listen("proxy SSH", cfg.listen_addr))
         self.ports["proxy_ssh"] = ssh_server.port
         if ssh_public.port == 0 or cfg.listen_addr.port == 0:
             ssh_public = HostPort(ssh_public.host, ssh_server.port)
@@ -274,8 +317,9 @@ class TeleportProcess:
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
                        clock=self.clock)
         await self.stack.enter_async_context(web)
-        with _listening("proxy web", cfg.web_listen_addr):
-            await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port)
+        await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port,
+                        sock=self._listen("proxy web", cfg.web_listen_addr))
+        self.web = web
         self.ports["proxy_web"] = web.port
         if web_public.port == 0 or cfg.web_listen_addr.port == 0:
             web_public = HostPort(web_public.host, web.port)
@@ -333,8 +377,8 @@ class TeleportProcess:
         # --- end session recordings ---
         await self.stack.enter_async_context(node)
         self.node = node
-        with _listening("node SSH", cfg.listen_addr):
-            await node.start(cfg.listen_addr.host, cfg.listen_addr.port)
+        await node.start(cfg.listen_addr.host, cfg.listen_addr.port,
+                         sock=self._listen("node SSH", cfg.listen_addr))
         self.ports["node"] = node.port
         advertise = cfg.public_addrs[0] if cfg.public_addrs else HostPort(
             _advertise_host(cfg.listen_addr.host), node.port)
@@ -352,16 +396,6 @@ class TeleportProcess:
         self._spawn(node_heartbeat(), "node-heartbeat")
         logging.getLogger("teleport.node").info("Service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, node.port))
-
-
-@contextlib.contextmanager
-def _listening(service: str, addr: HostPort) -> Iterator[None]:
-    """Turn a failed bind into one line naming the service and address."""
-    try:
-        yield
-    except OSError as err:
-        reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
-        raise BadParameter(f"{service} service cannot listen on {addr}: {reason}") from None
 
 
 def _warn(message: str) -> None:
