@@ -19,6 +19,7 @@ from teleport.events.emitter import Emitter
 from teleport.sshutils.auth import CertAuthServer, CertChecker
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_USERS,
     TUNNEL_PKTSIZE,
     WINDOW,
     SSHListener,
@@ -42,7 +43,8 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
     def __init__(self, *, host_private_key: bytes, host_cert: str,
                  trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
                  resolve: Resolver, emitter: Emitter, clock: Clock | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_users: int = DEFAULT_MAX_USERS) -> None:
         self.cluster_name = cluster_name
         self.resolve = resolve
         self.clock = clock or RealClock()
@@ -50,7 +52,7 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                                    clock=self.clock, check_login=False)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: ProxyConnection(self))
-        super().__init__("proxy", max_connections)
+        super().__init__("proxy", max_connections, max_users)
 
     async def close(self) -> None:
         """Stop listening, drop every connection and wait for them to be gone."""
@@ -76,16 +78,21 @@ class ProxyConnection(CertAuthServer):
         super().connection_made(conn)
         self.proxy.admit(self)
 
+    def auth_completed(self) -> None:
+        self.proxy.admit_user(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.proxy.forget(self)
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], ProxySession]:
         assert self.conn is not None
+        self.check_refusal()
         return self.conn.create_server_channel(encoding=None), ProxySession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
                              ) -> tuple[asyncssh.SSHTCPChannel[bytes], Awaitable[asyncssh.SSHTCPSession[bytes]]]:
         assert self.conn is not None
+        self.check_refusal()
         chan = self.conn.create_tcp_channel(window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
         return chan, self._forward(dest_host, dest_port)
 

@@ -302,7 +302,8 @@ class TeleportProcess:
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             resolve=resolver.resolve, emitter=client, clock=self.clock,
-            max_connections=self.config.connection_limits.max_connections)
+            max_connections=self.config.connection_limits.max_connections,
+            max_users=self.config.connection_limits.max_users)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
@@ -366,7 +367,8 @@ class TeleportProcess:
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
             emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock,
-            max_connections=self.config.connection_limits.max_connections)
+            max_connections=self.config.connection_limits.max_connections,
+            max_users=self.config.connection_limits.max_users)
         # --- session recordings (issue 5, recording engineer; lead to review) ---
         # Closed after the node (the stack unwinds in reverse): sessions hung up on shutdown
         # still finish their recordings, which the next start uploads.

@@ -16,7 +16,12 @@ from teleport.srv.process import Child
 from teleport.srv.recorder import Recordings
 from teleport.srv.session import NodeSession
 from teleport.sshutils.auth import CertAuthServer, CertChecker
-from teleport.sshutils.listener import DEFAULT_MAX_CONNECTIONS, SSHListener, server_options
+from teleport.sshutils.listener import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_USERS,
+    SSHListener,
+    server_options,
+)
 from teleport.sshutils.splice import forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -34,7 +39,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  server_id: str, nodename: str, labels: Callable[[], Mapping[str, str]],
                  emitter: Emitter, proxy_addr: Callable[[], str],
                  clock: Clock | None = None, recordings: Recordings | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 max_users: int = DEFAULT_MAX_USERS) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -48,7 +54,7 @@ class NodeServer(SSHListener["NodeConnection"]):
                                    clock=self.clock, check_login=True)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: NodeConnection(self))
-        super().__init__("node", max_connections)
+        super().__init__("node", max_connections, max_users)
         #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
         self.children: set[Child] = set()
 
@@ -85,11 +91,15 @@ class NodeConnection(CertAuthServer):
         super().connection_made(conn)
         self.node.admit(self)
 
+    def auth_completed(self) -> None:
+        self.node.admit_user(self)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.node.forget(self)
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], NodeSession]:
         assert self.identity is not None and self.conn is not None
+        self.check_refusal()
         # Bytes in and out: terminals and commands speak whatever encoding they like.
         return self.conn.create_server_channel(encoding=None), NodeSession(self, self.identity)
 
@@ -97,6 +107,7 @@ class NodeConnection(CertAuthServer):
                              orig_port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
         """Forward `-L` traffic from this host when the certificate permits port forwarding."""
         assert self.identity is not None and self.conn is not None
+        self.check_refusal()
         if "port-forwarding" not in self.identity.permissions:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             "port forwarding is not permitted by your role")

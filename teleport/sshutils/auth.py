@@ -117,6 +117,11 @@ class CertAuthServer(asyncssh.SSHServer):
         """Return the `host:port` the client connected to, for audit events."""
         return _addr(self.conn, "sockname")
 
+    def check_refusal(self) -> None:
+        """Refuse a channel with the reason when a limit was reached after authentication."""
+        if self.refusal is not None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, self.refusal)
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()

@@ -16,6 +16,7 @@ from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
 
 #: Teleport's default `connection_limits.max_connections`.
 DEFAULT_MAX_CONNECTIONS = 15000
+DEFAULT_MAX_USERS = 250
 #: The prototype dropped SYNs at 200 concurrent clients with asyncio's default backlog of 100.
 BACKLOG = 1024
 #: AES-GCM first: it is hardware-accelerated and measured fastest; ChaCha20 for CPUs without AES-NI.
@@ -81,9 +82,10 @@ class SSHListener(Generic[C]):
 
     _options: asyncssh.SSHServerConnectionOptions
 
-    def __init__(self, service: str, max_connections: int) -> None:
+    def __init__(self, service: str, max_connections: int, max_users: int) -> None:
         self.service = service
         self.max_connections = max_connections
+        self.max_users = max_users
         self._server: asyncio.Server | None = None
         self._port = 0
         self.connections: set[C] = set()
@@ -100,6 +102,21 @@ class SSHListener(Generic[C]):
             return
         self.connections.add(conn)
         CONNECTIONS.labels(self.service).inc()
+
+    def admit_user(self, conn: C) -> None:
+        """Refuse a new user's channels once max_users distinct users are connected."""
+        if conn.identity is None or conn.conn is None:
+            return
+        users = {c.identity.user for c in self.connections
+                 if c.identity is not None and c is not conn and c.refusal is None}
+        if conn.identity.user in users or len(users) < self.max_users:
+            return
+        CONNECTIONS_REFUSED.labels(self.service).inc()
+        log.warning("%s refused user %s: %d users is the limit", self.service,
+                    conn.identity.user, self.max_users)
+        # Every channel it opens is refused with this reason, which clients show verbatim.
+        conn.refusal = (f"too many users: this {self.service} serves at most {self.max_users} "
+                        "users at once (teleport.connection_limits)")
 
     def forget(self, conn: C) -> None:
         if conn in self.connections:

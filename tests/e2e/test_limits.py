@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.cluster import free_ports, make_cluster
+from tests.e2e.cluster import BIN, NODENAME, free_ports, make_cluster
 
 
 def test_third_connection_is_refused_with_a_reason(tmp_path: Path) -> None:
@@ -46,4 +47,38 @@ def test_third_connection_is_refused_with_a_reason(tmp_path: Path) -> None:
     finally:
         for sock in held:
             sock.close()
+        cluster.stop()
+
+
+def test_max_users_admits_known_users_and_refuses_a_new_one(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path)
+    text = cluster.config.read_text().replace(
+        "teleport:\n", "teleport:\n  connection_limits:\n    max_users: 1\n", 1)
+    cluster.config.write_text(text)
+    cluster.start()
+    holder = None
+    try:
+        ann = cluster.signup("ann", "root", "ann password")
+        bob = cluster.signup("bob", "root", "bob password")
+        bob_home = {"TELEPORT_HOME": str(tmp_path / "bob-tsh")}
+        cluster.login("ann", "ann password", ann)
+        original = dict(cluster.env)
+        cluster.env.update(bob_home)
+        cluster.login("bob", "bob password", bob)
+        cluster.env = original
+        holder = subprocess.Popen([str(BIN / "tsh"), "ssh", "-N", f"root@{NODENAME}"],
+                                  env={**os.environ, **cluster.env}, stdin=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)
+        time.sleep(2)  # ann's connection is up and counted
+        assert holder.poll() is None
+        assert cluster.tsh("ssh", f"root@{NODENAME}", "echo", "ann-again").stdout == "ann-again\n"
+        cluster.env.update(bob_home)
+        refused = cluster.tsh("ssh", f"root@{NODENAME}", "true", check=False)
+        cluster.env = original
+        assert refused.returncode != 0
+        assert "too many users" in refused.stderr, refused.stderr
+    finally:
+        if holder is not None:
+            holder.terminate()
+            holder.wait(10)
         cluster.stop()
