@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher
-from teleport.backend.memory import EventFanout, check_item, show_key
+from teleport.backend.fanout import EventFanout, check_item, show_key
 from teleport.errors import (
     AlreadyExists,
     BadParameter,

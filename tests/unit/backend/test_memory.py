@@ -6,7 +6,8 @@ import pytest
 
 from teleport.backend.base import Item
 from teleport.backend.conformance import CHECKS, EXPIRY_EVENT_CHECKS, run_check
-from teleport.backend.memory import WATCH_BUFFER, MemoryBackend
+from teleport.backend.fanout import WATCH_BUFFER
+from teleport.backend.memory import MemoryBackend
 from teleport.errors import ConnectionProblem, LimitExceeded
 
 
