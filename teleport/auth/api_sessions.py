@@ -1,4 +1,5 @@
-"""Auth API routes for session recordings: nodes upload them, users list and replay them.
+"""Auth API routes for sessions: nodes upload recordings and announce live sessions, users list
+and replay recordings and list the live sessions they may join.
 
 Upload is `GET .../recording` (already stored?), one streamed `PUT .../recording/{part}` per
 file, then `POST .../recording/complete`; repeating it for a stored session stores nothing.
@@ -81,3 +82,40 @@ async def stream_recording(call: Call) -> Any:
         await response.write(batch)
     await response.write_eof()
     return response
+
+
+# --- live sessions: nodes announce them, users list the ones they may join ------------------
+
+def _announced(call: Call, body: dict[str, Any]) -> dict[str, Any]:
+    """Keep the fields of a live session a node may announce, checked, as the listing shows them."""
+    session: dict[str, Any] = {"sid": check_sid(call.param("sid"))}
+    for name in ("user", "login", "server_hostname", "created"):
+        value = body.get(name)
+        if not isinstance(value, str) or not value:
+            raise BadParameter(f"missing or invalid field {name!r}")
+        session[name] = value
+    parties = body.get("parties", [])
+    if not isinstance(parties, list) or not all(isinstance(p, str) for p in parties):
+        raise BadParameter("field 'parties' must be a list of user names")
+    session["parties"] = parties
+    return session
+
+
+@route("PUT", "/v1/active_sessions/{sid}", [NODE])
+async def announce_session(call: Call) -> Any:
+    await call.auth.announce_session(_uploader(call), _announced(call, await call.json()))
+    return {}
+
+
+@route("DELETE", "/v1/active_sessions/{sid}", [NODE])
+async def end_session(call: Call) -> Any:
+    await call.auth.end_session(_uploader(call), check_sid(call.param("sid")))
+    return {}
+
+
+@route("GET", "/v1/active_sessions", [ADMIN, PROXY, USER])
+async def list_active_sessions(call: Call) -> Any:
+    viewer = _viewer(call)
+    if viewer is None:
+        return await call.auth.list_active_sessions(None, None)
+    return await call.auth.list_active_sessions(*viewer)

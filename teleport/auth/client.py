@@ -199,6 +199,22 @@ class AuthClient:
                 problems.append(f"{addr}: {exc or type(exc).__name__}")
         raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
 
+    # --- live sessions (teleport.auth.api_sessions) ------------------------------------------
+
+    async def announce_session(self, session: dict[str, Any]) -> None:
+        """List (or refresh) a live session of this node, so users can find and join it."""
+        await self.call("PUT", f"/v1/active_sessions/{_q(session['sid'])}", session)
+
+    async def end_session(self, sid: str) -> None:
+        """Stop listing a live session of this node."""
+        await self.call("DELETE", f"/v1/active_sessions/{_q(sid)}")
+
+    async def list_active_sessions(self, user: str = "") -> list[dict[str, Any]]:
+        """List the live sessions user may join (a proxy names the user; others are themselves)."""
+        query = f"?user={_q(user)}" if user else ""
+        result: list[dict[str, Any]] = await self.call("GET", f"/v1/active_sessions{query}")
+        return result
+
 
 async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """Read a file piece by piece off the event loop, so an upload never holds it whole."""

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pyotp
 
 from teleport.auth import authority
-from teleport.backend.base import Backend
+from teleport.backend.base import Backend, Item, key, range_end
 from teleport.config import StaticToken
 from teleport.errors import AccessDenied, BadParameter, NotFound, NotSupported
 from teleport.events import emitter as ev
@@ -62,6 +64,8 @@ SYSTEM_ROLES = frozenset({"Admin", "Auth", "Proxy", "Node"})
 JOIN_ROLES = frozenset({"node", "proxy", "auth"})
 MAX_TOKEN_TTL = timedelta(days=365)
 # Spent on unknown users too, so timing does not reveal which names exist.
+#: How long a live session stays listed after its node last refreshed it.
+ACTIVE_SESSION_TTL = timedelta(seconds=90)
 _DUMMY_HASH = bcrypt.hashpw(b"teleport-dummy-password", bcrypt.gensalt(rounds=10))
 
 
@@ -442,6 +446,52 @@ class AuthServer:
                 roles = ()
         if "admin" not in roles:
             raise AccessDenied(f"only {summary.user!r} and admins may play session {sid}")
+
+    # --- live sessions (`tsh sessions ls`, `tsh join`) ---------------------------------------
+
+    async def announce_session(self, server_id: str, session: dict[str, Any]) -> None:
+        """Store a node's live session until it ends or its node stops refreshing it (a crash)."""
+        item_key = key("sessions", "active", session["sid"])
+        try:
+            stored = json.loads((await self.backend.get(item_key)).value)
+        except NotFound:
+            stored = None
+        if stored is not None and stored["server_id"] != server_id:
+            raise AccessDenied(f"session {session['sid']} belongs to another node")
+        record = {**session, "server_id": server_id}
+        await self.backend.put(Item(item_key, json.dumps(record).encode(),
+                                    self.clock.now() + ACTIVE_SESSION_TTL))
+
+    async def end_session(self, server_id: str, sid: str) -> None:
+        """Forget a live session; only the node that runs it may end it."""
+        item_key = key("sessions", "active", sid)
+        try:
+            stored = json.loads((await self.backend.get(item_key)).value)
+        except NotFound:
+            return
+        if stored["server_id"] != server_id:
+            raise AccessDenied(f"session {sid} belongs to another node")
+        await self.backend.delete(item_key)
+
+    async def list_active_sessions(self, username: str | None,
+                                   roles: tuple[str, ...] | None) -> list[dict[str, Any]]:
+        """List the live sessions a user may join: their own, every one for admins (None: tctl)."""
+        start = key("sessions", "active") + b"/"
+        sessions = [json.loads(item.value)
+                    for item in await self.backend.get_range(start, range_end(start))
+                    if item.expires is None or item.expires > self.clock.now()]
+        if username is not None and not await self._is_admin(username, roles):
+            sessions = [s for s in sessions if s["user"] == username]
+        return sorted(sessions, key=lambda s: (s["created"], s["sid"]))
+
+    async def _is_admin(self, username: str, roles: tuple[str, ...] | None) -> bool:
+        """Tell whether a user holds role admin; roles None means look them up."""
+        if roles is None:
+            try:
+                roles = tuple((await self.get_user(username)).spec.roles)
+            except NotFound:
+                roles = ()
+        return "admin" in roles
 
 
 def _redact(token: str) -> str:

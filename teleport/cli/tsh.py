@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     _common(recordings, quiet)
     recordings_sub = recordings.add_subparsers(dest="recordings_command", metavar="<command>")
     recordings_sub.add_parser("ls", help="List recorded sessions you may play")
+    sessions = sub.add_parser("sessions", help="Live sessions")
+    _common(sessions, quiet)
+    sessions_sub = sessions.add_subparsers(dest="sessions_command", metavar="<command>")
+    sessions_sub.add_parser("ls", help="List live sessions you may join")
+    join = sub.add_parser("join", help="Join a live session (its owner and admins only)")
+    _common(join, quiet)
+    join.add_argument("sid", metavar="session-id")
     sub.add_parser("config", help="Print an OpenSSH configuration for this cluster")
     sub.add_parser("version", help="Print the version")
     return parser
@@ -187,6 +194,25 @@ async def _recordings(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _sessions(args: argparse.Namespace) -> int:
+    from teleport.client.join import list_sessions
+    from teleport.errors import BadParameter
+
+    if args.sessions_command != "ls":
+        raise BadParameter("usage: tsh sessions ls")
+    rows = [[s["sid"], s["user"], s["server_hostname"], s["login"],
+             s["created"][:19].replace("T", " "), ", ".join(s["parties"])]
+            for s in await list_sessions(_profile(args))]
+    print(table(["ID", "User", "Node", "Login", "Created (UTC)", "Parties"], rows))
+    return 0
+
+
+async def _join(args: argparse.Namespace) -> int:
+    from teleport.client.join import join
+
+    return await join(_profile(args), args.sid)
+
+
 async def _status() -> int:
     from teleport.client.profile import current_profile
 
@@ -217,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     commands = {"login": lambda: _login(args), "ls": lambda: _ls(args), "ssh": lambda: _ssh(args),
                 "play": lambda: _play(args), "recordings": lambda: _recordings(args),
+                "sessions": lambda: _sessions(args), "join": lambda: _join(args),
                 "status": _status, "logout": _logout, "config": _config}
     if args.command not in commands:
         parser.print_help()

@@ -129,6 +129,12 @@ class WebClient:
             "GET", f"/webapi/sites/{quote(cluster, safe='')}/sessions")
         return result
 
+    async def list_active_sessions(self, cluster: str) -> list[dict[str, Any]]:
+        """List the live sessions this login may join."""
+        result: list[dict[str, Any]] = await self.call(
+            "GET", f"/webapi/sites/{quote(cluster, safe='')}/active_sessions")
+        return result
+
     async def stream_recording(self, cluster: str, sid: str) -> AsyncIterator[bytes]:
         """Yield a recording's replay stream (JSON lines) as the proxy relays it."""
         if self._session is None:

@@ -123,6 +123,7 @@ class WebProxy:
         app.router.add_get("/webapi/sites/{cluster}/nodes", self.list_nodes)
         app.router.add_get("/webapi/sites/{cluster}/sessions", self.list_recordings)
         app.router.add_get("/webapi/sites/{cluster}/sessions/{sid}/stream", self.stream_recording)
+        app.router.add_get("/webapi/sites/{cluster}/active_sessions", self.list_active_sessions)
         return app
 
     # --- pages -----------------------------------------------------------------------------
@@ -233,6 +234,12 @@ class WebProxy:
             await response.write(piece)
         await response.write_eof()
         return response
+
+    async def list_active_sessions(self, request: web.Request) -> web.Response:
+        """List the live sessions this user may join (`tsh sessions ls`, `tsh join`)."""
+        identity = self._user_identity(request)
+        self._check_cluster(request)
+        return web.json_response(await self.auth.list_active_sessions(identity.username))
 
     def _check_cluster(self, request: web.Request) -> None:
         cluster = request.match_info["cluster"]

@@ -368,7 +368,7 @@ class TeleportProcess:
             server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
             emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
-            max_users=self.config.connection_limits.max_users)
+            max_users=self.config.connection_limits.max_users, registry=client)
         # --- session recordings (issue 5, recording engineer; lead to review) ---
         # Closed after the node (the stack unwinds in reverse): sessions hung up on shutdown
         # still finish their recordings, which the next start uploads.

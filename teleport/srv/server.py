@@ -12,6 +12,7 @@ import asyncssh
 
 from teleport.errors import TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
+from teleport.srv.party import LiveSession, SessionRegistry
 from teleport.srv.process import Child
 from teleport.srv.recorder import Recordings
 from teleport.srv.session import NodeSession
@@ -40,7 +41,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  emitter: Emitter, proxy_addr: Callable[[], str],
                  clock: Clock | None = None, recordings: Recordings | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 max_users: int = DEFAULT_MAX_USERS) -> None:
+                 max_users: int = DEFAULT_MAX_USERS,
+                 registry: SessionRegistry | None = None) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -49,6 +51,10 @@ class NodeServer(SSHListener["NodeConnection"]):
         self.proxy_addr = proxy_addr
         #: Where interactive sessions are recorded; None records nothing (tests, `off`).
         self.recordings = recordings
+        #: Where live sessions are listed for `tsh sessions ls`; None lists nothing (tests).
+        self.registry = registry
+        #: Live terminal sessions by id, which `tsh join` attaches to.
+        self.live: dict[str, LiveSession] = {}
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
                                    clock=self.clock, check_login=True)

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from teleport.errors import TeleportError
+from teleport.errors import NotFound, TeleportError
 from teleport.events.emitter import EXEC, RESIZE, SESSION_END, SESSION_START
+from teleport.srv.party import JOIN_ENV, LiveSession
 from teleport.srv.process import Child, OSLogin, Pty, accepted_env, login_env, lookup_login
 from teleport.srv.recorder import SessionRecorder
 from teleport.sshutils.auth import Identity
@@ -46,6 +47,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self.readers: list[FdReader] = []
         self._fds: list[int] = []
         self.recorder: SessionRecorder | None = None
+        #: The terminal this session owns, which others may join (PTY sessions only).
+        self.live: LiveSession | None = None
+        #: The other session this channel has joined instead of starting a shell.
+        self.joined: LiveSession | None = None
 
     # --- requests, before the session starts -------------------------------------------------
 
@@ -77,6 +82,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     def session_started(self) -> None:
         """Start the child now, synchronously, so no client data arrives before its stdin exists."""
         assert self.chan is not None
+        if self.command is None and JOIN_ENV in self.chan.get_environment():
+            self._join(self.chan.get_environment()[JOIN_ENV])
+            return
         try:
             login = lookup_login(self.identity.login)
             self._spawn(login)
@@ -90,6 +98,18 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         assert self.child is not None
         self.conn.node.children.add(self.child)
         self.conn.node.spawn(self._run(), f"session {self.sid}")
+
+    def _join(self, sid: str) -> None:
+        """Attach this channel to a live session on this node (see `teleport.srv.party`)."""
+        assert self.chan is not None
+        try:
+            live = self.conn.node.live.get(sid)
+            if live is None:
+                raise NotFound(f"session {sid} is not running on this node")
+            live.join(self)
+        except TeleportError as err:
+            self.chan.write_stderr(f"teleport: {err}\r\n".encode())
+            self.chan.exit(1)
 
     def _spawn(self, login: OSLogin) -> None:
         assert self.chan is not None
@@ -113,6 +133,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self.stdin = FdWriter(master, pause=flow.pause, resume=flow.resume, close_fd=False)
             self.readers = [FdReader(master, self._output)]
             self._record()
+            self.live = LiveSession(self)
         else:
             in_r, in_w = os.pipe()
             out_r, out_w = os.pipe()
@@ -175,6 +196,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self._cleanup()
         if self.recorder is not None:
             await self.recorder.close()
+        if self.live is not None:
+            await self.live.end(code)
         if self.command is None:
             await self._audit(SESSION_END)
         else:
@@ -209,6 +232,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if self.recorder is not None:
             self.recorder.output(data)
         self._send(data, None)
+        if self.live is not None:
+            self.live.output(data)
 
     def _errors(self, data: bytes) -> None:
         self._send(data, asyncssh.EXTENDED_DATA_STDERR)
@@ -222,7 +247,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 reader.close()
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
-        if self.stdin is not None:
+        if self.joined is not None:
+            self.joined.input(data)
+        elif self.stdin is not None:
             if self.recorder is not None:
                 self.recorder.input(data)
             self.stdin.write(data)
@@ -260,6 +287,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The client is gone: hang up the child and stop moving its data."""
+        if self.joined is not None:
+            self.joined.leave(self)
         if self.child is not None:
             self.child.hang_up()
         self._cleanup()

@@ -1,0 +1,153 @@
+"""Joining a live terminal session on the node: shared output and input, owner/admin only."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncssh
+
+from teleport.events.emitter import SESSION_END, SESSION_JOIN, SESSION_LEAVE, MemoryEmitter
+from teleport.keys.ssh import generate_private_key, public_key_of, sign_user_cert
+from teleport.srv import NodeServer
+from teleport.srv.party import JOIN_ENV
+from tests.integration.srv.sshenv import Trust
+
+Process = asyncssh.SSHClientProcess[str]
+
+
+class FakeRegistry:
+    """Record what the node announces, as the auth server would store it."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.changed = asyncio.Event()
+
+    async def announce_session(self, session: dict[str, Any]) -> None:
+        self.sessions[session["sid"]] = session
+        self.changed.set()
+
+    async def end_session(self, sid: str) -> None:
+        self.sessions.pop(sid, None)
+        self.changed.set()
+
+    async def until(self, check: Any) -> None:
+        while not check():
+            self.changed.clear()
+            await asyncio.wait_for(self.changed.wait(), 10)
+
+
+async def _connect(trust: Trust, node: NodeServer, name: str, roles: list[str],
+                   login: str = "root") -> asyncssh.SSHClientConnection:
+    """Connect as a user whose certificate carries the given roles."""
+    key = generate_private_key()
+    now = datetime.now(timezone.utc)
+    cert = sign_user_cert(trust.user_ca, public_key_of(key), key_id=name, principals=[login],
+                          valid_after=now - timedelta(minutes=1), valid_before=now + timedelta(hours=1),
+                          roles=roles)
+    return await asyncssh.connect(
+        "127.0.0.1", node.port, username=login, agent_path=None, config=None,
+        client_keys=[(asyncssh.import_private_key(key), asyncssh.import_certificate(cert))],
+        known_hosts=([], [asyncssh.import_public_key(public_key_of(trust.host_ca))], []),
+        preferred_auth=["publickey"])
+
+
+async def _read_until(proc: Process, text: str) -> str:
+    seen = ""
+    while text not in seen:
+        chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
+        if not chunk:
+            raise AssertionError(f"session ended before {text!r}; got {seen!r}")
+        seen += chunk
+    return seen
+
+
+async def _owner_shell(conn: asyncssh.SSHClientConnection) -> tuple[Process, str]:
+    proc = await conn.create_process(term_type="xterm", term_size=(80, 25))
+    proc.stdin.write("echo SID=$SSH_SESSION_ID.\n")
+    seen = ""
+    while (match := re.search(r"SID=([0-9a-f-]{36})\.", seen)) is None:
+        seen += await _read_until(proc, ".")
+    return proc, match.group(1)
+
+
+async def _join(conn: asyncssh.SSHClientConnection, sid: str) -> Process:
+    return await conn.create_process(term_type="xterm", term_size=(80, 25), env={JOIN_ENV: sid})
+
+
+async def test_admin_joins_and_both_share_the_terminal(trust: Trust, node: NodeServer,
+                                                       emitter: MemoryEmitter) -> None:
+    registry = FakeRegistry()
+    node.registry = registry
+    async with await _connect(trust, node, "alice", ["access"]) as owner_conn, \
+            await _connect(trust, node, "bob", ["admin"]) as admin_conn:
+        owner, sid = await _owner_shell(owner_conn)
+        await registry.until(lambda: sid in registry.sessions)
+        assert registry.sessions[sid]["user"] == "alice"
+
+        joiner = await _join(admin_conn, sid)
+        await registry.until(lambda: registry.sessions[sid]["parties"] == ["alice", "bob"])
+        owner.stdin.write("echo from-owner-$((40+2))\n")
+        await _read_until(joiner, "from-owner-42")
+        joiner.stdin.write("echo from-joiner-$((50+5))\n")
+        await _read_until(owner, "from-joiner-55")
+
+        owner.stdin.write("exit 3\n")
+        await asyncio.wait_for(owner.wait_closed(), 10)
+        await asyncio.wait_for(joiner.wait_closed(), 10)
+        assert owner.exit_status == 3 and joiner.exit_status == 3
+        await registry.until(lambda: sid not in registry.sessions)
+
+    join, = emitter.of_type(SESSION_JOIN)
+    leave, = emitter.of_type(SESSION_LEAVE)
+    assert join["user"] == leave["user"] == "bob" and join["sid"] == leave["sid"] == sid
+    assert join["login"] == "root" and join["server_id"] == node.server_id
+    types = [e["event"] for e in emitter.events if e.get("sid") == sid]
+    assert types.index(SESSION_LEAVE) < types.index(SESSION_END)
+    assert sid not in node.live
+
+
+async def test_owner_may_rejoin_and_leave_without_ending_it(trust: Trust, node: NodeServer,
+                                                            emitter: MemoryEmitter) -> None:
+    registry = FakeRegistry()
+    node.registry = registry
+    async with await _connect(trust, node, "alice", ["access"]) as first, \
+            await _connect(trust, node, "alice", ["access"]) as second:
+        owner, sid = await _owner_shell(first)
+        joiner = await _join(second, sid)
+        owner.stdin.write("echo both-$((1+1))\n")
+        await _read_until(joiner, "both-2")
+        await registry.until(lambda: registry.sessions.get(sid, {}).get("parties") == ["alice", "alice"])
+        second.close()
+        await second.wait_closed()
+        await registry.until(lambda: registry.sessions[sid]["parties"] == ["alice"])
+        owner.stdin.write("echo still-$((2+2))\n")
+        await _read_until(owner, "still-4")
+        owner.stdin.write("exit\n")
+        await asyncio.wait_for(owner.wait_closed(), 10)
+    leave, = emitter.of_type(SESSION_LEAVE)
+    assert leave["user"] == "alice" and leave["sid"] == sid
+
+
+async def test_other_users_and_unknown_sessions_are_refused(trust: Trust, node: NodeServer,
+                                                           emitter: MemoryEmitter) -> None:
+    async with await _connect(trust, node, "alice", ["access"]) as owner_conn, \
+            await _connect(trust, node, "eve", ["access"]) as eve_conn:
+        owner, sid = await _owner_shell(owner_conn)
+        refused = await _join(eve_conn, sid)
+        await asyncio.wait_for(refused.wait_closed(), 10)
+        assert refused.exit_status == 1
+        assert "only alice and admins may join" in await refused.stderr.read()
+
+        missing = await _join(eve_conn, "00000000-0000-4000-8000-000000000000")
+        await asyncio.wait_for(missing.wait_closed(), 10)
+        assert missing.exit_status == 1
+        assert "is not running on this node" in await missing.stderr.read()
+
+        owner.stdin.write("echo alone-$((3+3))\n")
+        assert "alone-6" in await _read_until(owner, "alone-6")
+        owner.stdin.write("exit\n")
+        await asyncio.wait_for(owner.wait_closed(), 10)
+    assert emitter.of_type(SESSION_JOIN) == []
