@@ -22,6 +22,7 @@ from teleport.auth.join import join
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.base import Backend
 from teleport.backend.sqlite import SqliteBackend
+from teleport.cache import CachedAuth
 from teleport.config.runtime import Config
 from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
 from teleport.events.sinks import build_audit_log
@@ -275,8 +276,15 @@ class TeleportProcess:
             "Joined cluster %s as %s.", result.cluster_name, self.host_uuid)
         return result.identity
 
-    async def _client(self, identity: IdentityFile) -> AuthClient:
-        client = AuthClient.from_identity(identity, self._auth_addrs())
+    async def _client(self, identity: IdentityFile, cached: bool = False) -> AuthClient:
+        client: AuthClient
+        if cached:
+            # Either cache type is this in-memory copy: nothing here needs it to outlive a restart.
+            cache = CachedAuth.from_identity(identity, self._auth_addrs())
+            self._spawn(cache.run(), "cache")
+            client = cache
+        else:
+            client = AuthClient.from_identity(identity, self._auth_addrs())
         self.stack.push_async_callback(client.close)
         if not self.cluster_name:
             self.cluster_name = str((await client.ping())["cluster_name"])
@@ -293,7 +301,9 @@ class TeleportProcess:
         addresses = _host_addresses(self.config.nodename, cfg.listen_addr,
                                     [web_public, ssh_public])
         identity = await self._identity(data_dir, "Proxy", addresses)
-        client = await self._client(identity)
+        # Routing and node lists fall back on the cache's copy, CAs and ping come from it;
+        # writes still reach the auth server.
+        client = await self._client(identity, cached=self.config.cache.enabled)
         trust = TrustedCAs(client, identity)
         self._spawn(trust.run(), "proxy-trust")
         resolver = NodeResolver(client, self.cluster_name)

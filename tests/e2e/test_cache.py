@@ -1,0 +1,155 @@
+"""Auth, proxy and node as three processes: ssh through the proxy survives an auth outage."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import BIN, CLUSTER, Cluster, free_ports
+
+TOKEN = "cache-e2e-token"
+NODE = "cached-node"
+
+
+@dataclass
+class Daemon:
+    name: str
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.root / f"{self.name}.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(self.config)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def _eventually(check: Callable[[], bool], what: str, daemons: list[Daemon],
+                timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        for d in daemons:
+            assert d.proc is None or d.proc.poll() is None, f"{d.name} exited:\n{d.output()}"
+        assert time.monotonic() < deadline, f"{what} timed out:\n" + "\n".join(
+            f"--- {d.name}\n{d.output()}" for d in daemons)
+        time.sleep(0.3)
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, Daemon]]]:
+    """Auth, proxy and node each in their own process, joined with a static token."""
+    auth_port, ssh_port, web_port, node_port = free_ports(4)
+    daemons = {name: Daemon(name, tmp_path) for name in ("auth", "proxy", "node")}
+    joined = f"""\
+  auth_token: {TOKEN}
+  auth_servers: ["127.0.0.1:{auth_port}"]
+"""
+    services = {
+        "auth": f"""\
+auth_service:
+  cluster_name: {CLUSTER}
+  listen_addr: 127.0.0.1:{auth_port}
+  tokens:
+  - "proxy,node:{TOKEN}"
+proxy_service:
+  enabled: no
+ssh_service:
+  enabled: no
+""",
+        "proxy": f"""\
+auth_service:
+  enabled: no
+proxy_service:
+  listen_addr: 127.0.0.1:{ssh_port}
+  web_listen_addr: 127.0.0.1:{web_port}
+  public_addr: 127.0.0.1:{web_port}
+ssh_service:
+  enabled: no
+""",
+        "node": f"""\
+auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:{node_port}
+""",
+    }
+    for name, daemon in daemons.items():
+        daemon.config.write_text(f"""\
+teleport:
+  nodename: {NODE if name == "node" else name}
+  data_dir: {tmp_path / name}
+  log:
+    severity: INFO
+{"" if name == "auth" else joined}{services[name]}""")
+    tools = Cluster(tmp_path, {"auth": auth_port, "web": web_port},
+                    env={"TELEPORT_HOME": str(tmp_path / "tsh-home"), "HOME": str(tmp_path / "home")})
+    (tmp_path / "home").mkdir()
+    # tctl runs on the auth host: it reads the auth daemon's config.
+    (tmp_path / "teleport.yaml").write_text(daemons["auth"].config.read_text())
+    try:
+        yield tools, daemons
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+
+
+def test_ssh_through_the_proxy_survives_an_auth_outage(
+        split: tuple[Cluster, dict[str, Daemon]]) -> None:
+    tools, daemons = split
+    auth, everyone = daemons["auth"], list(daemons.values())
+
+    def ssh_says(word: str) -> bool:
+        out = tools.tsh("ssh", f"root@{NODE}", "echo", word, check=False, timeout=20)
+        return out.returncode == 0 and out.stdout == f"{word}\n"
+
+    auth.start()
+    _eventually(lambda: tools.tctl("status", check=False).returncode == 0, "auth start", everyone)
+    daemons["proxy"].start()
+    _eventually(tools._web_up, "proxy start", everyone)
+    daemons["node"].start()
+    password = "correct horse battery"
+    tools.login("joe", password, tools.signup("joe", "joe,root", password))
+    # Once tsh ls lists the node, the proxy's copy holds it: routing needs no auth server.
+    _eventually(lambda: NODE in tools.tsh("ls", check=False).stdout, "node listed", everyone)
+    assert ssh_says("ok")
+
+    auth.stop()
+    assert ssh_says("still"), daemons["proxy"].output()
+    assert NODE in tools.tsh("ls").stdout
+    _eventually(lambda: "cannot refresh the cache" in daemons["proxy"].output(), "outage noticed",
+                [daemons["proxy"], daemons["node"]])
+    assert ssh_says("still-after-refresh")
+
+    auth.start()
+    _eventually(lambda: tools.tctl("status", check=False).returncode == 0, "auth restart", everyone)
+    _eventually(lambda: "auth server is back" in daemons["proxy"].output(), "cache refresh", everyone)
+    assert ssh_says("again")
+    assert "Traceback" not in daemons["proxy"].output() + daemons["node"].output()
