@@ -76,10 +76,7 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
 async def matching_nodes(profile: Profile, selector: dict[str, str]) -> list[dict[str, Any]]:
     """List the nodes the proxy shows this user whose labels include every selector pair."""
     profile.check_valid()
-    async with WebClient(profile.web_proxy_addr, insecure=profile.insecure,
-                         ca_pems=[profile.ca_path.read_bytes()],
-                         client_cert=(profile.tls_cert_path.read_bytes(),
-                                      profile.tls_key_path.read_bytes())) as web:
+    async with WebClient.for_profile(profile) as web:
         nodes = await web.list_nodes(profile.cluster)
     return [n for n in nodes if all(n["labels"].get(k) == v for k, v in selector.items())]
 

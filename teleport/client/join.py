@@ -8,35 +8,20 @@ variable `TELEPORT_SESSION`, to attach the terminal to the session rather than s
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import sys
-import termios
-import tty
 from typing import Any
 
-import asyncssh
-
-from teleport.client import stdio
+from teleport.client import ssh
 from teleport.client.profile import Profile
-from teleport.client.ssh import connect_node
 from teleport.client.webapi import WebClient
 from teleport.errors import NotFound
 from teleport.events.recording import check_sid
 from teleport.keys.ssh import parse_cert
 from teleport.srv.party import JOIN_ENV
 
-#: tsh's exit status when the session ended without reporting one.
-EXIT_UNKNOWN = 255
-
 
 async def list_sessions(profile: Profile) -> list[dict[str, Any]]:
     """Return the live sessions this login may join, oldest first."""
-    async with WebClient(profile.web_proxy_addr, insecure=profile.insecure,
-                         ca_pems=[profile.ca_path.read_bytes()],
-                         client_cert=(profile.tls_cert_path.read_bytes(),
-                                      profile.tls_key_path.read_bytes())) as web:
+    async with WebClient.for_profile(profile) as web:
         return await web.list_active_sessions(profile.cluster)
 
 
@@ -48,37 +33,6 @@ async def join(profile: Profile, sid: str) -> int:
         raise NotFound(f"session {sid} is not running, or you may not join it")
     # Any login the certificate allows gets us onto the node: joining starts no shell as it.
     login = parse_cert(profile.ssh_cert()).principals[0]
-    async with connect_node(profile, login, session["server_id"]) as conn:
-        return await _attach(conn, sid)
-
-
-async def _attach(conn: asyncssh.SSHClientConnection, sid: str) -> int:
-    """Pump this terminal to and from the shared one; the owner's window size rules."""
-    process = await conn.create_process(
-        None, env={JOIN_ENV: sid}, term_type=os.environ.get("TERM", "xterm"),
-        term_size=_terminal_size(), encoding=None, request_pty="force")
-    saved = None
-    if sys.stdin.isatty():
-        saved = termios.tcgetattr(sys.stdin.fileno())
-        tty.setraw(sys.stdin.fileno(), termios.TCSADRAIN)
-    stdin = asyncio.ensure_future(stdio.feed_stdin(sys.stdin.fileno(), process.stdin))
-    try:
-        await asyncio.gather(stdio.copy_out(process.stdout, sys.stdout.fileno()),
-                             stdio.copy_out(process.stderr, sys.stderr.fileno()))
-        await process.wait_closed()
-    finally:
-        stdin.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await stdin
-        if saved is not None:
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, saved)
-    status = process.exit_status
-    return status if status is not None and status >= 0 else EXIT_UNKNOWN
-
-
-def _terminal_size() -> tuple[int, int]:
-    try:
-        size = os.get_terminal_size(sys.stdout.fileno())
-        return size.columns, size.lines
-    except OSError:
-        return 80, 25
+    async with ssh.connect_node(profile, login, session["server_id"]) as conn:
+        # The node attaches this terminal to the live one instead of starting a shell.
+        return await ssh.session(conn, None, True, env={JOIN_ENV: sid})

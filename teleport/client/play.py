@@ -27,23 +27,16 @@ EXIT_DAMAGED = 1
 PAUSE_KEY = b" "
 
 
-def _web(profile: Profile) -> WebClient:
-    return WebClient(profile.web_proxy_addr, insecure=profile.insecure,
-                     ca_pems=[profile.ca_path.read_bytes()],
-                     client_cert=(profile.tls_cert_path.read_bytes(),
-                                  profile.tls_key_path.read_bytes()))
-
-
 async def list_recordings(profile: Profile) -> list[dict[str, Any]]:
     """Return the recorded sessions this login may play, oldest first."""
-    async with _web(profile) as web:
+    async with WebClient.for_profile(profile) as web:
         return await web.list_recordings(profile.cluster)
 
 
 async def session_events(profile: Profile, sid: str) -> AsyncIterator[dict[str, Any]]:
     """Yield a recording's events as they arrive, `data` as bytes."""
     rec.check_sid(sid)
-    async with _web(profile) as web:
+    async with WebClient.for_profile(profile) as web:
         pending = b""
         async for piece in web.stream_recording(profile.cluster, sid):
             pending += piece

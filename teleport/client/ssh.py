@@ -124,16 +124,18 @@ async def run(profile: Profile, login: str, host: str, command: list[str], *,
         interactive = sys.stdin.isatty() if tty_mode is None else tty_mode
         if command and tty_mode is None:
             interactive = False
-        return await _session(conn, " ".join(command) or None, interactive)
+        return await session(conn, " ".join(command) or None, interactive)
 
 
-async def _session(conn: asyncssh.SSHClientConnection, command: str | None, pty: bool) -> int:
+async def session(conn: asyncssh.SSHClientConnection, command: str | None, pty: bool,
+                  env: dict[str, str] | None = None) -> int:
+    """Run command (None: a shell) with this terminal or pipes; return the exit code."""
     term_size = None
     if pty:
         cols, rows = _terminal_size()
         term_size = (cols, rows)
     process = await conn.create_process(
-        command, term_type=os.environ.get("TERM", "xterm") if pty else None,
+        command, env=env or {}, term_type=os.environ.get("TERM", "xterm") if pty else None,
         term_size=term_size, encoding=None, request_pty="force" if pty else False)
     loop = asyncio.get_running_loop()
     saved = None

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.keys.tls import load_cert_chain
 from teleport.utils.duration import format_duration
@@ -44,6 +45,14 @@ class WebClient:
         self._presents_cert = client_cert is not None
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10)
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_profile(cls, profile: Profile) -> WebClient:
+        """Return a client that trusts the cluster and presents the login's certificate."""
+        return cls(profile.web_proxy_addr, insecure=profile.insecure,
+                   ca_pems=[profile.ca_path.read_bytes()],
+                   client_cert=(profile.tls_cert_path.read_bytes(),
+                                profile.tls_key_path.read_bytes()))
 
     async def __aenter__(self) -> WebClient:
         return self
