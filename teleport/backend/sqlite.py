@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -32,6 +33,7 @@ from teleport.errors import (
     NotFound,
     TeleportError,
 )
+from teleport.metrics import BACKEND_LATENCY
 from teleport.utils.clock import Clock, RealClock
 
 T = TypeVar("T")
@@ -177,7 +179,11 @@ class SqliteBackend(Backend):
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closed:
             raise ConnectionProblem(f"sqlite backend {self.path} is closed")
-        return await self._loop.run_in_executor(self._executor, self._call, fn, *args)
+        started = time.perf_counter()
+        try:
+            return await self._loop.run_in_executor(self._executor, self._call, fn, *args)
+        finally:
+            BACKEND_LATENCY.labels(fn.__name__.strip("_")).observe(time.perf_counter() - started)
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         try:

@@ -12,6 +12,7 @@ from teleport.errors import BadParameter, ConnectionProblem, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.events.filelog import FileLog, encode_line
 from teleport.events.search import EventPage, EventQuery, SearchableLog
+from teleport.metrics import AUDIT_FAILURES
 from teleport.utils.clock import Clock
 
 SCHEMES = ("file", "stdout")
@@ -48,6 +49,7 @@ class FanOut:
             except TeleportError as err:
                 problems.append(str(err))
         if problems:
+            AUDIT_FAILURES.inc()
             raise ConnectionProblem("; ".join(problems))
 
     async def search(self, query: EventQuery) -> EventPage:

@@ -12,6 +12,7 @@ import asyncssh
 
 from teleport.errors import TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
+from teleport.metrics import AUDIT_FAILURES, SESSIONS
 from teleport.srv.party import LiveSession, SessionRegistry
 from teleport.srv.process import Child
 from teleport.srv.recorder import Recordings
@@ -63,6 +64,7 @@ class NodeServer(SSHListener["NodeConnection"]):
         super().__init__("node", max_connections, max_users)
         #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
         self.children: set[Child] = set()
+        SESSIONS.set_function(lambda: len(self.children))
 
     async def close(self) -> None:
         """Stop listening, hang up every session, and wait until nothing of ours runs."""
@@ -83,6 +85,7 @@ class NodeServer(SSHListener["NodeConnection"]):
         try:
             await self.emitter.emit(event)
         except TeleportError as err:
+            AUDIT_FAILURES.inc()
             log.warning("cannot record %s event: %s", event_type, err)
 
 

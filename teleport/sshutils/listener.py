@@ -86,6 +86,9 @@ class SSHListener(Generic[C]):
         self.service = service
         self.max_connections = max_connections
         self.max_users = max_users
+        # Touch the labelled series so /metrics shows them at zero from the start.
+        CONNECTIONS.labels(service)
+        CONNECTIONS_REFUSED.labels(service)
         self._server: asyncio.Server | None = None
         self._port = 0
         self.connections: set[C] = set()

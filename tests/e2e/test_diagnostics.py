@@ -66,6 +66,13 @@ def test_healthz_readyz_and_metrics_count_logins(diag_cluster: tuple[Cluster, in
     beats = [s for s in families["teleport_heartbeats"].samples
              if s.name == "teleport_heartbeats_total" and s.labels["result"] == "ok"]
     assert beats and all(s.value >= 1 for s in beats)
+    backend = [s for s in families["teleport_backend_operation_seconds"].samples
+               if s.name == "teleport_backend_operation_seconds_count"]
+    assert backend and sum(s.value for s in backend) > 0
+    assert families["teleport_sessions_active"].samples[0].value == 0
+    assert families["teleport_audit_write_failures"].samples[0].value == 0
+    connections = {s.labels["service"] for s in families["teleport_connections"].samples}
+    assert {"node", "proxy"} <= connections
 
 
 def test_node_readiness_follows_its_auth_server(tmp_path: Path) -> None:
