@@ -27,6 +27,7 @@ from teleport.config.runtime import Config
 from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
 from teleport.events.sinks import build_audit_log
 from teleport.keys import tls as tlskeys
+from teleport.keys.tls import identity_from_cert
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.web import WebProxy
 from teleport.service import diag
@@ -287,7 +288,8 @@ class TeleportProcess:
             client = AuthClient.from_identity(identity, self._auth_addrs())
         self.stack.push_async_callback(client.close)
         if not self.cluster_name:
-            self.cluster_name = str((await client.ping())["cluster_name"])
+            # From our own certificate, not a call: a joined host starts while auth is down.
+            self.cluster_name = identity_from_cert(identity.tls_cert.encode()).cluster
         return client
 
     # --- proxy --------------------------------------------------------------------------------

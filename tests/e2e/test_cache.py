@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cluster import BIN, CLUSTER, Cluster, free_ports
+from tests.e2e.test_interactive import Terminal
 
 TOKEN = "cache-e2e-token"
 NODE = "cached-node"
@@ -153,3 +155,43 @@ def test_ssh_through_the_proxy_survives_an_auth_outage(
     _eventually(lambda: "auth server is back" in daemons["proxy"].output(), "cache refresh", everyone)
     assert ssh_says("again")
     assert "Traceback" not in daemons["proxy"].output() + daemons["node"].output()
+
+
+def test_node_restarted_during_an_outage_uploads_its_spooled_recording(
+        split: tuple[Cluster, dict[str, Daemon]]) -> None:
+    tools, daemons = split
+    auth, node, everyone = daemons["auth"], daemons["node"], list(daemons.values())
+    auth.start()
+    _eventually(lambda: tools.tctl("status", check=False).returncode == 0, "auth start", everyone)
+    daemons["proxy"].start()
+    _eventually(tools._web_up, "proxy start", everyone)
+    node.start()
+    password = "correct horse battery"
+    tools.login("joe", password, tools.signup("joe", "joe,root", password))
+    _eventually(lambda: NODE in tools.tsh("ls", check=False).stdout, "node listed", everyone)
+
+    auth.stop()
+    env = {**os.environ, **tools.env, "TERM": "xterm"}
+    term = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODE}"], env)
+    try:
+        term.expect("#")
+        term.type("echo spooled-$((6*7))\n")
+        term.expect("spooled-42")
+        term.type("exit\n")
+    finally:
+        assert term.close() == 0
+    spool = tools.root / "node" / "log" / "upload" / "sessions" / "default"
+    _eventually(lambda: any(spool.glob("*.events.gz")), "the recording spooled on the node",
+                [daemons["proxy"], node])
+
+    node.stop()  # restarted while the auth server is still down
+    node.start()
+    time.sleep(2)
+    assert node.proc is not None and node.proc.poll() is None, node.output()
+    auth.start()
+    _eventually(lambda: tools.tctl("status", check=False).returncode == 0, "auth restart", everyone)
+    _eventually(lambda: not any(spool.glob("*.events.gz")), "the spool to drain", everyone, timeout=40)
+    listed = tools.tsh("recordings", "ls").stdout
+    sid = next(line.split()[0] for line in listed.splitlines()[2:] if "joe" in line)
+    played = tools.tsh("play", "--format=json", sid).stdout
+    assert "spooled-42" in played
