@@ -67,6 +67,20 @@ def build_audit_log(uris: Sequence[str], data_dir: Path, clock: Clock) -> FanOut
     return FanOut(primary, sinks[1:])
 
 
+def sessions_dir(uri: str | None, data_dir: Path) -> Path:
+    """Return where the auth server keeps recordings: `audit_sessions_uri` (file://) or data_dir."""
+    if not uri:
+        return data_dir / "log" / "sessions" / "default"
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        raise BadParameter(f"audit_sessions_uri {uri!r}: unsupported scheme, use file:///path "
+                           "(S3 and GCS are not supported yet)")
+    if parts.netloc or not parts.path.startswith("/") or parts.query:
+        raise BadParameter(f"audit_sessions_uri {uri!r}: a file:// URI needs an absolute path, "
+                           "e.g. file:///var/lib/teleport/recordings")
+    return Path(parts.path) / "default"
+
+
 def _open(uri: str, clock: Clock) -> Emitter:
     parts = urlsplit(uri)
     if parts.scheme == "stdout":

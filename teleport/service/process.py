@@ -25,7 +25,7 @@ from teleport.backend.sqlite import SqliteBackend
 from teleport.cache import CachedAuth
 from teleport.config.runtime import Config
 from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
-from teleport.events.sinks import build_audit_log
+from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
 from teleport.proxy.ssh import ProxySSHServer
@@ -201,7 +201,7 @@ class TeleportProcess:
             static_tokens=tuple(cfg.auth.static_tokens),
             # --- session recordings (issue 5, recording engineer; lead to review) ---
             session_recording=cfg.auth.session_recording,
-            recordings_dir=data_dir / "log" / "sessions" / "default",
+            recordings_dir=sessions_dir(cfg.storage.audit_sessions_uri, data_dir),
             # --- end session recordings ---
         )
         auth = AuthServer(backend, audit, self.clock, settings)

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from teleport.errors import NotFound, TeleportError
-from teleport.events.emitter import EXEC, RESIZE, SESSION_END, SESSION_START
+from teleport.events.emitter import EXEC, RESIZE, SCP, SESSION_END, SESSION_START
 from teleport.srv.party import JOIN_ENV, LiveSession
 from teleport.srv.process import Child, OSLogin, Pty, accepted_env, login_env, lookup_login
 from teleport.srv.recorder import SessionRecorder
+from teleport.srv.scp import parse_scp
 from teleport.sshutils.auth import Identity
 from teleport.sshutils.fdio import ChannelInput, FdReader, FdWriter
 
@@ -44,6 +45,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self.pty: Pty | None = None
         self.child: Child | None = None
         self.stdin: FdWriter | None = None
+        #: Bytes the client sent to stdin: what an scp upload moved.
+        self.received = 0
         self.readers: list[FdReader] = []
         self._fds: list[int] = []
         self.recorder: SessionRecorder | None = None
@@ -204,6 +207,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             error = "" if code == 0 else \
                 f"exit status {code}" if code > 0 else f"signal: {_signal_name(-code)}"
             await self._audit(EXEC, command=self.command, exitCode=code, exitError=error)
+            scp = parse_scp(self.command)
+            if scp is not None:
+                moved = self.received if scp.action == "write" else sum(r.total for r in self.readers)
+                await self._audit(SCP, path=scp.path, len=moved, action=scp.action)
         if code >= 0:
             self.chan.exit(code)
         else:
@@ -250,6 +257,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if self.joined is not None:
             self.joined.input(data)
         elif self.stdin is not None:
+            self.received += len(data)
             if self.recorder is not None:
                 self.recorder.input(data)
             self.stdin.write(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import BIN, NODENAME, Cluster, make_cluster
+from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster, make_cluster
 
 #: The manual's fields every node event carries, plus what `exec` adds.
 NODE_FIELDS = {"event", "uid", "time", "user", "login", "namespace", "server_id", "server_labels",
@@ -113,3 +114,28 @@ def test_unknown_sink_scheme_is_a_one_line_error(tmp_path: Path) -> None:
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "'dynamodb://events': unsupported scheme" in lines[0], out.stderr
+
+
+def test_scp_transfers_are_audited_with_path_length_and_action(
+        cluster: Cluster, joe: dict[str, Any], tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.tsh("config").stdout)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(123_457))
+    remote = f"/tmp/scp-audit-{os.getpid()}.bin"
+    env = {**os.environ, **cluster.env}
+    base = ["scp", "-O", "-F", str(config), "-o", "BatchMode=yes"]
+    try:
+        subprocess.run([*base, str(payload), f"root@{NODENAME}.{CLUSTER}:{remote}"], check=True,
+                       capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+        back = tmp_path / "back.bin"
+        subprocess.run([*base, f"root@{NODENAME}.{CLUSTER}:{remote}", str(back)], check=True,
+                       capture_output=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+        assert back.read_bytes() == payload.read_bytes()
+    finally:
+        cluster.tsh("ssh", f"root@{NODENAME}", "rm", "-f", remote, check=False)
+    scps = [e for e in cluster.audit_events() if e["event"] == "scp" and e.get("path") == remote]
+    assert [e["action"] for e in scps] == ["write", "read"]
+    # The protocol adds a header line and acknowledgement bytes around the file's own bytes.
+    assert all(123_457 <= e["len"] < 123_457 + 200 for e in scps)
+    assert all(e["user"] == "joe" and e["login"] == "root" for e in scps)

@@ -7,11 +7,12 @@ import os
 import re
 import stat
 import time
+from pathlib import Path
 from typing import Any
 
 import pyotp
 
-from tests.e2e.cluster import BIN, NODENAME, Cluster
+from tests.e2e.cluster import BIN, NODENAME, Cluster, make_cluster
 from tests.e2e.test_interactive import Terminal
 
 
@@ -95,3 +96,23 @@ def test_a_damaged_recording_replays_up_to_the_damage(cluster: Cluster, joe: dic
     result = cluster.tsh("play", "--speed=50", sid, check=False)
     assert result.returncode == 1
     assert "damaged" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_audit_sessions_uri_chooses_where_recordings_are_kept(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path)
+    store = tmp_path / "recordings"
+    text = cluster.config.read_text().replace(
+        "teleport:\n", f"teleport:\n  storage:\n    audit_sessions_uri: file://{store}\n", 1)
+    cluster.config.write_text(text)
+    cluster.start()
+    try:
+        totp = cluster.signup("rita", "root", "recorded password")
+        cluster.login("rita", "recorded password", totp)
+        assert "in-a-pty" in cluster.tsh("ssh", "-t", f"root@{NODENAME}", "echo in-a-pty").stdout
+        deadline = time.monotonic() + 20
+        while not list((store / "default").glob("*.events.gz")) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert list((store / "default").glob("*.chunks.gz"))
+        assert not list((cluster.data_dir / "log" / "sessions").rglob("*.gz"))
+    finally:
+        cluster.stop()

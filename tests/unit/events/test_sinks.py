@@ -14,7 +14,7 @@ from teleport.errors import BadParameter, ConnectionProblem
 from teleport.events import emitter as ev
 from teleport.events.filelog import FileLog, day_file_name
 from teleport.events.search import EventQuery
-from teleport.events.sinks import FanOut, StdoutSink, build_audit_log
+from teleport.events.sinks import FanOut, StdoutSink, build_audit_log, sessions_dir
 from teleport.utils.clock import FakeClock
 
 
@@ -71,3 +71,11 @@ async def test_a_failing_sink_does_not_starve_the_others(tmp_path: Path,
         await audit.emit(ev.make_event(ev.RESIZE, clock, user="joe"))
     assert (tmp_path / day_file_name(clock.now())).exists()
     assert json.loads(capsys.readouterr().out)["event"] == "resize"
+
+
+def test_sessions_dir_from_audit_sessions_uri(tmp_path: Path) -> None:
+    assert sessions_dir(None, tmp_path) == tmp_path / "log" / "sessions" / "default"
+    assert sessions_dir("file:///srv/recordings", tmp_path) == Path("/srv/recordings/default")
+    for bad in ("s3://bucket/path", "file://relative/path", "file:///x?y=1"):
+        with pytest.raises(BadParameter, match="audit_sessions_uri"):
+            sessions_dir(bad, tmp_path)
