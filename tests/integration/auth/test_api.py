@@ -24,6 +24,7 @@ from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.e2e.cluster import free_ports
+from tests.integration.auth_api import serve_auth_api
 
 
 @dataclass
@@ -57,17 +58,10 @@ async def _auth(name: str, clock: FakeClock, tokens: tuple[StaticToken, ...] = (
 async def api() -> AsyncIterator[Api]:
     clock = FakeClock(datetime.now(timezone.utc))
     auth = await _auth("api.test", clock, (StaticToken(roles=frozenset({"node"}), token="static-tok-1"),))
-    tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
-        host_uuid="auth-1", nodename="auth", system_role="Auth",
-        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
-        tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
-    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs], require_client_cert=False)
-    runner = await auth_api.serve(auth, ctx, "127.0.0.1", 0)
+    runner, addr = await serve_auth_api(auth)
     assert isinstance(auth.emitter, MemoryEmitter)
     try:
-        yield Api(auth, HostPort("127.0.0.1", runner.addresses[0][1]), auth.emitter)
+        yield Api(auth, addr, auth.emitter)
     finally:
         await runner.cleanup()
 

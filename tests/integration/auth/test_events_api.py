@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from teleport.auth import api as auth_api
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
@@ -22,6 +21,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import User
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
+from tests.integration.auth_api import serve_auth_api
 
 
 @dataclass
@@ -56,16 +56,9 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     auth_clock = FakeClock(datetime.now(timezone.utc))
     auth = AuthServer(MemoryBackend(auth_clock), audit, auth_clock, AuthSettings(cluster_name="events.test"))
     await auth.init()
-    tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
-        host_uuid="auth-1", nodename="auth", system_role="Auth",
-        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
-        tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
-    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs], require_client_cert=False)
-    runner = await auth_api.serve(auth, ctx, "127.0.0.1", 0)
+    runner, addr = await serve_auth_api(auth)
     try:
-        yield Api(auth, HostPort("127.0.0.1", runner.addresses[0][1]), audit, clock)
+        yield Api(auth, addr, audit, clock)
     finally:
         await runner.cleanup()
 
