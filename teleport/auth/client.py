@@ -215,6 +215,18 @@ class AuthClient:
         result: list[dict[str, Any]] = await self.call("GET", f"/v1/active_sessions{query}")
         return result
 
+    # --- recording proxy (teleport.auth.api_proxy) -------------------------------------------
+
+    async def node_cert_for_proxy(self, node_id: str, public_key: str) -> str:
+        """Get a short-lived host certificate for a registered node's names (Proxy only)."""
+        result = await self.call("POST", "/v1/proxy/hostcert", {"node": node_id, "public_key": public_key})
+        return str(result["cert"])
+
+    async def user_cert_for_proxy(self, cert: str, public_key: str) -> str:
+        """Get a short-lived copy of a user's certificate for our key (Proxy only)."""
+        result = await self.call("POST", "/v1/proxy/usercert", {"cert": cert, "public_key": public_key})
+        return str(result["cert"])
+
 
 async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """Read a file piece by piece off the event loop, so an upload never holds it whole."""

@@ -45,7 +45,7 @@ from teleport.types.resources import (
     UserToken,
     UserTokenSpec,
 )
-from teleport.utils.addr import is_ip
+from teleport.utils.addr import is_ip, parse_addr
 from teleport.utils.clock import Clock
 
 SIGNUP_TOKEN_TTL = timedelta(hours=1)
@@ -492,6 +492,62 @@ class AuthServer:
             except NotFound:
                 roles = ()
         return "admin" in roles
+
+    # --- recording proxy: short-lived certificates to stand between a user and a node ---------
+
+    async def issue_node_cert_for_proxy(self, node_id: str, ssh_public_key: str) -> str:
+        """Sign a short-lived host cert for a registered node's names, for a recording proxy."""
+        node = next((n for n in await self.list_servers("node") if n.metadata.name == node_id), None)
+        if node is None:
+            raise NotFound(f"node {node_id!r} is not registered")
+        cluster = self.cluster_name
+        names = [node_id, node.spec.hostname]
+        principals = _unique([p for name in names if name for p in (name, f"{name}.{cluster}")]
+                             + [h for h in [_addr_host(node.spec.addr)] if h])
+        host_ca = await self.get_ca("host", with_secrets=True)
+        try:
+            return await asyncio.to_thread(
+                sshkeys.sign_host_cert, authority.ssh_signer(host_ca), ssh_public_key,
+                host_uuid=node_id, nodename=node.spec.hostname or node_id, cluster=cluster,
+                principals=principals, system_role="Node",
+                valid_before=self.clock.now() + PROXY_CERT_TTL)
+        except ValueError as err:
+            raise BadParameter(f"invalid SSH public key: {err}") from None
+
+    async def issue_user_cert_for_proxy(self, presented: str, ssh_public_key: str) -> str:
+        """Re-issue a user's valid certificate for the proxy's key: same grants, shorter life."""
+        _, user_keys, _ = await self._trust()
+        now = self.clock.now()
+        try:
+            info = sshkeys.verify_cert(presented, user_keys, now=now, cert_type="user")
+        except BadParameter as err:
+            raise AccessDenied(f"invalid user certificate: {err}") from None
+        await self.get_user(info.key_id)  # a deleted user gets nothing
+        user_ca = await self.get_ca("user", with_secrets=True)
+        try:
+            return await asyncio.to_thread(
+                sshkeys.sign_user_cert, authority.ssh_signer(user_ca), ssh_public_key,
+                key_id=info.key_id, principals=info.principals,
+                valid_after=now - timedelta(minutes=1),
+                valid_before=min(now + PROXY_CERT_TTL, info.valid_before),
+                roles=info.roles, traits=info.traits, route_to_cluster=info.route_to_cluster,
+                permit_port_forwarding="permit-port-forwarding" in info.extensions,
+                permit_pty="permit-pty" in info.extensions)
+        except ValueError as err:
+            raise BadParameter(f"invalid SSH public key: {err}") from None
+
+
+#: How long the certificates a recording proxy obtains for one connection stay valid.
+PROXY_CERT_TTL = timedelta(minutes=5)
+
+
+def _addr_host(addr: str) -> str:
+    if not addr:
+        return ""
+    try:
+        return parse_addr(addr, 3022).host
+    except BadParameter:
+        return ""
 
 
 def _redact(token: str) -> str:

@@ -16,6 +16,7 @@ import asyncssh
 
 from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
+from teleport.proxy.recording import RecordingProxy
 from teleport.sshutils.auth import CertAuthServer, CertChecker
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
@@ -44,8 +45,11 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                  trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
                  resolve: Resolver, emitter: Emitter, clock: Clock | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 max_users: int = DEFAULT_MAX_USERS) -> None:
+                 max_users: int = DEFAULT_MAX_USERS,
+                 recording: RecordingProxy | None = None) -> None:
         self.cluster_name = cluster_name
+        #: Terminates SSH here when sessions are recorded at the proxy (teleport.proxy.recording).
+        self.recording = recording
         self.resolve = resolve
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
@@ -65,6 +69,10 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
         if cluster and cluster != self.cluster_name:
             raise NotFound(f"cluster {cluster!r} is not known to this proxy")
         return await self.resolve(host, port)
+
+    def recording_here(self) -> RecordingProxy | None:
+        """Return the recording proxy when sessions are recorded here, else None (splice)."""
+        return self.recording if self.recording is not None and self.recording.active() else None
 
 
 class ProxyConnection(CertAuthServer):
@@ -99,6 +107,9 @@ class ProxyConnection(CertAuthServer):
     async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         """Splice a direct-tcpip channel to the node it names."""
         try:
+            recording = self.proxy.recording_here()
+            if recording is not None:
+                return await recording.open(host, port)
             addr = await self.proxy.dial(host, port)
         except TeleportError as err:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(err)) from None
@@ -163,6 +174,11 @@ class ProxySession(SpliceChannelEvents, asyncssh.SSHServerSession[bytes]):
     async def _connect(self, host: str, port: int, cluster: str) -> None:
         assert self.chan is not None
         try:
+            recording = self.conn.proxy.recording_here()
+            if recording is not None:
+                await self.conn.proxy.dial(host, port, cluster)  # the cluster check
+                await recording.attach(self.splice, host, port)
+                return
             addr = await self.conn.proxy.dial(host, port, cluster)
             await self.splice.connect(*addr)
         except (TeleportError, OSError, TimeoutError) as err:

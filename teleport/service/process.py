@@ -28,6 +28,7 @@ from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
 from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
+from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.web import WebProxy
 from teleport.service import diag
@@ -309,13 +310,25 @@ class TeleportProcess:
         trust = TrustedCAs(client, identity)
         self._spawn(trust.run(), "proxy-trust")
         resolver = NodeResolver(client, self.cluster_name)
+        # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
+        # Its own spool: a node in this process uploads whatever finished files sit in its spool.
+        recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
+                                client, clock=self.clock, records_in="proxy")
+        self.stack.push_async_callback(recordings.close)
+        self._spawn(recordings.run(), "proxy-recordings")
+        recording = RecordingProxy(auth=client, recordings=recordings,
+                                   resolve_node=resolver.resolve_node,
+                                   trusted_user_cas=trust.user_keys,
+                                   trusted_host_cas=trust.host_keys, emitter=client,
+                                   clock=self.clock)
+        # --- end recording proxy ---
 
         ssh_server = ProxySSHServer(
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             resolve=resolver.resolve, emitter=client, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
-            max_users=self.config.connection_limits.max_users)
+            max_users=self.config.connection_limits.max_users, recording=recording)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,

@@ -14,6 +14,10 @@ class NodeResolver:
         self.cluster_name = cluster_name
 
     async def resolve(self, host: str, port: int) -> tuple[str, int]:
+        """Return the address of the node a request names (see resolve_node)."""
+        return _dial(await self.resolve_node(host, port))
+
+    async def resolve_node(self, host: str, port: int) -> Server:
         """Match by node name, `name.cluster`, host UUID or address; only registered nodes.
 
         The requested port only matters for addresses: `ssh -J` asks for port 22 by default.
@@ -26,7 +30,7 @@ class NodeResolver:
         exact = [n for n in by_addr if parse_addr(n.spec.addr, 3022).port == port]
         for matches in (by_name, exact, by_addr):
             if len(matches) == 1:
-                return _dial(matches[0])
+                return matches[0]
             if len(matches) > 1:
                 raise BadParameter(f"{host!r} matches {len(matches)} nodes; use the node's UUID")
         raise NotFound(f"node {host!r} is not registered in cluster {self.cluster_name!r}")

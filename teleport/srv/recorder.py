@@ -121,19 +121,21 @@ class Recordings:
     """Start recorders for this node's sessions and upload finished recordings, retrying."""
 
     def __init__(self, spool: Path, sink: RecordingSink, *, clock: Clock | None = None,
-                 retry_seconds: float = RETRY_SECONDS) -> None:
+                 retry_seconds: float = RETRY_SECONDS, records_in: str = "node") -> None:
         self.spool = ensure_private_dir(spool)
         self.sink = sink
         self.clock = clock or RealClock()
         self.retry_seconds = retry_seconds
         #: Recording unless the auth server says `off`: when unsure, keep the evidence.
         self.mode = "node"
+        #: The `session_recording` mode in which this host records: `node`, or `proxy` at proxies.
+        self.records_in = records_in
         self.active: dict[str, SessionRecorder] = {}
         self._wake = asyncio.Event()
 
     def start(self, sid: str, **meta: Any) -> SessionRecorder | None:
-        """Begin recording a session, or return None when recording is off."""
-        if self.mode == OFF:
+        """Begin recording a session, or return None when recording is off or done elsewhere."""
+        if self.mode != self.records_in:
             return None
         recorder = SessionRecorder(self, rec.check_sid(sid), {
             "namespace": "default", "time": self.clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ"),

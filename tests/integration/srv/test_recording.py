@@ -136,3 +136,12 @@ async def test_recording_off_records_nothing(trust: Trust, node: NodeServer, spo
     await node.recordings.refresh_mode()
     await _session(trust, node, "echo quiet-done")
     assert list(spool.iterdir()) == [] and not node.recordings.active
+
+
+async def test_recording_at_the_proxy_records_nothing_on_the_node(
+        trust: Trust, node: NodeServer, spool: Path, tmp_path: Path) -> None:
+    auth = FakeAuth(tmp_path / "sessions", mode="proxy")
+    node.recordings = Recordings(spool, auth)
+    await node.recordings.refresh_mode()
+    await _session(trust, node, "echo elsewhere-done")
+    assert list(spool.iterdir()) == [] and not node.recordings.active

@@ -1,0 +1,35 @@
+"""Auth API routes for a recording proxy (`session_recording: proxy`).
+
+The proxy terminates a user's SSH connection to record it, so it needs to show the user a host
+certificate for the node they asked for, and to log in to that node as the user. Both
+certificates live five minutes at most: the host one only names a registered node, the user one
+only re-issues what a certificate the user presented (still valid, CA-signed) already grants.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from teleport.auth.api import PROXY, Call, route
+from teleport.errors import BadParameter
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise BadParameter(f"missing or invalid field {name!r}")
+    return value
+
+
+@route("POST", "/v1/proxy/hostcert", [PROXY])
+async def node_cert(call: Call) -> Any:
+    body = await call.json()
+    cert = await call.auth.issue_node_cert_for_proxy(_text(body, "node"), _text(body, "public_key"))
+    return {"cert": cert}
+
+
+@route("POST", "/v1/proxy/usercert", [PROXY])
+async def user_cert(call: Call) -> Any:
+    body = await call.json()
+    cert = await call.auth.issue_user_cert_for_proxy(_text(body, "cert"), _text(body, "public_key"))
+    return {"cert": cert}

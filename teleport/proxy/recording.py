@@ -1,0 +1,383 @@
+"""The recording proxy (`auth_service.session_recording: proxy`): terminate SSH here and record.
+
+In this mode a `direct-tcpip` channel or `proxy:` subsystem to a node is not spliced to the
+node's port. The channel is spliced to one end of a socket pair instead, and on the other end
+the proxy serves SSH itself: it shows the user a short-lived host certificate for the node's
+names (from the auth server, which signs only for registered nodes), authenticates the user's
+certificate as the node would, then logs in to the node with a short-lived copy of that
+certificate for its own key and relays each session: terminal, environment, command, window
+changes, data and exit status. Terminal sessions are recorded here and uploaded like a node's;
+the node, seeing the same mode, records nothing and still audits the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
+
+import asyncssh
+
+from teleport.errors import TeleportError
+from teleport.events.emitter import Emitter
+from teleport.srv.recorder import Recordings, SessionRecorder
+from teleport.sshutils.auth import CertAuthConnection, CertAuthServer, CertChecker, _line
+from teleport.sshutils.listener import CIPHERS, server_options
+from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, _TCPSide
+from teleport.types.resources import Server
+from teleport.utils.addr import parse_addr
+from teleport.utils.clock import Clock
+
+log = logging.getLogger("teleport.proxy")
+
+PROXY_MODE = "proxy"
+#: A node's host certificate is reused for this long (it is valid for five minutes).
+HOST_CERT_REUSE = 180.0
+#: Environment passed on to the node, as the node itself would accept it.
+_ENV_PREFIXES = ("LC_",)
+_ENV_NAMES = ("LANG", "TERM")
+
+
+class ProxyCertSource(Protocol):
+    """What the recording proxy needs from the auth client."""
+
+    async def node_cert_for_proxy(self, node_id: str, public_key: str) -> str: ...
+
+    async def user_cert_for_proxy(self, cert: str, public_key: str) -> str: ...
+
+
+class RecordingProxy:
+    """Serve SSH at the proxy for sessions recorded here."""
+
+    def __init__(self, *, auth: ProxyCertSource, recordings: Recordings,
+                 resolve_node: Callable[[str, int], Awaitable[Server]],
+                 trusted_user_cas: Callable[[], Sequence[str]],
+                 trusted_host_cas: Callable[[], Sequence[str]], emitter: Emitter,
+                 clock: Clock) -> None:
+        self.auth = auth
+        self.recordings = recordings
+        self.resolve_node = resolve_node
+        self.trusted_host_cas = trusted_host_cas
+        self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter, clock=clock,
+                                   check_login=True)
+        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self._host_certs: dict[str, tuple[str, float]] = {}
+
+    def active(self) -> bool:
+        """Tell whether sessions are recorded at the proxy, as the auth server last said."""
+        return self.recordings.mode == PROXY_MODE
+
+    async def _host_cert(self, node_id: str) -> str:
+        cached = self._host_certs.get(node_id)
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        public = self._host_key.export_public_key().decode().strip()
+        cert = await self.auth.node_cert_for_proxy(node_id, public)
+        self._host_certs[node_id] = (cert, time.monotonic() + HOST_CERT_REUSE)
+        return cert
+
+    async def open(self, host: str, port: int) -> SpliceTCPSession:
+        """Return a direct-tcpip session whose far end is an SSH server here, for the node."""
+        splice = ChannelSplice()
+        await self.attach(splice, host, port)
+        return SpliceTCPSession(splice)
+
+    async def attach(self, splice: ChannelSplice, host: str, port: int) -> None:
+        """Connect a splice's far end to an SSH server here, standing in for the node."""
+        node = await self.resolve_node(host, port)
+        cert = await self._host_cert(node.metadata.name)
+        options = server_options(host_private_key=self._host_key.export_private_key(),
+                                 host_cert=cert, server_factory=lambda: RelayConnection(self, node))
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        try:
+            await loop.create_connection(lambda: _RelayAuthConnection(loop, options), sock=ours)
+            await loop.create_connection(lambda: _TCPSide(splice), sock=theirs)
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+
+
+class _RelayAuthConnection(CertAuthConnection):
+    """Keep the certificate the user proved, to have the auth server re-issue it for us."""
+
+    async def validate_public_key(self, username: str, key_data: bytes,
+                                  msg: bytes, signature: bytes) -> bool:
+        ok = await super().validate_public_key(username, key_data, msg, signature)
+        if ok and msg:
+            cast(RelayConnection, self.get_owner()).presented = _line(key_data)
+        return ok
+
+
+class RelayConnection(CertAuthServer):
+    """The user's SSH connection, terminated at the proxy, and its one connection to the node."""
+
+    def __init__(self, proxy: RecordingProxy, node: Server) -> None:
+        super().__init__(proxy.checker)
+        self.proxy = proxy
+        self.node = node
+        self.presented = ""
+        self._upstream: asyncio.Task[asyncssh.SSHClientConnection] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
+        assert self.conn is not None
+        return self.conn.create_server_channel(encoding=None), RelaySession(self)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> bool:
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+            "port forwarding is not available while sessions are recorded at the proxy")
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording proxy task failed", exc_info=task.exception())
+
+    def upstream(self) -> Awaitable[asyncssh.SSHClientConnection]:
+        """Log in to the node as the user, once per connection."""
+        if self._upstream is None:
+            self._upstream = asyncio.ensure_future(self._connect())
+        return asyncio.shield(self._upstream)
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
+        assert self.identity is not None
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        cert = await self.proxy.auth.user_cert_for_proxy(
+            self.presented, key.export_public_key().decode().strip())
+        host_cas = [asyncssh.import_public_key(k) for k in self.proxy.trusted_host_cas()]
+        addr = parse_addr(self.node.spec.addr, 3022)
+        return await asyncssh.connect(
+            addr.host, addr.port, username=self.identity.login,
+            client_keys=[(key, asyncssh.import_certificate(cert))],
+            known_hosts=([], host_cas, []), host_key_alias=self.node.metadata.name,
+            agent_path=None, config=None, encryption_algs=list(CIPHERS), connect_timeout=15,
+            preferred_auth=["publickey"])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        upstream = self._upstream
+        if upstream is None:
+            return
+        if upstream.done() and not upstream.cancelled() and upstream.exception() is None:
+            upstream.result().close()
+        else:
+            upstream.cancel()
+
+
+def _accepted_env(env: Any) -> dict[bytes | str, bytes | str]:
+    return {k: v for k, v in dict(env).items()
+            if isinstance(k, str) and isinstance(v, str)
+            and (k in _ENV_NAMES or k.startswith(_ENV_PREFIXES))}
+
+
+class RelaySession(asyncssh.SSHServerSession[bytes]):
+    """One session channel from the user, relayed to a session channel on the node."""
+
+    def __init__(self, conn: RelayConnection) -> None:
+        self.conn = conn
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        self.term: str | None = None
+        self.size: tuple[int, int, int, int] = (80, 24, 0, 0)
+        self.modes: Any = {}
+        self.command: str | None = None
+        self.subsystem: str | None = None
+        self.recorder: SessionRecorder | None = None
+        self.status: int | None = None
+        self.signal: tuple[str, bool, str, str] | None = None
+        self._early: list[bytes] = []
+        self._eof = False
+        self._done = False
+
+    # --- the user's side ----------------------------------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
+                      term_modes: Any) -> bool:
+        self.term, self.size, self.modes = term_type, term_size, term_modes
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.command = command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        self.subsystem = subsystem
+        return True
+
+    def session_started(self) -> None:
+        self.conn.spawn(self._start())
+
+    async def _start(self) -> None:
+        assert self.chan is not None and self.conn.identity is not None
+        node = self.conn.node
+        try:
+            upstream = await self.conn.upstream()
+            chan, _ = await upstream.create_session(
+                lambda: UpstreamSession(self), self.command, subsystem=self.subsystem,
+                env=_accepted_env(self.chan.get_environment()), term_type=self.term,
+                term_size=self.size if self.term else None,
+                term_modes=self.modes if self.term else None, encoding=None)
+        except (asyncssh.Error, OSError, TeleportError) as err:
+            reason = getattr(err, "reason", "") or str(err) or type(err).__name__
+            if isinstance(err, asyncssh.PermissionDenied):
+                reason = f"access denied to {self.conn.identity.login}"
+            log.info("cannot relay session to %s: %s", node.spec.hostname, reason)
+            self._fail(f"teleport: cannot reach {node.spec.hostname}: {reason}\r\n")
+            return
+        except asyncio.CancelledError:
+            return
+        if self._done:
+            chan.close()
+            return
+        self.upstream = chan
+        if self.term is not None:
+            self.recorder = self.conn.proxy.recordings.start(
+                str(uuid.uuid4()), user=self.conn.identity.user, login=self.conn.identity.login,
+                server_id=node.metadata.name, server_hostname=node.spec.hostname,
+                size=f"{self.size[0]}:{self.size[1]}")
+        for data in self._early:
+            self._input(data)
+        self._early.clear()
+        if self._eof:
+            chan.write_eof()
+
+    def _fail(self, message: str) -> None:
+        if self.chan is None or self._done:
+            return
+        with contextlib.suppress(OSError):
+            self.chan.write_stderr(message.encode())
+            self.chan.exit(1)
+
+    def _input(self, data: bytes) -> None:
+        assert self.upstream is not None
+        if self.recorder is not None:
+            self.recorder.input(data)
+        self.upstream.write(data)
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.upstream is None:
+            self._early.append(data)
+        else:
+            self._input(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self.upstream is not None:
+            self.upstream.write_eof()
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int,
+                              pixheight: int) -> None:
+        self.size = (width, height, pixwidth, pixheight)
+        if self.upstream is not None:
+            self.upstream.change_terminal_size(width, height, pixwidth, pixheight)
+        if self.recorder is not None:
+            self.recorder.resize(width, height)
+
+    def signal_received(self, signal: str) -> None:
+        if self.upstream is not None:
+            self.upstream.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self.upstream is not None:
+            self.upstream.send_break(msec)
+        return True
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._done = True
+        if self.upstream is not None:
+            self.upstream.close()
+        self._close_recorder()
+
+    def _close_recorder(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            self.conn.spawn(recorder.close())
+
+    # --- the node's side ----------------------------------------------------------------------
+
+    def output(self, data: bytes, datatype: int | None) -> None:
+        if self.chan is None or self._done:
+            return
+        if self.recorder is not None:
+            self.recorder.output(data)
+        try:
+            if datatype == asyncssh.EXTENDED_DATA_STDERR:
+                self.chan.write_stderr(data)
+            else:
+                self.chan.write(data)
+        except OSError:
+            pass
+
+    def finish(self) -> None:
+        """The node closed the session: pass its exit status on and close the channel."""
+        self._close_recorder()
+        if self.chan is None or self._done:
+            return
+        with contextlib.suppress(OSError):
+            if self.signal is not None:
+                self.chan.exit_with_signal(*self.signal)
+            elif self.status is not None:
+                self.chan.exit(self.status)
+            else:
+                self.chan.close()
+
+
+class UpstreamSession(asyncssh.SSHClientSession[bytes]):
+    """The node's side of a relayed session."""
+
+    def __init__(self, relay: RelaySession) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.relay.output(data, datatype)
+
+    def eof_received(self) -> bool:
+        if self.relay.chan is not None and not self.relay._done:
+            with contextlib.suppress(OSError):
+                self.relay.chan.write_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.relay.status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.relay.signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        if self.relay.chan is not None:
+            self.relay.chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.relay.chan is not None:
+            self.relay.chan.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.finish()
+

@@ -1,0 +1,94 @@
+"""`auth_service.session_recording: proxy`: the proxy terminates SSH and records; nodes do not."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster, make_cluster
+from tests.e2e.test_interactive import Terminal
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = make_cluster(tmp_path_factory.mktemp("proxy-recording"))
+    text = c.config.read_text().replace(
+        f"  cluster_name: {CLUSTER}\n", f"  cluster_name: {CLUSTER}\n  session_recording: proxy\n", 1)
+    c.config.write_text(text)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _recordings(cluster: Cluster) -> list[str]:
+    lines = cluster.tsh("recordings", "ls").stdout.splitlines()
+    return [line.split()[0] for line in lines if line[:8].strip("0123456789abcdef-") == ""
+            and len(line.split()[0]) == 36]
+
+
+def test_interactive_session_is_recorded_once_at_the_proxy(cluster: Cluster, joe: dict[str, Any]) -> None:
+    env = {**os.environ, **cluster.env, "TERM": "xterm"}
+    term = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], env, rows=24, cols=80)
+    try:
+        term.expect("#")
+        term.type("stty size; echo $TERM-term; echo typed-$((40+2))\n")
+        out = term.expect("typed-42")
+        assert "24 80" in out and "xterm-term" in out
+        term.resize(30, 100)
+        time.sleep(0.5)
+        term.type("stty size; echo more-$((50+5))\n")
+        term.expect("30 100")
+        term.expect("more-55")
+        term.type("exit 4\n")
+    finally:
+        code = term.close()
+    assert code == 4
+
+    deadline = time.monotonic() + 30
+    while not (sids := _recordings(cluster)) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    time.sleep(1)  # a second (node) recording would have been uploaded by now too
+    sids = _recordings(cluster)
+    assert len(sids) == 1, cluster.tsh("recordings", "ls").stdout
+    events = json.loads(cluster.tsh("play", "--format=json", sids[0]).stdout)
+    assert events[0]["event"] == "session.start" and events[0]["user"] == "joe"
+    output = "".join(e["data"] for e in events if e["event"] == "print")
+    assert output.index("typed-42") < output.index("more-55")
+    typed = "".join(e["data"] for e in events if e["event"] == "input")
+    assert "echo more-$((50+5))" in typed
+    assert any(e["event"] == "resize" and e["size"] == "100:30" for e in events)
+    # The node recorded nothing, so nothing waits in its spool either.
+    spool = cluster.data_dir / "log" / "upload" / "sessions" / "default"
+    assert not list(spool.glob("*.gz"))
+    # The node still audits the session.
+    assert any(e["event"] == "session.start" and e.get("user") == "joe"
+               for e in cluster.audit_events())
+
+
+def test_exec_through_the_recording_proxy(cluster: Cluster, joe: dict[str, Any]) -> None:
+    assert cluster.tsh("ssh", f"root@{NODENAME}", "echo hi").stdout == "hi\n"
+    failed = cluster.tsh("ssh", f"root@{NODENAME}", "echo oops >&2; exit 7", check=False)
+    assert failed.returncode == 7 and "oops" in failed.stderr
+    denied = cluster.tsh("ssh", f"nobody@{NODENAME}", "true", check=False)
+    assert denied.returncode != 0
+
+
+def test_stock_openssh_through_the_recording_proxy(cluster: Cluster, joe: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.tsh("config").stdout)
+    out = subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", f"root@{NODENAME}.{CLUSTER}", "echo", "via-openssh"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, **cluster.env})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "via-openssh\n"
