@@ -10,26 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from teleport.auth.api import PROXY, Call, route
-from teleport.errors import BadParameter
-
-
-def _text(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not value:
-        raise BadParameter(f"missing or invalid field {name!r}")
-    return value
+from teleport.auth.api import PROXY, Call, _field, route
 
 
 @route("POST", "/v1/proxy/hostcert", [PROXY])
 async def node_cert(call: Call) -> Any:
     body = await call.json()
-    cert = await call.auth.issue_node_cert_for_proxy(_text(body, "node"), _text(body, "public_key"))
+    cert = await call.auth.issue_node_cert_for_proxy(_field(body, "node"), _field(body, "public_key"))
     return {"cert": cert}
 
 
 @route("POST", "/v1/proxy/usercert", [PROXY])
 async def user_cert(call: Call) -> Any:
     body = await call.json()
-    cert = await call.auth.issue_user_cert_for_proxy(_text(body, "cert"), _text(body, "public_key"))
+    cert = await call.auth.issue_user_cert_for_proxy(_field(body, "cert"), _field(body, "public_key"))
     return {"cert": cert}
