@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from teleport.auth.server import IssuedCerts
 from teleport.errors import BadParameter, NotFound
 from teleport.utils.fs import ensure_private_dir, write_secret
 
@@ -25,6 +26,15 @@ class IdentityFile:
     tls_ca_certs: list[str]
     host_ca_keys: list[str] = field(default_factory=list)
     user_ca_keys: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_issued(cls, role: str, host_uuid: str, ssh_private_key: bytes, tls_private_key: bytes,
+                    certs: IssuedCerts) -> IdentityFile:
+        """Pair freshly generated keys with what the auth server signed for them."""
+        return cls(role=role, host_uuid=host_uuid, ssh_private_key=ssh_private_key.decode(),
+                   ssh_cert=certs.ssh_cert, tls_private_key=tls_private_key.decode(),
+                   tls_cert=certs.tls_cert, tls_ca_certs=certs.tls_ca_certs,
+                   host_ca_keys=certs.host_ca_keys, user_ca_keys=certs.user_ca_keys)
 
     def save(self, data_dir: Path) -> Path:
         folder = ensure_private_dir(data_dir / "identity")

@@ -8,6 +8,7 @@ a token never reaches a server that cannot prove it holds the pinned CA's trust.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from teleport.auth.identity_file import IdentityFile
+from teleport.auth.server import IssuedCerts
 from teleport.errors import AccessDenied, ConnectionProblem, TeleportError, from_wire
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
@@ -71,11 +73,11 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
             "ssh_public_key": sshkeys.public_key_of(ssh_key),
             "tls_public_key": tlskeys.tls_public_key_pem(tls_key).decode(), "addresses": addresses}
     data = await _call(addr, verified, "POST", "/v1/join", body)
-    identity = IdentityFile(
-        role=role, host_uuid=host_uuid, ssh_private_key=ssh_key.decode(),
-        ssh_cert=data["ssh_cert"], tls_private_key=tls_key.decode(), tls_cert=data["tls_cert"],
-        tls_ca_certs=data["tls_ca_certs"], host_ca_keys=data["host_ca_keys"],
-        user_ca_keys=data["user_ca_keys"])
+    try:
+        certs = IssuedCerts(**{f.name: data[f.name] for f in dataclasses.fields(IssuedCerts)})
+    except KeyError as err:
+        raise ConnectionProblem(f"{addr}: join answer lacks {err}") from None
+    identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, certs)
     learned = [a for a in data.get("auth_servers", []) if isinstance(a, str)]
     return JoinResult(identity, learned or [str(addr)], str(data.get("cluster_name", "")))
 

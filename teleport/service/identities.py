@@ -39,10 +39,6 @@ async def issue_local_identity(auth: AuthServer, data_dir: Path, role: str, host
         host_uuid=host_uuid, nodename=nodename, system_role=role,
         ssh_public_key=sshkeys.public_key_of(ssh_key),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=addresses)
-    identity = IdentityFile(
-        role=role, host_uuid=host_uuid, ssh_private_key=ssh_key.decode(),
-        ssh_cert=certs.ssh_cert, tls_private_key=tls_key.decode(), tls_cert=certs.tls_cert,
-        tls_ca_certs=certs.tls_ca_certs, host_ca_keys=certs.host_ca_keys,
-        user_ca_keys=certs.user_ca_keys)
+    identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, certs)
     identity.save(data_dir)
     return identity

@@ -158,5 +158,16 @@ async def peak_rss_while(coro: Any, interval: float = 0.02) -> tuple[Any, int]:
     return task.result(), peak - base
 
 
+async def read_until(proc: asyncssh.SSHClientProcess[str], text: str) -> str:
+    """Read a session's output until text shows up; fail if it ends first or takes 10 s."""
+    seen = ""
+    while text not in seen:
+        chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
+        if not chunk:
+            raise AssertionError(f"session ended before {text!r}; got {seen!r}")
+        seen += chunk
+    return seen
+
+
 def is_root() -> bool:
     return os.geteuid() == 0

@@ -13,7 +13,7 @@ from teleport.events.emitter import SESSION_END, SESSION_JOIN, SESSION_LEAVE, Me
 from teleport.keys.ssh import generate_private_key, public_key_of, sign_user_cert
 from teleport.srv import NodeServer
 from teleport.srv.party import JOIN_ENV
-from tests.integration.srv.sshenv import Trust
+from tests.integration.srv.sshenv import Trust, read_until
 
 Process = asyncssh.SSHClientProcess[str]
 
@@ -54,22 +54,12 @@ async def _connect(trust: Trust, node: NodeServer, name: str, roles: list[str],
         preferred_auth=["publickey"])
 
 
-async def _read_until(proc: Process, text: str) -> str:
-    seen = ""
-    while text not in seen:
-        chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
-        if not chunk:
-            raise AssertionError(f"session ended before {text!r}; got {seen!r}")
-        seen += chunk
-    return seen
-
-
 async def _owner_shell(conn: asyncssh.SSHClientConnection) -> tuple[Process, str]:
     proc = await conn.create_process(term_type="xterm", term_size=(80, 25))
     proc.stdin.write("echo SID=$SSH_SESSION_ID.\n")
     seen = ""
     while (match := re.search(r"SID=([0-9a-f-]{36})\.", seen)) is None:
-        seen += await _read_until(proc, ".")
+        seen += await read_until(proc, ".")
     return proc, match.group(1)
 
 
@@ -90,9 +80,9 @@ async def test_admin_joins_and_both_share_the_terminal(trust: Trust, node: NodeS
         joiner = await _join(admin_conn, sid)
         await registry.until(lambda: registry.sessions[sid]["parties"] == ["alice", "bob"])
         owner.stdin.write("echo from-owner-$((40+2))\n")
-        await _read_until(joiner, "from-owner-42")
+        await read_until(joiner, "from-owner-42")
         joiner.stdin.write("echo from-joiner-$((50+5))\n")
-        await _read_until(owner, "from-joiner-55")
+        await read_until(owner, "from-joiner-55")
 
         owner.stdin.write("exit 3\n")
         await asyncio.wait_for(owner.wait_closed(), 10)
@@ -118,13 +108,13 @@ async def test_owner_may_rejoin_and_leave_without_ending_it(trust: Trust, node: 
         owner, sid = await _owner_shell(first)
         joiner = await _join(second, sid)
         owner.stdin.write("echo both-$((1+1))\n")
-        await _read_until(joiner, "both-2")
+        await read_until(joiner, "both-2")
         await registry.until(lambda: registry.sessions.get(sid, {}).get("parties") == ["alice", "alice"])
         second.close()
         await second.wait_closed()
         await registry.until(lambda: registry.sessions[sid]["parties"] == ["alice"])
         owner.stdin.write("echo still-$((2+2))\n")
-        await _read_until(owner, "still-4")
+        await read_until(owner, "still-4")
         owner.stdin.write("exit\n")
         await asyncio.wait_for(owner.wait_closed(), 10)
     leave, = emitter.of_type(SESSION_LEAVE)
@@ -147,7 +137,7 @@ async def test_other_users_and_unknown_sessions_are_refused(trust: Trust, node: 
         assert "is not running on this node" in await missing.stderr.read()
 
         owner.stdin.write("echo alone-$((3+3))\n")
-        assert "alone-6" in await _read_until(owner, "alone-6")
+        assert "alone-6" in await read_until(owner, "alone-6")
         owner.stdin.write("exit\n")
         await asyncio.wait_for(owner.wait_closed(), 10)
     assert emitter.of_type(SESSION_JOIN) == []

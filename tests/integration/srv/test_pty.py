@@ -13,17 +13,7 @@ import pytest
 
 from teleport.events.emitter import RESIZE, SESSION_END, SESSION_START, MemoryEmitter
 from teleport.srv import NodeServer
-from tests.integration.srv.sshenv import Trust, is_root, run
-
-
-async def _read_until(proc: asyncssh.SSHClientProcess[str], text: str) -> str:
-    seen = ""
-    while text not in seen:
-        chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
-        if not chunk:
-            raise AssertionError(f"session ended before {text!r}; got {seen!r}")
-        seen += chunk
-    return seen
+from tests.integration.srv.sshenv import Trust, is_root, read_until, run
 
 
 async def test_interactive_shell_with_resize(trust: Trust, node: NodeServer,
@@ -33,11 +23,11 @@ async def test_interactive_shell_with_resize(trust: Trust, node: NodeServer,
         proc = await conn.create_process(term_type="xterm", term_size=(80, 25),
                                          env={"PS1": "$ "})
         proc.stdin.write("stty size; echo TERM=$TERM tty=$SSH_TTY\n")
-        seen = await _read_until(proc, "tty=/dev/")
+        seen = await read_until(proc, "tty=/dev/")
         assert "25 80" in seen and "TERM=xterm" in seen
         proc.change_terminal_size(120, 40)
         proc.stdin.write("stty size\n")
-        await _read_until(proc, "40 120")
+        await read_until(proc, "40 120")
         proc.stdin.write("exit 3\n")
         await asyncio.wait_for(proc.wait_closed(), 10)
         assert proc.exit_status == 3

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import pytest
 
 from teleport.errors import ConnectionProblem
@@ -15,7 +14,7 @@ from teleport.events import recording as rec
 from teleport.events.sessions_store import SessionStore
 from teleport.srv import NodeServer
 from teleport.srv.recorder import Recordings
-from tests.integration.srv.sshenv import Trust
+from tests.integration.srv.sshenv import Trust, read_until
 
 
 class FakeAuth:
@@ -47,22 +46,13 @@ async def _pieces(path: Path) -> AsyncIterator[bytes]:
     yield path.read_bytes()
 
 
-async def _read_until(proc: asyncssh.SSHClientProcess[str], text: str) -> None:
-    seen = ""
-    while text not in seen:
-        chunk = await asyncio.wait_for(proc.stdout.read(4096), 10)
-        if not chunk:
-            raise AssertionError(f"session ended before {text!r}; got {seen!r}")
-        seen += chunk
-
-
 async def _session(trust: Trust, node: NodeServer, *lines: str) -> None:
     alice = trust.user(["root"])
     async with await trust.connect(alice, node.port, "root") as conn:
         proc = await conn.create_process(term_type="xterm", term_size=(80, 25), env={"PS1": "$ "})
         for line in lines:
             proc.stdin.write(line + "\n")
-            await _read_until(proc, line.split()[-1])
+            await read_until(proc, line.split()[-1])
         proc.change_terminal_size(100, 30)
         proc.stdin.write("exit\n")
         await asyncio.wait_for(proc.wait_closed(), 10)
