@@ -7,7 +7,7 @@ import ssl
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -15,7 +15,7 @@ import aiohttp
 from teleport.auth.identity_file import IdentityFile
 from teleport.auth.server import IssuedCerts
 from teleport.errors import ConnectionProblem, from_wire
-from teleport.keys.tls import ssl_client_context
+from teleport.keys.tls import auth_server_name, identity_from_cert, ssl_client_context
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken
@@ -24,20 +24,27 @@ from teleport.utils.duration import format_duration
 
 
 class AuthClient:
+    """Call the auth servers of one cluster, accepting only a server that proves the auth role.
+
+    Every connection checks the server's certificate for `auth_server_name(cluster)`, which the
+    auth server alone is issued: a user's, node's or proxy's certificate of the same CA fails.
+    """
+
     def __init__(self, addrs: list[HostPort], ssl_context: ssl.SSLContext,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, *, cluster: str) -> None:
         if not addrs:
             raise ConnectionProblem("no auth server address configured")
         self.addrs = addrs
+        self.server_name = auth_server_name(cluster)
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=5)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> AuthClient:
+    def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> Self:
         ctx = ssl_client_context(identity.tls_cert.encode(), identity.tls_private_key.encode(),
                                  [c.encode() for c in identity.tls_ca_certs])
-        return cls(addrs, ctx)
+        return cls(addrs, ctx, cluster=identity_cluster(identity))
 
     async def __aenter__(self) -> AuthClient:
         return self
@@ -59,7 +66,8 @@ class AuthClient:
         for addr in self.addrs:
             url = f"https://{addr}{path}"
             try:
-                async with self._session.request(method, url, json=body) as resp:
+                async with self._session.request(method, url, json=body,
+                                                 server_hostname=self.server_name) as resp:
                     data = await resp.json(content_type=None)
                     if resp.status >= 400:
                         err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
@@ -160,8 +168,8 @@ class AuthClient:
         problems = []
         for addr in self.addrs:
             try:
-                async with self._session.put(f"https://{addr}{path}",
-                                             data=_file_pieces(source)) as resp:
+                async with self._session.put(f"https://{addr}{path}", data=_file_pieces(source),
+                                             server_hostname=self.server_name) as resp:
                     if resp.status >= 400:
                         err = (await resp.json(content_type=None) or {}).get("error", {})
                         raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
@@ -188,7 +196,8 @@ class AuthClient:
         problems = []
         for addr in self.addrs:
             try:
-                async with self._session.get(f"https://{addr}{path}", timeout=timeout) as resp:
+                async with self._session.get(f"https://{addr}{path}", timeout=timeout,
+                                             server_hostname=self.server_name) as resp:
                     if resp.status >= 400:
                         err = (await resp.json(content_type=None) or {}).get("error", {})
                         raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
@@ -236,6 +245,11 @@ async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes
             yield piece
     finally:
         f.close()
+
+
+def identity_cluster(identity: IdentityFile) -> str:
+    """Return the cluster an identity belongs to, read from its own certificate."""
+    return identity_from_cert(identity.tls_cert.encode()).cluster
 
 
 def _q(part: str) -> str:

@@ -1,8 +1,9 @@
 """Join a cluster with a token: check the auth server against the CA pin, get an identity.
 
 Two requests. The first fetches the cluster's TLS CA over an unverified connection and checks
-it against the pin; the second sends the token over a connection verified against that CA, so
-a token never reaches a server that cannot prove it holds the pinned CA's trust.
+it against the pin; the second sends the token over a connection verified against that CA and
+the auth server's name, so a token never reaches a server that cannot prove it is the auth
+server of the pinned CA (a user's or node's certificate of the same CA does not pass).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     ca_certs = [c.encode() for c in ca.get("tls_ca_certs", []) if isinstance(c, str)]
     if not ca_certs:
         raise ConnectionProblem(f"{addr} did not send its certificate authority")
+    cluster = ca.get("cluster_name")
+    if not isinstance(cluster, str) or not cluster:
+        raise ConnectionProblem(f"{addr} did not send its cluster name")
     if ca_pins:
         _check_any_pin(ca_certs, ca_pins, addr)
     else:
@@ -72,14 +76,15 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     body = {"token": token, "role": role, "host_uuid": host_uuid, "nodename": nodename,
             "ssh_public_key": sshkeys.public_key_of(ssh_key),
             "tls_public_key": tlskeys.tls_public_key_pem(tls_key).decode(), "addresses": addresses}
-    data = await _call(addr, verified, "POST", "/v1/join", body)
+    data = await _call(addr, verified, "POST", "/v1/join", body,
+                       server_hostname=tlskeys.auth_server_name(cluster))
     try:
         certs = IssuedCerts(**{f.name: data[f.name] for f in dataclasses.fields(IssuedCerts)})
     except KeyError as err:
         raise ConnectionProblem(f"{addr}: join answer lacks {err}") from None
     identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, certs)
     learned = [a for a in data.get("auth_servers", []) if isinstance(a, str)]
-    return JoinResult(identity, learned or [str(addr)], str(data.get("cluster_name", "")))
+    return JoinResult(identity, learned or [str(addr)], cluster)
 
 
 def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -> None:
@@ -93,11 +98,13 @@ def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -
                        "refusing to join (check --ca-pin against 'tctl status')")
 
 
-async def _call(addr: HostPort, ctx: ssl.SSLContext, method: str, path: str, body: Any) -> Any:
+async def _call(addr: HostPort, ctx: ssl.SSLContext, method: str, path: str, body: Any,
+                server_hostname: str | None = None) -> Any:
     timeout = aiohttp.ClientTimeout(total=30, connect=5)
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.request(method, f"https://{addr}{path}", json=body, ssl=ctx) as resp:
+                session.request(method, f"https://{addr}{path}", json=body, ssl=ctx,
+                                server_hostname=server_hostname) as resp:
             data = await resp.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ssl.SSLError, ValueError) as err:
         raise ConnectionProblem(f"{addr}: {err or type(err).__name__}") from None

@@ -16,9 +16,7 @@ from typing import Any
 import aiohttp
 
 from teleport.auth.client import AuthClient
-from teleport.auth.identity_file import IdentityFile
 from teleport.errors import TeleportError
-from teleport.keys.tls import ssl_client_context
 from teleport.types.resources import CertAuthority, Server
 from teleport.utils.addr import HostPort
 
@@ -39,20 +37,13 @@ class CachedAuth(AuthClient):
     """
 
     def __init__(self, addrs: list[HostPort], ssl_context: ssl.SSLContext, timeout: float = 30.0,
-                 *, interval: float = REFRESH_INTERVAL) -> None:
-        super().__init__(addrs, ssl_context, timeout)
+                 *, cluster: str, interval: float = REFRESH_INTERVAL) -> None:
+        super().__init__(addrs, ssl_context, timeout, cluster=cluster)
         self.interval = interval
         self.outage = False
         self._ping: dict[str, Any] | None = None
         self._servers: dict[str, list[Server]] = {}
         self._cas: dict[str, CertAuthority] = {}
-
-    @classmethod
-    def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> CachedAuth:
-        """Build a cache that authenticates as identity, typed so its refresh loop can be run."""
-        ctx = ssl_client_context(identity.tls_cert.encode(), identity.tls_private_key.encode(),
-                                 [c.encode() for c in identity.tls_ca_certs])
-        return cls(addrs, ctx)
 
     async def refresh(self) -> bool:
         """Copy everything from the auth server at once; on failure keep the last good copy."""

@@ -3,13 +3,19 @@
 An issued certificate carries its Identity: CN is the username, O the roles (a host's system
 role), and a private extension holds the rest as JSON, so that a server learns who is calling
 from the verified client certificate alone.
+
+Only the auth server's certificate may act as a TLS server: it alone carries the serverAuth
+usage and the name `auth_server_name(cluster)`, and every client of the auth API checks both, so
+a certificate issued to a user, a node or a proxy can never pass for the auth server.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
+import re
 import ssl
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +41,32 @@ CA_TTL = timedelta(days=365 * 10)
 WEB_CERT_TTL = timedelta(days=365)
 # Certificates start a little in the past so that a peer whose clock lags still accepts them.
 CLOCK_SKEW = timedelta(minutes=1)
+#: Names under this domain are reserved for the auth server's identity; no other host gets one.
+RESERVED_DOMAIN = "teleport.cluster.local"
+#: The system role whose certificate serves the auth API.
+AUTH_ROLE = "Auth"
+_DNS_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def auth_server_name(cluster: str) -> str:
+    """Name a cluster's auth server the way its certificate does and its clients check.
+
+    The cluster is part of the name so that trusting several clusters' CAs one day never lets
+    one cluster's auth server answer for another's. A cluster name that is not a DNS name is
+    replaced by a hash of it, since TLS names must be.
+    """
+    if not cluster:
+        raise BadParameter("the auth server's name needs a cluster name")
+    label = cluster.lower()
+    if len(label) > 200 or not _DNS_NAME.fullmatch(label):
+        label = "h" + hashlib.sha256(cluster.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"auth.{label}.{RESERVED_DOMAIN}"
+
+
+def is_reserved_name(name: str) -> bool:
+    """Tell whether a host name is reserved for the auth server's certificate."""
+    name = name.lower().rstrip(".")
+    return name == RESERVED_DOMAIN or name.endswith("." + RESERVED_DOMAIN)
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -79,7 +111,11 @@ def generate_tls_ca(cluster: str, *, algo: TLSKeyAlgo = "ecdsa", now: datetime,
 def issue_tls_cert(ca_key_pem: bytes, ca_cert_pem: bytes, public_key_pem: bytes,
                    identity: Identity, *, now: datetime, not_after: datetime,
                    dns_names: Sequence[str] = (), ip_addresses: Sequence[str] = ()) -> bytes:
-    """Certify a public key for an Identity, usable as both TLS client and server."""
+    """Certify a public key for an Identity: a TLS client, and a TLS server only for the auth role.
+
+    Users, nodes, proxies and the admin identity get the clientAuth usage alone; the auth
+    server's certificate also gets serverAuth and `auth_server_name(cluster)`.
+    """
     ca_key = _load_private(ca_key_pem)
     ca_cert = _load_cert(ca_cert_pem)
     try:
@@ -90,6 +126,17 @@ def issue_tls_cert(ca_key_pem: bytes, ca_cert_pem: bytes, public_key_pem: bytes,
         raise BadParameter("TLS public keys must be ECDSA or RSA")
     if not identity.username:
         raise BadParameter("a TLS certificate needs a username")
+    serves = identity.system_role == AUTH_ROLE
+    dns = list(dns_names)
+    if identity.system_role and identity.host_uuid:
+        dns.append(identity.host_uuid)
+    reserved = [n for n in dns if is_reserved_name(n)]
+    if reserved:
+        raise BadParameter(f"the name {reserved[0]!r} is reserved for the auth server")
+    if serves:
+        dns.append(auth_server_name(identity.cluster))
+    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if serves \
+        else [ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (x509.CertificateBuilder()
                .subject_name(_subject(identity))
                .issuer_name(ca_cert.subject)
@@ -101,18 +148,13 @@ def issue_tls_cert(ca_key_pem: bytes, ca_cert_pem: bytes, public_key_pem: bytes,
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
                .add_extension(_key_usage(rsa_key=isinstance(public_key, rsa.RSAPublicKey)),
                               critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                     ExtendedKeyUsageOID.CLIENT_AUTH]),
-                              critical=False)
+               .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
                .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
                               critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                    ca_key.public_key()), critical=False)
                .add_extension(x509.UnrecognizedExtension(IDENTITY_OID, _identity_json(identity)),
                               critical=False))
-    dns = list(dns_names)
-    if identity.system_role and identity.host_uuid:
-        dns.append(identity.host_uuid)
     sans = _sans(dns, ip_addresses)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
@@ -189,18 +231,20 @@ def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence
     return ctx
 
 
-def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None, ca_pems: Sequence[bytes],
-                       check_hostname: bool = False) -> ssl.SSLContext:
+def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None,
+                       ca_pems: Sequence[bytes]) -> ssl.SSLContext:
     """Build a TLS 1.2+ client context that trusts only our CAs and presents our certificate.
 
-    Without a certificate (a host joining with a token) it only verifies the server.
+    Names are always checked: connections must name the server they expect (for the auth API,
+    `server_hostname=auth_server_name(cluster)`), since a valid certificate of our CA alone
+    proves only membership of the cluster, not the role. Without a certificate (a host joining
+    with a token) it only verifies the server.
     """
     if not ca_pems:
         raise BadParameter("a TLS client needs at least one trusted CA")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    # Auth servers are often dialled by IP; trust rests on the pinned cluster CA, not on names.
-    ctx.check_hostname = check_hostname
+    ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=_cadata(ca_pems))
     if cert_pem is not None and key_pem is not None:

@@ -44,7 +44,7 @@ class Api:
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         ours = (await self.auth.get_ca("tls")).trusted_tls_certs()
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in ours])
-        return AuthClient(addrs or [self.addr], ctx, timeout=10)
+        return AuthClient(addrs or [self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
 
 async def _auth(name: str, clock: FakeClock, tokens: tuple[StaticToken, ...] = ()) -> AuthServer:
@@ -95,7 +95,8 @@ async def test_hosts_cannot_use_admin_calls_and_refusals_are_audited(api: Api) -
 
 async def test_callers_without_a_certificate_reach_only_join(api: Api) -> None:
     ours = [c.encode() for c in (await api.auth.get_ca("tls")).trusted_tls_certs()]
-    anonymous = AuthClient([api.addr], tlskeys.ssl_client_context(None, None, ours), timeout=10)
+    anonymous = AuthClient([api.addr], tlskeys.ssl_client_context(None, None, ours), timeout=10,
+                           cluster=api.auth.cluster_name)
     async with anonymous:
         with pytest.raises(AccessDenied, match="client certificate is required"):
             await anonymous.list_users()

@@ -44,7 +44,7 @@ class Api:
                                                      tlskeys.tls_public_key_pem(tls_key), None)
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
                                          [c.encode() for c in certs.tls_ca_certs])
-        return AuthClient([self.addr], ctx, timeout=10)
+        return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
 
 @pytest.fixture

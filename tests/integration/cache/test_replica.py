@@ -52,7 +52,8 @@ class Api:
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
                                          [c.encode() for c in certs.tls_ca_certs])
-        return CachedAuth([HostPort("127.0.0.1", self.port)], ctx, timeout=5)
+        return CachedAuth([HostPort("127.0.0.1", self.port)], ctx, timeout=5,
+                          cluster=self.auth.cluster_name)
 
     async def announce(self, name: str, ttl: timedelta = timedelta(seconds=15)) -> None:
         await self.auth.upsert_server(Server(

@@ -126,7 +126,8 @@ async def make_cluster() -> AsyncIterator[ClusterFactory]:
         cleanups.append(runner.cleanup)
         proxy_cert, proxy_key, _ = await _host_identity(auth, "Proxy")
         auth_client = AuthClient([HostPort("127.0.0.1", runner.addresses[0][1])],
-                                 tlskeys.ssl_client_context(proxy_cert, proxy_key, cas))
+                                 tlskeys.ssl_client_context(proxy_cert, proxy_key, cas),
+                                 cluster=auth.cluster_name)
         cleanups.append(auth_client.close)
         web_key, web_cert = tlskeys.self_signed_web_cert(["localhost", "127.0.0.1"],
                                                          now=clock.now())

@@ -74,7 +74,7 @@ def test_user_identity_round_trip(ca: tuple[bytes, bytes]) -> None:
     assert [a.value for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
         "admin", "dev"]
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert set(eku) == {ExtendedKeyUsageOID.CLIENT_AUTH}  # a user's certificate serves nothing
     assert not cert.extensions.get_extension_for_oid(tls.IDENTITY_OID).critical
     identity = tls.identity_from_cert(pem)
     assert identity == Identity(username="alice", roles=("admin", "dev"), logins=("root", "alice"),
@@ -146,11 +146,12 @@ def test_self_signed_web_cert_names() -> None:
     tls.ssl_server_context(cert_pem, key_pem, None, require_client_cert=False)
 
 
-def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> bytes | None:
+def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
+               server_hostname: str = tls.auth_server_name(CLUSTER)) -> bytes | None:
     """Run a TLS handshake through memory buffers and return the client cert the server saw."""
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname="localhost")
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname)
     done = {"server": False, "client": False}
     for _ in range(10):
         for name, end in (("client", client), ("server", server)):
@@ -186,8 +187,58 @@ def test_mtls_handshake_carries_the_client_identity(ca: tuple[bytes, bytes],
     assert server.minimum_version == client.minimum_version == ssl.TLSVersion.TLSv1_2
     der = _handshake(server, client)
     assert der is not None and tls.identity_from_cert(der).username == "alice"
-    # With hostname checks the server's SANs must name it; "localhost" is among them.
-    _handshake(server, tls.ssl_client_context(*mtls["client"], [ca[1]], check_hostname=True))
+    # Names are always checked: the auth server answers to its own name, not to another.
+    with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+        _handshake(server, client, server_hostname=tls.auth_server_name("other.com"))
+
+
+@pytest.mark.parametrize("role", ["Node", "Proxy", "Admin", None])
+def test_only_the_auth_server_can_serve_tls(ca: tuple[bytes, bytes], role: str | None) -> None:
+    """A user's, node's, proxy's or admin's certificate of the cluster CA never passes for auth."""
+    key = tls.generate_tls_key()
+    cert = _host(ca, key, role) if role else _user(ca, key)
+    assert tls.auth_server_name(CLUSTER) not in _dns_names(_cert(cert))
+    impostor = tls.ssl_server_context(cert, key, [ca[1]], require_client_cert=False)
+    client_key = tls.generate_tls_key()
+    client = tls.ssl_client_context(_host(ca, client_key, "Node"), client_key, [ca[1]])
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(impostor, client)
+    # Even when the impostor's certificate names the address the client dials.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(impostor, client, server_hostname="localhost")
+
+
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return san.get_values_for_type(x509.DNSName)
+
+
+def test_auth_server_certificate_carries_its_name_and_server_usage(
+        ca: tuple[bytes, bytes]) -> None:
+    cert = _cert(_host(ca, tls.generate_tls_key(), "Auth"))
+    assert tls.auth_server_name(CLUSTER) in _dns_names(cert)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+
+
+def test_reserved_names_are_refused_for_other_hosts(ca: tuple[bytes, bytes]) -> None:
+    identity = Identity(username="evil", roles=("Node",), cluster=CLUSTER, system_role="Node",
+                        host_uuid="evil")
+    for name in (tls.auth_server_name(CLUSTER), "teleport.cluster.local", "X.Teleport.Cluster.Local."):
+        with pytest.raises(BadParameter, match="reserved for the auth server"):
+            tls.issue_tls_cert(*ca, tls.tls_public_key_pem(tls.generate_tls_key()), identity,
+                               now=NOW, not_after=NOW + timedelta(days=1), dns_names=[name])
+
+
+def test_auth_server_name_is_a_valid_dns_name_for_any_cluster() -> None:
+    assert tls.auth_server_name("Example.COM") == "auth.example.com.teleport.cluster.local"
+    odd = tls.auth_server_name("my_cluster with spaces/" + "x" * 300)
+    assert odd.startswith("auth.h") and len(odd) < 100
+    odd.encode("idna")  # what the ssl module does with server_hostname
+    assert tls.auth_server_name("a") != tls.auth_server_name("b")
 
 
 def test_mtls_refuses_peers_of_another_ca(ca: tuple[bytes, bytes], other_ca: tuple[bytes, bytes],
