@@ -1,0 +1,166 @@
+"""Finding 1, end to end: a user who intercepts traffic to the auth address and answers with his
+`tsh login` certificate, relaying to the real auth server, is refused by a real node process.
+
+Before the fix he received a pinned host's join token and fed a joined node his own user CA.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from teleport.keys import tls as tlskeys
+from tests.e2e.cluster import BIN, Cluster, free_ports
+
+
+class Interceptor:
+    """Terminate TLS with a stolen certificate, record the plaintext, relay to the real server."""
+
+    def __init__(self, cert: bytes, key: bytes, upstream: tuple[str, int]) -> None:
+        self.server_ctx = tlskeys.ssl_server_context(cert, key, None, require_client_cert=False)
+        self.upstream_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.upstream_ctx.check_hostname = False
+        self.upstream_ctx.verify_mode = ssl.CERT_NONE
+        tlskeys.load_cert_chain(self.upstream_ctx, cert, key)
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.plaintext = bytearray()
+        self.refused = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            victim = self.server_ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            with self.lock:
+                self.refused += 1  # the victim hung up on our certificate
+            conn.close()
+            return
+        with victim, self.upstream_ctx.wrap_socket(socket.create_connection(self.upstream)) as up:
+            threading.Thread(target=self._pipe, args=(up, victim, False), daemon=True).start()
+            self._pipe(victim, up, True)
+
+    def _pipe(self, src: ssl.SSLSocket, dst: ssl.SSLSocket, record: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if record:
+                    with self.lock:
+                        self.plaintext += data
+                dst.sendall(data)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def interceptor(cluster: Cluster, joe: dict[str, object]) -> Iterator[Interceptor]:
+    """An interceptor holding joe's certificate from `tsh login`."""
+    home = Path(cluster.env["TELEPORT_HOME"])
+    cert = next(home.rglob("joe-x509.pem")).read_bytes()
+    key = next(home.rglob("joe.tls.key")).read_bytes()
+    spy = Interceptor(cert, key, ("127.0.0.1", cluster.ports["auth"]))
+    try:
+        yield spy
+    finally:
+        spy.close()
+
+
+def _start_node(root: Path, auth_port: int, *flags: str) -> subprocess.Popen[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "teleport.yaml"
+    config.write_text(f"""\
+teleport:
+  nodename: victim
+  data_dir: {root / 'data'}
+auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:{free_ports(1)[0]}
+""")
+    with open(root / "teleport.log", "a") as log:
+        return subprocess.Popen(
+            [str(BIN / "teleport"), "start", "-c", str(config),
+             f"--auth-server=127.0.0.1:{auth_port}", *flags],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _pin(cluster: Cluster) -> str:
+    match = re.search(r"sha256:[0-9a-f]{64}", cluster.tctl("status").stdout)
+    assert match, "tctl status shows the CA pin"
+    return match.group(0)
+
+
+def test_pinned_join_through_a_user_certificate_interceptor_is_refused(
+        cluster: Cluster, interceptor: Interceptor, tmp_path: Path) -> None:
+    proc = _start_node(tmp_path / "node", interceptor.port, "--token=e2e-static-token",
+                       f"--ca-pin={_pin(cluster)}")
+    try:
+        assert proc.wait(60) != 0
+    finally:
+        _stop(proc)
+    log = (tmp_path / "node" / "teleport.log").read_text()
+    assert "certificate" in log, log
+    # He relayed the public CA (so the pin matched) but never saw the token.
+    assert b"e2e-static-token" not in interceptor.plaintext
+    assert interceptor.refused >= 1
+    assert not (tmp_path / "node" / "data" / "identity").exists()
+
+
+def test_joined_node_refuses_an_interceptor_on_its_auth_address(
+        cluster: Cluster, interceptor: Interceptor, tmp_path: Path) -> None:
+    root = tmp_path / "node"
+    proc = _start_node(root, cluster.ports["auth"], "--token=e2e-static-token",
+                       f"--ca-pin={_pin(cluster)}")
+    try:
+        deadline = time.monotonic() + 60
+        while "victim" not in cluster.tctl("nodes", "ls").stdout:
+            assert time.monotonic() < deadline and proc.poll() is None, root.joinpath(
+                "teleport.log").read_text()
+            time.sleep(0.5)
+    finally:
+        _stop(proc)
+    # The attacker now owns the route to the auth server (as with ARP or DNS spoofing).
+    (root / "data" / "authservers.json").write_text(json.dumps([f"127.0.0.1:{interceptor.port}"]))
+    proc = _start_node(root, interceptor.port)
+    try:
+        deadline = time.monotonic() + 30
+        while interceptor.refused < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        _stop(proc)
+    assert interceptor.refused >= 2, "the node kept calling its auth server"
+    assert bytes(interceptor.plaintext) == b"", "not one byte of a request reached him"
