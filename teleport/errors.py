@@ -56,6 +56,12 @@ class BadParameter(TeleportError):
 class AccessDenied(TeleportError):
     http_status = 403
     code = "access_denied"
+    #: True once whoever refused has written the audit event, so the API edge does not again.
+    audited = False
+
+    def mark_audited(self) -> AccessDenied:
+        self.audited = True
+        return self
 
 
 class ConnectionProblem(TeleportError):

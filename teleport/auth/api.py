@@ -6,16 +6,18 @@ client certificate, which the TLS layer has already verified against the cluster
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
-from teleport.auth.ratelimit import RateLimiter
+from teleport.api import httpserver
+from teleport.api.ratelimit import RateLimiter
+from teleport.auth import access
 from teleport.auth.server import AuthServer, IssuedCerts
 from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
 from teleport.events import emitter as ev
@@ -33,8 +35,11 @@ ANONYMOUS = "Anonymous"  # no client certificate: only joining with a token
 # Joining is the one unauthenticated call; a brute-forcer gets a handful of guesses a minute.
 JOIN_RATE_PER_MINUTE = 30
 JOIN_BURST = 10
+#: Bodies are JSON requests of a few fields, or one piece of a recording upload.
+MAX_BODY = 4 * 1024 * 1024
 
 Handler = Callable[["Call"], Awaitable[Any]]
+Model = TypeVar("Model", bound=BaseModel)
 
 
 @dataclass
@@ -46,26 +51,33 @@ class Call:
     auth: AuthServer
 
     async def json(self) -> dict[str, Any]:
-        try:
-            body = await self.request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadParameter("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadParameter("request body must be a JSON object")
-        return body
+        """Read the JSON object body (declared JSON, within the body deadline, sanely nested)."""
+        return await httpserver.read_json(self.request)
+
+    async def body(self, model: type[Model]) -> Model:
+        """Read the body as a request model, so a missing or wrong-typed field is a 400."""
+        return httpserver.parse_model(model, await self.json())
 
     def param(self, name: str) -> str:
         return self.request.match_info[name]
 
 
 ROUTES: list[tuple[str, str, frozenset[str], Handler]] = []
+#: (method, path) of the routes whose body is raw bytes, not JSON (recording uploads).
+RAW_BODY: set[tuple[str, str]] = set()
 
 
-def route(method: str, path: str, allow: Iterable[str]) -> Callable[[Handler], Handler]:
-    """Register a handler and the caller roles allowed to reach it."""
+def route(method: str, path: str, allow: Iterable[str], *,
+          raw_body: bool = False) -> Callable[[Handler], Handler]:
+    """Register a handler and the caller roles allowed to reach it.
+
+    A state-changing route takes only a JSON body (or none) unless it declares `raw_body`.
+    """
 
     def register(handler: Handler) -> Handler:
         ROUTES.append((method, path, frozenset(allow), handler))
+        if raw_body:
+            RAW_BODY.add((method, path))
         return handler
 
     return register
@@ -79,11 +91,47 @@ def _certs_json(certs: IssuedCerts) -> dict[str, Any]:
     return asdict(certs)
 
 
-def _field(body: dict[str, Any], name: str, kind: type = str) -> Any:
-    value = body.get(name)
-    if not isinstance(value, kind):
-        raise BadParameter(f"missing or invalid field {name!r}")
-    return value
+# --- request bodies --------------------------------------------------------------------------
+# Strict: a field of the wrong JSON type is a 400 naming it, never a crash deeper in.
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class SignupRequest(_Body):
+    name: str
+    logins: list[str] | None = None
+    roles: list[str] | None = None
+
+
+class CompleteSignupRequest(_Body):
+    password: str
+    otp_code: str | None = None
+
+
+class LoginRequest(_Body):
+    password: str
+    otp_code: str | None = None
+    ssh_public_key: str
+    tls_public_key: str
+    ttl: str | None = None
+    remote_addr: str | None = None
+
+
+class TokenRequest(_Body):
+    roles: list[str] | None = None
+    ttl: str | None = None
+    token: str | None = None
+
+
+class JoinRequest(_Body):
+    token: str
+    host_uuid: str
+    nodename: str
+    role: str
+    ssh_public_key: str
+    tls_public_key: str
+    addresses: list[str] | None = Field(default=None, max_length=64)
 
 
 # --- handlers --------------------------------------------------------------------------------
@@ -118,20 +166,20 @@ async def upsert_user(call: Call) -> Any:
     user = from_dict(await call.json())
     if not isinstance(user, User):
         raise BadParameter("expected a user resource")
-    return to_dict(await call.auth.upsert_user(user))
+    return to_dict(await call.auth.upsert_user(user, actor=call.identity.username))
 
 
 @route("DELETE", "/v1/users/{name}", [ADMIN])
 async def delete_user(call: Call) -> Any:
-    await call.auth.delete_user(call.param("name"))
+    await call.auth.delete_user(call.param("name"), actor=call.identity.username)
     return {}
 
 
 @route("POST", "/v1/users/signup", [ADMIN])
 async def create_user_signup(call: Call) -> Any:
-    body = await call.json()
+    body = await call.body(SignupRequest)
     token = await call.auth.create_user_signup(
-        _field(body, "name"), list(body.get("logins") or []), list(body.get("roles") or []),
+        body.name, list(body.logins or []), list(body.roles or []),
         created_by=call.identity.username)
     return to_dict(token)
 
@@ -143,21 +191,20 @@ async def get_signup(call: Call) -> Any:
 
 @route("POST", "/v1/signup/{token}/complete", [PROXY])
 async def complete_signup(call: Call) -> Any:
-    body = await call.json()
-    user = await call.auth.complete_signup(call.param("token"), _field(body, "password"),
-                                           str(body.get("otp_code") or ""))
+    body = await call.body(CompleteSignupRequest)
+    user = await call.auth.complete_signup(call.param("token"), body.password,
+                                           body.otp_code or "")
     return to_dict(user)
 
 
 @route("POST", "/v1/users/{name}/ssh/authenticate", [PROXY])
 async def authenticate_ssh(call: Call) -> Any:
-    body = await call.json()
-    ttl = parse_duration(body["ttl"]) if body.get("ttl") else None
+    body = await call.body(LoginRequest)
+    ttl = parse_duration(body.ttl) if body.ttl else None
     certs = await call.auth.login(
-        username=call.param("name"), password=_field(body, "password"),
-        otp_code=str(body.get("otp_code") or ""), ssh_public_key=_field(body, "ssh_public_key"),
-        tls_public_key=_field(body, "tls_public_key").encode(), ttl=ttl,
-        remote_addr=str(body.get("remote_addr") or ""))
+        username=call.param("name"), password=body.password, otp_code=body.otp_code or "",
+        ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
+        ttl=ttl, remote_addr=body.remote_addr or "")
     return _certs_json(certs)
 
 
@@ -169,7 +216,7 @@ async def list_tokens(call: Call) -> Any:
 
 @route("DELETE", "/v1/tokens/{token}", [ADMIN])
 async def delete_token(call: Call) -> Any:
-    await call.auth.delete_token(call.param("token"))
+    await call.auth.delete_token(call.param("token"), actor=call.identity.username)
     return {}
 
 
@@ -194,22 +241,18 @@ async def list_servers(call: Call) -> Any:
 
 @route("POST", "/v1/events", [NODE, PROXY])
 async def emit_event(call: Call) -> Any:
-    event = await call.json()
-    if not isinstance(event.get("event"), str):
-        raise BadParameter("event needs an 'event' type")
-    event.setdefault("server_id", call.identity.host_uuid)
+    # The auth server, not the host, sets the event's id, time and server.
+    event = ev.from_host(await call.json(), call.identity.host_uuid, call.auth.clock)
     await call.auth.emitter.emit(event)
     return {}
 
 
 @route("POST", "/v1/tokens", [ADMIN])
 async def create_token(call: Call) -> Any:
-    body = await call.json()
-    roles = body.get("roles") or ["node"]
-    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise BadParameter("roles must be a list of strings")
+    body = await call.body(TokenRequest)
     token = await call.auth.create_provision_token(
-        roles, parse_duration(str(body.get("ttl") or "30m")), body.get("token") or None)
+        list(body.roles or ["node"]), parse_duration(body.ttl or "30m"), body.token or None,
+        actor=call.identity.username)
     return to_dict(token)
 
 
@@ -222,14 +265,12 @@ async def join_ca(call: Call) -> Any:
 
 @route("POST", "/v1/join", [ANONYMOUS])
 async def join(call: Call) -> Any:
-    body = await call.json()
+    # The body is checked whole before the token is: wrong types are a 400, not a guess.
+    body = await call.body(JoinRequest)
     certs = await call.auth.register_host(
-        token=_field(body, "token"), host_uuid=_field(body, "host_uuid"),
-        nodename=_field(body, "nodename"), role=_field(body, "role"),
-        ssh_public_key=_field(body, "ssh_public_key"),
-        tls_public_key=_field(body, "tls_public_key").encode(),
-        addresses=[str(a) for a in body.get("addresses") or []],
-        remote_addr=call.request.remote or "")
+        token=body.token, host_uuid=body.host_uuid, nodename=body.nodename, role=body.role,
+        ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
+        addresses=list(body.addresses or []), remote_addr=call.request.remote or "")
     auth_servers = [s.spec.addr for s in await call.auth.list_servers("auth_server")]
     return {**_certs_json(certs), "auth_servers": auth_servers,
             "cluster_name": call.auth.cluster_name}
@@ -256,23 +297,37 @@ def peer_identity(request: web.Request) -> Identity:
     return identity_from_cert(der)
 
 
-def make_app(auth: AuthServer) -> web.Application:
+def make_app(auth: AuthServer,
+             deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES) -> web.Application:
     """Build the aiohttp application serving every registered route."""
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app = httpserver.make_app(component="auth server", max_body=MAX_BODY, deadlines=deadlines)
 
     limiter = RateLimiter(JOIN_RATE_PER_MINUTE, JOIN_BURST, auth.clock)
 
-    def wrap(allow: frozenset[str], handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def wrap(method: str, path: str, allow: frozenset[str],
+             handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        json_only = method in httpserver.STATE_CHANGING and (method, path) not in RAW_BODY
+
         async def serve(request: web.Request) -> web.StreamResponse:
             try:
                 identity = await authorize(request, allow)
-                result = await handler(Call(identity, request, auth))
-            except TeleportError as err:
-                if isinstance(err, AccessDenied):
-                    await auth.emitter.emit(ev.make_event(
-                        ev.AUTH, auth.clock, user=_who(request), success=False,
-                        error=str(err), addr_remote=request.remote or ""))
+            except AccessDenied as err:
+                await auth.emitter.emit(ev.make_event(
+                    ev.AUTH, auth.clock, user=_who(request), success=False,
+                    error=str(err), addr_remote=request.remote or ""))
                 return web.json_response(to_wire(err), status=err.http_status)
+            if json_only and request.body_exists:
+                httpserver.require_json(request)
+            try:
+                result = await handler(Call(identity, request, auth))
+            except AccessDenied as err:
+                # Every refusal is audited once: a handler's, unless the auth server already
+                # wrote it (a wrong password, under the user's name).
+                if not err.audited:
+                    await auth.emitter.emit(ev.make_event(
+                        ev.AUTH, auth.clock, user=identity.username or _who(request),
+                        success=False, error=str(err), addr_remote=request.remote or ""))
+                raise
             if isinstance(result, web.StreamResponse):  # a handler that streamed its answer
                 return result
             return web.json_response(result)
@@ -290,10 +345,17 @@ def make_app(auth: AuthServer) -> web.Application:
             raise AccessDenied(
                 f"{caller_role(identity).lower()} {identity.username!r} may not "
                 f"{request.method} {request.path}")
+        if caller_role(identity) == USER:
+            # Decide with the user as stored now: deleted, locked or demoted users lose access
+            # at once, not when the certificate expires.
+            identity = await access.check_caller(auth, identity,
+                                                 access.peer_cert_issued_at(request))
+        elif caller_role(identity) == PROXY and request.query.get("user"):
+            await access.check_named_user(auth, request.query["user"])
         return identity
 
     for method, path, allow, handler in ROUTES:
-        app.router.add_route(method, path, wrap(allow, handler))
+        app.router.add_route(method, path, wrap(method, path, allow, handler))
     return app
 
 
@@ -305,9 +367,10 @@ def _who(request: web.Request) -> str:
 
 
 async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: int,
-                sock: socket.socket | None = None) -> web.AppRunner:
+                sock: socket.socket | None = None,
+                deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES) -> web.AppRunner:
     """Start the API on host:port or sock; the caller owns the returned runner and cleans it up."""
-    runner = web.AppRunner(make_app(auth), access_log=None)
+    runner = httpserver.make_runner(make_app(auth, deadlines))
     await runner.setup()
     site: web.BaseSite
     if sock is not None:
@@ -320,4 +383,4 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
 
 
 # Route modules register their handlers with @route on import; keep them after ROUTES exists.
-from teleport.auth import api_events, api_proxy, api_sessions  # noqa: E402, F401
+from teleport.auth import api_access, api_events, api_proxy, api_sessions  # noqa: E402, F401

@@ -39,7 +39,7 @@ async def recording_status(call: Call) -> Any:
     return {"stored": call.auth.recordings.exists(check_sid(call.param("sid")))}
 
 
-@route("PUT", "/v1/sessions/{sid}/recording/{part}", [NODE, PROXY])
+@route("PUT", "/v1/sessions/{sid}/recording/{part}", [NODE, PROXY], raw_body=True)
 async def upload_part(call: Call) -> Any:
     await call.auth.recordings.receive(
         check_sid(call.param("sid")), call.param("part"), _uploader(call),
@@ -49,7 +49,10 @@ async def upload_part(call: Call) -> Any:
 
 @route("POST", "/v1/sessions/{sid}/recording/complete", [NODE, PROXY])
 async def complete_upload(call: Call) -> Any:
-    stored = await call.auth.recordings.commit(check_sid(call.param("sid")), _uploader(call))
+    # A node records only its own sessions; a recording proxy records other nodes' sessions.
+    server_id = call.identity.host_uuid if caller_role(call.identity) == NODE else None
+    stored = await call.auth.recordings.commit(check_sid(call.param("sid")), _uploader(call),
+                                               server_id)
     return {"stored": stored}
 
 

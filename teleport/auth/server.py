@@ -9,25 +9,38 @@ import asyncio
 import functools
 import json
 import secrets
+import weakref
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import pyotp
 
-from teleport.auth import authority
+from teleport.auth import access, authority, passwords
 from teleport.backend.base import Backend, Item, key, range_end
 from teleport.config import StaticToken
-from teleport.errors import AccessDenied, BadParameter, NotFound, NotSupported
+from teleport.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    NotFound,
+    NotSupported,
+)
 from teleport.events import emitter as ev
-from teleport.events.sessions_store import SessionStore
+from teleport.events.sessions_store import MAX_RECORDING_BYTES, SessionStore
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys.identity import Identity
 from teleport.metrics import LOGINS
 from teleport.services.authorities import CAService
+from teleport.services.login_attempts import (
+    LOGIN_LOCK_MESSAGE,
+    Locked,
+    LoginAttemptService,
+    LoginPolicy,
+)
 from teleport.services.presence import PresenceService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
@@ -44,6 +57,7 @@ from teleport.types.resources import (
     UserSpec,
     UserToken,
     UserTokenSpec,
+    check_user_name,
 )
 from teleport.utils.addr import is_ip, parse_addr
 from teleport.utils.clock import Clock
@@ -56,17 +70,18 @@ MIN_CERT_TTL = timedelta(minutes=1)
 MAX_LOGIN_ATTEMPTS = 5
 ATTEMPT_WINDOW = timedelta(minutes=30)
 LOCK_DURATION = timedelta(minutes=20)
-MIN_PASSWORD_LEN = 6
+MIN_PASSWORD_LEN = passwords.MIN_PASSWORD_LEN
+MAX_PASSWORD_LEN = passwords.MAX_PASSWORD_LEN
+#: How long an attempt waits while other auth servers hold every attempt slot of a user.
+ATTEMPT_SLOT_WAIT = timedelta(seconds=5)
+INVALID_LOGIN = "invalid username, password or second factor"
 # Longer than the codes' validity (3 steps of 30 s) so a seen code can never be replayed.
 OTP_REUSE_WINDOW = timedelta(minutes=3)
-MAX_PASSWORD_LEN = 128
 SYSTEM_ROLES = frozenset({"Admin", "Auth", "Proxy", "Node"})
 JOIN_ROLES = frozenset({"node", "proxy", "auth"})
 MAX_TOKEN_TTL = timedelta(days=365)
-# Spent on unknown users too, so timing does not reveal which names exist.
 #: How long a live session stays listed after its node last refreshed it.
 ACTIVE_SESSION_TTL = timedelta(seconds=90)
-_DUMMY_HASH = bcrypt.hashpw(b"teleport-dummy-password", bcrypt.gensalt(rounds=10))
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class AuthSettings:
     session_recording: str = "node"
     #: Where recordings are stored (`data_dir/log/sessions/default`); None: not stored here.
     recordings_dir: Path | None = None
+    #: Largest recording a host may upload (both compressed parts); bigger ones get a 413.
+    max_recording_bytes: int = MAX_RECORDING_BYTES
 
 
 @dataclass(frozen=True)
@@ -112,6 +129,11 @@ class AuthServer:
         self.tokens = TokenService(backend)
         self.cas = CAService(backend)
         self.presence = PresenceService(backend)
+        self.login_attempts = LoginAttemptService(backend, LoginPolicy(
+            MAX_LOGIN_ATTEMPTS, ATTEMPT_WINDOW, LOCK_DURATION))
+        # One login at a time per name on this server; the backend record orders servers.
+        self._login_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = \
+            weakref.WeakValueDictionary()
         self.cluster_name = ""
 
     async def init(self) -> None:
@@ -123,6 +145,8 @@ class AuthServer:
                 f"{self.cluster_name!r}: renaming a cluster invalidates its keys")
         await authority.ensure_authorities(self.cas, self.cluster_name, self.clock,
                                            self.settings.ca_signature_algo)
+        # Ready before the first login, so even that one takes the time of any other.
+        await asyncio.to_thread(passwords.dummy_hash)
 
     # --- certificate authorities -------------------------------------------------------------
 
@@ -169,7 +193,19 @@ class AuthServer:
         return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
 
     async def upsert_server(self, server: Server) -> None:
-        await self.presence.store(server.kind).put(server)
+        """Store a host's announcement; its host name must be free or already its own."""
+        host_uuid, hostname = server.metadata.name, server.spec.hostname
+        _check_not_reserved([hostname])
+        store = self.presence.store(server.kind)
+        try:
+            previous: Server | None = await store.get(host_uuid)
+        except NotFound:
+            previous = None
+        if hostname:
+            await self.presence.claim_hostname(hostname, host_uuid, server.metadata.expires)
+        await store.put(server)
+        if previous is not None and previous.spec.hostname.lower() != hostname.lower():
+            await self.presence.release_hostname(previous.spec.hostname, host_uuid)
 
     async def list_servers(self, kind: str) -> list[Server]:
         return [s for s in await self.presence.store(kind).list() if not s.expired(self.clock.now())]
@@ -179,7 +215,11 @@ class AuthServer:
     async def create_user_signup(self, name: str, logins: list[str], roles: list[str],
                                  created_by: str) -> UserToken:
         """Create a user without a password and the 1h signup token that lets them set one."""
-        _check_name(name)
+        check_user_name(name)
+        for value in (*logins, *roles):
+            if not isinstance(value, str):
+                raise BadParameter("logins and roles must be lists of strings")
+            passwords.utf8(value, "a login or role")
         now = self.clock.now()
         user = User(metadata=Metadata(name=name), spec=UserSpec(
             roles=roles or ["admin"],
@@ -187,9 +227,10 @@ class AuthServer:
             created_by=CreatedBy(time=now, user=CreatedByUser(name=created_by)),
         ))
         await self.users.users.create(user)
-        return await self.create_signup_token(name)
+        await self._audit_change(ev.USER_CREATE, created_by, name=name, roles=user.spec.roles)
+        return await self.create_signup_token(name, actor=created_by)
 
-    async def create_signup_token(self, user: str) -> UserToken:
+    async def create_signup_token(self, user: str, *, actor: str = "") -> UserToken:
         await self.users.users.get(user)
         now = self.clock.now()
         token = UserToken(
@@ -197,7 +238,13 @@ class AuthServer:
             spec=UserTokenSpec(user=user, created=now),
         )
         await self.tokens.create_signup(token, pyotp.random_base32())
+        await self._audit_change(ev.RESET_PASSWORD_TOKEN_CREATE, actor, name=user,
+                                 token=_redact(token.metadata.name), ttl=str(SIGNUP_TOKEN_TTL))
         return token
+
+    async def _audit_change(self, event_type: str, actor: str, **fields: Any) -> None:
+        """Record who changed users or tokens (`tctl users add`, `tctl tokens rm`, ...)."""
+        await self.emitter.emit(ev.make_event(event_type, self.clock, user=actor, **fields))
 
     async def _live_signup_token(self, token: str) -> UserToken:
         try:
@@ -217,20 +264,38 @@ class AuthServer:
         return SignupInfo(record.spec.user, secret, uri, expires, self.settings.second_factor)
 
     async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
-        """Set the password (and enroll the OTP device) with a signup token, then burn it."""
+        """Set the password (and enroll the OTP device) with a signup token, burnt first.
+
+        The token is claimed with one atomic delete before anything is written, so of two
+        simultaneous signups with one token exactly one sets a password.
+        """
         record = await self._live_signup_token(token)
         user = record.spec.user
         _check_password(password)
+        try:
+            stored = await self.users.users.get(user)
+        except NotFound:
+            raise NotFound("signup token not found or expired") from None
+        if access.is_user_expired(stored, self.clock.now()):
+            raise AccessDenied(f"user {user!r} has expired: ask an administrator for a new account")
         secret = await self.tokens.signup_otp_secret(token)
+        code = passwords.normalize_otp(otp_code)
         if self.settings.second_factor != "off":
-            if not pyotp.TOTP(secret).verify(otp_code, for_time=self.clock.now(), valid_window=1):
+            if code is None or not pyotp.TOTP(secret).verify(code, for_time=self.clock.now(),
+                                                             valid_window=1):
                 await self._audit_failure(user, "invalid one-time password during signup")
-                raise AccessDenied("invalid one-time password: check your authenticator's clock")
+                raise AccessDenied(
+                    "invalid one-time password: check your authenticator's clock").mark_audited()
+            if not await self.users.mark_totp_used(user, code,
+                                                   self.clock.now() + OTP_REUSE_WINDOW):
+                await self._audit_failure(user, "one-time password reused during signup")
+                raise AccessDenied(
+                    "this one-time password was already used: wait for the next one").mark_audited()
+        await self.tokens.claim_signup(token)
+        if self.settings.second_factor != "off":
             await self.users.set_totp_secret(user, secret)
-            await self.users.mark_totp_used(user, otp_code, self.clock.now() + OTP_REUSE_WINDOW)
-        hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt())
+        hashed = await asyncio.to_thread(passwords.hash_password, password)
         await self.users.set_password_hash(user, hashed)
-        await self.tokens.delete_signup(token)
         return await self.users.users.get(user)
 
     async def list_users(self) -> list[User]:
@@ -239,70 +304,145 @@ class AuthServer:
     async def get_user(self, name: str) -> User:
         return await self.users.users.get(name)
 
-    async def upsert_user(self, user: User) -> User:
-        _check_name(user.metadata.name)
-        return await self.users.users.put(user)
+    async def upsert_user(self, user: User, *, actor: str = "") -> User:
+        """Create or replace a user (`tctl create`); unlocking one also ends a login lockout."""
+        name = user.metadata.name
+        check_user_name(name)
+        try:
+            before: User | None = await self.users.users.get(name)
+        except NotFound:
+            before = None
+        stored = await self.users.users.put(user)
+        if before is not None and before.spec.status.is_locked and not user.spec.status.is_locked:
+            await self.login_attempts.clear(name)
+        await self._audit_change(ev.USER_CREATE if before is None else ev.USER_UPDATE, actor,
+                                 name=name, roles=user.spec.roles)
+        return stored
 
-    async def delete_user(self, name: str) -> None:
+    async def delete_user(self, name: str, *, actor: str = "") -> None:
+        """Delete a user; the tombstone makes nodes and proxies refuse certificates issued before."""
         await self.users.delete_user(name)
+        await access.record_deletion(self.backend, name, self.clock.now())
+        await self._audit_change(ev.USER_DELETE, actor, name=name)
 
     # --- login --------------------------------------------------------------------------------
 
     async def authenticate(self, username: str, password: str, otp_code: str,
                            remote_addr: str = "") -> User:
-        """Check password and OTP, enforcing the lockout policy; audit either way."""
+        """Check password and OTP under the lockout policy; audit either way.
+
+        Each attempt takes a slot in the name's attempt record (one atomic backend write) before
+        bcrypt runs, and attempts for one name run one at a time on this server: of any number
+        sent at once, at most five wrong ones are checked, and none passes once five failed.
+        Unknown and expired names take the same steps (a slot, bcrypt at the real cost, the
+        failure count, the lock) and get the same answers as real users.
+        """
+        check_user_name(username)
+        passwords.utf8(password, "password")
+        lock = self._login_locks.get(username)
+        if lock is None:
+            lock = self._login_locks[username] = asyncio.Lock()
+        async with lock:
+            attempt = await self._reserve_attempt(username, remote_addr)
+            decided = False
+            try:
+                user = await self._check_credentials(username, password, otp_code, attempt,
+                                                     remote_addr)
+                decided = True
+                return user
+            except AccessDenied:
+                decided = True
+                raise
+            finally:
+                if not decided:  # an error or a cancellation: the attempt was never judged
+                    try:
+                        await self.login_attempts.cancel(username, attempt, self.clock.now())
+                    except Exception:  # noqa: BLE001 - the slot then times out as a failure
+                        pass
+
+    async def _reserve_attempt(self, username: str, remote_addr: str) -> str:
+        """Take an attempt slot, waiting a little while other auth servers hold them all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ATTEMPT_SLOT_WAIT.total_seconds()
+        while True:
+            try:
+                attempt = await self.login_attempts.reserve(username, self.clock.now())
+            except Locked as locked:
+                await self._audit_failure(username, "user is locked", remote_addr)
+                raise AccessDenied(
+                    f"{MAX_LOGIN_ATTEMPTS} failed login attempts, user is locked: try again "
+                    f"after {locked.until:%Y-%m-%d %H:%M:%S} UTC").mark_audited() from None
+            if attempt is not None:
+                return attempt
+            if loop.time() >= deadline:
+                await self._audit_failure(username, "too many login attempts at once", remote_addr)
+                raise AccessDenied(
+                    "too many login attempts at once: try again in a minute").mark_audited()
+            await asyncio.sleep(0.05)
+
+    async def _check_credentials(self, username: str, password: str, otp_code: str,
+                                 attempt: str, remote_addr: str) -> User:
+        """Judge one reserved attempt and record the outcome; raise AccessDenied on failure."""
         now = self.clock.now()
+        user: User | None
         try:
             user = await self.users.users.get(username)
         except NotFound:
-            await asyncio.to_thread(bcrypt.checkpw, password.encode(), _DUMMY_HASH)
-            await self._audit_failure(username, "invalid username, password or second factor",
-                                      remote_addr)
-            raise AccessDenied("invalid username, password or second factor") from None
-        status = user.spec.status
-        if status.is_locked and status.lock_expires > now:
+            user = None
+        if user is not None and access.is_user_expired(user, now):
+            user = None  # Teleport deletes expired users: look exactly like an unknown name
+        if user is not None and access.is_user_locked(user, now) and \
+                user.spec.status.locked_message != LOGIN_LOCK_MESSAGE:
+            # Locked by an administrator; a lockout from failed logins is the record's to judge.
+            await self.login_attempts.cancel(username, attempt, now)
             await self._audit_failure(username, "user is locked", remote_addr)
-            raise AccessDenied(
-                f"{status.locked_message or 'user is locked'}: try again after "
-                f"{status.lock_expires:%Y-%m-%d %H:%M:%S} UTC")
-        try:
-            pw_hash = await self.users.get_password_hash(username)
-        except NotFound:
-            pw_hash = _DUMMY_HASH
-        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), pw_hash)
-        ok = ok and pw_hash is not _DUMMY_HASH
+            raise AccessDenied(access.user_refusal(user, now) or "user is locked").mark_audited()
+        pw_hash: bytes | None = None
+        if user is not None:
+            try:
+                pw_hash = await self.users.get_password_hash(username)
+            except NotFound:
+                pass
+        ok = await asyncio.to_thread(passwords.password_matches, password,
+                                     pw_hash or passwords.dummy_hash())
+        ok = ok and pw_hash is not None
         if ok and self.settings.second_factor != "off":
             ok = await self._check_otp(username, otp_code)
-        if not ok:
-            await self._record_failure(user, remote_addr)
-            raise AccessDenied("invalid username, password or second factor")
-        await self.users.clear_failed_logins(username)
-        return user
+        if ok and user is not None:
+            await self.login_attempts.succeed(username, attempt, self.clock.now())
+            return user
+        error = INVALID_LOGIN
+        locked_until = await self.login_attempts.fail(username, attempt, self.clock.now())
+        if locked_until is not None:
+            error = f"{error}; user locked for {int(LOCK_DURATION.total_seconds() // 60)} minutes"
+            if user is not None:
+                await self._show_lock(username, locked_until)
+        await self._audit_failure(username, error, remote_addr)
+        raise AccessDenied(INVALID_LOGIN).mark_audited()
+
+    async def _show_lock(self, username: str, until: datetime) -> None:
+        """Write a lockout into the user's status, where `tctl get users` shows it."""
+        try:
+            user = await self.users.users.get(username)
+        except NotFound:
+            return
+        status = LoginStatus(is_locked=True, locked_message=LOGIN_LOCK_MESSAGE,
+                             locked_time=self.clock.now(), lock_expires=until)
+        await self.users.users.put(_with_status(user, status))
 
     async def _check_otp(self, username: str, code: str) -> bool:
+        normalized = passwords.normalize_otp(code)
+        if normalized is None:
+            return False
         try:
             secret = await self.users.get_totp_secret(username)
         except NotFound:
             return False
-        if not pyotp.TOTP(secret).verify(code, for_time=self.clock.now(), valid_window=1):
+        if not pyotp.TOTP(secret).verify(normalized, for_time=self.clock.now(), valid_window=1):
             return False
-        # A code may be used once: replaying an observed code must fail.
-        return await self.users.mark_totp_used(username, code, self.clock.now() + OTP_REUSE_WINDOW)
-
-    async def _record_failure(self, user: User, remote_addr: str) -> None:
-        now = self.clock.now()
-        name = user.metadata.name
-        times = await self.users.add_failed_login(name, now, now + ATTEMPT_WINDOW)
-        recent = [t for t in times if t > now - ATTEMPT_WINDOW]
-        error = "invalid username, password or second factor"
-        if len(recent) >= MAX_LOGIN_ATTEMPTS:
-            locked = user.spec.status.model_copy(update={
-                "is_locked": True, "locked_time": now, "lock_expires": now + LOCK_DURATION,
-                "locked_message": f"{MAX_LOGIN_ATTEMPTS} failed login attempts, user is locked"})
-            await self.users.users.put(_with_status(user, locked))
-            await self.users.clear_failed_logins(name)
-            error = f"{error}; user locked for {int(LOCK_DURATION.total_seconds() // 60)} minutes"
-        await self._audit_failure(name, error, remote_addr)
+        # A code may be used once: replaying an observed code, in any spelling, must fail.
+        return await self.users.mark_totp_used(username, normalized,
+                                               self.clock.now() + OTP_REUSE_WINDOW)
 
     async def _audit_failure(self, user: str, error: str, remote_addr: str = "") -> None:
         await self.emitter.emit(ev.make_event(ev.AUTH, self.clock, user=user, success=False,
@@ -352,7 +492,7 @@ class AuthServer:
     # --- provision tokens and joining ----------------------------------------------------------
 
     async def create_provision_token(self, roles: list[str], ttl: timedelta,
-                                     token: str | None = None) -> ProvisionToken:
+                                     token: str | None = None, *, actor: str = "") -> ProvisionToken:
         """Create an invitation for hosts of the given roles, usable until it expires."""
         wanted = {r.lower() for r in roles}
         if not wanted or not wanted <= JOIN_ROLES:
@@ -365,13 +505,19 @@ class AuthServer:
         record = ProvisionToken(
             metadata=Metadata(name=token or secrets.token_hex(16), expires=self.clock.now() + ttl),
             spec=ProvisionTokenSpec(roles=sorted(wanted)))
-        return await self.tokens.provision.create(record)
+        created = await self.tokens.provision.create(record)
+        await self._audit_change(ev.JOIN_TOKEN_CREATE, actor, name=_redact(record.metadata.name),
+                                 roles=record.spec.roles, join_method="token",
+                                 expires=record.metadata.expires.isoformat() if
+                                 record.metadata.expires else "")
+        return created
 
     async def _check_join_token(self, token: str, role: str) -> None:
         """Accept a static or unexpired dynamic token that allows the role; else AccessDenied."""
         roles: set[str] | None = None
+        raw = passwords.utf8(token, "join token")
         for static in self.settings.static_tokens:
-            if secrets.compare_digest(token.encode(), static.token.encode()):
+            if secrets.compare_digest(raw, static.token.encode()):
                 roles = {r.lower() for r in static.roles}
         if roles is None:
             try:
@@ -393,11 +539,14 @@ class AuthServer:
             raise BadParameter(f"a host cannot join as {role!r}")
         try:
             await self._check_join_token(token, role)
-        except AccessDenied as err:
+            await self._check_host_is_new(host_uuid, nodename, role, addresses)
+        except (AccessDenied, AlreadyExists) as err:
             await self.emitter.emit(ev.make_event(
                 ev.AUTH, self.clock, user=f"{nodename} ({host_uuid})", method="token",
                 role=role, success=False, error=str(err), addr_remote=remote_addr,
                 token=_redact(token)))
+            if isinstance(err, AccessDenied):
+                err.mark_audited()
             raise
         certs = await self.issue_host_certs(
             host_uuid=host_uuid, nodename=nodename, system_role=role,
@@ -408,6 +557,29 @@ class AuthServer:
         return certs
 
 
+    async def _check_host_is_new(self, host_uuid: str, nodename: str, role: str,
+                                 addresses: list[str]) -> None:
+        """Refuse a join that would take over a live host's UUID or name, or a reserved name.
+
+        A token lets a host in, not become another one: until the old host has stopped
+        announcing itself for its TTL, its UUID and name stay its own.
+        """
+        _check_not_reserved([nodename, *addresses])
+        kind = {"Node": "node", "Proxy": "proxy", "Auth": "auth_server"}[role]
+        try:
+            existing = await self.presence.store(kind).get(host_uuid)
+        except NotFound:
+            existing = None
+        if existing is not None and not existing.expired(self.clock.now()):
+            raise AlreadyExists(
+                f"a {kind.replace('_', ' ')} with UUID {host_uuid} is already online "
+                f"({existing.spec.hostname}); a host rejoins under its UUID only after it has "
+                "been offline for its heartbeat TTL")
+        owner = await self.presence.hostname_owner(nodename) if nodename else None
+        if owner is not None and owner != host_uuid:
+            raise AlreadyExists(f"host name {nodename!r} is in use by host {owner}, which is "
+                                "online: pick another nodename")
+
     async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
         now = self.clock.now()
         static = [ProvisionToken(metadata=Metadata(name=t.token),
@@ -417,13 +589,17 @@ class AuthServer:
         signups = [t for t in await self.tokens.signup.list() if not t.expired(now)]
         return static + dynamic, signups
 
-    async def delete_token(self, token: str) -> None:
-        if any(secrets.compare_digest(token, t.token) for t in self.settings.static_tokens):
+    async def delete_token(self, token: str, *, actor: str = "") -> None:
+        raw = passwords.utf8(token, "token")
+        if any(secrets.compare_digest(raw, t.token.encode()) for t in self.settings.static_tokens):
             raise BadParameter("static tokens are set in the config file and cannot be deleted")
         try:
             await self.tokens.provision.delete(token)
+            event_type = ev.JOIN_TOKEN_DELETE
         except NotFound:
             await self.tokens.delete_signup(token)
+            event_type = ev.RESET_PASSWORD_TOKEN_DELETE
+        await self._audit_change(event_type, actor, name=_redact(token))
 
     # --- session recordings -------------------------------------------------------------------
 
@@ -432,7 +608,8 @@ class AuthServer:
         """Open the recordings folder on first use, so hosts without one never create it."""
         if self.settings.recordings_dir is None:
             raise NotSupported("this auth server does not store session recordings")
-        return SessionStore(self.settings.recordings_dir)
+        return SessionStore(self.settings.recordings_dir,
+                            max_bytes=self.settings.max_recording_bytes)
 
     async def may_play(self, sid: str, username: str, roles: tuple[str, ...] | None) -> None:
         """Refuse anyone but the session's owner and admins; roles None means look them up."""
@@ -450,17 +627,39 @@ class AuthServer:
     # --- live sessions (`tsh sessions ls`, `tsh join`) ---------------------------------------
 
     async def announce_session(self, server_id: str, session: dict[str, Any]) -> None:
-        """Store a node's live session until it ends or its node stops refreshing it (a crash)."""
+        """Store a node's live session until it ends or its node stops refreshing it (a crash).
+
+        The session is bound to the node that first announced it, and is listed under that
+        node's registered host name, never a name the node claims.
+        """
         item_key = key("sessions", "active", session["sid"])
+        record = {**session, "server_id": server_id,
+                  "server_hostname": await self._registered_hostname(server_id)}
+        item = Item(item_key, json.dumps(record).encode(), self.clock.now() + ACTIVE_SESSION_TTL)
         try:
-            stored = json.loads((await self.backend.get(item_key)).value)
-        except NotFound:
-            stored = None
-        if stored is not None and stored["server_id"] != server_id:
+            await self.backend.create(item)
+            return
+        except AlreadyExists:
+            pass
+        try:
+            stored = await self.backend.get(item_key)
+        except NotFound:  # ended meanwhile: the node is refreshing a session it already ended
+            raise NotFound(f"session {session['sid']} has ended") from None
+        if json.loads(stored.value).get("server_id") != server_id:
             raise AccessDenied(f"session {session['sid']} belongs to another node")
-        record = {**session, "server_id": server_id}
-        await self.backend.put(Item(item_key, json.dumps(record).encode(),
-                                    self.clock.now() + ACTIVE_SESSION_TTL))
+        try:
+            await self.backend.compare_and_swap(stored, item)
+        except (CompareFailed, NotFound):
+            raise CompareFailed(f"session {session['sid']} changed meanwhile, try again") from None
+
+    async def _registered_hostname(self, server_id: str) -> str:
+        """Return the host name a node announced in its heartbeat, or its UUID if it has none."""
+        try:
+            node = await self.presence.store("node").get(server_id)
+        except NotFound:
+            return server_id
+        return node.spec.hostname if not node.expired(self.clock.now()) and node.spec.hostname \
+            else server_id
 
     async def end_session(self, server_id: str, sid: str) -> None:
         """Forget a live session; only the node that runs it may end it."""
@@ -522,7 +721,8 @@ class AuthServer:
             info = sshkeys.verify_cert(presented, user_keys, now=now, cert_type="user")
         except BadParameter as err:
             raise AccessDenied(f"invalid user certificate: {err}") from None
-        await self.get_user(info.key_id)  # a deleted user gets nothing
+        # A deleted, locked or expired user, or a certificate older than a deletion, gets nothing.
+        await access.check_user(self, info.key_id, access.ssh_cert_issued_at(info))
         user_ca = await self.get_ca("user", with_secrets=True)
         try:
             return await asyncio.to_thread(
@@ -550,6 +750,18 @@ def _addr_host(addr: str) -> str:
         return ""
 
 
+#: Names under this suffix identify the cluster's own services in certificates; no host takes them.
+RESERVED_NAME_SUFFIX = "teleport.cluster.local"
+
+
+def _check_not_reserved(names: list[str]) -> None:
+    for name in names:
+        plain = name.lower().rstrip(".")
+        if plain == RESERVED_NAME_SUFFIX or plain.endswith("." + RESERVED_NAME_SUFFIX):
+            raise AccessDenied(f"{name!r} is reserved for the cluster's own identities: "
+                               "a host may not use it as its name or address")
+
+
 def _redact(token: str) -> str:
     """Keep only a token's head for logs: enough to tell tokens apart, useless to an attacker."""
     return token[:4] + "****" if len(token) > 8 else "****"
@@ -559,15 +771,7 @@ def _with_status(user: User, status: LoginStatus) -> User:
     return user.model_copy(update={"spec": user.spec.model_copy(update={"status": status})})
 
 
-def _check_name(name: str) -> None:
-    if not name or len(name) > 255 or any(c in name for c in "/\\ \t\n:"):
-        raise BadParameter(f"invalid user name {name!r}")
-
-
-def _check_password(password: str) -> None:
-    if not MIN_PASSWORD_LEN <= len(password) <= MAX_PASSWORD_LEN:
-        raise BadParameter(
-            f"password must be between {MIN_PASSWORD_LEN} and {MAX_PASSWORD_LEN} characters")
+_check_password = passwords.check_password_policy
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -153,7 +153,7 @@ async def _get(args: argparse.Namespace, client: AuthClient) -> int:
 async def _create(args: argparse.Namespace, client: AuthClient) -> int:
     from teleport.errors import AlreadyExists, BadParameter, NotFound
     from teleport.types.codec import parse_yaml
-    from teleport.types.resources import User
+    from teleport.types.resources import User, check_user_name
 
     source = args.filename or "-"
     try:
@@ -162,18 +162,28 @@ async def _create(args: argparse.Namespace, client: AuthClient) -> int:
         raise BadParameter(f"cannot read {source}: {err.strerror}") from None
     except UnicodeDecodeError:
         raise BadParameter(f"{source} is not UTF-8 text") from None
+    # Every document is parsed and checked before the first is applied: a file is all or nothing
+    # as far as its content can tell.
     resources = parse_yaml(text, source)
-    for resource in resources:
+    users: list[User] = []
+    for number, resource in enumerate(resources, start=1):
+        where = f"{source} (document {number})" if len(resources) > 1 else source
         if not isinstance(resource, User):
-            raise BadParameter(f"{source}: creating {resource.kind} resources is not supported")
-    for user in resources:
-        if not args.force:
+            raise BadParameter(f"{where}: creating {resource.kind} resources is not supported")
+        name = resource.metadata.name
+        check_user_name(name)
+        if any(u.metadata.name == name for u in users):
+            raise BadParameter(f"{where}: user {name!r} appears twice in the file")
+        users.append(resource)
+    if not args.force:
+        for user in users:
             try:
                 await client.get_user(user.metadata.name)
-                raise AlreadyExists(f'user "{user.metadata.name}" already exists, use -f to overwrite')
             except NotFound:
-                pass
-        await client.upsert_user(user)  # type: ignore[arg-type]
+                continue
+            raise AlreadyExists(f'user "{user.metadata.name}" already exists, use -f to overwrite')
+    for user in users:
+        await client.upsert_user(user)
         print(f'user "{user.metadata.name}" has been {"updated" if args.force else "created"}')
     return 0
 

@@ -19,7 +19,8 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--proxy", default=default, help="proxy web address host[:3080]")
     parser.add_argument("--user", default=default, help="Teleport user name")
     parser.add_argument("--insecure", action="store_true", default=default,
-                        help="do not verify the proxy's HTTPS certificate (self-signed proxies)")
+                        help="do not verify the proxy's HTTPS certificate, for this command only; "
+                             "login pins the certificate it accepted for later commands")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,11 +72,15 @@ def _parser() -> argparse.ArgumentParser:
 def _ttl(text: str | None) -> timedelta | None:
     from datetime import timedelta
 
+    from teleport.errors import BadParameter
     from teleport.utils.duration import parse_duration
 
     if not text:
         return None
-    return timedelta(minutes=int(text)) if text.isdigit() else parse_duration(text)
+    ttl = parse_duration(f"{text}m" if text.isdigit() else text)  # bounded: never overflows
+    if ttl <= timedelta(0):
+        raise BadParameter(f"--ttl must be positive, not {text!r}")
+    return ttl
 
 
 def _prompt(label: str, secret: bool) -> str:
@@ -97,12 +102,13 @@ async def _login(args: argparse.Namespace) -> int:
     import getpass as gp
 
     user = args.user or gp.getuser()
+    ttl = _ttl(getattr(args, "ttl", None))  # a bad --ttl fails before any prompt
     async with WebClient(args.proxy if ":" in args.proxy else f"{args.proxy}:3080",
                          insecure=bool(args.insecure)) as web:
         second_factor = (await web.ping())["auth"]["second_factor"]
     password = _prompt(f"Enter password for Teleport user {user}", secret=True)
     otp = _prompt("Enter your OTP token", secret=False) if second_factor not in ("off", "") else ""
-    profile = await login(args.proxy, user, password, otp, ttl=_ttl(getattr(args, "ttl", None)),
+    profile = await login(args.proxy, user, password, otp, ttl=ttl,
                           insecure=bool(args.insecure))
     _print_status(profile)
     return 0
@@ -126,6 +132,8 @@ def _print_status(profile: Profile) -> None:
 
 
 def _profile(args: argparse.Namespace) -> Profile:
+    from dataclasses import replace
+
     from teleport.client.profile import current_profile
     from teleport.errors import AccessDenied
 
@@ -136,7 +144,8 @@ def _profile(args: argparse.Namespace) -> Profile:
     user = getattr(args, "user", None)
     if user and user != profile.user:
         raise AccessDenied(f"logged in as {profile.user}, not {user}: run 'tsh login --user={user}'")
-    return profile
+    # `--insecure` counts for this command only: the profile never keeps it.
+    return replace(profile, insecure=bool(getattr(args, "insecure", None)))
 
 
 async def _ls(args: argparse.Namespace) -> int:

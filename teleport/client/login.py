@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 from teleport.client.profile import Profile, save_login
-from teleport.client.webapi import WebClient
+from teleport.client.webapi import WebClient, proxy_certificate
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.utils.addr import parse_addr
@@ -19,7 +19,10 @@ async def login(proxy: str, user: str, password: str, otp_token: str, *,
     ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
     tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
     ssh_pub = sshkeys.public_key_of(ssh_key)
-    async with WebClient(str(web_addr), insecure=insecure) as web:
+    # --insecure: accept the certificate the proxy presents now, and only it from here on (the
+    # password included), rather than any certificate on every connection.
+    accepted = await proxy_certificate(web_addr) if insecure else None
+    async with WebClient(str(web_addr), insecure=False, pinned_cert=accepted) as web:
         ping = await web.ping()
         resp = await web.ssh_login(user, password, otp_token, ssh_pub,
                                    tlskeys.tls_public_key_pem(tls_key).decode(), ttl)
@@ -27,8 +30,9 @@ async def login(proxy: str, user: str, password: str, otp_token: str, *,
     if ssh_proxy.host in ("0.0.0.0", "::", ""):
         ssh_proxy = ssh_proxy._replace(host=web_addr.host)
     profile = Profile(web_proxy_addr=str(web_addr), ssh_proxy_addr=str(ssh_proxy), user=user,
-                      cluster=resp.cluster_name, insecure=insecure)
+                      cluster=resp.cluster_name)
     save_login(profile, ssh_key=ssh_key, ssh_pub=ssh_pub, ssh_cert=resp.cert, tls_key=tls_key,
                tls_cert=resp.tls_cert, tls_cas=list(resp.trusted_ca),
-               host_ca_keys=list(resp.host_signers))
+               host_ca_keys=list(resp.host_signers),
+               web_cert=accepted.decode() if accepted else None)
     return profile

@@ -8,13 +8,18 @@ Layout (all files 0600, folders 0700), `TELEPORT_HOME` overrides `~/.tsh`:
     keys/<proxy>/<user>-cert.pub SSH certificate
     keys/<proxy>/<user>-x509.pem X.509 certificate, with <user>.tls.key its key
     keys/<proxy>/certs.pem       the cluster's TLS CA certificates
+    keys/<proxy>/web-cert.pem    the proxy's HTTPS certificate accepted with `login --insecure`
+
+`--insecure` is never saved: it applies to the command it is given to. A login with it pins the
+certificate the proxy presented (trust on first use, as SSH does with host keys): later
+commands accept that certificate and no other, instead of accepting any.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,7 +38,8 @@ class Profile:
     ssh_proxy_addr: str
     user: str
     cluster: str
-    insecure: bool = False
+    #: This command only (`--insecure`): accept any proxy certificate. Never saved.
+    insecure: bool = field(default=False, compare=False)
 
     @property
     def proxy_host(self) -> str:
@@ -64,6 +70,11 @@ class Profile:
         return self.key_dir / "certs.pem"
 
     @property
+    def web_cert_path(self) -> Path:
+        """The proxy certificate pinned by `tsh login --insecure` (absent otherwise)."""
+        return self.key_dir / "web-cert.pem"
+
+    @property
     def known_hosts_path(self) -> Path:
         return tsh_home() / "known_hosts"
 
@@ -82,8 +93,13 @@ class Profile:
 
 
 def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str, tls_key: bytes,
-               tls_cert: str, tls_cas: list[str], host_ca_keys: list[str]) -> None:
-    """Write the keys and certificates of a fresh login and make it the current profile."""
+               tls_cert: str, tls_cas: list[str], host_ca_keys: list[str],
+               web_cert: str | None = None) -> None:
+    """Write the keys and certificates of a fresh login and make it the current profile.
+
+    web_cert (PEM) is the proxy certificate to pin, from a login with `--insecure`; without
+    it, later commands verify the proxy's certificate the usual way.
+    """
     home = ensure_private_dir(tsh_home())
     ensure_private_dir(home / "keys")
     ensure_private_dir(profile.key_dir)
@@ -96,17 +112,25 @@ def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str,
     patterns = f"{profile.proxy_host},*.{profile.cluster}"
     lines = "".join(f"@cert-authority {patterns} {key} type=host\n" for key in host_ca_keys)
     write_secret(profile.known_hosts_path, lines)
-    write_secret(home / "profile", json.dumps(asdict(profile), indent=1) + "\n")
+    if web_cert is not None:
+        write_secret(profile.web_cert_path, web_cert)
+    else:
+        profile.web_cert_path.unlink(missing_ok=True)
+    saved = {k: v for k, v in asdict(profile).items() if k != "insecure"}
+    write_secret(home / "profile", json.dumps(saved, indent=1) + "\n")
 
 
 def current_profile() -> Profile:
     """Return the profile of the last login, or NotFound with the command to run."""
     path = tsh_home() / "profile"
+    saved = {f.name for f in fields(Profile) if f.name != "insecure"}
     try:
-        return Profile(**json.loads(path.read_text()))
+        # An older tsh saved `insecure`; it is ignored now (see the module docstring).
+        data = json.loads(path.read_text())
+        return Profile(**{k: v for k, v in data.items() if k in saved})
     except FileNotFoundError:
         raise NotFound("not logged in, run 'tsh login --proxy=<host:3080> --user=<name>'") from None
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         raise BadParameter(f"{path} is corrupt; run 'tsh logout' and log in again") from None
 
 

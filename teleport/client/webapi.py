@@ -6,6 +6,8 @@ ConnectionProblems that say what to try next.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -19,6 +21,7 @@ import aiohttp
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.keys.tls import load_cert_chain
+from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
 
 
@@ -38,21 +41,34 @@ class WebClient:
     """Talk to one proxy over HTTPS, optionally presenting the certificate of a login."""
 
     def __init__(self, proxy_addr: str, *, insecure: bool, ca_pems: Sequence[bytes] = (),
-                 client_cert: tuple[bytes, bytes] | None = None, timeout: float = 30.0) -> None:
+                 client_cert: tuple[bytes, bytes] | None = None, timeout: float = 30.0,
+                 pinned_cert: bytes | None = None) -> None:
         self.proxy_addr = proxy_addr
         self.insecure = insecure
-        self._ssl = _client_context(insecure, ca_pems, client_cert)
+        self.pinned = pinned_cert is not None and not insecure
+        self._ssl = (_pinned_context(pinned_cert, client_cert)
+                     if pinned_cert is not None and not insecure
+                     else _client_context(insecure, ca_pems, client_cert))
         self._presents_cert = client_cert is not None
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10)
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def for_profile(cls, profile: Profile) -> WebClient:
-        """Return a client that trusts the cluster and presents the login's certificate."""
+        """Return a client that trusts the cluster and presents the login's certificate.
+
+        After `tsh login --insecure` the proxy must present the very certificate accepted
+        then; `--insecure` on this command (profile.insecure) accepts any, for this command.
+        """
+        try:
+            pinned: bytes | None = profile.web_cert_path.read_bytes()
+        except FileNotFoundError:
+            pinned = None
         return cls(profile.web_proxy_addr, insecure=profile.insecure,
                    ca_pems=[profile.ca_path.read_bytes()],
                    client_cert=(profile.tls_cert_path.read_bytes(),
-                                profile.tls_key_path.read_bytes()))
+                                profile.tls_key_path.read_bytes()),
+                   pinned_cert=pinned)
 
     async def __aenter__(self) -> WebClient:
         return self
@@ -80,6 +96,11 @@ class WebClient:
                     data = None
                 status, reason = resp.status, resp.reason or ""
         except aiohttp.ClientConnectorCertificateError as exc:
+            if self.pinned:
+                raise ConnectionProblem(
+                    f"proxy {self.proxy_addr} presented an HTTPS certificate other than the one "
+                    "accepted at 'tsh login --insecure': it has changed, or someone is in the "
+                    "middle; if you expect the change, run 'tsh login --insecure' again") from None
             raise ConnectionProblem(
                 f"cannot verify the HTTPS certificate of proxy {self.proxy_addr} "
                 f"({_verify_reason(exc.certificate_error)}); if the proxy uses a self-signed "
@@ -192,6 +213,60 @@ def _client_context(insecure: bool, ca_pems: Sequence[bytes],
     if client_cert is not None:
         load_cert_chain(ctx, *client_cert)
     return ctx
+
+
+def _pinned_context(pinned_pem: bytes,
+                    client_cert: tuple[bytes, bytes] | None) -> ssl.SSLContext:
+    """Trust exactly one certificate, the proxy's as accepted at login, and nothing else.
+
+    The pinned certificate is the only trust anchor (no system CAs), so the name it was issued
+    for does not matter: the address was the user's choice at login, as with `--insecure`.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf of a chain can be the anchor
+    try:
+        ctx.load_verify_locations(cadata=pinned_pem.decode())
+    except (ssl.SSLError, ValueError, UnicodeDecodeError):
+        raise ConnectionProblem("the pinned proxy certificate is damaged: run "
+                                "'tsh login --insecure' again") from None
+    if client_cert is not None:
+        load_cert_chain(ctx, *client_cert)
+    return ctx
+
+
+#: How long fetching the proxy's certificate may take.
+CONNECT_SECONDS = 10.0
+
+
+async def proxy_certificate(proxy_addr: HostPort) -> bytes:
+    """Return (PEM) the certificate the proxy presents, unverified: what `--insecure` accepts.
+
+    `tsh login --insecure` pins it and talks to the proxy through the pin from then on, so the
+    password goes only to the holder of the certificate accepted here.
+    """
+    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(CONNECT_SECONDS):
+            _, writer = await asyncio.open_connection(proxy_addr.host, proxy_addr.port,
+                                                      ssl=unverified)
+    except (OSError, TimeoutError) as err:
+        reason = _os_reason(err) if isinstance(err, OSError) else "timed out"
+        raise ConnectionProblem(f"cannot connect to proxy {proxy_addr}: {reason}") from None
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    if not der:
+        raise ConnectionProblem(f"proxy {proxy_addr} presented no certificate")
+    return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
 def _error(data: Any, status: int, reason: str, addr: str) -> TeleportError:

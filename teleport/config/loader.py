@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from teleport.config import yamlsafe
 from teleport.config.schema import CONFIG_ERROR, FileConfig
 from teleport.errors import BadParameter
 
@@ -90,18 +91,26 @@ def _describe(node: yaml.Node | None) -> str:
 
 
 def _compose(text: str, source: str) -> yaml.Node | None:
-    """Build the node tree, turning tabs and syntax errors into located one-liners."""
+    """Build the node tree, turning tabs and syntax errors into located one-liners.
+
+    The loader refuses aliases (a few hundred bytes of them expand to gigabytes) and control
+    characters, which PyYAML reports without a line.
+    """
+    bad = yamlsafe.control_character(text)
+    if bad is not None:
+        line, name = bad
+        readable = yamlsafe.CONTROL.sub(" ", text)  # so the section it is in can be named
+        raise BadParameter(_format(source, line, _path_before(readable, line),
+                                   f"control character {name} is not allowed"))
     tab = _first_tab_indent(text)
-    loader = yaml.SafeLoader(text)
+    loader = yamlsafe.SafeLoader(text)
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as err:
-        line = _error_line(err, text)
+        line = yamlsafe.error_line(err, text)
         if tab is not None and tab <= line:
             raise _tab_error(text, tab, source) from None
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        context = getattr(err, "context", None)
-        message = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
+        message = f"invalid YAML: {yamlsafe.problem(err)}"
         raise BadParameter(_format(source, line, _path_before(text, line), message)) from None
     finally:
         loader.dispose()
@@ -122,14 +131,6 @@ def _first_tab_indent(text: str) -> int | None:
 def _tab_error(text: str, line: int, source: str) -> BadParameter:
     return BadParameter(_format(source, line, _path_before(text, line),
                                 "tab used for indentation; indent with spaces"))
-
-
-def _error_line(err: yaml.YAMLError, text: str) -> int:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    if mark is not None:
-        return int(mark.line) + 1
-    position = getattr(err, "position", 0)  # a ReaderError (bad character) has no mark
-    return text.count("\n", 0, position) + 1
 
 
 @dataclass

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from teleport.errors import AccessDenied, BadParameter
 from teleport.utils.clock import Clock, RealClock
 
 # Event types from the manual's table.
@@ -26,6 +27,22 @@ RESIZE = "resize"
 PORT_FORWARD = "port"
 # Not in the manual's table: a host joined the cluster with a token.
 HOST_JOIN = "join"
+# Changes made with tctl, named as Teleport names them; `user` is who made the change.
+USER_CREATE = "user.create"
+USER_UPDATE = "user.update"
+USER_DELETE = "user.delete"
+JOIN_TOKEN_CREATE = "join_token.create"
+JOIN_TOKEN_DELETE = "join_token.delete"
+RESET_PASSWORD_TOKEN_CREATE = "reset_password_token.create"
+RESET_PASSWORD_TOKEN_DELETE = "reset_password_token.delete"
+ADMIN_CHANGES = frozenset({USER_CREATE, USER_UPDATE, USER_DELETE, JOIN_TOKEN_CREATE,
+                           JOIN_TOKEN_DELETE, RESET_PASSWORD_TOKEN_CREATE,
+                           RESET_PASSWORD_TOKEN_DELETE})
+#: Recorded by the auth server itself only: a host sending one would be forging it.
+AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, *ADMIN_CHANGES})
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+# Not in the manual's table (Teleport's name): a live connection was hung up, with the reason.
+CLIENT_DISCONNECT = "client.disconnect"
 
 AuditEvent = dict[str, Any]
 
@@ -45,11 +62,26 @@ def make_event(event_type: str, clock: Clock | None = None, **fields: Any) -> Au
     event: AuditEvent = {
         "event": event_type,
         "uid": str(uuid.uuid4()),
-        "time": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": now.strftime(TIME_FORMAT),
     }
     for name, value in fields.items():
         event[name.replace("addr_", "addr.")] = value
     return event
+
+
+def from_host(report: Mapping[str, Any], server_id: str, clock: Clock) -> AuditEvent:
+    """Return the event a host reported, with its id, time and server set by the auth server.
+
+    A host's certificate proves which host it is, not what it writes: left to the host, a node
+    could file events under another server, in the past, or over another event's id.
+    """
+    event_type = report.get("event")
+    if not isinstance(event_type, str) or not event_type:
+        raise BadParameter("event needs an 'event' type")
+    if event_type in AUTH_SERVER_ONLY:
+        raise AccessDenied(f"only the auth server records {event_type!r} events")
+    return {**report, "uid": str(uuid.uuid4()), "time": clock.now().strftime(TIME_FORMAT),
+            "server_id": server_id}
 
 
 class MemoryEmitter:

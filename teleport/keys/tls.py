@@ -215,6 +215,21 @@ def self_signed_web_cert(hostnames: Sequence[str], *, now: datetime) -> tuple[by
     return _private_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
 
+def self_signed_cert_fits(cert_pem: bytes, host: str, *, now: datetime,
+                          margin: timedelta = timedelta(days=30)) -> bool:
+    """Tell whether a kept self-signed web certificate still names host and is not near expiry."""
+    cert = _load_cert(cert_pem)
+    if cert.not_valid_after_utc - margin < now:
+        return False
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    names = [*san.get_values_for_type(x509.DNSName),
+             *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+    return host in names
+
+
 # --- TLS contexts -----------------------------------------------------------------------------
 
 def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence[bytes] | None,

@@ -25,8 +25,16 @@ import asyncssh
 
 from teleport.errors import TeleportError
 from teleport.events.emitter import Emitter
+from teleport.srv.process import clamp_term_size
 from teleport.srv.recorder import Recordings, SessionRecorder
-from teleport.sshutils.auth import CertAuthConnection, CertAuthServer, CertChecker, _line
+from teleport.sshutils.auth import (
+    CertAuthConnection,
+    CertAuthServer,
+    CertChecker,
+    RevocationCheck,
+    _line,
+    never_revoked,
+)
 from teleport.sshutils.listener import CIPHERS, server_options
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, _TCPSide
 from teleport.types.resources import Server
@@ -58,13 +66,13 @@ class RecordingProxy:
                  resolve_node: Callable[[str, int], Awaitable[Server]],
                  trusted_user_cas: Callable[[], Sequence[str]],
                  trusted_host_cas: Callable[[], Sequence[str]], emitter: Emitter,
-                 clock: Clock) -> None:
+                 clock: Clock, revoked: RevocationCheck | None = None) -> None:
         self.auth = auth
         self.recordings = recordings
         self.resolve_node = resolve_node
         self.trusted_host_cas = trusted_host_cas
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter, clock=clock,
-                                   check_login=True)
+                                   check_login=True, revoked=revoked or never_revoked)
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._host_certs: dict[str, tuple[str, float]] = {}
 
@@ -128,6 +136,7 @@ class RelayConnection(CertAuthServer):
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
         assert self.conn is not None
+        self.check_refusal()
         return self.conn.create_server_channel(encoding=None), RelaySession(self)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
@@ -176,6 +185,11 @@ class RelayConnection(CertAuthServer):
             upstream.cancel()
 
 
+def _clamped(cols: int, rows: int, px_width: int, px_height: int) -> tuple[int, int, int, int]:
+    """Bound a window size as the node does, so the recording holds the size the node used."""
+    return (*clamp_term_size(cols, rows), min(px_width, 0xFFFF), min(px_height, 0xFFFF))
+
+
 def _accepted_env(env: Any) -> dict[bytes | str, bytes | str]:
     return {k: v for k, v in dict(env).items()
             if isinstance(k, str) and isinstance(v, str)
@@ -208,7 +222,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def pty_requested(self, term_type: str, term_size: tuple[int, int, int, int],
                       term_modes: Any) -> bool:
-        self.term, self.size, self.modes = term_type, term_size, term_modes
+        self.term, self.size, self.modes = term_type, _clamped(*term_size), term_modes
         return True
 
     def shell_requested(self) -> bool:
@@ -286,11 +300,11 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int,
                               pixheight: int) -> None:
-        self.size = (width, height, pixwidth, pixheight)
+        self.size = _clamped(width, height, pixwidth, pixheight)
         if self.upstream is not None:
-            self.upstream.change_terminal_size(width, height, pixwidth, pixheight)
+            self.upstream.change_terminal_size(*self.size)
         if self.recorder is not None:
-            self.recorder.resize(width, height)
+            self.recorder.resize(*self.size[:2])
 
     def signal_received(self, signal: str) -> None:
         if self.upstream is not None:

@@ -17,7 +17,7 @@ import asyncssh
 from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.proxy.recording import RecordingProxy
-from teleport.sshutils.auth import CertAuthServer, CertChecker
+from teleport.sshutils.auth import CertAuthServer, CertChecker, RevocationCheck, never_revoked
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_USERS,
@@ -46,14 +46,16 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                  resolve: Resolver, emitter: Emitter, clock: Clock | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_users: int = DEFAULT_MAX_USERS,
-                 recording: RecordingProxy | None = None) -> None:
+                 recording: RecordingProxy | None = None,
+                 revoked: RevocationCheck | None = None) -> None:
         self.cluster_name = cluster_name
         #: Terminates SSH here when sessions are recorded at the proxy (teleport.proxy.recording).
         self.recording = recording
         self.resolve = resolve
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
-                                   clock=self.clock, check_login=False)
+                                   clock=self.clock, check_login=False,
+                                   revoked=revoked or never_revoked)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: ProxyConnection(self))
         super().__init__("proxy", max_connections, max_users)

@@ -7,7 +7,6 @@ may ping, sign up and log in; the calls that act as a user need the certificate 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import socket
@@ -17,17 +16,13 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from teleport import __version__
+from teleport.api import httpserver
+from teleport.api.ratelimit import RateLimiter
 from teleport.auth.client import AuthClient
-from teleport.errors import (
-    AccessDenied,
-    BadParameter,
-    LimitExceeded,
-    NotFound,
-    TeleportError,
-    to_wire,
-)
+from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert, ssl_server_context
 from teleport.proxy import web_pages
@@ -44,6 +39,13 @@ MAX_BODY = 64 * 1024
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _BAD_NAME_CHARS = frozenset("/\\?#%") | {chr(c) for c in range(33)} | {"\x7f"}
 _JSON_CSP = "default-src 'none'; frame-ancestors 'none'"
+#: Sent only with a configured certificate: pinning browsers to HTTPS with a self-signed one
+#: would leave users no way past its warning.
+HSTS = "max-age=31536000; includeSubDomains"
+# Logins (and signups, which check a password and a code) per client address, as Teleport's
+# defaults for its unauthenticated web routes: 10 a minute, bursts of 20.
+LOGIN_RATE_PER_MINUTE = 10
+LOGIN_BURST = 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -53,8 +55,15 @@ class WebProxy:
 
     def __init__(self, *, auth: AuthClient, cluster_name: str, cert_pem: bytes, key_pem: bytes,
                  client_ca_pems: Callable[[], Sequence[bytes]], public_addr: str,
-                 ssh_public_addr: str, clock: Clock) -> None:
+                 ssh_public_addr: str, clock: Clock, hsts: bool = False,
+                 deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES,
+                 revoked: Callable[[str, bytes], str | None] | None = None) -> None:
         self.auth = auth
+        #: Why a user's certificate (name, DER) no longer grants access: deleted or locked users.
+        self._revoked = revoked
+        self.hsts = hsts
+        self.deadlines = deadlines
+        self._login_limiter = RateLimiter(LOGIN_RATE_PER_MINUTE, LOGIN_BURST, clock)
         self.cluster_name = cluster_name
         self.public_addr = public_addr
         self.ssh_public_addr = ssh_public_addr
@@ -83,7 +92,7 @@ class WebProxy:
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
         """Listen on host:port (0 picks a free port), or on a socket handed down by a restart."""
-        runner = web.AppRunner(self.make_app(), access_log=None)
+        runner = httpserver.make_runner(self.make_app())
         await runner.setup()
         try:
             site: web.BaseSite
@@ -112,8 +121,9 @@ class WebProxy:
 
     def make_app(self) -> web.Application:
         """Build the routes behind one error middleware, so no route can leak a traceback."""
-        app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
-        app.on_response_prepare.append(_security_headers)
+        app = httpserver.make_app(component="proxy", max_body=MAX_BODY, deadlines=self.deadlines)
+        app.middlewares.append(_json_only)
+        app.on_response_prepare.append(self._security_headers)
         app.router.add_get("/", self.landing)
         app.router.add_get("/web/newuser/{token}", self.signup_page)
         app.router.add_get("/webapi/ping", self.ping)
@@ -177,24 +187,22 @@ class WebProxy:
 
     async def complete_signup(self, request: web.Request) -> web.Response:
         """Set the new user's password (and OTP device) through the auth server."""
-        body = await _json_body(request)
-        user = await self.auth.complete_signup(
-            _token(_str(body, "token")), _str(body, "password"),
-            _str(body, "second_factor_token", required=False))
+        self._login_limiter.check(request.remote or "")
+        body = httpserver.parse_model(SignupRequest, await httpserver.read_json(request))
+        user = await self.auth.complete_signup(_token(body.token), body.password,
+                                               body.second_factor_token or "")
         return web.json_response({"user": user.metadata.name})
 
     async def ssh_certs(self, request: web.Request) -> web.Response:
         """Log a user in and return certificates, the way `tsh login` expects them."""
-        body = await _json_body(request)
-        ttl_text = _str(body, "ttl", required=False)
-        ttl = parse_duration(ttl_text) if ttl_text else None
+        self._login_limiter.check(request.remote or "")
+        body = httpserver.parse_model(LoginRequest, await httpserver.read_json(request))
+        ttl = parse_duration(body.ttl) if body.ttl else None
         if ttl is not None and ttl <= timedelta(0):
-            raise BadParameter(f"ttl must be positive, got {ttl_text!r}")
+            raise BadParameter(f"ttl must be positive, got {body.ttl!r}")
         certs = await self.auth.authenticate_ssh(
-            _user_name(_str(body, "user")), password=_str(body, "password"),
-            otp_code=_str(body, "otp_token", required=False),
-            ssh_public_key=_str(body, "pub_key"),
-            tls_public_key=_str(body, "tls_pub_key").encode(), ttl=ttl,
+            _user_name(body.user), password=body.password, otp_code=body.otp_token or "",
+            ssh_public_key=body.pub_key, tls_public_key=body.tls_pub_key.encode(), ttl=ttl,
             remote_addr=_remote_addr(request))
         return web.json_response({
             "cert": certs.ssh_cert,
@@ -259,65 +267,58 @@ class WebProxy:
             raise AccessDenied("the client certificate is for another cluster")
         if identity.expires is None or identity.expires <= self.clock.now():
             raise AccessDenied("the client certificate has expired: run 'tsh login'")
+        reason = self._revoked(identity.username, der) if self._revoked is not None else None
+        if reason is not None:
+            raise AccessDenied(f"access revoked: {reason}")
         return identity
+
+    async def _security_headers(self, request: web.Request,
+                                response: web.StreamResponse) -> None:
+        """Keep tokens and certificates out of caches, referrers and frames; and on HTTPS."""
+        response.headers.setdefault("Content-Security-Policy", _JSON_CSP)
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-store"
+        if self.hsts:
+            response.headers["Strict-Transport-Security"] = HSTS
+
+
+# --- request bodies ------------------------------------------------------------------------
+# Strict: a field of the wrong JSON type is a 400 naming it, never a crash deeper in.
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class SignupRequest(_Body):
+    token: str
+    password: str = Field(min_length=1)
+    second_factor_token: str | None = None
+
+
+class LoginRequest(_Body):
+    user: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+    otp_token: str | None = None
+    pub_key: str = Field(min_length=1)
+    tls_pub_key: str = Field(min_length=1)
+    ttl: str | None = None
 
 
 # --- plumbing ------------------------------------------------------------------------------
 
 @web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer every failure as one-line JSON, never a traceback or aiohttp's HTML."""
-    try:
-        return await handler(request)
-    except TeleportError as err:
-        return web.json_response(to_wire(err), status=err.http_status)
-    except web.HTTPRequestEntityTooLarge:
-        too_big = LimitExceeded(f"request body is larger than {MAX_BODY // 1024} KiB")
-        return web.json_response(to_wire(too_big), status=413)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        refused: TeleportError = (
-            NotFound(f"{request.method} {request.path}: not found") if exc.status == 404
-            else BadParameter(f"{request.method} {request.path}: {exc.reason.lower()}"))
-        return web.json_response(to_wire(refused), status=exc.status)
-    except Exception:
-        log.exception("web API %s %s failed", request.method, request.path)
-        return web.json_response(to_wire(TeleportError("internal error, see the proxy log")),
-                                 status=500)
-
-
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """Keep tokens and certificates out of caches, referrers and frames."""
-    response.headers.setdefault("Content-Security-Policy", _JSON_CSP)
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["Cache-Control"] = "no-store"
+async def _json_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Serve a state-changing call only with a JSON body: a cross-site form cannot send one."""
+    if request.method in httpserver.STATE_CHANGING and request.match_info.http_exception is None:
+        httpserver.require_json(request)
+    return await handler(request)
 
 
 def _html(text: str, status: int, csp: str) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
                         headers={"Content-Security-Policy": csp})
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadParameter("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadParameter("request body must be a JSON object")
-    return body
-
-
-def _str(body: dict[str, Any], name: str, *, required: bool = True) -> str:
-    value = body.get(name)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        raise BadParameter(f"missing or invalid field {name!r}")
-    return value
 
 
 def _token(token: str) -> str:

@@ -39,6 +39,7 @@ from teleport.service.identities import issue_local_identity, load_or_create_hos
 from teleport.service.labels import DynamicLabels
 from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
+from teleport.service.revocations import RevocationWatch
 from teleport.service.trust import TrustedCAs
 from teleport.srv.recorder import Recordings
 from teleport.srv.server import NodeServer
@@ -310,6 +311,7 @@ class TeleportProcess:
         trust = TrustedCAs(client, identity)
         self._spawn(trust.run(), "proxy-trust")
         resolver = NodeResolver(client, self.cluster_name)
+        revocations = RevocationWatch(client, self.clock)
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
         recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
@@ -320,7 +322,7 @@ class TeleportProcess:
                                    resolve_node=resolver.resolve_node,
                                    trusted_user_cas=trust.user_keys,
                                    trusted_host_cas=trust.host_keys, emitter=client,
-                                   clock=self.clock)
+                                   clock=self.clock, revoked=revocations.refusal)
         # --- end recording proxy ---
 
         ssh_server = ProxySSHServer(
@@ -328,20 +330,25 @@ class TeleportProcess:
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             resolve=resolver.resolve, emitter=client, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
-            max_users=self.config.connection_limits.max_users, recording=recording)
+            max_users=self.config.connection_limits.max_users, recording=recording,
+            revoked=revocations.refusal)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
+        revocations.enforce_on(ssh_server)
+        self._spawn(revocations.run(), "proxy-revocations")
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
                                sock=self._listen("proxy SSH", cfg.listen_addr))
         self.ports["proxy_ssh"] = ssh_server.port
         if ssh_public.port == 0 or cfg.listen_addr.port == 0:
             ssh_public = HostPort(ssh_public.host, ssh_server.port)
 
-        key_pem, cert_pem = await _web_keypair(cfg.https_keypairs, web_public.host, self.clock)
+        key_pem, cert_pem = await _web_keypair(cfg.https_keypairs, web_public.host, self.clock,
+                                               data_dir)
         web = WebProxy(auth=client, cluster_name=self.cluster_name, cert_pem=cert_pem,
                        key_pem=key_pem, client_ca_pems=trust.tls_certs,
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
-                       clock=self.clock)
+                       clock=self.clock, hsts=bool(cfg.https_keypairs),
+                       revoked=revocations.tls_refusal)
         await self.stack.enter_async_context(web)
         await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port,
                         sock=self._listen("proxy web", cfg.web_listen_addr))
@@ -381,6 +388,7 @@ class TeleportProcess:
             return {**labels, **{k: v.result for k, v in dynamic.snapshot().items()}}
 
         proxy_addr = ""
+        revocations = RevocationWatch(client, self.clock)
 
         async def refresh_proxy_addr() -> None:
             nonlocal proxy_addr
@@ -393,7 +401,8 @@ class TeleportProcess:
             server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
             emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
-            max_users=self.config.connection_limits.max_users, registry=client)
+            max_users=self.config.connection_limits.max_users, registry=client,
+            revoked=revocations.refusal)
         # --- session recordings (issue 5, recording engineer; lead to review) ---
         # Closed after the node (the stack unwinds in reverse): sessions hung up on shutdown
         # still finish their recordings, which the next start uploads.
@@ -404,6 +413,8 @@ class TeleportProcess:
         # --- end session recordings ---
         await self.stack.enter_async_context(node)
         self.node = node
+        revocations.enforce_on(node)
+        self._spawn(revocations.run(), "node-revocations")
         await node.start(cfg.listen_addr.host, cfg.listen_addr.port,
                          sock=self._listen("node SSH", cfg.listen_addr))
         self.ports["node"] = node.port
@@ -439,9 +450,17 @@ def _memory() -> str:
     return f"rss {fields.get('VmRSS', '?').strip()}, peak {fields.get('VmHWM', '?').strip()}"
 
 
+#: Folders that older versions made with the umask's mode (0755); tightened on start.
+_PRIVATE_FOLDERS = ("log", "log/upload", "log/upload/sessions", "log/upload/sessions/default",
+                    "log/sessions", "log/sessions/default", "identity", "backend")
+
+
 def _prepare_data_dir(path: Path) -> Path:
     try:
         ensure_private_dir(path)
+        for sub in _PRIVATE_FOLDERS:
+            if (path / sub).is_dir():
+                os.chmod(path / sub, 0o700)
         probe = path / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
@@ -470,12 +489,29 @@ def _bound_port(runner: Any) -> int:
     raise BadParameter("auth API did not bind")
 
 
-async def _web_keypair(keypairs: list[tuple[Path, Path]], host: str, clock: Clock) -> tuple[bytes, bytes]:
-    """Return the configured HTTPS key and cert, or a fresh self-signed pair."""
+async def _web_keypair(keypairs: list[tuple[Path, Path]], host: str, clock: Clock,
+                       data_dir: Path) -> tuple[bytes, bytes]:
+    """Return the configured HTTPS key and cert, else the self-signed pair kept in data_dir.
+
+    The self-signed pair survives restarts (as Teleport's `webproxy_cert.pem` does): `tsh login
+    --insecure` pins the certificate it was shown, so a new one on every start would lock
+    every user out until they log in again.
+    """
     if keypairs:
         key_file, cert_file = keypairs[0]
         try:
             return Path(key_file).read_bytes(), Path(cert_file).read_bytes()
         except OSError as err:
             raise BadParameter(f"cannot read https keypair {err.filename}: {err.strerror}") from None
-    return await asyncio.to_thread(tlskeys.self_signed_web_cert, [host], now=clock.now())
+    key_path, cert_path = data_dir / "webproxy_key.pem", data_dir / "webproxy_cert.pem"
+    try:
+        key_pem, cert_pem = key_path.read_bytes(), cert_path.read_bytes()
+        if tlskeys.self_signed_cert_fits(cert_pem, host, now=clock.now()):
+            return key_pem, cert_pem
+    except (OSError, BadParameter):
+        pass
+    key_pem, cert_pem = await asyncio.to_thread(tlskeys.self_signed_web_cert, [host],
+                                                now=clock.now())
+    write_secret(key_path, key_pem)
+    write_secret(cert_path, cert_pem, mode=0o644)
+    return key_pem, cert_pem

@@ -26,6 +26,13 @@ class TokenService:
         except NotFound:
             raise NotFound("signup token not found or expired") from None
 
+    async def claim_signup(self, token: str) -> None:
+        """Burn a signup token before using it: one atomic delete, so only one caller wins."""
+        try:
+            await self.delete_signup(token)
+        except NotFound:
+            raise NotFound("signup token not found or expired") from None
+
     async def delete_signup(self, token: str) -> None:
         await self.signup.delete(token)
         try:

@@ -1,8 +1,7 @@
-"""Local users, their password hashes, OTP secrets and recent failed logins."""
+"""Local users, their password hashes and OTP secrets (failed logins: `login_attempts`)."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 
 from teleport.backend.base import Backend, Item, key, range_end
@@ -51,20 +50,3 @@ class UserService:
         except AlreadyExists:
             return False
         return True
-
-    async def add_failed_login(self, user: str, when: datetime, expires: datetime) -> list[datetime]:
-        """Record a failed login and return the failures still inside the window."""
-        k = self._secret_key(user, "attempts")
-        try:
-            times = [datetime.fromisoformat(t) for t in json.loads((await self.backend.get(k)).value)]
-        except NotFound:
-            times = []
-        times.append(when)
-        await self.backend.put(Item(k, json.dumps([t.isoformat() for t in times]).encode(), expires))
-        return times
-
-    async def clear_failed_logins(self, user: str) -> None:
-        try:
-            await self.backend.delete(self._secret_key(user, "attempts"))
-        except NotFound:
-            pass

@@ -20,6 +20,18 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Client `env` requests we honour; anything else could change how the login's shell behaves.
 ACCEPTED_ENV_PREFIXES = ("LC_",)
 ACCEPTED_ENV = frozenset({"LANG", "TERM"})
+#: The largest terminal we set up. The kernel keeps window sizes in 16 bits, and a client asking
+#: for 65,536 columns used to fail after openpty(), leaking both descriptors; no screen is
+#: anywhere near this, so larger requests are clamped rather than refused.
+MAX_TERM_CELLS = 10_000
+_MAX_PIXELS = 0xFFFF
+DEFAULT_TERM_SIZE = (80, 24)
+
+
+def clamp_term_size(cols: int, rows: int) -> tuple[int, int]:
+    """Return a window size the kernel accepts: 0 means the default, the rest within 1..10000."""
+    return (min(cols, MAX_TERM_CELLS) if cols > 0 else DEFAULT_TERM_SIZE[0],
+            min(rows, MAX_TERM_CELLS) if rows > 0 else DEFAULT_TERM_SIZE[1])
 
 
 @dataclass(frozen=True)
@@ -62,26 +74,40 @@ class Pty:
 
     def __init__(self, login: OSLogin, cols: int, rows: int) -> None:
         self.master, self.slave = os.openpty()
-        self.name = os.ttyname(self.slave)
-        if os.geteuid() == 0:
-            # As sshd does: the terminal belongs to the user, writable by the tty group only.
-            try:
-                tty_gid = grp.getgrnam("tty").gr_gid
-            except KeyError:
-                tty_gid = login.gid
-            os.chown(self.name, login.uid, tty_gid)
-            os.chmod(self.name, 0o620)
-        self.resize(cols, rows)
+        try:
+            self.name = os.ttyname(self.slave)
+            if os.geteuid() == 0:
+                # As sshd does: the terminal belongs to the user, writable by the tty group only.
+                try:
+                    tty_gid = grp.getgrnam("tty").gr_gid
+                except KeyError:
+                    tty_gid = login.gid
+                os.chown(self.name, login.uid, tty_gid)
+                os.chmod(self.name, 0o620)
+            self.resize(cols, rows)
+        except BaseException:
+            # Nobody else holds these yet: a half-made terminal must not outlive the failure.
+            self.close()
+            raise
 
     def resize(self, cols: int, rows: int, px_width: int = 0, px_height: int = 0) -> None:
-        """Set the window size; the kernel sends SIGWINCH to the foreground job."""
-        size = struct.pack("HHHH", rows or 24, cols or 80, px_width, px_height)
+        """Set the window size (clamped); the kernel sends SIGWINCH to the foreground job."""
+        cols, rows = clamp_term_size(cols, rows)
+        size = struct.pack("HHHH", rows, cols, min(max(px_width, 0), _MAX_PIXELS),
+                           min(max(px_height, 0), _MAX_PIXELS))
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
 
     def close_slave(self) -> None:
         if self.slave >= 0:
             os.close(self.slave)
             self.slave = -1
+
+    def close(self) -> None:
+        """Close both ends (the session closes the master itself once it is running)."""
+        self.close_slave()
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
 
 
 def _take_controlling_tty() -> None:
@@ -108,7 +134,13 @@ class Child:
         self._exited: asyncio.Future[int] = self._loop.create_future()
         # A pidfd turns "child exited" into a readable fd on any event loop, with no SIGCHLD
         # handler or watcher thread, and it cannot be confused by pid reuse.
-        self._pidfd = os.pidfd_open(self.pid)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except BaseException:
+            # Out of descriptors: a child we cannot watch must not run on unaccounted for.
+            os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise
         self._loop.add_reader(self._pidfd, self._reap)
 
     def _reap(self) -> None:

@@ -17,7 +17,7 @@ from teleport.srv.party import LiveSession, SessionRegistry
 from teleport.srv.process import Child
 from teleport.srv.recorder import Recordings
 from teleport.srv.session import NodeSession
-from teleport.sshutils.auth import CertAuthServer, CertChecker
+from teleport.sshutils.auth import CertAuthServer, CertChecker, RevocationCheck, never_revoked
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_USERS,
@@ -43,7 +43,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  clock: Clock | None = None, recordings: Recordings | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_users: int = DEFAULT_MAX_USERS,
-                 registry: SessionRegistry | None = None) -> None:
+                 registry: SessionRegistry | None = None,
+                 revoked: RevocationCheck | None = None) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -58,7 +59,8 @@ class NodeServer(SSHListener["NodeConnection"]):
         self.live: dict[str, LiveSession] = {}
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
-                                   clock=self.clock, check_login=True)
+                                   clock=self.clock, check_login=True,
+                                   revoked=revoked or never_revoked)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: NodeConnection(self))
         super().__init__("node", max_connections, max_users)

@@ -14,7 +14,15 @@ import asyncssh
 from teleport.errors import NotFound, TeleportError
 from teleport.events.emitter import EXEC, RESIZE, SCP, SESSION_END, SESSION_START
 from teleport.srv.party import JOIN_ENV, LiveSession
-from teleport.srv.process import Child, OSLogin, Pty, accepted_env, login_env, lookup_login
+from teleport.srv.process import (
+    Child,
+    OSLogin,
+    Pty,
+    accepted_env,
+    clamp_term_size,
+    login_env,
+    lookup_login,
+)
 from teleport.srv.recorder import SessionRecorder
 from teleport.srv.scp import parse_scp
 from teleport.sshutils.auth import Identity
@@ -66,7 +74,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         if "pty" not in self.identity.permissions:
             return False
         self.term = term_type
-        self.size = (term_size[0] or 80, term_size[1] or 24)
+        self.size = clamp_term_size(term_size[0], term_size[1])
         return True
 
     def shell_requested(self) -> bool:
@@ -91,16 +99,33 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         try:
             login = lookup_login(self.identity.login)
             self._spawn(login)
-        except (TeleportError, OSError) as err:
-            message = str(err) if isinstance(err, TeleportError) else \
-                f"cannot start {self.identity.login}'s shell: {err.strerror or err}"
-            self._cleanup()
-            self.chan.write_stderr(f"teleport: {message}\r\n".encode())
-            self.chan.exit(1)
+        except Exception as err:
+            if isinstance(err, TeleportError):
+                message = str(err)
+            elif isinstance(err, OSError):
+                message = f"cannot start {self.identity.login}'s shell: {err.strerror or err}"
+                log.warning("session %s of %s: %s", self.sid, self.identity.user, message)
+            else:
+                log.exception("session %s of %s failed to start", self.sid, self.identity.user)
+                message = "the node could not start the session (see its log)"
+            self._abort(message)
             return
         assert self.child is not None
         self.conn.node.children.add(self.child)
         self.conn.node.spawn(self._run(), f"session {self.sid}")
+
+    def _abort(self, message: str) -> None:
+        """Undo a session that failed to start: stop its child, release what it opened, say why."""
+        assert self.chan is not None
+        if self.child is not None:
+            self.child.signal(signal.SIGKILL)
+        if self.live is not None:
+            self.conn.node.spawn(self.live.end(-signal.SIGKILL), f"abort {self.sid}")
+        if self.recorder is not None:
+            self.conn.node.spawn(self.recorder.close(), f"abort recording {self.sid}")
+        self._cleanup()
+        self.chan.write_stderr(f"teleport: {message}\r\n".encode())
+        self.chan.exit(1)
 
     def _join(self, sid: str) -> None:
         """Attach this channel to a live session on this node (see `teleport.srv.party`)."""
@@ -138,18 +163,25 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self._record()
             self.live = LiveSession(self)
         else:
-            in_r, in_w = os.pipe()
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            self._fds += [out_r, err_r]
+            child_ends: list[int] = []  # closed here once the child has its copies
+            in_w = -1
             try:
+                in_r, in_w = os.pipe()
+                child_ends.append(in_r)
+                out_r, out_w = os.pipe()
+                self._fds.append(out_r)
+                child_ends.append(out_w)
+                err_r, err_w = os.pipe()
+                self._fds.append(err_r)
+                child_ends.append(err_w)
                 self.child = Child(argv, executable=shell, login=login, env=env, stdin=in_r,
                                    stdout=out_w, stderr=err_w, tty=False)
             except BaseException:
-                os.close(in_w)
+                if in_w >= 0:
+                    os.close(in_w)
                 raise
             finally:
-                for fd in (in_r, out_w, err_w):
+                for fd in child_ends:
                     os.close(fd)
             flow = ChannelInput(self.chan)
             self.stdin = FdWriter(in_w, pause=flow.pause, resume=flow.resume)
@@ -279,8 +311,12 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         if self.pty is None or self.child is None or not self.child.running:
             return
-        self.size = (width or 80, height or 24)
-        self.pty.resize(width, height, pixwidth, pixheight)
+        self.size = clamp_term_size(width, height)
+        try:
+            self.pty.resize(width, height, pixwidth, pixheight)
+        except OSError as err:  # the terminal is closing; the session ends on its own
+            log.debug("session %s: cannot resize: %s", self.sid, err)
+            return
         if self.recorder is not None:
             self.recorder.resize(*self.size)
         self.conn.node.spawn(self._audit(RESIZE), f"resize {self.sid}")

@@ -13,20 +13,28 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import asyncssh
 from asyncssh.packet import String
 
 from teleport.errors import AccessDenied, BadParameter, TeleportError
-from teleport.events.emitter import AUTH, Emitter, make_event
+from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
 from teleport.keys.ssh import SSHCertInfo, parse_cert, verify_cert
 from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.ssh")
 
 _CERT_SUFFIX = b"-cert-v01@openssh.com"
+
+#: Why a valid certificate no longer grants access (its user was deleted or locked), or None.
+RevocationCheck = Callable[[SSHCertInfo], "str | None"]
+
+
+def never_revoked(cert: SSHCertInfo) -> str | None:
+    """Refuse no certificate: for servers without a revocation list (tests, tools)."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,8 @@ class CertChecker:
     clock: Clock
     #: The node requires the requested login among the principals; the proxy takes any login.
     check_login: bool
+    #: The auth server's revocation list as last polled (this layer cannot ask the auth server).
+    revoked: RevocationCheck = field(default=never_revoked)
 
     def check(self, login: str, key_data: bytes) -> tuple[Identity, asyncssh.SSHKey]:
         """Return the identity and public key of an offered certificate, or raise AccessDenied."""
@@ -63,6 +73,9 @@ class CertChecker:
             key = asyncssh.import_public_key(info.public_key)
         except (BadParameter, asyncssh.KeyImportError) as err:
             raise AccessDenied(str(err)) from None
+        reason = self.revoked(info)
+        if reason is not None:
+            raise AccessDenied(f"access revoked: {reason}")
         permissions = frozenset(name.removeprefix("permit-") for name in info.extensions
                                 if name.startswith("permit-"))
         return Identity(info, login, permissions), key
@@ -76,6 +89,15 @@ class CertChecker:
         except TeleportError as err:
             log.warning("cannot record failed login of %s: %s", login, err)
 
+    async def audit_disconnect(self, identity: Identity, reason: str, remote: str) -> None:
+        """Record that a live connection was hung up because its user lost access."""
+        event = make_event(CLIENT_DISCONNECT, self.clock, user=identity.user,
+                           login=identity.login, reason=reason, addr_remote=remote)
+        try:
+            await self.emitter.emit(event)
+        except TeleportError as err:
+            log.warning("cannot record disconnect of %s: %s", identity.user, err)
+
 
 class CertAuthServer(asyncssh.SSHServer):
     """Per-connection server object that accepts user certificates and nothing else."""
@@ -87,6 +109,8 @@ class CertAuthServer(asyncssh.SSHServer):
         self.identity: Identity | None = None
         #: Why this connection will be hung up before authentication (a connection limit).
         self.refusal: str | None = None
+        #: Set once the connection is being hung up because its user lost access.
+        self.access_revoked = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -118,9 +142,30 @@ class CertAuthServer(asyncssh.SSHServer):
         return _addr(self.conn, "sockname")
 
     def check_refusal(self) -> None:
-        """Refuse a channel with the reason when a limit was reached after authentication."""
+        """Refuse a channel with the reason when a limit was reached or access was revoked."""
         if self.refusal is not None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, self.refusal)
+        reason = self.revocation()
+        if reason is not None:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            f"access revoked: {reason}")
+
+    def revocation(self) -> str | None:
+        """Return why this connection's user has lost access since authenticating, or None."""
+        return self.checker.revoked(self.identity.cert) if self.identity is not None else None
+
+    async def end_revoked(self, reason: str) -> None:
+        """Audit and hang up a connection whose user lost access, telling the client why."""
+        assert self.identity is not None
+        if self.access_revoked:
+            return
+        self.access_revoked = True
+        log.warning("disconnecting %s from %s: access revoked: %s", self.identity.user,
+                    self.remote_addr(), reason)
+        await self.checker.audit_disconnect(self.identity, f"access revoked: {reason}",
+                                            self.remote_addr())
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"access revoked: {reason}")
 
     def close(self) -> None:
         if self.conn is not None:

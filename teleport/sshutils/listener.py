@@ -121,6 +121,20 @@ class SSHListener(Generic[C]):
         conn.refusal = (f"too many users: this {self.service} serves at most {self.max_users} "
                         "users at once (teleport.connection_limits)")
 
+    async def end_revoked(self) -> int:
+        """Hang up every connection whose user lost access since it authenticated; count them.
+
+        Run after each poll of the revocation list: deleting or locking a user ends their live
+        sessions within one poll, not when their certificate expires.
+        """
+        ended = 0
+        for conn in list(self.connections):
+            reason = conn.revocation()
+            if reason is not None and conn.conn is not None:
+                await conn.end_revoked(reason)
+                ended += 1
+        return ended
+
     def forget(self, conn: C) -> None:
         if conn in self.connections:
             self.connections.discard(conn)

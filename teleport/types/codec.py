@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from teleport.config import yamlsafe
 from teleport.errors import BadParameter
 from teleport.types.resource import Resource
 from teleport.types.resources import (
@@ -61,13 +62,7 @@ def to_dict(resource: Resource) -> dict[str, Any]:
 
 def parse_yaml(text: str, source: str = "<stdin>") -> list[Resource]:
     """Parse one or more `---`-separated resources."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or "invalid YAML"
-        raise BadParameter(f"{source}{line}: {problem}") from None
+    docs = yamlsafe.load_all(text, source)  # no aliases, no control characters
     if not docs:
         raise BadParameter(f"{source}: no resources found")
     many = len(docs) > 1

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from teleport.errors import BadParameter
 from teleport.types.resource import ZERO_TIME, Model, Resource, Time
 
 
@@ -37,6 +38,20 @@ class UserSpec(Model):
     def _roles_may_be_one_string(cls, value: Any) -> Any:
         # The manual's own example writes `roles: admin`.
         return [value] if isinstance(value, str) else value
+
+
+def check_user_name(name: str) -> None:
+    """Refuse a user name that could change a key path, a route or a log line, or is not text.
+
+    One rule for the auth server and for `tctl create`, which checks a whole file before it
+    applies any of it.
+    """
+    if not name or len(name) > 255 or any(c in name for c in "/\\ \t\n:"):
+        raise BadParameter(f"invalid user name {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON allows and UTF-8 does not
+        raise BadParameter("user name is not valid Unicode text") from None
 
 
 class User(Resource):

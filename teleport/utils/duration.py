@@ -8,6 +8,9 @@ from datetime import timedelta
 from teleport.errors import BadParameter
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+#: Go's time.Duration limit (2^63 ns, about 292 years): longer durations are refused at parse
+#: time instead of overflowing later, deep inside whatever uses them.
+MAX_DURATION = timedelta(microseconds=(2**63 - 1) // 1000)
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
@@ -29,6 +32,9 @@ def parse_duration(text: str) -> timedelta:
             raise BadParameter(f"invalid duration {text!r} (expected e.g. 1h0m0s, 5m, 30s)")
         seconds += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
+    if not seconds <= MAX_DURATION.total_seconds():  # also catches inf from huge numbers
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise BadParameter(f"duration {shown!r} is too long (at most {format_duration(MAX_DURATION)})")
     return timedelta(seconds=sign * seconds)
 
 

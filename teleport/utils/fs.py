@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 
 def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
-    """Create path (and parents) as 0700, tightening it if it exists."""
+    """Create path as 0700, tightening it if it exists; missing parents are made 0700 too.
+
+    `mkdir -p` would make the parents with the umask's mode (0755): `data_dir/log/upload`
+    would then let every local user list which sessions are being recorded.
+    """
     p = Path(path)
-    p.mkdir(mode=0o700, parents=True, exist_ok=True)
+    missing = []
+    for folder in (p, *p.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it meanwhile
+            continue
+        os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+    if not p.is_dir():
+        raise FileExistsError(errno.EEXIST, "not a folder", str(p))
     os.chmod(p, 0o700)
     return p
 

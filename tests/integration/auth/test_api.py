@@ -78,6 +78,9 @@ async def test_node_may_announce_only_itself(api: Api) -> None:
             await node.upsert_server(_server("node", "node-2"))
         with pytest.raises(AccessDenied, match="only announce itself"):
             await node.upsert_server(_server("proxy", "node-1"))
+    # A refusal decided inside a handler is audited too, once, under the caller.
+    refusals = [e for e in api.emitter.of_type("auth") if "only announce itself" in e["error"]]
+    assert [(e["user"], e["success"]) for e in refusals] == [("node-1", False)] * 2
 
 
 async def test_hosts_cannot_use_admin_calls_and_refusals_are_audited(api: Api) -> None:

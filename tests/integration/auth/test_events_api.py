@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -40,8 +41,10 @@ class Api:
                 host_uuid=f"{role}-1", nodename="host", system_role=role, ssh_public_key=ssh_key,
                 tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         else:
+            # 30 h: still valid now although the clock started yesterday at 23:00.
             certs = await self.auth.issue_user_certs(User(metadata=Metadata(name="joe")), ssh_key,
-                                                     tlskeys.tls_public_key_pem(tls_key), None)
+                                                     tlskeys.tls_public_key_pem(tls_key),
+                                                     timedelta(hours=30))
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
                                          [c.encode() for c in certs.tls_ca_certs])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
@@ -49,12 +52,11 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    # The log's clock starts yesterday at 23:00 so events straddle a midnight; certificates
-    # follow the real time so they are valid.
+    # The clock starts yesterday at 23:00 so events straddle a midnight; the auth server stamps
+    # the events hosts send with it.
     clock = FakeClock((datetime.now(timezone.utc) - timedelta(days=1)).replace(hour=23, minute=0))
     audit = build_audit_log([f"file://{tmp_path}/events"], tmp_path, clock)
-    auth_clock = FakeClock(datetime.now(timezone.utc))
-    auth = AuthServer(MemoryBackend(auth_clock), audit, auth_clock, AuthSettings(cluster_name="events.test"))
+    auth = AuthServer(MemoryBackend(clock), audit, clock, AuthSettings(cluster_name="events.test"))
     await auth.init()
     runner, addr = await serve_auth_api(auth)
     try:
@@ -71,7 +73,8 @@ async def _emit_night(api: Api) -> list[dict]:
             event = ev.make_event(ev.EXEC if i % 2 else ev.SESSION_START, api.clock,
                                   user="joe" if i % 3 else "ann", login="root", command=f"cmd {i}")
             await node.emit(event)
-            written.append({**event, "server_id": "Node-1"})
+            # The auth server gives each event a fresh id (and its own time, the same here).
+            written.append({**event, "server_id": "Node-1", "uid": ANY})
             api.clock.advance(timedelta(minutes=10))
     return written
 
@@ -102,7 +105,7 @@ async def test_non_admins_cannot_search(api: Api, role: str) -> None:
     async with await api.client(role) as caller:
         with pytest.raises(AccessDenied, match="may not GET /v1/events"):
             await caller.search_events(api.clock.now() - timedelta(hours=1), api.clock.now(), [], "", 10)
-    now = datetime.now(timezone.utc)
+    now = api.clock.now()
     async with await api.client("Admin") as admin:
         refusals, _ = await admin.search_events(now - timedelta(hours=1), now, [ev.AUTH], "", 10)
     assert any("/v1/events" in e["error"] for e in refusals)

@@ -108,10 +108,10 @@ ClusterFactory = Callable[..., Awaitable[Cluster]]
 
 @pytest.fixture
 async def make_cluster() -> AsyncIterator[ClusterFactory]:
-    """Start auth API + web proxy on loopback port 0 with the given auth settings."""
+    """Start auth API + web proxy on loopback port 0 with the given auth and proxy settings."""
     cleanups: list[Callable[[], Awaitable[Any]]] = []
 
-    async def start(second_factor: str = "otp") -> Cluster:
+    async def start(second_factor: str = "otp", **proxy_options: Any) -> Cluster:
         clock = FakeClock(datetime.now(timezone.utc).replace(microsecond=0))
         emitter = MemoryEmitter()
         backend = MemoryBackend(clock)
@@ -134,7 +134,8 @@ async def make_cluster() -> AsyncIterator[ClusterFactory]:
         proxy = WebProxy(auth=auth_client, cluster_name=auth.cluster_name, cert_pem=web_cert,
                          key_pem=web_key, client_ca_pems=lambda: cas,
                          public_addr="proxy.example.com:3080",
-                         ssh_public_addr="proxy.example.com:3023", clock=clock)
+                         ssh_public_addr="proxy.example.com:3023", clock=clock,
+                         **proxy_options)
         cleanups.append(proxy.close)
         await proxy.start("127.0.0.1", 0)
         return Cluster(auth, clock, emitter, proxy, web_cert, cas, (proxy_cert, proxy_key))
@@ -154,8 +155,10 @@ async def cluster(make_cluster: ClusterFactory) -> Cluster:
 async def _raw(cluster: Cluster, method: str, path: str,
                data: bytes | None = None) -> tuple[int, dict[str, str], str]:
     """Send a request the way a browser or a broken client would, without WebClient."""
+    headers = {"Content-Type": "application/json"} if data is not None else {}
     async with aiohttp.ClientSession() as session, session.request(
-            method, f"https://{cluster.addr}{path}", data=data, ssl=False) as resp:
+            method, f"https://{cluster.addr}{path}", data=data, headers=headers,
+            ssl=False) as resp:
         return resp.status, dict(resp.headers), await resp.text()
 
 

@@ -1,0 +1,262 @@
+"""Who may still use the certificates they hold: the current-user check and the revocation list.
+
+A certificate is a snapshot of its user at login and lives up to 30 hours, so deleting or
+locking a user must be checked against the stored user, not the certificate. The auth API does
+that on every call (`check_caller`); nodes and proxies, which must keep serving while the auth
+server is down, poll a small list of revoked users instead (`Revocations`) and refuse, or hang up
+on, certificates it names. Deletions leave a tombstone for as long as any certificate issued
+before them can live, so a user created again under the same name does not revive old ones.
+Teleport does this with `lock` resources; deletion and `is_locked` are our triggers until
+`tctl lock` exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import weakref
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from cryptography import x509
+from pydantic import BaseModel, ConfigDict, Field
+
+from teleport.backend.base import Backend, Item, key, range_end
+from teleport.errors import AccessDenied, BadParameter, NotFound
+from teleport.keys.identity import Identity
+from teleport.keys.ssh import SSHCertInfo
+from teleport.services.login_attempts import LOGIN_LOCK_MESSAGE
+from teleport.types.resource import ZERO_TIME, Time
+from teleport.types.resources import User
+
+if TYPE_CHECKING:
+    from teleport.auth.client import AuthClient
+    from teleport.auth.server import AuthServer
+
+#: Certificates (SSH `valid_after`, X.509 `notBefore`) start this long before they were issued.
+CERT_BACKDATE = timedelta(minutes=1)
+#: How long a deletion is remembered: longer than the longest certificate (MAX_CERT_TTL, 30 h)
+#: plus its backdating, after which every certificate issued before the deletion has expired.
+TOMBSTONE_TTL = timedelta(hours=31)
+#: How long the auth server reuses one computed list: every node polls it every few seconds.
+LIST_REUSE_SECONDS = 1.0
+_TOMBSTONES = ("access", "deleted")
+
+
+# --- the stored user, now ---------------------------------------------------------------------
+
+def is_user_locked(user: User, now: datetime) -> bool:
+    """Tell whether a user is locked at now: `is_locked` until `lock_expires`, or for good if unset."""
+    status = user.spec.status
+    if not status.is_locked:
+        return False
+    return status.lock_expires <= ZERO_TIME or status.lock_expires > now
+
+
+def revokes_access(user: User, now: datetime) -> bool:
+    """Tell whether a lock ends the access of certificates already issued, not only logins.
+
+    A lockout after failed logins (`LOGIN_LOCK_MESSAGE`) stops logins only, as in Teleport:
+    otherwise anyone could cut a user's sessions by failing five logins in their name.
+    """
+    return is_user_locked(user, now) and user.spec.status.locked_message != LOGIN_LOCK_MESSAGE
+
+
+def is_user_expired(user: User, now: datetime) -> bool:
+    """Tell whether a user's `spec.expires` (unset: never) has passed."""
+    return user.spec.expires > ZERO_TIME and user.spec.expires <= now
+
+
+def user_refusal(user: User, now: datetime) -> str | None:
+    """Return why a stored user's certificates are refused now (locked, expired), or None."""
+    name = user.metadata.name
+    if revokes_access(user, now):
+        status = user.spec.status
+        until = "" if status.lock_expires <= ZERO_TIME else \
+            f" until {status.lock_expires:%Y-%m-%d %H:%M:%S} UTC"
+        return f"user {name!r} is locked{until}" + \
+            (f": {status.locked_message}" if status.locked_message else "")
+    if is_user_expired(user, now):
+        return f"user {name!r} expired at {user.spec.expires:%Y-%m-%d %H:%M:%S} UTC"
+    return None
+
+
+def check_user_active(user: User, now: datetime) -> None:
+    """Raise AccessDenied if the stored user is locked (not by failed logins) or expired at now."""
+    reason = user_refusal(user, now)
+    if reason is not None:
+        raise AccessDenied(reason)
+
+
+# --- what nodes and proxies poll --------------------------------------------------------------
+
+class RevokedUser(BaseModel):
+    """One reason to refuse a user's certificates."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    user: str
+    reason: str
+    #: Refuse only certificates issued at or before this time (a deletion); None: all of them.
+    issued_before: Time | None = None
+    #: Refuse until then (a lock's `lock_expires`); None: until the user is changed.
+    until: Time | None = None
+
+    def applies(self, issued: datetime, now: datetime) -> bool:
+        if self.until is not None and self.until <= now:
+            return False
+        return self.issued_before is None or issued <= self.issued_before
+
+
+class Revocations(BaseModel):
+    """The auth server's list of users whose certificates no longer grant access (a wire payload).
+
+    Unknown fields are ignored, so an older node keeps reading a newer auth server's answer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    users: list[RevokedUser] = Field(default_factory=list)
+
+    @cached_property
+    def _by_user(self) -> dict[str, list[RevokedUser]]:
+        index: dict[str, list[RevokedUser]] = {}
+        for entry in self.users:
+            index.setdefault(entry.user, []).append(entry)
+        return index
+
+    def refusal(self, user: str, issued: datetime, now: datetime) -> str | None:
+        """Return why a certificate of user issued at `issued` is refused now, or None."""
+        for entry in self._by_user.get(user, ()):
+            if entry.applies(issued, now):
+                return entry.reason
+        return None
+
+    def ssh_refusal(self, cert: SSHCertInfo, now: datetime) -> str | None:
+        """Return why a user's SSH certificate is refused now, or None."""
+        return self.refusal(cert.key_id, ssh_cert_issued_at(cert), now)
+
+
+def ssh_cert_issued_at(cert: SSHCertInfo) -> datetime:
+    """Return when an SSH user certificate was issued (its start, less the backdating)."""
+    return cert.valid_after + CERT_BACKDATE
+
+
+def peer_cert_issued_at(request: web.Request) -> datetime:
+    """Return when the client certificate of an auth API request was issued."""
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise AccessDenied("a client certificate is required")
+    return tls_cert_issued_at(der)
+
+
+def tls_cert_issued_at(der: bytes) -> datetime:
+    """Return when an X.509 certificate was issued (its notBefore, less the backdating)."""
+    try:
+        return x509.load_der_x509_certificate(der).not_valid_before_utc + CERT_BACKDATE
+    except ValueError as err:
+        raise AccessDenied(f"invalid client certificate: {err}") from None
+
+
+async def fetch_revocations(client: AuthClient) -> Revocations:
+    """Ask the auth server for the revoked users (Node and Proxy identities)."""
+    data = await client.call("GET", "/v1/revocations")
+    try:
+        return Revocations.model_validate(data)
+    except ValueError as err:
+        raise BadParameter(f"malformed revocation list from the auth server: {err}") from None
+
+
+# --- on the auth server -----------------------------------------------------------------------
+
+async def record_deletion(backend: Backend, name: str, now: datetime) -> None:
+    """Remember that user name was deleted at now, for as long as its certificates can live."""
+    body = json.dumps({"user": name, "deleted": now.isoformat()}).encode()
+    await backend.put(Item(key(*_TOMBSTONES, name), body, now + TOMBSTONE_TTL))
+
+
+async def deleted_at(backend: Backend, name: str) -> datetime | None:
+    """Return when user name was last deleted, if that is recent enough to matter."""
+    try:
+        item = await backend.get(key(*_TOMBSTONES, name))
+    except NotFound:
+        return None
+    return _tombstone(item.value)[1]
+
+
+def _tombstone(value: bytes) -> tuple[str, datetime]:
+    doc: dict[str, Any] = json.loads(value)
+    return str(doc["user"]), datetime.fromisoformat(doc["deleted"])
+
+
+class _Memo:
+    def __init__(self) -> None:
+        self.when = -math.inf  # time.monotonic(): a test's frozen clock must not freeze the list
+        self.value = Revocations()
+
+
+_memos: weakref.WeakKeyDictionary[AuthServer, _Memo] = weakref.WeakKeyDictionary()
+
+
+async def list_revocations(auth: AuthServer) -> Revocations:
+    """Build the list nodes poll: deleted users (tombstones), locked and expired users."""
+    now = auth.clock.now()
+    memo = _memos.setdefault(auth, _Memo())
+    if time.monotonic() - memo.when < LIST_REUSE_SECONDS:
+        return memo.value
+    entries: list[RevokedUser] = []
+    start = key(*_TOMBSTONES) + b"/"
+    for item in await auth.backend.get_range(start, range_end(start)):
+        name, when = _tombstone(item.value)
+        entries.append(RevokedUser(user=name, reason=f"user {name!r} was deleted",
+                                   issued_before=when))
+    for user in await auth.list_users():
+        reason = user_refusal(user, now)
+        if reason is None:
+            continue
+        status = user.spec.status
+        until = status.lock_expires if revokes_access(user, now) and \
+            status.lock_expires > ZERO_TIME else None
+        entries.append(RevokedUser(user=user.metadata.name, reason=reason, until=until))
+    memo.when, memo.value = time.monotonic(), Revocations(users=entries)
+    return memo.value
+
+
+async def check_user(auth: AuthServer, name: str, issued: datetime) -> User:
+    """Return the stored user a certificate issued at `issued` speaks for, or refuse.
+
+    The user must exist, must not have been deleted since the certificate was issued (a user
+    created again under the same name), and must be neither locked nor expired.
+    """
+    try:
+        user = await auth.get_user(name)
+    except NotFound:
+        raise AccessDenied(f"user {name!r} no longer exists") from None
+    deleted = await deleted_at(auth.backend, name)
+    if deleted is not None and issued <= deleted:
+        raise AccessDenied(f"user {name!r} was deleted after this certificate was issued")
+    check_user_active(user, auth.clock.now())
+    return user
+
+
+async def check_caller(auth: AuthServer, identity: Identity, issued: datetime) -> Identity:
+    """Return a user's identity with the roles, logins and traits stored now, or refuse."""
+    name = identity.username
+    user = await check_user(auth, name, issued)
+    return dataclasses.replace(
+        identity, roles=tuple(user.spec.roles), logins=tuple(user.logins or [name]),
+        traits={k: tuple(v) for k, v in user.spec.traits.items()})
+
+
+async def check_named_user(auth: AuthServer, name: str) -> None:
+    """Refuse a proxy acting for a user (`?user=`) who no longer exists, is locked or expired."""
+    try:
+        user = await auth.get_user(name)
+    except NotFound:
+        raise AccessDenied(f"user {name!r} no longer exists") from None
+    check_user_active(user, auth.clock.now())
