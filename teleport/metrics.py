@@ -26,3 +26,9 @@ BACKEND_LATENCY = Histogram("teleport_backend_operation_seconds", "Backend opera
                                      0.25, 0.5, 1.0, 2.5))
 AUDIT_FAILURES = Counter("teleport_audit_write_failures_total",
                          "Audit events that could not be written", registry=REGISTRY)
+AUDIT_PENDING = Gauge("teleport_audit_events_pending",
+                      "Audit events a node or proxy holds (in memory or spooled on disk) "
+                      "until the auth server takes them", ["component"], registry=REGISTRY)
+AUDIT_DROPPED = Counter("teleport_audit_events_dropped_total",
+                        "Audit events a node or proxy dropped because its local spool was full",
+                        ["component"], registry=REGISTRY)

@@ -9,16 +9,28 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from teleport.api import httpserver
+from teleport.api.auth_models import (
+    CompleteSignupRequest,
+    JoinAnswer,
+    JoinCA,
+    JoinRequest,
+    LoginRequest,
+    PingAnswer,
+    SignupRequest,
+    TokenList,
+    TokenRequest,
+)
 from teleport.api.ratelimit import RateLimiter
 from teleport.auth import access
-from teleport.auth.server import AuthServer, IssuedCerts
+from teleport.auth.server import AuthServer
 from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
@@ -87,60 +99,17 @@ def caller_role(identity: Identity) -> str:
     return identity.system_role or USER
 
 
-def _certs_json(certs: IssuedCerts) -> dict[str, Any]:
-    return asdict(certs)
-
-
-# --- request bodies --------------------------------------------------------------------------
-# Strict: a field of the wrong JSON type is a 400 naming it, never a crash deeper in.
-
-class _Body(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-
-class SignupRequest(_Body):
-    name: str
-    logins: list[str] | None = None
-    roles: list[str] | None = None
-
-
-class CompleteSignupRequest(_Body):
-    password: str
-    otp_code: str | None = None
-
-
-class LoginRequest(_Body):
-    password: str
-    otp_code: str | None = None
-    ssh_public_key: str
-    tls_public_key: str
-    ttl: str | None = None
-    remote_addr: str | None = None
-
-
-class TokenRequest(_Body):
-    roles: list[str] | None = None
-    ttl: str | None = None
-    token: str | None = None
-
-
-class JoinRequest(_Body):
-    token: str
-    host_uuid: str
-    nodename: str
-    role: str
-    ssh_public_key: str
-    tls_public_key: str
-    addresses: list[str] | None = Field(default=None, max_length=64)
-
+# Request and answer bodies are the models of `teleport.api.auth_models`, shared with the client.
 
 # --- handlers --------------------------------------------------------------------------------
 
 @route("GET", "/v1/ping", [ADMIN, PROXY, NODE, USER])
 async def ping(call: Call) -> Any:
-    return {"cluster_name": call.auth.cluster_name, "server_version": _version(),
-            "second_factor": call.auth.settings.second_factor,
-            "session_recording": call.auth.settings.session_recording}
+    return PingAnswer(cluster_name=call.auth.cluster_name, server_version=_version(),
+                      second_factor=call.auth.settings.second_factor,
+                      session_recording=call.auth.settings.session_recording,
+                      disconnect_expired_cert=call.auth.settings.disconnect_expired_cert,
+                      client_idle_timeout_seconds=call.auth.settings.client_idle_seconds)
 
 
 @route("GET", "/v1/authorities/{type}", [ADMIN, PROXY, NODE, USER])
@@ -186,7 +155,7 @@ async def create_user_signup(call: Call) -> Any:
 
 @route("GET", "/v1/signup/{token}", [PROXY])
 async def get_signup(call: Call) -> Any:
-    return asdict(await call.auth.get_signup_info(call.param("token")))
+    return await call.auth.get_signup_info(call.param("token"))
 
 
 @route("POST", "/v1/signup/{token}/complete", [PROXY])
@@ -205,13 +174,14 @@ async def authenticate_ssh(call: Call) -> Any:
         username=call.param("name"), password=body.password, otp_code=body.otp_code or "",
         ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
         ttl=ttl, remote_addr=body.remote_addr or "")
-    return _certs_json(certs)
+    return certs
 
 
 @route("GET", "/v1/tokens", [ADMIN])
 async def list_tokens(call: Call) -> Any:
     provision, signup = await call.auth.list_tokens()
-    return {"provision": [to_dict(t) for t in provision], "signup": [to_dict(t) for t in signup]}
+    return TokenList(provision=[to_dict(t) for t in provision],
+                     signup=[to_dict(t) for t in signup])
 
 
 @route("DELETE", "/v1/tokens/{token}", [ADMIN])
@@ -241,7 +211,7 @@ async def list_servers(call: Call) -> Any:
 
 @route("POST", "/v1/events", [NODE, PROXY])
 async def emit_event(call: Call) -> Any:
-    # The auth server, not the host, sets the event's id, time and server.
+    # The auth server, not the host, sets the event's id and server, and bounds its time.
     event = ev.from_host(await call.json(), call.identity.host_uuid, call.auth.clock)
     await call.auth.emitter.emit(event)
     return {}
@@ -260,7 +230,7 @@ async def create_token(call: Call) -> Any:
 async def join_ca(call: Call) -> Any:
     """Hand out the TLS CA so a joining host can check it against its CA pin."""
     tls = await call.auth.get_ca("tls")
-    return {"cluster_name": call.auth.cluster_name, "tls_ca_certs": tls.trusted_tls_certs()}
+    return JoinCA(cluster_name=call.auth.cluster_name, tls_ca_certs=tls.trusted_tls_certs())
 
 
 @route("POST", "/v1/join", [ANONYMOUS])
@@ -272,8 +242,8 @@ async def join(call: Call) -> Any:
         ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
         addresses=list(body.addresses or []), remote_addr=call.request.remote or "")
     auth_servers = [s.spec.addr for s in await call.auth.list_servers("auth_server")]
-    return {**_certs_json(certs), "auth_servers": auth_servers,
-            "cluster_name": call.auth.cluster_name}
+    return JoinAnswer(**certs.model_dump(), auth_servers=auth_servers,
+                      cluster_name=call.auth.cluster_name)
 
 
 # --- plumbing --------------------------------------------------------------------------------
@@ -330,7 +300,8 @@ def make_app(auth: AuthServer,
                 raise
             if isinstance(result, web.StreamResponse):  # a handler that streamed its answer
                 return result
-            return web.json_response(result)
+            # Answers are models of teleport.api.auth_models (or lists of them, or resources).
+            return web.json_response(to_jsonable_python(result))
 
         return serve
 

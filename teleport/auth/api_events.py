@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from teleport.api.auth_models import EventPage
 from teleport.auth.api import ADMIN, Call, route
 from teleport.errors import BadParameter, NotSupported
 from teleport.events.search import DEFAULT_LIMIT, EventQuery, SearchableLog
@@ -20,7 +21,7 @@ async def search_events(call: Call) -> Any:
     if not isinstance(audit, SearchableLog):
         raise NotSupported("this auth server's audit log cannot be searched")
     page = await audit.search(query)
-    return {"events": page.events, "next_key": page.next_key}
+    return EventPage(events=page.events, next_key=page.next_key)
 
 
 def _query(request: web.Request) -> EventQuery:

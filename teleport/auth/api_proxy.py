@@ -10,34 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
+from teleport.api.auth_models import CertAnswer, NodeCertRequest, UserCertRequest
 from teleport.auth.api import PROXY, Call, route
-
-
-class NodeCertRequest(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-    node: str
-    public_key: str
-
-
-class UserCertRequest(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-    cert: str
-    public_key: str
 
 
 @route("POST", "/v1/proxy/hostcert", [PROXY])
 async def node_cert(call: Call) -> Any:
     body = await call.body(NodeCertRequest)
-    cert = await call.auth.issue_node_cert_for_proxy(body.node, body.public_key)
-    return {"cert": cert}
+    return CertAnswer(cert=await call.auth.issue_node_cert_for_proxy(body.node, body.public_key))
 
 
 @route("POST", "/v1/proxy/usercert", [PROXY])
 async def user_cert(call: Call) -> Any:
     body = await call.body(UserCertRequest)
-    cert = await call.auth.issue_user_cert_for_proxy(body.cert, body.public_key)
-    return {"cert": cert}
+    return CertAnswer(cert=await call.auth.issue_user_cert_for_proxy(body.cert, body.public_key))

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from teleport.api.auth_models import AnnouncedSession, RecordingInfo, Stored
 from teleport.auth.api import ADMIN, NODE, PROXY, USER, Call, caller_role, route
 from teleport.errors import AccessDenied, BadParameter
 from teleport.events.recording import check_sid
@@ -36,7 +37,7 @@ def _viewer(call: Call) -> tuple[str, tuple[str, ...] | None] | None:
 
 @route("GET", "/v1/sessions/{sid}/recording", [NODE, PROXY])
 async def recording_status(call: Call) -> Any:
-    return {"stored": call.auth.recordings.exists(check_sid(call.param("sid")))}
+    return Stored(stored=call.auth.recordings.exists(check_sid(call.param("sid"))))
 
 
 @route("PUT", "/v1/sessions/{sid}/recording/{part}", [NODE, PROXY], raw_body=True)
@@ -53,7 +54,7 @@ async def complete_upload(call: Call) -> Any:
     server_id = call.identity.host_uuid if caller_role(call.identity) == NODE else None
     stored = await call.auth.recordings.commit(check_sid(call.param("sid")), _uploader(call),
                                                server_id)
-    return {"stored": stored}
+    return Stored(stored=stored)
 
 
 @route("GET", "/v1/sessions", [ADMIN, PROXY, USER])
@@ -66,7 +67,7 @@ async def list_recordings(call: Call) -> Any:
                 await call.auth.may_play(summary.sid, *viewer)
             except AccessDenied:
                 continue
-        visible.append(summary.to_json())
+        visible.append(RecordingInfo.model_validate(summary.to_json()))
     return visible
 
 
@@ -89,24 +90,11 @@ async def stream_recording(call: Call) -> Any:
 
 # --- live sessions: nodes announce them, users list the ones they may join ------------------
 
-def _announced(call: Call, body: dict[str, Any]) -> dict[str, Any]:
-    """Keep the fields of a live session a node may announce, checked, as the listing shows them."""
-    session: dict[str, Any] = {"sid": check_sid(call.param("sid"))}
-    for name in ("user", "login", "server_hostname", "created"):
-        value = body.get(name)
-        if not isinstance(value, str) or not value:
-            raise BadParameter(f"missing or invalid field {name!r}")
-        session[name] = value
-    parties = body.get("parties", [])
-    if not isinstance(parties, list) or not all(isinstance(p, str) for p in parties):
-        raise BadParameter("field 'parties' must be a list of user names")
-    session["parties"] = parties
-    return session
-
-
 @route("PUT", "/v1/active_sessions/{sid}", [NODE])
 async def announce_session(call: Call) -> Any:
-    await call.auth.announce_session(_uploader(call), _announced(call, await call.json()))
+    sid = check_sid(call.param("sid"))
+    body = await call.body(AnnouncedSession)
+    await call.auth.announce_session(_uploader(call), {"sid": sid, **body.model_dump()})
     return {}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -10,11 +11,10 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote, urlencode
 
-import aiohttp
-
+from teleport.api import auth_models as m
+from teleport.api.http import HTTPClient
 from teleport.auth.identity_file import IdentityFile
-from teleport.auth.server import IssuedCerts
-from teleport.errors import ConnectionProblem, from_wire
+from teleport.errors import ConnectionProblem
 from teleport.keys.tls import auth_server_name, identity_from_cert, ssl_client_context
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
@@ -34,11 +34,20 @@ class AuthClient:
                  timeout: float = 30.0, *, cluster: str) -> None:
         if not addrs:
             raise ConnectionProblem("no auth server address configured")
-        self.addrs = addrs
         self.server_name = auth_server_name(cluster)
-        self._ssl = ssl_context
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=5)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HTTPClient(addrs, ssl_context, peer="auth server", timeout=timeout,
+                                server_hostname=self.server_name)
+        self._addrs = list(addrs)
+
+    @property
+    def addrs(self) -> list[HostPort]:
+        """The auth servers tried in order (settable: a host learns new ones)."""
+        return self._addrs
+
+    @addrs.setter
+    def addrs(self, addrs: list[HostPort]) -> None:
+        self._addrs = list(addrs)
+        self._http.addrs = [str(a) for a in addrs]
 
     @classmethod
     def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> Self:
@@ -53,39 +62,21 @@ class AuthClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """Send one request, trying each auth server in order until one answers."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
-        problems = []
-        for addr in self.addrs:
-            url = f"https://{addr}{path}"
-            try:
-                async with self._session.request(method, url, json=body,
-                                                 server_hostname=self.server_name) as resp:
-                    data = await resp.json(content_type=None)
-                    if resp.status >= 400:
-                        err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-                        raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
-                    return data
-            except (aiohttp.ClientConnectionError, TimeoutError, ssl.SSLError) as exc:
-                problems.append(f"{addr}: {exc or type(exc).__name__}")
-        raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
+        return await self._http.call(method, path, body)
 
-    async def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("GET", "/v1/ping")
-        return result
+    async def ping(self) -> m.PingAnswer:
+        return await self._http.call("GET", "/v1/ping", answer=m.PingAnswer)
 
     async def get_ca(self, ca_type: str) -> CertAuthority:
         return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
 
     async def list_users(self) -> list[User]:
-        return [_typed(u, User) for u in await self.call("GET", "/v1/users")]
+        return [_typed(u, User) for u in await self._http.call(
+            "GET", "/v1/users", answer=list[m.ResourceJSON])]
 
     async def get_user(self, name: str) -> User:
         return _typed(await self.call("GET", f"/v1/users/{_q(name)}"), User)
@@ -94,147 +85,148 @@ class AuthClient:
         return _typed(await self.call("PUT", "/v1/users", to_dict(user)), User)
 
     async def delete_user(self, name: str) -> None:
-        await self.call("DELETE", f"/v1/users/{_q(name)}")
+        await self._http.call("DELETE", f"/v1/users/{_q(name)}", answer=m.Empty)
 
     async def create_user_signup(self, name: str, logins: list[str], roles: list[str]) -> UserToken:
-        body = {"name": name, "logins": logins, "roles": roles}
+        body = m.SignupRequest(name=name, logins=logins, roles=roles)
         return _typed(await self.call("POST", "/v1/users/signup", body), UserToken)
 
-    async def get_signup(self, token: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("GET", f"/v1/signup/{_q(token)}")
-        return result
+    async def get_signup(self, token: str) -> m.SignupInfo:
+        return await self._http.call("GET", f"/v1/signup/{_q(token)}", answer=m.SignupInfo)
 
     async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
-        body = {"password": password, "otp_code": otp_code}
+        body = m.CompleteSignupRequest(password=password, otp_code=otp_code)
         return _typed(await self.call("POST", f"/v1/signup/{_q(token)}/complete", body), User)
 
     async def authenticate_ssh(self, user: str, *, password: str, otp_code: str,
                                ssh_public_key: str, tls_public_key: bytes,
-                               ttl: timedelta | None, remote_addr: str) -> IssuedCerts:
-        body = {"password": password, "otp_code": otp_code, "ssh_public_key": ssh_public_key,
-                "tls_public_key": tls_public_key.decode(), "remote_addr": remote_addr,
-                "ttl": format_duration(ttl) if ttl else ""}
-        data = await self.call("POST", f"/v1/users/{_q(user)}/ssh/authenticate", body)
-        return IssuedCerts(**data)
+                               ttl: timedelta | None, remote_addr: str) -> m.IssuedCerts:
+        body = m.LoginRequest(password=password, otp_code=otp_code, ssh_public_key=ssh_public_key,
+                              tls_public_key=tls_public_key.decode(), remote_addr=remote_addr,
+                              ttl=format_duration(ttl) if ttl else "")
+        return await self._http.call("POST", f"/v1/users/{_q(user)}/ssh/authenticate", body,
+                                     answer=m.IssuedCerts)
 
     async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
-        data = await self.call("GET", "/v1/tokens")
-        return ([_typed(t, ProvisionToken) for t in data["provision"]],
-                [_typed(t, UserToken) for t in data["signup"]])
+        data = await self._http.call("GET", "/v1/tokens", answer=m.TokenList)
+        return ([_typed(t, ProvisionToken) for t in data.provision],
+                [_typed(t, UserToken) for t in data.signup])
 
     async def search_events(self, since: datetime, until: datetime, types: list[str], user: str,
-                            limit: int, start_key: str = "") -> tuple[list[dict[str, Any]], str]:
+                            limit: int, start_key: str = "") -> tuple[list[m.AuditEvent], str]:
         """Return one page of audit events, oldest first, and the key of the next page ("" = done)."""
         stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
         params = {"from": since.astimezone(timezone.utc).strftime(stamp),
                   "to": until.astimezone(timezone.utc).strftime(stamp), "type": ",".join(types),
                   "user": user, "limit": str(limit), "start_key": start_key}
-        data = await self.call("GET", "/v1/events?" + urlencode(params))
-        return list(data["events"]), str(data["next_key"])
+        page = await self._http.call("GET", "/v1/events?" + urlencode(params), answer=m.EventPage)
+        return page.events, page.next_key
 
     async def create_token(self, roles: list[str], ttl: timedelta, token: str | None) -> ProvisionToken:
-        body = {"roles": roles, "ttl": format_duration(ttl), "token": token or ""}
+        body = m.TokenRequest(roles=roles, ttl=format_duration(ttl), token=token or "")
         return _typed(await self.call("POST", "/v1/tokens", body), ProvisionToken)
 
     async def delete_token(self, token: str) -> None:
-        await self.call("DELETE", f"/v1/tokens/{_q(token)}")
+        await self._http.call("DELETE", f"/v1/tokens/{_q(token)}", answer=m.Empty)
 
     async def upsert_server(self, server: Server) -> None:
-        await self.call("PUT", "/v1/servers", to_dict(server))
+        await self._http.call("PUT", "/v1/servers", to_dict(server), answer=m.Empty)
 
     async def list_servers(self, kind: str = "node") -> list[Server]:
-        return [_typed(s, Server) for s in await self.call("GET", f"/v1/servers/{_q(kind)}")]
+        return [_typed(s, Server) for s in await self._http.call(
+            "GET", f"/v1/servers/{_q(kind)}", answer=list[m.ResourceJSON])]
 
     async def emit(self, event: Any) -> None:
         """Send an audit event; makes the client an events.Emitter for nodes and proxies."""
-        await self.call("POST", "/v1/events", dict(event))
+        await self._http.call("POST", "/v1/events", dict(event), answer=m.Empty)
 
     # --- session recordings (teleport.auth.api_sessions) -----------------------------------
 
     async def upload_recording(self, sid: str, parts: dict[str, Path]) -> bool:
         """Upload a recording's files; return False when the auth server already had it."""
         base = f"/v1/sessions/{_q(sid)}/recording"
-        if (await self.call("GET", base))["stored"]:
+        if (await self._http.call("GET", base, answer=m.Stored)).stored:
             return False
         for part, path in parts.items():
             await self._stream_up(f"{base}/{_q(part)}", path)
-        return bool((await self.call("POST", f"{base}/complete"))["stored"])
+        return (await self._http.call("POST", f"{base}/complete", answer=m.Stored)).stored
 
     async def _stream_up(self, path: str, source: Path) -> None:
-        """PUT a file's bytes piece by piece to the first auth server that answers."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
-        problems = []
-        for addr in self.addrs:
-            try:
-                async with self._session.put(f"https://{addr}{path}", data=_file_pieces(source),
-                                             server_hostname=self.server_name) as resp:
-                    if resp.status >= 400:
-                        err = (await resp.json(content_type=None) or {}).get("error", {})
-                        raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
-                    return
-            except (aiohttp.ClientConnectionError, TimeoutError, ssl.SSLError) as exc:
-                problems.append(f"{addr}: {exc or type(exc).__name__}")
-        raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
+        """PUT a file's bytes piece by piece (read afresh for each auth server tried)."""
+        await self._http.upload("PUT", path, functools.partial(_file_pieces, source),
+                                answer=m.Empty)
 
-    async def list_recordings(self, user: str = "") -> list[dict[str, Any]]:
+    async def stream_recording_part(self, sid: str, part: str,
+                                    pieces: AsyncIterator[bytes]) -> None:
+        """Send one part of a recording while it is written (`*-sync` modes); no time limit.
+
+        The pieces can be sent once: if they break off mid-way the part is lost, and the
+        recorder ends the session rather than store a recording with a hole.
+        """
+        sent = False
+
+        async def tracked() -> AsyncIterator[bytes]:
+            nonlocal sent
+            async for piece in pieces:
+                sent = True
+                yield piece
+
+        def body() -> AsyncIterator[bytes]:
+            # The next auth server may take the part only if this one never got a byte of it.
+            if sent:
+                raise ConnectionProblem(f"the recording stream of session {sid} broke off")
+            return tracked()
+
+        await self._http.upload("PUT", f"/v1/sessions/{_q(sid)}/recording/{_q(part)}", body,
+                                answer=m.Empty, streamed=True)
+
+    async def complete_recording(self, sid: str) -> bool:
+        """Commit a streamed recording; False when the auth server already had it."""
+        return (await self._http.call("POST", f"/v1/sessions/{_q(sid)}/recording/complete",
+                                      answer=m.Stored)).stored
+
+    async def list_recordings(self, user: str = "") -> list[m.RecordingInfo]:
         """List the recordings user may play (a proxy names the user; others are themselves)."""
         query = f"?user={_q(user)}" if user else ""
-        result: list[dict[str, Any]] = await self.call("GET", f"/v1/sessions{query}")
-        return result
+        return await self._http.call("GET", f"/v1/sessions{query}",
+                                     answer=list[m.RecordingInfo])
 
-    async def stream_recording(self, sid: str, user: str = "") -> AsyncIterator[bytes]:
-        """Yield a recording's replay stream (JSON lines) as it arrives."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+    def stream_recording(self, sid: str, user: str = "") -> AsyncIterator[bytes]:
+        """Yield a recording's replay stream (JSON lines) as it arrives.
+
+        Once a byte has arrived, a break is a ConnectionProblem: the replay is never started
+        again on another auth server, so it is neither duplicated nor silently cut short.
+        """
         query = f"?user={_q(user)}" if user else ""
-        path = f"/v1/sessions/{_q(sid)}/stream{query}"
-        # Replays can be long: only connecting is bounded by the usual timeout.
-        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=self._timeout.total)
-        problems = []
-        for addr in self.addrs:
-            try:
-                async with self._session.get(f"https://{addr}{path}", timeout=timeout,
-                                             server_hostname=self.server_name) as resp:
-                    if resp.status >= 400:
-                        err = (await resp.json(content_type=None) or {}).get("error", {})
-                        raise from_wire(err.get("code", ""), err.get("message", resp.reason or ""))
-                    async for piece in resp.content.iter_any():
-                        yield piece
-                    return
-            except (aiohttp.ClientConnectionError, TimeoutError, ssl.SSLError) as exc:
-                problems.append(f"{addr}: {exc or type(exc).__name__}")
-        raise ConnectionProblem("cannot reach the auth server: " + "; ".join(problems))
+        return self._http.stream("GET", f"/v1/sessions/{_q(sid)}/stream{query}")
 
     # --- live sessions (teleport.auth.api_sessions) ------------------------------------------
 
-    async def announce_session(self, session: dict[str, Any]) -> None:
+    async def announce_session(self, sid: str, session: m.AnnouncedSession) -> None:
         """List (or refresh) a live session of this node, so users can find and join it."""
-        await self.call("PUT", f"/v1/active_sessions/{_q(session['sid'])}", session)
+        await self._http.call("PUT", f"/v1/active_sessions/{_q(sid)}", session, answer=m.Empty)
 
     async def end_session(self, sid: str) -> None:
         """Stop listing a live session of this node."""
-        await self.call("DELETE", f"/v1/active_sessions/{_q(sid)}")
+        await self._http.call("DELETE", f"/v1/active_sessions/{_q(sid)}", answer=m.Empty)
 
-    async def list_active_sessions(self, user: str = "") -> list[dict[str, Any]]:
+    async def list_active_sessions(self, user: str = "") -> list[m.ActiveSession]:
         """List the live sessions user may join (a proxy names the user; others are themselves)."""
         query = f"?user={_q(user)}" if user else ""
-        result: list[dict[str, Any]] = await self.call("GET", f"/v1/active_sessions{query}")
-        return result
+        return await self._http.call("GET", f"/v1/active_sessions{query}",
+                                     answer=list[m.ActiveSession])
 
     # --- recording proxy (teleport.auth.api_proxy) -------------------------------------------
 
     async def node_cert_for_proxy(self, node_id: str, public_key: str) -> str:
         """Get a short-lived host certificate for a registered node's names (Proxy only)."""
-        result = await self.call("POST", "/v1/proxy/hostcert", {"node": node_id, "public_key": public_key})
-        return str(result["cert"])
+        body = m.NodeCertRequest(node=node_id, public_key=public_key)
+        return (await self._http.call("POST", "/v1/proxy/hostcert", body, answer=m.CertAnswer)).cert
 
     async def user_cert_for_proxy(self, cert: str, public_key: str) -> str:
         """Get a short-lived copy of a user's certificate for our key (Proxy only)."""
-        result = await self.call("POST", "/v1/proxy/usercert", {"cert": cert, "public_key": public_key})
-        return str(result["cert"])
+        body = m.UserCertRequest(cert=cert, public_key=public_key)
+        return (await self._http.call("POST", "/v1/proxy/usercert", body, answer=m.CertAnswer)).cert
 
 
 async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:

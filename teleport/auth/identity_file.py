@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from teleport.auth.server import IssuedCerts
+from teleport.api.auth_models import IssuedCerts
 from teleport.errors import BadParameter, NotFound
 from teleport.utils.fs import ensure_private_dir, write_secret
 

@@ -9,21 +9,21 @@ server of the pinned CA (a user's or node's certificate of the same CA does not 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
-import aiohttp
-
+from teleport.api.auth_models import JoinAnswer, JoinCA, JoinRequest
+from teleport.api.http import HTTPClient
 from teleport.auth.identity_file import IdentityFile
-from teleport.auth.server import IssuedCerts
-from teleport.errors import AccessDenied, ConnectionProblem, TeleportError, from_wire
+from teleport.errors import AccessDenied, ConnectionProblem
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys.pin import check_pins
 from teleport.utils.addr import HostPort
+
+T = TypeVar("T")
 
 UNPINNED_WARNING = (
     "WARN [AUTH] Joining the cluster without a CA pin: the auth server's identity is not "
@@ -59,13 +59,9 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE
-    ca = await _call(addr, unverified, "GET", "/v1/join/ca", None)
-    ca_certs = [c.encode() for c in ca.get("tls_ca_certs", []) if isinstance(c, str)]
-    if not ca_certs:
-        raise ConnectionProblem(f"{addr} did not send its certificate authority")
-    cluster = ca.get("cluster_name")
-    if not isinstance(cluster, str) or not cluster:
-        raise ConnectionProblem(f"{addr} did not send its cluster name")
+    ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA)
+    ca_certs = [c.encode() for c in ca.tls_ca_certs]
+    cluster = ca.cluster_name
     if ca_pins:
         _check_any_pin(ca_certs, ca_pins, addr)
     else:
@@ -73,18 +69,14 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
     tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
     verified = tlskeys.ssl_client_context(None, None, ca_certs)
-    body = {"token": token, "role": role, "host_uuid": host_uuid, "nodename": nodename,
-            "ssh_public_key": sshkeys.public_key_of(ssh_key),
-            "tls_public_key": tlskeys.tls_public_key_pem(tls_key).decode(), "addresses": addresses}
-    data = await _call(addr, verified, "POST", "/v1/join", body,
-                       server_hostname=tlskeys.auth_server_name(cluster))
-    try:
-        certs = IssuedCerts(**{f.name: data[f.name] for f in dataclasses.fields(IssuedCerts)})
-    except KeyError as err:
-        raise ConnectionProblem(f"{addr}: join answer lacks {err}") from None
-    identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, certs)
-    learned = [a for a in data.get("auth_servers", []) if isinstance(a, str)]
-    return JoinResult(identity, learned or [str(addr)], cluster)
+    body = JoinRequest(token=token, role=role, host_uuid=host_uuid, nodename=nodename,
+                       ssh_public_key=sshkeys.public_key_of(ssh_key),
+                       tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(),
+                       addresses=addresses)
+    answer = await _call(addr, verified, "POST", "/v1/join", answer=JoinAnswer, body=body,
+                         server_hostname=tlskeys.auth_server_name(cluster))
+    identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, answer)
+    return JoinResult(identity, answer.auth_servers or [str(addr)], cluster)
 
 
 def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -> None:
@@ -98,20 +90,13 @@ def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -
                        "refusing to join (check --ca-pin against 'tctl status')")
 
 
-async def _call(addr: HostPort, ctx: ssl.SSLContext, method: str, path: str, body: Any,
-                server_hostname: str | None = None) -> Any:
-    timeout = aiohttp.ClientTimeout(total=30, connect=5)
+async def _call(addr: HostPort, ctx: ssl.SSLContext, method: str, path: str, *,
+                answer: type[T], body: JoinRequest | None = None,
+                server_hostname: str | None = None) -> T:
+    """Send one joining request to one auth server through the one client path."""
+    http = HTTPClient([addr], ctx, peer="auth server", server_hostname=server_hostname,
+                      unreachable="")
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as session, \
-                session.request(method, f"https://{addr}{path}", json=body, ssl=ctx,
-                                server_hostname=server_hostname) as resp:
-            data = await resp.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ssl.SSLError, ValueError) as err:
-        raise ConnectionProblem(f"{addr}: {err or type(err).__name__}") from None
-    if resp.status >= 400:
-        err_body = data.get("error", {}) if isinstance(data, dict) else {}
-        error: TeleportError = from_wire(err_body.get("code", ""), err_body.get("message", ""))
-        raise error
-    if not isinstance(data, dict):
-        raise ConnectionProblem(f"{addr}: unexpected answer to {path}")
-    return data
+        return await http.call(method, path, body, answer=answer)
+    finally:
+        await http.close()

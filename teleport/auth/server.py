@@ -10,13 +10,14 @@ import functools
 import json
 import secrets
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyotp
 
+from teleport.api.auth_models import IssuedCerts, SignupInfo
 from teleport.auth import access, authority, passwords
 from teleport.backend.base import Backend, Item, key, range_end
 from teleport.config import StaticToken
@@ -90,32 +91,16 @@ class AuthSettings:
     second_factor: str = "otp"
     ca_signature_algo: str | None = None
     static_tokens: tuple[StaticToken, ...] = ()
-    #: `node` (nodes record), `proxy` (not implemented: nodes record) or `off`.
+    #: `teleport.config.modes.SessionRecording`: announced in ping, nodes and proxies act on it.
     session_recording: str = "node"
     #: Where recordings are stored (`data_dir/log/sessions/default`); None: not stored here.
     recordings_dir: Path | None = None
     #: Largest recording a host may upload (both compressed parts); bigger ones get a 413.
     max_recording_bytes: int = MAX_RECORDING_BYTES
-
-
-@dataclass(frozen=True)
-class IssuedCerts:
-    """What a login or a join hands back: certificates plus the CAs to trust."""
-
-    ssh_cert: str
-    tls_cert: str
-    host_ca_keys: list[str]
-    user_ca_keys: list[str]
-    tls_ca_certs: list[str]
-
-
-@dataclass(frozen=True)
-class SignupInfo:
-    user: str
-    otp_secret: str
-    otp_uri: str
-    expires: str
-    second_factor: str = field(default="otp")
+    #: Cut live sessions when the user's certificate expires (nodes and proxies enforce it).
+    disconnect_expired_cert: bool = False
+    #: Close sessions with no client input for this long; 0 never does.
+    client_idle_seconds: float = 0.0
 
 
 class AuthServer:
@@ -190,7 +175,8 @@ class AuthServer:
             tlskeys.issue_tls_cert, ca_key, ca_cert, tls_public_key, identity, now=now,
             not_after=now + authority.HOST_CERT_TTL, dns_names=dns, ip_addresses=ips)
         host_keys, user_keys, tls_certs = await self._trust()
-        return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
+        return IssuedCerts(ssh_cert=ssh_cert, tls_cert=tls_cert.decode(), host_ca_keys=host_keys,
+                           user_ca_keys=user_keys, tls_ca_certs=tls_certs)
 
     async def upsert_server(self, server: Server) -> None:
         """Store a host's announcement; its host name must be free or already its own."""
@@ -261,7 +247,8 @@ class AuthServer:
         uri = pyotp.TOTP(secret).provisioning_uri(name=record.spec.user,
                                                  issuer_name=self.cluster_name)
         expires = record.metadata.expires.isoformat() if record.metadata.expires else ""
-        return SignupInfo(record.spec.user, secret, uri, expires, self.settings.second_factor)
+        return SignupInfo(user=record.spec.user, otp_secret=secret, otp_uri=uri, expires=expires,
+                          second_factor=self.settings.second_factor)
 
     async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
         """Set the password (and enroll the OTP device) with a signup token, burnt first.
@@ -487,7 +474,8 @@ class AuthServer:
             tlskeys.issue_tls_cert, ca_key, ca_cert, tls_public_key, identity,
             now=now, not_after=now + ttl)
         host_keys, user_keys, tls_certs = await self._trust()
-        return IssuedCerts(ssh_cert, tls_cert.decode(), host_keys, user_keys, tls_certs)
+        return IssuedCerts(ssh_cert=ssh_cert, tls_cert=tls_cert.decode(), host_ca_keys=host_keys,
+                           user_ca_keys=user_keys, tls_ca_certs=tls_certs)
 
     # --- provision tokens and joining ----------------------------------------------------------
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
 
 import aiohttp
 
+from teleport.api.auth_models import PingAnswer
 from teleport.auth.client import AuthClient
 from teleport.errors import TeleportError
 from teleport.types.resources import CertAuthority, Server
@@ -41,7 +41,7 @@ class CachedAuth(AuthClient):
         super().__init__(addrs, ssl_context, timeout, cluster=cluster)
         self.interval = interval
         self.outage = False
-        self._ping: dict[str, Any] | None = None
+        self._ping: PingAnswer | None = None
         self._servers: dict[str, list[Server]] = {}
         self._cas: dict[str, CertAuthority] = {}
 
@@ -70,11 +70,11 @@ class CachedAuth(AuthClient):
             log.warning("cannot refresh the cache, serving the last known copy: %s", err)
         self.outage = True
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> PingAnswer:
         """Return the cluster's ping answer from the copy: the web proxy's ping needs no auth server."""
         if self._ping is None:
             return await super().ping()
-        return dict(self._ping)
+        return self._ping
 
     async def get_ca(self, ca_type: str) -> CertAuthority:
         """Return a CA's public keys from the copy, so trust survives an outage."""

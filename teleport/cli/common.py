@@ -7,10 +7,13 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from teleport.api.constants import DEBUG_ENV
 from teleport.errors import BadParameter, TeleportError
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
+#: What a shell reports for `cat` killed by SIGPIPE: the reader went away (`| head -1`).
+EXIT_CLOSED_PIPE = 128 + 13
 
 
 def run(coro: Coroutine[Any, Any, int | None]) -> int:
@@ -25,18 +28,36 @@ def run(coro: Coroutine[Any, Any, int | None]) -> int:
         loop_factory = None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(coro) or 0
+            code = runner.run(coro) or 0
+        sys.stdout.flush()  # here, so that a reader gone meanwhile is seen below
+        return code
+    except BrokenPipeError:
+        return closed_pipe()
     except TeleportError as err:
         print(f"ERROR: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(err, BadParameter) else EXIT_ERROR
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a bug: still one line, the traceback only when asked for
-        if os.environ.get("TELEPORT_DEBUG"):
+        if os.environ.get(DEBUG_ENV):
             raise
         print(f"ERROR: internal error: {type(err).__name__}: {err} "
               "(set TELEPORT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+def closed_pipe() -> int:
+    """Stop quietly when the reader of stdout has gone, as `cat` does (`tsh play | head -1`).
+
+    Whatever is still buffered goes to /dev/null, so Python's flush at exit cannot print
+    "Exception ignored ... BrokenPipeError" either.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -11,6 +11,7 @@ from teleport.cli.common import run, table
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from teleport.api.auth_models import AuditEvent
     from teleport.auth.client import AuthClient
 
 
@@ -251,7 +252,7 @@ async def _nodes_add(args: argparse.Namespace, client: AuthClient) -> int:
 
 
 async def _auth_export(args: argparse.Namespace, client: AuthClient) -> int:
-    cluster = str((await client.ping())["cluster_name"])
+    cluster = (await client.ping()).cluster_name
     for ca_type in [args.type] if args.type else ["user", "host"]:
         ca = await client.get_ca(ca_type)
         if ca_type == "tls":
@@ -268,7 +269,7 @@ async def _auth_export(args: argparse.Namespace, client: AuthClient) -> int:
 async def _status(args: argparse.Namespace, client: AuthClient) -> int:
     from teleport.keys.pin import ca_pin
 
-    cluster = str((await client.ping())["cluster_name"])
+    cluster = (await client.ping()).cluster_name
     tls = await client.get_ca("tls")
     rows = [("Cluster", cluster)]
     for ca_type, label in (("user", "User CA"), ("host", "Host CA")):
@@ -295,7 +296,7 @@ async def _audit_events(args: argparse.Namespace, client: AuthClient) -> int:
     now = datetime.now(timezone.utc)
     since = _when(args.since, now, "--since")
     until = _when(args.until, now, "--until") if args.until else now
-    events: list[dict[str, Any]] = []
+    events: list[AuditEvent] = []
     key = ""
     while len(events) < int(args.limit):
         page, key = await client.search_events(since, until, _csv(args.type), args.user,
@@ -335,7 +336,7 @@ _DETAIL_FIELDS = ("sid", "command", "exitCode", "exitError", "method", "success"
                   "path", "len", "action", "size", "addr.remote")
 
 
-def _details(event: dict[str, Any]) -> str:
+def _details(event: AuditEvent) -> str:
     return " ".join(f"{k}={_cell(event[k])}" for k in _DETAIL_FIELDS if event.get(k, "") != "")
 
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from teleport import __version__
 from teleport.cli.common import EXIT_ERROR, run
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from teleport.service.process import TeleportProcess
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,16 +64,35 @@ async def _start(args: argparse.Namespace) -> int:
         ports = ", ".join(f"{k}={v}" for k, v in sorted(process.ports.items()))
         print(f"Teleport {__version__} started: cluster {process.cluster_name!r}, "
               f"data_dir {config.data_dir}, ports {ports}", file=sys.stderr, flush=True)
-        stopped = asyncio.ensure_future(stop.wait())
-        hung_up = asyncio.ensure_future(hup.wait())
-        await asyncio.wait([stopped, hung_up], return_when=asyncio.FIRST_COMPLETED)
-        if hup.is_set() and not stop.is_set():
-            # Graceful restart: the successor takes new connections, we finish the open ones.
-            process.spawn_successor()
-            await process.drain(stop)
-        stopped.cancel()
-        hung_up.cancel()
+        await _serve_until_stopped(process, stop, hup)
     return 0
+
+
+async def _serve_until_stopped(process: TeleportProcess, stop: asyncio.Event,
+                               hup: asyncio.Event) -> None:
+    """Serve until TERM/INT, or until HUP has handed the sockets and pid file to a successor."""
+    import asyncio
+    import logging
+
+    async with asyncio.TaskGroup() as waits:
+        stopped = waits.create_task(stop.wait(), name="wait for TERM")
+        while not stop.is_set():
+            hung_up = waits.create_task(hup.wait(), name="wait for HUP")
+            await asyncio.wait([stopped, hung_up], return_when=asyncio.FIRST_COMPLETED)
+            hung_up.cancel()
+            if stop.is_set():
+                break
+            hup.clear()
+            # Graceful restart: the successor takes new connections, we finish the open ones,
+            # but only once it has started: until then we are the service (and its pid file).
+            child = process.spawn_successor()
+            if await process.wait_for_successor(child, stop):
+                await process.drain(stop)
+                break
+            logging.getLogger("teleport").error(
+                "The new teleport process %d exited with code %s before it was ready; "
+                "this one keeps serving.", child.pid, child.returncode)
+        stopped.cancel()
 
 
 def _status() -> int:

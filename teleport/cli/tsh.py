@@ -105,7 +105,7 @@ async def _login(args: argparse.Namespace) -> int:
     ttl = _ttl(getattr(args, "ttl", None))  # a bad --ttl fails before any prompt
     async with WebClient(args.proxy if ":" in args.proxy else f"{args.proxy}:3080",
                          insecure=bool(args.insecure)) as web:
-        second_factor = (await web.ping())["auth"]["second_factor"]
+        second_factor = (await web.ping()).auth.second_factor
     password = _prompt(f"Enter password for Teleport user {user}", secret=True)
     otp = _prompt("Enter your OTP token", secret=False) if second_factor not in ("off", "") else ""
     profile = await login(args.proxy, user, password, otp, ttl=ttl,
@@ -156,7 +156,7 @@ async def _ls(args: argparse.Namespace) -> int:
     if args.labels and selector is None:
         raise BadParameter(f"invalid label filter {args.labels!r}: expected key=value[,key=value]")
     nodes = await matching_nodes(_profile(args), selector or {})
-    rows = [[n["name"], n["addr"], ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items()))]
+    rows = [[n.name, n.addr, ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))]
             for n in nodes]
     print(table(["Node Name", "Address", "Labels"], rows))
     return 0
@@ -196,8 +196,8 @@ async def _recordings(args: argparse.Namespace) -> int:
 
     if args.recordings_command != "ls":
         raise BadParameter("usage: tsh recordings ls")
-    rows = [[r["sid"], r["user"], r["server_hostname"] or r["server_id"], r["start"][:19].replace("T", " "),
-             format_duration_ms(int(r["duration_ms"])) + ("" if r["complete"] else " (incomplete)")]
+    rows = [[r.sid, r.user, r.server_hostname or r.server_id, r.start[:19].replace("T", " "),
+             format_duration_ms(r.duration_ms) + ("" if r.complete else " (incomplete)")]
             for r in await list_recordings(_profile(args))]
     print(table(["ID", "User", "Node", "Start (UTC)", "Duration"], rows))
     return 0
@@ -209,8 +209,8 @@ async def _sessions(args: argparse.Namespace) -> int:
 
     if args.sessions_command != "ls":
         raise BadParameter("usage: tsh sessions ls")
-    rows = [[s["sid"], s["user"], s["server_hostname"], s["login"],
-             s["created"][:19].replace("T", " "), ", ".join(s["parties"])]
+    rows = [[s.sid, s.user, s.server_hostname, s.login,
+             s.created[:19].replace("T", " "), ", ".join(s.parties)]
             for s in await list_sessions(_profile(args))]
     print(table(["ID", "User", "Node", "Login", "Created (UTC)", "Parties"], rows))
     return 0

@@ -10,10 +10,10 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 import asyncssh
 
+from teleport.api.web_models import NodeInfo
 from teleport.client import ssh
 from teleport.client.profile import Profile
 from teleport.client.stdio import CHUNK
@@ -59,12 +59,12 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
             raise BadParameter(
                 f"labels {_format(selector)} match {len(nodes)} nodes; an interactive "
                 "session or port forwarding needs exactly one: add labels or name the node")
-        return await ssh.run(profile, login, str(nodes[0]["id"]), command, tty_mode=tty_mode,
+        return await ssh.run(profile, login, nodes[0].id, command, tty_mode=tty_mode,
                              forwards=list(forwards), no_command=no_command)
     out, err = _LineWriter(sys.stdout.fileno()), _LineWriter(sys.stderr.fileno())
     limit = asyncio.Semaphore(MAX_PARALLEL)
 
-    async def one(node: dict[str, Any]) -> int:
+    async def one(node: NodeInfo) -> int:
         async with limit:
             return await _run_on_node(profile, login, node, " ".join(command), out, err)
 
@@ -73,20 +73,20 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
     return next((code for code in (r.result() for r in results) if code != 0), 0)
 
 
-async def matching_nodes(profile: Profile, selector: dict[str, str]) -> list[dict[str, Any]]:
+async def matching_nodes(profile: Profile, selector: dict[str, str]) -> list[NodeInfo]:
     """List the nodes the proxy shows this user whose labels include every selector pair."""
     profile.check_valid()
     async with WebClient.for_profile(profile) as web:
         nodes = await web.list_nodes(profile.cluster)
-    return [n for n in nodes if all(n["labels"].get(k) == v for k, v in selector.items())]
+    return [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
 
 
-async def _run_on_node(profile: Profile, login: str, node: dict[str, Any], command: str,
+async def _run_on_node(profile: Profile, login: str, node: NodeInfo, command: str,
                        out: _LineWriter, err: _LineWriter) -> int:
     """Run on one node by UUID (names may repeat); a failure to reach it is a line, not a crash."""
-    prefix = f"[{node['name']}] ".encode()
+    prefix = f"[{node.name}] ".encode()
     try:
-        async with ssh.connect_node(profile, login, str(node["id"])) as conn:
+        async with ssh.connect_node(profile, login, node.id) as conn:
             process = await conn.create_process(command, encoding=None, stdin=asyncssh.DEVNULL)
             await asyncio.gather(_copy_lines(process.stdout, prefix, out),
                                  _copy_lines(process.stderr, prefix, err))

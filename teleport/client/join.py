@@ -8,18 +8,17 @@ variable `TELEPORT_SESSION`, to attach the terminal to the session rather than s
 
 from __future__ import annotations
 
-from typing import Any
-
+from teleport.api.constants import SESSION_ENV
+from teleport.api.web_models import ActiveSession
 from teleport.client import ssh
 from teleport.client.profile import Profile
 from teleport.client.webapi import WebClient
 from teleport.errors import NotFound
 from teleport.events.recording import check_sid
 from teleport.keys.ssh import parse_cert
-from teleport.srv.party import JOIN_ENV
 
 
-async def list_sessions(profile: Profile) -> list[dict[str, Any]]:
+async def list_sessions(profile: Profile) -> list[ActiveSession]:
     """Return the live sessions this login may join, oldest first."""
     async with WebClient.for_profile(profile) as web:
         return await web.list_active_sessions(profile.cluster)
@@ -28,11 +27,11 @@ async def list_sessions(profile: Profile) -> list[dict[str, Any]]:
 async def join(profile: Profile, sid: str) -> int:
     """Share a live session's terminal until it ends; return its exit status."""
     check_sid(sid)
-    session = next((s for s in await list_sessions(profile) if s["sid"] == sid), None)
+    session = next((s for s in await list_sessions(profile) if s.sid == sid), None)
     if session is None:
         raise NotFound(f"session {sid} is not running, or you may not join it")
     # Any login the certificate allows gets us onto the node: joining starts no shell as it.
     login = parse_cert(profile.ssh_cert()).principals[0]
-    async with ssh.connect_node(profile, login, session["server_id"]) as conn:
+    async with ssh.connect_node(profile, login, session.server_id) as conn:
         # The node attaches this terminal to the live one instead of starting a shell.
-        return await ssh.session(conn, None, True, env={JOIN_ENV: sid})
+        return await ssh.session(conn, None, True, env={SESSION_ENV: sid})

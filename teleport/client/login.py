@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from teleport.api.constants import PROXY_SSH_PORT, PROXY_WEB_PORT
 from teleport.client.profile import Profile, save_login
 from teleport.client.webapi import WebClient, proxy_certificate
 from teleport.keys import ssh as sshkeys
@@ -15,7 +16,7 @@ from teleport.utils.addr import parse_addr
 async def login(proxy: str, user: str, password: str, otp_token: str, *,
                 ttl: timedelta | None, insecure: bool) -> Profile:
     """Log in through the proxy and store the new certificates; return the new profile."""
-    web_addr = parse_addr(proxy, 3080)
+    web_addr = parse_addr(proxy, PROXY_WEB_PORT)
     ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
     tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
     ssh_pub = sshkeys.public_key_of(ssh_key)
@@ -26,7 +27,7 @@ async def login(proxy: str, user: str, password: str, otp_token: str, *,
         ping = await web.ping()
         resp = await web.ssh_login(user, password, otp_token, ssh_pub,
                                    tlskeys.tls_public_key_pem(tls_key).decode(), ttl)
-    ssh_proxy = parse_addr(ping["proxy"]["ssh"]["public_addr"], 3023)
+    ssh_proxy = parse_addr(ping.proxy.ssh.public_addr, PROXY_SSH_PORT)
     if ssh_proxy.host in ("0.0.0.0", "::", ""):
         ssh_proxy = ssh_proxy._replace(host=web_addr.host)
     profile = Profile(web_proxy_addr=str(web_addr), ssh_proxy_addr=str(ssh_proxy), user=user,

@@ -18,6 +18,7 @@ import tty
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from teleport.api.web_models import RecordingInfo
 from teleport.client.profile import Profile
 from teleport.client.webapi import WebClient
 from teleport.errors import BadParameter
@@ -27,7 +28,7 @@ EXIT_DAMAGED = 1
 PAUSE_KEY = b" "
 
 
-async def list_recordings(profile: Profile) -> list[dict[str, Any]]:
+async def list_recordings(profile: Profile) -> list[RecordingInfo]:
     """Return the recorded sessions this login may play, oldest first."""
     async with WebClient.for_profile(profile) as web:
         return await web.list_recordings(profile.cluster)

@@ -23,13 +23,14 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from teleport.api.constants import HOME_ENV
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.keys.ssh import parse_cert
 from teleport.utils.fs import ensure_private_dir, write_secret
 
 
 def tsh_home() -> Path:
-    return Path(os.environ.get("TELEPORT_HOME") or Path.home() / ".tsh")
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".tsh")
 
 
 @dataclass(frozen=True)

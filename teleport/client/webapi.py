@@ -11,30 +11,20 @@ import contextlib
 import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from teleport.api import web_models as w
+from teleport.api.http import HTTPClient, one_line
+from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
-from teleport.errors import ConnectionProblem, TeleportError, from_wire
+from teleport.errors import ConnectionProblem
 from teleport.keys.tls import load_cert_chain
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
-
-
-@dataclass(frozen=True)
-class LoginResponse:
-    """What the proxy returns for a login: certificates and the cluster's CAs to trust."""
-
-    cert: str
-    tls_cert: str
-    host_signers: list[str]
-    user_ca_keys: list[str]
-    trusted_ca: list[str]
-    cluster_name: str
 
 
 class WebClient:
@@ -50,8 +40,8 @@ class WebClient:
                      if pinned_cert is not None and not insecure
                      else _client_context(insecure, ca_pems, client_cert))
         self._presents_cert = client_cert is not None
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10)
-        self._session: aiohttp.ClientSession | None = None
+        self._http = HTTPClient([proxy_addr], self._ssl, peer="proxy", timeout=timeout,
+                                connect_timeout=10, describe=self._describe, unreachable="")
 
     @classmethod
     def for_profile(cls, profile: Profile) -> WebClient:
@@ -78,127 +68,80 @@ class WebClient:
 
     async def close(self) -> None:
         """Close pooled connections."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        await self._http.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         """Send one request and decode the JSON answer, raising the proxy's error kinds."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
-        url = f"https://{self.proxy_addr}{path}"
-        try:
-            async with self._session.request(method, url, json=body) as resp:
-                try:
-                    data = await resp.json(content_type=None)
-                except ValueError:
-                    data = None
-                status, reason = resp.status, resp.reason or ""
-        except aiohttp.ClientConnectorCertificateError as exc:
+        return await self._http.call(method, path, body)
+
+    def _describe(self, addr: str, exc: BaseException) -> str:
+        """Say what went wrong reaching the proxy, and what to try next."""
+        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             if self.pinned:
-                raise ConnectionProblem(
-                    f"proxy {self.proxy_addr} presented an HTTPS certificate other than the one "
-                    "accepted at 'tsh login --insecure': it has changed, or someone is in the "
-                    "middle; if you expect the change, run 'tsh login --insecure' again") from None
-            raise ConnectionProblem(
-                f"cannot verify the HTTPS certificate of proxy {self.proxy_addr} "
-                f"({_verify_reason(exc.certificate_error)}); if the proxy uses a self-signed "
-                "certificate, pass --insecure") from None
-        except aiohttp.ClientSSLError as exc:
-            raise ConnectionProblem(
-                f"TLS handshake with proxy {self.proxy_addr} failed ({_one_line(exc)}); "
-                "if the proxy uses a self-signed certificate, pass --insecure") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise ConnectionProblem(
-                f"cannot connect to proxy {self.proxy_addr}: {_os_reason(exc.os_error)}") from None
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                return (f"proxy {addr} presented an HTTPS certificate other than the one "
+                        "accepted at 'tsh login --insecure': it has changed, or someone is in the "
+                        "middle; if you expect the change, run 'tsh login --insecure' again")
+            return (f"cannot verify the HTTPS certificate of proxy {addr} "
+                    f"({_verify_reason(exc.certificate_error)}); if the proxy uses a self-signed "
+                    "certificate, pass --insecure")
+        if isinstance(exc, aiohttp.ClientSSLError):
+            return (f"TLS handshake with proxy {addr} failed ({one_line(exc)}); "
+                    "if the proxy uses a self-signed certificate, pass --insecure")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return f"cannot connect to proxy {addr}: {_os_reason(exc.os_error)}"
+        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
             if self._presents_cert:
                 # TLS 1.3 refuses a client certificate after the handshake, with no error
                 # surfacing here, so name the likely cause.
-                raise ConnectionProblem(
-                    f"proxy {self.proxy_addr} closed the connection: it may have refused your "
-                    "certificate (expired or from another cluster); run 'tsh login'") from None
-            raise ConnectionProblem(f"proxy {self.proxy_addr} closed the connection") from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionProblem(
-                f"proxy {self.proxy_addr} did not answer: {_one_line(exc)}") from None
-        if status >= 400:
-            raise _error(data, status, reason, self.proxy_addr)
-        return data
+                return (f"proxy {addr} closed the connection: it may have refused your "
+                        "certificate (expired or from another cluster); run 'tsh login'")
+            return f"proxy {addr} closed the connection"
+        return f"proxy {addr} did not answer: {one_line(exc)}"
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> w.WebPing:
         """Learn the cluster name, its second factor and the SSH proxy address."""
-        result: dict[str, Any] = await self.call("GET", "/webapi/ping")
-        return result
+        return await self._http.call("GET", "/webapi/ping", answer=w.WebPing)
 
     async def ssh_login(self, user: str, password: str, otp_token: str, pub_key: str,
                         tls_pub_key: str, ttl: timedelta | None) -> LoginResponse:
         """Trade credentials and public keys for SSH and X.509 certificates."""
-        body = {"user": user, "password": password, "otp_token": otp_token, "pub_key": pub_key,
-                "tls_pub_key": tls_pub_key, "ttl": format_duration(ttl) if ttl else ""}
-        data = await self.call("POST", "/webapi/ssh/certs", body)
-        try:
-            return LoginResponse(
-                cert=data["cert"], tls_cert=data["tls_cert"],
-                host_signers=list(data["host_signers"]), user_ca_keys=list(data["user_ca_keys"]),
-                trusted_ca=list(data["trusted_ca"]), cluster_name=data["cluster_name"])
-        except (KeyError, TypeError):
-            raise ConnectionProblem(
-                f"proxy {self.proxy_addr} sent an incomplete login response") from None
+        body = w.LoginRequest(user=user, password=password, otp_token=otp_token,
+                              pub_key=pub_key, tls_pub_key=tls_pub_key,
+                              ttl=format_duration(ttl) if ttl else "")
+        return await self._http.call("POST", "/webapi/ssh/certs", body, answer=LoginResponse)
 
-    async def list_nodes(self, cluster: str) -> list[dict[str, Any]]:
+    async def list_nodes(self, cluster: str) -> list[w.NodeInfo]:
         """List the cluster's nodes; needs the client certificate of a login."""
-        result: list[dict[str, Any]] = await self.call(
-            "GET", f"/webapi/sites/{quote(cluster, safe='')}/nodes")
-        return result
+        return await self._http.call("GET", f"/webapi/sites/{quote(cluster, safe='')}/nodes",
+                                     answer=list[w.NodeInfo])
 
-    async def list_recordings(self, cluster: str) -> list[dict[str, Any]]:
+    async def list_recordings(self, cluster: str) -> list[w.RecordingInfo]:
         """List the recorded sessions this login may play."""
-        result: list[dict[str, Any]] = await self.call(
-            "GET", f"/webapi/sites/{quote(cluster, safe='')}/sessions")
-        return result
+        return await self._http.call("GET", f"/webapi/sites/{quote(cluster, safe='')}/sessions",
+                                     answer=list[w.RecordingInfo])
 
-    async def list_active_sessions(self, cluster: str) -> list[dict[str, Any]]:
+    async def list_active_sessions(self, cluster: str) -> list[w.ActiveSession]:
         """List the live sessions this login may join."""
-        result: list[dict[str, Any]] = await self.call(
-            "GET", f"/webapi/sites/{quote(cluster, safe='')}/active_sessions")
-        return result
+        return await self._http.call(
+            "GET", f"/webapi/sites/{quote(cluster, safe='')}/active_sessions",
+            answer=list[w.ActiveSession])
 
-    async def stream_recording(self, cluster: str, sid: str) -> AsyncIterator[bytes]:
+    def stream_recording(self, cluster: str, sid: str) -> AsyncIterator[bytes]:
         """Yield a recording's replay stream (JSON lines) as the proxy relays it."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
-        url = (f"https://{self.proxy_addr}/webapi/sites/{quote(cluster, safe='')}"
-               f"/sessions/{quote(sid, safe='')}/stream")
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=self._timeout.total)
-        try:
-            async with self._session.get(url, timeout=timeout) as resp:
-                if resp.status >= 400:
-                    try:
-                        data = await resp.json(content_type=None)
-                    except ValueError:
-                        data = None
-                    raise _error(data, resp.status, resp.reason or "", self.proxy_addr)
-                async for piece in resp.content.iter_any():
-                    yield piece
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectionProblem(
-                f"proxy {self.proxy_addr} stopped sending the recording: {_one_line(exc)}") from None
+        return self._http.stream("GET", f"/webapi/sites/{quote(cluster, safe='')}"
+                                        f"/sessions/{quote(sid, safe='')}/stream")
 
-    async def signup_info(self, token: str) -> dict[str, Any]:
+    async def signup_info(self, token: str) -> w.SignupInfoAnswer:
         """Fetch who a signup token is for and the OTP secret to enroll."""
-        result: dict[str, Any] = await self.call(
-            "GET", f"/webapi/users/password/token/{quote(token, safe='')}")
-        return result
+        return await self._http.call(
+            "GET", f"/webapi/users/password/token/{quote(token, safe='')}",
+            answer=w.SignupInfoAnswer)
 
     async def complete_signup(self, token: str, password: str, otp_code: str) -> str:
         """Set the new user's password with a signup token; return the user name."""
-        data = await self.call("PUT", "/webapi/users/password/token",
-                               {"token": token, "password": password,
-                                "second_factor_token": otp_code})
-        return str(data["user"])
+        body = w.SignupRequest(token=token, password=password, second_factor_token=otp_code)
+        return (await self._http.call("PUT", "/webapi/users/password/token", body,
+                                      answer=w.SignupDone)).user
 
 
 def _client_context(insecure: bool, ca_pems: Sequence[bytes],
@@ -269,22 +212,13 @@ async def proxy_certificate(proxy_addr: HostPort) -> bytes:
     return ssl.DER_cert_to_PEM_cert(der).encode()
 
 
-def _error(data: Any, status: int, reason: str, addr: str) -> TeleportError:
-    err = data.get("error") if isinstance(data, dict) else None
-    if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return from_wire(str(err.get("code", "")), _one_line(err["message"]))
-    return ConnectionProblem(f"{addr} answered HTTP {status} {reason}: is it a Teleport proxy?")
-
-
 def _os_reason(err: OSError) -> str:
     if err.errno and err.errno > 0:
         return os.strerror(err.errno)
-    return _one_line(err.strerror or err)
+    return one_line(err.strerror or err)
 
 
 def _verify_reason(err: Exception) -> str:
-    return _one_line(getattr(err, "verify_message", "") or err)
+    return one_line(getattr(err, "verify_message", "") or err)
 
 
-def _one_line(value: object) -> str:
-    return " ".join(str(value).split()) or type(value).__name__

@@ -23,6 +23,14 @@ from teleport.errors import BadParameter
 
 Loc = tuple[str | int, ...]
 
+#: Placeholders of the manual's sample config, and what to write instead.
+PLACEHOLDERS = {
+    "NODE_NAME": "this host's name",
+    "TELEPORT_PUBLIC_DNS_NAME": "the DNS name users reach the proxy by",
+    "xxxx-token-xxxx": "a secret token of your own (or one from 'tctl tokens add')",
+    "ca-pin-hash-goes-here": "the CA pin 'tctl status' prints on the auth server",
+}
+
 _NULL_TAG = "tag:yaml.org,2002:null"
 _EXPECTED = {
     "dict_type": "a mapping",
@@ -190,6 +198,7 @@ def _path_before(text: str, line: int) -> Loc:
 def _plain(node: yaml.Node, loc: Loc, source: str, active: frozenset[int]) -> Any:
     """Turn nodes into dicts, lists and strings; a key with no value counts as left out."""
     if isinstance(node, yaml.ScalarNode):
+        _check_placeholder(node, loc, source)
         return None if node.tag == _NULL_TAG else node.value
     if id(node) in active:
         raise BadParameter(_format(source, _line(node), loc, "recursive YAML alias"))
@@ -209,6 +218,16 @@ def _plain(node: yaml.Node, loc: Loc, source: str, active: frozenset[int]) -> An
         if value is not None:
             result[key] = value
     return result
+
+
+def _check_placeholder(node: yaml.ScalarNode, loc: Loc, source: str) -> None:
+    """Refuse the sample config's placeholders: a cluster must not start with a known token."""
+    for placeholder, replacement in PLACEHOLDERS.items():
+        if placeholder in str(node.value):
+            raise BadParameter(_format(
+                source, _line(node), loc,
+                f"{placeholder} is a placeholder from the sample config: replace it with "
+                f"{replacement}"))
 
 
 # --- pydantic errors to lines --------------------------------------------------------------------
@@ -247,7 +266,7 @@ def _problem(error: ErrorDetails, node: yaml.Node | None) -> str:
         return "unknown key" + _suggestion(tuple(error["loc"]))
     if kind == "missing":
         return "needs a value" if node is not None else "missing required key"
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         return f"expected {error.get('ctx', {}).get('expected')}, got {_describe(node)}"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {_describe(node)}"

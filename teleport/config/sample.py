@@ -48,9 +48,9 @@ auth_service:
   #   - "proxy,node:xxxx-token-xxxx"
 
   authentication:
-    # type: local or github
+    # type: local (github, oidc and saml are not supported yet)
     type: local
-    # second_factor: off, otp or u2f
+    # second_factor: otp or off (u2f is not supported yet)
     second_factor: otp
 
 ssh_service:
@@ -72,7 +72,6 @@ proxy_service:
   enabled: "yes"
   listen_addr: 0.0.0.0:3023
   web_listen_addr: 0.0.0.0:3080
-  tunnel_listen_addr: 0.0.0.0:3024
 
   # The DNS name users reach the proxy's HTTPS endpoint by; defaults to this host's name.
   # public_addr: teleport.example.com:3080

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from teleport.errors import AccessDenied, BadParameter
@@ -41,6 +41,11 @@ ADMIN_CHANGES = frozenset({USER_CREATE, USER_UPDATE, USER_DELETE, JOIN_TOKEN_CRE
 #: Recorded by the auth server itself only: a host sending one would be forging it.
 AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, *ADMIN_CHANGES})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: How late a host's event may arrive and keep the time the host gave it: a node or proxy spools
+#: events while its auth server is away (teleport.events.buffered) and sends them when it returns.
+HOST_TIME_MAX_AGE = timedelta(hours=72)
+#: How far ahead of the auth server's clock a host's clock may run.
+HOST_TIME_MAX_SKEW = timedelta(minutes=1)
 # Not in the manual's table (Teleport's name): a live connection was hung up, with the reason.
 CLIENT_DISCONNECT = "client.disconnect"
 
@@ -70,18 +75,33 @@ def make_event(event_type: str, clock: Clock | None = None, **fields: Any) -> Au
 
 
 def from_host(report: Mapping[str, Any], server_id: str, clock: Clock) -> AuditEvent:
-    """Return the event a host reported, with its id, time and server set by the auth server.
+    """Return the event a host reported, with its id and server set and its time bounded.
 
     A host's certificate proves which host it is, not what it writes: left to the host, a node
-    could file events under another server, in the past, or over another event's id.
+    could file events under another server, far in the past or future, or over another event's
+    id. Its own `time` is kept only within [now - HOST_TIME_MAX_AGE, now + HOST_TIME_MAX_SKEW],
+    so that an event spooled during an outage keeps the time it happened; else it is now.
     """
     event_type = report.get("event")
     if not isinstance(event_type, str) or not event_type:
         raise BadParameter("event needs an 'event' type")
     if event_type in AUTH_SERVER_ONLY:
         raise AccessDenied(f"only the auth server records {event_type!r} events")
-    return {**report, "uid": str(uuid.uuid4()), "time": clock.now().strftime(TIME_FORMAT),
+    return {**report, "uid": str(uuid.uuid4()), "time": _bounded_time(report.get("time"), clock),
             "server_id": server_id}
+
+
+def _bounded_time(claimed: object, clock: Clock) -> str:
+    """Return the host's time if it is well formed and plausible, else the auth server's now."""
+    now = clock.now()
+    if isinstance(claimed, str):
+        try:
+            when = datetime.strptime(claimed, TIME_FORMAT).replace(tzinfo=timezone.utc)
+        except ValueError:
+            when = None
+        if when is not None and now - HOST_TIME_MAX_AGE <= when <= now + HOST_TIME_MAX_SKEW:
+            return when.strftime(TIME_FORMAT)
+    return now.strftime(TIME_FORMAT)
 
 
 class MemoryEmitter:

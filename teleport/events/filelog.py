@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from teleport.errors import ConnectionProblem
-from teleport.events.search import DAY_FILE_SUFFIX, EventPage, EventQuery, search_folder
+from teleport.events.search import DAY_FILE_SUFFIX, EventPage, EventQuery, event_time, search_folder
 from teleport.utils.clock import Clock, RealClock
 from teleport.utils.fs import ensure_private_dir
 
@@ -38,7 +38,8 @@ class FileLog:
 
     async def emit(self, event: Mapping[str, Any]) -> None:
         line = encode_line(event)
-        path = self.folder / day_file_name(self.clock.now())
+        # The day the event happened, which search looks in: a host's spooled event arrives late.
+        path = self.folder / day_file_name(event_time(dict(event)) or self.clock.now())
         async with self._lock:
             try:
                 await asyncio.to_thread(_append, path, line.encode())

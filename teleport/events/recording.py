@@ -99,6 +99,28 @@ class _GzipOut:
             os.close(self.fd)
 
 
+class _GzipBuffer:
+    """The same gzip stream as `_GzipOut`, kept in memory for `take()`: what a sync upload sends."""
+
+    def __init__(self) -> None:
+        self.zip = zlib.compressobj(6, zlib.DEFLATED, _GZIP)
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.pending += self.zip.compress(data)
+
+    def flush(self) -> None:
+        # A sync flush always emits bytes, even with nothing new: an idle stream stays alive.
+        self.pending += self.zip.flush(zlib.Z_SYNC_FLUSH)
+
+    def close(self) -> None:
+        self.pending += self.zip.flush(zlib.Z_FINISH)
+
+    def take(self) -> bytes:
+        data, self.pending = bytes(self.pending), bytearray()
+        return data
+
+
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte: os.write may write less than asked."""
     view = memoryview(data)
@@ -109,10 +131,16 @@ def write_all(fd: int, data: bytes) -> None:
 class RecordingWriter:
     """Write one session's two files; blocking, so callers run it in a thread."""
 
-    def __init__(self, folder: Path, sid: str, start: Mapping[str, Any]) -> None:
-        chunks, events = paths(folder, sid)
-        self._chunks = _GzipOut(chunks)
-        self._events = _GzipOut(events)
+    def __init__(self, folder: Path | None, sid: str, start: Mapping[str, Any]) -> None:
+        self._chunks: _GzipOut | _GzipBuffer
+        self._events: _GzipOut | _GzipBuffer
+        if folder is None:  # kept in memory and sent as it is written (`take`)
+            check_sid(sid)
+            self._chunks, self._events = _GzipBuffer(), _GzipBuffer()
+        else:
+            chunks, events = paths(folder, sid)
+            self._chunks = _GzipOut(chunks)
+            self._events = _GzipOut(events)
         self.offset = 0
         self._event({**start, "event": START, "ms": 0, "version": FORMAT_VERSION, "sid": sid})
 
@@ -140,6 +168,11 @@ class RecordingWriter:
             self._chunks.close()
         finally:
             self._events.close()
+
+    def take(self) -> tuple[bytes, bytes]:
+        """Return the compressed chunks and events written since the last take (in memory only)."""
+        assert isinstance(self._chunks, _GzipBuffer) and isinstance(self._events, _GzipBuffer)
+        return self._chunks.take(), self._events.take()
 
 
 def gunzip(pieces: Iterable[bytes], what: str) -> Iterator[bytes]:

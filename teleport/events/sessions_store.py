@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -106,18 +107,23 @@ class SessionStore:
     def _claim(self, sid: str, uploader: str) -> None:
         """Bind the upload of sid to its first uploader; refuse any other host."""
         owner_file = self._owner_file(sid)
+        # Written aside and linked into place, so the claim appears with its owner in it: both
+        # parts of a sync upload arrive at once, and neither may read a half-written claim.
+        draft = owner_file.with_name(f"{owner_file.name}.{uuid.uuid4().hex}{_UPLOAD_SUFFIX}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rec.FILE_MODE)
         try:
-            fd = os.open(owner_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, rec.FILE_MODE)
+            rec.write_all(fd, uploader.encode())
+        finally:
+            os.close(fd)
+        try:
+            os.link(draft, owner_file)
         except FileExistsError:
             owner = owner_file.read_text(encoding="utf-8", errors="replace")
             if owner != uploader:
                 raise AccessDenied(f"session {sid} is being uploaded by another host") from None
             os.utime(owner_file)  # an upload in progress is not stale
-            return
-        try:
-            rec.write_all(fd, uploader.encode())
         finally:
-            os.close(fd)
+            draft.unlink()
 
     def _check_owner(self, sid: str, uploader: str) -> None:
         try:

@@ -18,11 +18,12 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol, cast
 
 import asyncssh
 
+from teleport.config.modes import records_at
 from teleport.errors import TeleportError
 from teleport.events.emitter import Emitter
 from teleport.srv.process import clamp_term_size
@@ -36,14 +37,15 @@ from teleport.sshutils.auth import (
     never_revoked,
 )
 from teleport.sshutils.listener import CIPHERS, server_options
+from teleport.sshutils.monitor import watch
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, _TCPSide
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
 from teleport.utils.clock import Clock
+from teleport.utils.supervisor import Supervisor
 
 log = logging.getLogger("teleport.proxy")
 
-PROXY_MODE = "proxy"
 #: A node's host certificate is reused for this long (it is valid for five minutes).
 HOST_CERT_REUSE = 180.0
 #: Environment passed on to the node, as the node itself would accept it.
@@ -75,10 +77,23 @@ class RecordingProxy:
                                    check_login=True, revoked=revoked or never_revoked)
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
         self._host_certs: dict[str, tuple[str, float]] = {}
+        #: Owns the relayed connections' work; an async context manager for that reason.
+        self.tasks = Supervisor("recording proxy")
+
+    async def __aenter__(self) -> RecordingProxy:
+        await self.tasks.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel what relayed connections still run; nothing of ours is left afterwards."""
+        await self.tasks.close()
 
     def active(self) -> bool:
         """Tell whether sessions are recorded at the proxy, as the auth server last said."""
-        return self.recordings.mode == PROXY_MODE
+        return records_at(self.recordings.mode) == "proxy"
 
     async def _host_cert(self, node_id: str) -> str:
         cached = self._host_certs.get(node_id)
@@ -131,8 +146,13 @@ class RelayConnection(CertAuthServer):
         self.proxy = proxy
         self.node = node
         self.presented = ""
-        self._upstream: asyncio.Task[asyncssh.SSHClientConnection] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+
+    def auth_completed(self) -> None:
+        # The user's own certificate is checked here: the node sees only our short-lived copy.
+        self.spawn(watch(self, self.proxy.recordings.session_policy, self.checker.clock),
+                   "monitor")
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], RelaySession]:
         assert self.conn is not None
@@ -145,21 +165,34 @@ class RelayConnection(CertAuthServer):
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
             "port forwarding is not available while sessions are recorded at the proxy")
 
-    def spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("recording proxy task failed", exc_info=task.exception())
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run this connection's work as a task of the recording proxy."""
+        self.proxy.tasks.spawn(coro, f"{name} {self.node.spec.hostname}")
 
     def upstream(self) -> Awaitable[asyncssh.SSHClientConnection]:
         """Log in to the node as the user, once per connection."""
         if self._upstream is None:
-            self._upstream = asyncio.ensure_future(self._connect())
+            self._upstream = asyncio.get_running_loop().create_future()
+            self._connecting = self.proxy.tasks.spawn(self._connect_into(self._upstream),
+                                                      f"relay login {self.node.spec.hostname}")
         return asyncio.shield(self._upstream)
+
+    async def _connect_into(self, result: asyncio.Future[asyncssh.SSHClientConnection]) -> None:
+        """Hand the login's outcome to every session waiting for it; close it if none is left."""
+        try:
+            conn = await self._connect()
+        except Exception as err:
+            if not result.done():
+                result.set_exception(err)
+                result.exception()  # retrieved: sessions that wait for it report it themselves
+            return
+        except asyncio.CancelledError:
+            result.cancel()
+            raise
+        if result.done():  # the user hung up meanwhile
+            conn.close()
+        else:
+            result.set_result(conn)
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         assert self.identity is not None
@@ -176,6 +209,7 @@ class RelayConnection(CertAuthServer):
             preferred_auth=["publickey"])
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         upstream = self._upstream
         if upstream is None:
             return
@@ -183,6 +217,8 @@ class RelayConnection(CertAuthServer):
             upstream.result().close()
         else:
             upstream.cancel()
+            if self._connecting is not None:
+                self._connecting.cancel()
 
 
 def _clamped(cols: int, rows: int, px_width: int, px_height: int) -> tuple[int, int, int, int]:
@@ -237,7 +273,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
-        self.conn.spawn(self._start())
+        self.conn.spawn(self._start(), "relay session")
 
     async def _start(self) -> None:
         assert self.chan is not None and self.conn.identity is not None
@@ -264,7 +300,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.upstream = chan
         if self.term is not None:
             self.recorder = self.conn.proxy.recordings.start(
-                str(uuid.uuid4()), user=self.conn.identity.user, login=self.conn.identity.login,
+                str(uuid.uuid4()), on_failure=self._recording_failed,
+                user=self.conn.identity.user, login=self.conn.identity.login,
                 server_id=node.metadata.name, server_hostname=node.spec.hostname,
                 size=f"{self.size[0]}:{self.size[1]}")
         for data in self._early:
@@ -272,6 +309,12 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self._early.clear()
         if self._eof:
             chan.write_eof()
+
+    def _recording_failed(self, reason: str) -> None:
+        """End a session a sync mode cannot record: it does not go on unrecorded."""
+        if self.upstream is not None:
+            self.upstream.close()
+        self._fail(f"\r\nteleport: {reason}\r\n")
 
     def _fail(self, message: str) -> None:
         if self.chan is None or self._done:
@@ -332,7 +375,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
     def _close_recorder(self) -> None:
         recorder, self.recorder = self.recorder, None
         if recorder is not None:
-            self.conn.spawn(recorder.close())
+            self.conn.spawn(recorder.close(), "finish recording")
 
     # --- the node's side ----------------------------------------------------------------------
 

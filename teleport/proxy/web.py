@@ -13,14 +13,26 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from teleport import __version__
 from teleport.api import httpserver
 from teleport.api.ratelimit import RateLimiter
+from teleport.api.web_models import (
+    AuthSettingsAnswer,
+    LoginRequest,
+    LoginResponse,
+    NodeInfo,
+    ProxySettings,
+    SignupDone,
+    SignupInfoAnswer,
+    SignupRequest,
+    SSHProxySettings,
+    WebPing,
+)
 from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.keys.identity import Identity
@@ -155,9 +167,9 @@ class WebProxy:
             return _html(web_pages.error_page(err.http_status, str(err)), err.http_status,
                          web_pages.PAGE_CSP)
         page = web_pages.signup_page(
-            cluster_name=self.cluster_name, user=info["user"], token=token,
-            public_addr=self.public_addr, second_factor=info["second_factor"],
-            otp_secret=info["otp_secret"], otp_uri=info["otp_uri"])
+            cluster_name=self.cluster_name, user=info.user, token=token,
+            public_addr=self.public_addr, second_factor=info.second_factor,
+            otp_secret=info.otp_secret, otp_uri=info.otp_uri)
         return _html(page, 200, web_pages.SIGNUP_CSP)
 
     # --- web API ---------------------------------------------------------------------------
@@ -165,25 +177,20 @@ class WebProxy:
     async def ping(self, request: web.Request) -> web.Response:
         """Tell tsh, before any credentials, which cluster and second factor to expect."""
         auth = await self.auth.ping()
-        return web.json_response({
-            "cluster_name": self.cluster_name,
-            "server_version": __version__,
-            "auth": {"type": "local", "second_factor": auth.get("second_factor", "otp")},
-            "proxy": {"ssh": {"public_addr": self.ssh_public_addr}},
-        })
+        return _json(WebPing(
+            cluster_name=self.cluster_name, server_version=__version__,
+            auth=AuthSettingsAnswer(type="local", second_factor=auth.second_factor),
+            proxy=ProxySettings(ssh=SSHProxySettings(public_addr=self.ssh_public_addr))))
 
     async def signup_info(self, request: web.Request) -> web.Response:
         """Return what a signup client needs to enroll the authenticator app."""
         info = await self.auth.get_signup(_token(request.match_info["token"]))
-        with_otp = info["second_factor"] != "off"
-        return web.json_response({
-            "user": info["user"],
-            "otp_secret": info["otp_secret"] if with_otp else "",
-            "otp_uri": info["otp_uri"] if with_otp else "",
-            "qr_svg": web_pages.qr_svg(info["otp_uri"]) if with_otp else "",
-            "second_factor": info["second_factor"],
-            "expires": info["expires"],
-        })
+        with_otp = info.second_factor != "off"
+        return _json(SignupInfoAnswer(
+            user=info.user, otp_secret=info.otp_secret if with_otp else "",
+            otp_uri=info.otp_uri if with_otp else "",
+            qr_svg=web_pages.qr_svg(info.otp_uri) if with_otp else "",
+            second_factor=info.second_factor, expires=info.expires))
 
     async def complete_signup(self, request: web.Request) -> web.Response:
         """Set the new user's password (and OTP device) through the auth server."""
@@ -191,7 +198,7 @@ class WebProxy:
         body = httpserver.parse_model(SignupRequest, await httpserver.read_json(request))
         user = await self.auth.complete_signup(_token(body.token), body.password,
                                                body.second_factor_token or "")
-        return web.json_response({"user": user.metadata.name})
+        return _json(SignupDone(user=user.metadata.name))
 
     async def ssh_certs(self, request: web.Request) -> web.Response:
         """Log a user in and return certificates, the way `tsh login` expects them."""
@@ -204,14 +211,10 @@ class WebProxy:
             _user_name(body.user), password=body.password, otp_code=body.otp_token or "",
             ssh_public_key=body.pub_key, tls_public_key=body.tls_pub_key.encode(), ttl=ttl,
             remote_addr=_remote_addr(request))
-        return web.json_response({
-            "cert": certs.ssh_cert,
-            "tls_cert": certs.tls_cert,
-            "host_signers": certs.host_ca_keys,
-            "user_ca_keys": certs.user_ca_keys,
-            "trusted_ca": certs.tls_ca_certs,
-            "cluster_name": self.cluster_name,
-        })
+        return _json(LoginResponse(
+            cert=certs.ssh_cert, tls_cert=certs.tls_cert, host_signers=certs.host_ca_keys,
+            user_ca_keys=certs.user_ca_keys, trusted_ca=certs.tls_ca_certs,
+            cluster_name=self.cluster_name))
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         """List the cluster's nodes for a logged-in user (`tsh ls`)."""
@@ -221,13 +224,13 @@ class WebProxy:
             raise NotFound(f"cluster {cluster!r} not found")
         nodes = sorted(await self.auth.list_servers("node"),
                        key=lambda s: (s.spec.hostname, s.metadata.name))
-        return web.json_response([_node_json(s) for s in nodes])
+        return _json([_node_info(s) for s in nodes])
 
     async def list_recordings(self, request: web.Request) -> web.Response:
         """List the recorded sessions this user may play (`tsh recordings ls`)."""
         identity = self._user_identity(request)
         self._check_cluster(request)
-        return web.json_response(await self.auth.list_recordings(identity.username))
+        return _json(await self.auth.list_recordings(identity.username))
 
     async def stream_recording(self, request: web.Request) -> web.StreamResponse:
         """Relay a recording's replay stream from the auth server as it arrives (`tsh play`)."""
@@ -247,7 +250,7 @@ class WebProxy:
         """List the live sessions this user may join (`tsh sessions ls`, `tsh join`)."""
         identity = self._user_identity(request)
         self._check_cluster(request)
-        return web.json_response(await self.auth.list_active_sessions(identity.username))
+        return _json(await self.auth.list_active_sessions(identity.username))
 
     def _check_cluster(self, request: web.Request) -> None:
         cluster = request.match_info["cluster"]
@@ -284,28 +287,6 @@ class WebProxy:
             response.headers["Strict-Transport-Security"] = HSTS
 
 
-# --- request bodies ------------------------------------------------------------------------
-# Strict: a field of the wrong JSON type is a 400 naming it, never a crash deeper in.
-
-class _Body(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-
-class SignupRequest(_Body):
-    token: str
-    password: str = Field(min_length=1)
-    second_factor_token: str | None = None
-
-
-class LoginRequest(_Body):
-    user: str = Field(min_length=1)
-    password: str = Field(min_length=1)
-    otp_token: str | None = None
-    pub_key: str = Field(min_length=1)
-    tls_pub_key: str = Field(min_length=1)
-    ttl: str | None = None
-
-
 # --- plumbing ------------------------------------------------------------------------------
 
 @web.middleware
@@ -340,9 +321,14 @@ def _remote_addr(request: web.Request) -> str:
     return request.remote or ""
 
 
-def _node_json(server: Server) -> dict[str, Any]:
-    return {"name": server.spec.hostname, "id": server.metadata.name, "addr": server.spec.addr,
-            "labels": server.all_labels()}
+def _node_info(server: Server) -> NodeInfo:
+    return NodeInfo(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
+                    labels=server.all_labels())
+
+
+def _json(answer: BaseModel | Sequence[BaseModel]) -> web.Response:
+    """Answer with a model of `teleport.api.web_models` (or a list of them)."""
+    return web.json_response(to_jsonable_python(answer))
 
 
 __all__ = ["MAX_BODY", "WebProxy"]

@@ -8,8 +8,9 @@ import errno
 import logging
 import os
 import socket
+import subprocess
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from teleport.backend.sqlite import SqliteBackend
 from teleport.cache import CachedAuth
 from teleport.config.runtime import Config
 from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
+from teleport.events.buffered import BufferedEmitter
 from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
@@ -48,6 +50,7 @@ from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock, RealClock
 from teleport.utils.fs import ensure_private_dir, write_secret
+from teleport.utils.supervisor import Supervisor
 
 log = logging.getLogger("teleport")
 
@@ -59,12 +62,16 @@ class TeleportProcess:
         self.config = config
         self.clock = clock or RealClock()
         self.stack = AsyncExitStack()
-        self.tasks: set[asyncio.Task[Any]] = set()
         self.auth: AuthServer | None = None
         self.ports: dict[str, int] = {}
         self.host_uuid = ""
         self.cluster_name = ""
         self.health = Health()
+        #: Owns every background loop of the process; a failed loop degrades /readyz by name.
+        self.supervisor = Supervisor("process", on_failure=self._task_failed,
+                                     on_recovery=self.health.ok)
+        #: Set once a successor was started (HUP, USR2): the pid file is its to write, not ours.
+        self.handed_over = False
         self.node: NodeServer | None = None
         self.proxy_ssh: ProxySSHServer | None = None
         self.web: WebProxy | None = None
@@ -82,14 +89,15 @@ class TeleportProcess:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
-        task = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def _supervise(self, name: str, run: Callable[[], Awaitable[Any]]) -> None:
+        self.supervisor.supervise(name, run)
+
+    def _task_failed(self, name: str, reason: str) -> None:
+        self.health.degraded(name, f"task failed ({reason})")
 
     async def start(self) -> None:
         cfg = self.config
+        await self.supervisor.start()
         data_dir = _prepare_data_dir(cfg.data_dir)
         # Diagnostics first, so /readyz can say what is still starting (or stuck joining).
         for role, enabled in (("auth", cfg.auth.enabled), ("proxy", cfg.proxy.enabled),
@@ -111,6 +119,8 @@ class TeleportProcess:
             await self._start_node(data_dir)
         self.listeners.close_unused()
         if cfg.pid_file:
+            # Atomic (temp file + rename): across a graceful restart the file always exists and
+            # names a live process, which systemd's PIDFile= relies on.
             write_secret(cfg.pid_file, f"{os.getpid()}\n", mode=0o644)
 
     def _listen(self, service: str, addr: HostPort) -> socket.socket:
@@ -121,12 +131,32 @@ class TeleportProcess:
             reason = "address already in use" if err.errno == errno.EADDRINUSE else (err.strerror or str(err))
             raise BadParameter(f"{service} service cannot listen on {addr}: {reason}") from None
 
-    def spawn_successor(self) -> int:
-        """Start a new daemon on our listening sockets (USR2, HUP); return its pid."""
+    def spawn_successor(self) -> subprocess.Popen[bytes]:
+        """Start a new daemon on our listening sockets (USR2, HUP); return it."""
         child = self.listeners.spawn_successor()
+        self.handed_over = True
         logging.getLogger("teleport").info("Started a new teleport process %d on the same sockets.",
                                            child.pid)
-        return child.pid
+        return child
+
+    async def wait_for_successor(self, child: subprocess.Popen[bytes], stop: asyncio.Event,
+                                 poll: float = 0.05) -> bool:
+        """Wait until the successor has taken over the pid file; False if it exited instead.
+
+        Exiting sooner would leave the pid file naming a dead process until the successor has
+        started, and systemd (PIDFile=) would consider the service gone.
+        """
+        pid_file = Path(self.config.pid_file) if self.config.pid_file else None
+        while pid_file is not None and not stop.is_set():
+            with contextlib.suppress(OSError, ValueError):
+                if int(pid_file.read_text()) == child.pid:
+                    return True
+            if child.poll() is not None:
+                self.handed_over = False  # nobody took over: the pid file is still ours
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll)
+        return True
 
     async def drain(self, stop: asyncio.Event) -> None:
         """Stop accepting and wait until every SSH client has gone (or stop is set)."""
@@ -157,7 +187,11 @@ class TeleportProcess:
         lines = [f"pid {os.getpid()}, cluster {self.cluster_name!r}, ports "
                  + ", ".join(f"{k}={v}" for k, v in sorted(self.ports.items())),
                  f"memory: {_memory()}",
-                 f"tasks: {len(tasks)} (" + ", ".join(f"{n}={c}" for n, c in sorted(names.items())) + ")"]
+                 f"tasks: {len(tasks)} (" + ", ".join(f"{n}={c}" for n, c in sorted(names.items())) + ")",
+                 "supervised: " + (", ".join(
+                     name + (f" (failed {self.supervisor.failures[name]}x, restarting)"
+                             if self.supervisor.failures.get(name) else "")
+                     for name in self.supervisor.names()) or "none")]
         for name, server in (("node", self.node), ("proxy", self.proxy_ssh)):
             if server is not None:
                 lines.append(f"{name}: {len(server.connections)} SSH connections")
@@ -169,16 +203,14 @@ class TeleportProcess:
         return "\n".join(lines)
 
     async def close(self) -> None:
-        for task in list(self.tasks):
-            task.cancel()
-        for task in list(self.tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self.supervisor.close()
         await self.stack.aclose()
         pid_file = Path(self.config.pid_file) if self.config.pid_file else None
         with contextlib.suppress(OSError, ValueError):
-            # After a graceful restart the file names our successor: leave it alone.
-            if pid_file is not None and int(pid_file.read_text()) == os.getpid():
+            # Once a successor was started the file is its own (it may not have written it yet):
+            # removing it would leave a moment with no pid file at all.
+            if (pid_file is not None and not self.handed_over
+                    and int(pid_file.read_text()) == os.getpid()):
                 pid_file.unlink()
 
     # --- auth ---------------------------------------------------------------------------------
@@ -203,6 +235,9 @@ class TeleportProcess:
             static_tokens=tuple(cfg.auth.static_tokens),
             # --- session recordings (issue 5, recording engineer; lead to review) ---
             session_recording=cfg.auth.session_recording,
+            disconnect_expired_cert=cfg.auth.disconnect_expired_cert,
+            client_idle_seconds=(cfg.auth.client_idle_timeout.total_seconds()
+                                 if cfg.auth.client_idle_timeout else 0.0),
             recordings_dir=sessions_dir(cfg.storage.audit_sessions_uri, data_dir),
             # --- end session recordings ---
         )
@@ -242,7 +277,7 @@ class TeleportProcess:
                     await auth.upsert_server(record)
                 await asyncio.sleep(HEARTBEAT_INTERVAL)
 
-        self._spawn(announce_auth(), "auth-heartbeat")
+        self._supervise("auth-heartbeat", announce_auth)
         logging.getLogger("teleport.auth").info("Auth service %s is starting on %s.", __version__,
                  HostPort(listen.host, self.ports["auth"]))
 
@@ -284,7 +319,7 @@ class TeleportProcess:
         if cached:
             # Either cache type is this in-memory copy: nothing here needs it to outlive a restart.
             cache = CachedAuth.from_identity(identity, self._auth_addrs())
-            self._spawn(cache.run(), "cache")
+            self._supervise("cache", cache.run)
             client = cache
         else:
             client = AuthClient.from_identity(identity, self._auth_addrs())
@@ -293,6 +328,18 @@ class TeleportProcess:
             # From our own certificate, not a call: a joined host starts while auth is down.
             self.cluster_name = identity_from_cert(identity.tls_cert.encode()).cluster
         return client
+
+    async def _audit(self, client: AuthClient, data_dir: Path, component: str) -> BufferedEmitter:
+        """Return the emitter a node or proxy audits through, off every session's critical path.
+
+        Entered after the client and before the server that uses it: on stop, the server's last
+        events are queued, get a short grace to reach the auth server, and the rest stay spooled
+        in data_dir/log/upload/events/<component> for the next start. With auth in this process
+        the client still goes through the auth API, so the same holds.
+        """
+        emitter = BufferedEmitter(client, data_dir / "log" / "upload" / "events" / component,
+                                  component=component)
+        return await self.stack.enter_async_context(emitter)
 
     # --- proxy --------------------------------------------------------------------------------
 
@@ -309,33 +356,35 @@ class TeleportProcess:
         # writes still reach the auth server.
         client = await self._client(identity, cached=self.config.cache.enabled)
         trust = TrustedCAs(client, identity)
-        self._spawn(trust.run(), "proxy-trust")
+        self._supervise("proxy-trust", trust.run)
         resolver = NodeResolver(client, self.cluster_name)
         revocations = RevocationWatch(client, self.clock)
+        audit = await self._audit(client, data_dir, "proxy")
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
         recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
                                 client, clock=self.clock, records_in="proxy")
-        self.stack.push_async_callback(recordings.close)
-        self._spawn(recordings.run(), "proxy-recordings")
+        await self.stack.enter_async_context(recordings)
+        self._supervise("proxy-recordings", recordings.run)
         recording = RecordingProxy(auth=client, recordings=recordings,
                                    resolve_node=resolver.resolve_node,
                                    trusted_user_cas=trust.user_keys,
-                                   trusted_host_cas=trust.host_keys, emitter=client,
+                                   trusted_host_cas=trust.host_keys, emitter=audit,
                                    clock=self.clock, revoked=revocations.refusal)
+        await self.stack.enter_async_context(recording)
         # --- end recording proxy ---
 
         ssh_server = ProxySSHServer(
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
-            resolve=resolver.resolve, emitter=client, clock=self.clock,
+            resolve=resolver.resolve, emitter=audit, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, recording=recording,
             revoked=revocations.refusal)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         revocations.enforce_on(ssh_server)
-        self._spawn(revocations.run(), "proxy-revocations")
+        self._supervise("proxy-revocations", revocations.run)
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
                                sock=self._listen("proxy SSH", cfg.listen_addr))
         self.ports["proxy_ssh"] = ssh_server.port
@@ -363,8 +412,8 @@ class TeleportProcess:
                           spec=ServerSpec(addr=str(ssh_public), hostname=self.config.nodename,
                                           public_addr=str(web_public), version=__version__))
 
-        self._spawn(heartbeat_forever(client, proxy_record, self.clock, self.health),
-                    "proxy-heartbeat")
+        self._supervise("proxy-heartbeat",
+                        lambda: heartbeat_forever(client, proxy_record, self.clock, self.health))
         logging.getLogger("teleport.proxy").info("Web proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.web_listen_addr.host, web.port))
         logging.getLogger("teleport.proxy").info("SSH proxy service %s is starting on %s.", __version__,
@@ -378,11 +427,11 @@ class TeleportProcess:
         identity = await self._identity(data_dir, "Node", addresses)
         client = await self._client(identity)
         trust = TrustedCAs(client, identity)
-        self._spawn(trust.run(), "node-trust")
+        self._supervise("node-trust", trust.run)
         labels = dict(cfg.labels)
         dynamic = DynamicLabels(cfg.commands)
         if cfg.commands:
-            self._spawn(dynamic.run(), "node-labels")
+            self._supervise("node-labels", dynamic.run)
 
         def all_labels() -> dict[str, str]:
             return {**labels, **{k: v.result for k, v in dynamic.snapshot().items()}}
@@ -395,26 +444,30 @@ class TeleportProcess:
             proxies = await client.list_servers("proxy")
             proxy_addr = proxies[0].spec.public_addr if proxies else ""
 
+        audit = await self._audit(client, data_dir, "node")
         node = NodeServer(
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             server_id=self.host_uuid, nodename=self.config.nodename, labels=all_labels,
-            emitter=client, proxy_addr=lambda: proxy_addr, clock=self.clock,
+            emitter=audit, proxy_addr=lambda: proxy_addr, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, registry=client,
             revoked=revocations.refusal)
         # --- session recordings (issue 5, recording engineer; lead to review) ---
         # Closed after the node (the stack unwinds in reverse): sessions hung up on shutdown
         # still finish their recordings, which the next start uploads.
-        node.recordings = Recordings(data_dir / "log" / "upload" / "sessions" / "default",
-                                     client, clock=self.clock)
-        self.stack.push_async_callback(node.recordings.close)
-        self._spawn(node.recordings.run(), "node-recordings")
+        node_recordings: Recordings = await self.stack.enter_async_context(
+            Recordings(data_dir / "log" / "upload" / "sessions" / "default", client,
+                       clock=self.clock))
+        node.recordings = node_recordings
+        # The same ping answer carries the session policy (disconnect_expired_cert, idle).
+        node.policy = node_recordings.session_policy
+        self._supervise("node-recordings", node_recordings.run)
         # --- end session recordings ---
         await self.stack.enter_async_context(node)
         self.node = node
         revocations.enforce_on(node)
-        self._spawn(revocations.run(), "node-revocations")
+        self._supervise("node-revocations", revocations.run)
         await node.start(cfg.listen_addr.host, cfg.listen_addr.port,
                          sock=self._listen("node SSH", cfg.listen_addr))
         self.ports["node"] = node.port
@@ -431,7 +484,7 @@ class TeleportProcess:
                 await refresh_proxy_addr()
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
-        self._spawn(node_heartbeat(), "node-heartbeat")
+        self._supervise("node-heartbeat", node_heartbeat)
         logging.getLogger("teleport.node").info("Service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, node.port))
 

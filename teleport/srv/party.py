@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from teleport.api.auth_models import AnnouncedSession
+from teleport.api.constants import SESSION_ENV
 from teleport.errors import AccessDenied, TeleportError
 from teleport.events.emitter import SESSION_JOIN, SESSION_LEAVE
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("teleport.node")
 
 #: The environment variable a client sets to join a session instead of starting a shell.
-JOIN_ENV = "TELEPORT_SESSION"
+JOIN_ENV = SESSION_ENV
 ADMIN_ROLE = "admin"
 #: How often a live session's listing is refreshed; the auth server keeps it for 90 s.
 ANNOUNCE_SECONDS = 30.0
@@ -39,7 +41,7 @@ PARTY_BACKLOG = 1024 * 1024
 class SessionRegistry(Protocol):
     """Where a node lists its live sessions: the auth client."""
 
-    async def announce_session(self, session: dict[str, Any]) -> None: ...
+    async def announce_session(self, sid: str, session: AnnouncedSession) -> None: ...
 
     async def end_session(self, sid: str) -> None: ...
 
@@ -114,19 +116,19 @@ class LiveSession:
                 party.chan.exit(code if code >= 0 else 128 - code)
             await party._audit(SESSION_LEAVE)
 
-    def _listing(self) -> dict[str, Any]:
+    def _listing(self) -> AnnouncedSession:
         owner = self.owner.identity
-        return {"sid": self.owner.sid, "user": owner.user, "login": owner.login,
-                "server_hostname": self.node.nodename,
-                "created": self.created.isoformat().replace("+00:00", "Z"),
-                "parties": [owner.user, *(p.identity.user for p in self.parties)]}
+        return AnnouncedSession(
+            user=owner.user, login=owner.login, server_hostname=self.node.nodename,
+            created=self.created.isoformat().replace("+00:00", "Z"),
+            parties=[owner.user, *(p.identity.user for p in self.parties)])
 
     async def _announce(self, registry: SessionRegistry) -> None:
         """Keep this session listed, updated when parties come and go, and unlist it at the end."""
         while not self._ended:
             self._changed.clear()
             try:
-                await registry.announce_session(self._listing())
+                await registry.announce_session(self.owner.sid, self._listing())
             except TeleportError as err:
                 log.warning("cannot list session %s: %s", self.owner.sid, err)
             with contextlib.suppress(TimeoutError):

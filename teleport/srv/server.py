@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,6 +23,7 @@ from teleport.sshutils.listener import (
     SSHListener,
     server_options,
 )
+from teleport.sshutils.monitor import PolicySource, no_policy, watch
 from teleport.sshutils.splice import forward_to
 from teleport.utils.clock import Clock, RealClock
 
@@ -44,7 +44,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_users: int = DEFAULT_MAX_USERS,
                  registry: SessionRegistry | None = None,
-                 revoked: RevocationCheck | None = None) -> None:
+                 revoked: RevocationCheck | None = None,
+                 policy: PolicySource = no_policy) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -57,6 +58,8 @@ class NodeServer(SSHListener["NodeConnection"]):
         self.registry = registry
         #: Live terminal sessions by id, which `tsh join` attaches to.
         self.live: dict[str, LiveSession] = {}
+        #: When connections end although their user has access (expired certificate, idle).
+        self.policy = policy
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
                                    clock=self.clock, check_login=True,
@@ -71,13 +74,11 @@ class NodeServer(SSHListener["NodeConnection"]):
     async def close(self) -> None:
         """Stop listening, hang up every session, and wait until nothing of ours runs."""
         conns = self._stop_listening()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=HANGUP_GRACE_SECONDS)
-            if pending:
-                for child in list(self.children):
-                    child.signal(signal.SIGKILL)
-                await asyncio.wait(pending, timeout=HANGUP_GRACE_SECONDS)
-            await self._cancel_tasks()
+        if await self.tasks.wait(HANGUP_GRACE_SECONDS):
+            for child in list(self.children):
+                child.signal(signal.SIGKILL)
+            await self.tasks.wait(HANGUP_GRACE_SECONDS)
+        await self._cancel_tasks()
         await self._wait_closed(conns)
 
     async def audit(self, event_type: str, **fields: Any) -> None:
@@ -104,8 +105,12 @@ class NodeConnection(CertAuthServer):
 
     def auth_completed(self) -> None:
         self.node.admit_user(self)
+        self.touch()
+        self.node.spawn(watch(self, self.node.policy, self.node.clock),
+                        f"monitor {self.remote_addr()}")
 
     def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
         self.node.forget(self)
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], NodeSession]:
@@ -129,4 +134,4 @@ class NodeConnection(CertAuthServer):
         await self.node.audit(PORT_FORWARD, user=self.identity.user, login=self.identity.login,
                               addr=f"{host}:{port}", addr_local=self.local_addr(),
                               addr_remote=self.remote_addr())
-        return await forward_to(host, port)
+        return await forward_to(host, port, on_input=self.touch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -194,9 +195,18 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         node = self.conn.node
         if node.recordings is not None:
             self.recorder = node.recordings.start(
-                self.sid, user=self.identity.user, login=self.identity.login,
+                self.sid, on_failure=self._recording_failed,
+                user=self.identity.user, login=self.identity.login,
                 server_id=node.server_id, server_hostname=node.nodename,
                 size=f"{self.size[0]}:{self.size[1]}")
+
+    def _recording_failed(self, reason: str) -> None:
+        """End a session a sync mode cannot record: it does not go on unrecorded."""
+        if self.chan is not None:
+            with contextlib.suppress(OSError):
+                self.chan.write_stderr(f"\r\nteleport: {reason}\r\n".encode())
+        if self.child is not None:
+            self.child.hang_up()
 
     def _env(self, login: OSLogin) -> dict[str, str]:
         assert self.chan is not None
@@ -286,6 +296,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 reader.close()
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
+        self.conn.touch()
         if self.joined is not None:
             self.joined.input(data)
         elif self.stdin is not None:

@@ -10,6 +10,7 @@ asyncssh does in the method we replace (asyncssh 2.24, pinned).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Callable, Sequence
@@ -111,9 +112,21 @@ class CertAuthServer(asyncssh.SSHServer):
         self.refusal: str | None = None
         #: Set once the connection is being hung up because its user lost access.
         self.access_revoked = False
+        #: When the client last sent anything: what `client_idle_timeout` measures.
+        self.last_input = checker.clock.now()
+        #: Set when the connection is gone, which ends its monitor (`teleport.sshutils.monitor`).
+        self.gone = asyncio.Event()
+        self._ending = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone.set()
+
+    def touch(self) -> None:
+        """Note input from the client, so the connection is not idle."""
+        self.last_input = self.checker.clock.now()
 
     def begin_auth(self, username: str) -> bool:
         if self.refusal is not None and self.conn is not None:
@@ -160,12 +173,18 @@ class CertAuthServer(asyncssh.SSHServer):
         if self.access_revoked:
             return
         self.access_revoked = True
-        log.warning("disconnecting %s from %s: access revoked: %s", self.identity.user,
-                    self.remote_addr(), reason)
-        await self.checker.audit_disconnect(self.identity, f"access revoked: {reason}",
-                                            self.remote_addr())
+        await self.hang_up(f"access revoked: {reason}")
+
+    async def hang_up(self, reason: str) -> None:
+        """Audit `client.disconnect` with the reason once, then disconnect telling the client."""
+        assert self.identity is not None
+        if self._ending:
+            return
+        self._ending = True
+        log.warning("disconnecting %s from %s: %s", self.identity.user, self.remote_addr(), reason)
+        await self.checker.audit_disconnect(self.identity, reason, self.remote_addr())
         if self.conn is not None:
-            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, f"access revoked: {reason}")
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
 
     def close(self) -> None:
         if self.conn is not None:

@@ -13,6 +13,7 @@ import asyncssh
 
 from teleport.metrics import CONNECTIONS, CONNECTIONS_REFUSED
 from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
+from teleport.utils.supervisor import Supervisor
 
 #: Teleport's default `connection_limits.max_connections`.
 DEFAULT_MAX_CONNECTIONS = 15000
@@ -92,7 +93,8 @@ class SSHListener(Generic[C]):
         self._server: asyncio.Server | None = None
         self._port = 0
         self.connections: set[C] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Owns the connections' work (sessions, audit calls), so close() can wait for it.
+        self.tasks = Supervisor(f"{service} SSH")
 
     def admit(self, conn: C) -> None:
         """Track a new connection, or mark it to be hung up with the reason over the limit."""
@@ -149,6 +151,8 @@ class SSHListener(Generic[C]):
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
         """Listen on host:port (port 0 picks one, see `port`), or on a socket handed down."""
+        if not self.tasks.running:
+            await self.tasks.start()
         self._server = await listen(host, port, self._options, sock)
         self._port = bound_port(self._server)
 
@@ -174,9 +178,7 @@ class SSHListener(Generic[C]):
         return conns
 
     async def _cancel_tasks(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
 
     async def _wait_closed(self, conns: list[C]) -> None:
         for conn in conns:
@@ -184,14 +186,9 @@ class SSHListener(Generic[C]):
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        # Last: work the closing connections started on their way out is cancelled too.
+        await self.tasks.close()
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run connection work as a task this server owns, so close() can wait for it."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", task.get_name(), exc_info=task.exception())
+        self.tasks.spawn(coro, name)

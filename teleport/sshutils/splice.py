@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from typing import cast
 
 import asyncssh
@@ -187,14 +188,22 @@ class SpliceChannelEvents:
 class SpliceTCPSession(SpliceChannelEvents, asyncssh.SSHTCPSession[bytes]):
     """The channel side of a splice for direct-tcpip channels."""
 
-    def __init__(self, splice: ChannelSplice) -> None:
+    def __init__(self, splice: ChannelSplice, on_input: Callable[[], None] | None = None) -> None:
         self.splice = splice
+        #: Told of every piece the client sends, e.g. to keep its connection from being idle.
+        self.on_input = on_input
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.splice.channel_open(chan)
 
+    def data_received(self, data: bytes, datatype: int | None) -> None:
+        if self.on_input is not None:
+            self.on_input()
+        super().data_received(data, datatype)
 
-async def forward_to(host: str, port: int) -> SpliceTCPSession:
+
+async def forward_to(host: str, port: int,
+                     on_input: Callable[[], None] | None = None) -> SpliceTCPSession:
     """Connect a direct-tcpip channel to host:port, or refuse the channel saying why."""
     splice = ChannelSplice()
     try:
@@ -206,4 +215,4 @@ async def forward_to(host: str, port: int) -> SpliceTCPSession:
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_CONNECT_FAILED,
             f"cannot connect to {host}:{port}: {err.strerror or err}") from None
-    return SpliceTCPSession(splice)
+    return SpliceTCPSession(splice, on_input)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -16,28 +16,77 @@ from pathlib import Path
 from typing import Any
 
 import pyotp
+import yaml
 
 BIN = Path(sys.executable).parent
 CLUSTER = "e2e.test"
 NODENAME = "e2e-node"
 
 
-def free_ports(count: int) -> list[int]:
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
+# The daemon prints this line once every service listens (teleport/cli/teleport_cmd.py):
+# "Teleport <version> started: cluster '<name>', data_dir <dir>, ports auth=N, node=N, ...".
+STARTED = re.compile(r"^Teleport \S+ started: .*, ports (?P<ports>.*)$", re.MULTILINE)
+# Where a service's bound port goes in teleport.yaml, to pin it after the first start.
+PORT_KEYS = {("auth_service", "listen_addr"): "auth", ("ssh_service", "listen_addr"): "node",
+             ("proxy_service", "listen_addr"): "proxy_ssh",
+             ("proxy_service", "web_listen_addr"): "web", ("proxy_service", "public_addr"): "web",
+             ("teleport", "diag_addr"): "diag"}
+
+
+def started_ports(text: str) -> dict[str, int] | None:
+    """Return the ports of the last start line in a daemon's output (`web` is the proxy's web).
+
+    Tests start the daemon on port 0 and read the bound ports back: choosing a free port
+    beforehand (bind, close, pass it on) races with every other process on the machine.
+    """
+    found = list(STARTED.finditer(text))
+    if not found:
+        return None
+    ports = {}
+    for pair in found[-1]["ports"].split(", "):
+        name, _, port = pair.partition("=")
+        ports["web" if name == "proxy_web" else name] = int(port)
     return ports
+
+
+def wait_started(log: Path, proc: subprocess.Popen[Any], offset: int = 0,
+                 timeout: float = 60) -> dict[str, int]:
+    """Wait until the daemon writing log (from byte offset) says it started; return its ports."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
+        ports = started_ports(text)
+        if ports is not None:
+            return ports
+        if proc.poll() is not None:
+            raise RuntimeError(f"teleport exited {proc.returncode}:\n{text}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"teleport did not start within {timeout}s:\n{text}")
+        time.sleep(0.2)
+
+
+def pin_ports(config: Path, ports: dict[str, int]) -> None:
+    """Write the bound ports over the port-0 addresses of config.
+
+    tctl finds the auth server through the config's listen_addr, and a restarted daemon must come
+    back where tsh profiles and joined hosts expect it, so after the first start the ports stay.
+    """
+    data = yaml.safe_load(config.read_text())
+    changed = False
+    for (section, key), name in PORT_KEYS.items():
+        value = (data.get(section) or {}).get(key)
+        if isinstance(value, str) and value.endswith(":0") and name in ports:
+            data[section][key] = f"{value[:-2]}:{ports[name]}"
+            changed = True
+    if changed:
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 @dataclass
 class Cluster:
     root: Path
-    ports: dict[str, int]
+    # Filled from the daemon's start line; empty before the first start (every port is 0).
+    ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -54,7 +103,7 @@ class Cluster:
         return f"127.0.0.1:{self.ports['web']}"
 
     def write_config(self, extra: str = "") -> None:
-        p = self.ports
+        p = {name: self.ports.get(name, 0) for name in ("auth", "node", "proxy_ssh", "web")}
         self.config.write_text(f"""\
 teleport:
   nodename: {NODENAME}
@@ -77,18 +126,22 @@ proxy_service:
   enabled: yes
   listen_addr: 127.0.0.1:{p['proxy_ssh']}
   web_listen_addr: 127.0.0.1:{p['web']}
-  tunnel_listen_addr: 127.0.0.1:{p['tunnel']}
   public_addr: 127.0.0.1:{p['web']}
 {extra}""")
 
     def start(self) -> None:
-        log = open(self.root / "teleport.log", "ab")  # noqa: SIM115 - closed with the process
+        """Start the daemon, read back the ports it bound and pin them into the config."""
+        path = self.root / "teleport.log"
+        offset = path.stat().st_size if path.exists() else 0
+        log = open(path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [str(BIN / "teleport"), "start", "-c", str(self.config),
              "--pid-file", str(self.root / "teleport.pid")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        deadline = time.monotonic() + 60
+        self.ports = {**self.ports, **wait_started(path, self.process, offset)}
+        pin_ports(self.config, self.ports)
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError("teleport exited:\n" + self.log())
@@ -173,8 +226,8 @@ proxy_service:
 
 
 def make_cluster(root: Path) -> Cluster:
-    names = ["auth", "node", "proxy_ssh", "web", "tunnel"]
-    cluster = Cluster(root, dict(zip(names, free_ports(len(names)), strict=True)))
+    """Return an unstarted all-in-one cluster in root whose config listens on port 0."""
+    cluster = Cluster(root)
     cluster.env = {"TELEPORT_HOME": str(root / "tsh-home"), "HOME": str(root / "home")}
     (root / "home").mkdir()
     cluster.write_config()

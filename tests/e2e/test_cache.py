@@ -7,12 +7,12 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BIN, CLUSTER, Cluster, free_ports
+from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, wait_started
 from tests.e2e.test_interactive import Terminal
 
 TOKEN = "cache-e2e-token"
@@ -24,6 +24,11 @@ class Daemon:
     name: str
     root: Path
     proc: subprocess.Popen[bytes] | None = None
+    # Written before each start: the auth daemon's port is known only once it has started.
+    render: Callable[[], str] | None = None
+    # Set for daemons others must find: start waits for the bound ports and pins them.
+    on_started: Callable[[Daemon], None] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def config(self) -> Path:
@@ -34,10 +39,17 @@ class Daemon:
         return self.root / f"{self.name}.log"
 
     def start(self) -> None:
+        if self.render is not None:
+            self.config.write_text(self.render())
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(self.config)],
                                          stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
+        if self.on_started is not None:
+            self.ports = wait_started(self.log, self.proc, offset)
+            pin_ports(self.config, self.ports)
+            self.on_started(self)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -66,17 +78,12 @@ def _eventually(check: Callable[[], bool], what: str, daemons: list[Daemon],
 @pytest.fixture
 def split(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, Daemon]]]:
     """Auth, proxy and node each in their own process, joined with a static token."""
-    auth_port, ssh_port, web_port, node_port = free_ports(4)
     daemons = {name: Daemon(name, tmp_path) for name in ("auth", "proxy", "node")}
-    joined = f"""\
-  auth_token: {TOKEN}
-  auth_servers: ["127.0.0.1:{auth_port}"]
-"""
     services = {
         "auth": f"""\
 auth_service:
   cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:{auth_port}
+  listen_addr: 127.0.0.1:0
   tokens:
   - "proxy,node:{TOKEN}"
 proxy_service:
@@ -84,38 +91,49 @@ proxy_service:
 ssh_service:
   enabled: no
 """,
-        "proxy": f"""\
+        "proxy": """\
 auth_service:
   enabled: no
 proxy_service:
-  listen_addr: 127.0.0.1:{ssh_port}
-  web_listen_addr: 127.0.0.1:{web_port}
-  public_addr: 127.0.0.1:{web_port}
+  listen_addr: 127.0.0.1:0
+  web_listen_addr: 127.0.0.1:0
+  public_addr: 127.0.0.1:0
 ssh_service:
   enabled: no
 """,
-        "node": f"""\
+        "node": """\
 auth_service:
   enabled: no
 proxy_service:
   enabled: no
 ssh_service:
-  listen_addr: 127.0.0.1:{node_port}
+  listen_addr: 127.0.0.1:0
 """,
     }
-    for name, daemon in daemons.items():
-        daemon.config.write_text(f"""\
-teleport:
-  nodename: {NODE if name == "node" else name}
-  data_dir: {tmp_path / name}
-  log:
-    severity: INFO
-{"" if name == "auth" else joined}{services[name]}""")
-    tools = Cluster(tmp_path, {"auth": auth_port, "web": web_port},
-                    env={"TELEPORT_HOME": str(tmp_path / "tsh-home"), "HOME": str(tmp_path / "home")})
+    tools = Cluster(tmp_path, env={"TELEPORT_HOME": str(tmp_path / "tsh-home"),
+                                   "HOME": str(tmp_path / "home")})
     (tmp_path / "home").mkdir()
-    # tctl runs on the auth host: it reads the auth daemon's config.
-    (tmp_path / "teleport.yaml").write_text(daemons["auth"].config.read_text())
+
+    def config(name: str) -> str:
+        # Proxy and node join the auth daemon where its first start bound (kept on restarts).
+        joined = "" if name == "auth" else (
+            f"  auth_token: {TOKEN}\n  auth_servers: [\"127.0.0.1:{daemons['auth'].ports['auth']}\"]\n")
+        return (f"teleport:\n  nodename: {NODE if name == 'node' else name}\n"
+                f"  data_dir: {tmp_path / name}\n  log:\n    severity: INFO\n{joined}{services[name]}")
+
+    def auth_started(auth: Daemon) -> None:
+        # tctl runs on the auth host: it reads the auth daemon's config.
+        tools.config.write_text(auth.config.read_text())
+        tools.ports["auth"] = auth.ports["auth"]
+
+    def proxy_started(proxy: Daemon) -> None:
+        tools.ports["web"] = proxy.ports["web"]
+
+    daemons["auth"].config.write_text(config("auth"))
+    daemons["auth"].on_started = auth_started
+    daemons["proxy"].on_started = proxy_started
+    for name in ("proxy", "node"):
+        daemons[name].render = lambda name=name: config(name)
     try:
         yield tools, daemons
     finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.cluster import BIN, Cluster, free_ports, make_cluster
+from tests.e2e.cluster import BIN, Cluster, make_cluster, wait_started
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -41,10 +41,10 @@ def _wait_ready(port: int, ready: bool, timeout: float = 30) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def diag_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, int]]:
     cluster = make_cluster(tmp_path_factory.mktemp("diag"))
-    (port,) = free_ports(1)
     text = cluster.config.read_text()
-    cluster.config.write_text(text.replace("teleport:\n", f"teleport:\n  diag_addr: 127.0.0.1:{port}\n", 1))
+    cluster.config.write_text(text.replace("teleport:\n", "teleport:\n  diag_addr: 127.0.0.1:0\n", 1))
     cluster.start()
+    port = cluster.ports["diag"]
     try:
         yield cluster, port
     finally:
@@ -81,7 +81,6 @@ def test_node_readiness_follows_its_auth_server(tmp_path: Path) -> None:
     hub.config.write_text(hub.config.read_text().replace("ssh_service:\n  enabled: yes",
                                                          "ssh_service:\n  enabled: no"))
     hub.start()
-    node_port, diag_port = free_ports(2)
     config = tmp_path / "node.yaml"
     config.write_text(f"""\
 teleport:
@@ -89,18 +88,19 @@ teleport:
   data_dir: {tmp_path / 'node-data'}
   auth_token: e2e-static-token
   auth_servers: ["127.0.0.1:{hub.ports['auth']}"]
-  diag_addr: 127.0.0.1:{diag_port}
+  diag_addr: 127.0.0.1:0
 auth_service:
   enabled: no
 proxy_service:
   enabled: no
 ssh_service:
-  listen_addr: 127.0.0.1:{node_port}
+  listen_addr: 127.0.0.1:0
 """)
     with open(tmp_path / "node.log", "w") as log:
         node = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config)],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
+        diag_port = wait_started(tmp_path / "node.log", node)["diag"]
         _wait_ready(diag_port, True)
         assert node.poll() is None, (tmp_path / "node.log").read_text()
         hub.stop()

@@ -95,3 +95,29 @@ def test_usr2_starts_a_second_daemon_on_the_same_ports(restartable: Cluster) -> 
     new_pid = int((cluster.root / "teleport.pid").read_text())
     assert _alive(old_pid) and _alive(new_pid)
     assert "Cluster" in cluster.tctl("status").stdout
+
+
+def test_pid_file_never_goes_missing_across_hup(restartable: Cluster) -> None:
+    """systemd's PIDFile= loses the service if the file is missing or names a dead process."""
+    pid_file = restartable.root / "teleport.pid"
+    old_pid = int(pid_file.read_text())
+    os.kill(old_pid, signal.SIGHUP)
+    seen: list[str] = []
+    missing = 0
+    deadline = time.monotonic() + 60
+    while _alive(old_pid):
+        assert time.monotonic() < deadline, "timed out waiting for the old daemon to exit"
+        try:
+            seen.append(pid_file.read_text())
+        except FileNotFoundError:
+            missing += 1
+        time.sleep(0.003)
+    # The old daemon is gone: by now the file already names its running successor.
+    new_pid = int(pid_file.read_text())
+    assert new_pid != old_pid and _alive(new_pid)
+    for _ in range(100):  # and it stays there while the old one's exit settles
+        seen.append(pid_file.read_text())
+        time.sleep(0.003)
+    assert missing == 0, f"the pid file was missing {missing} times out of {len(seen) + missing}"
+    assert set(seen) == {f"{old_pid}\n", f"{new_pid}\n"}, set(seen)
+    assert seen[-1] == f"{new_pid}\n"

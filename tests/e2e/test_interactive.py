@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import BIN, NODENAME, Cluster, free_ports
+from tests.e2e.cluster import BIN, NODENAME, Cluster
+from tests.ports import wait_listening
 
 
 class Terminal:
@@ -108,21 +109,12 @@ def echo_server() -> Iterator[int]:
 
 
 def test_local_port_forwarding(cluster: Cluster, joe: dict[str, Any], echo_server: int) -> None:
-    (local,) = free_ports(1)
     proc = subprocess.Popen(
-        [str(BIN / "tsh"), "ssh", "-N", "-L", f"{local}:127.0.0.1:{echo_server}", f"root@{NODENAME}"],
+        [str(BIN / "tsh"), "ssh", "-N", "-L", f"0:127.0.0.1:{echo_server}", f"root@{NODENAME}"],
         env={**os.environ, **cluster.env}, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                conn = socket.create_connection(("127.0.0.1", local), 1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.2)
-        with conn:
+        local = wait_listening(proc.pid)
+        with socket.create_connection(("127.0.0.1", local), 5) as conn:
             conn.sendall(b"ping through the tunnel")
             assert conn.recv(100) == b"ping through the tunnel"
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BIN, Cluster, free_ports, make_cluster
+from tests.e2e.cluster import BIN, Cluster, make_cluster, wait_started
 
 STATIC_TOKEN = "static-join-token-1"
 
@@ -20,7 +20,6 @@ STATIC_TOKEN = "static-join-token-1"
 class Node:
     name: str
     root: Path
-    port: int
     proc: subprocess.Popen[str] | None = None
 
     @property
@@ -42,7 +41,7 @@ teleport:
 proxy_service:
   enabled: no
 ssh_service:
-  listen_addr: 127.0.0.1:{self.port}
+  listen_addr: 127.0.0.1:0
   labels:
     role: {self.name}
 """)
@@ -92,7 +91,7 @@ def nodes(hub: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 
 def _node(hub: Cluster, nodes: dict[str, Node], name: str, tmp: Path) -> Node:
-    node = Node(name, tmp / name, free_ports(1)[0])
+    node = Node(name, tmp / name)
     node.root.mkdir(parents=True)
     nodes[name] = node
     return node
@@ -223,7 +222,6 @@ def test_proxy_joins_with_a_token_and_serves_users(
         hub: Cluster, nodes: dict[str, Node], tmp_path_factory: pytest.TempPathFactory) -> None:
     token, pin = _invite(hub, "--ttl=5m", "--roles=proxy")
     root = tmp_path_factory.mktemp("proxy2")
-    ssh_port, web_port, tunnel_port = free_ports(3)
     config = root / "teleport.yaml"
     config.write_text(f"""\
 teleport:
@@ -237,21 +235,18 @@ auth_service:
 ssh_service:
   enabled: no
 proxy_service:
-  listen_addr: 127.0.0.1:{ssh_port}
-  web_listen_addr: 127.0.0.1:{web_port}
-  tunnel_listen_addr: 127.0.0.1:{tunnel_port}
-  public_addr: 127.0.0.1:{web_port}
+  listen_addr: 127.0.0.1:0
+  web_listen_addr: 127.0.0.1:0
+  public_addr: 127.0.0.1:0
 """)
     with open(root / "teleport.log", "w") as log:
         proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config)], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        second = Cluster(root, {**hub.ports, "web": web_port, "proxy_ssh": ssh_port})
+        bound = wait_started(root / "teleport.log", proc)
+        second = Cluster(root, {**hub.ports, "web": bound["web"], "proxy_ssh": bound["proxy_ssh"]})
         second.env = {"TELEPORT_HOME": str(root / "tsh"), "HOME": str(root)}
-        deadline = time.monotonic() + 30
-        while not second._web_up():
-            assert proc.poll() is None and time.monotonic() < deadline, (root / "teleport.log").read_text()
-            time.sleep(0.3)
+        assert second._web_up(), (root / "teleport.log").read_text()
         assert second.web("GET", "/webapi/ping")["cluster_name"] == hub.web("GET", "/webapi/ping")["cluster_name"]
         totp = hub.signup("via2", "root", "second proxy pw")
         second.login("via2", "second proxy pw", totp)

@@ -6,14 +6,14 @@ import os
 import shutil
 import socket
 import subprocess
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import Cluster, free_ports
+from tests.e2e.cluster import Cluster
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -29,11 +29,8 @@ def sshd(cluster: Cluster, tmp_path: Path) -> Iterator[int]:
     host_key = tmp_path / "host_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
     Path("/run/sshd").mkdir(exist_ok=True)
-    (port,) = free_ports(1)
     config = tmp_path / "sshd_config"
     config.write_text(f"""\
-Port {port}
-ListenAddress 127.0.0.1
 HostKey {host_key}
 PidFile {tmp_path / 'sshd.pid'}
 TrustedUserCAKeys {ca_keys}
@@ -44,19 +41,34 @@ UsePAM no
 StrictModes no
 PermitRootLogin prohibit-password
 """)
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+    # sshd refuses `Port 0`: the test listens on port 0 itself and runs `sshd -i` (inetd mode)
+    # on each connection, so no port is chosen ahead and left for another process to take.
+    listener = socket.create_server(("127.0.0.1", 0))
+    served: list[subprocess.Popen[bytes]] = []
+
+    def serve() -> None:
+        while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), 0.5):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        yield port
+                conn, _ = listener.accept()
+            except OSError:  # closed at teardown
+                return
+            with conn:
+                served.append(subprocess.Popen([SSHD, "-i", "-e", "-f", str(config)],
+                                               stdin=conn, stdout=conn,
+                                               stderr=subprocess.DEVNULL))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(5)
+        for proc in served:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(10)
 
 
 def _ssh(cluster: Cluster, port: int, login: str) -> subprocess.CompletedProcess[str]:

@@ -23,8 +23,8 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
-from tests.e2e.cluster import free_ports
 from tests.integration.auth_api import serve_auth_api
+from tests.ports import refused_port
 
 
 @dataclass
@@ -149,10 +149,10 @@ async def test_join_is_rate_limited(api: Api) -> None:
 
 
 async def test_auth_servers_are_tried_in_order(api: Api) -> None:
-    (dead,) = free_ports(1)
-    result = await join([HostPort("127.0.0.1", dead), api.addr], token="static-tok-1",
-                        role="Node", host_uuid="n", nodename="n", addresses=[], ca_pins=[],
-                        warn=lambda _: None)
-    assert result.cluster_name == "api.test"
-    async with await api.client("Node", "n", addrs=[HostPort("127.0.0.1", dead), api.addr]) as client:
-        assert (await client.ping())["cluster_name"] == "api.test"
+    with refused_port() as dead:
+        result = await join([HostPort("127.0.0.1", dead), api.addr], token="static-tok-1",
+                            role="Node", host_uuid="n", nodename="n", addresses=[], ca_pins=[],
+                            warn=lambda _: None)
+        assert result.cluster_name == "api.test"
+        async with await api.client("Node", "n", addrs=[HostPort("127.0.0.1", dead), api.addr]) as client:
+            assert (await client.ping()).cluster_name == "api.test"

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from teleport.api.auth_models import AnnouncedSession
 from teleport.auth.client import AuthClient
 from teleport.auth.join import join
 from teleport.auth.server import AuthServer, AuthSettings
@@ -207,9 +208,9 @@ async def test_partial_uploads_never_committed_are_removed(api: Api, tmp_path: P
 
 # --- finding 7: live sessions -------------------------------------------------------------------
 
-def _live(sid: str, hostname: str = "prod-db") -> dict[str, Any]:
-    return {"sid": sid, "user": "alice", "login": "root", "server_hostname": hostname,
-            "created": "2026-01-01T00:00:00Z", "parties": ["alice"]}
+def _live(hostname: str = "prod-db") -> AnnouncedSession:
+    return AnnouncedSession(user="alice", login="root", server_hostname=hostname,
+                            created="2026-01-01T00:00:00Z", parties=["alice"])
 
 
 async def test_live_sessions_are_bound_to_their_node_and_its_registered_name(api: Api) -> None:
@@ -218,16 +219,16 @@ async def test_live_sessions_are_bound_to_their_node_and_its_registered_name(api
             await api.client("Node", "node-b") as node_b, \
             await api.client("Admin", "admin") as admin:
         await node_a.upsert_server(_server("node-a", "node-a-host"))
-        await node_a.announce_session(_live(sid))
+        await node_a.announce_session(sid, _live())
         with pytest.raises(AccessDenied, match="another node"):
-            await node_b.announce_session(_live(sid))
+            await node_b.announce_session(sid, _live())
         with pytest.raises(AccessDenied, match="another node"):
             await node_b.end_session(sid)
         with pytest.raises(AccessDenied):
             await node_b.list_active_sessions()
         listed, = await admin.list_active_sessions()
         # Listed under node-a's registered name, not the name it claimed.
-        assert listed["server_id"] == "node-a" and listed["server_hostname"] == "node-a-host"
+        assert listed.server_id == "node-a" and listed.server_hostname == "node-a-host"
         await node_a.end_session(sid)
         assert await admin.list_active_sessions() == []
 

@@ -65,7 +65,7 @@ async def api() -> AsyncIterator[Api]:
 async def _signup(api: Api, admin: AuthClient, proxy: AuthClient, name: str,
                   password: str = PASSWORD) -> pyotp.TOTP:
     token = (await admin.create_user_signup(name, [name], [])).metadata.name
-    totp = pyotp.TOTP((await proxy.get_signup(token))["otp_secret"])
+    totp = pyotp.TOTP((await proxy.get_signup(token)).otp_secret)
     await proxy.complete_signup(token, password, totp.at(api.clock.now()))
     return totp
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from teleport.api.auth_models import AnnouncedSession
 from teleport.auth.access import Revocations, fetch_revocations
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
@@ -86,16 +87,16 @@ async def _announce_bobs_session(api: Api) -> str:
     async with await api.host("Node", "node-1") as node:
         await node.upsert_server(Server(kind="node", metadata=Metadata(name="node-1"),
                                         spec=ServerSpec(addr="127.0.0.1:3022", hostname="node-1")))
-        await node.announce_session({
-            "sid": sid, "user": "bob", "login": "bob", "server_hostname": "node-1",
-            "created": "2026-01-01T00:00:00Z", "parties": ["bob"]})
+        await node.announce_session(sid, AnnouncedSession(
+            user="bob", login="bob", server_hostname="node-1", created="2026-01-01T00:00:00Z",
+            parties=["bob"]))
     return sid
 
 
 async def test_deleted_admin_can_no_longer_list_recordings_or_live_sessions(api: Api) -> None:
     sid = await _announce_bobs_session(api)
     async with await api.user("alice", ["admin"]) as alice:
-        assert [s["sid"] for s in await alice.list_active_sessions()] == [sid]
+        assert [s.sid for s in await alice.list_active_sessions()] == [sid]
         assert await alice.list_recordings() == []
         await api.auth.delete_user("alice")
         with pytest.raises(AccessDenied, match="no longer exists"):
@@ -150,7 +151,7 @@ async def test_expired_user_is_refused(api: Api) -> None:
 async def test_roles_are_the_stored_ones_not_the_certificates(api: Api) -> None:
     sid = await _announce_bobs_session(api)
     async with await api.user("alice", ["admin"]) as alice:
-        assert [s["sid"] for s in await alice.list_active_sessions()] == [sid]
+        assert [s.sid for s in await alice.list_active_sessions()] == [sid]
         await api.update("alice", roles=["access"])  # demoted: only her own sessions now
         assert await alice.list_active_sessions() == []
 

@@ -95,7 +95,7 @@ async def test_presence_is_read_through_while_the_auth_server_answers(api: Api) 
         await api.announce("beta")
         # A node that just joined is routable at once, not after the next refresh.
         assert _names(await cache.list_servers("node")) == {"alpha", "beta"}
-        assert (await cache.ping())["cluster_name"] == "cache.test"
+        assert (await cache.ping()).cluster_name == "cache.test"
         ca = await cache.get_ca("user")
         assert ca.trusted_ssh_public_keys() == (await api.auth.get_ca("user")).trusted_ssh_public_keys()
 
@@ -125,7 +125,7 @@ async def test_an_outage_serves_the_last_copy_even_past_expiry(
             # Nobody can heartbeat now: the record expires, and routing must not care.
             api.clock.advance(timedelta(minutes=5))
             assert _names(await cache.list_servers("node")) == {"alpha"}
-            assert (await cache.ping())["cluster_name"] == "cache.test"
+            assert (await cache.ping()).cluster_name == "cache.test"
             assert (await cache.get_ca("host")).trusted_ssh_public_keys()
             warnings = [r for r in caplog.records
                         if r.name == "teleport.cache" and r.levelno == logging.WARNING]

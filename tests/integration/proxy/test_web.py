@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
+from tests.ports import refused_port
 
 PASSWORD = "correct horse battery"
 CLUSTER = "example.com"
@@ -67,7 +67,7 @@ class Cluster:
         token = await self.auth.create_user_signup(name, logins or [name], [], created_by="admin")
         async with self.client() as web_client:
             info = await web_client.signup_info(token.metadata.name)
-            totp = pyotp.TOTP(info["otp_secret"])
+            totp = pyotp.TOTP(info.otp_secret)
             # The code of the cluster's (fake) clock: real time may already be a window ahead.
             assert await web_client.complete_signup(token.metadata.name, PASSWORD,
                                                     totp.at(self.clock.now())) == name
@@ -167,10 +167,10 @@ async def _raw(cluster: Cluster, method: str, path: str,
 async def test_ping_needs_no_credentials(cluster: Cluster) -> None:
     async with cluster.client() as web_client:
         ping = await web_client.ping()
-    assert ping["cluster_name"] == CLUSTER
-    assert ping["server_version"]
-    assert ping["auth"] == {"type": "local", "second_factor": "otp"}
-    assert ping["proxy"]["ssh"]["public_addr"] == "proxy.example.com:3023"
+    assert ping.cluster_name == CLUSTER
+    assert ping.server_version
+    assert (ping.auth.type, ping.auth.second_factor) == ("local", "otp")
+    assert ping.proxy.ssh.public_addr == "proxy.example.com:3023"
 
 
 async def test_self_signed_certificate_needs_insecure_or_its_ca(cluster: Cluster) -> None:
@@ -179,16 +179,14 @@ async def test_self_signed_certificate_needs_insecure_or_its_ca(cluster: Cluster
             await web_client.ping()
     assert "\n" not in str(info.value)
     async with cluster.client(insecure=False, ca_pems=[cluster.web_cert]) as web_client:
-        assert (await web_client.ping())["cluster_name"] == CLUSTER
+        assert (await web_client.ping()).cluster_name == CLUSTER
 
 
 async def test_unreachable_proxy_is_a_connection_problem() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    async with WebClient(f"127.0.0.1:{port}", insecure=True) as web_client:
-        with pytest.raises(ConnectionProblem, match=f"cannot connect to proxy 127.0.0.1:{port}"):
-            await web_client.ping()
+    with refused_port() as port:
+        async with WebClient(f"127.0.0.1:{port}", insecure=True) as web_client:
+            with pytest.raises(ConnectionProblem, match=f"cannot connect to proxy 127.0.0.1:{port}"):
+                await web_client.ping()
 
 
 async def test_listener_wants_tls_1_2_and_optional_client_certs(cluster: Cluster) -> None:
@@ -229,10 +227,10 @@ async def test_signup_token_is_single_use(cluster: Cluster) -> None:
     token = await cluster.auth.create_user_signup("carol", [], [], created_by="admin")
     async with cluster.client() as web_client:
         info = await web_client.signup_info(token.metadata.name)
-        assert info["user"] == "carol" and info["second_factor"] == "otp"
-        assert info["otp_uri"].startswith("otpauth://totp/")
-        assert info["qr_svg"].startswith("<svg") and info["expires"]
-        code = pyotp.TOTP(info["otp_secret"]).now()
+        assert info.user == "carol" and info.second_factor == "otp"
+        assert info.otp_uri.startswith("otpauth://totp/")
+        assert info.qr_svg.startswith("<svg") and info.expires
+        code = pyotp.TOTP(info.otp_secret).now()
         with pytest.raises(BadParameter, match="password must be"):
             await web_client.complete_signup(token.metadata.name, "short", code)
         with pytest.raises(AccessDenied, match="one-time password"):
@@ -285,9 +283,9 @@ async def test_without_second_factor_there_is_no_otp(make_cluster: ClusterFactor
     assert status == 200 and "<svg" not in text and 'name="otp"' not in text
     keys = _keys()
     async with cluster.client() as web_client:
-        assert (await web_client.ping())["auth"]["second_factor"] == "off"
+        assert (await web_client.ping()).auth.second_factor == "off"
         info = await web_client.signup_info(token)
-        assert info["otp_secret"] == info["qr_svg"] == ""
+        assert info.otp_secret == info.qr_svg == ""
         await web_client.complete_signup(token, PASSWORD, "")
         resp = await web_client.ssh_login("dan", PASSWORD, "", keys.ssh_public,
                                           keys.tls_public, None)
@@ -352,7 +350,7 @@ async def test_node_listing_requires_a_user_certificate(cluster: Cluster) -> Non
         nodes = await web_client.list_nodes(CLUSTER)
         with pytest.raises(NotFound, match="cluster 'elsewhere' not found"):
             await web_client.list_nodes("elsewhere")
-    assert nodes == [
+    assert [n.model_dump() for n in nodes] == [
         {"name": "luna", "id": "uuid-11", "addr": "10.0.0.7:3022", "labels": {"env": "dev"}},
         {"name": "sun", "id": "uuid-2", "addr": "10.0.0.6:3022", "labels": {"env": "prod"}},
     ]

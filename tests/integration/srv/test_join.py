@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncssh
 
+from teleport.api.auth_models import AnnouncedSession
 from teleport.events.emitter import SESSION_END, SESSION_JOIN, SESSION_LEAVE, MemoryEmitter
 from teleport.keys.ssh import generate_private_key, public_key_of, sign_user_cert
 from teleport.srv import NodeServer
@@ -25,8 +26,8 @@ class FakeRegistry:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.changed = asyncio.Event()
 
-    async def announce_session(self, session: dict[str, Any]) -> None:
-        self.sessions[session["sid"]] = session
+    async def announce_session(self, sid: str, session: AnnouncedSession) -> None:
+        self.sessions[sid] = {"sid": sid, **session.model_dump()}
         self.changed.set()
 
     async def end_session(self, sid: str) -> None:

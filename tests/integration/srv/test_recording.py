@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from teleport.api.auth_models import PingAnswer
 from teleport.errors import ConnectionProblem
 from teleport.events import recording as rec
 from teleport.events.sessions_store import SessionStore
@@ -26,10 +28,10 @@ class FakeAuth:
         self.down = False
         self.uploads = 0
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> PingAnswer:
         if self.down:
             raise ConnectionProblem("auth server is down")
-        return {"session_recording": self.mode}
+        return PingAnswer(cluster_name="test", server_version="", session_recording=self.mode)
 
     async def upload_recording(self, sid: str, parts: dict[str, Path]) -> bool:
         if self.down:
@@ -63,6 +65,13 @@ async def spool(tmp_path: Path) -> Path:
     return tmp_path / "upload"
 
 
+@pytest.fixture
+async def exits() -> AsyncIterator[AsyncExitStack]:
+    """Close what a test opened (the recordings own their writer tasks) when it ends."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
 async def _wait_for(predicate: Any) -> None:
     async with asyncio.timeout(10):
         while not predicate():  # noqa: ASYNC110 - polls files the uploader removes
@@ -74,10 +83,10 @@ async def _replay(store: SessionStore, sid: str) -> list[dict[str, Any]]:
     return [rec.from_wire_line(line) for line in data.splitlines()]
 
 
-async def test_session_is_recorded_and_uploaded(trust: Trust, node: NodeServer, spool: Path,
+async def test_session_is_recorded_and_uploaded(exits: AsyncExitStack, trust: Trust, node: NodeServer, spool: Path,
                                                 tmp_path: Path) -> None:
     auth = FakeAuth(tmp_path / "sessions")
-    node.recordings = Recordings(spool, auth, retry_seconds=0.1)
+    node.recordings = await exits.enter_async_context(Recordings(spool, auth, retry_seconds=0.1))
     uploader = asyncio.ensure_future(node.recordings.run())
     try:
         await _session(trust, node, "echo one-done", "echo two-done")
@@ -98,10 +107,10 @@ async def test_session_is_recorded_and_uploaded(trust: Trust, node: NodeServer, 
 
 
 async def test_auth_down_spools_and_a_restarted_node_uploads_once(
-        trust: Trust, node: NodeServer, spool: Path, tmp_path: Path) -> None:
+        exits: AsyncExitStack, trust: Trust, node: NodeServer, spool: Path, tmp_path: Path) -> None:
     auth = FakeAuth(tmp_path / "sessions")
     auth.down = True
-    node.recordings = Recordings(spool, auth, retry_seconds=0.1)
+    node.recordings = await exits.enter_async_context(Recordings(spool, auth, retry_seconds=0.1))
     uploader = asyncio.ensure_future(node.recordings.run())
     try:
         await _session(trust, node, "echo spooled-done")
@@ -111,7 +120,7 @@ async def test_auth_down_spools_and_a_restarted_node_uploads_once(
         uploader.cancel()
     # A restarted node finds the spooled recording and uploads it once the auth server is back.
     auth.down = False
-    restarted = Recordings(spool, auth)
+    restarted = await exits.enter_async_context(Recordings(spool, auth))
     assert await restarted.upload_spooled()
     summary, = await auth.store.list()
     assert summary.complete
@@ -119,19 +128,19 @@ async def test_auth_down_spools_and_a_restarted_node_uploads_once(
     assert not await auth.upload_recording(summary.sid, {})
 
 
-async def test_recording_off_records_nothing(trust: Trust, node: NodeServer, spool: Path,
+async def test_recording_off_records_nothing(exits: AsyncExitStack, trust: Trust, node: NodeServer, spool: Path,
                                              tmp_path: Path) -> None:
     auth = FakeAuth(tmp_path / "sessions", mode="off")
-    node.recordings = Recordings(spool, auth)
+    node.recordings = await exits.enter_async_context(Recordings(spool, auth))
     await node.recordings.refresh_mode()
     await _session(trust, node, "echo quiet-done")
     assert list(spool.iterdir()) == [] and not node.recordings.active
 
 
 async def test_recording_at_the_proxy_records_nothing_on_the_node(
-        trust: Trust, node: NodeServer, spool: Path, tmp_path: Path) -> None:
+        exits: AsyncExitStack, trust: Trust, node: NodeServer, spool: Path, tmp_path: Path) -> None:
     auth = FakeAuth(tmp_path / "sessions", mode="proxy")
-    node.recordings = Recordings(spool, auth)
+    node.recordings = await exits.enter_async_context(Recordings(spool, auth))
     await node.recordings.refresh_mode()
     await _session(trust, node, "echo elsewhere-done")
     assert list(spool.iterdir()) == [] and not node.recordings.active

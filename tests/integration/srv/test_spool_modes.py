@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from teleport.api.auth_models import PingAnswer
 from teleport.errors import ConnectionProblem
 from teleport.events.filelog import FileLog
 from teleport.events.sessions_store import SessionStore
@@ -26,7 +27,7 @@ from tests.integration.srv.sshenv import Trust, read_until
 class DownAuth:
     """An auth server that cannot be reached: recordings stay in the spool."""
 
-    async def ping(self) -> dict[str, Any]:
+    async def ping(self) -> PingAnswer:
         raise ConnectionProblem("auth server is down")
 
     async def upload_recording(self, sid: str, parts: dict[str, Path]) -> bool:
@@ -47,12 +48,19 @@ def _folder_modes(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root.parent)): oct(stat.S_IMODE(p.stat().st_mode)) for p in folders}
 
 
+@pytest.fixture
+async def exits() -> AsyncIterator[AsyncExitStack]:
+    """Close what a test opened (the recordings own their writer tasks) when it ends."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
 @pytest.mark.usefixtures("umask_022")
-async def test_folders_around_a_spooled_recording_are_private(trust: Trust, node: NodeServer,
+async def test_folders_around_a_spooled_recording_are_private(exits: AsyncExitStack, trust: Trust, node: NodeServer,
                                                               tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     spool = data_dir / "log" / "upload" / "sessions" / "default"
-    node.recordings = Recordings(spool, DownAuth())
+    node.recordings = await exits.enter_async_context(Recordings(spool, DownAuth()))
     alice = trust.user(["root"])
     async with await trust.connect(alice, node.port, "root") as conn:
         proc = await conn.create_process(term_type="xterm", term_size=(80, 25))

@@ -103,17 +103,22 @@ async def test_wrong_password_otp_and_replay_are_refused_and_audited(auth: AuthS
     totp = await _signup(auth)
     key = sshkeys.public_key_of(sshkeys.generate_private_key())
     tls_pub = tlskeys.tls_public_key_pem(tlskeys.generate_tls_key())
-    with pytest.raises(AccessDenied):
-        await auth.login(username="joe", password="nope", otp_code=totp.at(auth.clock.now()),
+    signup_code = totp.at(auth.clock.now())
+    auth.clock.advance(timedelta(seconds=30))  # type: ignore[attr-defined]
+    fresh = totp.at(auth.clock.now())
+    with pytest.raises(AccessDenied):  # a valid, unused code: only the password is wrong
+        await auth.login(username="joe", password="nope", otp_code=fresh,
                          ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
+    # The same code with the right password passes: the refusal above was the password's.
+    await auth.login(username="joe", password=PASSWORD, otp_code=fresh,
+                     ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
     with pytest.raises(AccessDenied):
         await auth.login(username="joe", password=PASSWORD, otp_code="000000",
                          ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
     with pytest.raises(AccessDenied):
         await auth.login(username="ghost", password=PASSWORD, otp_code="000000",
                          ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
-    signup_code = totp.at(auth.clock.now())
-    with pytest.raises(AccessDenied):  # the code used to enroll cannot log in
+    with pytest.raises(AccessDenied):  # the code used to enroll, still in the window, is spent
         await auth.login(username="joe", password=PASSWORD, otp_code=signup_code,
                          ssh_public_key=key, tls_public_key=tls_pub, ttl=None)
     auth.clock.advance(timedelta(seconds=30))  # type: ignore[attr-defined]

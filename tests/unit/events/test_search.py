@@ -84,12 +84,15 @@ async def test_a_cursor_stays_valid_while_events_are_appended(tmp_path: Path) ->
 
 
 async def test_events_filed_on_the_neighbouring_day_are_found(tmp_path: Path) -> None:
-    """A node's clock ran behind: its 23:59 event sits in the next day's file."""
+    """A node's 23:59 event arrived after midnight (spooled, or its clock ran behind).
+
+    It is filed under the day it happened, where a search for that day looks.
+    """
     stamped = datetime(2017, 2, 1, 23, 59, tzinfo=timezone.utc)
     auth_clock = FakeClock(stamped + timedelta(minutes=3))
     event = ev.make_event(ev.EXEC, FakeClock(stamped), user="joe")
     await FileLog(tmp_path, auth_clock).emit(event)
-    assert (tmp_path / "2017-02-02.00:00:00.log").exists()
+    assert (tmp_path / "2017-02-01.00:00:00.log").exists()
     found = search_folder(tmp_path, _q(stamped - timedelta(hours=1), stamped + timedelta(seconds=1)))
     assert found.events == [event]
 

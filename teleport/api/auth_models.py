@@ -1,0 +1,200 @@
+"""The requests and answers of the auth API (3025), shared by its handlers and `AuthClient`.
+
+Requests are strict: a field of the wrong JSON type is a 400 naming it, never a crash deeper
+in. Answers are validated by the client, so a server that is not ours, or a newer one that
+changed a field, is a one-line ConnectionProblem, not a KeyError. Resources travel in their
+YAML/JSON form (`ResourceJSON`) and are decoded by `teleport.types.codec`; audit events are
+free-form JSON objects by nature (`AuditEvent`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: A resource (`kind`/`version`/`metadata`/`spec`) as `teleport.types.codec.to_dict` writes it.
+ResourceJSON = dict[str, Any]
+#: An audit event: a JSON object whose fields depend on its `event` type.
+AuditEvent = dict[str, Any]
+
+
+class Request(BaseModel):
+    """A request body: strict types, unknown fields ignored (older clients, newer servers)."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+
+class Answer(BaseModel):
+    """An answer body: unknown fields ignored, so a newer server can add some."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+# --- certificates ------------------------------------------------------------------------------
+
+class IssuedCerts(Answer):
+    """What a login or a join hands back: certificates plus the CAs to trust."""
+
+    ssh_cert: str
+    tls_cert: str
+    host_ca_keys: list[str]
+    user_ca_keys: list[str]
+    tls_ca_certs: list[str]
+
+
+# --- users, signup, login ----------------------------------------------------------------------
+
+class PingAnswer(Answer):
+    cluster_name: str
+    server_version: str
+    second_factor: str = "otp"
+    session_recording: str = "node"
+    #: `auth_service.disconnect_expired_cert` and `client_idle_timeout` (0: none), which nodes
+    #: and proxies enforce on live connections (teleport.sshutils.monitor).
+    disconnect_expired_cert: bool = False
+    client_idle_timeout_seconds: float = 0.0
+
+
+class SignupRequest(Request):
+    name: str
+    logins: list[str] | None = None
+    roles: list[str] | None = None
+
+
+class SignupInfo(Answer):
+    """Who a signup token is for, and the OTP secret their authenticator app enrolls."""
+
+    user: str
+    otp_secret: str
+    otp_uri: str
+    expires: str
+    second_factor: str = "otp"
+
+
+class CompleteSignupRequest(Request):
+    password: str
+    otp_code: str | None = None
+
+
+class LoginRequest(Request):
+    password: str
+    otp_code: str | None = None
+    ssh_public_key: str
+    tls_public_key: str
+    ttl: str | None = None
+    remote_addr: str | None = None
+
+
+# --- tokens and joining ------------------------------------------------------------------------
+
+class TokenRequest(Request):
+    roles: list[str] | None = None
+    ttl: str | None = None
+    token: str | None = None
+
+
+class TokenList(Answer):
+    provision: list[ResourceJSON]
+    signup: list[ResourceJSON]
+
+
+class JoinCA(Answer):
+    """The TLS CA a joining host checks against its CA pin before sending its token."""
+
+    cluster_name: str = Field(min_length=1)
+    tls_ca_certs: list[str] = Field(min_length=1)
+
+
+class JoinRequest(Request):
+    token: str
+    host_uuid: str
+    nodename: str
+    role: str
+    ssh_public_key: str
+    tls_public_key: str
+    addresses: list[str] | None = Field(default=None, max_length=64)
+
+
+class JoinAnswer(IssuedCerts):
+    auth_servers: list[str] = []
+    cluster_name: str
+
+
+# --- audit events ------------------------------------------------------------------------------
+
+class EventPage(Answer):
+    """One page of events, oldest first; `next_key` resumes after it ("" when done)."""
+
+    events: list[AuditEvent]
+    next_key: str
+
+
+# --- recordings and live sessions --------------------------------------------------------------
+
+class Stored(Answer):
+    """Whether the auth server holds a recording (already, or now that it is committed)."""
+
+    stored: bool
+
+
+class RecordingInfo(Answer):
+    """A recorded session as `tsh recordings ls` lists it."""
+
+    sid: str
+    user: str
+    login: str
+    server_id: str
+    server_hostname: str
+    start: str
+    duration_ms: int
+    complete: bool
+
+
+class AnnouncedSession(Request):
+    """A live session as its node announces it (the node's UUID and name are the server's)."""
+
+    user: str = Field(min_length=1)
+    login: str = Field(min_length=1)
+    server_hostname: str = Field(min_length=1)
+    created: str = Field(min_length=1)
+    parties: list[str] = []
+
+
+class ActiveSession(Answer):
+    """A live session as users list it to join (`tsh sessions ls`)."""
+
+    sid: str
+    user: str
+    login: str
+    server_hostname: str
+    created: str
+    parties: list[str] = []
+    server_id: str = ""
+
+
+# --- recording proxy ---------------------------------------------------------------------------
+
+class NodeCertRequest(Request):
+    node: str
+    public_key: str
+
+
+class UserCertRequest(Request):
+    cert: str
+    public_key: str
+
+
+class CertAnswer(Answer):
+    cert: str
+
+
+class Empty(Answer):
+    """The answer of a call that only acts (`{}`)."""
+
+
+__all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",
+           "CompleteSignupRequest", "Empty", "EventPage", "IssuedCerts", "JoinAnswer", "JoinCA",
+           "JoinRequest", "LoginRequest", "NodeCertRequest", "PingAnswer", "RecordingInfo",
+           "Request", "ResourceJSON", "SignupInfo", "SignupRequest", "Stored", "TokenList",
+           "TokenRequest", "UserCertRequest"]

@@ -1,0 +1,88 @@
+"""The requests and answers of the proxy's web API (3080), shared by `WebProxy` and `WebClient`.
+
+Field names follow Teleport's web API (`otp_token`, `pub_key`, `host_signers`), which `tsh`
+and the web UI speak. Recordings and live sessions travel as the auth API lists them.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from teleport.api.auth_models import ActiveSession, Answer, RecordingInfo, Request
+
+
+class AuthSettingsAnswer(Answer):
+    type: str = "local"
+    second_factor: str = "otp"
+
+
+class SSHProxySettings(Answer):
+    public_addr: str = ""
+
+
+class ProxySettings(Answer):
+    ssh: SSHProxySettings = SSHProxySettings()
+
+
+class WebPing(Answer):
+    """What tsh learns before any credentials: the cluster, its second factor, the SSH proxy."""
+
+    cluster_name: str
+    server_version: str = ""
+    auth: AuthSettingsAnswer = AuthSettingsAnswer()
+    proxy: ProxySettings = ProxySettings()
+
+
+class SignupInfoAnswer(Answer):
+    """What a signup client needs to enroll the authenticator app (empty OTP fields: no OTP)."""
+
+    user: str
+    otp_secret: str = ""
+    otp_uri: str = ""
+    qr_svg: str = ""
+    second_factor: str = "otp"
+    expires: str = ""
+
+
+class SignupRequest(Request):
+    token: str
+    password: str = Field(min_length=1)
+    second_factor_token: str | None = None
+
+
+class SignupDone(Answer):
+    user: str
+
+
+class LoginRequest(Request):
+    user: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+    otp_token: str | None = None
+    pub_key: str = Field(min_length=1)
+    tls_pub_key: str = Field(min_length=1)
+    ttl: str | None = None
+
+
+class LoginResponse(Answer):
+    """What the proxy returns for a login: certificates and the cluster's CAs to trust."""
+
+    cert: str
+    tls_cert: str
+    host_signers: list[str]
+    user_ca_keys: list[str]
+    trusted_ca: list[str]
+    cluster_name: str
+
+
+class NodeInfo(Answer):
+    """A node as `tsh ls` lists it."""
+
+    name: str
+    id: str
+    addr: str
+    labels: dict[str, str] = {}
+
+
+__all__ = ["ActiveSession", "AuthSettingsAnswer", "LoginRequest", "LoginResponse", "NodeInfo",
+           "ProxySettings", "RecordingInfo", "SSHProxySettings", "SignupDone", "SignupInfoAnswer",
+           "SignupRequest", "WebPing"]
