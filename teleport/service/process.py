@@ -75,6 +75,8 @@ class TeleportProcess:
         self.node: NodeServer | None = None
         self.proxy_ssh: ProxySSHServer | None = None
         self.web: WebProxy | None = None
+        #: One revocation list per process, enforced by the proxy and the node alike.
+        self._revocations: RevocationWatch | None = None
         self.runners: list[Any] = []
         self.listeners = Listeners()
 
@@ -91,6 +93,13 @@ class TeleportProcess:
 
     def _supervise(self, name: str, run: Callable[[], Awaitable[Any]]) -> None:
         self.supervisor.supervise(name, run)
+
+    def _revocation_watch(self, client: AuthClient) -> RevocationWatch:
+        """Return the process's revocation list, polling it from the first service that asks."""
+        if self._revocations is None:
+            self._revocations = RevocationWatch(client, self.clock)
+            self._supervise("revocations", self._revocations.run)
+        return self._revocations
 
     def _task_failed(self, name: str, reason: str) -> None:
         self.health.degraded(name, f"task failed ({reason})")
@@ -358,7 +367,7 @@ class TeleportProcess:
         trust = TrustedCAs(client, identity)
         self._supervise("proxy-trust", trust.run)
         resolver = NodeResolver(client, self.cluster_name)
-        revocations = RevocationWatch(client, self.clock)
+        revocations = self._revocation_watch(client)
         audit = await self._audit(client, data_dir, "proxy")
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
@@ -384,7 +393,6 @@ class TeleportProcess:
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         revocations.enforce_on(ssh_server)
-        self._supervise("proxy-revocations", revocations.run)
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
                                sock=self._listen("proxy SSH", cfg.listen_addr))
         self.ports["proxy_ssh"] = ssh_server.port
@@ -437,7 +445,7 @@ class TeleportProcess:
             return {**labels, **{k: v.result for k, v in dynamic.snapshot().items()}}
 
         proxy_addr = ""
-        revocations = RevocationWatch(client, self.clock)
+        revocations = self._revocation_watch(client)
 
         async def refresh_proxy_addr() -> None:
             nonlocal proxy_addr
@@ -467,7 +475,6 @@ class TeleportProcess:
         await self.stack.enter_async_context(node)
         self.node = node
         revocations.enforce_on(node)
-        self._supervise("node-revocations", revocations.run)
         await node.start(cfg.listen_addr.host, cfg.listen_addr.port,
                          sock=self._listen("node SSH", cfg.listen_addr))
         self.ports["node"] = node.port

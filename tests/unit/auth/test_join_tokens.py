@@ -6,22 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from teleport.auth.server import AuthServer, AuthSettings
-from teleport.backend.memory import MemoryBackend
+from teleport.auth.server import AuthServer
 from teleport.errors import AccessDenied
-from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
-from teleport.utils.clock import FakeClock
-
-
-@pytest.fixture
-async def auth() -> AuthServer:
-    clock = FakeClock()
-    server = AuthServer(MemoryBackend(clock), MemoryEmitter(), clock,
-                        AuthSettings(cluster_name="example.com"))
-    await server.init()
-    return server
 
 
 async def _join(auth: AuthServer, token: str, name: str) -> None:

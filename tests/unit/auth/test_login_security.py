@@ -17,7 +17,6 @@ import pytest
 
 from teleport.auth import passwords
 from teleport.auth.server import INVALID_LOGIN, AuthServer, AuthSettings
-from teleport.backend.memory import MemoryBackend
 from teleport.backend.sqlite import SqliteBackend
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events.emitter import MemoryEmitter
@@ -29,15 +28,6 @@ PASSWORD = "correct horse"
 WRONG = "wrong password"
 FULLWIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
 MATH_BOLD = str.maketrans("0123456789", "𝟎𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗")
-
-
-@pytest.fixture
-async def auth() -> AuthServer:
-    clock = FakeClock()
-    server = AuthServer(MemoryBackend(clock), MemoryEmitter(), clock,
-                        AuthSettings(cluster_name="example.com"))
-    await server.init()
-    return server
 
 
 def _clock(auth: AuthServer) -> FakeClock:

@@ -18,15 +18,6 @@ from teleport.utils.clock import FakeClock
 PASSWORD = "correct horse"
 
 
-@pytest.fixture
-async def auth() -> AuthServer:
-    clock = FakeClock()
-    server = AuthServer(MemoryBackend(clock), MemoryEmitter(), clock,
-                        AuthSettings(cluster_name="example.com"))
-    await server.init()
-    return server
-
-
 async def _signup(auth: AuthServer, name: str = "joe", logins: list[str] | None = None) -> pyotp.TOTP:
     token = await auth.create_user_signup(name, logins if logins is not None else ["joe", "root"],
                                           [], created_by="admin")
