@@ -29,13 +29,14 @@ from teleport.backend.base import Backend, Item, key, range_end
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.keys.identity import Identity
 from teleport.keys.ssh import SSHCertInfo
+from teleport.rbac import rules
 from teleport.services.login_attempts import LOGIN_LOCK_MESSAGE
 from teleport.types.resource import ZERO_TIME, Time
 from teleport.types.resources import User
 
 if TYPE_CHECKING:
+    from teleport.auth.accounts import Accounts
     from teleport.auth.client import AuthClient
-    from teleport.auth.server import AuthServer
 
 #: Certificates (SSH `valid_after`, X.509 `notBefore`) start this long before they were issued.
 CERT_BACKDATE = timedelta(minutes=1)
@@ -200,22 +201,22 @@ class _Memo:
         self.value = Revocations()
 
 
-_memos: weakref.WeakKeyDictionary[AuthServer, _Memo] = weakref.WeakKeyDictionary()
+_memos: weakref.WeakKeyDictionary[Accounts, _Memo] = weakref.WeakKeyDictionary()
 
 
-async def list_revocations(auth: AuthServer) -> Revocations:
+async def list_revocations(accounts: Accounts) -> Revocations:
     """Build the list nodes poll: deleted users (tombstones), locked and expired users."""
-    now = auth.clock.now()
-    memo = _memos.setdefault(auth, _Memo())
+    now = accounts.ctx.clock.now()
+    memo = _memos.setdefault(accounts, _Memo())
     if time.monotonic() - memo.when < LIST_REUSE_SECONDS:
         return memo.value
     entries: list[RevokedUser] = []
     start = key(*_TOMBSTONES) + b"/"
-    for item in await auth.backend.get_range(start, range_end(start)):
+    for item in await accounts.ctx.backend.get_range(start, range_end(start)):
         name, when = _tombstone(item.value)
         entries.append(RevokedUser(user=name, reason=f"user {name!r} was deleted",
                                    issued_before=when))
-    for user in await auth.list_users():
+    for user in await accounts.list_users():
         reason = user_refusal(user, now)
         if reason is None:
             continue
@@ -227,36 +228,38 @@ async def list_revocations(auth: AuthServer) -> Revocations:
     return memo.value
 
 
-async def check_user(auth: AuthServer, name: str, issued: datetime) -> User:
+async def check_user(accounts: Accounts, name: str, issued: datetime) -> User:
     """Return the stored user a certificate issued at `issued` speaks for, or refuse.
 
     The user must exist, must not have been deleted since the certificate was issued (a user
     created again under the same name), and must be neither locked nor expired.
     """
     try:
-        user = await auth.get_user(name)
+        user = await accounts.get_user(name)
     except NotFound:
         raise AccessDenied(f"user {name!r} no longer exists") from None
-    deleted = await deleted_at(auth.backend, name)
+    deleted = await deleted_at(accounts.ctx.backend, name)
     if deleted is not None and issued <= deleted:
         raise AccessDenied(f"user {name!r} was deleted after this certificate was issued")
-    check_user_active(user, auth.clock.now())
+    check_user_active(user, accounts.ctx.clock.now())
     return user
 
 
-async def check_caller(auth: AuthServer, identity: Identity, issued: datetime) -> Identity:
+async def check_caller(accounts: Accounts, identity: Identity, issued: datetime) -> Identity:
     """Return a user's identity with the roles, logins and traits stored now, or refuse."""
     name = identity.username
-    user = await check_user(auth, name, issued)
+    user = await check_user(accounts, name, issued)
     return dataclasses.replace(
-        identity, roles=tuple(user.spec.roles), logins=tuple(user.logins or [name]),
+        identity, roles=tuple(user.spec.roles), logins=tuple(rules.allowed_logins(name, user.logins)),
         traits={k: tuple(v) for k, v in user.spec.traits.items()})
 
 
-async def check_named_user(auth: AuthServer, name: str) -> None:
-    """Refuse a proxy acting for a user (`?user=`) who no longer exists, is locked or expired."""
+async def check_named_user(accounts: Accounts, name: str) -> User:
+    """Return the user a proxy acts for (`?user=`), or refuse one who no longer exists, is
+    locked or expired."""
     try:
-        user = await auth.get_user(name)
+        user = await accounts.get_user(name)
     except NotFound:
         raise AccessDenied(f"user {name!r} no longer exists") from None
-    check_user_active(user, auth.clock.now())
+    check_user_active(user, accounts.ctx.clock.now())
+    return user

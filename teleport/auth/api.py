@@ -35,15 +35,14 @@ from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
+from teleport.rbac import rules
+from teleport.rbac.subject import Caller, Subject
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resources import Server, User
 from teleport.utils.duration import parse_duration
 
-ADMIN = "Admin"
-PROXY = "Proxy"
-NODE = "Node"
-USER = "User"  # any end user holding a certificate from `tsh login`
-ANONYMOUS = "Anonymous"  # no client certificate: only joining with a token
+ADMIN, PROXY, NODE, USER, ANONYMOUS = (Caller.ADMIN, Caller.PROXY, Caller.NODE, Caller.USER,
+                                       Caller.ANONYMOUS)  # for short route declarations
 # Joining is the one unauthenticated call; a brute-forcer gets a handful of guesses a minute.
 JOIN_RATE_PER_MINUTE = 30
 JOIN_BURST = 10
@@ -61,6 +60,14 @@ class Call:
     identity: Identity
     request: web.Request
     auth: AuthServer
+    #: Who the rules of `teleport.rbac` judge for what is read: the caller, or the user a
+    #: proxy acts for (`?user=`, with that user's roles as stored now).
+    subject: Subject
+
+    @property
+    def caller(self) -> Subject:
+        """Who sent the request itself (a proxy stays a proxy even when it names a user)."""
+        return Subject.of(self.identity) if self.identity.username else Subject(ANONYMOUS)
 
     async def json(self) -> dict[str, Any]:
         """Read the JSON object body (declared JSON, within the body deadline, sanely nested)."""
@@ -74,14 +81,14 @@ class Call:
         return self.request.match_info[name]
 
 
-ROUTES: list[tuple[str, str, frozenset[str], Handler]] = []
+ROUTES: list[tuple[str, str, frozenset[Caller], Handler]] = []
 #: (method, path) of the routes whose body is raw bytes, not JSON (recording uploads).
 RAW_BODY: set[tuple[str, str]] = set()
 
 
-def route(method: str, path: str, allow: Iterable[str], *,
+def route(method: str, path: str, allow: Iterable[Caller], *,
           raw_body: bool = False) -> Callable[[Handler], Handler]:
-    """Register a handler and the caller roles allowed to reach it.
+    """Register a handler and the kinds of caller allowed to reach it (`rbac.rules.check_route`).
 
     A state-changing route takes only a JSON body (or none) unless it declares `raw_body`.
     """
@@ -93,10 +100,6 @@ def route(method: str, path: str, allow: Iterable[str], *,
         return handler
 
     return register
-
-
-def caller_role(identity: Identity) -> str:
-    return identity.system_role or USER
 
 
 # Request and answer bodies are the models of `teleport.api.auth_models`, shared with the client.
@@ -117,17 +120,17 @@ async def get_authority(call: Call) -> Any:
     ca_type = call.param("type")
     if ca_type not in ("user", "host", "tls"):
         raise BadParameter(f"unknown certificate authority type {ca_type!r}")
-    return to_dict(await call.auth.get_ca(ca_type))
+    return to_dict(await call.auth.certs.get_ca(ca_type))
 
 
 @route("GET", "/v1/users", [ADMIN])
 async def list_users(call: Call) -> Any:
-    return [to_dict(u) for u in await call.auth.list_users()]
+    return [to_dict(u) for u in await call.auth.accounts.list_users()]
 
 
 @route("GET", "/v1/users/{name}", [ADMIN])
 async def get_user(call: Call) -> Any:
-    return to_dict(await call.auth.get_user(call.param("name")))
+    return to_dict(await call.auth.accounts.get_user(call.param("name")))
 
 
 @route("PUT", "/v1/users", [ADMIN])
@@ -135,19 +138,19 @@ async def upsert_user(call: Call) -> Any:
     user = from_dict(await call.json())
     if not isinstance(user, User):
         raise BadParameter("expected a user resource")
-    return to_dict(await call.auth.upsert_user(user, actor=call.identity.username))
+    return to_dict(await call.auth.accounts.upsert_user(user, actor=call.identity.username))
 
 
 @route("DELETE", "/v1/users/{name}", [ADMIN])
 async def delete_user(call: Call) -> Any:
-    await call.auth.delete_user(call.param("name"), actor=call.identity.username)
+    await call.auth.accounts.delete_user(call.param("name"), actor=call.identity.username)
     return {}
 
 
 @route("POST", "/v1/users/signup", [ADMIN])
 async def create_user_signup(call: Call) -> Any:
     body = await call.body(SignupRequest)
-    token = await call.auth.create_user_signup(
+    token = await call.auth.accounts.create_user_signup(
         body.name, list(body.logins or []), list(body.roles or []),
         created_by=call.identity.username)
     return to_dict(token)
@@ -155,14 +158,14 @@ async def create_user_signup(call: Call) -> Any:
 
 @route("GET", "/v1/signup/{token}", [PROXY])
 async def get_signup(call: Call) -> Any:
-    return await call.auth.get_signup_info(call.param("token"))
+    return await call.auth.accounts.get_signup_info(call.param("token"))
 
 
 @route("POST", "/v1/signup/{token}/complete", [PROXY])
 async def complete_signup(call: Call) -> Any:
     body = await call.body(CompleteSignupRequest)
-    user = await call.auth.complete_signup(call.param("token"), body.password,
-                                           body.otp_code or "")
+    user = await call.auth.accounts.complete_signup(call.param("token"), body.password,
+                                                    body.otp_code or "")
     return to_dict(user)
 
 
@@ -170,7 +173,7 @@ async def complete_signup(call: Call) -> Any:
 async def authenticate_ssh(call: Call) -> Any:
     body = await call.body(LoginRequest)
     ttl = parse_duration(body.ttl) if body.ttl else None
-    certs = await call.auth.login(
+    certs = await call.auth.logins.login(
         username=call.param("name"), password=body.password, otp_code=body.otp_code or "",
         ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
         ttl=ttl, remote_addr=body.remote_addr or "")
@@ -179,14 +182,14 @@ async def authenticate_ssh(call: Call) -> Any:
 
 @route("GET", "/v1/tokens", [ADMIN])
 async def list_tokens(call: Call) -> Any:
-    provision, signup = await call.auth.list_tokens()
+    provision, signup = await call.auth.hosts.list_tokens()
     return TokenList(provision=[to_dict(t) for t in provision],
                      signup=[to_dict(t) for t in signup])
 
 
 @route("DELETE", "/v1/tokens/{token}", [ADMIN])
 async def delete_token(call: Call) -> Any:
-    await call.auth.delete_token(call.param("token"), actor=call.identity.username)
+    await call.auth.hosts.delete_token(call.param("token"), actor=call.identity.username)
     return {}
 
 
@@ -195,18 +198,15 @@ async def upsert_server(call: Call) -> Any:
     server = from_dict(await call.json())
     if not isinstance(server, Server):
         raise BadParameter("expected a node or proxy resource")
-    # A host may only announce itself, under its own role.
-    if server.metadata.name != call.identity.host_uuid or \
-            server.kind != caller_role(call.identity).lower():
-        raise AccessDenied("a host may only announce itself")
-    await call.auth.upsert_server(server)
+    rules.check_announces_itself(call.caller, server.kind, server.metadata.name)
+    await call.auth.hosts.upsert_server(server)
     return {}
 
 
 @route("GET", "/v1/servers/{kind}", [ADMIN, PROXY, NODE, USER])
 async def list_servers(call: Call) -> Any:
     kind = call.param("kind")
-    return [to_dict(s) for s in await call.auth.list_servers(kind)]
+    return [to_dict(s) for s in await call.auth.hosts.list_servers(kind)]
 
 
 @route("POST", "/v1/events", [NODE, PROXY])
@@ -220,7 +220,7 @@ async def emit_event(call: Call) -> Any:
 @route("POST", "/v1/tokens", [ADMIN])
 async def create_token(call: Call) -> Any:
     body = await call.body(TokenRequest)
-    token = await call.auth.create_provision_token(
+    token = await call.auth.hosts.create_provision_token(
         list(body.roles or ["node"]), parse_duration(body.ttl or "30m"), body.token or None,
         actor=call.identity.username)
     return to_dict(token)
@@ -229,7 +229,7 @@ async def create_token(call: Call) -> Any:
 @route("GET", "/v1/join/ca", [ANONYMOUS])
 async def join_ca(call: Call) -> Any:
     """Hand out the TLS CA so a joining host can check it against its CA pin."""
-    tls = await call.auth.get_ca("tls")
+    tls = await call.auth.certs.get_ca("tls")
     return JoinCA(cluster_name=call.auth.cluster_name, tls_ca_certs=tls.trusted_tls_certs())
 
 
@@ -237,11 +237,11 @@ async def join_ca(call: Call) -> Any:
 async def join(call: Call) -> Any:
     # The body is checked whole before the token is: wrong types are a 400, not a guess.
     body = await call.body(JoinRequest)
-    certs = await call.auth.register_host(
+    certs = await call.auth.hosts.register_host(
         token=body.token, host_uuid=body.host_uuid, nodename=body.nodename, role=body.role,
         ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
         addresses=list(body.addresses or []), remote_addr=call.request.remote or "")
-    auth_servers = [s.spec.addr for s in await call.auth.list_servers("auth_server")]
+    auth_servers = [s.spec.addr for s in await call.auth.hosts.list_servers("auth_server")]
     return JoinAnswer(**certs.model_dump(), auth_servers=auth_servers,
                       cluster_name=call.auth.cluster_name)
 
@@ -274,13 +274,13 @@ def make_app(auth: AuthServer,
 
     limiter = RateLimiter(JOIN_RATE_PER_MINUTE, JOIN_BURST, auth.clock)
 
-    def wrap(method: str, path: str, allow: frozenset[str],
+    def wrap(method: str, path: str, allow: frozenset[Caller],
              handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         json_only = method in httpserver.STATE_CHANGING and (method, path) not in RAW_BODY
 
         async def serve(request: web.Request) -> web.StreamResponse:
             try:
-                identity = await authorize(request, allow)
+                identity, subject = await authorize(request, allow)
             except AccessDenied as err:
                 await auth.emitter.emit(ev.make_event(
                     ev.AUTH, auth.clock, user=_who(request), success=False,
@@ -289,7 +289,7 @@ def make_app(auth: AuthServer,
             if json_only and request.body_exists:
                 httpserver.require_json(request)
             try:
-                result = await handler(Call(identity, request, auth))
+                result = await handler(Call(identity, request, auth, subject))
             except AccessDenied as err:
                 # Every refusal is audited once: a handler's, unless the auth server already
                 # wrote it (a wrong password, under the user's name).
@@ -305,25 +305,26 @@ def make_app(auth: AuthServer,
 
         return serve
 
-    async def authorize(request: web.Request, allow: frozenset[str]) -> Identity:
+    async def authorize(request: web.Request,
+                        allow: frozenset[Caller]) -> tuple[Identity, Subject]:
         if ANONYMOUS in allow:
             limiter.check(request.remote or "")
-            return Identity(username="", system_role=ANONYMOUS)
+            return Identity(username=""), Subject(ANONYMOUS)
         identity = peer_identity(request)
         if identity.cluster != auth.cluster_name:
             raise AccessDenied("certificate is for another cluster")
-        if caller_role(identity) not in allow:
-            raise AccessDenied(
-                f"{caller_role(identity).lower()} {identity.username!r} may not "
-                f"{request.method} {request.path}")
-        if caller_role(identity) == USER:
+        subject = Subject.of(identity)
+        rules.check_route(subject, allow, request.method, request.path)
+        if subject.kind == USER:
             # Decide with the user as stored now: deleted, locked or demoted users lose access
             # at once, not when the certificate expires.
-            identity = await access.check_caller(auth, identity,
+            identity = await access.check_caller(auth.accounts, identity,
                                                  access.peer_cert_issued_at(request))
-        elif caller_role(identity) == PROXY and request.query.get("user"):
-            await access.check_named_user(auth, request.query["user"])
-        return identity
+            subject = Subject.of(identity)
+        elif subject.kind == PROXY and request.query.get("user"):
+            user = await access.check_named_user(auth.accounts, request.query["user"])
+            subject = Subject.user(user.metadata.name, user.spec.roles)
+        return identity, subject
 
     for method, path, allow, handler in ROUTES:
         app.router.add_route(method, path, wrap(method, path, allow, handler))

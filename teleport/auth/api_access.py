@@ -11,4 +11,4 @@ from teleport.auth.api import NODE, PROXY, Call, route
 @route("GET", "/v1/revocations", [NODE, PROXY])
 async def revocations(call: Call) -> Any:
     """Answer the users whose certificates nodes and proxies must refuse, and why."""
-    return (await list_revocations(call.auth)).model_dump(mode="json")
+    return (await list_revocations(call.auth.accounts)).model_dump(mode="json")

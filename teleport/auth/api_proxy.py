@@ -17,10 +17,10 @@ from teleport.auth.api import PROXY, Call, route
 @route("POST", "/v1/proxy/hostcert", [PROXY])
 async def node_cert(call: Call) -> Any:
     body = await call.body(NodeCertRequest)
-    return CertAnswer(cert=await call.auth.issue_node_cert_for_proxy(body.node, body.public_key))
+    return CertAnswer(cert=await call.auth.certs.issue_node_cert_for_proxy(body.node, body.public_key))
 
 
 @route("POST", "/v1/proxy/usercert", [PROXY])
 async def user_cert(call: Call) -> Any:
     body = await call.body(UserCertRequest)
-    return CertAnswer(cert=await call.auth.issue_user_cert_for_proxy(body.cert, body.public_key))
+    return CertAnswer(cert=await call.auth.certs.issue_user_cert_for_proxy(body.cert, body.public_key))

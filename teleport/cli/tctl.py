@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from teleport.cli.common import run, table
+from teleport.rbac.subject import DEFAULT_USER_ROLES
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -26,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("logins", nargs="?", help="comma-separated OS logins (default: the user name)")
     add.add_argument("--logins", dest="logins_flag", help="comma-separated OS logins")
-    add.add_argument("--roles", default="admin", help="comma-separated roles (default: admin)")
+    add.add_argument("--roles", default=",".join(DEFAULT_USER_ROLES),
+                     help=f"comma-separated roles (default: {','.join(DEFAULT_USER_ROLES)})")
     users.add_parser("ls", help="List users")
     rm = users.add_parser("rm", help="Delete a user")
     rm.add_argument("name")

@@ -26,8 +26,6 @@ import asyncssh
 from teleport.config.modes import records_at
 from teleport.errors import TeleportError
 from teleport.events.emitter import Emitter
-from teleport.srv.process import clamp_term_size
-from teleport.srv.recorder import Recordings, SessionRecorder
 from teleport.sshutils.auth import (
     CertAuthConnection,
     CertAuthServer,
@@ -38,7 +36,9 @@ from teleport.sshutils.auth import (
 )
 from teleport.sshutils.listener import CIPHERS, server_options
 from teleport.sshutils.monitor import watch
+from teleport.sshutils.recorder import Recordings, SessionRecorder
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, _TCPSide
+from teleport.sshutils.terminal import MAX_PIXELS, clamp_term_size
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
 from teleport.utils.clock import Clock
@@ -223,7 +223,7 @@ class RelayConnection(CertAuthServer):
 
 def _clamped(cols: int, rows: int, px_width: int, px_height: int) -> tuple[int, int, int, int]:
     """Bound a window size as the node does, so the recording holds the size the node used."""
-    return (*clamp_term_size(cols, rows), min(px_width, 0xFFFF), min(px_height, 0xFFFF))
+    return (*clamp_term_size(cols, rows), min(px_width, MAX_PIXELS), min(px_height, MAX_PIXELS))
 
 
 def _accepted_env(env: Any) -> dict[bytes | str, bytes | str]:

@@ -35,7 +35,7 @@ async def issue_local_identity(auth: AuthServer, data_dir: Path, role: str, host
     """Issue and save an identity straight from the in-process auth server (no token needed)."""
     ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
     tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid=host_uuid, nodename=nodename, system_role=role,
         ssh_public_key=sshkeys.public_key_of(ssh_key),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=addresses)

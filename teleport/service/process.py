@@ -43,8 +43,8 @@ from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
 from teleport.service.revocations import RevocationWatch
 from teleport.service.trust import TrustedCAs
-from teleport.srv.recorder import Recordings
 from teleport.srv.server import NodeServer
+from teleport.sshutils.recorder import Recordings
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
@@ -283,7 +283,7 @@ class TeleportProcess:
                     spec=ServerSpec(addr=str(advertise), hostname=cfg.nodename,
                                     version=__version__))
                 with contextlib.suppress(TeleportError):
-                    await auth.upsert_server(record)
+                    await auth.hosts.upsert_server(record)
                 await asyncio.sleep(HEARTBEAT_INTERVAL)
 
         self._supervise("auth-heartbeat", announce_auth)

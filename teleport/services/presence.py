@@ -10,7 +10,8 @@ import hashlib
 from datetime import datetime
 
 from teleport.backend.base import Backend, Item, key
-from teleport.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
+from teleport.errors import AlreadyExists, BadParameter, NotFound
+from teleport.services.claims import claim
 from teleport.services.store import ResourceStore
 from teleport.types.resources import Server
 
@@ -44,25 +45,11 @@ class PresenceService:
     async def claim_hostname(self, hostname: str, host_uuid: str, expires: datetime | None) -> None:
         """Claim hostname for host_uuid until expires; AlreadyExists if another host has it."""
         item = Item(self._name_key(hostname), host_uuid.encode(), expires)
-        for _ in range(3):  # a claim expiring or released meanwhile: look again
-            try:
-                await self.backend.create(item)
-                return
-            except AlreadyExists:
-                pass
-            try:
-                current = await self.backend.get(item.key)
-            except NotFound:
-                continue
-            if current.value != item.value:
-                raise AlreadyExists(f"host name {hostname!r} is in use by host "
-                                    f"{current.value.decode()}")
-            try:
-                await self.backend.compare_and_swap(current, item)
-                return
-            except (CompareFailed, NotFound):
-                continue
-        raise CompareFailed(f"host name {hostname!r} is changing hands, try again")
+        # Three tries: a claim expiring or released meanwhile is looked at again.
+        await claim(self.backend, item, host_uuid, lambda i: i.value.decode(errors="replace"),
+                    refuse=lambda holder: AlreadyExists(
+                        f"host name {hostname!r} is in use by host {holder}"),
+                    busy=f"host name {hostname!r} is changing hands, try again", attempts=3)
 
     async def release_hostname(self, hostname: str, host_uuid: str) -> None:
         """Give up a name host_uuid announced before, unless another host holds it now."""

@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from teleport.api.auth_models import AnnouncedSession
 from teleport.api.constants import SESSION_ENV
-from teleport.errors import AccessDenied, TeleportError
+from teleport.errors import TeleportError
 from teleport.events.emitter import SESSION_JOIN, SESSION_LEAVE
+from teleport.rbac import rules
+from teleport.rbac.subject import Subject
 
 if TYPE_CHECKING:
     from teleport.srv.session import NodeSession
@@ -31,7 +33,6 @@ log = logging.getLogger("teleport.node")
 
 #: The environment variable a client sets to join a session instead of starting a shell.
 JOIN_ENV = SESSION_ENV
-ADMIN_ROLE = "admin"
 #: How often a live session's listing is refreshed; the auth server keeps it for 90 s.
 ANNOUNCE_SECONDS = 30.0
 #: Output a joined party may leave unread before it is dropped.
@@ -62,9 +63,8 @@ class LiveSession:
 
     def join(self, party: NodeSession) -> None:
         """Attach a party's channel if its user may join; raise AccessDenied if not."""
-        owner = self.owner.identity.user
-        if party.identity.user != owner and ADMIN_ROLE not in party.identity.cert.roles:
-            raise AccessDenied(f"only {owner} and admins may join session {self.owner.sid}")
+        rules.check_join(Subject.user(party.identity.user, party.identity.cert.roles),
+                         self.owner.identity.user, self.owner.sid)
         party.sid = self.owner.sid
         party.joined = self
         self.parties.append(party)

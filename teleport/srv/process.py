@@ -15,25 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from teleport.errors import AccessDenied, NotFound
+from teleport.sshutils.terminal import MAX_PIXELS, clamp_term_size
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Client `env` requests we honour; anything else could change how the login's shell behaves.
 ACCEPTED_ENV_PREFIXES = ("LC_",)
 ACCEPTED_ENV = frozenset({"LANG", "TERM"})
-#: The largest terminal we set up. The kernel keeps window sizes in 16 bits, and a client asking
-#: for 65,536 columns used to fail after openpty(), leaking both descriptors; no screen is
-#: anywhere near this, so larger requests are clamped rather than refused.
-MAX_TERM_CELLS = 10_000
-_MAX_PIXELS = 0xFFFF
-DEFAULT_TERM_SIZE = (80, 24)
-
-
-def clamp_term_size(cols: int, rows: int) -> tuple[int, int]:
-    """Return a window size the kernel accepts: 0 means the default, the rest within 1..10000."""
-    return (min(cols, MAX_TERM_CELLS) if cols > 0 else DEFAULT_TERM_SIZE[0],
-            min(rows, MAX_TERM_CELLS) if rows > 0 else DEFAULT_TERM_SIZE[1])
-
-
 @dataclass(frozen=True)
 class OSLogin:
     name: str
@@ -93,8 +80,8 @@ class Pty:
     def resize(self, cols: int, rows: int, px_width: int = 0, px_height: int = 0) -> None:
         """Set the window size (clamped); the kernel sends SIGWINCH to the foreground job."""
         cols, rows = clamp_term_size(cols, rows)
-        size = struct.pack("HHHH", rows, cols, min(max(px_width, 0), _MAX_PIXELS),
-                           min(max(px_height, 0), _MAX_PIXELS))
+        size = struct.pack("HHHH", rows, cols, min(max(px_width, 0), MAX_PIXELS),
+                           min(max(px_height, 0), MAX_PIXELS))
         fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
 
     def close_slave(self) -> None:

@@ -14,7 +14,6 @@ from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.metrics import AUDIT_FAILURES, SESSIONS
 from teleport.srv.party import LiveSession, SessionRegistry
 from teleport.srv.process import Child
-from teleport.srv.recorder import Recordings
 from teleport.srv.session import NodeSession
 from teleport.sshutils.auth import CertAuthServer, CertChecker, RevocationCheck, never_revoked
 from teleport.sshutils.listener import (
@@ -24,6 +23,7 @@ from teleport.sshutils.listener import (
     server_options,
 )
 from teleport.sshutils.monitor import PolicySource, no_policy, watch
+from teleport.sshutils.recorder import Recordings
 from teleport.sshutils.splice import forward_to
 from teleport.utils.clock import Clock, RealClock
 

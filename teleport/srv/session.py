@@ -20,14 +20,14 @@ from teleport.srv.process import (
     OSLogin,
     Pty,
     accepted_env,
-    clamp_term_size,
     login_env,
     lookup_login,
 )
-from teleport.srv.recorder import SessionRecorder
 from teleport.srv.scp import parse_scp
 from teleport.sshutils.auth import Identity
 from teleport.sshutils.fdio import ChannelInput, FdReader, FdWriter
+from teleport.sshutils.recorder import SessionRecorder
+from teleport.sshutils.terminal import clamp_term_size
 
 if TYPE_CHECKING:
     from teleport.srv.server import NodeConnection

@@ -23,6 +23,7 @@ from asyncssh.packet import String
 from teleport.errors import AccessDenied, BadParameter, TeleportError
 from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
 from teleport.keys.ssh import SSHCertInfo, parse_cert, verify_cert
+from teleport.rbac import rules
 from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.ssh")
@@ -70,10 +71,12 @@ class CertChecker:
             raise AccessDenied("a certificate is required: plain public keys are not accepted")
         try:
             info = verify_cert(_line(key_data), list(self.trusted_cas()), now=self.clock.now(),
-                               cert_type="user", principal=login if self.check_login else None)
+                               cert_type="user")
             key = asyncssh.import_public_key(info.public_key)
         except (BadParameter, asyncssh.KeyImportError) as err:
             raise AccessDenied(str(err)) from None
+        if self.check_login:
+            rules.check_login(info.principals, login)
         reason = self.revoked(info)
         if reason is not None:
             raise AccessDenied(f"access revoked: {reason}")

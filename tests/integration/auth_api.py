@@ -16,7 +16,7 @@ async def serve_auth_api(auth: AuthServer, deadlines: Deadlines = DEFAULT_DEADLI
                          ) -> tuple[web.AppRunner, HostPort]:
     """Give the auth server its own identity and serve its API on 127.0.0.1:0; caller cleans up."""
     tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid="auth-1", nodename="auth", system_role="Auth",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])

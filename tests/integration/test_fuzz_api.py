@@ -182,14 +182,14 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
                       AuthSettings(cluster_name=CLUSTER, recordings_dir=tmp_path / "rec"))
     await auth.init()
     runner, addr = await serve_auth_api(auth)
-    cas = [c.encode() for c in (await auth.get_ca("tls")).trusted_tls_certs()]
+    cas = [c.encode() for c in (await auth.certs.get_ca("tls")).trusted_tls_certs()]
     contexts: dict[str, ssl.SSLContext] = {}
     for role in ROLES:
         if role == auth_api.ANONYMOUS:
             contexts[role] = tlskeys.ssl_client_context(None, None, cas)
             continue
         key = tlskeys.generate_tls_key()
-        certs = await auth.issue_host_certs(
+        certs = await auth.certs.issue_host_certs(
             host_uuid=f"{role.lower()}-uuid", nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(key), addresses=["127.0.0.1"])
@@ -202,13 +202,13 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
     await proxy.start("127.0.0.1", 0)
     # A signed-up user "bob", so that logins reach the password and OTP checks, and a
     # certificate of his for the routes that need a login.
-    signup = await auth.create_user_signup("bob", ["bob"], [], created_by="admin")
-    info = await auth.get_signup_info(signup.metadata.name)
-    await auth.complete_signup(signup.metadata.name, "correct horse battery",
+    signup = await auth.accounts.create_user_signup("bob", ["bob"], [], created_by="admin")
+    info = await auth.accounts.get_signup_info(signup.metadata.name)
+    await auth.accounts.complete_signup(signup.metadata.name, "correct horse battery",
                                pyotp.TOTP(info.otp_secret).at(clock.now()))
     user_key = tlskeys.generate_tls_key()
-    user_certs = await auth.issue_user_certs(
-        await auth.get_user("bob"), sshkeys.public_key_of(sshkeys.generate_private_key()),
+    user_certs = await auth.certs.issue_user_certs(
+        await auth.accounts.get_user("bob"), sshkeys.public_key_of(sshkeys.generate_private_key()),
         tlskeys.tls_public_key_pem(user_key), None)
     web_contexts = {"web": ssl.create_default_context(), "web-user": ssl.create_default_context()}
     web_contexts["web-user"].load_cert_chain(*_pem_files(tmp_path, user_certs.tls_cert, user_key))

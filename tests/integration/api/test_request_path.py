@@ -63,7 +63,7 @@ class Wire:
     async def context(self, role: str) -> ssl.SSLContext:
         """A client TLS context holding a fresh identity of role."""
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_host_certs(
+        certs = await self.auth.certs.issue_host_certs(
             host_uuid=role.lower(), nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
@@ -93,7 +93,7 @@ async def wire(tmp_path: Path) -> AsyncIterator[Wire]:
                       AuthSettings(cluster_name=CLUSTER, recordings_dir=recordings))
     await auth.init()
     tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid="auth-1", nodename="auth", system_role="Auth",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
@@ -214,7 +214,7 @@ async def test_a_server_without_the_auth_name_is_refused_before_anything_is_sent
         wire: Wire) -> None:
     """The TLS name check stays: a certificate of the same CA that is not the auth server's."""
     tls_key = tlskeys.generate_tls_key()
-    certs = await wire.auth.issue_host_certs(
+    certs = await wire.auth.certs.issue_host_certs(
         host_uuid="node-1", nodename="node-1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])

@@ -38,11 +38,11 @@ class Api:
         """Return a client holding a fresh identity of role, issued by cluster (default ours)."""
         issuer = cluster or self.auth
         tls_key = tlskeys.generate_tls_key()
-        certs = await issuer.issue_host_certs(
+        certs = await issuer.certs.issue_host_certs(
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ours = (await self.auth.get_ca("tls")).trusted_tls_certs()
+        ours = (await self.auth.certs.get_ca("tls")).trusted_tls_certs()
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in ours])
         return AuthClient(addrs or [self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
@@ -97,7 +97,7 @@ async def test_hosts_cannot_use_admin_calls_and_refusals_are_audited(api: Api) -
 
 
 async def test_callers_without_a_certificate_reach_only_join(api: Api) -> None:
-    ours = [c.encode() for c in (await api.auth.get_ca("tls")).trusted_tls_certs()]
+    ours = [c.encode() for c in (await api.auth.certs.get_ca("tls")).trusted_tls_certs()]
     anonymous = AuthClient([api.addr], tlskeys.ssl_client_context(None, None, ours), timeout=10,
                            cluster=api.auth.cluster_name)
     async with anonymous:
@@ -122,7 +122,7 @@ async def _join(api: Api, token: str, pins: list[str], role: str = "Node",
 
 
 async def test_join_checks_pin_and_token(api: Api) -> None:
-    pin = ca_pin((await api.auth.get_ca("tls")).trusted_tls_certs()[0].encode())
+    pin = ca_pin((await api.auth.certs.get_ca("tls")).trusted_tls_certs()[0].encode())
     warnings: list[str] = []
     result = await _join(api, "static-tok-1", [pin], warnings=warnings)
     assert result.cluster_name == "api.test" and not warnings

@@ -33,7 +33,7 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[AuthClient, MemoryEmitter,
     await auth.init()
     runner, addr = await serve_auth_api(auth)
     tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid="node-a", nodename="node-a", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])

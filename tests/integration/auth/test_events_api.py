@@ -37,12 +37,12 @@ class Api:
         tls_key = tlskeys.generate_tls_key()
         ssh_key = sshkeys.public_key_of(sshkeys.generate_private_key())
         if role:
-            certs = await self.auth.issue_host_certs(
+            certs = await self.auth.certs.issue_host_certs(
                 host_uuid=f"{role}-1", nodename="host", system_role=role, ssh_public_key=ssh_key,
                 tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         else:
             # 30 h: still valid now although the clock started yesterday at 23:00.
-            certs = await self.auth.issue_user_certs(User(metadata=Metadata(name="joe")), ssh_key,
+            certs = await self.auth.certs.issue_user_certs(User(metadata=Metadata(name="joe")), ssh_key,
                                                      tlskeys.tls_public_key_pem(tls_key),
                                                      timedelta(hours=30))
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,

@@ -58,7 +58,7 @@ class Api:
     async def context(self, role: str, host_uuid: str) -> ssl.SSLContext:
         """Return a TLS client context holding a fresh identity of role for host_uuid."""
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_host_certs(
+        certs = await self.auth.certs.issue_host_certs(
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
@@ -242,7 +242,7 @@ def _server(host_uuid: str, hostname: str, addr: str = "10.0.0.1:3022",
 
 
 async def _join(api: Api, host_uuid: str, nodename: str, addresses: list[str] | None = None) -> Any:
-    pin = ca_pin((await api.auth.get_ca("tls")).trusted_tls_certs()[0].encode())
+    pin = ca_pin((await api.auth.certs.get_ca("tls")).trusted_tls_certs()[0].encode())
     return await join([api.addr], token=TOKEN, role="Node", host_uuid=host_uuid,
                       nodename=nodename, addresses=addresses or [], ca_pins=[pin],
                       warn=lambda _: None)

@@ -41,11 +41,11 @@ class Api:
 
     async def context(self, role: str | None) -> ssl.SSLContext:
         """Return a client TLS context holding a fresh identity of role (None: no certificate)."""
-        cas = [c.encode() for c in (await self.auth.get_ca("tls")).trusted_tls_certs()]
+        cas = [c.encode() for c in (await self.auth.certs.get_ca("tls")).trusted_tls_certs()]
         if role is None:
             return tlskeys.ssl_client_context(None, None, cas)
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_host_certs(
+        certs = await self.auth.certs.issue_host_certs(
             host_uuid=f"{role.lower()}-1", nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
@@ -142,7 +142,7 @@ async def test_json_routes_refuse_other_content_types(api: Api) -> None:
         status, _, text = await api.send("Admin", "POST", "/v1/tokens", body, content_type)
         assert status == 415, text
         assert ONE_LINE_ERROR.fullmatch(text) and "application/json" in text
-    provision, _ = await api.auth.list_tokens()
+    provision, _ = await api.auth.hosts.list_tokens()
     assert provision == []
     status, _, _ = await api.send("Admin", "POST", "/v1/tokens", body)
     assert status == 200
@@ -280,7 +280,7 @@ async def test_refusals_of_the_api_itself_are_audited(api: Api) -> None:
 
 
 async def test_a_failed_login_is_audited_once_under_the_user(api: Api) -> None:
-    await api.auth.create_user_signup("carol", ["carol"], [], created_by="admin")
+    await api.auth.accounts.create_user_signup("carol", ["carol"], [], created_by="admin")
     body = {"password": "wrong password", "otp_code": "000000", "ssh_public_key": "k",
             "tls_public_key": "k", "remote_addr": "198.51.100.7:5555"}
     status, _, text = await api.send("Proxy", "POST", "/v1/users/carol/ssh/authenticate",

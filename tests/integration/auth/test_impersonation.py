@@ -75,10 +75,10 @@ async def _certificate(auth: AuthServer, kind: str) -> tuple[bytes, bytes]:
     if kind == "user":
         user = User(metadata=Metadata(name="mallory"),
                     spec=UserSpec(roles=["admin"], traits={"logins": ["root"]}))
-        certs = await auth.issue_user_certs(user, ssh_key, public, timedelta(hours=1))
+        certs = await auth.certs.issue_user_certs(user, ssh_key, public, timedelta(hours=1))
     else:
         # A host that joined legitimately, and even put the auth server's address in its names.
-        certs = await auth.issue_host_certs(host_uuid=f"{kind}-evil", nodename="evil",
+        certs = await auth.certs.issue_host_certs(host_uuid=f"{kind}-evil", nodename="evil",
                                             system_role=kind, ssh_public_key=ssh_key,
                                             tls_public_key=public, addresses=["127.0.0.1"])
     return certs.tls_cert.encode(), tls_key
@@ -87,7 +87,7 @@ async def _certificate(auth: AuthServer, kind: str) -> tuple[bytes, bytes]:
 @pytest.fixture(params=["user", "Node", "Proxy"])
 async def impostor(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIterator[Impostor]:
     cert, key = await _certificate(cluster.auth, request.param)
-    cas = [c.encode() for c in (await cluster.auth.get_ca("tls")).trusted_tls_certs()]
+    cas = [c.encode() for c in (await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()]
     real = AuthClient([cluster.addr], tlskeys.ssl_client_context(cert, key, cas),
                       cluster=cluster.auth.cluster_name)
     seen: list[tuple[str, str, bytes]] = []
@@ -96,7 +96,7 @@ async def impostor(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIte
         body = await request.read()
         seen.append((request.method, request.path, body))
         # What he can answer without the auth role: the public CA, as the real server would.
-        tls = await cluster.auth.get_ca("tls")
+        tls = await cluster.auth.certs.get_ca("tls")
         return web.json_response({"cluster_name": cluster.auth.cluster_name,
                                   "tls_ca_certs": tls.trusted_tls_certs()})
 
@@ -116,7 +116,7 @@ async def impostor(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIte
 
 async def _node_client(cluster: Cluster, addrs: list[HostPort]) -> AuthClient:
     cert, key = await _certificate(cluster.auth, "Node")
-    cas = [c.encode() for c in (await cluster.auth.get_ca("tls")).trusted_tls_certs()]
+    cas = [c.encode() for c in (await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()]
     return AuthClient(addrs, tlskeys.ssl_client_context(cert, key, cas), timeout=10,
                       cluster=cluster.auth.cluster_name)
 
@@ -151,7 +151,7 @@ async def test_proxy_never_relays_a_login_to_an_impostor(cluster: Cluster,
 
 async def test_pinned_join_never_sends_the_token_to_an_impostor(cluster: Cluster,
                                                                 impostor: Impostor) -> None:
-    pin = ca_pin((await cluster.auth.get_ca("tls")).trusted_tls_certs()[0].encode())
+    pin = ca_pin((await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()[0].encode())
     with pytest.raises(ConnectionProblem, match="certificate"):
         await join([impostor.addr], token=TOKEN, role="Node", host_uuid="new-node",
                    nodename="new-node", addresses=[], ca_pins=[pin], warn=lambda _: None)
@@ -176,7 +176,7 @@ async def test_plain_tls_client_without_the_name_cannot_be_fooled_either(
         cluster: Cluster, impostor: Impostor) -> None:
     """The name check lives in the context: a caller who forgets the name fails closed."""
     cert, key = await _certificate(cluster.auth, "Node")
-    cas = [c.encode() for c in (await cluster.auth.get_ca("tls")).trusted_tls_certs()]
+    cas = [c.encode() for c in (await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()]
     ctx = tlskeys.ssl_client_context(cert, key, cas)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorCertificateError):

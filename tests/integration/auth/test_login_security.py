@@ -10,8 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pyotp
 import pytest
 
+from teleport.api.auth_models import IssuedCerts
 from teleport.auth.client import AuthClient
-from teleport.auth.server import INVALID_LOGIN, AuthServer, AuthSettings, IssuedCerts
+from teleport.auth.logins import INVALID_LOGIN
+from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
 from teleport.errors import AccessDenied, BadParameter
 from teleport.events.emitter import MemoryEmitter
@@ -35,7 +37,7 @@ class Api:
 
     async def client(self, role: str, host_uuid: str) -> AuthClient:
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_host_certs(
+        certs = await self.auth.certs.issue_host_certs(
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])

@@ -17,7 +17,7 @@ _PUB = sshkeys.public_key_of(sshkeys.generate_private_key())
 
 
 async def test_host_cert_only_for_a_registered_node_and_only_for_proxies(api: Api) -> None:  # noqa: F811
-    await api.auth.upsert_server(Server(kind="node", metadata=Metadata(name="node-uuid"),
+    await api.auth.hosts.upsert_server(Server(kind="node", metadata=Metadata(name="node-uuid"),
                                         spec=ServerSpec(addr="10.0.0.5:3022", hostname="web1")))
     async with await api.client("Proxy", "proxy-1") as proxy:
         cert = sshkeys.parse_cert(await proxy.node_cert_for_proxy("node-uuid", _PUB))
@@ -33,10 +33,10 @@ async def test_host_cert_only_for_a_registered_node_and_only_for_proxies(api: Ap
 
 
 async def test_user_cert_copies_a_valid_user_cert_with_a_short_life(api: Api) -> None:  # noqa: F811
-    user = await api.auth.upsert_user(User(metadata=Metadata(name="joe"), spec=UserSpec(
+    user = await api.auth.accounts.upsert_user(User(metadata=Metadata(name="joe"), spec=UserSpec(
         roles=["access"], traits={"logins": ["root"]})))
     key = sshkeys.public_key_of(sshkeys.generate_private_key())
-    issued = await api.auth.issue_user_certs(
+    issued = await api.auth.certs.issue_user_certs(
         user, key, tlskeys.tls_public_key_pem(tlskeys.generate_tls_key()), timedelta(hours=8))
     async with await api.client("Proxy", "proxy-1") as proxy:
         copy = sshkeys.parse_cert(await proxy.user_cert_for_proxy(issued.ssh_cert, _PUB))

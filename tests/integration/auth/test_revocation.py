@@ -38,13 +38,13 @@ class Api:
     clock: FakeClock
 
     async def _client(self, cert: str, tls_key: bytes) -> AuthClient:
-        ours = (await self.auth.get_ca("tls")).trusted_tls_certs()
+        ours = (await self.auth.certs.get_ca("tls")).trusted_tls_certs()
         ctx = tlskeys.ssl_client_context(cert.encode(), tls_key, [c.encode() for c in ours])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
     async def host(self, role: str, host_uuid: str) -> AuthClient:
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_host_certs(
+        certs = await self.auth.certs.issue_host_certs(
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
@@ -52,20 +52,20 @@ class Api:
 
     async def user(self, name: str, roles: list[str], **spec: Any) -> AuthClient:
         """Create (or replace) user name and return a client holding a fresh `tsh login` cert."""
-        user = await self.auth.upsert_user(User(metadata=Metadata(name=name), spec=UserSpec(
+        user = await self.auth.accounts.upsert_user(User(metadata=Metadata(name=name), spec=UserSpec(
             roles=roles, traits={"logins": [name]}, **spec)))
         return await self.login(user)
 
     async def login(self, user: User) -> AuthClient:
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_user_certs(
+        certs = await self.auth.certs.issue_user_certs(
             user, sshkeys.public_key_of(sshkeys.generate_private_key()),
             tlskeys.tls_public_key_pem(tls_key), timedelta(hours=12))
         return await self._client(certs.tls_cert, tls_key)
 
     async def update(self, name: str, **spec: Any) -> None:
-        user = await self.auth.get_user(name)
-        await self.auth.upsert_user(user.model_copy(update={
+        user = await self.auth.accounts.get_user(name)
+        await self.auth.accounts.upsert_user(user.model_copy(update={
             "spec": user.spec.model_copy(update=spec)}))
 
 
@@ -98,7 +98,7 @@ async def test_deleted_admin_can_no_longer_list_recordings_or_live_sessions(api:
     async with await api.user("alice", ["admin"]) as alice:
         assert [s.sid for s in await alice.list_active_sessions()] == [sid]
         assert await alice.list_recordings() == []
-        await api.auth.delete_user("alice")
+        await api.auth.accounts.delete_user("alice")
         with pytest.raises(AccessDenied, match="no longer exists"):
             await alice.list_active_sessions()
         with pytest.raises(AccessDenied, match="no longer exists"):
@@ -113,7 +113,7 @@ async def test_a_user_created_again_does_not_revive_old_certificates(api: Api) -
     old = await api.user("alice", ["admin"])
     async with old:
         await old.ping()
-        await api.auth.delete_user("alice")
+        await api.auth.accounts.delete_user("alice")
         api.clock.advance(timedelta(seconds=5))
         async with await api.user("alice", ["access"]) as new:
             await new.ping()
@@ -162,7 +162,7 @@ async def test_proxy_cannot_act_for_a_deleted_or_locked_user(api: Api) -> None:
     await api.user("carol", ["admin"])
     async with await api.host("Proxy", "proxy-1") as proxy:
         assert len(await proxy.list_active_sessions("alice")) == 1
-        await api.auth.delete_user("alice")
+        await api.auth.accounts.delete_user("alice")
         await api.update("carol", status=LoginStatus(is_locked=True))
         for user in ("alice", "carol"):
             with pytest.raises(AccessDenied):
@@ -177,7 +177,7 @@ async def test_nodes_and_proxies_read_the_revocation_list(api: Api) -> None:
     alice = await api.user("alice", ["admin"])
     await api.user("carol", ["access"])
     await api.user("dave", ["access"])
-    await api.auth.delete_user("alice")
+    await api.auth.accounts.delete_user("alice")
     await api.update("carol", status=LoginStatus(is_locked=True, locked_message="on leave"))
     async with await api.host("Node", "node-1") as node, alice:
         revoked = await fetch_revocations(node)
@@ -197,8 +197,8 @@ async def test_failed_logins_lock_logins_but_not_certificates_already_issued(api
     async with await api.user("alice", ["admin"]) as alice:
         for _ in range(5):
             with pytest.raises(AccessDenied):
-                await api.auth.authenticate("alice", "wrong password", "000000")
-        assert (await api.auth.get_user("alice")).spec.status.is_locked
+                await api.auth.logins.authenticate("alice", "wrong password", "000000")
+        assert (await api.auth.accounts.get_user("alice")).spec.status.is_locked
         assert await alice.list_recordings() == []
     async with await api.host("Node", "node-1") as node:
         revoked = await fetch_revocations(node)
@@ -206,17 +206,17 @@ async def test_failed_logins_lock_logins_but_not_certificates_already_issued(api
 
 
 async def test_recording_proxy_gets_no_copy_of_a_revoked_users_certificate(api: Api) -> None:
-    user = await api.auth.upsert_user(User(metadata=Metadata(name="alice"), spec=UserSpec(
+    user = await api.auth.accounts.upsert_user(User(metadata=Metadata(name="alice"), spec=UserSpec(
         roles=["access"], traits={"logins": ["root"]})))
     public = sshkeys.public_key_of(sshkeys.generate_private_key())
-    issued = await api.auth.issue_user_certs(
+    issued = await api.auth.certs.issue_user_certs(
         user, public, tlskeys.tls_public_key_pem(tlskeys.generate_tls_key()), timedelta(hours=8))
     async with await api.host("Proxy", "proxy-1") as proxy:
         assert await proxy.user_cert_for_proxy(issued.ssh_cert, public)
         await api.update("alice", status=LoginStatus(is_locked=True))
         with pytest.raises(AccessDenied, match="is locked"):
             await proxy.user_cert_for_proxy(issued.ssh_cert, public)
-        await api.auth.delete_user("alice")
+        await api.auth.accounts.delete_user("alice")
         api.clock.advance(timedelta(seconds=5))
         await api.user("alice", ["access"])  # created again: the old certificate stays dead
         with pytest.raises(AccessDenied, match="deleted after this certificate"):

@@ -46,7 +46,7 @@ class Api:
     async def cache(self) -> CachedAuth:
         """Return a cache holding a fresh Proxy identity."""
         tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.issue_host_certs(
+        certs = await self.auth.certs.issue_host_certs(
             host_uuid="proxy-1", nodename="proxy", system_role="Proxy",
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
@@ -56,7 +56,7 @@ class Api:
                           cluster=self.auth.cluster_name)
 
     async def announce(self, name: str, ttl: timedelta = timedelta(seconds=15)) -> None:
-        await self.auth.upsert_server(Server(
+        await self.auth.hosts.upsert_server(Server(
             kind="node", metadata=Metadata(name=name, expires=self.clock.now() + ttl),
             spec=ServerSpec(addr="127.0.0.1:3022", hostname=name)))
 
@@ -68,7 +68,7 @@ async def api() -> AsyncIterator[Api]:
                       AuthSettings(cluster_name="cache.test"))
     await auth.init()
     tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid="auth-1", nodename="auth", system_role="Auth",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
@@ -97,7 +97,7 @@ async def test_presence_is_read_through_while_the_auth_server_answers(api: Api) 
         assert _names(await cache.list_servers("node")) == {"alpha", "beta"}
         assert (await cache.ping()).cluster_name == "cache.test"
         ca = await cache.get_ca("user")
-        assert ca.trusted_ssh_public_keys() == (await api.auth.get_ca("user")).trusted_ssh_public_keys()
+        assert ca.trusted_ssh_public_keys() == (await api.auth.certs.get_ca("user")).trusted_ssh_public_keys()
 
 
 async def test_a_cold_cache_reads_through(api: Api) -> None:
@@ -151,5 +151,5 @@ async def test_writes_still_reach_the_auth_server(api: Api) -> None:
         assert await cache.refresh()
         await cache.upsert_server(Server(kind="proxy", metadata=Metadata(name="proxy-1"),
                                          spec=ServerSpec(addr="127.0.0.1:3023", hostname="proxy")))
-        assert _names(await api.auth.list_servers("proxy")) == {"proxy-1"}
+        assert _names(await api.auth.hosts.list_servers("proxy")) == {"proxy-1"}
         assert _names(await cache.list_servers("proxy")) == {"proxy-1"}

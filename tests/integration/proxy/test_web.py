@@ -64,7 +64,7 @@ class Cluster:
         return WebClient(self.addr, **kwargs)
 
     async def signup(self, name: str, logins: list[str] | None = None) -> pyotp.TOTP:
-        token = await self.auth.create_user_signup(name, logins or [name], [], created_by="admin")
+        token = await self.auth.accounts.create_user_signup(name, logins or [name], [], created_by="admin")
         async with self.client() as web_client:
             info = await web_client.signup_info(token.metadata.name)
             totp = pyotp.TOTP(info.otp_secret)
@@ -96,7 +96,7 @@ async def _host_identity(auth: AuthServer, role: str) -> tuple[bytes, bytes, lis
     """Issue a host's X.509 cert and key the way joining does; return them with the CAs."""
     ssh_key = sshkeys.generate_private_key()
     tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid=f"{role.lower()}-uuid", nodename=role.lower(), system_role=role,
         ssh_public_key=sshkeys.public_key_of(ssh_key),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1", "localhost"])
@@ -207,7 +207,7 @@ async def test_signup_then_login_returns_certificates_that_parse(cluster: Cluste
     assert info.key_id == "alice" and set(info.principals) == {"alice", "root"}
     identity = tlskeys.identity_from_cert(resp.tls_cert.encode())
     assert (identity.username, identity.cluster) == ("alice", CLUSTER)
-    assert resp.host_signers == (await cluster.auth.get_ca("host")).trusted_ssh_public_keys()
+    assert resp.host_signers == (await cluster.auth.certs.get_ca("host")).trusted_ssh_public_keys()
     assert resp.trusted_ca == [c.decode() for c in cluster.tls_cas]
     login = cluster.emitter.of_type("user.login")[-1]
     assert login["user"] == "alice" and login["addr.remote"].startswith("127.0.0.1:")
@@ -224,7 +224,7 @@ async def test_login_ttl_is_passed_as_a_go_duration(cluster: Cluster) -> None:
 
 
 async def test_signup_token_is_single_use(cluster: Cluster) -> None:
-    token = await cluster.auth.create_user_signup("carol", [], [], created_by="admin")
+    token = await cluster.auth.accounts.create_user_signup("carol", [], [], created_by="admin")
     async with cluster.client() as web_client:
         info = await web_client.signup_info(token.metadata.name)
         assert info.user == "carol" and info.second_factor == "otp"
@@ -255,8 +255,8 @@ async def test_unknown_token_is_not_found(cluster: Cluster) -> None:
 async def test_signup_page_shows_user_secret_and_qr_code(cluster: Cluster) -> None:
     # The auth server allows markup characters in names; the page must escape them.
     name = "eve<b>&'"
-    token = await cluster.auth.create_user_signup(name, ["eve"], [], created_by="admin")
-    info = await cluster.auth.get_signup_info(token.metadata.name)
+    token = await cluster.auth.accounts.create_user_signup(name, ["eve"], [], created_by="admin")
+    info = await cluster.auth.accounts.get_signup_info(token.metadata.name)
     status, headers, text = await _raw(cluster, "GET", f"/web/newuser/{token.metadata.name}")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert "eve&lt;b&gt;&amp;&#x27;" in text and "<b>" not in text
@@ -278,7 +278,7 @@ async def test_signup_page_shows_user_secret_and_qr_code(cluster: Cluster) -> No
 
 async def test_without_second_factor_there_is_no_otp(make_cluster: ClusterFactory) -> None:
     cluster = await make_cluster(second_factor="off")
-    token = (await cluster.auth.create_user_signup("dan", [], [], created_by="admin")).metadata.name
+    token = (await cluster.auth.accounts.create_user_signup("dan", [], [], created_by="admin")).metadata.name
     status, _, text = await _raw(cluster, "GET", f"/web/newuser/{token}")
     assert status == 200 and "<svg" not in text and 'name="otp"' not in text
     keys = _keys()
@@ -327,7 +327,7 @@ async def test_five_failures_lock_the_user(cluster: Cluster) -> None:
 # --- nodes -------------------------------------------------------------------------------------
 
 async def _add_node(cluster: Cluster, uuid: str, hostname: str, labels: dict[str, str]) -> None:
-    await cluster.auth.upsert_server(Server(
+    await cluster.auth.hosts.upsert_server(Server(
         kind="node", metadata=Metadata(name=uuid, labels=labels),
         spec=ServerSpec(addr=f"10.0.0.{len(uuid)}:3022", hostname=hostname)))
 

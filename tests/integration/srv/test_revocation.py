@@ -61,12 +61,12 @@ class Cluster:
     async def login(self, name: str) -> Creds:
         """Create user name if needed and issue a `tsh login` certificate for the OS login."""
         try:
-            user = await self.auth.get_user(name)
+            user = await self.auth.accounts.get_user(name)
         except Exception:
-            user = await self.auth.upsert_user(User(metadata=Metadata(name=name), spec=UserSpec(
+            user = await self.auth.accounts.upsert_user(User(metadata=Metadata(name=name), spec=UserSpec(
                 roles=["access"], traits={"logins": [_me()]})))
         key = sshkeys.generate_private_key()
-        certs = await self.auth.issue_user_certs(
+        certs = await self.auth.certs.issue_user_certs(
             user, sshkeys.public_key_of(key),
             tlskeys.tls_public_key_pem(tlskeys.generate_tls_key()), timedelta(hours=1))
         return Creds(asyncssh.import_private_key(key), asyncssh.import_certificate(certs.ssh_cert))
@@ -78,8 +78,8 @@ class Cluster:
             agent_path=None, config=None, preferred_auth=["publickey"])
 
     async def lock(self, name: str, **status: Any) -> None:
-        user = await self.auth.get_user(name)
-        await self.auth.upsert_user(user.model_copy(update={
+        user = await self.auth.accounts.get_user(name)
+        await self.auth.accounts.upsert_user(user.model_copy(update={
             "spec": user.spec.model_copy(update={"status": LoginStatus(**status)})}))
 
     async def polled(self) -> None:
@@ -101,7 +101,7 @@ async def cluster() -> AsyncIterator[Cluster]:
     runner, addr = await serve_auth_api(auth)
     host_key = sshkeys.generate_private_key()
     tls_key = tlskeys.generate_tls_key()
-    certs = await auth.issue_host_certs(
+    certs = await auth.certs.issue_host_certs(
         host_uuid="node-1", nodename="node1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(host_key),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
@@ -156,7 +156,7 @@ async def test_deleting_a_user_ends_their_live_session_and_refuses_them(cluster:
     async with await cluster.connect(alice) as conn, await cluster.connect(bob) as bob_conn:
         proc = await _shell(conn)
         bob_proc = await _shell(bob_conn)
-        await cluster.auth.delete_user("alice")
+        await cluster.auth.accounts.delete_user("alice")
         assert await _cut(conn, proc) < CUT_WITHIN
         # Nobody else is touched.
         bob_proc.stdin.write("echo still-here\n")
@@ -197,7 +197,7 @@ async def test_locking_a_user_ends_their_session_until_unlocked(cluster: Cluster
 async def test_node_keeps_the_last_list_while_auth_is_down(cluster: Cluster) -> None:
     alice = await cluster.login("alice")
     bob = await cluster.login("bob")
-    await cluster.auth.delete_user("alice")
+    await cluster.auth.accounts.delete_user("alice")
     await cluster.polled()
     await cluster.runner.cleanup()  # the auth server goes away
     await cluster.polled()

@@ -20,7 +20,7 @@ from teleport.errors import ConnectionProblem
 from teleport.events.filelog import FileLog
 from teleport.events.sessions_store import SessionStore
 from teleport.srv import NodeServer
-from teleport.srv.recorder import Recordings
+from teleport.sshutils.recorder import Recordings
 from tests.integration.srv.sshenv import Trust, read_until
 
 

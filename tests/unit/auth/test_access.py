@@ -19,7 +19,7 @@ from teleport.auth.access import (
     ssh_cert_issued_at,
     tls_cert_issued_at,
 )
-from teleport.auth.server import MAX_CERT_TTL
+from teleport.auth.certs import MAX_CERT_TTL
 from teleport.errors import AccessDenied
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys

@@ -16,7 +16,8 @@ import pyotp
 import pytest
 
 from teleport.auth import passwords
-from teleport.auth.server import INVALID_LOGIN, AuthServer, AuthSettings
+from teleport.auth.logins import INVALID_LOGIN
+from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.sqlite import SqliteBackend
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events.emitter import MemoryEmitter
@@ -41,9 +42,9 @@ def _events(auth: AuthServer) -> MemoryEmitter:
 
 
 async def _signup(auth: AuthServer, name: str = "joe", password: str = PASSWORD) -> pyotp.TOTP:
-    token = await auth.create_user_signup(name, [name], [], created_by="admin")
-    totp = pyotp.TOTP((await auth.get_signup_info(token.metadata.name)).otp_secret)
-    await auth.complete_signup(token.metadata.name, password, totp.at(auth.clock.now()))
+    token = await auth.accounts.create_user_signup(name, [name], [], created_by="admin")
+    totp = pyotp.TOTP((await auth.accounts.get_signup_info(token.metadata.name)).otp_secret)
+    await auth.accounts.complete_signup(token.metadata.name, password, totp.at(auth.clock.now()))
     return totp
 
 
@@ -56,15 +57,15 @@ def _fresh_code(auth: AuthServer, totp: pyotp.TOTP) -> str:
 async def _attempt(auth: AuthServer, password: str, code: str, name: str = "joe") -> str:
     """Return 'ok' or the refusal's message."""
     try:
-        await auth.authenticate(name, password, code)
+        await auth.logins.authenticate(name, password, code)
     except AccessDenied as err:
         return str(err)
     return "ok"
 
 
 async def _update_user(auth: AuthServer, name: str, **spec: object) -> None:
-    user = await auth.get_user(name)
-    await auth.upsert_user(user.model_copy(update={"spec": user.spec.model_copy(update=spec)}))
+    user = await auth.accounts.get_user(name)
+    await auth.accounts.upsert_user(user.model_copy(update={"spec": user.spec.model_copy(update=spec)}))
 
 
 # --- finding 2: lockout under concurrency ---------------------------------------------------------
@@ -117,9 +118,9 @@ async def test_a_success_resets_the_count_and_failures_leave_status_visible(auth
     assert await _attempt(auth, PASSWORD, _fresh_code(auth, totp)) == "ok"
     for _ in range(4):
         assert await _attempt(auth, WRONG, "000000") == INVALID_LOGIN
-    assert not (await auth.get_user("joe")).spec.status.is_locked
+    assert not (await auth.accounts.get_user("joe")).spec.status.is_locked
     assert await _attempt(auth, WRONG, "000000") == INVALID_LOGIN
-    status = (await auth.get_user("joe")).spec.status
+    status = (await auth.accounts.get_user("joe")).spec.status
     assert status.is_locked and status.lock_expires == auth.clock.now() + timedelta(minutes=20)
     # An administrator unlocking the user ends the lockout at once.
     await _update_user(auth, "joe", status=status.model_copy(update={"is_locked": False}))
@@ -148,16 +149,16 @@ async def test_codes_other_than_six_ascii_digits_are_refused(auth: AuthServer) -
 
 
 async def test_signup_refuses_other_digits_and_used_codes(auth: AuthServer) -> None:
-    token = await auth.create_user_signup("ann", [], [], created_by="admin")
-    totp = pyotp.TOTP((await auth.get_signup_info(token.metadata.name)).otp_secret)
+    token = await auth.accounts.create_user_signup("ann", [], [], created_by="admin")
+    totp = pyotp.TOTP((await auth.accounts.get_signup_info(token.metadata.name)).otp_secret)
     code = totp.at(auth.clock.now())
     with pytest.raises(AccessDenied, match="one-time password"):
-        await auth.complete_signup(token.metadata.name, PASSWORD, code.translate(FULLWIDTH))
+        await auth.accounts.complete_signup(token.metadata.name, PASSWORD, code.translate(FULLWIDTH))
     # A code already recorded as used for this user is refused, and the token still works.
-    await auth.users.mark_totp_used("ann", code, auth.clock.now() + timedelta(minutes=3))
+    await auth.accounts.users.mark_totp_used("ann", code, auth.clock.now() + timedelta(minutes=3))
     with pytest.raises(AccessDenied, match="already used"):
-        await auth.complete_signup(token.metadata.name, PASSWORD, code)
-    await auth.complete_signup(token.metadata.name, PASSWORD, _fresh_code(auth, totp))
+        await auth.accounts.complete_signup(token.metadata.name, PASSWORD, code)
+    await auth.accounts.complete_signup(token.metadata.name, PASSWORD, _fresh_code(auth, totp))
 
 
 # --- finding 6: unknown names look like known ones ------------------------------------------------
@@ -175,7 +176,7 @@ async def test_unknown_and_known_names_get_the_same_answers(auth: AuthServer) ->
 
 async def test_dummy_hash_costs_what_a_real_hash_costs(auth: AuthServer) -> None:
     await _signup(auth)
-    real = await auth.users.get_password_hash("joe")
+    real = await auth.accounts.users.get_password_hash("joe")
     assert passwords.bcrypt_cost(passwords.dummy_hash()) == passwords.bcrypt_cost(real) == 12
 
 
@@ -193,17 +194,17 @@ async def test_expired_user_can_neither_log_in_nor_sign_up(auth: AuthServer) -> 
     assert await _attempt(auth, PASSWORD, _fresh_code(auth, totp)) == "ok"
     _clock(auth).advance(timedelta(hours=1))
     assert await _attempt(auth, PASSWORD, _fresh_code(auth, totp)) == INVALID_LOGIN
-    token = await auth.create_user_signup("ann", [], [], created_by="admin")
+    token = await auth.accounts.create_user_signup("ann", [], [], created_by="admin")
     await _update_user(auth, "ann", expires=auth.clock.now() - timedelta(seconds=1))
-    secret = (await auth.get_signup_info(token.metadata.name)).otp_secret
+    secret = (await auth.accounts.get_signup_info(token.metadata.name)).otp_secret
     with pytest.raises(AccessDenied, match="expired"):
-        await auth.complete_signup(token.metadata.name, PASSWORD,
+        await auth.accounts.complete_signup(token.metadata.name, PASSWORD,
                                    pyotp.TOTP(secret).at(auth.clock.now()))
 
 
 async def test_is_locked_without_lock_expires_locks_until_unlocked(auth: AuthServer) -> None:
     totp = await _signup(auth)
-    user = await auth.get_user("joe")
+    user = await auth.accounts.get_user("joe")
     locked = user.spec.status.model_copy(update={"is_locked": True, "lock_expires": ZERO_TIME,
                                                  "locked_message": "on leave"})
     await _update_user(auth, "joe", status=locked)
@@ -217,18 +218,18 @@ async def test_is_locked_without_lock_expires_locks_until_unlocked(auth: AuthSer
 # --- finding 14a: one token, one password ---------------------------------------------------------
 
 async def test_two_signups_with_one_token_set_exactly_one_password(auth: AuthServer) -> None:
-    token = await auth.create_user_signup("ann", [], [], created_by="admin")
-    totp = pyotp.TOTP((await auth.get_signup_info(token.metadata.name)).otp_secret)
+    token = await auth.accounts.create_user_signup("ann", [], [], created_by="admin")
+    totp = pyotp.TOTP((await auth.accounts.get_signup_info(token.metadata.name)).otp_secret)
     now = auth.clock.now()
     # Two different codes, both valid now (the current and the previous window).
     tries = [("first password", totp.at(now)), ("second password", totp.at(now - timedelta(seconds=30)))]
     results = await asyncio.gather(
-        *(auth.complete_signup(token.metadata.name, pw, code) for pw, code in tries),
+        *(auth.accounts.complete_signup(token.metadata.name, pw, code) for pw, code in tries),
         return_exceptions=True)
     won = [pw for (pw, _), r in zip(tries, results, strict=True) if isinstance(r, User)]
     lost = [pw for (pw, _), r in zip(tries, results, strict=True) if isinstance(r, NotFound)]
     assert len(won) == 1 and len(lost) == 1, results
-    stored = await auth.users.get_password_hash("ann")
+    stored = await auth.accounts.users.get_password_hash("ann")
     assert passwords.password_matches(won[0], stored)
     assert not passwords.password_matches(lost[0], stored)
 
@@ -240,9 +241,9 @@ async def test_passwords_up_to_128_characters_of_any_script_work(auth: AuthServe
     totp = await _signup(auth, "joe", longest)
     assert await _attempt(auth, longest, _fresh_code(auth, totp)) == "ok"
     assert await _attempt(auth, longest[:-1] + "e", _fresh_code(auth, totp)) == INVALID_LOGIN
-    token = await auth.create_user_signup("ann", [], [], created_by="admin")
+    token = await auth.accounts.create_user_signup("ann", [], [], created_by="admin")
     with pytest.raises(BadParameter, match="between 6 and 128"):
-        await auth.complete_signup(token.metadata.name, "x" * 129, "000000")
+        await auth.accounts.complete_signup(token.metadata.name, "x" * 129, "000000")
 
 
 def test_hashes_of_short_passwords_made_before_keep_working() -> None:
@@ -254,11 +255,11 @@ def test_hashes_of_short_passwords_made_before_keep_working() -> None:
 async def test_lone_surrogates_are_bad_parameters(auth: AuthServer) -> None:
     totp = await _signup(auth)
     with pytest.raises(BadParameter, match="password is not valid Unicode"):
-        await auth.authenticate("joe", "pass\ud800word", _fresh_code(auth, totp))
+        await auth.logins.authenticate("joe", "pass\ud800word", _fresh_code(auth, totp))
     with pytest.raises(BadParameter, match="user name is not valid Unicode"):
-        await auth.authenticate("jo\ud800e", PASSWORD, _fresh_code(auth, totp))
+        await auth.logins.authenticate("jo\ud800e", PASSWORD, _fresh_code(auth, totp))
     with pytest.raises(BadParameter, match="user name is not valid Unicode"):
-        await auth.create_user_signup("\ud800", [], [], created_by="admin")
-    token = await auth.create_user_signup("ann", [], [], created_by="admin")
+        await auth.accounts.create_user_signup("\ud800", [], [], created_by="admin")
+    token = await auth.accounts.create_user_signup("ann", [], [], created_by="admin")
     with pytest.raises(BadParameter, match="password is not valid Unicode"):
-        await auth.complete_signup(token.metadata.name, "\udfff" * 8, "000000")
+        await auth.accounts.complete_signup(token.metadata.name, "\udfff" * 8, "000000")

@@ -13,6 +13,7 @@ from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
 from teleport.errors import AccessDenied
 from teleport.events.emitter import MemoryEmitter
+from teleport.rbac.subject import Caller, Subject
 from teleport.utils.clock import FakeClock
 
 
@@ -42,9 +43,10 @@ def _stored_recording(folder: Path, user: str) -> str:
 
 async def test_only_the_owner_and_admins_may_play(auth: AuthServer, tmp_path: Path) -> None:
     sid = _stored_recording(tmp_path / "sessions", "alice")
-    await auth.may_play(sid, "alice", ())
-    await auth.may_play(sid, "root-admin", ("admin",))
+    await auth.sessions.check_play(sid, Subject.user("alice", ()))
+    await auth.sessions.check_play(sid, Subject.user("root-admin", ("admin",)))
+    await auth.sessions.check_play(sid, Subject(Caller.ADMIN, "tctl"))
     with pytest.raises(AccessDenied, match="only 'alice' and admins may play"):
-        await auth.may_play(sid, "mallory", ("user",))
-    with pytest.raises(AccessDenied):  # roles looked up: an unknown user holds none
-        await auth.may_play(sid, "mallory", None)
+        await auth.sessions.check_play(sid, Subject.user("mallory", ("user",)))
+    with pytest.raises(AccessDenied):  # a host is not a viewer, whatever its name
+        await auth.sessions.check_play(sid, Subject(Caller.NODE, "alice"))

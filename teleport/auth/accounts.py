@@ -1,0 +1,158 @@
+"""Users: `tctl users add` and its signup link, `tctl create`/`rm` of users, and who exists now."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import timedelta
+
+import pyotp
+
+from teleport.api.auth_models import SignupInfo
+from teleport.auth import access, passwords
+from teleport.auth.context import AuthContext, redact
+from teleport.errors import AccessDenied, BadParameter, NotFound
+from teleport.events import emitter as ev
+from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.services.login_attempts import LoginAttemptService
+from teleport.services.tokens import TokenService
+from teleport.services.users import UserService
+from teleport.types.resource import Metadata
+from teleport.types.resources import (
+    CreatedBy,
+    CreatedByUser,
+    User,
+    UserSpec,
+    UserToken,
+    UserTokenSpec,
+    check_user_name,
+)
+
+SIGNUP_TOKEN_TTL = timedelta(hours=1)
+# Longer than the codes' validity (3 steps of 30 s) so a seen code can never be replayed.
+OTP_REUSE_WINDOW = timedelta(minutes=3)
+
+
+class Accounts:
+    """Creates, changes and deletes users, each change audited with who made it."""
+
+    def __init__(self, ctx: AuthContext, users: UserService, tokens: TokenService,
+                 attempts: LoginAttemptService) -> None:
+        self.ctx = ctx
+        self.users = users
+        self.tokens = tokens
+        self.attempts = attempts
+
+    async def list_users(self) -> list[User]:
+        return await self.users.users.list()
+
+    async def get_user(self, name: str) -> User:
+        return await self.users.users.get(name)
+
+    async def create_user_signup(self, name: str, logins: list[str], roles: list[str],
+                                 created_by: str) -> UserToken:
+        """Create a user without a password and the 1h signup token that lets them set one."""
+        check_user_name(name)
+        for value in (*logins, *roles):
+            if not isinstance(value, str):
+                raise BadParameter("logins and roles must be lists of strings")
+            passwords.utf8(value, "a login or role")
+        now = self.ctx.clock.now()
+        user = User(metadata=Metadata(name=name), spec=UserSpec(
+            roles=roles or list(DEFAULT_USER_ROLES),
+            traits={"logins": logins or [name]},
+            created_by=CreatedBy(time=now, user=CreatedByUser(name=created_by)),
+        ))
+        await self.users.users.create(user)
+        await self.ctx.audit(ev.USER_CREATE, created_by, name=name, roles=user.spec.roles)
+        return await self.create_signup_token(name, actor=created_by)
+
+    async def create_signup_token(self, user: str, *, actor: str = "") -> UserToken:
+        await self.users.users.get(user)
+        now = self.ctx.clock.now()
+        token = UserToken(
+            metadata=Metadata(name=secrets.token_hex(16), expires=now + SIGNUP_TOKEN_TTL),
+            spec=UserTokenSpec(user=user, created=now),
+        )
+        await self.tokens.create_signup(token, pyotp.random_base32())
+        await self.ctx.audit(ev.RESET_PASSWORD_TOKEN_CREATE, actor, name=user,
+                             token=redact(token.metadata.name), ttl=str(SIGNUP_TOKEN_TTL))
+        return token
+
+    async def _live_signup_token(self, token: str) -> UserToken:
+        try:
+            record = await self.tokens.signup.get(token)
+        except NotFound:
+            raise NotFound("signup token not found or expired") from None
+        if record.expired(self.ctx.clock.now()):
+            raise NotFound("signup token not found or expired")
+        return record
+
+    async def get_signup_info(self, token: str) -> SignupInfo:
+        record = await self._live_signup_token(token)
+        secret = await self.tokens.signup_otp_secret(token)
+        uri = pyotp.TOTP(secret).provisioning_uri(name=record.spec.user,
+                                                 issuer_name=self.ctx.cluster_name)
+        expires = record.metadata.expires.isoformat() if record.metadata.expires else ""
+        return SignupInfo(user=record.spec.user, otp_secret=secret, otp_uri=uri, expires=expires,
+                          second_factor=self.ctx.settings.second_factor)
+
+    async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
+        """Set the password (and enroll the OTP device) with a signup token, burnt first.
+
+        The token is claimed with one atomic delete before anything is written, so of two
+        simultaneous signups with one token exactly one sets a password.
+        """
+        record = await self._live_signup_token(token)
+        user = record.spec.user
+        passwords.check_password_policy(password)
+        try:
+            stored = await self.users.users.get(user)
+        except NotFound:
+            raise NotFound("signup token not found or expired") from None
+        now = self.ctx.clock.now()
+        if access.is_user_expired(stored, now):
+            raise AccessDenied(f"user {user!r} has expired: ask an administrator for a new account")
+        secret = await self.tokens.signup_otp_secret(token)
+        code = passwords.normalize_otp(otp_code)
+        second_factor = self.ctx.settings.second_factor != "off"
+        if second_factor:
+            if code is None or not pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1):
+                await self.ctx.audit(ev.AUTH, user, success=False,
+                                     error="invalid one-time password during signup",
+                                     addr_remote="")
+                raise AccessDenied(
+                    "invalid one-time password: check your authenticator's clock").mark_audited()
+            if not await self.users.mark_totp_used(user, code, now + OTP_REUSE_WINDOW):
+                await self.ctx.audit(ev.AUTH, user, success=False,
+                                     error="one-time password reused during signup",
+                                     addr_remote="")
+                raise AccessDenied(
+                    "this one-time password was already used: wait for the next one").mark_audited()
+        await self.tokens.claim_signup(token)
+        if second_factor:
+            await self.users.set_totp_secret(user, secret)
+        hashed = await asyncio.to_thread(passwords.hash_password, password)
+        await self.users.set_password_hash(user, hashed)
+        return await self.users.users.get(user)
+
+    async def upsert_user(self, user: User, *, actor: str = "") -> User:
+        """Create or replace a user (`tctl create`); unlocking one also ends a login lockout."""
+        name = user.metadata.name
+        check_user_name(name)
+        try:
+            before: User | None = await self.users.users.get(name)
+        except NotFound:
+            before = None
+        stored = await self.users.users.put(user)
+        if before is not None and before.spec.status.is_locked and not user.spec.status.is_locked:
+            await self.attempts.clear(name)
+        await self.ctx.audit(ev.USER_CREATE if before is None else ev.USER_UPDATE, actor,
+                             name=name, roles=user.spec.roles)
+        return stored
+
+    async def delete_user(self, name: str, *, actor: str = "") -> None:
+        """Delete a user; the tombstone makes nodes and proxies refuse certificates issued before."""
+        await self.users.delete_user(name)
+        await access.record_deletion(self.ctx.backend, name, self.ctx.clock.now())
+        await self.ctx.audit(ev.USER_DELETE, actor, name=name)

@@ -1,0 +1,56 @@
+"""What every part of the auth server is handed: storage, audit, time, settings, cluster name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from teleport.backend.base import Backend
+from teleport.config import StaticToken
+from teleport.events import emitter as ev
+from teleport.events.sessions_store import MAX_RECORDING_BYTES
+from teleport.utils.clock import Clock
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    cluster_name: str | None = None
+    second_factor: str = "otp"
+    ca_signature_algo: str | None = None
+    static_tokens: tuple[StaticToken, ...] = ()
+    #: `teleport.config.modes.SessionRecording`: announced in ping, nodes and proxies act on it.
+    session_recording: str = "node"
+    #: Where recordings are stored (`data_dir/log/sessions/default`); None: not stored here.
+    recordings_dir: Path | None = None
+    #: Largest recording a host may upload (both compressed parts); bigger ones get a 413.
+    max_recording_bytes: int = MAX_RECORDING_BYTES
+    #: Cut live sessions when the user's certificate expires (nodes and proxies enforce it).
+    disconnect_expired_cert: bool = False
+    #: Close sessions with no client input for this long; 0 never does.
+    client_idle_seconds: float = 0.0
+
+
+@dataclass
+class AuthContext:
+    """The shared parts; `cluster_name` is set once the stored name is loaded (`AuthServer.init`)."""
+
+    backend: Backend
+    emitter: ev.Emitter
+    clock: Clock
+    settings: AuthSettings
+    cluster_name: str = ""
+
+    async def audit(self, event_type: str, user: str, **fields: Any) -> None:
+        """Record an event under the name of who did it (an admin, a user, a host)."""
+        await self.emitter.emit(ev.make_event(event_type, self.clock, user=user, **fields))
+
+
+def redact(token: str) -> str:
+    """Keep only a token's head for logs: enough to tell tokens apart, useless to an attacker."""
+    return token[:4] + "****" if len(token) > 8 else "****"
+
+
+def unique(items: list[str]) -> list[str]:
+    """Drop empty and repeated items, keeping the first of each in order."""
+    return list(dict.fromkeys(i for i in items if i))

@@ -1,0 +1,78 @@
+"""The access rules of today, one function per question; each answers or raises AccessDenied.
+
+Nothing here reads storage or the network, so every rule is tested on its own and every caller
+(auth API, node, proxy) asks the same function. Messages say what was refused, for the audit
+log and the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from teleport.errors import AccessDenied
+from teleport.rbac.subject import ADMIN_ROLE, HOST_KINDS, Caller, Subject
+
+# --- API routes -------------------------------------------------------------------------------
+
+
+def check_route(subject: Subject, allowed: Collection[Caller], method: str, path: str) -> None:
+    """Let a caller reach a route only if the route names its kind (declared at the route)."""
+    if subject.kind not in allowed:
+        raise AccessDenied(f"{subject.kind.lower()} {subject.name!r} may not {method} {path}")
+
+
+# --- SSH logins -------------------------------------------------------------------------------
+
+
+def allowed_logins(name: str, logins: Sequence[str]) -> list[str]:
+    """Return the OS logins a user may use on any node: their `logins` trait, else their name."""
+    return list(logins) or [name]
+
+
+def check_login(principals: Collection[str], login: str) -> None:
+    """Let a certificate log in as an OS user only if it was issued for that login."""
+    if login not in principals:
+        raise AccessDenied(f"login {login!r} is not in the certificate's principals")
+
+
+# --- sessions: recordings and live sessions ---------------------------------------------------
+
+
+def sees_every_session(subject: Subject) -> bool:
+    """Tell whether a caller sees, plays and joins sessions of other users (tctl, role admin)."""
+    return subject.kind == Caller.ADMIN or \
+        (subject.kind == Caller.USER and ADMIN_ROLE in subject.roles)
+
+
+def may_see_session(subject: Subject, owner: str) -> bool:
+    """Tell whether a caller may list (and so play or join) a session of owner."""
+    return sees_every_session(subject) or (subject.kind == Caller.USER and subject.name == owner)
+
+
+def check_play(subject: Subject, owner: str, sid: str) -> None:
+    """Let only the session's owner and admins replay its recording."""
+    if not may_see_session(subject, owner):
+        raise AccessDenied(f"only {owner!r} and admins may play session {sid}")
+
+
+def check_join(subject: Subject, owner: str, sid: str) -> None:
+    """Let only the session's owner and admins join a live session."""
+    if not may_see_session(subject, owner):
+        raise AccessDenied(f"only {owner} and admins may join session {sid}")
+
+
+# --- hosts: what a node or proxy may say about itself -----------------------------------------
+
+
+def check_announces_itself(subject: Subject, kind: str, host_uuid: str) -> None:
+    """Let a host announce only itself, under the kind its system role makes it."""
+    if subject.name != host_uuid or HOST_KINDS.get(subject.kind) != kind:
+        raise AccessDenied("a host may only announce itself")
+
+
+def recorded_server(subject: Subject) -> str | None:
+    """Return the only server whose sessions a host may upload, or None for any.
+
+    A node records its own sessions; a recording proxy records sessions on other nodes.
+    """
+    return subject.name if subject.kind == Caller.NODE else None

@@ -1,0 +1,85 @@
+"""Today's access rules, one question at a time, without servers (teleport.rbac)."""
+
+from __future__ import annotations
+
+import pytest
+
+from teleport.errors import AccessDenied
+from teleport.keys.identity import Identity
+from teleport.rbac import rules
+from teleport.rbac.subject import Caller, Subject
+
+ALICE = Subject.user("alice", ("user",))
+ADMIN_USER = Subject.user("root", ("admin",))
+TCTL = Subject(Caller.ADMIN, "admin")
+NODE = Subject(Caller.NODE, "node-1")
+PROXY = Subject(Caller.PROXY, "proxy-1")
+
+
+def test_a_route_admits_only_the_kinds_it_names() -> None:
+    rules.check_route(TCTL, {Caller.ADMIN}, "GET", "/v1/users")
+    for caller in (ALICE, ADMIN_USER, NODE, PROXY):
+        with pytest.raises(AccessDenied, match=r"may not GET /v1/users"):
+            rules.check_route(caller, {Caller.ADMIN}, "GET", "/v1/users")
+
+
+def test_a_user_role_named_admin_is_not_the_admin_system_role() -> None:
+    # Role `admin` sees every session, but only tctl's identity reaches admin routes.
+    with pytest.raises(AccessDenied, match="user 'root' may not DELETE /v1/users/x"):
+        rules.check_route(ADMIN_USER, {Caller.ADMIN}, "DELETE", "/v1/users/x")
+
+
+def test_a_login_must_be_one_the_certificate_was_issued_for() -> None:
+    rules.check_login(("alice", "deploy"), "deploy")
+    with pytest.raises(AccessDenied, match="login 'root' is not in the certificate's principals"):
+        rules.check_login(("alice", "deploy"), "root")
+
+
+def test_users_log_in_as_their_logins_trait_or_their_own_name() -> None:
+    assert rules.allowed_logins("alice", ["deploy", "www"]) == ["deploy", "www"]
+    assert rules.allowed_logins("alice", []) == ["alice"]
+
+
+def test_recordings_are_played_by_their_owner_and_admins_only() -> None:
+    for viewer in (ALICE, ADMIN_USER, TCTL):
+        rules.check_play(viewer, "alice", "sid-1")
+    for viewer in (Subject.user("mallory", ("user",)), NODE, Subject(Caller.NODE, "alice")):
+        with pytest.raises(AccessDenied, match="only 'alice' and admins may play session sid-1"):
+            rules.check_play(viewer, "alice", "sid-1")
+
+
+def test_live_sessions_are_joined_by_their_owner_and_admins_only() -> None:
+    rules.check_join(ALICE, "alice", "sid-1")
+    rules.check_join(ADMIN_USER, "alice", "sid-1")
+    with pytest.raises(AccessDenied, match="only alice and admins may join session sid-1"):
+        rules.check_join(Subject.user("mallory", ("user",)), "alice", "sid-1")
+
+
+def test_session_lists_show_a_user_their_own_and_an_admin_all() -> None:
+    owners = ["alice", "bob"]
+    assert [o for o in owners if rules.may_see_session(ALICE, o)] == ["alice"]
+    assert [o for o in owners if rules.may_see_session(ADMIN_USER, o)] == owners
+    assert [o for o in owners if rules.may_see_session(TCTL, o)] == owners
+    assert [o for o in owners if rules.may_see_session(PROXY, o)] == []
+
+
+def test_a_host_announces_only_itself_under_its_own_kind() -> None:
+    rules.check_announces_itself(NODE, "node", "node-1")
+    rules.check_announces_itself(PROXY, "proxy", "proxy-1")
+    for kind, name in (("node", "node-2"), ("proxy", "node-1"), ("auth_server", "node-1")):
+        with pytest.raises(AccessDenied, match="a host may only announce itself"):
+            rules.check_announces_itself(NODE, kind, name)
+
+
+def test_a_node_uploads_only_its_own_sessions_a_proxy_any() -> None:
+    assert rules.recorded_server(NODE) == "node-1"
+    assert rules.recorded_server(PROXY) is None
+
+
+def test_subjects_come_from_verified_certificates() -> None:
+    host = Identity(username="node-1", system_role="Node", host_uuid="node-1")
+    assert Subject.of(host) == NODE
+    user = Identity(username="alice", roles=("user",))
+    assert Subject.of(user) == ALICE
+    with pytest.raises(AccessDenied, match="unknown system role 'Root'"):
+        Subject.of(Identity(username="x", system_role="Root"))
