@@ -9,14 +9,10 @@ free-form JSON objects by nature (`AuditEvent`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
-#: A resource (`kind`/`version`/`metadata`/`spec`) as `teleport.types.codec.to_dict` writes it.
-ResourceJSON = dict[str, Any]
-#: An audit event: a JSON object whose fields depend on its `event` type.
-AuditEvent = dict[str, Any]
+from teleport.types.codec import ResourceJSON
+from teleport.types.event import AuditEvent
 
 
 class Request(BaseModel):

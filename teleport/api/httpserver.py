@@ -23,6 +23,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
 
 from teleport.errors import BadParameter, LimitExceeded, NotFound, TeleportError, to_wire
+from teleport.types.codec import first_error
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +107,8 @@ def parse_model(model: type[Model], body: dict[str, Any]) -> Model:
     try:
         return model.model_validate(body)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "body"
-        raise BadParameter(f"missing or invalid field {field!r}: {first['msg'].lower()}") from None
+        field, message = first_error(err, "body")
+        raise BadParameter(f"missing or invalid field {field!r}: {message.lower()}") from None
 
 
 def _no_constant(name: str) -> Any:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from teleport.errors import AccessDenied, BadParameter
+from teleport.types.event import AuditEvent
 from teleport.utils.clock import Clock, RealClock
 
 # Event types from the manual's table.
@@ -48,8 +49,6 @@ HOST_TIME_MAX_AGE = timedelta(hours=72)
 HOST_TIME_MAX_SKEW = timedelta(minutes=1)
 # Not in the manual's table (Teleport's name): a live connection was hung up, with the reason.
 CLIENT_DISCONNECT = "client.disconnect"
-
-AuditEvent = dict[str, Any]
 
 
 class Emitter(Protocol):

@@ -12,10 +12,10 @@ import socket
 import subprocess
 import sys
 
+from teleport.api.constants import INHERITED_LISTENERS_ENV
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort
 
-ENV = "TELEPORT_INHERITED_LISTENERS"
 BACKLOG = 1024
 
 
@@ -23,10 +23,10 @@ class Listeners:
     def __init__(self, environ: dict[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
         self._inherited: dict[str, int] = {}
-        for item in filter(None, env.get(ENV, "").split(",")):
+        for item in filter(None, env.get(INHERITED_LISTENERS_ENV, "").split(",")):
             name, _, fd = item.partition("=")
             if not fd.isdigit():
-                raise BadParameter(f"{ENV}: invalid entry {item!r}")
+                raise BadParameter(f"{INHERITED_LISTENERS_ENV}: invalid entry {item!r}")
             self._inherited[name] = int(fd)
         self.sockets: dict[str, socket.socket] = {}
 
@@ -55,7 +55,7 @@ class Listeners:
         """Start a new copy of this daemon with the same arguments and our listening sockets."""
         fds = {name: sock.fileno() for name, sock in self.sockets.items()}
         env = dict(os.environ)
-        env[ENV] = ",".join(f"{name}={fd}" for name, fd in fds.items())
+        env[INHERITED_LISTENERS_ENV] = ",".join(f"{name}={fd}" for name, fd in fds.items())
         for fd in fds.values():
             os.set_inheritable(fd, True)
         return subprocess.Popen([sys.executable, *sys.argv], env=env, pass_fds=list(fds.values()),

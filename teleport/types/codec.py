@@ -20,6 +20,9 @@ from teleport.types.resources import (
     UserToken,
 )
 
+#: A resource (`kind`/`version`/`metadata`/`spec`) as `to_dict` writes it: how it travels.
+ResourceJSON = dict[str, Any]
+
 KINDS: dict[str, type[Resource]] = {
     "user": User,
     "token": ProvisionToken,
@@ -45,12 +48,18 @@ def from_dict(data: Any, where: str = "resource") -> Resource:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        path = ".".join(str(p) for p in first["loc"]) or "resource"
-        raise BadParameter(f"{where}: {kind} {path}: {first['msg']}") from None
+        path, message = first_error(err, "resource")
+        raise BadParameter(f"{where}: {kind} {path}: {message}") from None
 
 
-def to_dict(resource: Resource) -> dict[str, Any]:
+def first_error(err: ValidationError, whole: str) -> tuple[str, str]:
+    """Return the dotted path of pydantic's first error (`whole` if it is the whole value) and
+    its message: one line is what users get, and the first error is the one to fix first."""
+    first = err.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or whole, first["msg"]
+
+
+def to_dict(resource: Resource) -> ResourceJSON:
     """Encode for YAML or JSON output; empty metadata fields are left out as tctl does."""
     data = resource.model_dump(mode="json")
     meta = data["metadata"]
