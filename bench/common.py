@@ -39,6 +39,10 @@ from typing import Any
 
 BIN = Path(sys.executable).parent
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+#: The baseline sshd serves SFTP with the same OpenSSH binary the Teleport node runs.
+SFTP_SERVER = next((p for p in ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server",
+                                "/usr/lib/ssh/sftp-server", "/usr/libexec/sftp-server")
+                    if os.path.exists(p)), "internal-sftp")
 CLUSTER = "bench.test"
 NODENAME = "bench-node"
 USER = "bench"
@@ -420,6 +424,7 @@ StrictModes no
 PermitRootLogin prohibit-password
 AllowTcpForwarding yes
 MaxStartups 100
+Subsystem sftp {SFTP_SERVER}
 """)
         host_pub = (d / "host_ed25519.pub").read_text().split()
         (d / "known_hosts").write_text(f"[127.0.0.1]:{port},[localhost]:{port} "

@@ -160,7 +160,8 @@ class CertIssuer:
                 valid_before=min(now + PROXY_CERT_TTL, info.valid_before),
                 roles=info.roles, traits=info.traits, route_to_cluster=info.route_to_cluster,
                 permit_port_forwarding="permit-port-forwarding" in info.extensions,
-                permit_pty="permit-pty" in info.extensions)
+                permit_pty="permit-pty" in info.extensions,
+                permit_agent_forwarding="permit-agent-forwarding" in info.extensions)
         except ValueError as err:
             raise BadParameter(f"invalid SSH public key: {err}") from None
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, ParamSpec
 
 from teleport.api.constants import DEBUG_ENV
 from teleport.errors import BadParameter, TeleportError
+
+_P = ParamSpec("_P")
 
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
@@ -44,6 +46,36 @@ def run(coro: Coroutine[Any, Any, int | None]) -> int:
         print(f"ERROR: internal error: {type(err).__name__}: {err} "
               "(set TELEPORT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+def quiet_on_closed_pipe(main: Callable[_P, int]) -> Callable[_P, int]:
+    """Stop a CLI's `main` quietly on a closed pipe, also for what it prints outside `run`.
+
+    `version` and `teleport configure` print without the event loop, and stdout's last flush
+    happens after `run` returns.
+    """
+    import functools
+
+    @functools.wraps(main)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> int:
+        try:
+            code = main(*args, **kwargs)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return closed_pipe()
+        return code
+
+    return wrapper
+
+
+def version_line() -> str:
+    """Return the line every `version` command prints.
+
+    Teleport prints `Teleport v<version> git:<tag> go<version>`; we name Python where it names Go.
+    """
+    from teleport import __version__
+
+    return f"Teleport v{__version__} python{sys.version_info.major}.{sys.version_info.minor}"
 
 
 def closed_pipe() -> int:

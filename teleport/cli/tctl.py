@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from teleport.cli.common import run, table
+from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 from teleport.rbac.subject import DEFAULT_USER_ROLES
 
 if TYPE_CHECKING:
@@ -57,8 +57,11 @@ def _parser() -> argparse.ArgumentParser:
 
     auth = sub.add_parser("auth", help="Certificate authority operations").add_subparsers(dest="action", metavar="<action>")
     export = auth.add_parser("export", help="Export CA public keys for OpenSSH")
-    export.add_argument("--type", choices=["user", "host", "tls"], help="which CA (default: user and host)")
+    export.add_argument("--type", choices=["user", "host", "tls"],
+                        help="user: a line for sshd's TrustedUserCAKeys; host: a known_hosts "
+                             "@cert-authority line; tls: the PEM certificate (default: user and host)")
     sub.add_parser("status", help="Show the cluster status and CA pin")
+    sub.add_parser("version", help="Print the version")
 
     audit = sub.add_parser("audit", help="Search the audit log").add_subparsers(dest="action", metavar="<action>")
     events = audit.add_parser("events", help="Print audit events, oldest first")
@@ -94,7 +97,8 @@ async def _client(args: argparse.Namespace) -> AuthClient:
 
 
 def _csv(text: str | None) -> list[str]:
-    return [p.strip() for p in (text or "").split(",") if p.strip()]
+    """Split a comma-separated flag, each item once (`root,root` is one login)."""
+    return list(dict.fromkeys(p.strip() for p in (text or "").split(",") if p.strip()))
 
 
 async def _users(args: argparse.Namespace, client: AuthClient) -> int:
@@ -262,7 +266,8 @@ async def _auth_export(args: argparse.Namespace, client: AuthClient) -> int:
             continue
         for key in ca.trusted_ssh_public_keys():
             if ca_type == "user":
-                print(f"cert-authority {key} clustername={cluster}&type=user")
+                # The line sshd's TrustedUserCAKeys takes as is; the comment names the cluster.
+                print(f"{key} clustername={cluster}&type=user")
             else:
                 print(f"@cert-authority *.{cluster} {key} type=host")
     return 0
@@ -359,9 +364,13 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await HANDLERS[args.command](args, client)
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "version":
+        print(version_line())
+        return 0
     if args.command is None or (args.command in ("users", "tokens", "nodes", "auth", "audit")
                                 and getattr(args, "action", None) is None):
         parser.print_help()

@@ -8,7 +8,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from teleport import __version__
-from teleport.cli.common import EXIT_ERROR, run
+from teleport.cli.common import EXIT_ERROR, quiet_on_closed_pipe, run, version_line
 
 if TYPE_CHECKING:
     import asyncio
@@ -115,6 +115,7 @@ def _status() -> int:
     return 0
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(sample_config())
         return 0
     if args.command == "version":
-        print(f"Teleport v{__version__} python{sys.version_info.major}.{sys.version_info.minor}")
+        print(version_line())
         return 0
     if args.command == "status":
         return _status()

@@ -6,8 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from teleport import __version__
-from teleport.cli.common import run, table
+from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -42,11 +41,25 @@ def _parser() -> argparse.ArgumentParser:
     ssh.add_argument("-p", "--port", type=int, help="node SSH port")
     ssh.add_argument("-L", "--forward", action="append", default=[], metavar="[bind:]port:host:hostport",
                      help="forward a local port to a host reachable from the node")
+    ssh.add_argument("-R", dest="remote_forward", action="append", default=[],
+                     metavar="[bind:]port:host:hostport",
+                     help="listen on the node's port (loopback), forward to host:hostport from here")
+    ssh.add_argument("-D", dest="dynamic_forward", action="append", default=[],
+                     metavar="[bind:]port", help="local SOCKS5 proxy whose connections leave from the node")
+    ssh.add_argument("-A", dest="forward_agent", action="store_true",
+                     help="forward the agent of SSH_AUTH_SOCK to the node")
     ssh.add_argument("-t", dest="tty", action="store_const", const=True, help="force a terminal")
     ssh.add_argument("-T", dest="tty", action="store_const", const=False, help="disable the terminal")
     ssh.add_argument("-N", dest="no_command", action="store_true", help="forward ports only")
     ssh.add_argument("target", metavar="[login@]host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run")
+    scp = sub.add_parser("scp", help="Copy files to or from a node: src... [login@]host:dst, or the reverse")
+    _common(scp, quiet)
+    scp.add_argument("-r", "--recursive", action="store_true", help="copy directories recursively")
+    scp.add_argument("-p", "--preserve", action="store_true", help="keep modes and modification times")
+    scp.add_argument("-P", "--port", type=int, help="node SSH port")
+    scp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scp.add_argument("paths", nargs="+", metavar="src... dst")
     play = sub.add_parser("play", help="Replay a recorded session (space pauses and resumes)")
     _common(play, quiet)
     play.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
@@ -127,7 +140,7 @@ def _print_status(profile: Profile) -> None:
     print(f"  Logged in as: {profile.user}")
     print(f"  Cluster:      {profile.cluster}")
     print(f"  Roles:        {', '.join(info.roles)}")
-    print(f"  Logins:       {', '.join(info.principals)}")
+    print(f"  Logins:       {', '.join(dict.fromkeys(info.principals))}")
     print(f"  Valid until:  {info.valid_before:%Y-%m-%d %H:%M:%S} UTC [{validity}]")
 
 
@@ -165,20 +178,36 @@ async def _ls(args: argparse.Namespace) -> int:
 async def _ssh(args: argparse.Namespace) -> int:
     import getpass as gp
 
-    from teleport.client import fanout, ssh
+    from teleport.client import fanout, forwarding, ssh
+    from teleport.errors import BadParameter
 
+    # Bad flags are named before anything else is looked at.
+    forwards = [ssh.parse_forward(f) for f in args.forward]
+    remote = [forwarding.parse_remote(f) for f in args.remote_forward]
+    dynamic = [forwarding.parse_dynamic(f) for f in args.dynamic_forward]
     profile = _profile(args)
     login, sep, host = args.target.rpartition("@")
     if not sep:
         login, host = args.login or gp.getuser(), args.target
-    forwards = [ssh.parse_forward(f) for f in args.forward]
     if (selector := fanout.parse_label_selector(host)) is not None:
+        if remote or dynamic or args.forward_agent:
+            raise BadParameter("-R, -D and -A need one node: name it instead of a label selector")
         return await fanout.run_on_matching(profile, login, selector, args.cmd, tty_mode=args.tty,
                                             forwards=forwards, no_command=args.no_command)
     if args.port:
         host = f"{host}:{args.port}"
     return await ssh.run(profile, login, host, args.cmd, tty_mode=args.tty, forwards=forwards,
-                         no_command=args.no_command)
+                         no_command=args.no_command, remote=remote, dynamic=dynamic,
+                         agent=args.forward_agent)
+
+
+async def _scp(args: argparse.Namespace) -> int:
+    import getpass as gp
+
+    from teleport.client import scp
+
+    return await scp.copy(_profile(args), args.paths, gp.getuser(), recursive=args.recursive,
+                          preserve=args.preserve, port=args.port, quiet=args.quiet)
 
 
 async def _play(args: argparse.Namespace) -> int:
@@ -244,13 +273,15 @@ async def _config() -> int:
     return 0
 
 
+@quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "version":
-        print(f"Teleport v{__version__} python{sys.version_info.major}.{sys.version_info.minor}")
+        print(version_line())
         return 0
     commands = {"login": lambda: _login(args), "ls": lambda: _ls(args), "ssh": lambda: _ssh(args),
+                "scp": lambda: _scp(args),
                 "play": lambda: _play(args), "recordings": lambda: _recordings(args),
                 "sessions": lambda: _sessions(args), "join": lambda: _join(args),
                 "status": _status, "logout": _logout, "config": _config}

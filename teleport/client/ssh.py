@@ -9,12 +9,12 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import asyncssh
 
-from teleport.client import stdio
+from teleport.client import forwarding, stdio
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
 from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
@@ -50,7 +50,8 @@ def _host_ca_keys(profile: Profile) -> list[asyncssh.SSHKey]:
     return keys
 
 
-def _options(profile: Profile, username: str) -> asyncssh.SSHClientConnectionOptions:
+def _options(profile: Profile, username: str,
+             agent_forward: str | None = None) -> asyncssh.SSHClientConnectionOptions:
     try:
         key = asyncssh.import_private_key(profile.key_path.read_bytes())
         cert = asyncssh.import_certificate(profile.ssh_cert())
@@ -59,7 +60,8 @@ def _options(profile: Profile, username: str) -> asyncssh.SSHClientConnectionOpt
         raise NotFound(f"cannot load your keys ({err}), run 'tsh login'") from None
     return asyncssh.SSHClientConnectionOptions(
         username=username, client_keys=[(key, cert)], known_hosts=([], host_cas, []),
-        agent_path=None, config=None, encryption_algs=list(CIPHERS), connect_timeout=15,
+        agent_path=None, agent_forwarding=agent_forward or False, config=None,
+        encryption_algs=list(CIPHERS), connect_timeout=15,
         preferred_auth=["publickey"])
 
 
@@ -83,8 +85,9 @@ class _Tunnel:
 
 
 @contextlib.asynccontextmanager
-async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    """Open an SSH connection to a node, tunnelled through the proxy."""
+async def connect_node(profile: Profile, login: str, host: str,
+                       agent_forward: str | None = None) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """Open an SSH connection to a node, tunnelled through the proxy (agent_forward: `-A`)."""
     profile.check_valid()
     target = parse_addr(host, NODE_PORT)
     proxy = parse_addr(profile.ssh_proxy_addr, 3023)
@@ -94,7 +97,7 @@ async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator
                 proxy.host, proxy.port, options=_options(profile, profile.user)))
             conn = await stack.enter_async_context(asyncssh.connect(
                 target.host, target.port, tunnel=_Tunnel(proxy_conn),
-                options=_options(profile, login)))
+                options=_options(profile, login, agent_forward)))
         except asyncssh.PermissionDenied:
             raise AccessDenied(f"access denied to {login} connecting to {host}") from None
         except asyncssh.ChannelOpenError as err:
@@ -110,14 +113,17 @@ async def connect_node(profile: Profile, login: str, host: str) -> AsyncIterator
 
 async def run(profile: Profile, login: str, host: str, command: list[str], *,
               tty_mode: bool | None = None, forwards: list[Forward] = (),  # type: ignore[assignment]
-              no_command: bool = False) -> int:
+              no_command: bool = False, remote: Sequence[forwarding.RemoteForward] = (),
+              dynamic: Sequence[forwarding.DynamicForward] = (), agent: bool = False) -> int:
     """Run a command or an interactive shell; return the exit code to exit with."""
-    async with connect_node(profile, login, host) as conn:
+    agent_forward = forwarding.agent_to_forward() if agent else None
+    async with connect_node(profile, login, host, agent_forward) as conn:
         for fwd in forwards:
             try:
                 await conn.forward_local_port(fwd.bind, fwd.port, fwd.dest_host, fwd.dest_port)
             except OSError as err:
                 raise BadParameter(f"cannot listen on {fwd.bind}:{fwd.port}: {err.strerror}") from None
+        await forwarding.start(conn, remote, dynamic)
         if no_command:
             await conn.wait_closed()
             return 0

@@ -44,6 +44,7 @@ MIN_COMMAND_PERIOD = timedelta(minutes=1)
 
 _T = TypeVar("_T")
 _LABEL_KEY = re.compile(r"^[a-zA-Z0-9/._*-]+$")
+_PAM_SERVICE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 _TRUE = frozenset({"yes", "true", "on"})
 _FALSE = frozenset({"no", "false", "off"})
 
@@ -320,9 +321,22 @@ class CommandLabel(_Model):
         return period
 
 
+def check_pam_service(name: str) -> str:
+    """A PAM service names a file in /etc/pam.d; libpam would quietly drop a path's directories."""
+    if not _PAM_SERVICE.fullmatch(name):
+        raise BadParameter(f"{name!r} is not a PAM service name (a file name in /etc/pam.d, "
+                           "like sshd)")
+    return name
+
+
 class PAM(_Model):
+    """The account and session stacks of `service_name` run for every session of the node."""
+
     enabled: Flag = False
-    service_name: str = "sshd"
+    service_name: Annotated[str, AfterValidator(_checked(check_pam_service))] = "sshd"
+    # Teleport's optional auth stack: the certificate is the only authentication here
+    use_pam_auth: Annotated[Flag, _default_only(
+        False, "the PAM auth stack", "leave use_pam_auth out")] = False
 
 
 class SSHService(_Model):
@@ -331,8 +345,7 @@ class SSHService(_Model):
     public_addr: Annotated[list[NodeAddr], BeforeValidator(_one_or_many)] = []
     labels: dict[LabelKey, str] = {}
     commands: list[CommandLabel] = []
-    # leaving PAM disabled is what happens: sessions never go through PAM
-    pam: Annotated[PAM, _default_only(PAM(), "PAM", "leave ssh_service.pam out")] = PAM()
+    pam: PAM = PAM()
 
 
 class KeyPair(_Model):

@@ -49,6 +49,11 @@ HOST_TIME_MAX_AGE = timedelta(hours=72)
 HOST_TIME_MAX_SKEW = timedelta(minutes=1)
 # Not in the manual's table (Teleport's name): a live connection was hung up, with the reason.
 CLIENT_DISCONNECT = "client.disconnect"
+# Not in the manual's table (Teleport's names): the subsystem a session channel asked for, each
+# SFTP operation on a file (`teleport.srv.sftp`), and the bytes an SFTP session moved per file.
+SUBSYSTEM = "subsystem"
+SFTP = "sftp"
+SFTP_SUMMARY = "sftp_summary"
 
 
 class Emitter(Protocol):

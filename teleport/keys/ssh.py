@@ -108,16 +108,18 @@ def sign_user_cert(ca_private_key: bytes, public_key: str, *, key_id: str,
                    principals: Sequence[str], valid_after: datetime, valid_before: datetime,
                    roles: Sequence[str] = (), traits: Mapping[str, Sequence[str]] | None = None,
                    route_to_cluster: str = "", rsa_hash: RSAHash = "sha512",
-                   permit_port_forwarding: bool = True, permit_pty: bool = True) -> str:
+                   permit_port_forwarding: bool = True, permit_pty: bool = True,
+                   permit_agent_forwarding: bool = True) -> str:
     """Certify a user's key for its logins, carrying roles and traits for our own servers."""
     extensions: dict[str, bytes] = {
         "permit-X11-forwarding": b"",
-        "permit-agent-forwarding": b"",
         "permit-user-rc": b"",
         EXT_ROLES: json.dumps({"version": "v1", "roles": list(roles)}).encode(),
     }
     if permit_port_forwarding:
         extensions["permit-port-forwarding"] = b""
+    if permit_agent_forwarding:
+        extensions["permit-agent-forwarding"] = b""
     if permit_pty:
         extensions["permit-pty"] = b""
     if traits:

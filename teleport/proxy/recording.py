@@ -25,7 +25,7 @@ import asyncssh
 
 from teleport.config.modes import records_at
 from teleport.errors import TeleportError
-from teleport.events.emitter import Emitter
+from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.sshutils.auth import (
     CertAuthConnection,
     CertAuthServer,
@@ -148,6 +148,8 @@ class RelayConnection(CertAuthServer):
         self.presented = ""
         self._upstream: asyncio.Future[asyncssh.SSHClientConnection] | None = None
         self._connecting: asyncio.Task[None] | None = None
+        #: Refused `-R` and `-A` requests, told on the next session's stderr (they get no reason).
+        self.notices: list[str] = []
 
     def auth_completed(self) -> None:
         # The user's own certificate is checked here: the node sees only our short-lived copy.
@@ -164,6 +166,31 @@ class RelayConnection(CertAuthServer):
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
             "port forwarding is not available while sessions are recorded at the proxy")
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        """Refuse `-R`: its connections would start here, not on the node (not relayed yet)."""
+        self._refuse(f"{listen_host}:{listen_port}", "remote port forwarding")
+        return False
+
+    async def agent_forwarding_requested(self) -> bool:
+        """Refuse `-A`: the proxy logs in to the node with its own key (not relayed yet)."""
+        self._refuse("agent", "agent forwarding")
+        return False
+
+    def _refuse(self, addr: str, what: str) -> None:
+        reason = f"{what} is not available while sessions are recorded at the proxy"
+        self.notices.append(reason)
+        if self.identity is not None:
+            event = make_event(PORT_FORWARD, self.checker.clock, user=self.identity.user,
+                               login=self.identity.login, addr=addr, success=False, error=reason,
+                               addr_remote=self.remote_addr(), addr_local=self.local_addr())
+            self.spawn(self._emit(event), "audit port")
+
+    async def _emit(self, event: dict[str, Any]) -> None:
+        try:
+            await self.checker.emitter.emit(event)
+        except TeleportError as err:
+            log.warning("cannot record port event: %s", err)
 
     def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run this connection's work as a task of the recording proxy."""
@@ -273,6 +300,10 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def session_started(self) -> None:
+        assert self.chan is not None
+        for notice in self.conn.notices:
+            self.chan.write_stderr(f"teleport: {notice}\r\n".encode())
+        self.conn.notices.clear()
         self.conn.spawn(self._start(), "relay session")
 
     async def _start(self) -> None:

@@ -25,8 +25,11 @@ def check_route(subject: Subject, allowed: Collection[Caller], method: str, path
 
 
 def allowed_logins(name: str, logins: Sequence[str]) -> list[str]:
-    """Return the OS logins a user may use on any node: their `logins` trait, else their name."""
-    return list(logins) or [name]
+    """Return the OS logins a user may use on any node: their `logins` trait, else their name.
+
+    Each login once: a trait written by hand (`root,root`) must not repeat a principal.
+    """
+    return list(dict.fromkeys(login for login in logins if login)) or [name]
 
 
 def check_login(principals: Collection[str], login: str) -> None:

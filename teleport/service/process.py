@@ -43,6 +43,7 @@ from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
 from teleport.service.revocations import RevocationWatch
 from teleport.service.trust import TrustedCAs
+from teleport.srv.pam import PamService
 from teleport.srv.server import NodeServer
 from teleport.sshutils.recorder import Recordings
 from teleport.types.resource import Metadata
@@ -472,6 +473,9 @@ class TeleportProcess:
         node.policy = node_recordings.session_policy
         self._supervise("node-recordings", node_recordings.run)
         # --- end session recordings ---
+        if cfg.pam.enabled:  # account and session stacks for every session (teleport.srv.pam)
+            node.pam = PamService(cfg.pam.service_name)
+            node.pam.warn_if_missing()
         await self.stack.enter_async_context(node)
         self.node = node
         revocations.enforce_on(node)

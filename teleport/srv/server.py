@@ -12,6 +12,8 @@ import asyncssh
 from teleport.errors import TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.metrics import AUDIT_FAILURES, SESSIONS
+from teleport.srv.forward import Forwarding
+from teleport.srv.pam import PamService
 from teleport.srv.party import LiveSession, SessionRegistry
 from teleport.srv.process import Child
 from teleport.srv.session import NodeSession
@@ -54,6 +56,8 @@ class NodeServer(SSHListener["NodeConnection"]):
         self.proxy_addr = proxy_addr
         #: Where interactive sessions are recorded; None records nothing (tests, `off`).
         self.recordings = recordings
+        #: The PAM service every session goes through (`ssh_service.pam`); None: no PAM.
+        self.pam: PamService | None = None
         #: Where live sessions are listed for `tsh sessions ls`; None lists nothing (tests).
         self.registry = registry
         #: Live terminal sessions by id, which `tsh join` attaches to.
@@ -98,6 +102,8 @@ class NodeConnection(CertAuthServer):
     def __init__(self, node: NodeServer) -> None:
         super().__init__(node.checker)
         self.node = node
+        #: `-R` listeners and the forwarded agent (teleport.srv.forward).
+        self.forwarding = Forwarding(self)
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         super().connection_made(conn)
@@ -111,6 +117,7 @@ class NodeConnection(CertAuthServer):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self.forwarding.close()
         self.node.forget(self)
 
     def session_requested(self) -> tuple[asyncssh.SSHServerChannel[bytes], NodeSession]:
@@ -124,14 +131,21 @@ class NodeConnection(CertAuthServer):
         """Forward `-L` traffic from this host when the certificate permits port forwarding."""
         assert self.identity is not None and self.conn is not None
         self.check_refusal()
-        if "port-forwarding" not in self.identity.permissions:
-            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                                            "port forwarding is not permitted by your role")
+        self.forwarding.check_local(dest_host, dest_port)
         return self._forward(dest_host, dest_port)
+
+    def server_requested(self, listen_host: str,
+                         listen_port: int) -> Awaitable[asyncssh.SSHListener | bool]:
+        """`-R`: listen on this host's loopback, connections go back to the client."""
+        return self.forwarding.listen(listen_host, listen_port)
+
+    async def agent_forwarding_requested(self) -> bool:
+        """`-A`: give this connection's sessions a socket reaching the client's agent."""
+        return await self.forwarding.agent_requested()
 
     async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         assert self.identity is not None and self.conn is not None
         await self.node.audit(PORT_FORWARD, user=self.identity.user, login=self.identity.login,
                               addr=f"{host}:{port}", addr_local=self.local_addr(),
-                              addr_remote=self.remote_addr())
+                              addr_remote=self.remote_addr(), success=True)
         return await forward_to(host, port, on_input=self.touch)

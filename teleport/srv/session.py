@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from teleport.errors import NotFound, TeleportError
-from teleport.events.emitter import EXEC, RESIZE, SCP, SESSION_END, SESSION_START
+from teleport.events.emitter import EXEC, RESIZE, SCP, SESSION_END, SESSION_START, SUBSYSTEM
+from teleport.srv.pam import PamSession
 from teleport.srv.party import JOIN_ENV, LiveSession
 from teleport.srv.process import (
     Child,
@@ -24,6 +25,7 @@ from teleport.srv.process import (
     lookup_login,
 )
 from teleport.srv.scp import parse_scp
+from teleport.srv.sftp import SFTPAudit
 from teleport.sshutils.auth import Identity
 from teleport.sshutils.fdio import ChannelInput, FdReader, FdWriter
 from teleport.sshutils.recorder import SessionRecorder
@@ -63,6 +65,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         self.live: LiveSession | None = None
         #: The other session this channel has joined instead of starting a shell.
         self.joined: LiveSession | None = None
+        #: What this channel's `sftp` subsystem does, audited (teleport.srv.sftp).
+        self.sftp: SFTPAudit | None = None
+        #: This session's PAM transaction, when the node runs sessions through PAM.
+        self.pam: PamSession | None = None
 
     # --- requests, before the session starts -------------------------------------------------
 
@@ -86,16 +92,28 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        # sftp is not served yet; `scp -O` (the classic protocol) works through exec.
-        return False
+        if subsystem != "sftp":
+            return False
+        self.sftp = SFTPAudit(self._sftp_event)
+        self.term = None  # a binary protocol: never through a terminal, never recorded as bytes
+        return True
+
+    def _sftp_event(self, event_type: str, fields: dict[str, Any]) -> None:
+        self.conn.node.spawn(self._audit(event_type, **fields), f"sftp audit {self.sid}")
 
     # --- running --------------------------------------------------------------------------------
 
     def session_started(self) -> None:
         """Start the child now, synchronously, so no client data arrives before its stdin exists."""
         assert self.chan is not None
-        if self.command is None and JOIN_ENV in self.chan.get_environment():
+        for notice in self.conn.forwarding.take_notices():  # refused -A or -R, said once
+            self.chan.write_stderr(f"teleport: {notice}\r\n".encode())
+        if self.command is None and self.sftp is None and JOIN_ENV in self.chan.get_environment():
             self._join(self.chan.get_environment()[JOIN_ENV])
+            return
+        if self.pam is None and self.conn.node.pam is not None:
+            # PAM first (teleport.srv.pam), off the loop; it calls back here once open.
+            self.pam = self.conn.node.pam.begin(self)
             return
         try:
             login = lookup_login(self.identity.login)
@@ -144,7 +162,10 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         assert self.chan is not None
         env = self._env(login)
         shell = login.shell
-        if self.command is None:
+        if self.sftp is not None:  # the server itself, as the login, not through its shell
+            shell = self.sftp.start(login)
+            argv = [os.path.basename(shell)]
+        elif self.command is None:
             argv = ["-" + os.path.basename(shell)]  # a login shell reads the profile files
         else:
             argv = [os.path.basename(shell), "-c", self.command]
@@ -214,9 +235,13 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
         peer_host, peer_port = self.chan.get_extra_info("peername")[:2]
         local_host, local_port = self.chan.get_extra_info("sockname")[:2]
         env = login_env(login)
+        if self.pam is not None:
+            env.update(self.pam.env)  # as sshd: PAM's environment, under the client's and ours
         env.update(accepted_env(self.chan.get_environment()))
         if self.term is not None:
             env["TERM"] = self.term
+        if (agent := self.conn.forwarding.agent_path) is not None:
+            env["SSH_AUTH_SOCK"] = agent
         env.update({
             "SSH_CLIENT": f"{peer_host} {peer_port} {local_port}",
             "SSH_CONNECTION": f"{peer_host} {peer_port} {local_host} {local_port}",
@@ -231,7 +256,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     async def _run(self) -> None:
         """Audit the start, wait for the child and its output, audit the end, report the exit."""
         assert self.child is not None and self.chan is not None
-        if self.command is None:
+        if self.sftp is not None:
+            await self._audit(SUBSYSTEM, name="sftp")
+        elif self.command is None:
             await self._audit(SESSION_START)
         try:
             code = await self.child.wait()
@@ -243,7 +270,9 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             await self.recorder.close()
         if self.live is not None:
             await self.live.end(code)
-        if self.command is None:
+        if self.sftp is not None:
+            self.sftp.finish()
+        elif self.command is None:
             await self._audit(SESSION_END)
         else:
             error = "" if code == 0 else \
@@ -278,6 +307,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
     # --- data both ways -------------------------------------------------------------------------
 
     def _output(self, data: bytes) -> None:
+        if self.sftp is not None:
+            self.sftp.from_server(data)
         if self.recorder is not None:
             self.recorder.output(data)
         self._send(data, None)
@@ -297,15 +328,21 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
 
     def data_received(self, data: bytes, datatype: int | None) -> None:
         self.conn.touch()
+        if self.pam is not None and self.pam.hold(self, data):  # until PAM has opened
+            return
         if self.joined is not None:
             self.joined.input(data)
         elif self.stdin is not None:
             self.received += len(data)
+            if self.sftp is not None:
+                self.sftp.from_client(data)
             if self.recorder is not None:
                 self.recorder.input(data)
             self.stdin.write(data)
 
     def eof_received(self) -> bool:
+        if self.pam is not None and self.pam.hold(self, None):
+            return True
         # A terminal has no end of file to pass on; a pipe closes once written out.
         if self.stdin is not None and self.pty is None:
             self.stdin.close_when_drained()
@@ -357,6 +394,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self.pty.close_slave()
         while self._fds:
             os.close(self._fds.pop())
+        if self.pam is not None:
+            self.pam.close()
 
 
 def _signal_name(signum: int) -> str:

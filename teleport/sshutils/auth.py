@@ -149,6 +149,10 @@ class CertAuthServer(asyncssh.SSHServer):
     def host_based_auth_supported(self) -> bool:
         return False
 
+    async def agent_forwarding_requested(self) -> bool:
+        """Answer a session's `auth-agent-req@openssh.com`: servers that do not forward refuse."""
+        return False
+
     def remote_addr(self) -> str:
         """Return the client's `host:port` for audit events."""
         return _addr(self.conn, "peername")
@@ -200,6 +204,11 @@ class CertAuthServer(asyncssh.SSHServer):
 
 class CertAuthConnection(asyncssh.SSHServerConnection):
     """asyncssh server connection whose public key step is decided by `CertChecker`."""
+
+    async def create_agent_listener(self) -> bool:
+        """Let the server object decide agent forwarding: asyncssh's own socket would be ours
+        (the node's user), not the login's, and would skip the audit."""
+        return await cast(CertAuthServer, self.get_owner()).agent_forwarding_requested()
 
     async def validate_public_key(self, username: str, key_data: bytes,
                                   msg: bytes, signature: bytes) -> bool:

@@ -36,6 +36,19 @@ class ChannelSplice:
         self._tcp_eof = False
         self._tcp_closed = False
 
+    def tcp_protocol(self, on_open: Callable[[], None] | None = None) -> asyncio.Protocol:
+        """Return the TCP side's protocol for a connection accepted by a listener of ours.
+
+        on_open runs once the connection is attached, to open the channel: until then what the
+        TCP peer sends is held (and its reading paused), as for a dialled connection.
+        """
+        return _TCPSide(self, on_open)
+
+    def abort(self) -> None:
+        """Drop the TCP side: the channel for it could not be opened."""
+        if self.transport is not None:
+            self.transport.close()
+
     async def connect(self, host: str, port: int) -> None:
         """Open the TCP side; raises OSError or TimeoutError, for the caller to word."""
         loop = asyncio.get_running_loop()
@@ -136,8 +149,9 @@ class ChannelSplice:
 
 
 class _TCPSide(asyncio.Protocol):
-    def __init__(self, splice: ChannelSplice) -> None:
+    def __init__(self, splice: ChannelSplice, on_open: Callable[[], None] | None = None) -> None:
         self.splice = splice
+        self.on_open = on_open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         sock = transport.get_extra_info("socket")
@@ -145,6 +159,8 @@ class _TCPSide(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.splice.tcp_open(cast(asyncio.Transport, transport))
+        if self.on_open is not None:
+            self.on_open()
 
     def data_received(self, data: bytes) -> None:
         self.splice.tcp_data(data)

@@ -17,6 +17,7 @@ import pytest
 
 from teleport.keys import tls as tlskeys
 from tests.e2e.cluster import BIN, Cluster
+from tests.e2e.test_recording import _recorded_session, _wait_listed
 
 #: What a shell reports for `cat` when its reader has gone (128 + SIGPIPE).
 CLOSED_PIPE = 141
@@ -40,10 +41,23 @@ def test_tctl_and_tsh_stop_quietly_when_the_reader_goes(cluster: Cluster,
                                                          joe: dict[str, Any]) -> None:
     for tool, args in [("tctl", ("-c", str(cluster.config), "audit", "events", "--since=1h")),
                        ("tctl", ("-c", str(cluster.config), "users", "ls")),
+                       ("tctl", ("-c", str(cluster.config), "get", "users")),
+                       ("tctl", ("-c", str(cluster.config), "auth", "export")),
                        ("tsh", ("ls",)),
-                       ("tsh", ("recordings", "ls"))]:
+                       ("tsh", ("recordings", "ls")),
+                       # Printed outside the event loop: same quiet stop.
+                       ("tctl", ("version",)), ("tsh", ("version",)), ("teleport", ("version",)),
+                       ("teleport", ("configure",))]:
         code, err = _with_reader_gone(cluster, tool, *args)
         assert (code, err) == (CLOSED_PIPE, ""), (tool, args, err)
+
+
+def test_tsh_play_stops_quietly_when_the_reader_goes(cluster: Cluster, joe: dict[str, Any]) -> None:
+    sid = _recorded_session(cluster)
+    _wait_listed(cluster, sid)
+    for args in [("play", "--speed=1000", sid), ("play", "--format=json", sid)]:
+        code, err = _with_reader_gone(cluster, "tsh", *args)
+        assert (code, err) == (CLOSED_PIPE, ""), (args, err)
 
 
 def test_piped_into_head_prints_one_line_and_no_error(cluster: Cluster,

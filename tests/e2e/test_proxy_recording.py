@@ -92,3 +92,26 @@ def test_stock_openssh_through_the_recording_proxy(cluster: Cluster, joe: dict[s
         env={**os.environ, **cluster.env})
     assert out.returncode == 0, out.stderr
     assert out.stdout == "via-openssh\n"
+
+
+def test_sftp_through_the_recording_proxy_is_audited_not_recorded(
+        cluster: Cluster, joe: dict[str, Any], tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text(cluster.tsh("config").stdout)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(os.urandom(50_000))
+    before = set(_recordings(cluster))
+    env = {**os.environ, **cluster.env}
+    # OpenSSH 9's scp speaks SFTP: the proxy relays the subsystem to the node.
+    for src, dst in ((str(payload), f"root@{NODENAME}.{CLUSTER}:{tmp_path}/up.bin"),
+                     (f"root@{NODENAME}.{CLUSTER}:{tmp_path}/up.bin", str(tmp_path / "back.bin"))):
+        out = subprocess.run(["scp", "-F", str(config), "-o", "BatchMode=yes", src, dst],
+                             capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL, env=env)
+        assert out.returncode == 0, out.stderr
+    assert (tmp_path / "back.bin").read_bytes() == payload.read_bytes()
+    opened = [e for e in cluster.audit_events()
+              if e["event"] == "sftp" and e.get("path") == f"{tmp_path}/up.bin" and e["action"] == 1]
+    assert [e["code"] for e in opened] == ["TS001I", "TS001I"]
+    time.sleep(1)  # a recording of the transfer would be listed by now
+    assert set(_recordings(cluster)) == before

@@ -26,7 +26,7 @@ def rsa_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 def test_rsa_cas_sign_with_sha512_and_work_end_to_end(rsa_cluster: Cluster, tmp_path: Path) -> None:
     exported = rsa_cluster.tctl("auth", "export", "--type=user").stdout
-    assert exported.startswith("cert-authority ssh-rsa ")
+    assert exported.startswith("ssh-rsa ")
     totp = rsa_cluster.signup("ann", "root", "rsa password")
     rsa_cluster.login("ann", "rsa password", totp)
     cert = Path(rsa_cluster.env["TELEPORT_HOME"]) / "keys" / "127.0.0.1" / "ann-cert.pub"

@@ -40,6 +40,10 @@ def test_users_log_in_as_their_logins_trait_or_their_own_name() -> None:
     assert rules.allowed_logins("alice", []) == ["alice"]
 
 
+def test_each_login_is_a_principal_once() -> None:
+    assert rules.allowed_logins("root", ["root", "root", "www", "root"]) == ["root", "www"]
+
+
 def test_recordings_are_played_by_their_owner_and_admins_only() -> None:
     for viewer in (ALICE, ADMIN_USER, TCTL):
         rules.check_play(viewer, "alice", "sid-1")
