@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     scp.add_argument("-p", "--preserve", action="store_true", help="keep modes and modification times")
     scp.add_argument("-P", "--port", type=int, help="node SSH port")
     scp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scp.add_argument("--all", dest="every_match", action="store_true",
+                     help="upload to every node a label selector matches (default: refuse many)")
     scp.add_argument("paths", nargs="+", metavar="src... dst")
     play = sub.add_parser("play", help="Replay a recorded session (space pauses and resumes)")
     _common(play, quiet)
@@ -207,7 +209,8 @@ async def _scp(args: argparse.Namespace) -> int:
     from teleport.client import scp
 
     return await scp.copy(_profile(args), args.paths, gp.getuser(), recursive=args.recursive,
-                          preserve=args.preserve, port=args.port, quiet=args.quiet)
+                          preserve=args.preserve, port=args.port, quiet=args.quiet,
+                          every_match=args.every_match)
 
 
 async def _play(args: argparse.Namespace) -> int:

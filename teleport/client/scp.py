@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from teleport.api.web_models import NodeInfo
 from teleport.client import fanout, ssh
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
@@ -95,15 +96,36 @@ def plan(paths: Sequence[str], default_login: str) -> Plan:
 
 async def copy(profile: Profile, paths: Sequence[str], default_login: str, *,
                recursive: bool = False, preserve: bool = False, port: int | None = None,
-               quiet: bool = False) -> int:
-    """Copy between this machine and one node; a remote failure raises with the node's reason."""
+               quiet: bool = False, every_match: bool = False) -> int:
+    """Copy between this machine and one node (or, asked with `every_match`, upload to every
+    node a label selector matches); a remote failure raises with the node's reason."""
     job = plan(paths, default_login)
-    host = job.host
-    if (selector := fanout.parse_label_selector(host)) is not None:
-        host = await _one_node(profile, selector, job.upload)
-    if port:
-        host = f"{host}:{port}"
     progress = None if quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr.fileno())
+    if (selector := fanout.parse_label_selector(job.host)) is None:
+        await _copy_with(profile, job, _with_port(job.host, port), recursive, preserve, progress)
+        return 0
+    nodes = await _matching(profile, selector, job.upload, every_match)
+    if len(nodes) == 1:
+        await _copy_with(profile, job, _with_port(nodes[0].id, port), recursive, preserve,
+                         progress)
+        return 0
+    failed = 0
+    for node in nodes:  # one at a time: a progress bar and an error line per node
+        try:
+            await _copy_with(profile, job, _with_port(node.id, port), recursive, preserve,
+                             progress)
+        except TeleportError as err:
+            failed += 1
+            print(f"[{node.name}] ERROR: {err}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _with_port(host: str, port: int | None) -> str:
+    return f"{host}:{port}" if port else host
+
+
+async def _copy_with(profile: Profile, job: Plan, host: str, recursive: bool, preserve: bool,
+                     progress: ProgressBar | None) -> None:
     async with ssh.connect_node(profile, job.login, host) as conn:
         try:
             if job.upload:
@@ -121,20 +143,22 @@ async def copy(profile: Profile, paths: Sequence[str], default_login: str, *,
         finally:
             if progress is not None:
                 progress.finish()
-    return 0
 
 
-async def _one_node(profile: Profile, selector: dict[str, str], upload: bool) -> str:
-    """Resolve labels to the only matching node's UUID; a copy goes to one node at a time."""
+async def _matching(profile: Profile, selector: dict[str, str], upload: bool,
+                    every_match: bool) -> list[NodeInfo]:
+    """Resolve labels to nodes: one, or every match for an upload the user asked to fan out."""
     nodes = await fanout.matching_nodes(profile, selector)
     labels = ",".join(f"{k}={v}" for k, v in selector.items())
     if not nodes:
         raise NotFound(f"no nodes match labels {labels}")
-    if len(nodes) > 1:
-        what = "uploads to" if upload else "downloads from"
-        raise BadParameter(f"labels {labels} match {len(nodes)} nodes; tsh scp {what} one node "
-                           "at a time: add labels or name the node")
-    return nodes[0].id
+    if len(nodes) > 1 and not upload:
+        raise BadParameter(f"labels {labels} match {len(nodes)} nodes; tsh scp downloads from "
+                           "one node at a time: add labels or name the node")
+    if len(nodes) > 1 and not every_match:
+        raise BadParameter(f"labels {labels} match {len(nodes)} nodes: add --all to upload to "
+                           "every one of them, or add labels or name the node")
+    return nodes
 
 
 def _remote_error(err: asyncssh.SFTPError) -> TeleportError:

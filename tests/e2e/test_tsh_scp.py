@@ -147,16 +147,28 @@ def second_node(cluster: Cluster, joe: dict[str, Any], tmp_path_factory: pytest.
         node.stop()
 
 
-def test_labels_matching_many_nodes_are_refused_and_one_match_is_copied(
+def test_labels_matching_many_nodes_are_refused_unless_asked_and_one_match_is_copied(
         cluster: Cluster, second_node: None, tmp_path: Path) -> None:
     source = tmp_path / "f"
     source.write_text("to one node\n")
     many = _tsh(cluster, str(source), f"root@env=e2e:{tmp_path / 'many'}")
     assert many.returncode != 0
     assert many.stderr.splitlines() == [
-        "ERROR: labels env=e2e match 2 nodes; tsh scp uploads to one node at a time: "
-        "add labels or name the node"]
+        "ERROR: labels env=e2e match 2 nodes: add --all to upload to every one of them, "
+        "or add labels or name the node"]
     assert not (tmp_path / "many").exists()
+
+    down = _tsh(cluster, f"root@env=e2e:{source}", str(tmp_path / "down"))
+    assert down.returncode != 0 and "downloads from one node at a time" in down.stderr
+    assert not (tmp_path / "down").exists()
+
+    both = _tsh(cluster, "--all", str(source), f"root@env=e2e:{tmp_path / 'both'}")
+    assert (both.returncode, both.stderr) == (0, "")
+    assert (tmp_path / "both").read_text() == "to one node\n"
+    # Both nodes run on this machine: each one's audit event says it received the file.
+    uploads = {e["server_id"] for e in cluster.audit_events()
+               if e.get("event") == "scp" and e.get("path", "").endswith("/both")}
+    assert len(uploads) == 2, uploads
 
     one = _tsh(cluster, str(source), f"root@second=yes:{tmp_path / 'one'}")
     assert (one.returncode, one.stderr) == (0, "")
