@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import aiohttp
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from teleport.api import proxydial, proxyenv
 from teleport.api.auth_models import AuditEvent, ResourceJSON
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
-from teleport.utils.addr import HostPort
+from teleport.utils.addr import HostPort, parse_addr
 
 T = TypeVar("T")
 
@@ -47,15 +48,21 @@ class HTTPClient:
 
     `peer` names the server in messages ("auth server", "proxy"). `server_hostname` is the TLS
     name every connection must prove (the auth server's), whatever the address dialled.
+    `proxy_env` (default `os.environ`) names the HTTP CONNECT proxy (`HTTPS_PROXY`, `NO_PROXY`,
+    see `proxyenv`); TLS, its name check and pinning run end to end through the tunnel.
     """
 
     def __init__(self, addrs: Sequence[HostPort | str], ssl_context: ssl.SSLContext, *,
                  peer: str, timeout: float = 30.0, connect_timeout: float = 5.0,
                  server_hostname: str | None = None, describe: Describe | None = None,
-                 unreachable: str | None = None) -> None:
+                 unreachable: str | None = None,
+                 proxy_env: Mapping[str, str] | None = None) -> None:
         if not addrs:
             raise ConnectionProblem(f"no {peer} address configured")
         self.addrs = [str(a) for a in addrs]
+        self._proxy_env = proxy_env
+        #: The HTTP proxy for each address (None: direct); `addrs` may change (failover lists).
+        self._proxies: dict[str, proxyenv.ProxyURL | None] = {}
         self.peer = peer
         self.server_hostname = server_hostname
         self._ssl = ssl_context
@@ -131,14 +138,18 @@ class HTTPClient:
                 timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
         problems: list[str] = []
         for addr in self.addrs:
+            if addr not in self._proxies:
+                self._proxies[addr] = _proxy_for(addr, self._proxy_env)
+            proxy = self._proxies[addr]
             try:
                 resp = await self._session.request(
                     method, f"https://{addr}{path}", json=json_body,
                     data=data() if data is not None else None,
                     timeout=self._stream_timeout if streamed else self._timeout,
-                    server_hostname=self.server_hostname)
+                    server_hostname=self.server_hostname,
+                    proxy=proxy.url if proxy else None, proxy_auth=_basic_auth(proxy))
             except TRANSPORT_ERRORS as exc:
-                problems.append(self._describe(addr, exc))
+                problems.append(_describe_proxy(addr, proxy, exc) or self._describe(addr, exc))
                 continue
             return addr, resp
         raise ConnectionProblem(self._unreachable + "; ".join(problems))
@@ -194,6 +205,30 @@ def _adapter(model: type[T]) -> TypeAdapter[T]:
     if adapter is None:
         adapter = _ADAPTERS[model] = TypeAdapter(model)
     return adapter
+
+
+def _proxy_for(addr: str, env: Mapping[str, str] | None) -> proxyenv.ProxyURL | None:
+    host, port = parse_addr(addr, 443)
+    return proxyenv.proxy_for(host, port, env)
+
+
+def _basic_auth(proxy: proxyenv.ProxyURL | None) -> aiohttp.BasicAuth | None:
+    if proxy is None or proxy.username is None:
+        return None
+    return aiohttp.BasicAuth(proxy.username, proxy.password or "")
+
+
+def _describe_proxy(addr: str, proxy: proxyenv.ProxyURL | None,
+                    exc: BaseException) -> str | None:
+    """Name the HTTP proxy when it, not the server behind it, failed."""
+    if proxy is None:
+        return None
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return (f"HTTP proxy {proxy} refused CONNECT {addr}: "
+                f"'{exc.status} {one_line(exc.message)}'{proxydial.auth_hint(proxy, exc.status)}")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"cannot reach HTTP proxy {proxy} ({proxy.source}): {one_line(exc.os_error)}"
+    return None
 
 
 def _describe(addr: str, exc: BaseException) -> str:

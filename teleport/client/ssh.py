@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncssh
 
+from teleport.api import proxydial
 from teleport.client import forwarding, stdio
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
@@ -93,8 +94,10 @@ async def connect_node(profile: Profile, login: str, host: str,
     proxy = parse_addr(profile.ssh_proxy_addr, 3023)
     async with contextlib.AsyncExitStack() as stack:
         try:
+            # HTTPS_PROXY/HTTP_PROXY: an HTTP CONNECT tunnel to the proxy's SSH port (proxydial).
+            sock = await proxydial.dial(proxy.host, proxy.port)
             proxy_conn = await stack.enter_async_context(asyncssh.connect(
-                proxy.host, proxy.port, options=_options(profile, profile.user)))
+                proxy.host, proxy.port, sock=sock, options=_options(profile, profile.user)))
             conn = await stack.enter_async_context(asyncssh.connect(
                 target.host, target.port, tunnel=_Tunnel(proxy_conn),
                 options=_options(profile, login, agent_forward)))

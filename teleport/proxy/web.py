@@ -7,6 +7,7 @@ may ping, sign up and log in; the calls that act as a user need the certificate 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import socket
@@ -84,6 +85,7 @@ class WebProxy:
         self._key_pem = key_pem
         self._client_ca_pems = client_ca_pems
         self._runner: web.AppRunner | None = None
+        self._ssl: ssl.SSLContext | None = None
         self._port = 0
 
     async def __aenter__(self) -> WebProxy:
@@ -102,10 +104,18 @@ class WebProxy:
         return ssl_server_context(self._cert_pem, self._key_pem, list(self._client_ca_pems()),
                                   require_client_cert=False)
 
-    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
-        """Listen on host:port (0 picks a free port), or on a socket handed down by a restart."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None, *,
+                    bind: bool = True) -> None:
+        """Listen on host:port (0 picks a free port), or on a socket handed down by a restart.
+
+        With bind=False nothing is bound: connections come from the port's multiplexer
+        through `serve_socket` (teleport.proxy.mux), and `port` is the multiplexer's.
+        """
         runner = httpserver.make_runner(self.make_app())
         await runner.setup()
+        if not bind:
+            self._runner, self._ssl = runner, self.ssl_context()
+            return
         try:
             site: web.BaseSite
             if sock is not None:
@@ -118,6 +128,18 @@ class WebProxy:
             raise
         self._runner = runner
         self._port = runner.addresses[0][1]
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """Serve HTTPS on a connection accepted elsewhere (the multiplexer), TLS handshake first.
+
+        The runner's server tracks it like its own, so close() ends it with the others.
+        """
+        if self._runner is None or self._runner.server is None:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        await loop.connect_accepted_socket(self._runner.server, sock, ssl=self._ssl,
+                                           ssl_handshake_timeout=self.deadlines.headers)
 
     async def stop_accepting(self) -> None:
         """Stop taking new connections (graceful restart); close() ends the open ones."""

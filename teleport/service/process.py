@@ -30,6 +30,7 @@ from teleport.events.buffered import BufferedEmitter
 from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
+from teleport.proxy.mux import Multiplexer, Protocol
 from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.web import WebProxy
@@ -76,6 +77,8 @@ class TeleportProcess:
         self.node: NodeServer | None = None
         self.proxy_ssh: ProxySSHServer | None = None
         self.web: WebProxy | None = None
+        #: The web port's protocol multiplexer, when tunnel_listen_addr is web_listen_addr.
+        self.mux: Multiplexer | None = None
         #: One revocation list per process, enforced by the proxy and the node alike.
         self._revocations: RevocationWatch | None = None
         self.runners: list[Any] = []
@@ -175,6 +178,8 @@ class TeleportProcess:
             server.stop_accepting()
         if self.web is not None:
             await self.web.stop_accepting()
+        if self.mux is not None:
+            self.mux.stop_accepting()
         for runner in self.runners:
             for site in list(runner.sites):
                 await site.stop()
@@ -394,8 +399,13 @@ class TeleportProcess:
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         revocations.enforce_on(ssh_server)
+        # The SSH port may be the web port: then the web port's multiplexer serves it alone.
+        # Port 0 twice asks for two free ports (tests), not for one shared port.
+        ssh_on_web = cfg.listen_addr == cfg.web_listen_addr and cfg.listen_addr.port != 0
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
-                               sock=self._listen("proxy SSH", cfg.listen_addr))
+                               sock=None if ssh_on_web else self._listen("proxy SSH",
+                                                                         cfg.listen_addr),
+                               bind=not ssh_on_web)
         self.ports["proxy_ssh"] = ssh_server.port
         if ssh_public.port == 0 or cfg.listen_addr.port == 0:
             ssh_public = HostPort(ssh_public.host, ssh_server.port)
@@ -408,12 +418,21 @@ class TeleportProcess:
                        clock=self.clock, hsts=bool(cfg.https_keypairs),
                        revoked=revocations.tls_refusal)
         await self.stack.enter_async_context(web)
+        web_sock = self._listen("proxy web", cfg.web_listen_addr)
+        multiplex = ssh_on_web or cfg.tunnel_listen_addr == cfg.web_listen_addr
         await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port,
-                        sock=self._listen("proxy web", cfg.web_listen_addr))
+                        sock=None if multiplex else web_sock, bind=not multiplex)
         self.web = web
         self.ports["proxy_web"] = web.port
+        if multiplex:
+            self.ports["proxy_web"] = await self._multiplex(web_sock, web, ssh_server)
+            if ssh_on_web:
+                self.ports["proxy_ssh"] = self.ports["proxy_web"]
+                if ssh_public.port == 0:
+                    ssh_public = HostPort(ssh_public.host, self.ports["proxy_web"])
+                    web.ssh_public_addr = str(ssh_public)
         if web_public.port == 0 or cfg.web_listen_addr.port == 0:
-            web_public = HostPort(web_public.host, web.port)
+            web_public = HostPort(web_public.host, self.ports["proxy_web"])
             web.public_addr = str(web_public)
 
         def proxy_record() -> Server:
@@ -424,9 +443,20 @@ class TeleportProcess:
         self._supervise("proxy-heartbeat",
                         lambda: heartbeat_forever(client, proxy_record, self.clock, self.health))
         logging.getLogger("teleport.proxy").info("Web proxy service %s is starting on %s.", __version__,
-                 HostPort(cfg.web_listen_addr.host, web.port))
+                 HostPort(cfg.web_listen_addr.host, self.ports["proxy_web"]))
         logging.getLogger("teleport.proxy").info("SSH proxy service %s is starting on %s.", __version__,
-                 HostPort(cfg.listen_addr.host, ssh_server.port))
+                 HostPort(cfg.listen_addr.host, self.ports["proxy_ssh"]))
+
+    async def _multiplex(self, sock: socket.socket, web: WebProxy, ssh: ProxySSHServer) -> int:
+        """Serve the web port's TLS and SSH from one listener (teleport.proxy.mux); its port."""
+        mux = Multiplexer({Protocol.TLS: web.serve_socket, Protocol.SSH: ssh.serve_socket})
+        await self.stack.enter_async_context(mux)
+        await mux.start(sock)
+        self.mux = mux
+        logging.getLogger("teleport").debug(
+            "Setup Proxy: Reverse tunnel proxy and web proxy listen on the same port, "
+            "multiplexing is on.")
+        return mux.port
 
     # --- node ---------------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ process (`pamhelper.py`, ctypes over libpam) that opens the PAM session and hold
 session ends, for three reasons: a module that hangs can be killed with its whole process
 tree after a bounded wait, without blocking the node's event loop; what modules do to their
 process (limits, loginuid, signal handlers) stays out of the node; and if the node dies, the
-helper's stdin closes and it still closes the session.
+helper's stdin closes and it still closes the session. What the modules set on the helper that a
+shell inherits under sshd (limits, umask, loginuid, priority) comes back as `ProcessAttrs`, which
+the session's child takes on before exec.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from teleport.errors import AccessDenied
 from teleport.events.emitter import AUTH
+from teleport.srv.process import UNSET_LOGINUID, ProcessAttrs
 
 if TYPE_CHECKING:
     from teleport.srv.session import NodeSession
@@ -75,6 +79,8 @@ class PamSession:
     env: dict[str, str] = field(default_factory=dict)
     #: What the modules said (pam_info, pam_error, pam_motd).
     messages: list[str] = field(default_factory=list)
+    #: What the session modules set on their process (pam_limits, pam_umask, pam_loginuid).
+    attrs: ProcessAttrs = field(default_factory=ProcessAttrs)
     proc: asyncio.subprocess.Process | None = None
     #: The session's child has started: client input goes to it, no longer held here.
     started: bool = False
@@ -148,6 +154,7 @@ class PamSession:
             raise AccessDenied(str(answer.get("error", "PAM refused the session"))
                                + (f" ({detail})" if detail else ""))
         self.env = {str(k): str(v) for k, v in answer.get("env", {}).items()}
+        self.attrs = parse_attrs(answer.get("process"))
         if self.closed:  # the session ended while PAM was opening
             self._release()
 
@@ -180,6 +187,31 @@ class PamSession:
         """Kill the helper and every process it started: pam_exec's children leave its group."""
         if self.proc is not None and self.proc.returncode is None:
             kill_tree(self.proc.pid)
+
+
+def parse_attrs(raw: Any) -> ProcessAttrs:
+    """Read the helper's `process` answer, keeping only well-formed values this host knows."""
+    if not isinstance(raw, dict):
+        return ProcessAttrs()
+
+    def number(value: Any) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    limits = []
+    raw_limits = raw.get("limits")
+    for name, pair in (raw_limits.items() if isinstance(raw_limits, dict) else ()):
+        which = getattr(resource, name, None) if str(name).startswith("RLIMIT_") else None
+        if isinstance(which, int) and isinstance(pair, list) and len(pair) == 2 and \
+                all(number(v) is not None for v in pair):
+            limits.append((which, pair[0], pair[1]))
+    umask = number(raw.get("umask"))
+    loginuid = number(raw.get("loginuid"))
+    nice = number(raw.get("nice"))
+    return ProcessAttrs(
+        limits=tuple(sorted(limits)),
+        umask=umask if umask is not None and 0 <= umask <= 0o777 else None,
+        loginuid=loginuid if loginuid is not None and 0 <= loginuid < UNSET_LOGINUID else None,
+        nice=nice if nice is not None and -20 <= nice <= 19 else None)
 
 
 def kill_tree(pid: int) -> None:

@@ -5,9 +5,11 @@ node: a PAM module may block, fork, or change this process (limits, loginuid), s
 the node can kill it on a timeout and where nothing it does leaks into the node.
 
 Protocol on stdin/stdout, one JSON line each way: the node sends the request (service, login,
-PAM items, PAM environment); the helper answers `{"ok", "error", "messages", "env"}` once the
-session is open (or refused), then keeps the session open until stdin reaches end of file,
-when it closes the session and exits. Standard library only (ctypes over Debian's libpam0g).
+PAM items, PAM environment); the helper answers `{"ok", "error", "messages", "env", "process"}`
+once the session is open (or refused), then keeps the session open until stdin reaches end of file,
+when it closes the session and exits. `process` holds what the session modules changed on this
+process (resource limits by RLIMIT_* name, umask, loginuid, nice) for the node to give the
+session's child. Standard library only (ctypes over Debian's libpam0g).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import ctypes
 import ctypes.util
 import json
 import os
+import resource
 import sys
 from typing import Any
 
@@ -147,6 +150,31 @@ class PamError(Exception):
     pass
 
 
+def process_attrs() -> dict[str, Any]:
+    """Return this process's attributes that session modules may set (pam_limits, pam_umask...)."""
+    limits = {name: list(resource.getrlimit(getattr(resource, name)))
+              for name in dir(resource) if name.startswith("RLIMIT_")}
+    mask = os.umask(0)
+    os.umask(mask)
+    try:
+        with open("/proc/self/loginuid") as f:
+            loginuid: int | None = int(f.read())
+    except (OSError, ValueError):
+        loginuid = None
+    return {"limits": limits, "umask": mask, "loginuid": loginuid,
+            "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+
+
+def changed(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """Keep what PAM changed: the node's own values reach its children by inheritance."""
+    out: dict[str, Any] = {"limits": {name: value for name, value in after["limits"].items()
+                                      if value != before["limits"].get(name)}}
+    for key in ("umask", "loginuid", "nice"):
+        if after[key] is not None and after[key] != before[key]:
+            out[key] = after[key]
+    return out
+
+
 def _answer(out: Any, **fields: Any) -> None:
     out.write(json.dumps(fields) + "\n")
     out.flush()
@@ -159,6 +187,7 @@ def main() -> int:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
+    before = process_attrs()
     try:
         request = json.loads(requests.readline())
         session = Session(request["service"], request["login"])
@@ -185,7 +214,8 @@ def main() -> int:
         return 1
     # As sshd does for logins PAM did not authenticate: a credential failure is not fatal.
     established = session.call("pam_setcred", PAM_ESTABLISH_CRED) == PAM_SUCCESS
-    _answer(answers, ok=True, error="", messages=session.messages, env=session.environment())
+    _answer(answers, ok=True, error="", messages=session.messages, env=session.environment(),
+            process=changed(before, process_attrs()))
     # The session lasts until the node closes our stdin (also when the node dies).
     while requests.read(4096):
         pass

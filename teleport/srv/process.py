@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import grp
 import os
 import pwd
+import resource
 import signal
 import struct
 import subprocess
 import termios
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from teleport.errors import AccessDenied, NotFound
@@ -102,20 +104,86 @@ def _take_controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+#: /proc/self/loginuid's "not set" value ((uid_t)-1).
+UNSET_LOGINUID = 4294967295
+
+
+@dataclass(frozen=True)
+class ProcessAttrs:
+    """What PAM's session modules set on their own process, for the session's child to get too.
+
+    pam_limits, pam_umask and pam_loginuid act on the process that opens the session (under
+    sshd, the one that then becomes the shell); ours is a helper, so it reports what they
+    changed and the child takes it on before exec. Only changes: the node's own values reach
+    the child by inheritance anyway.
+    """
+
+    #: (RLIMIT_* number, soft, hard) for each limit PAM changed.
+    limits: tuple[tuple[int, int, int], ...] = ()
+    umask: int | None = None
+    #: The audit login uid pam_loginuid set, None if it set none.
+    loginuid: int | None = None
+    #: The priority pam_limits' `priority` item set.
+    nice: int | None = None
+
+    @property
+    def needs_privilege(self) -> bool:
+        """Raising a hard limit, the loginuid or the priority needs root: done before the drop."""
+        return bool(self.limits) or self.loginuid is not None or self.nice is not None
+
+
+def _enter_session(attrs: ProcessAttrs, login: OSLogin | None, tty: bool) -> None:
+    """In the child, before exec: take on PAM's attributes while still root, then drop to login.
+
+    subprocess.Popen would drop privileges before any preexec_fn runs, so the drop is done here,
+    in the order Popen uses (groups, gid, uid).
+    """
+    for number, soft, hard in attrs.limits:
+        resource.setrlimit(number, (soft, hard))
+    if attrs.nice is not None:
+        os.setpriority(os.PRIO_PROCESS, 0, attrs.nice)
+    if attrs.loginuid is not None:
+        try:
+            fd = os.open("/proc/self/loginuid", os.O_WRONLY)
+            try:
+                os.write(fd, str(attrs.loginuid).encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # a kernel without audit support; pam_loginuid tolerated the same
+    if login is not None:
+        os.setgroups(list(login.groups))
+        os.setregid(login.gid, login.gid)
+        os.setreuid(login.uid, login.uid)
+    if tty:
+        _take_controlling_tty()
+
+
 class Child:
     """A started shell or command in its own session (process group = pid)."""
 
     def __init__(self, argv: list[str], *, executable: str, login: OSLogin,
                  env: Mapping[str, str], stdin: int, stdout: int, stderr: int,
-                 tty: bool) -> None:
+                 tty: bool, attrs: ProcessAttrs | None = None) -> None:
         switch = os.geteuid() == 0
+        attrs = attrs or ProcessAttrs()
         cwd = login.home if os.path.isdir(login.home) else "/"
-        self.proc = subprocess.Popen(
-            argv, executable=executable, stdin=stdin, stdout=stdout, stderr=stderr,
-            env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
-            user=login.uid if switch else None, group=login.gid if switch else None,
-            extra_groups=list(login.groups) if switch else None,
-            preexec_fn=_take_controlling_tty if tty else None)
+        preexec: Callable[[], None] | None = _take_controlling_tty if tty else None
+        if attrs.needs_privilege:  # we drop privileges ourselves, after applying them
+            preexec = functools.partial(_enter_session, attrs, login if switch else None, tty)
+            switch = False
+        try:
+            self.proc = subprocess.Popen(
+                argv, executable=executable, stdin=stdin, stdout=stdout, stderr=stderr,
+                env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
+                user=login.uid if switch else None, group=login.gid if switch else None,
+                extra_groups=list(login.groups) if switch else None, preexec_fn=preexec,
+                umask=-1 if attrs.umask is None else attrs.umask)
+        except subprocess.SubprocessError:  # preexec_fn failed; Popen keeps no detail
+            if not attrs.needs_privilege:
+                raise
+            raise AccessDenied(f"cannot start {login.name}'s session with the limits, priority "
+                               "and login uid PAM set (see the node's PAM setup)") from None
         self.pid = self.proc.pid
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()

@@ -175,7 +175,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
             self._fds.append(self.pty.master)
             try:
                 self.child = Child(argv, executable=shell, login=login, env=env, stdin=self.pty.slave,
-                                   stdout=self.pty.slave, stderr=self.pty.slave, tty=True)
+                                   stdout=self.pty.slave, stderr=self.pty.slave, tty=True,
+                                   attrs=self.pam.attrs if self.pam is not None else None)
             finally:
                 self.pty.close_slave()
             master = self.pty.master
@@ -197,7 +198,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 self._fds.append(err_r)
                 child_ends.append(err_w)
                 self.child = Child(argv, executable=shell, login=login, env=env, stdin=in_r,
-                                   stdout=out_w, stderr=err_w, tty=False)
+                                   stdout=out_w, stderr=err_w, tty=False,
+                                   attrs=self.pam.attrs if self.pam is not None else None)
             except BaseException:
                 if in_w >= 0:
                     os.close(in_w)

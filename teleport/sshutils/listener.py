@@ -149,12 +149,27 @@ class SSHListener(Generic[C]):
                         tb: TracebackType | None) -> None:
         await self.close()
 
-    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
-        """Listen on host:port (port 0 picks one, see `port`), or on a socket handed down."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None, *,
+                    bind: bool = True) -> None:
+        """Listen on host:port (port 0 picks one, see `port`), or on a socket handed down.
+
+        With bind=False nothing is bound: connections come only through `serve_socket`.
+        """
         if not self.tasks.running:
             await self.tasks.start()
+        if not bind:
+            return
         self._server = await listen(host, port, self._options, sock)
         self._port = bound_port(self._server)
+
+    async def serve_socket(self, sock: socket.socket) -> None:
+        """Serve SSH on a connection accepted elsewhere (the proxy's port multiplexer).
+
+        The same connection class as our own port, so the connection limits and tracking apply.
+        """
+        loop = asyncio.get_running_loop()
+        options = self._options
+        await loop.connect_accepted_socket(lambda: CertAuthConnection(loop, options), sock)
 
     @property
     def port(self) -> int:

@@ -30,6 +30,7 @@ STARTED = re.compile(r"^Teleport \S+ started: .*, ports (?P<ports>.*)$", re.MULT
 PORT_KEYS = {("auth_service", "listen_addr"): "auth", ("ssh_service", "listen_addr"): "node",
              ("proxy_service", "listen_addr"): "proxy_ssh",
              ("proxy_service", "web_listen_addr"): "web", ("proxy_service", "public_addr"): "web",
+             ("proxy_service", "tunnel_listen_addr"): "web",  # multiplexed on the web port
              ("teleport", "diag_addr"): "diag"}
 
 
@@ -89,6 +90,10 @@ class Cluster:
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: More `teleport start` flags (`-d`).
+    start_args: list[str] = field(default_factory=list)
+    #: The address every service binds and advertises (see make_cluster).
+    host: str = "127.0.0.1"
 
     @property
     def config(self) -> Path:
@@ -100,7 +105,7 @@ class Cluster:
 
     @property
     def web_addr(self) -> str:
-        return f"127.0.0.1:{self.ports['web']}"
+        return f"{self.host}:{self.ports['web']}"
 
     def write_config(self, extra: str = "") -> None:
         p = {name: self.ports.get(name, 0) for name in ("auth", "node", "proxy_ssh", "web")}
@@ -114,19 +119,19 @@ teleport:
 auth_service:
   enabled: yes
   cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:{p['auth']}
+  listen_addr: {self.host}:{p['auth']}
   tokens:
   - "node:e2e-static-token"
 ssh_service:
   enabled: yes
-  listen_addr: 127.0.0.1:{p['node']}
+  listen_addr: {self.host}:{p['node']}
   labels:
     env: e2e
 proxy_service:
   enabled: yes
-  listen_addr: 127.0.0.1:{p['proxy_ssh']}
-  web_listen_addr: 127.0.0.1:{p['web']}
-  public_addr: 127.0.0.1:{p['web']}
+  listen_addr: {self.host}:{p['proxy_ssh']}
+  web_listen_addr: {self.host}:{p['web']}
+  public_addr: {self.host}:{p['web']}
 {extra}""")
 
     def start(self) -> None:
@@ -136,7 +141,7 @@ proxy_service:
         log = open(path, "ab")  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
             [str(BIN / "teleport"), "start", "-c", str(self.config),
-             "--pid-file", str(self.root / "teleport.pid")],
+             "--pid-file", str(self.root / "teleport.pid"), *self.start_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self.ports = {**self.ports, **wait_started(path, self.process, offset)}
@@ -225,9 +230,12 @@ proxy_service:
         return events
 
 
-def make_cluster(root: Path) -> Cluster:
-    """Return an unstarted all-in-one cluster in root whose config listens on port 0."""
-    cluster = Cluster(root)
+def make_cluster(root: Path, host: str = "127.0.0.1") -> Cluster:
+    """Return an unstarted all-in-one cluster in root whose config listens on host, port 0.
+
+    host: another local address than loopback, for tests that loopback rules would skew.
+    """
+    cluster = Cluster(root, host=host)
     cluster.env = {"TELEPORT_HOME": str(root / "tsh-home"), "HOME": str(root / "home")}
     (root / "home").mkdir()
     cluster.write_config()

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import pwd
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +30,24 @@ def joe(cluster: Cluster) -> dict[str, object]:
     totp = cluster.signup("joe", "joe,root", password)
     cluster.login("joe", password, totp)
     return {"password": password, "totp": totp}
+
+
+@pytest.fixture(scope="module")
+def os_joe() -> Iterator[pwd.struct_passwd]:
+    """The OS account `joe` (created if missing, removed afterwards if we created it)."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("creating OS users needs root and useradd")
+    try:
+        yield pwd.getpwnam("joe")
+        return
+    except KeyError:
+        pass
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "joe"], check=True,
+                   capture_output=True)
+    try:
+        yield pwd.getpwnam("joe")
+    finally:
+        subprocess.run(["userdel", "--remove", "--force", "joe"], capture_output=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,10 +1,12 @@
 """PAM integration (issue 11, item 5): a node with `ssh_service.pam` runs the account and session
 stacks of a service file this test writes into /etc/pam.d, for every session, with libpam's stock
-modules (pam_exec, pam_env, pam_deny)."""
+modules (pam_exec, pam_env, pam_deny, pam_limits, pam_umask, pam_loginuid)."""
 
 from __future__ import annotations
 
 import os
+import pwd
+import resource
 import subprocess
 import time
 import uuid
@@ -159,6 +161,99 @@ def test_hanging_module_is_refused_after_the_timeout_and_the_node_serves_others(
     assert _wait_for(lambda: not _running(str(hang)), 5)
     assert any(e["event"] == "auth" and "did not answer" in e.get("error", "")
                for e in cluster.audit_events())
+
+
+#: What a session reports about its process: open files, umask, niceness, audit login uid, limits.
+SESSION_ATTRS = ("ulimit -n; ulimit -Hn; umask; nice; cat /proc/self/loginuid; echo; "
+                 "cat /proc/self/limits")
+
+
+def _session_attrs(cluster: Cluster, login: str) -> tuple[list[str], dict[str, tuple[str, str]]]:
+    """Run SESSION_ATTRS as login: its first five lines, and (soft, hard) per /proc limit name."""
+    lines = cluster.tsh("ssh", f"{login}@{NODENAME}", SESSION_ATTRS).stdout.splitlines()
+    limits = {line[:26].strip(): (line[26:].split()[0], line[26:].split()[1])
+              for line in lines[6:]}  # after /proc/self/limits' header line
+    return lines[:5], limits
+
+
+def _sftp_put(cluster: Cluster, login: str, local: Path, remote: str) -> None:
+    """Upload with stock sftp, straight to the node (the proxy route is test_sftp's)."""
+    key = Path(cluster.env["TELEPORT_HOME"]) / "keys" / "127.0.0.1" / "joe"
+    out = subprocess.run(
+        ["sftp", "-F", "none", "-o", "BatchMode=yes", "-o", f"IdentityFile={key}",
+         "-o", f"CertificateFile={key}-cert.pub", "-o", "IdentitiesOnly=yes",
+         "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-P", str(cluster.ports["node"]), "-b", "-", f"{login}@127.0.0.1"],
+        input=f"put {local} {remote}\n", capture_output=True, text=True, timeout=60,
+        env={**os.environ, **cluster.env})
+    assert out.returncode == 0, out.stderr
+
+
+def _can_set_loginuid() -> bool:
+    """Whether this kernel lets a fresh root process set its audit login uid (audit support)."""
+    return subprocess.run(["sh", "-c", "echo 0 > /proc/self/loginuid"],
+                          capture_output=True).returncode == 0
+
+
+def _can_raise(limit: str, value: int) -> bool:
+    """Whether root may raise this hard limit here (containers often drop CAP_SYS_RESOURCE)."""
+    return subprocess.run(["prlimit", f"--{limit}={value}:{value}", "true"],
+                          capture_output=True).returncode == 0
+
+
+def test_session_modules_set_the_limits_umask_and_login_uid_of_the_session(
+        cluster: Cluster, joe: dict[str, Any], os_joe: pwd.struct_passwd, pam_service: Path,
+        tmp_path: Path) -> None:
+    # The node inherited our limits. nofile and nproc go down; the priority goes up and
+    # msgqueue's hard limit too (where the kernel lets root): only root may do either, so PAM's
+    # attributes must be applied before the child drops to joe.
+    queue = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1]
+    raised = queue + 4096 if queue != resource.RLIM_INFINITY and \
+        _can_raise("msgqueue", queue + 4096) else None
+    conf = tmp_path / "limits.conf"
+    conf.write_text("* soft nofile 1234\n* hard nofile 4321\n* soft nproc 555\n"
+                    "* hard nproc 777\n* - priority -5\n"
+                    + (f"* soft msgqueue {raised}\n* hard msgqueue {raised}\n" if raised else ""))
+    pam_service.write_text("account required pam_permit.so\n"
+                           f"session required pam_limits.so conf={conf}\n"
+                           "session optional pam_umask.so umask=0027\n"
+                           "session optional pam_loginuid.so\n")
+    first, limits = _session_attrs(cluster, "joe")
+    assert first[:4] == ["1234", "4321", "0027", "-5"]
+    assert limits["Max open files"] == ("1234", "4321")
+    assert limits["Max processes"] == ("555", "777")
+    if raised is not None:
+        assert limits["Max msgqueue size"] == (str(raised), str(raised))
+    if _can_set_loginuid():
+        assert first[4] == str(os_joe.pw_uid)
+    # sftp-server runs with PAM's umask too: a 0644 upload lands as 0640.
+    local = tmp_path / "upload.txt"
+    local.write_text("masked\n")
+    local.chmod(0o644)
+    remote = Path(os_joe.pw_dir) / f"pam-umask-{uuid.uuid4().hex[:8]}.txt"
+    try:
+        _sftp_put(cluster, "joe", local, str(remote))
+        assert remote.read_text() == "masked\n"
+        assert remote.stat().st_mode & 0o777 == 0o640
+        assert remote.stat().st_uid == os_joe.pw_uid
+    finally:
+        remote.unlink(missing_ok=True)
+
+
+def test_without_session_modules_the_session_has_the_nodes_limits_and_umask(
+        cluster: Cluster, joe: dict[str, Any], os_joe: pwd.struct_passwd,
+        pam_service: Path) -> None:
+    pam_service.write_text("account required pam_permit.so\n")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the node inherited ours
+    mask = os.umask(0)
+    os.umask(mask)
+    first, limits = _session_attrs(cluster, "joe")
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    assert first[:4] == [str(soft), str(hard), f"{mask:04o}", str(nice)]
+    assert first[4] == Path("/proc/self/loginuid").read_text().strip()
+    assert limits["Max processes"] == tuple(
+        "unlimited" if v == resource.RLIM_INFINITY else str(v)
+        for v in resource.getrlimit(resource.RLIMIT_NPROC))
 
 
 def _pids(needle: str) -> list[int]:

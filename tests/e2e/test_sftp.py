@@ -12,7 +12,6 @@ import pwd
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,24 +220,6 @@ def test_paramiko_sftp_client(cluster: Cluster, joe: dict[str, Any], tmp_path: P
     finally:
         client.close()
         proxy.close()
-
-
-@pytest.fixture(scope="module")
-def os_joe() -> Iterator[pwd.struct_passwd]:
-    """The OS account `joe` (created if missing, removed afterwards if we created it)."""
-    if os.geteuid() != 0 or shutil.which("useradd") is None:
-        pytest.skip("creating OS users needs root and useradd")
-    try:
-        yield pwd.getpwnam("joe")
-        return
-    except KeyError:
-        pass
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "joe"], check=True,
-                   capture_output=True)
-    try:
-        yield pwd.getpwnam("joe")
-    finally:
-        subprocess.run(["userdel", "--remove", "--force", "joe"], capture_output=True)
 
 
 def test_sftp_writes_as_the_os_login_and_the_kernel_refuses_what_it_may_not(

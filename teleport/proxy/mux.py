@@ -1,0 +1,224 @@
+"""Serve several protocols on one port, told apart by the first bytes the client sends.
+
+When `tunnel_listen_addr` equals `web_listen_addr` the proxy's web port also speaks SSH, so a
+user (or, later, a node's reverse tunnel) needs one open port. Both protocols have the client
+speak first: a TLS client opens with a ClientHello record (`0x16 0x03 ...`), an SSH client with
+its `SSH-2.0-...` identification line. The multiplexer peeks at those bytes without reading
+them (MSG_PEEK), so the server it hands the socket to sees the connection from its first byte.
+
+A peer that sends nothing within the wait (`DETECT_TIMEOUT`), or bytes of another protocol,
+is closed; a PROXY protocol header is refused too (no load balancer support yet). Sockets
+still waiting for their first bytes belong to the multiplexer and are closed by `close()`;
+once handed over they belong to the server that took them (aiohttp's runner, the SSH
+listener), whose own close ends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+from teleport.utils.supervisor import Supervisor
+
+log = logging.getLogger("teleport.proxy.mux")
+
+#: How long a new connection may take to send its first bytes. Clients send them at once
+#: (a ClientHello, an SSH banner), so only an idle or hostile peer is cut by this.
+DETECT_TIMEOUT = 5.0
+#: Enough to tell every protocol below apart.
+PEEK_BYTES = 8
+#: Between peeks that saw too few bytes to decide: the rest of the first segment is on its way.
+REPEEK_DELAY = 0.01
+#: Connections still waiting for their first bytes; past this a new one is closed at once, so
+#: a flood of silent peers cannot hold unbounded sockets for the whole wait.
+MAX_PENDING = 4096
+
+
+class Protocol(enum.Enum):
+    TLS = "TLS"
+    SSH = "SSH"
+    PROXY = "PROXY protocol"
+    UNKNOWN = "unknown"
+
+
+_PROXY_V1 = b"PROXY "
+_PROXY_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def detect(data: bytes) -> Protocol | None:
+    """Name the protocol these first bytes start; None while more bytes are needed to tell."""
+    # A TLS record: type handshake (22), then the major version 3 of SSL 3.0 / TLS 1.x.
+    candidates = {Protocol.TLS: b"\x16\x03", Protocol.SSH: b"SSH-",
+                  Protocol.PROXY: _PROXY_V1}
+    for proto, prefix in candidates.items():
+        if data.startswith(prefix):
+            return proto
+        if prefix.startswith(data):
+            return None
+    if data.startswith(_PROXY_V2[:len(data)]):
+        return Protocol.PROXY if len(data) >= len(_PROXY_V2) else None
+    return Protocol.UNKNOWN
+
+
+Handler = Callable[[socket.socket], Awaitable[None]]
+
+
+class Multiplexer:
+    """Accept on one socket and hand each connection to the server its first bytes name.
+
+    `handlers` maps a protocol to a coroutine that takes ownership of the socket; a protocol
+    without a handler is refused like unknown bytes. An async context manager.
+    """
+
+    def __init__(self, handlers: dict[Protocol, Handler], *, name: str = "proxy web",
+                 wait: float = DETECT_TIMEOUT, max_pending: int = MAX_PENDING) -> None:
+        self.handlers = handlers
+        self.name = name
+        self.wait = wait
+        self.max_pending = max_pending
+        self._sock: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._pending: set[socket.socket] = set()
+        self.tasks = Supervisor(f"{name} multiplexer")
+        #: Refused connections by reason (silent, unknown, PROXY protocol, full), for tests and the dump.
+        self.refused: dict[str, int] = {}
+
+    async def __aenter__(self) -> Multiplexer:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def port(self) -> int:
+        return int(self._sock.getsockname()[1]) if self._sock is not None else 0
+
+    @property
+    def pending(self) -> int:
+        """Connections accepted and still waiting for their first bytes."""
+        return len(self._pending)
+
+    async def start(self, sock: socket.socket) -> None:
+        """Accept on a listening socket (bound by the caller, or handed down by a restart)."""
+        sock.setblocking(False)
+        self._sock = sock
+        await self.tasks.start()
+        self._accepting = asyncio.get_running_loop().create_task(
+            self._accept_forever(sock), name=f"{self.name} accept")
+
+    async def _accept_forever(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(lsock)
+            except OSError as err:
+                # Out of descriptors or a peer that reset before accept: keep listening.
+                log.warning("%s: accept failed: %s", self.name, err)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            if len(self._pending) >= self.max_pending:
+                self._refuse(conn, "full", f"{self.max_pending} connections are already "
+                             "waiting for their first bytes")
+                continue
+            self._pending.add(conn)
+            if self.tasks.spawn(self._route(conn), f"{self.name} detect") is None:
+                self._pending.discard(conn)
+                conn.close()
+
+    async def _route(self, conn: socket.socket) -> None:
+        handed = False
+        try:
+            proto = await self._sniff(conn)
+            if proto is None:
+                self._refuse(conn, "silent", f"sent nothing within {self.wait:g}s")
+                return
+            handler = self.handlers.get(proto)
+            if handler is None:
+                self._refuse(conn, proto.name.lower(), f"speaks {proto.value}, which this port "
+                             "does not serve")
+                return
+            self._pending.discard(conn)
+            handed = True
+            await handler(conn)
+        finally:
+            self._pending.discard(conn)
+            if not handed:
+                conn.close()
+
+    async def _sniff(self, conn: socket.socket) -> Protocol | None:
+        """Peek until the first bytes name a protocol; None if they do not come in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(_readable(loop, conn), remaining)
+            except TimeoutError:
+                return None
+            try:
+                data = conn.recv(PEEK_BYTES, socket.MSG_PEEK)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                return Protocol.UNKNOWN  # reset before it said anything
+            if not data:
+                return Protocol.UNKNOWN  # closed before it said anything
+            proto = detect(data)
+            if proto is not None:
+                return proto
+            # Too few bytes to decide; they stay readable, so wait a moment instead of spinning.
+            await asyncio.sleep(min(REPEEK_DELAY, max(0.0, deadline - loop.time())))
+
+    def _refuse(self, conn: socket.socket, reason: str, why: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        with contextlib.suppress(OSError):
+            peer = conn.getpeername()
+            log.debug("%s: closed a connection from %s:%s that %s", self.name, peer[0], peer[1], why)
+        conn.close()
+
+    def stop_accepting(self) -> None:
+        """Stop taking new connections (graceful restart: the successor has the socket)."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._sock is not None:
+            self._sock.close()
+
+    async def close(self) -> None:
+        """Stop accepting and close every connection that was not handed over yet."""
+        self.stop_accepting()
+        if self._accepting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accepting
+            self._accepting = None
+        await self.tasks.close()
+        for conn in list(self._pending):
+            conn.close()
+        self._pending.clear()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> None:
+    """Wait until conn has bytes (or EOF) to read, reading none of them."""
+    ready = loop.create_future()
+    fd = conn.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+__all__ = ["DETECT_TIMEOUT", "Multiplexer", "Protocol", "detect"]

@@ -1,0 +1,27 @@
+"""`tunnel_listen_addr` loads at its default or at `web_listen_addr` (multiplexing), not elsewhere."""
+
+from __future__ import annotations
+
+import pytest
+
+from teleport.config import parse_file_config
+from teleport.errors import BadParameter
+
+
+def test_tunnel_on_the_web_address_loads() -> None:
+    config = parse_file_config("proxy_service:\n  web_listen_addr: 0.0.0.0:443\n"
+                               "  tunnel_listen_addr: 0.0.0.0:443\n", "teleport.yaml")
+    assert config.proxy_service.tunnel_listen_addr == config.proxy_service.web_listen_addr
+
+
+def test_tunnel_on_the_default_web_address_loads() -> None:
+    parse_file_config("proxy_service:\n  tunnel_listen_addr: 0.0.0.0:3080\n", "teleport.yaml")
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:3024", "0.0.0.0:3081", "127.0.0.1:3080"])
+def test_a_tunnel_listener_of_its_own_is_refused(addr: str) -> None:
+    with pytest.raises(BadParameter) as info:
+        parse_file_config(f"proxy_service:\n  tunnel_listen_addr: {addr}\n", "teleport.yaml")
+    message = str(info.value)
+    assert message.startswith("teleport.yaml:2: proxy_service.tunnel_listen_addr: ")
+    assert "is not supported yet" in message and "web_listen_addr" in message
