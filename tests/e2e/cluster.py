@@ -240,3 +240,32 @@ def make_cluster(root: Path, host: str = "127.0.0.1") -> Cluster:
     (root / "home").mkdir()
     cluster.write_config()
     return cluster
+
+
+def write_node_config(path: Path, nodename: str, data_dir: Path, *, teleport_extra: str = "",
+                      labels: dict[str, str] | None = None) -> Path:
+    """Write a node-only teleport.yaml (SSH on loopback port 0) and return its path.
+
+    teleport_extra: more lines of the `teleport:` section, each indented by two spaces.
+    """
+    label_lines = "".join(f'    {k}: "{v}"\n' for k, v in (labels or {}).items())
+    path.write_text(f"""\
+teleport:
+  nodename: {nodename}
+  data_dir: {data_dir}
+{teleport_extra}auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:0
+""" + (f"  labels:\n{label_lines}" if label_lines else ""))
+    return path
+
+
+def start_node(config: Path, log: Path, *args: str) -> subprocess.Popen[str]:
+    """Start `teleport start -c config` with more arguments, appending its output to log."""
+    with open(log, "a") as out:
+        return subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config), *args],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                text=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +13,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.cluster import BIN, Cluster, make_cluster, wait_started
+from tests.e2e.cluster import (
+    Cluster,
+    make_cluster,
+    start_node,
+    wait_started,
+    write_node_config,
+)
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -81,24 +86,12 @@ def test_node_readiness_follows_its_auth_server(tmp_path: Path) -> None:
     hub.config.write_text(hub.config.read_text().replace("ssh_service:\n  enabled: yes",
                                                          "ssh_service:\n  enabled: no"))
     hub.start()
-    config = tmp_path / "node.yaml"
-    config.write_text(f"""\
-teleport:
-  nodename: watched
-  data_dir: {tmp_path / 'node-data'}
-  auth_token: e2e-static-token
-  auth_servers: ["127.0.0.1:{hub.ports['auth']}"]
-  diag_addr: 127.0.0.1:0
-auth_service:
-  enabled: no
-proxy_service:
-  enabled: no
-ssh_service:
-  listen_addr: 127.0.0.1:0
-""")
-    with open(tmp_path / "node.log", "w") as log:
-        node = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    config = write_node_config(
+        tmp_path / "node.yaml", "watched", tmp_path / "node-data",
+        teleport_extra=f"  auth_token: e2e-static-token\n"
+                       f"  auth_servers: [\"127.0.0.1:{hub.ports['auth']}\"]\n"
+                       f"  diag_addr: 127.0.0.1:0\n")
+    node = start_node(config, tmp_path / "node.log")
     try:
         diag_port = wait_started(tmp_path / "node.log", node)["diag"]
         _wait_ready(diag_port, True)

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from teleport.keys import tls as tlskeys
-from tests.e2e.cluster import BIN, Cluster
+from tests.e2e.cluster import Cluster, start_node, write_node_config
 
 
 class Interceptor:
@@ -127,23 +127,9 @@ def interceptor(cluster: Cluster, joe: dict[str, object]) -> Iterator[Intercepto
 
 def _start_node(root: Path, auth_port: int, *flags: str) -> subprocess.Popen[str]:
     root.mkdir(parents=True, exist_ok=True)
-    config = root / "teleport.yaml"
-    config.write_text(f"""\
-teleport:
-  nodename: victim
-  data_dir: {root / 'data'}
-auth_service:
-  enabled: no
-proxy_service:
-  enabled: no
-ssh_service:
-  listen_addr: 127.0.0.1:0
-""")
-    with open(root / "teleport.log", "a") as log:
-        return subprocess.Popen(
-            [str(BIN / "teleport"), "start", "-c", str(config),
-             f"--auth-server=127.0.0.1:{auth_port}", *flags],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    config = write_node_config(root / "teleport.yaml", "victim", root / "data")
+    return start_node(config, root / "teleport.log", f"--auth-server=127.0.0.1:{auth_port}",
+                      *flags)
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

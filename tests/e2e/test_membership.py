@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BIN, Cluster, make_cluster, wait_started
+from tests.e2e.cluster import (
+    BIN,
+    Cluster,
+    make_cluster,
+    start_node,
+    wait_started,
+    write_node_config,
+)
 
 STATIC_TOKEN = "static-join-token-1"
 
@@ -31,25 +38,9 @@ class Node:
         return self.root / "teleport.log"
 
     def start(self, auth_port: int, *flags: str, config_extra: str = "") -> subprocess.Popen[str]:
-        config = self.root / "teleport.yaml"
-        config.write_text(f"""\
-teleport:
-  nodename: {self.name}
-  data_dir: {self.data_dir}
-{config_extra}auth_service:
-  enabled: no
-proxy_service:
-  enabled: no
-ssh_service:
-  listen_addr: 127.0.0.1:0
-  labels:
-    role: {self.name}
-""")
-        with open(self.log, "a") as log:
-            self.proc = subprocess.Popen(
-                [str(BIN / "teleport"), "start", "-c", str(config),
-                 f"--auth-server=127.0.0.1:{auth_port}", *flags],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+        config = write_node_config(self.root / "teleport.yaml", self.name, self.data_dir,
+                                   teleport_extra=config_extra, labels={"role": self.name})
+        self.proc = start_node(config, self.log, f"--auth-server=127.0.0.1:{auth_port}", *flags)
         return self.proc
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

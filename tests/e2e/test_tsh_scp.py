@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import BIN, NODENAME, Cluster, wait_started
+from tests.e2e.cluster import BIN, NODENAME, Cluster, start_node, wait_started, write_node_config
 
 SECOND_NODE = "scp-node-2"
 
@@ -102,27 +102,11 @@ class _SecondNode:
     """Another node process, joined with the cluster's static token, labelled like the first."""
 
     def __init__(self, cluster: Cluster, root: Path) -> None:
-        config = root / "teleport.yaml"
-        config.write_text(f"""\
-teleport:
-  nodename: {SECOND_NODE}
-  data_dir: {root / 'data'}
-auth_service:
-  enabled: no
-proxy_service:
-  enabled: no
-ssh_service:
-  listen_addr: 127.0.0.1:0
-  labels:
-    env: e2e
-    second: "yes"
-""")
+        config = write_node_config(root / "teleport.yaml", SECOND_NODE, root / "data",
+                                   labels={"env": "e2e", "second": "yes"})
         log = root / "teleport.log"
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [str(BIN / "teleport"), "start", "-c", str(config), "--token=e2e-static-token",
-                 f"--auth-server=127.0.0.1:{cluster.ports['auth']}"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = start_node(config, log, "--token=e2e-static-token",
+                               f"--auth-server=127.0.0.1:{cluster.ports['auth']}")
         wait_started(log, self.proc)
 
     def stop(self) -> None:
