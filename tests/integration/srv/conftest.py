@@ -34,3 +34,21 @@ async def node(trust: Trust, emitter: MemoryEmitter) -> AsyncIterator[NodeServer
     async with make_node(trust, emitter) as server:
         await server.start("127.0.0.1", 0)
         yield server
+
+
+@pytest.fixture
+async def echo_port() -> AsyncIterator[int]:
+    """A loopback TCP echo server."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()

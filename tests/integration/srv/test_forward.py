@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import AsyncIterator
 
 import asyncssh
 import pytest
@@ -15,24 +14,6 @@ from tests.integration.srv.sshenv import Trust, peak_rss_while, run
 
 SIZE = 200 * 1024 * 1024
 MAX_GROWTH = 64 * 1024 * 1024
-
-
-@pytest.fixture
-async def echo_port() -> AsyncIterator[int]:
-    """A loopback TCP echo server."""
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_local_forward_to_echo_server(trust: Trust, node: NodeServer,
