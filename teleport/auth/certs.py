@@ -18,7 +18,7 @@ from teleport.rbac import rules
 from teleport.rbac.subject import SYSTEM_ROLES
 from teleport.services.authorities import CAService
 from teleport.services.presence import PresenceService
-from teleport.types.resources import CertAuthority, Server, User
+from teleport.types.resources import CertAuthority, User
 from teleport.utils.addr import is_ip, parse_addr
 
 if TYPE_CHECKING:
@@ -124,10 +124,12 @@ class CertIssuer:
     async def issue_node_cert_for_proxy(self, node_id: str, ssh_public_key: str) -> str:
         """Sign a short-lived host cert for a registered node's names, for a recording proxy."""
         now = self.ctx.clock.now()
-        node: Server | None = next((n for n in await self.presence.nodes.list()
-                                    if n.metadata.name == node_id and not n.expired(now)), None)
-        if node is None:
-            raise NotFound(f"node {node_id!r} is not registered")
+        try:
+            node = await self.presence.nodes.get(node_id)
+        except NotFound:
+            node = None
+        if node is None or node.expired(now):
+            raise NotFound(f"node {node_id!r} is not registered") from None
         cluster = self.ctx.cluster_name
         names = [node_id, node.spec.hostname]
         principals = unique([p for name in names if name for p in (name, f"{name}.{cluster}")]
