@@ -316,6 +316,7 @@ proxy_service:
   enabled: yes
   listen_addr: 127.0.0.1:{p['proxy_ssh']}
   web_listen_addr: 127.0.0.1:{p['web']}
+  tunnel_listen_addr: 127.0.0.1:{p['web']}
   public_addr: 127.0.0.1:{p['web']}
 """)
         with open(self.root / "teleport.log", "wb") as log:

@@ -32,3 +32,8 @@ AUDIT_PENDING = Gauge("teleport_audit_events_pending",
 AUDIT_DROPPED = Counter("teleport_audit_events_dropped_total",
                         "Audit events a node or proxy dropped because its local spool was full",
                         ["component"], registry=REGISTRY)
+REVERSE_TUNNELS = Gauge("teleport_reverse_tunnels_connected",
+                        "Nodes with a reverse tunnel to this proxy", registry=REGISTRY)
+TUNNEL_AGENTS = Gauge("teleport_reverse_tunnel_agents",
+                      "A node's reverse tunnels to proxies, by state", ["state"],
+                      registry=REGISTRY)

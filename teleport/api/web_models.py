@@ -18,6 +18,8 @@ class AuthSettingsAnswer(Answer):
 
 class SSHProxySettings(Answer):
     public_addr: str = ""
+    #: Where nodes behind NAT open their reverse tunnels (3024, or the web port multiplexed).
+    tunnel_public_addr: str = ""
 
 
 class ProxySettings(Answer):
@@ -81,6 +83,12 @@ class NodeInfo(Answer):
     id: str
     addr: str
     labels: dict[str, str] = {}
+    #: Reached over its reverse tunnel (addr is empty): lists show `TUNNEL_ADDR`.
+    tunnel: bool = False
+
+
+#: What `tsh ls` and `tctl nodes ls` show as the address of a node behind a reverse tunnel.
+TUNNEL_ADDR = "⟵ Tunnel"
 
 
 __all__ = ["ActiveSession", "AuthSettingsAnswer", "LoginRequest", "LoginResponse", "NodeInfo",

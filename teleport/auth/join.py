@@ -4,6 +4,10 @@ Two requests. The first fetches the cluster's TLS CA over an unverified connecti
 it against the pin; the second sends the token over a connection verified against that CA and
 the auth server's name, so a token never reaches a server that cannot prove it is the auth
 server of the pinned CA (a user's or node's certificate of the same CA does not pass).
+
+Both requests name a host under `teleport.cluster.local` in their TLS SNI, so that a proxy's web
+port relays them, unopened, to its auth server: a node that reaches only the proxy joins through
+it with the same pin check, TLS ending at the auth server. An auth server ignores the SNI.
 """
 
 from __future__ import annotations
@@ -59,7 +63,9 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE
-    ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA)
+    # The cluster's name (and so the auth server's) is not known yet: the domain routes alone.
+    ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA,
+                     server_hostname=tlskeys.RESERVED_DOMAIN)
     ca_certs = [c.encode() for c in ca.tls_ca_certs]
     cluster = ca.cluster_name
     if ca_pins:

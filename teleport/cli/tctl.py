@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from teleport.api.web_models import TUNNEL_ADDR
 from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 from teleport.rbac.subject import DEFAULT_USER_ROLES
 
@@ -234,7 +235,7 @@ async def _nodes(args: argparse.Namespace, client: AuthClient) -> int:
     if args.action == "add":
         return await _nodes_add(args, client)
     nodes = sorted(await client.list_servers("node"), key=lambda n: n.spec.hostname)
-    rows = [[n.spec.hostname, n.metadata.name, n.spec.addr,
+    rows = [[n.spec.hostname, n.metadata.name, TUNNEL_ADDR if n.spec.use_tunnel else n.spec.addr,
              ",".join(f"{k}={v}" for k, v in sorted(n.all_labels().items()))] for n in nodes]
     print(table(["Node Name", "Node ID", "Address", "Labels"], rows))
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from teleport.api.web_models import TUNNEL_ADDR
 from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ async def _ls(args: argparse.Namespace) -> int:
     if args.labels and selector is None:
         raise BadParameter(f"invalid label filter {args.labels!r}: expected key=value[,key=value]")
     nodes = await matching_nodes(_profile(args), selector or {})
-    rows = [[n.name, n.addr, ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))]
+    rows = [[n.name, TUNNEL_ADDR if n.tunnel else n.addr, ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))]
             for n in nodes]
     print(table(["Node Name", "Address", "Labels"], rows))
     return 0

@@ -20,7 +20,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -366,8 +365,7 @@ class ProxyService(_Model):
     enabled: Flag = True
     listen_addr: ProxySSHAddr = HostPort("0.0.0.0", 3023)
     web_listen_addr: WebAddr = HostPort("0.0.0.0", 3080)
-    # no reverse tunnel server listens yet: the sample config's address loads, and the web
-    # address, which turns on multiplexing (SSH and TLS on one port, teleport.proxy.mux)
+    # nodes behind NAT dial in here; the web address multiplexes it on the web port
     tunnel_listen_addr: TunnelAddr = HostPort("0.0.0.0", 3024)
     public_addr: Annotated[list[WebAddr], BeforeValidator(_one_or_many)] = []
     ssh_public_addr: Annotated[list[ProxySSHAddr], BeforeValidator(_one_or_many)] = []
@@ -377,16 +375,6 @@ class ProxyService(_Model):
     https_cert_file: Path | None = None
     kubernetes: Annotated[Kubernetes, _default_only(
         Kubernetes(), "the Kubernetes proxy", "leave proxy_service.kubernetes out")] = Kubernetes()
-
-    @field_validator("tunnel_listen_addr")
-    @classmethod
-    def _tunnel(cls, addr: HostPort, info: ValidationInfo) -> HostPort:
-        """Accept the default address or the web address (multiplexing), nothing else yet."""
-        if addr != HostPort("0.0.0.0", 3024) and addr != info.data.get("web_listen_addr"):
-            _refuse("a reverse tunnel listener of its own",
-                    "leave tunnel_listen_addr out, or set it to web_listen_addr "
-                    "to multiplex")(addr)
-        return addr
 
     @model_validator(mode="after")
     def _pair(self) -> ProxyService:

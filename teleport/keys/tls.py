@@ -42,6 +42,8 @@ WEB_CERT_TTL = timedelta(days=365)
 # Certificates start a little in the past so that a peer whose clock lags still accepts them.
 CLOCK_SKEW = timedelta(minutes=1)
 #: Names under this domain are reserved for the auth server's identity; no other host gets one.
+#: As a TLS server name (SNI) it also routes: the proxy's web port relays TLS naming it (or a
+#: name under it) to the auth server (`teleport.proxy.mux`, `is_reserved_name`).
 RESERVED_DOMAIN = "teleport.cluster.local"
 #: The system role whose certificate serves the auth API.
 AUTH_ROLE = "Auth"

@@ -6,6 +6,17 @@ speak first: a TLS client opens with a ClientHello record (`0x16 0x03 ...`), an 
 its `SSH-2.0-...` identification line. The multiplexer peeks at those bytes without reading
 them (MSG_PEEK), so the server it hands the socket to sees the connection from its first byte.
 
+With a `Protocol.AUTH` handler, TLS is told apart once more by the server name (SNI) of its
+ClientHello: a name under `teleport.cluster.local` (what joining nodes and auth clients send)
+goes to that handler, which relays it unopened to the auth server (`authrelay`), so TLS ends
+there and a node behind NAT needs only this port; any other name, or none, goes to the web
+server. The multiplexer then peeks until the whole first record is there (at most one 16 KiB
+record, within the same wait); a longer record is refused, and a ClientHello it cannot parse
+goes to the web server, whose TLS refuses it as before. Likewise, with a `Protocol.TUNNEL`
+handler, SSH whose identification line is a reverse tunnel agent's (`SSH-2.0-Teleport-Tunnel`)
+goes there and other SSH (users' `ssh -J`) to the SSH handler; the line proves nothing, the
+tunnel server still accepts only node certificates.
+
 A peer that sends nothing within the wait (`DETECT_TIMEOUT`), or bytes of another protocol,
 is closed; a PROXY protocol header is refused too (no load balancer support yet). Sockets
 still waiting for their first bytes belong to the multiplexer and are closed by `close()`;
@@ -23,6 +34,10 @@ import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
+from teleport.errors import BadParameter
+from teleport.keys.tls import is_reserved_name
+from teleport.proxy import clienthello
+from teleport.sshutils.reversetunnel import TUNNEL_BANNER
 from teleport.utils.supervisor import Supervisor
 
 log = logging.getLogger("teleport.proxy.mux")
@@ -41,7 +56,11 @@ MAX_PENDING = 4096
 
 class Protocol(enum.Enum):
     TLS = "TLS"
+    #: TLS whose ClientHello names the auth server (SNI under `teleport.cluster.local`).
+    AUTH = "TLS for the auth server"
     SSH = "SSH"
+    #: SSH from a node's reverse tunnel agent, told by its identification line.
+    TUNNEL = "SSH from a reverse tunnel agent"
     PROXY = "PROXY protocol"
     UNKNOWN = "unknown"
 
@@ -63,6 +82,35 @@ def detect(data: bytes) -> Protocol | None:
     if data.startswith(_PROXY_V2[:len(data)]):
         return Protocol.PROXY if len(data) >= len(_PROXY_V2) else None
     return Protocol.UNKNOWN
+
+
+def detect_tls(data: bytes) -> Protocol | None:
+    """Tell TLS for the auth server from other TLS by the first record; None while it is partial.
+
+    A record longer than TLS allows is UNKNOWN; one that is not a ClientHello we can read is
+    plain TLS, left for the web server's TLS to refuse.
+    """
+    size = clienthello.record_size(data)
+    if size is None:
+        return None
+    if size > clienthello.MAX_RECORD_SIZE:
+        return Protocol.UNKNOWN
+    if len(data) < size:
+        return None
+    try:
+        name = clienthello.server_name(data[:size])
+    except BadParameter:
+        return Protocol.TLS
+    return Protocol.AUTH if name is not None and is_reserved_name(name) else Protocol.TLS
+
+
+def detect_ssh(data: bytes) -> Protocol | None:
+    """Tell a tunnel agent's SSH from a user's by the identification line; None while partial."""
+    if data.startswith(TUNNEL_BANNER):
+        return Protocol.TUNNEL
+    if TUNNEL_BANNER.startswith(data) and b"\n" not in data:
+        return None
+    return Protocol.SSH
 
 
 Handler = Callable[[socket.socket], Awaitable[None]]
@@ -137,7 +185,7 @@ class Multiplexer:
         try:
             proto = await self._sniff(conn)
             if proto is None:
-                self._refuse(conn, "silent", f"sent nothing within {self.wait:g}s")
+                self._refuse(conn, "silent", f"sent too little to route within {self.wait:g}s")
                 return
             handler = self.handlers.get(proto)
             if handler is None:
@@ -156,6 +204,7 @@ class Multiplexer:
         """Peek until the first bytes name a protocol; None if they do not come in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
+        want = PEEK_BYTES
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -165,7 +214,7 @@ class Multiplexer:
             except TimeoutError:
                 return None
             try:
-                data = conn.recv(PEEK_BYTES, socket.MSG_PEEK)
+                data = conn.recv(want, socket.MSG_PEEK)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -173,6 +222,12 @@ class Multiplexer:
             if not data:
                 return Protocol.UNKNOWN  # closed before it said anything
             proto = detect(data)
+            if proto is Protocol.TLS and Protocol.AUTH in self.handlers:
+                want = clienthello.MAX_RECORD_SIZE
+                proto = detect_tls(data)
+            elif proto is Protocol.SSH and Protocol.TUNNEL in self.handlers:
+                want = len(TUNNEL_BANNER)
+                proto = detect_ssh(data)
             if proto is not None:
                 return proto
             # Too few bytes to decide; they stay readable, so wait a moment instead of spinning.
@@ -221,4 +276,4 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> Non
         loop.remove_reader(fd)
 
 
-__all__ = ["DETECT_TIMEOUT", "Multiplexer", "Protocol", "detect"]
+__all__ = ["DETECT_TIMEOUT", "Multiplexer", "Protocol", "detect", "detect_ssh", "detect_tls"]

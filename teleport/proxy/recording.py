@@ -40,7 +40,6 @@ from teleport.sshutils.recorder import Recordings, SessionRecorder
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, _TCPSide
 from teleport.sshutils.terminal import MAX_PIXELS, clamp_term_size
 from teleport.types.resources import Server
-from teleport.utils.addr import parse_addr
 from teleport.utils.clock import Clock
 from teleport.utils.supervisor import Supervisor
 
@@ -66,12 +65,15 @@ class RecordingProxy:
 
     def __init__(self, *, auth: ProxyCertSource, recordings: Recordings,
                  resolve_node: Callable[[str, int], Awaitable[Server]],
+                 dial_node: Callable[[Server], Awaitable[socket.socket]],
                  trusted_user_cas: Callable[[], Sequence[str]],
                  trusted_host_cas: Callable[[], Sequence[str]], emitter: Emitter,
                  clock: Clock, revoked: RevocationCheck | None = None) -> None:
         self.auth = auth
         self.recordings = recordings
         self.resolve_node = resolve_node
+        #: A connected socket to the node: its address, or a channel on its reverse tunnel.
+        self.dial_node = dial_node
         self.trusted_host_cas = trusted_host_cas
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter, clock=clock,
                                    check_login=True, revoked=revoked or never_revoked)
@@ -227,9 +229,9 @@ class RelayConnection(CertAuthServer):
         cert = await self.proxy.auth.user_cert_for_proxy(
             self.presented, key.export_public_key().decode().strip())
         host_cas = [asyncssh.import_public_key(k) for k in self.proxy.trusted_host_cas()]
-        addr = parse_addr(self.node.spec.addr, 3022)
+        sock = await self.proxy.dial_node(self.node)
         return await asyncssh.connect(
-            addr.host, addr.port, username=self.identity.login,
+            sock=sock, username=self.identity.login,
             client_keys=[(key, asyncssh.import_certificate(cert))],
             known_hosts=([], host_cas, []), host_key_alias=self.node.metadata.name,
             agent_path=None, config=None, encryption_algs=list(CIPHERS), connect_timeout=15,

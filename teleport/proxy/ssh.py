@@ -1,6 +1,7 @@
 """The proxy's SSH server (3023): authenticate the user's certificate, then splice to a node.
 
-Two ways in, both ending in bytes copied to the node's 3022 with backpressure both ways:
+Two ways in, both ending in bytes copied to the node (its 3022, or a channel on its reverse
+tunnel) with backpressure both ways:
 `direct-tcpip` channels (`ssh -J`, asyncssh `tunnel=`) and the `proxy:host:port[@cluster]`
 subsystem (`ssh -s proxy:%h:%p` as a ProxyCommand). The node authenticates the user again
 and enforces the login; here the certificate only has to be trusted and unexpired.
@@ -9,6 +10,7 @@ and enforces the login; here the certificate only has to be trusted and unexpire
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,12 +28,15 @@ from teleport.sshutils.listener import (
     SSHListener,
     server_options,
 )
-from teleport.sshutils.splice import ChannelSplice, SpliceChannelEvents, forward_to
+from teleport.sshutils.splice import ChannelSplice, SpliceChannelEvents, forward_over
 from teleport.utils.clock import Clock, RealClock
 
 log = logging.getLogger("teleport.proxy")
 
-Resolver = Callable[[str, int], Awaitable[tuple[str, int]]]
+#: Connect to the node a request names (name, UUID or address, and port): a connected socket,
+#: or a TeleportError saying why not (unknown node, no tunnel, unreachable).
+#: The third argument is the user's address, which a tunnelled node shows as the client's.
+NodeDialer = Callable[[str, int, tuple[str, int]], Awaitable[socket.socket]]
 
 SUBSYSTEM_PREFIX = "proxy:"
 NO_SHELL = ("teleport: this is a proxy, it runs no shells or commands; reach a node through it "
@@ -43,7 +48,7 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
 
     def __init__(self, *, host_private_key: bytes, host_cert: str,
                  trusted_user_cas: Callable[[], Sequence[str]], cluster_name: str,
-                 resolve: Resolver, emitter: Emitter, clock: Clock | None = None,
+                 dial: NodeDialer, emitter: Emitter, clock: Clock | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_users: int = DEFAULT_MAX_USERS,
                  recording: RecordingProxy | None = None,
@@ -51,7 +56,7 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
         self.cluster_name = cluster_name
         #: Terminates SSH here when sessions are recorded at the proxy (teleport.proxy.recording).
         self.recording = recording
-        self.resolve = resolve
+        self._dial = dial
         self.clock = clock or RealClock()
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
                                    clock=self.clock, check_login=False,
@@ -66,11 +71,15 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
         await self._cancel_tasks()
         await self._wait_closed(conns)
 
-    async def dial(self, host: str, port: int, cluster: str = "") -> tuple[str, int]:
-        """Return the node address a request names, or raise NotFound with the reason."""
+    async def dial(self, host: str, port: int, cluster: str = "",
+                   orig: tuple[str, int] = ("", 0)) -> socket.socket:
+        """Connect to the node a request names, or raise NotFound or ConnectionProblem."""
+        self.check_cluster(cluster)
+        return await self._dial(host, port, orig)
+
+    def check_cluster(self, cluster: str) -> None:
         if cluster and cluster != self.cluster_name:
             raise NotFound(f"cluster {cluster!r} is not known to this proxy")
-        return await self.resolve(host, port)
 
     def recording_here(self) -> RecordingProxy | None:
         """Return the recording proxy when sessions are recorded here, else None (splice)."""
@@ -112,10 +121,10 @@ class ProxyConnection(CertAuthServer):
             recording = self.proxy.recording_here()
             if recording is not None:
                 return await recording.open(host, port)
-            addr = await self.proxy.dial(host, port)
+            sock = await self.proxy.dial(host, port, orig=self.peer())
         except TeleportError as err:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(err)) from None
-        return await forward_to(*addr)
+        return await forward_over(sock)
 
 
 def parse_subsystem(name: str) -> tuple[str, int, str]:
@@ -178,11 +187,11 @@ class ProxySession(SpliceChannelEvents, asyncssh.SSHServerSession[bytes]):
         try:
             recording = self.conn.proxy.recording_here()
             if recording is not None:
-                await self.conn.proxy.dial(host, port, cluster)  # the cluster check
+                self.conn.proxy.check_cluster(cluster)
                 await recording.attach(self.splice, host, port)
                 return
-            addr = await self.conn.proxy.dial(host, port, cluster)
-            await self.splice.connect(*addr)
+            await self.splice.attach(await self.conn.proxy.dial(host, port, cluster,
+                                                                orig=self.conn.peer()))
         except (TeleportError, OSError, TimeoutError) as err:
             reason = str(err) or f"timed out connecting to {host}:{port}"
             self.chan.write_stderr(f"teleport: cannot reach {host}: {reason}\r\n".encode())

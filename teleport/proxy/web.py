@@ -79,6 +79,8 @@ class WebProxy:
         self._login_limiter = RateLimiter(LOGIN_RATE_PER_MINUTE, LOGIN_BURST, clock)
         self.cluster_name = cluster_name
         self.public_addr = public_addr
+        #: Announced in the ping for nodes behind NAT; set by the process once it listens.
+        self.tunnel_public_addr = ""
         self.ssh_public_addr = ssh_public_addr
         self.clock = clock
         self._cert_pem = cert_pem
@@ -202,7 +204,8 @@ class WebProxy:
         return _json(WebPing(
             cluster_name=self.cluster_name, server_version=__version__,
             auth=AuthSettingsAnswer(type="local", second_factor=auth.second_factor),
-            proxy=ProxySettings(ssh=SSHProxySettings(public_addr=self.ssh_public_addr))))
+            proxy=ProxySettings(ssh=SSHProxySettings(public_addr=self.ssh_public_addr,
+                                                     tunnel_public_addr=self.tunnel_public_addr))))
 
     async def signup_info(self, request: web.Request) -> web.Response:
         """Return what a signup client needs to enroll the authenticator app."""
@@ -345,7 +348,7 @@ def _remote_addr(request: web.Request) -> str:
 
 def _node_info(server: Server) -> NodeInfo:
     return NodeInfo(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
-                    labels=server.all_labels())
+                    labels=server.all_labels(), tunnel=server.spec.use_tunnel)
 
 
 def _json(answer: BaseModel | Sequence[BaseModel]) -> web.Response:

@@ -79,3 +79,25 @@ def recorded_server(subject: Subject) -> str | None:
     A node records its own sessions; a recording proxy records sessions on other nodes.
     """
     return subject.name if subject.kind == Caller.NODE else None
+
+
+# --- reverse tunnels --------------------------------------------------------------------------
+
+
+def check_tunnel_peer(role: str, authority: str, host_uuid: str, principals: Collection[str],
+                      *, expected: Caller, cluster: str, login: str | None = None) -> None:
+    """Let a host certificate open (or serve) a reverse tunnel only as what it was issued for.
+
+    A tunnel agent must hold a node certificate of this cluster and name its own host UUID as
+    the SSH user, so a node cannot register as another; an agent accepts only a proxy's.
+    """
+    if role != expected.value:
+        what = (role or "no role").lower()
+        raise AccessDenied(f"a {what} certificate cannot serve as a {expected.value.lower()} "
+                           "of a reverse tunnel")
+    if authority != cluster:
+        raise AccessDenied(f"host certificate of cluster {authority!r}, not {cluster!r}")
+    if not host_uuid or host_uuid not in principals:
+        raise AccessDenied("host certificate does not name its host UUID")
+    if login is not None and login != host_uuid:
+        raise AccessDenied(f"host {host_uuid} may tunnel only as itself, not as {login!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -30,12 +31,19 @@ from teleport.events.buffered import BufferedEmitter
 from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
+from teleport.proxy.authrelay import AuthRelay
 from teleport.proxy.mux import Multiplexer, Protocol
 from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
+from teleport.proxy.tunnel import TunnelServer
 from teleport.proxy.web import WebProxy
 from teleport.service import diag
-from teleport.service.authservers import load_auth_servers, save_auth_servers
+from teleport.service.authservers import (
+    load_auth_servers,
+    load_join_proxy,
+    save_auth_servers,
+    save_join_proxy,
+)
 from teleport.service.health import Health
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL, heartbeat_forever
 from teleport.service.identities import issue_local_identity, load_or_create_host_uuid
@@ -44,6 +52,14 @@ from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
 from teleport.service.revocations import RevocationWatch
 from teleport.service.trust import TrustedCAs
+from teleport.service.tunnels import (
+    PROXY_REFRESH,
+    AuthLoopback,
+    TunnelCredentials,
+    TunnelPool,
+    find_proxy,
+    tunnel_addr,
+)
 from teleport.srv.pam import PamService
 from teleport.srv.server import NodeServer
 from teleport.sshutils.recorder import Recordings
@@ -76,6 +92,7 @@ class TeleportProcess:
         self.handed_over = False
         self.node: NodeServer | None = None
         self.proxy_ssh: ProxySSHServer | None = None
+        self.tunnels: TunnelServer | None = None
         self.web: WebProxy | None = None
         #: The web port's protocol multiplexer, when tunnel_listen_addr is web_listen_addr.
         self.mux: Multiplexer | None = None
@@ -83,6 +100,9 @@ class TeleportProcess:
         self._revocations: RevocationWatch | None = None
         self.runners: list[Any] = []
         self.listeners = Listeners()
+        #: A node behind NAT: its tunnels to the proxies and the auth API's loopback relay.
+        self.tunnel_pool: TunnelPool | None = None
+        self._auth_loopback: AuthLoopback | None = None
 
     async def __aenter__(self) -> TeleportProcess:
         try:
@@ -304,6 +324,8 @@ class TeleportProcess:
             listen = self.config.auth.listen_addr
             host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
             return [HostPort(host, self.ports["auth"])]
+        if self._auth_loopback is not None:
+            return [self._auth_loopback.addr]
         return load_auth_servers(self.config.data_dir) or list(self.config.auth_servers)
 
     async def _identity(self, data_dir: Path, role: str, addresses: list[str]) -> IdentityFile:
@@ -324,7 +346,15 @@ class TeleportProcess:
                             ca_pins=self.config.ca_pins, warn=_warn)
         # Written only now: a refused join (wrong pin, bad token) leaves nothing behind.
         result.identity.save(data_dir)
-        save_auth_servers(data_dir, result.auth_servers, self._auth_addrs())
+        used = self._auth_addrs()
+        proxy = await find_proxy(used[0]) if used else None
+        if proxy is not None:
+            # Joined through a proxy's web port: the auth servers it named are out of reach,
+            # the proxy is the way in from now on (a node's reverse tunnel, else its web port).
+            save_join_proxy(data_dir, used[0])
+            save_auth_servers(data_dir, [], used)
+        else:
+            save_auth_servers(data_dir, result.auth_servers, used)
         logging.getLogger(f"teleport.{role.lower()}").info(
             "Joined cluster %s as %s.", result.cluster_name, self.host_uuid)
         return result.identity
@@ -372,9 +402,22 @@ class TeleportProcess:
         client = await self._client(identity, cached=self.config.cache.enabled)
         trust = TrustedCAs(client, identity)
         self._supervise("proxy-trust", trust.run)
-        resolver = NodeResolver(client, self.cluster_name)
         revocations = self._revocation_watch(client)
         audit = await self._audit(client, data_dir, "proxy")
+        # Nodes behind NAT dial in here; routing reaches them over their tunnels.
+        tunnel_on_web = cfg.tunnel_listen_addr == cfg.web_listen_addr
+        tunnels = TunnelServer(
+            host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
+            trusted_host_cas=trust.host_keys, cluster_name=self.cluster_name,
+            auth_addrs=self._auth_addrs, emitter=audit, clock=self.clock,
+            max_connections=self.config.connection_limits.max_connections)
+        await self.stack.enter_async_context(tunnels)
+        await tunnels.start(cfg.tunnel_listen_addr.host, cfg.tunnel_listen_addr.port,
+                            sock=None if tunnel_on_web else self._listen(
+                                "reverse tunnel", cfg.tunnel_listen_addr),
+                            bind=not tunnel_on_web)
+        self.tunnels = tunnels
+        resolver = NodeResolver(client, self.cluster_name, tunnels)
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
         recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
@@ -383,6 +426,7 @@ class TeleportProcess:
         self._supervise("proxy-recordings", recordings.run)
         recording = RecordingProxy(auth=client, recordings=recordings,
                                    resolve_node=resolver.resolve_node,
+                                   dial_node=resolver.dial_node,
                                    trusted_user_cas=trust.user_keys,
                                    trusted_host_cas=trust.host_keys, emitter=audit,
                                    clock=self.clock, revoked=revocations.refusal)
@@ -392,7 +436,7 @@ class TeleportProcess:
         ssh_server = ProxySSHServer(
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
-            resolve=resolver.resolve, emitter=audit, clock=self.clock,
+            dial=resolver.dial, emitter=audit, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, recording=recording,
             revoked=revocations.refusal)
@@ -419,21 +463,30 @@ class TeleportProcess:
                        revoked=revocations.tls_refusal)
         await self.stack.enter_async_context(web)
         web_sock = self._listen("proxy web", cfg.web_listen_addr)
-        multiplex = ssh_on_web or cfg.tunnel_listen_addr == cfg.web_listen_addr
-        await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port,
-                        sock=None if multiplex else web_sock, bind=not multiplex)
+        # The web port always sorts connections by their first bytes: TLS for the auth server
+        # (nodes and proxies joining through here) is relayed to it, other TLS is the web
+        # server's, SSH the tunnel server's or the SSH proxy's when either shares the port.
+        await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port, bind=False)
         self.web = web
-        self.ports["proxy_web"] = web.port
-        if multiplex:
-            self.ports["proxy_web"] = await self._multiplex(web_sock, web, ssh_server)
-            if ssh_on_web:
-                self.ports["proxy_ssh"] = self.ports["proxy_web"]
-                if ssh_public.port == 0:
-                    ssh_public = HostPort(ssh_public.host, self.ports["proxy_web"])
-                    web.ssh_public_addr = str(ssh_public)
-        if web_public.port == 0 or cfg.web_listen_addr.port == 0:
+        relay = await self.stack.enter_async_context(AuthRelay(self._auth_addrs))
+        handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]] = {
+            Protocol.TLS: web.serve_socket, Protocol.AUTH: relay.serve_socket}
+        if tunnel_on_web:
+            handlers[Protocol.TUNNEL] = tunnels.serve_socket
+        if tunnel_on_web or ssh_on_web:
+            handlers[Protocol.SSH] = ssh_server.serve_socket
+        self.ports["proxy_web"] = await self._multiplex(web_sock, handlers)
+        if ssh_on_web:
+            self.ports["proxy_ssh"] = self.ports["proxy_web"]
+            if ssh_public.port == 0:
+                ssh_public = HostPort(ssh_public.host, self.ports["proxy_web"])
+                web.ssh_public_addr = str(ssh_public)
+        if web_public.port == 0:
             web_public = HostPort(web_public.host, self.ports["proxy_web"])
             web.public_addr = str(web_public)
+        self.ports["tunnel"] = self.ports["proxy_web"] if tunnel_on_web else tunnels.port
+        web.tunnel_public_addr = str(web_public if tunnel_on_web
+                                     else HostPort(web_public.host, self.ports["tunnel"]))
 
         def proxy_record() -> Server:
             return Server(kind="proxy", metadata=Metadata(name=self.host_uuid),
@@ -447,26 +500,59 @@ class TeleportProcess:
         logging.getLogger("teleport.proxy").info("SSH proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, self.ports["proxy_ssh"]))
 
-    async def _multiplex(self, sock: socket.socket, web: WebProxy, ssh: ProxySSHServer) -> int:
-        """Serve the web port's TLS and SSH from one listener (teleport.proxy.mux); its port."""
-        mux = Multiplexer({Protocol.TLS: web.serve_socket, Protocol.SSH: ssh.serve_socket})
+    async def _multiplex(self, sock: socket.socket,
+                         handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]]) -> int:
+        """Serve the web port's protocols from one listener (teleport.proxy.mux); its port."""
+        mux = Multiplexer(handlers)
         await self.stack.enter_async_context(mux)
         await mux.start(sock)
         self.mux = mux
-        logging.getLogger("teleport").debug(
-            "Setup Proxy: Reverse tunnel proxy and web proxy listen on the same port, "
-            "multiplexing is on.")
+        if Protocol.TUNNEL in handlers:
+            logging.getLogger("teleport").debug(
+                "Setup Proxy: Reverse tunnel proxy and web proxy listen on the same port, "
+                "multiplexing is on.")
         return mux.port
 
     # --- node ---------------------------------------------------------------------------------
+
+    async def _start_tunnels(self, identity: IdentityFile, proxy: HostPort) -> TunnelPool:
+        """Make the node's tunnel pool and the auth API's loopback relay (not dialling yet)."""
+        cluster = identity_from_cert(identity.tls_cert.encode()).cluster
+        trusted: list[str] = list(identity.host_ca_keys)
+        creds = TunnelCredentials(host_uuid=self.host_uuid, private_key=identity.ssh_private_key,
+                                  cert=identity.ssh_cert, cluster=cluster,
+                                  trusted_host_cas=lambda: trusted)
+
+        async def serve_ssh(sock: socket.socket, peer: tuple[str, int]) -> None:
+            if self.node is None:
+                sock.close()
+                return
+            await self.node.serve_socket(sock, peer=peer)
+
+        pool = TunnelPool(lambda: tunnel_addr(proxy), creds, self.clock, serve_ssh,
+                          on_change=self._tunnels_changed)
+        self.tunnel_pool = await self.stack.enter_async_context(pool)
+        self._auth_loopback = await self.stack.enter_async_context(AuthLoopback(pool))
+        self.health.register("tunnel", "no reverse tunnel to a proxy yet")
+        return pool
+
+    def _tunnels_changed(self, connected: int) -> None:
+        if connected:
+            self.health.ok("tunnel")
+        else:
+            self.health.degraded("tunnel", "no reverse tunnel to a proxy")
 
     async def _start_node(self, data_dir: Path) -> None:
         cfg = self.config.ssh
         addresses = _host_addresses(self.config.nodename, cfg.listen_addr, cfg.public_addrs)
         identity = await self._identity(data_dir, "Node", addresses)
+        proxy = None if self.auth is not None else load_join_proxy(data_dir)
+        pool = await self._start_tunnels(identity, proxy) if proxy is not None else None
         client = await self._client(identity)
         trust = TrustedCAs(client, identity)
         self._supervise("node-trust", trust.run)
+        if pool is not None:
+            pool.creds = dataclasses.replace(pool.creds, trusted_host_cas=trust.host_keys)
         labels = dict(cfg.labels)
         dynamic = DynamicLabels(cfg.commands)
         if cfg.commands:
@@ -509,15 +595,36 @@ class TeleportProcess:
         await self.stack.enter_async_context(node)
         self.node = node
         revocations.enforce_on(node)
-        await node.start(cfg.listen_addr.host, cfg.listen_addr.port,
-                         sock=self._listen("node SSH", cfg.listen_addr))
-        self.ports["node"] = node.port
-        advertise = cfg.public_addrs[0] if cfg.public_addrs else HostPort(
-            _advertise_host(cfg.listen_addr.host), node.port)
+        node_log = logging.getLogger("teleport.node")
+        if pool is not None:
+            # Behind NAT: no port; users come in over the tunnels (ssh_service.listen_addr unused).
+            await node.start(cfg.listen_addr.host, 0, bind=False)
+            self._supervise("node-tunnels", pool.run)
+
+            async def learn_proxies() -> None:
+                while True:
+                    with contextlib.suppress(TeleportError):
+                        pool.set_proxies({p.metadata.name
+                                          for p in await client.list_servers("proxy")})
+                    await asyncio.sleep(PROXY_REFRESH)
+
+            self._supervise("node-proxies", learn_proxies)
+            advertise = ""
+            node_log.info("Service %s is starting in reverse tunnel mode through %s.",
+                          __version__, proxy)
+        else:
+            await node.start(cfg.listen_addr.host, cfg.listen_addr.port,
+                             sock=self._listen("node SSH", cfg.listen_addr))
+            self.ports["node"] = node.port
+            advertise = str(cfg.public_addrs[0] if cfg.public_addrs else HostPort(
+                _advertise_host(cfg.listen_addr.host), node.port))
+            node_log.info("Service %s is starting on %s.", __version__,
+                          HostPort(cfg.listen_addr.host, node.port))
 
         def node_record() -> Server:
             return Server(kind="node", metadata=Metadata(name=self.host_uuid, labels=labels),
-                          spec=ServerSpec(addr=str(advertise), hostname=self.config.nodename,
+                          spec=ServerSpec(addr=advertise, hostname=self.config.nodename,
+                                          use_tunnel=pool is not None,
                                           cmd_labels=dynamic.snapshot(), version=__version__))
 
         async def node_heartbeat() -> None:
@@ -526,8 +633,6 @@ class TeleportProcess:
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._supervise("node-heartbeat", node_heartbeat)
-        logging.getLogger("teleport.node").info("Service %s is starting on %s.", __version__,
-                 HostPort(cfg.listen_addr.host, node.port))
 
 
 def _warn(message: str) -> None:

@@ -1,21 +1,45 @@
-"""Turn what a user typed after `login@` into the address of a registered node."""
+"""Turn what a user typed after `login@` into a connection to a registered node."""
 
 from __future__ import annotations
 
+import socket
+
 from teleport.auth.client import AuthClient
-from teleport.errors import BadParameter, NotFound
+from teleport.errors import BadParameter, ConnectionProblem, NotFound
+from teleport.proxy.tunnel import TunnelServer
+from teleport.sshutils.splice import dial_tcp
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
 
 
 class NodeResolver:
-    def __init__(self, client: AuthClient, cluster_name: str) -> None:
+    def __init__(self, client: AuthClient, cluster_name: str,
+                 tunnels: TunnelServer | None = None) -> None:
         self.client = client
         self.cluster_name = cluster_name
+        self.tunnels = tunnels
 
-    async def resolve(self, host: str, port: int) -> tuple[str, int]:
-        """Return the address of the node a request names (see resolve_node)."""
-        return _dial(await self.resolve_node(host, port))
+    async def dial(self, host: str, port: int, orig: tuple[str, int] = ("", 0)) -> socket.socket:
+        """Connect to the node a request names (see resolve_node and dial_node)."""
+        return await self.dial_node(await self.resolve_node(host, port), orig)
+
+    async def dial_node(self, node: Server, orig: tuple[str, int] = ("", 0)) -> socket.socket:
+        """Connect to a node: over its reverse tunnel when it has one, else to its address.
+
+        orig, the user's address, travels with a tunnel's channel for the node's SSH_CLIENT.
+        """
+        if node.spec.use_tunnel:
+            if self.tunnels is None:
+                raise ConnectionProblem(f"node {node.spec.hostname} is reached through a reverse "
+                                        "tunnel, and this proxy runs none")
+            return await self.tunnels.dial(node.metadata.name, orig)
+        addr = parse_addr(node.spec.addr, 3022)
+        try:
+            return await dial_tcp(addr.host, addr.port)
+        except TimeoutError:
+            raise ConnectionProblem(f"timed out connecting to {addr}") from None
+        except OSError as err:
+            raise ConnectionProblem(f"cannot connect to {addr}: {err.strerror or err}") from None
 
     async def resolve_node(self, host: str, port: int) -> Server:
         """Match by node name, `name.cluster`, host UUID or address; only registered nodes.
@@ -26,7 +50,8 @@ class NodeResolver:
         name = host[: -len(suffix)] if host.endswith(suffix) else host
         nodes = await self.client.list_servers("node")
         by_name = [n for n in nodes if name in (n.spec.hostname, n.metadata.name)]
-        by_addr = [n for n in nodes if parse_addr(n.spec.addr, 3022).host == host]
+        direct = [n for n in nodes if not n.spec.use_tunnel]
+        by_addr = [n for n in direct if parse_addr(n.spec.addr, 3022).host == host]
         exact = [n for n in by_addr if parse_addr(n.spec.addr, 3022).port == port]
         for matches in (by_name, exact, by_addr):
             if len(matches) == 1:
@@ -34,8 +59,3 @@ class NodeResolver:
             if len(matches) > 1:
                 raise BadParameter(f"{host!r} matches {len(matches)} nodes; use the node's UUID")
         raise NotFound(f"node {host!r} is not registered in cluster {self.cluster_name!r}")
-
-
-def _dial(node: Server) -> tuple[str, int]:
-    addr = parse_addr(node.spec.addr, 3022)
-    return addr.host, addr.port

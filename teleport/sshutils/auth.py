@@ -22,7 +22,7 @@ from asyncssh.packet import String
 
 from teleport.errors import AccessDenied, BadParameter, TeleportError
 from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
-from teleport.keys.ssh import SSHCertInfo, parse_cert, verify_cert
+from teleport.keys.ssh import CertType, SSHCertInfo, parse_cert, verify_cert
 from teleport.rbac import rules
 from teleport.utils.clock import Clock
 
@@ -64,6 +64,10 @@ class CertChecker:
     check_login: bool
     #: The auth server's revocation list as last polled (this layer cannot ask the auth server).
     revoked: RevocationCheck = field(default=never_revoked)
+    #: Users log in with user certificates; reverse tunnel agents with their host certificate.
+    cert_type: CertType = "user"
+    #: A further rule for the certificate and the SSH user name (a tunnel's role and host UUID).
+    accept: Callable[[SSHCertInfo, str], None] | None = None
 
     def check(self, login: str, key_data: bytes) -> tuple[Identity, asyncssh.SSHKey]:
         """Return the identity and public key of an offered certificate, or raise AccessDenied."""
@@ -71,12 +75,14 @@ class CertChecker:
             raise AccessDenied("a certificate is required: plain public keys are not accepted")
         try:
             info = verify_cert(_line(key_data), list(self.trusted_cas()), now=self.clock.now(),
-                               cert_type="user")
+                               cert_type=self.cert_type)
             key = asyncssh.import_public_key(info.public_key)
         except (BadParameter, asyncssh.KeyImportError) as err:
             raise AccessDenied(str(err)) from None
         if self.check_login:
             rules.check_login(info.principals, login)
+        if self.accept is not None:
+            self.accept(info, login)
         reason = self.revoked(info)
         if reason is not None:
             raise AccessDenied(f"access revoked: {reason}")
@@ -156,6 +162,11 @@ class CertAuthServer(asyncssh.SSHServer):
     def remote_addr(self) -> str:
         """Return the client's `host:port` for audit events."""
         return _addr(self.conn, "peername")
+
+    def peer(self) -> tuple[str, int]:
+        """Return the client's address and port ("", 0 when it has none: a socket pair)."""
+        info = self.conn.get_extra_info("peername") if self.conn else None
+        return (str(info[0]), int(info[1])) if isinstance(info, tuple) and len(info) >= 2 else ("", 0)
 
     def local_addr(self) -> str:
         """Return the `host:port` the client connected to, for audit events."""

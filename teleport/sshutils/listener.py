@@ -162,14 +162,20 @@ class SSHListener(Generic[C]):
         self._server = await listen(host, port, self._options, sock)
         self._port = bound_port(self._server)
 
-    async def serve_socket(self, sock: socket.socket) -> None:
-        """Serve SSH on a connection accepted elsewhere (the proxy's port multiplexer).
+    async def serve_socket(self, sock: socket.socket, peer: tuple[str, int] | None = None) -> None:
+        """Serve SSH on a connection accepted elsewhere (the proxy's port multiplexer, a tunnel).
 
         The same connection class as our own port, so the connection limits and tracking apply.
+        peer: the client's address when the socket has none of its own (a reverse tunnel's
+        socket pair; the proxy sent the user's address along), for SSH_CLIENT and the audit log.
         """
         loop = asyncio.get_running_loop()
         options = self._options
-        await loop.connect_accepted_socket(lambda: CertAuthConnection(loop, options), sock)
+        _, conn = await loop.connect_accepted_socket(lambda: CertAuthConnection(loop, options),
+                                                     sock)
+        if peer is not None:
+            conn.set_extra_info(peername=peer if peer[0] else ("0.0.0.0", 0),
+                                sockname=("0.0.0.0", 0))
 
     @property
     def port(self) -> int:

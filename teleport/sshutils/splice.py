@@ -55,6 +55,15 @@ class ChannelSplice:
         await asyncio.wait_for(loop.create_connection(lambda: _TCPSide(self), host, port),
                                DIAL_TIMEOUT)
 
+    async def attach(self, sock: socket.socket) -> None:
+        """Make a connected socket (a dialled node, one end of a tunnel's pair) the TCP side."""
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.create_connection(lambda: _TCPSide(self), sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
     # --- channel events -------------------------------------------------------------------------
 
     def channel_open(self, chan: SSHChannel[bytes]) -> None:
@@ -216,6 +225,35 @@ class SpliceTCPSession(SpliceChannelEvents, asyncssh.SSHTCPSession[bytes]):
         if self.on_input is not None:
             self.on_input()
         super().data_received(data, datatype)
+
+
+async def dial_tcp(host: str, port: int, wait: float = DIAL_TIMEOUT) -> socket.socket:
+    """Return a connected non-blocking socket to host:port; OSError or TimeoutError else."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError | None = None
+    for family, kind, proto, _, addr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, addr), wait)
+        except OSError as err:
+            sock.close()
+            last = err
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise last or OSError(f"cannot resolve {host}")
+
+
+async def forward_over(sock: socket.socket) -> SpliceTCPSession:
+    """Splice a direct-tcpip channel to a connected socket (a node the proxy dialled)."""
+    splice = ChannelSplice()
+    await splice.attach(sock)
+    return SpliceTCPSession(splice)
 
 
 async def forward_to(host: str, port: int,

@@ -153,6 +153,8 @@ class ServerSpec(Model):
     addr: str
     hostname: str
     public_addr: str = ""
+    #: The node is reached over its reverse tunnel to the proxies (it opens no port); addr is "".
+    use_tunnel: bool = False
     cmd_labels: dict[str, CommandLabelValue] = Field(default_factory=dict)
     version: str = ""
 

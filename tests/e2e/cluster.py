@@ -30,7 +30,7 @@ STARTED = re.compile(r"^Teleport \S+ started: .*, ports (?P<ports>.*)$", re.MULT
 PORT_KEYS = {("auth_service", "listen_addr"): "auth", ("ssh_service", "listen_addr"): "node",
              ("proxy_service", "listen_addr"): "proxy_ssh",
              ("proxy_service", "web_listen_addr"): "web", ("proxy_service", "public_addr"): "web",
-             ("proxy_service", "tunnel_listen_addr"): "web",  # multiplexed on the web port
+             ("proxy_service", "tunnel_listen_addr"): "tunnel",  # the web port when multiplexed
              ("teleport", "diag_addr"): "diag"}
 
 
@@ -44,7 +44,7 @@ def started_ports(text: str) -> dict[str, int] | None:
     if not found:
         return None
     ports = {}
-    for pair in found[-1]["ports"].split(", "):
+    for pair in filter(None, found[-1]["ports"].split(", ")):  # none: a node behind NAT
         name, _, port = pair.partition("=")
         ports["web" if name == "proxy_web" else name] = int(port)
     return ports
@@ -109,6 +109,10 @@ class Cluster:
 
     def write_config(self, extra: str = "") -> None:
         p = {name: self.ports.get(name, 0) for name in ("auth", "node", "proxy_ssh", "web")}
+        # Reverse tunnels multiplexed on the web port unless extra says otherwise: a cluster
+        # of its own never takes the machine's 3024.
+        tunnel = ("" if "tunnel_listen_addr" in extra
+                  else f"  tunnel_listen_addr: {self.host}:{p['web']}\n")
         self.config.write_text(f"""\
 teleport:
   nodename: {NODENAME}
@@ -132,7 +136,7 @@ proxy_service:
   listen_addr: {self.host}:{p['proxy_ssh']}
   web_listen_addr: {self.host}:{p['web']}
   public_addr: {self.host}:{p['web']}
-{extra}""")
+{tunnel}{extra}""")
 
     def start(self) -> None:
         """Start the daemon, read back the ports it bound and pin them into the config."""

@@ -97,6 +97,7 @@ auth_service:
 proxy_service:
   listen_addr: 127.0.0.1:0
   web_listen_addr: 127.0.0.1:0
+  tunnel_listen_addr: 127.0.0.1:0
   public_addr: 127.0.0.1:0
 ssh_service:
   enabled: no

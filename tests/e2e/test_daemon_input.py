@@ -54,9 +54,8 @@ def test_configure_output_starts_a_cluster(tmp_path: Path) -> None:
     config["auth_service"]["listen_addr"] = "127.0.0.1:0"
     config["ssh_service"]["listen_addr"] = "127.0.0.1:0"
     config["proxy_service"].update(listen_addr="127.0.0.1:0", web_listen_addr="127.0.0.1:0",
-                                   public_addr="127.0.0.1:0")
-    # tunnel_listen_addr keeps the sample's default: nothing listens there yet, and any other
-    # value is refused as not supported
+                                   public_addr="127.0.0.1:0", tunnel_listen_addr="127.0.0.1:0")
+    # the tunnel multiplexed on the web port: the test never takes the machine's 3024
     cluster.config.write_text(yaml.safe_dump(config))
     cluster.start()
     try:

@@ -228,6 +228,7 @@ ssh_service:
 proxy_service:
   listen_addr: 127.0.0.1:0
   web_listen_addr: 127.0.0.1:0
+  tunnel_listen_addr: 127.0.0.1:0
   public_addr: 127.0.0.1:0
 """)
     with open(root / "teleport.log", "w") as log:

@@ -90,12 +90,26 @@ def test_silent_connection_to_the_web_port_is_closed(muxed: Cluster) -> None:
     assert DETECT_TIMEOUT - 0.5 <= elapsed < DETECT_TIMEOUT + 3
 
 
-def test_without_multiplexing_the_web_port_speaks_no_ssh(cluster: Cluster) -> None:
-    with socket.create_connection(("127.0.0.1", cluster.ports["web"]), timeout=10) as s:
-        s.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-        answer = s.recv(100)
-    assert not answer.startswith(b"SSH-")
-    assert MULTIPLEXING not in cluster.log()
+def test_without_multiplexing_the_web_port_speaks_no_ssh(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A tunnel address of its own (3024 by default): SSH there, none on the web port."""
+    c = make_cluster(tmp_path_factory.mktemp("apart"))
+    c.write_config("  tunnel_listen_addr: 127.0.0.2:0\n")  # not the web address: apart
+    c.start()
+    try:
+        assert c.ports["tunnel"] not in (0, c.ports["web"])
+        with socket.create_connection(("127.0.0.1", c.ports["web"]), timeout=10) as s:
+            s.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            try:
+                answer = s.recv(100)
+            except ConnectionResetError:  # the multiplexer closes what it does not serve
+                answer = b""
+        assert not answer.startswith(b"SSH-")
+        with socket.create_connection(("127.0.0.2", c.ports["tunnel"]), timeout=10) as s:
+            assert s.recv(100).startswith(b"SSH-2.0-")  # the reverse tunnel server
+        assert MULTIPLEXING not in c.log()
+    finally:
+        _stop(c)
 
 
 def test_hup_hands_the_multiplexed_port_over(muxed: Cluster, ann: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from teleport.events.emitter import MemoryEmitter
 from teleport.keys.tls import self_signed_web_cert
 from teleport.proxy.mux import Multiplexer, Protocol, detect
 from teleport.proxy.ssh import ProxySSHServer
+from teleport.sshutils.splice import dial_tcp
 from tests.integration.srv.sshenv import CLUSTER, NODENAME, Trust, make_node, run
 
 WAIT = 0.5
@@ -52,15 +53,15 @@ async def open_mux(tmp_path: Path, max_connections: int = 100) -> AsyncIterator[
     async with make_node(trust, MemoryEmitter()) as node:
         await node.start("127.0.0.1", 0)
 
-        async def resolve(host: str, port: int) -> tuple[str, int]:
+        async def dial(host: str, port: int, orig: tuple[str, int]) -> socket.socket:
             if host.removesuffix(f".{CLUSTER}") == NODENAME:
-                return "127.0.0.1", node.port
+                return await dial_tcp("127.0.0.1", node.port)
             raise NotFound(host)
 
         key, cert, _ = trust.host_identity("proxy", role="Proxy")
         async with ProxySSHServer(host_private_key=key, host_cert=cert,
                                   trusted_user_cas=trust.user_cas, cluster_name=CLUSTER,
-                                  resolve=resolve, emitter=MemoryEmitter(),
+                                  dial=dial, emitter=MemoryEmitter(),
                                   max_connections=max_connections) as proxy:
             await proxy.start("127.0.0.1", 0, bind=False)
             mux = Multiplexer({Protocol.TLS: serve_tls, Protocol.SSH: proxy.serve_socket},

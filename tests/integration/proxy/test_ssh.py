@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +20,7 @@ from teleport.errors import NotFound
 from teleport.events.emitter import AUTH, EXEC, MemoryEmitter
 from teleport.proxy.ssh import ProxySSHServer, parse_subsystem
 from teleport.srv import NodeServer
+from teleport.sshutils.splice import dial_tcp
 from tests.integration.srv.sshenv import CLUSTER, NODENAME, Trust, make_node, peak_rss_while, run
 
 SIZE = 200 * 1024 * 1024
@@ -42,15 +44,15 @@ async def open_site(tmp_path: Path) -> AsyncIterator[Site]:
     async with make_node(trust, node_events) as node:
         await node.start("127.0.0.1", 0)
 
-        async def resolve(host: str, port: int) -> tuple[str, int]:
+        async def dial(host: str, port: int, orig: tuple[str, int]) -> socket.socket:
             if host.removesuffix(f".{CLUSTER}") in (NODENAME, node.server_id):
-                return "127.0.0.1", node.port
+                return await dial_tcp("127.0.0.1", node.port)
             raise NotFound(f"node {host!r} is not registered in cluster {CLUSTER!r}")
 
         key, cert, _ = trust.host_identity("proxy", role="Proxy")
         async with ProxySSHServer(host_private_key=key, host_cert=cert,
                                   trusted_user_cas=trust.user_cas, cluster_name=CLUSTER,
-                                  resolve=resolve, emitter=proxy_events) as proxy:
+                                  dial=dial, emitter=proxy_events) as proxy:
             await proxy.start("127.0.0.1", 0)
             yield Site(trust, node, proxy, node_events, proxy_events)
 

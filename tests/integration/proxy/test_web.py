@@ -351,8 +351,10 @@ async def test_node_listing_requires_a_user_certificate(cluster: Cluster) -> Non
         with pytest.raises(NotFound, match="cluster 'elsewhere' not found"):
             await web_client.list_nodes("elsewhere")
     assert [n.model_dump() for n in nodes] == [
-        {"name": "luna", "id": "uuid-11", "addr": "10.0.0.7:3022", "labels": {"env": "dev"}},
-        {"name": "sun", "id": "uuid-2", "addr": "10.0.0.6:3022", "labels": {"env": "prod"}},
+        {"name": "luna", "id": "uuid-11", "addr": "10.0.0.7:3022", "labels": {"env": "dev"},
+         "tunnel": False},
+        {"name": "sun", "id": "uuid-2", "addr": "10.0.0.6:3022", "labels": {"env": "prod"},
+         "tunnel": False},
     ]
     cluster.clock.advance(timedelta(hours=13))
     async with cluster.client(client_cert=user_cert) as web_client:

@@ -38,8 +38,6 @@ UNSUPPORTED = [
     ("auth_service:\n  keep_alive_interval: 1m\n", 2, "auth_service.keep_alive_interval"),
     ("auth_service:\n  keep_alive_count_max: 5\n", 2, "auth_service.keep_alive_count_max"),
     ("ssh_service:\n  pam:\n    use_pam_auth: yes\n", 3, "ssh_service.pam.use_pam_auth"),
-    ("proxy_service:\n  tunnel_listen_addr: 127.0.0.1:3024\n", 2,
-     "proxy_service.tunnel_listen_addr"),
     ("proxy_service:\n  kubernetes:\n    enabled: yes\n    listen_addr: 0.0.0.0:3026\n", 2,
      "proxy_service.kubernetes"),
     ("teleport:\n  cache:\n    type: sqlite\n", 3, "teleport.cache.type"),

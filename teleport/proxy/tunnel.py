@@ -1,0 +1,191 @@
+"""The proxy's reverse tunnel server (3024, or the multiplexed web port).
+
+Nodes that cannot be reached dial in with their host certificate (`teleport.sshutils.
+reversetunnel` has the wire contract) and stay connected. The proxy keeps the newest tunnel
+per host UUID and reaches the node by opening a channel on it (`dial`); the node reaches the
+auth API through it. A tunnel serves only the host UUID of its certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncssh
+
+from teleport.errors import ConnectionProblem
+from teleport.events.emitter import Emitter
+from teleport.metrics import REVERSE_TUNNELS
+from teleport.sshutils.auth import CertAuthServer, CertChecker
+from teleport.sshutils.listener import (
+    DEFAULT_MAX_CONNECTIONS,
+    TUNNEL_PKTSIZE,
+    WINDOW,
+    SSHListener,
+    server_options,
+)
+from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, check_agent
+from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, forward_to
+from teleport.utils.addr import HostPort
+from teleport.utils.clock import Clock, RealClock
+
+log = logging.getLogger("teleport.reversetunnel")
+
+#: How long opening a channel to a node on its tunnel may take.
+OPEN_TIMEOUT = 15.0
+
+
+class TunnelServer(SSHListener["TunnelConnection"]):
+    """Accept nodes' reverse tunnels and open connections to them; an async context manager."""
+
+    def __init__(self, *, host_private_key: bytes, host_cert: str,
+                 trusted_host_cas: Callable[[], Sequence[str]], cluster_name: str,
+                 auth_addrs: Callable[[], Sequence[HostPort]], emitter: Emitter,
+                 clock: Clock | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        self.cluster_name = cluster_name
+        self.auth_addrs = auth_addrs
+        self.clock = clock or RealClock()
+        self.checker = CertChecker(trusted_cas=trusted_host_cas, emitter=emitter,
+                                   clock=self.clock, check_login=False, cert_type="host",
+                                   accept=check_agent(cluster_name))
+        #: The ready tunnel of each host UUID (the newest when a node reconnected).
+        self.tunnels: dict[str, TunnelConnection] = {}
+        self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
+                                       server_factory=lambda: TunnelConnection(self))
+        # Every agent is one user to the connection limits; max_users would cap nodes.
+        super().__init__("reversetunnel", max_connections, max_connections)
+
+    async def close(self) -> None:
+        conns = self._stop_listening()
+        await self._cancel_tasks()
+        await self._wait_closed(conns)
+
+    def has(self, host_uuid: str) -> bool:
+        return host_uuid in self.tunnels
+
+    def register(self, conn: TunnelConnection) -> None:
+        """Make conn the route to its node; an older tunnel of the same node is closed."""
+        host_uuid = conn.host_uuid
+        old = self.tunnels.get(host_uuid)
+        self.tunnels[host_uuid] = conn
+        if old is not None and old is not conn:
+            log.info("node %s reconnected its tunnel; closing the older one", host_uuid)
+            old.close()
+        else:
+            REVERSE_TUNNELS.inc()
+        log.info("reverse tunnel from node %s (%s) is up", host_uuid, conn.remote_addr())
+
+    def unregister(self, conn: TunnelConnection) -> None:
+        if conn.host_uuid and self.tunnels.get(conn.host_uuid) is conn:
+            del self.tunnels[conn.host_uuid]
+            REVERSE_TUNNELS.dec()
+            log.info("reverse tunnel from node %s is down", conn.host_uuid)
+
+    async def dial(self, host_uuid: str, orig: tuple[str, int] = ("", 0)) -> socket.socket:
+        """Return a socket whose far end is the node's SSH server, over its tunnel.
+
+        A socket, like a dialled node's, so the splice, the recording proxy and asyncssh take
+        either the same way; a socket pair's other end is spliced to the tunnel's channel.
+        """
+        conn = self.tunnels.get(host_uuid)
+        if conn is None or conn.conn is None:
+            raise ConnectionProblem(f"node {host_uuid} has no reverse tunnel to this proxy")
+        splice = ChannelSplice()
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(conn.conn.create_connection(
+                lambda: SpliceTCPSession(splice), *NODE_LISTEN, *orig, window=WINDOW,
+                max_pktsize=TUNNEL_PKTSIZE), OPEN_TIMEOUT)
+            await loop.create_connection(splice.tcp_protocol, sock=theirs)
+        except (asyncssh.Error, OSError, TimeoutError) as err:
+            ours.close()
+            theirs.close()
+            reason = str(err) or "timed out"
+            raise ConnectionProblem(f"cannot reach node {host_uuid} over its tunnel: {reason}") from None
+        return ours
+
+    def snapshot(self) -> list[str]:
+        """The host UUIDs tunnelled here now."""
+        return sorted(self.tunnels)
+
+
+class _VirtualListener:
+    """What asyncssh records for an accepted `tcpip-forward`: nothing listens, we open channels."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+
+    def get_port(self) -> int:
+        return self._port
+
+    def close(self) -> None:
+        pass
+
+    async def wait_closed(self) -> None:
+        pass
+
+
+class TunnelConnection(CertAuthServer):
+    """One node's tunnel."""
+
+    def __init__(self, server: TunnelServer) -> None:
+        super().__init__(server.checker)
+        self.server = server
+        self.host_uuid = ""
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        super().connection_made(conn)
+        self.server.admit(self)
+
+    def auth_completed(self) -> None:
+        assert self.identity is not None
+        self.host_uuid = self.identity.cert.key_id
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.server.unregister(self)
+        self.server.forget(self)
+
+    def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        """Take the node's `tcpip-forward` for NODE_LISTEN as its word that it serves SSH now."""
+        if self.refusal is not None or not self.host_uuid:
+            return False
+        if (listen_host, listen_port) != NODE_LISTEN:
+            log.info("node %s asked to forward %s:%s; refused", self.host_uuid, listen_host,
+                     listen_port)
+            return False
+        self.server.register(self)
+        return _VirtualListener(listen_port)
+
+    def session_requested(self) -> bool:
+        return False  # a tunnel runs no shells
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> Any:
+        """Splice the node's channel to the auth API; nothing else is reachable."""
+        self.check_refusal()
+        if (dest_host, dest_port) != AUTH_TARGET:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                                            f"a tunnel reaches only {AUTH_TARGET[0]}")
+        assert self.conn is not None
+        chan = self.conn.create_tcp_channel(window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
+        return chan, self._to_auth()
+
+    async def _to_auth(self) -> SpliceTCPSession:
+        problems = []
+        for addr in self.server.auth_addrs():
+            try:
+                return await forward_to(addr.host, addr.port)
+            except asyncssh.ChannelOpenError as err:
+                problems.append(err.reason)
+        raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED,
+                                        "; ".join(problems) or "no auth server is known")
+
+

@@ -1,0 +1,337 @@
+"""The node's reverse tunnels: one to every proxy, the node's only way in and to the auth API.
+
+A node that joined through a proxy's web port opens no port. It dials the proxy's tunnel
+address (through an HTTP CONNECT proxy when the environment names one), and keeps one tunnel
+per proxy (`TunnelPool`): behind a round-robin balancer each dial lands on some proxy, and the
+pool dials again until every proxy the auth server lists has a tunnel (one that lands on a
+proxy it already has is closed). A tunnel that drops is dialled again with exponential
+backoff and full jitter. Users reach the node's SSH server through any tunnel; the node's
+own auth API calls go to a loopback relay (`AuthLoopback`) that opens a channel to the auth
+server on any live tunnel, so heartbeats stop, and the node is listed offline, when every
+tunnel is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncssh
+
+from teleport.api import proxydial
+from teleport.api.http import HTTPClient
+from teleport.api.web_models import WebPing
+from teleport.errors import BadParameter, ConnectionProblem, TeleportError
+from teleport.metrics import TUNNEL_AGENTS
+from teleport.sshutils import reversetunnel
+from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClientConnection
+from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, dial_tcp
+from teleport.utils.addr import HostPort, parse_addr
+from teleport.utils.clock import Clock
+
+log = logging.getLogger("teleport.reversetunnel")
+
+#: Full-jitter backoff between failed dials: a random wait in [0, min(CAP, BASE * 2**attempt)].
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 15.0
+#: How often the pool asks the auth server which proxies exist.
+PROXY_REFRESH = 5.0
+#: The tunnel port when a proxy's ping does not say (Teleport's default).
+DEFAULT_TUNNEL_PORT = 3024
+
+
+async def find_proxy(addr: HostPort, wait: float = 10.0) -> WebPing | None:
+    """Return the ping of the proxy whose web port is addr, or None if addr is no proxy.
+
+    Unverified TLS: the answer only says where the tunnel listens, and the tunnel itself
+    accepts nothing but a proxy certificate of the cluster's host CA.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    http = HTTPClient([addr], ctx, peer="proxy", timeout=wait)
+    try:
+        return await http.call("GET", "/webapi/ping", answer=WebPing)
+    except TeleportError:
+        return None
+    finally:
+        await http.close()
+
+
+async def tunnel_addr(proxy: HostPort) -> HostPort:
+    """Ask the proxy at proxy (its web address) where its reverse tunnels listen."""
+    ping = await find_proxy(proxy)
+    if ping is None:
+        raise ConnectionProblem(f"proxy {proxy} did not answer its ping")
+    announced = ping.proxy.ssh.tunnel_public_addr
+    if not announced:
+        return HostPort(proxy.host, DEFAULT_TUNNEL_PORT)
+    return parse_addr(announced, DEFAULT_TUNNEL_PORT)
+
+
+class TunnelState(enum.StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+
+
+class TunnelEvent(enum.StrEnum):
+    DIAL = "dial"
+    UP = "up"
+    DOWN = "down"
+
+
+_TRANSITIONS = {
+    (TunnelState.DISCONNECTED, TunnelEvent.DIAL): TunnelState.CONNECTING,
+    (TunnelState.CONNECTING, TunnelEvent.UP): TunnelState.CONNECTED,
+    (TunnelState.CONNECTING, TunnelEvent.DOWN): TunnelState.DISCONNECTED,
+    (TunnelState.CONNECTED, TunnelEvent.DOWN): TunnelState.DISCONNECTED,
+}
+
+
+def transition(state: TunnelState, event: TunnelEvent) -> TunnelState:
+    """The one way a tunnel's state changes; anything else is a bug, said loudly."""
+    try:
+        return _TRANSITIONS[state, event]
+    except KeyError:
+        raise BadParameter(f"a {state} tunnel cannot go {event}") from None
+
+
+def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before dial number `attempt` (0 first) after failures: full jitter."""
+    return rand() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(attempt, 30))
+
+
+@dataclass
+class Tunnel:
+    """One dial and, once up, its connection to one proxy."""
+
+    state: TunnelState = TunnelState.DISCONNECTED
+    conn: TunnelClientConnection | None = None
+    proxy_uuid: str = ""
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def move(self, event: TunnelEvent) -> None:
+        before = self.state
+        self.state = transition(self.state, event)
+        TUNNEL_AGENTS.labels(before.value).dec()
+        TUNNEL_AGENTS.labels(self.state.value).inc()
+
+
+@dataclass(frozen=True)
+class TunnelCredentials:
+    host_uuid: str
+    private_key: str
+    cert: str
+    cluster: str
+    trusted_host_cas: Callable[[], Sequence[str]]
+
+
+class TunnelPool:
+    """Keep a tunnel to every proxy; an async context manager whose `run` is supervised."""
+
+    def __init__(self, locate: Callable[[], Awaitable[HostPort]], creds: TunnelCredentials,
+                 clock: Clock,
+                 serve_ssh: Callable[[socket.socket, tuple[str, int]], Awaitable[None]],
+                 on_change: Callable[[int], None] | None = None) -> None:
+        #: Where to dial, asked before each dial: the proxy's ping says where tunnels go.
+        self.locate = locate
+        self.addr: HostPort | None = None
+        self.creds = creds
+        self.clock = clock
+        self.serve_ssh = serve_ssh
+        #: Told the number of connected tunnels whenever it changes (readiness).
+        self.on_change = on_change
+        #: Connected tunnels by proxy host UUID.
+        self.tunnels: dict[str, Tunnel] = {}
+        #: The proxies the auth server lists; empty until first learned (then: want one).
+        self.proxies: set[str] = set()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        for state in TunnelState:
+            TUNNEL_AGENTS.labels(state.value)
+
+    async def __aenter__(self) -> TunnelPool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def connected(self) -> list[TunnelClientConnection]:
+        return [t.conn for t in self.tunnels.values() if t.conn is not None]
+
+    def set_proxies(self, uuids: set[str]) -> None:
+        """What the auth server says exists; a change wakes the dialler."""
+        if uuids != self.proxies:
+            self.proxies = uuids
+            self._changed.set()
+
+    def _missing(self) -> bool:
+        if not self.tunnels:
+            return True
+        return bool(self.proxies - set(self.tunnels))
+
+    async def run(self) -> None:
+        """Dial until every known proxy has a tunnel, then wait for a change; forever."""
+        attempt = 0
+        while True:
+            if not self._missing():
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), PROXY_REFRESH)
+                continue
+            if attempt:
+                await asyncio.sleep(backoff(attempt))
+            tunnel = Tunnel()
+            TUNNEL_AGENTS.labels(tunnel.state.value).inc()
+            tunnel.move(TunnelEvent.DIAL)
+            try:
+                conn = await self._dial()
+            except (OSError, TimeoutError, asyncssh.Error, TeleportError) as err:
+                tunnel.move(TunnelEvent.DOWN)
+                TUNNEL_AGENTS.labels(tunnel.state.value).dec()
+                log.warning("cannot open a reverse tunnel to %s: %s", self.addr,
+                            str(err) or type(err).__name__)
+                attempt += 1
+                continue
+            if conn.proxy_uuid in self.tunnels:
+                # The balancer sent us to a proxy we already have: try again shortly.
+                tunnel.move(TunnelEvent.DOWN)
+                TUNNEL_AGENTS.labels(tunnel.state.value).dec()
+                conn.close()
+                attempt += 1
+                continue
+            attempt = 0
+            tunnel.conn, tunnel.proxy_uuid = conn, conn.proxy_uuid
+            try:
+                await conn.create_server(self._accept, *NODE_LISTEN)
+            except (asyncssh.Error, OSError) as err:
+                log.warning("proxy %s refused to forward to this node: %s", conn.proxy_uuid, err)
+                tunnel.move(TunnelEvent.DOWN)
+                TUNNEL_AGENTS.labels(tunnel.state.value).dec()
+                conn.close()
+                attempt += 1
+                continue
+            tunnel.move(TunnelEvent.UP)
+            self.tunnels[conn.proxy_uuid] = tunnel
+            log.info("reverse tunnel to proxy %s via %s is up", conn.proxy_uuid, self.addr)
+            self._notify()
+            task = asyncio.get_running_loop().create_task(self._watch(tunnel),
+                                                          name="reverse tunnel")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _dial(self) -> TunnelClientConnection:
+        self.addr = await self.locate()
+        host, port = self.addr.host, self.addr.port
+        sock = await proxydial.dial(host, port)
+        if sock is None:
+            sock = await dial_tcp(host, port)
+        creds = self.creds
+        return await reversetunnel.connect(
+            sock, host=host, port=port, host_uuid=creds.host_uuid, private_key=creds.private_key,
+            cert=creds.cert, trusted_host_cas=creds.trusted_host_cas, cluster=creds.cluster,
+            now=self.clock.now)
+
+    async def _watch(self, tunnel: Tunnel) -> None:
+        """Forget a tunnel once it closes and wake the dialler."""
+        assert tunnel.conn is not None
+        try:
+            await tunnel.conn.wait_closed()
+        finally:
+            if self.tunnels.get(tunnel.proxy_uuid) is tunnel:
+                del self.tunnels[tunnel.proxy_uuid]
+            tunnel.move(TunnelEvent.DOWN)
+            TUNNEL_AGENTS.labels(tunnel.state.value).dec()
+            log.warning("reverse tunnel to proxy %s is down", tunnel.proxy_uuid)
+            self._notify()
+            self._changed.set()
+
+    def _notify(self) -> None:
+        if self.on_change is not None:
+            self.on_change(len(self.tunnels))
+
+    async def _accept(self, orig_host: str, orig_port: int) -> SpliceTCPSession:
+        """Serve SSH on a channel the proxy opened for a user: the node's server, no port."""
+        splice = ChannelSplice()
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        try:
+            await self.serve_ssh(ours, (orig_host, orig_port))
+        except BaseException:
+            ours.close()
+            theirs.close()
+            raise
+        await splice.attach(theirs)
+        return SpliceTCPSession(splice)
+
+    async def open_to_auth(self, splice: ChannelSplice) -> None:
+        """Open a channel to the auth API on a live tunnel and splice it; abort when none."""
+        conns = self.connected()
+        random.shuffle(conns)
+        for conn in conns:
+            try:
+                await conn.create_connection(lambda: SpliceTCPSession(splice), *AUTH_TARGET)
+                return
+            except (asyncssh.Error, OSError) as err:
+                log.debug("proxy refused a channel to the auth server: %s", err)
+        splice.abort()
+
+    async def close(self) -> None:
+        for tunnel in list(self.tunnels.values()):
+            if tunnel.conn is not None:
+                tunnel.conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class AuthLoopback:
+    """A loopback port whose connections reach the auth API over the node's tunnels.
+
+    The node's auth client (`teleport.api.http.HTTPClient`, mutual TLS checked against the
+    auth server's name) dials it like any auth address; the TLS runs inside the channel, so
+    neither this relay nor the proxy can read or alter it.
+    """
+
+    def __init__(self, pool: TunnelPool) -> None:
+        self.pool = pool
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> AuthLoopback:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    @property
+    def addr(self) -> HostPort:
+        assert self._server is not None
+        return HostPort("127.0.0.1", int(self._server.sockets[0].getsockname()[1]))
+
+    def _accept(self) -> asyncio.Protocol:
+        splice = ChannelSplice()
+
+        def opened() -> None:
+            task = asyncio.get_running_loop().create_task(self.pool.open_to_auth(splice),
+                                                          name="auth relay")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return splice.tcp_protocol(opened)

@@ -1,0 +1,132 @@
+"""The reverse tunnel's wire contract, shared by the proxy's tunnel server and the node's agent.
+
+A node that cannot be reached dials the proxy (3024, or the multiplexed web port) as an SSH
+client, authenticating with its host certificate, and keeps that connection open:
+- it asks the proxy, with `tcpip-forward`, to forward `NODE_LISTEN` to it; the proxy then opens
+  a `forwarded-tcpip` channel per user connection and the node serves SSH on it, so the user's
+  SSH connection stays end to end between tsh (or OpenSSH) and the node, as through 3023;
+- it opens `direct-tcpip` channels to `AUTH_TARGET`, which the proxy splices to the auth API:
+  the node's mutual TLS with the auth server runs inside, so the proxy reads none of it.
+Nothing else is accepted either way. The proxy's host key must be a proxy certificate of the
+cluster's host CA, checked here before the node authenticates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncssh
+
+from teleport.errors import AccessDenied, BadParameter
+from teleport.keys.ssh import EXT_HOST_AUTHORITY, EXT_HOST_ROLE, SSHCertInfo, verify_cert
+from teleport.rbac import rules
+from teleport.rbac.subject import Caller
+from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
+
+#: The virtual listener the node asks the proxy to forward: connections to the node's SSH server.
+NODE_LISTEN = ("@local-node", 3022)
+#: Where a node's `direct-tcpip` channel asks to go to reach the auth API.
+AUTH_TARGET = ("@remote-auth-server", 3025)
+#: The agent's SSH software version: its identification line lets the proxy's multiplexed
+#: web port send it to the tunnel server rather than the SSH proxy (`teleport.proxy.mux`).
+CLIENT_VERSION = "Teleport-Tunnel"
+TUNNEL_BANNER = b"SSH-2.0-" + CLIENT_VERSION.encode()
+#: Keep-alives: a dead tunnel is noticed within KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1).
+KEEPALIVE_INTERVAL = 10.0
+KEEPALIVE_COUNT = 2
+
+
+def host_role(info: SSHCertInfo) -> tuple[str, str]:
+    """Return the system role and cluster a host certificate was issued for."""
+    role = info.extensions.get(EXT_HOST_ROLE, b"").decode(errors="replace")
+    authority = info.extensions.get(EXT_HOST_AUTHORITY, b"").decode(errors="replace")
+    return role, authority
+
+
+def check_agent(cluster: str) -> Callable[[SSHCertInfo, str], None]:
+    """The proxy's rule for a tunnel agent's certificate (see `CertChecker.accept`)."""
+
+    def accept(info: SSHCertInfo, login: str) -> None:
+        role, authority = host_role(info)
+        rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
+                                expected=Caller.NODE, cluster=cluster, login=login)
+
+    return accept
+
+
+def key_line(key_data: bytes) -> str:
+    """Return an SSH wire-format key or certificate blob as one OpenSSH text line."""
+    size = int.from_bytes(key_data[:4], "big")
+    algorithm = key_data[4:4 + size].decode("ascii", errors="replace")
+    return f"{algorithm} {base64.b64encode(key_data).decode()}"
+
+
+class TunnelClientConnection(asyncssh.SSHClientConnection):
+    """The agent's side: accept only a proxy certificate of our cluster as the server's key.
+
+    asyncssh would also require the dialled name among the certificate's principals, but a
+    node dials a load balancer's name that no proxy certificate carries; the proxy's identity
+    is its certificate's host UUID (`proxy_uuid`), which the agent pool keys tunnels by.
+    """
+
+    #: Set by the pool before the handshake.
+    trusted_host_cas: Callable[[], Sequence[str]]
+    cluster: str
+    now: Callable[[], datetime]
+    proxy_uuid = ""
+
+    def validate_server_host_key(self, key_data: bytes) -> asyncssh.SSHKey:
+        try:
+            info = verify_cert(key_line(key_data), list(self.trusted_host_cas()),
+                               now=self.now(), cert_type="host")
+            role, authority = host_role(info)
+            rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
+                                    expected=Caller.PROXY, cluster=self.cluster)
+            key = asyncssh.import_public_key(info.public_key)
+        except (AccessDenied, BadParameter, asyncssh.KeyImportError) as err:
+            raise asyncssh.HostKeyNotVerifiable(f"the proxy's host key is not trusted: {err}") from None
+        self.proxy_uuid = info.key_id
+        return key
+
+
+async def connect(sock: socket.socket, *, host: str, port: int, host_uuid: str,
+                  private_key: str, cert: str, trusted_host_cas: Callable[[], Sequence[str]],
+                  cluster: str, now: Callable[[], datetime],
+                  wait: float = 15.0) -> TunnelClientConnection:
+    """Run the agent's SSH handshake on a connected socket; the proxy checked, we logged in.
+
+    asyncssh.connect() cannot take our connection class, so this does what it does for a
+    connected socket: build the options, create the connection on the socket, wait for auth.
+    """
+    loop = asyncio.get_running_loop()
+    key = asyncssh.import_private_key(private_key)
+    options = await asyncssh.SSHClientConnectionOptions.construct(
+        host=host, port=port, username=host_uuid, client_version=CLIENT_VERSION,
+        client_keys=[(key, asyncssh.import_certificate(cert))],
+        known_hosts=None, agent_path=None, config=None, preferred_auth=["publickey"],
+        encryption_algs=list(CIPHERS), compression_algs=["none"],
+        keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT)
+    waiter: asyncio.Future[Any] = loop.create_future()
+    options.waiter = waiter
+
+    def factory() -> TunnelClientConnection:
+        conn = TunnelClientConnection(loop, options, wait="auth")
+        conn.trusted_host_cas, conn.cluster, conn.now = trusted_host_cas, cluster, now
+        return conn
+
+    _, conn = await loop.create_connection(factory, sock=sock)
+    try:
+        await asyncio.wait_for(waiter, wait)
+    except BaseException:
+        conn.abort()
+        raise
+    return conn
+
+
+__all__ = ["AUTH_TARGET", "CLIENT_VERSION", "TUNNEL_BANNER", "NODE_LISTEN", "TUNNEL_PKTSIZE", "WINDOW", "TunnelClientConnection",
+           "check_agent", "connect", "host_role", "key_line"]
