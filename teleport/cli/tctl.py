@@ -248,8 +248,12 @@ async def _nodes_add(args: argparse.Namespace, client: AuthClient) -> int:
     ttl = parse_duration(args.ttl)
     token = await client.create_token(_csv(args.roles), ttl, args.token)
     pin = ca_pin((await client.get_ca("tls")).trusted_tls_certs()[0].encode())
+    # The proxy's public web address when there is one (the node joins and tunnels through it,
+    # as the manual shows), else the auth server's.
+    proxies = [p.spec.public_addr for p in await client.list_servers("proxy") if p.spec.public_addr]
     auth_servers = await client.list_servers("auth_server")
-    auth_addr = auth_servers[0].spec.addr if auth_servers else str(client.addrs[0])
+    auth_addr = (sorted(proxies)[0] if proxies else auth_servers[0].spec.addr if auth_servers
+                 else str(client.addrs[0]))
     print(f"The invite token: {token.metadata.name}")
     print(f"This token will expire in {format_duration(ttl)}.\n")
     print("Run this on the new node to join the cluster:\n")

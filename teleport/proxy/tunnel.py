@@ -3,7 +3,9 @@
 Nodes that cannot be reached dial in with their host certificate (`teleport.sshutils.
 reversetunnel` has the wire contract) and stay connected. The proxy keeps the newest tunnel
 per host UUID and reaches the node by opening a channel on it (`dial`); the node reaches the
-auth API through it. A tunnel serves only the host UUID of its certificate.
+auth API through it. A tunnel serves only the host UUID of its certificate. Other proxies of
+the cluster connect here too, with their own certificate, to reach the nodes tunnelled here
+(`teleport.proxy.peers`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncssh
 from teleport.errors import ConnectionProblem
 from teleport.events.emitter import Emitter
 from teleport.metrics import REVERSE_TUNNELS
+from teleport.rbac.subject import Caller
 from teleport.sshutils.auth import CertAuthServer, CertChecker
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
@@ -27,8 +30,14 @@ from teleport.sshutils.listener import (
     SSHListener,
     server_options,
 )
-from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, check_agent
-from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, forward_to
+from teleport.sshutils.reversetunnel import (
+    AUTH_TARGET,
+    NODE_LISTEN,
+    PEER_PORT,
+    check_agent,
+    host_role,
+)
+from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, forward_over, forward_to
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock, RealClock
 
@@ -71,6 +80,8 @@ class TunnelServer(SSHListener["TunnelConnection"]):
         """Make conn the route to its node; an older tunnel of the same node is closed."""
         host_uuid = conn.host_uuid
         old = self.tunnels.get(host_uuid)
+        if old is conn:
+            return  # a repeated `tcpip-forward` on the same tunnel: already the route, counted
         self.tunnels[host_uuid] = conn
         if old is not None and old is not conn:
             log.info("node %s reconnected its tunnel; closing the older one", host_uuid)
@@ -138,7 +149,10 @@ class TunnelConnection(CertAuthServer):
     def __init__(self, server: TunnelServer) -> None:
         super().__init__(server.checker)
         self.server = server
+        #: The node this tunnel serves, once authenticated with a node certificate.
         self.host_uuid = ""
+        #: Another proxy of the cluster, connected to reach the nodes tunnelled here.
+        self.peer_proxy = ""
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         super().connection_made(conn)
@@ -146,7 +160,11 @@ class TunnelConnection(CertAuthServer):
 
     def auth_completed(self) -> None:
         assert self.identity is not None
-        self.host_uuid = self.identity.cert.key_id
+        role, _ = host_role(self.identity.cert)
+        if role == Caller.PROXY.value:
+            self.peer_proxy = self.identity.cert.key_id
+        else:
+            self.host_uuid = self.identity.cert.key_id
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -169,14 +187,25 @@ class TunnelConnection(CertAuthServer):
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> Any:
-        """Splice the node's channel to the auth API; nothing else is reachable."""
+        """A node reaches the auth API, a peer proxy a node tunnelled here; nothing else."""
         self.check_refusal()
-        if (dest_host, dest_port) != AUTH_TARGET:
+        assert self.conn is not None
+        if self.peer_proxy and dest_port == PEER_PORT:
+            chan = self.conn.create_tcp_channel(window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
+            return chan, self._to_node(dest_host, (orig_host, orig_port))
+        if not self.host_uuid or (dest_host, dest_port) != AUTH_TARGET:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                                             f"a tunnel reaches only {AUTH_TARGET[0]}")
-        assert self.conn is not None
         chan = self.conn.create_tcp_channel(window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
         return chan, self._to_auth()
+
+    async def _to_node(self, host_uuid: str, orig: tuple[str, int]) -> SpliceTCPSession:
+        """For a peer proxy: the node's tunnel here, never a further hop (no loops)."""
+        try:
+            sock = await self.server.dial(host_uuid, orig)
+        except ConnectionProblem as err:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, str(err)) from None
+        return await forward_over(sock)
 
     async def _to_auth(self) -> SpliceTCPSession:
         problems = []

@@ -85,15 +85,18 @@ def recorded_server(subject: Subject) -> str | None:
 
 
 def check_tunnel_peer(role: str, authority: str, host_uuid: str, principals: Collection[str],
-                      *, expected: Caller, cluster: str, login: str | None = None) -> None:
+                      *, allowed: Collection[Caller], cluster: str,
+                      login: str | None = None) -> None:
     """Let a host certificate open (or serve) a reverse tunnel only as what it was issued for.
 
     A tunnel agent must hold a node certificate of this cluster and name its own host UUID as
-    the SSH user, so a node cannot register as another; an agent accepts only a proxy's.
+    the SSH user, so a node cannot register as another; another proxy may connect to reach the
+    nodes tunnelled here; an agent accepts only a proxy's certificate as the server's.
     """
-    if role != expected.value:
+    if role not in {kind.value for kind in allowed}:
         what = (role or "no role").lower()
-        raise AccessDenied(f"a {what} certificate cannot serve as a {expected.value.lower()} "
+        wanted = " or ".join(sorted(kind.value.lower() for kind in allowed))
+        raise AccessDenied(f"a {what} certificate cannot serve as a {wanted} "
                            "of a reverse tunnel")
     if authority != cluster:
         raise AccessDenied(f"host certificate of cluster {authority!r}, not {cluster!r}")

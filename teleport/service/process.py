@@ -33,6 +33,7 @@ from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
 from teleport.proxy.authrelay import AuthRelay
 from teleport.proxy.mux import Multiplexer, Protocol
+from teleport.proxy.peers import PeerCredentials, PeerDialer
 from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.tunnel import TunnelServer
@@ -417,7 +418,12 @@ class TeleportProcess:
                                 "reverse tunnel", cfg.tunnel_listen_addr),
                             bind=not tunnel_on_web)
         self.tunnels = tunnels
-        resolver = NodeResolver(client, self.cluster_name, tunnels)
+        peers = await self.stack.enter_async_context(PeerDialer(
+            PeerCredentials(host_uuid=self.host_uuid, private_key=identity.ssh_private_key,
+                            cert=identity.ssh_cert, cluster=self.cluster_name,
+                            trusted_host_cas=trust.host_keys),
+            lambda: client.list_servers("proxy"), self.clock))
+        resolver = NodeResolver(client, self.cluster_name, tunnels, peers)
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
         recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
@@ -487,11 +493,16 @@ class TeleportProcess:
         self.ports["tunnel"] = self.ports["proxy_web"] if tunnel_on_web else tunnels.port
         web.tunnel_public_addr = str(web_public if tunnel_on_web
                                      else HostPort(web_public.host, self.ports["tunnel"]))
+        # This proxy's own tunnel address (not a balancer's): where peers reach its tunnels.
+        tunnel_listen = cfg.web_listen_addr if tunnel_on_web else cfg.tunnel_listen_addr
+        peer_addr = HostPort(self.config.nodename if tunnel_listen.host in ("0.0.0.0", "::", "")
+                             else tunnel_listen.host, self.ports["tunnel"])
 
         def proxy_record() -> Server:
             return Server(kind="proxy", metadata=Metadata(name=self.host_uuid),
                           spec=ServerSpec(addr=str(ssh_public), hostname=self.config.nodename,
-                                          public_addr=str(web_public), version=__version__))
+                                          public_addr=str(web_public), peer_addr=str(peer_addr),
+                                          version=__version__))
 
         self._supervise("proxy-heartbeat",
                         lambda: heartbeat_forever(client, proxy_record, self.clock, self.health))

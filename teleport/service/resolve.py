@@ -6,6 +6,7 @@ import socket
 
 from teleport.auth.client import AuthClient
 from teleport.errors import BadParameter, ConnectionProblem, NotFound
+from teleport.proxy.peers import PeerDialer
 from teleport.proxy.tunnel import TunnelServer
 from teleport.sshutils.splice import dial_tcp
 from teleport.types.resources import Server
@@ -14,10 +15,11 @@ from teleport.utils.addr import parse_addr
 
 class NodeResolver:
     def __init__(self, client: AuthClient, cluster_name: str,
-                 tunnels: TunnelServer | None = None) -> None:
+                 tunnels: TunnelServer | None = None, peers: PeerDialer | None = None) -> None:
         self.client = client
         self.cluster_name = cluster_name
         self.tunnels = tunnels
+        self.peers = peers
 
     async def dial(self, host: str, port: int, orig: tuple[str, int] = ("", 0)) -> socket.socket:
         """Connect to the node a request names (see resolve_node and dial_node)."""
@@ -32,6 +34,8 @@ class NodeResolver:
             if self.tunnels is None:
                 raise ConnectionProblem(f"node {node.spec.hostname} is reached through a reverse "
                                         "tunnel, and this proxy runs none")
+            if self.peers is not None and not self.tunnels.has(node.metadata.name):
+                return await self.peers.dial(node.metadata.name, orig)  # its tunnel is elsewhere
             return await self.tunnels.dial(node.metadata.name, orig)
         addr = parse_addr(node.spec.addr, 3022)
         try:

@@ -197,12 +197,15 @@ class TunnelPool:
             except (OSError, TimeoutError, asyncssh.Error, TeleportError) as err:
                 tunnel.move(TunnelEvent.DOWN)
                 TUNNEL_AGENTS.labels(tunnel.state.value).dec()
-                log.warning("cannot open a reverse tunnel to %s: %s", self.addr,
+                log.warning("cannot open a reverse tunnel to %s: %s", self.addr or "the proxy",
                             str(err) or type(err).__name__)
+                self.addr = None
                 attempt += 1
                 continue
             if conn.proxy_uuid in self.tunnels:
                 # The balancer sent us to a proxy we already have: try again shortly.
+                log.debug("landed on proxy %s again; %d of %d proxies have a tunnel",
+                          conn.proxy_uuid, len(self.tunnels), len(self.proxies))
                 tunnel.move(TunnelEvent.DOWN)
                 TUNNEL_AGENTS.labels(tunnel.state.value).dec()
                 conn.close()
@@ -229,7 +232,10 @@ class TunnelPool:
             task.add_done_callback(self._tasks.discard)
 
     async def _dial(self) -> TunnelClientConnection:
-        self.addr = await self.locate()
+        # Asked once, and again after a failed dial: a ping per dial would take a balancer
+        # turn each time, so a round-robin balancer would send every dial to the same proxy.
+        if self.addr is None:
+            self.addr = await self.locate()
         host, port = self.addr.host, self.addr.port
         sock = await proxydial.dial(host, port)
         if sock is None:

@@ -7,6 +7,8 @@ client, authenticating with its host certificate, and keeps that connection open
   SSH connection stays end to end between tsh (or OpenSSH) and the node, as through 3023;
 - it opens `direct-tcpip` channels to `AUTH_TARGET`, which the proxy splices to the auth API:
   the node's mutual TLS with the auth server runs inside, so the proxy reads none of it.
+Another proxy of the cluster may connect the same way with its own certificate, only to open
+`direct-tcpip` channels to (node UUID, `PEER_PORT`) for nodes tunnelled here.
 Nothing else is accepted either way. The proxy's host key must be a proxy certificate of the
 cluster's host CA, checked here before the node authenticates.
 """
@@ -32,6 +34,9 @@ from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
 NODE_LISTEN = ("@local-node", 3022)
 #: Where a node's `direct-tcpip` channel asks to go to reach the auth API.
 AUTH_TARGET = ("@remote-auth-server", 3025)
+#: Another proxy's `direct-tcpip` to (node UUID, PEER_PORT) reaches that node over its tunnel
+#: here: a proxy that has no tunnel from a node forwards the user's connection this way.
+PEER_PORT = 3022
 #: The agent's SSH software version: its identification line lets the proxy's multiplexed
 #: web port send it to the tunnel server rather than the SSH proxy (`teleport.proxy.mux`).
 CLIENT_VERSION = "Teleport-Tunnel"
@@ -54,7 +59,7 @@ def check_agent(cluster: str) -> Callable[[SSHCertInfo, str], None]:
     def accept(info: SSHCertInfo, login: str) -> None:
         role, authority = host_role(info)
         rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
-                                expected=Caller.NODE, cluster=cluster, login=login)
+                                allowed=(Caller.NODE, Caller.PROXY), cluster=cluster, login=login)
 
     return accept
 
@@ -86,7 +91,7 @@ class TunnelClientConnection(asyncssh.SSHClientConnection):
                                now=self.now(), cert_type="host")
             role, authority = host_role(info)
             rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
-                                    expected=Caller.PROXY, cluster=self.cluster)
+                                    allowed=(Caller.PROXY,), cluster=self.cluster)
             key = asyncssh.import_public_key(info.public_key)
         except (AccessDenied, BadParameter, asyncssh.KeyImportError) as err:
             raise asyncssh.HostKeyNotVerifiable(f"the proxy's host key is not trusted: {err}") from None
@@ -128,5 +133,5 @@ async def connect(sock: socket.socket, *, host: str, port: int, host_uuid: str,
     return conn
 
 
-__all__ = ["AUTH_TARGET", "CLIENT_VERSION", "TUNNEL_BANNER", "NODE_LISTEN", "TUNNEL_PKTSIZE", "WINDOW", "TunnelClientConnection",
+__all__ = ["AUTH_TARGET", "PEER_PORT", "CLIENT_VERSION", "TUNNEL_BANNER", "NODE_LISTEN", "TUNNEL_PKTSIZE", "WINDOW", "TunnelClientConnection",
            "check_agent", "connect", "host_role", "key_line"]

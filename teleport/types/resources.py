@@ -155,6 +155,8 @@ class ServerSpec(Model):
     public_addr: str = ""
     #: The node is reached over its reverse tunnel to the proxies (it opens no port); addr is "".
     use_tunnel: bool = False
+    #: A proxy's own tunnel address, where other proxies reach the nodes tunnelled to it.
+    peer_addr: str = ""
     cmd_labels: dict[str, CommandLabelValue] = Field(default_factory=dict)
     version: str = ""
 

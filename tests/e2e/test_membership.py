@@ -103,7 +103,7 @@ def _invite(hub: Cluster, *args: str) -> tuple[str, str]:
     out = hub.tctl("nodes", "add", *args).stdout
     token = next(w.split("=", 1)[1] for w in out.split() if w.startswith("--token="))
     pin = next(w.split("=", 1)[1] for w in out.split() if w.startswith("--ca-pin="))
-    assert f"--auth-server=127.0.0.1:{hub.ports['auth']}" in out
+    assert f"--auth-server=127.0.0.1:{hub.ports['web']}" in out  # the proxy's public address
     return token, pin
 
 

@@ -47,15 +47,23 @@ class Trust:
     def user_cas(self) -> list[str]:
         return [public_key_of(self.user_ca)]
 
-    def host_identity(self, nodename: str, role: str = "Node") -> tuple[bytes, str, str]:
-        """Return a host key, its certificate and the host UUID."""
+    def host_identity(self, nodename: str, role: str = "Node", *, cluster: str = CLUSTER,
+                      valid_before: datetime | None = None) -> tuple[bytes, str, str]:
+        """Return a host key, its certificate and the host UUID.
+
+        cluster (the certificate's authority extension) and valid_before make the wrong ones
+        the tunnel tests offer: another cluster's, an expired one.
+        """
         key = generate_private_key()
         host_uuid = str(uuid.uuid4())
         cert = sign_host_cert(self.host_ca, public_key_of(key), host_uuid=host_uuid,
-                              nodename=nodename, cluster=CLUSTER, system_role=role,
-                              principals=[host_uuid, f"{host_uuid}.{CLUSTER}", nodename,
-                                          "localhost", "127.0.0.1"], valid_before=None)
+                              nodename=nodename, cluster=cluster, system_role=role,
+                              principals=[host_uuid, f"{host_uuid}.{cluster}", nodename,
+                                          "localhost", "127.0.0.1"], valid_before=valid_before)
         return key, cert, host_uuid
+
+    def host_cas(self) -> list[str]:
+        return [public_key_of(self.host_ca)]
 
     def user(self, logins: Sequence[str] = ("root",), *, name: str = "alice",
              ca: bytes | None = None, valid_for: timedelta = timedelta(hours=1),

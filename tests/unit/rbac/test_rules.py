@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from teleport.errors import AccessDenied
@@ -87,3 +89,24 @@ def test_subjects_come_from_verified_certificates() -> None:
     assert Subject.of(user) == ALICE
     with pytest.raises(AccessDenied, match="unknown system role 'Root'"):
         Subject.of(Identity(username="x", system_role="Root"))
+
+
+def test_a_tunnel_peer_is_what_its_host_certificate_says_and_only_itself() -> None:
+    node = ("Node", "c.test", "uuid-1", ("uuid-1", "natted"))
+    rules.check_tunnel_peer(*node, allowed=(Caller.NODE,), cluster="c.test", login="uuid-1")
+    rules.check_tunnel_peer("Proxy", "c.test", "p-1", ("p-1",), allowed=(Caller.PROXY,),
+                            cluster="c.test")
+    refused: list[tuple[tuple[str, str, str, tuple[str, ...]], dict[str, Any], str]] = [
+        ((*node,), dict(allowed=(Caller.PROXY,), login=None), "a node certificate cannot serve as a proxy"),
+        (("", "c.test", "uuid-1", ("uuid-1",)), {}, "a no role certificate cannot serve"),
+        (("Auth", "c.test", "uuid-1", ("uuid-1",)), {}, "an? auth certificate cannot serve"),
+        (("Node", "other.test", "uuid-1", ("uuid-1",)), {}, "cluster 'other.test', not 'c.test'"),
+        (("Node", "c.test", "uuid-1", ("natted",)), {}, "does not name its host UUID"),
+        (("Node", "c.test", "", ("",)), {}, "does not name its host UUID"),
+        ((*node,), dict(login="uuid-2"), "host uuid-1 may tunnel only as itself, not as 'uuid-2'"),
+        ((*node,), dict(login=""), "may tunnel only as itself"),
+    ]
+    for args, kwargs, reason in refused:
+        options: dict[str, Any] = {"allowed": (Caller.NODE,), "login": "uuid-1", **kwargs}
+        with pytest.raises(AccessDenied, match=reason):
+            rules.check_tunnel_peer(*args, cluster="c.test", **options)
