@@ -518,7 +518,7 @@ class TeleportProcess:
         await self.stack.enter_async_context(mux)
         await mux.start(sock)
         self.mux = mux
-        if Protocol.TUNNEL in handlers:
+        if Protocol.SSH in handlers:
             logging.getLogger("teleport").debug(
                 "Setup Proxy: Reverse tunnel proxy and web proxy listen on the same port, "
                 "multiplexing is on.")

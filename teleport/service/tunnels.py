@@ -21,7 +21,7 @@ import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncssh
 
@@ -35,6 +35,7 @@ from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClie
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, dial_tcp
 from teleport.utils.addr import HostPort, parse_addr
 from teleport.utils.clock import Clock
+from teleport.utils.supervisor import Supervisor
 
 log = logging.getLogger("teleport.reversetunnel")
 
@@ -43,6 +44,8 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 15.0
 #: How often the pool asks the auth server which proxies exist.
 PROXY_REFRESH = 5.0
+#: How long a proxy may take to accept the node's forward request.
+FORWARD_TIMEOUT = 15.0
 #: The tunnel port when a proxy's ping does not say (Teleport's default).
 DEFAULT_TUNNEL_PORT = 3024
 
@@ -111,18 +114,27 @@ def backoff(attempt: int, rand: Callable[[], float] = random.random) -> float:
 
 @dataclass
 class Tunnel:
-    """One dial and, once up, its connection to one proxy."""
+    """One dial and, once up, its connection to one proxy; counted by state while it lives."""
 
     state: TunnelState = TunnelState.DISCONNECTED
     conn: TunnelClientConnection | None = None
     proxy_uuid: str = ""
-    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        TUNNEL_AGENTS.labels(self.state.value).inc()
 
     def move(self, event: TunnelEvent) -> None:
         before = self.state
         self.state = transition(self.state, event)
         TUNNEL_AGENTS.labels(before.value).dec()
         TUNNEL_AGENTS.labels(self.state.value).inc()
+
+    def end(self) -> None:
+        """Go down (from wherever it is) and stop being counted: it is forgotten."""
+        self.move(TunnelEvent.DOWN)
+        TUNNEL_AGENTS.labels(self.state.value).dec()
+        if self.conn is not None:
+            self.conn.close()
 
 
 @dataclass(frozen=True)
@@ -154,11 +166,13 @@ class TunnelPool:
         #: The proxies the auth server lists; empty until first learned (then: want one).
         self.proxies: set[str] = set()
         self._changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Owns each tunnel's watcher (and the loopback relay's channel opens).
+        self.tasks = Supervisor("reverse tunnels")
         for state in TunnelState:
             TUNNEL_AGENTS.labels(state.value)
 
     async def __aenter__(self) -> TunnelPool:
+        await self.tasks.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -190,46 +204,39 @@ class TunnelPool:
             if attempt:
                 await asyncio.sleep(backoff(attempt))
             tunnel = Tunnel()
-            TUNNEL_AGENTS.labels(tunnel.state.value).inc()
             tunnel.move(TunnelEvent.DIAL)
             try:
-                conn = await self._dial()
+                tunnel.conn = await self._dial()
+                tunnel.proxy_uuid = tunnel.conn.proxy_uuid
             except (OSError, TimeoutError, asyncssh.Error, TeleportError) as err:
-                tunnel.move(TunnelEvent.DOWN)
-                TUNNEL_AGENTS.labels(tunnel.state.value).dec()
+                tunnel.end()
                 log.warning("cannot open a reverse tunnel to %s: %s", self.addr or "the proxy",
                             str(err) or type(err).__name__)
                 self.addr = None
                 attempt += 1
                 continue
-            if conn.proxy_uuid in self.tunnels:
+            if tunnel.proxy_uuid in self.tunnels:
                 # The balancer sent us to a proxy we already have: try again shortly.
                 log.debug("landed on proxy %s again; %d of %d proxies have a tunnel",
-                          conn.proxy_uuid, len(self.tunnels), len(self.proxies))
-                tunnel.move(TunnelEvent.DOWN)
-                TUNNEL_AGENTS.labels(tunnel.state.value).dec()
-                conn.close()
+                          tunnel.proxy_uuid, len(self.tunnels), len(self.proxies))
+                tunnel.end()
+                attempt += 1
+                continue
+            try:
+                await asyncio.wait_for(tunnel.conn.create_server(self._accept, *NODE_LISTEN),
+                                       FORWARD_TIMEOUT)
+            except (asyncssh.Error, OSError, TimeoutError) as err:
+                log.warning("proxy %s refused to forward to this node: %s", tunnel.proxy_uuid,
+                            str(err) or type(err).__name__)
+                tunnel.end()
                 attempt += 1
                 continue
             attempt = 0
-            tunnel.conn, tunnel.proxy_uuid = conn, conn.proxy_uuid
-            try:
-                await conn.create_server(self._accept, *NODE_LISTEN)
-            except (asyncssh.Error, OSError) as err:
-                log.warning("proxy %s refused to forward to this node: %s", conn.proxy_uuid, err)
-                tunnel.move(TunnelEvent.DOWN)
-                TUNNEL_AGENTS.labels(tunnel.state.value).dec()
-                conn.close()
-                attempt += 1
-                continue
             tunnel.move(TunnelEvent.UP)
-            self.tunnels[conn.proxy_uuid] = tunnel
-            log.info("reverse tunnel to proxy %s via %s is up", conn.proxy_uuid, self.addr)
+            self.tunnels[tunnel.proxy_uuid] = tunnel
+            log.info("reverse tunnel to proxy %s via %s is up", tunnel.proxy_uuid, self.addr)
             self._notify()
-            task = asyncio.get_running_loop().create_task(self._watch(tunnel),
-                                                          name="reverse tunnel")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.tasks.spawn(self._watch(tunnel), f"reverse tunnel {tunnel.proxy_uuid}")
 
     async def _dial(self) -> TunnelClientConnection:
         # Asked once, and again after a failed dial: a ping per dial would take a balancer
@@ -254,8 +261,7 @@ class TunnelPool:
         finally:
             if self.tunnels.get(tunnel.proxy_uuid) is tunnel:
                 del self.tunnels[tunnel.proxy_uuid]
-            tunnel.move(TunnelEvent.DOWN)
-            TUNNEL_AGENTS.labels(tunnel.state.value).dec()
+            tunnel.end()
             log.warning("reverse tunnel to proxy %s is down", tunnel.proxy_uuid)
             self._notify()
             self._changed.set()
@@ -295,11 +301,7 @@ class TunnelPool:
         for tunnel in list(self.tunnels.values()):
             if tunnel.conn is not None:
                 tunnel.conn.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.tasks.close()
 
 
 class AuthLoopback:
@@ -313,7 +315,6 @@ class AuthLoopback:
     def __init__(self, pool: TunnelPool) -> None:
         self.pool = pool
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AuthLoopback:
         loop = asyncio.get_running_loop()
@@ -323,8 +324,6 @@ class AuthLoopback:
     async def __aexit__(self, *exc: object) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
 
     @property
     def addr(self) -> HostPort:
@@ -335,9 +334,7 @@ class AuthLoopback:
         splice = ChannelSplice()
 
         def opened() -> None:
-            task = asyncio.get_running_loop().create_task(self.pool.open_to_auth(splice),
-                                                          name="auth relay")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.pool.tasks.spawn(self.pool.open_to_auth(splice), "auth relay") is None:
+                splice.abort()  # closing down
 
         return splice.tcp_protocol(opened)
