@@ -26,7 +26,7 @@ from teleport.backend.base import Backend
 from teleport.backend.sqlite import SqliteBackend
 from teleport.cache import CachedAuth
 from teleport.config.runtime import Config
-from teleport.errors import BadParameter, NotFound, NotSupported, TeleportError
+from teleport.errors import BadParameter, ConnectionProblem, NotFound, NotSupported, TeleportError
 from teleport.events.buffered import BufferedEmitter
 from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
@@ -58,7 +58,7 @@ from teleport.service.tunnels import (
     AuthLoopback,
     TunnelCredentials,
     TunnelPool,
-    find_proxy,
+    is_proxy,
     tunnel_addr,
 )
 from teleport.srv.pam import PamService
@@ -342,20 +342,19 @@ class TeleportProcess:
             raise BadParameter(
                 f"this host has not joined a cluster as {role.lower()} yet: start it with "
                 "--token=<token from 'tctl nodes add'> --auth-server=<host:3025> --ca-pin=<pin>")
-        result = await join(self._auth_addrs(), token=token, role=role, host_uuid=self.host_uuid,
+        addr, via_proxy = await _first_answering(self._auth_addrs())
+        result = await join([addr], token=token, role=role, host_uuid=self.host_uuid,
                             nodename=self.config.nodename, addresses=addresses,
                             ca_pins=self.config.ca_pins, warn=_warn)
         # Written only now: a refused join (wrong pin, bad token) leaves nothing behind.
         result.identity.save(data_dir)
-        used = self._auth_addrs()
-        proxy = await find_proxy(used[0]) if used else None
-        if proxy is not None:
+        if via_proxy:
             # Joined through a proxy's web port: the auth servers it named are out of reach,
             # the proxy is the way in from now on (a node's reverse tunnel, else its web port).
-            save_join_proxy(data_dir, used[0])
-            save_auth_servers(data_dir, [], used)
+            save_join_proxy(data_dir, addr)
+            save_auth_servers(data_dir, [], [addr])
         else:
-            save_auth_servers(data_dir, result.auth_servers, used)
+            save_auth_servers(data_dir, result.auth_servers, [addr])
         logging.getLogger(f"teleport.{role.lower()}").info(
             "Joined cluster %s as %s.", result.cluster_name, self.host_uuid)
         return result.identity
@@ -644,6 +643,17 @@ class TeleportProcess:
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._supervise("node-heartbeat", node_heartbeat)
+
+
+async def _first_answering(addrs: list[HostPort]) -> tuple[HostPort, bool]:
+    """Return the first address that answers and whether it is a proxy's web port."""
+    problems = []
+    for addr in addrs:
+        try:
+            return addr, await is_proxy(addr)
+        except TeleportError as err:
+            problems.append(str(err))
+    raise ConnectionProblem("cannot join the cluster: " + "; ".join(problems or ["no auth server"]))
 
 
 def _warn(message: str) -> None:

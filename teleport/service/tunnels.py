@@ -28,7 +28,7 @@ import asyncssh
 from teleport.api import proxydial
 from teleport.api.http import HTTPClient
 from teleport.api.web_models import WebPing
-from teleport.errors import BadParameter, ConnectionProblem, TeleportError
+from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportError
 from teleport.metrics import TUNNEL_AGENTS
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClientConnection
@@ -44,14 +44,17 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 15.0
 #: How often the pool asks the auth server which proxies exist.
 PROXY_REFRESH = 5.0
+#: How long an auth API call waits for a tunnel when none is up.
+AUTH_WAIT = 4.0  # under the auth client's 5 s connect timeout
 #: How long a proxy may take to accept the node's forward request.
 FORWARD_TIMEOUT = 15.0
 #: The tunnel port when a proxy's ping does not say (Teleport's default).
 DEFAULT_TUNNEL_PORT = 3024
 
 
-async def find_proxy(addr: HostPort, wait: float = 10.0) -> WebPing | None:
-    """Return the ping of the proxy whose web port is addr, or None if addr is no proxy.
+async def ping_proxy(addr: HostPort, wait: float = 10.0) -> WebPing:
+    """Return the ping of the proxy whose web port is addr; raise why not (an HTTP proxy's
+    refusal included, so the node's warning names it and its answer).
 
     Unverified TLS: the answer only says where the tunnel listens, and the tunnel itself
     accepts nothing but a proxy certificate of the cluster's host CA.
@@ -62,17 +65,30 @@ async def find_proxy(addr: HostPort, wait: float = 10.0) -> WebPing | None:
     http = HTTPClient([addr], ctx, peer="proxy", timeout=wait)
     try:
         return await http.call("GET", "/webapi/ping", answer=WebPing)
-    except TeleportError:
-        return None
     finally:
         await http.close()
 
 
+async def is_proxy(addr: HostPort, wait: float = 10.0) -> bool:
+    """Tell a proxy's web port from an auth server's API port; raise when neither answers.
+
+    Only an answer decides: an auth server says it has no `/webapi/ping` (NotFound). A timeout
+    or an HTTP proxy's refusal raises, so a host never mistakes a proxy for an auth server
+    and keeps addresses it cannot reach.
+    """
+    try:
+        await ping_proxy(addr, wait)
+    except NotFound:
+        return False
+    return True
+
+
 async def tunnel_addr(proxy: HostPort) -> HostPort:
     """Ask the proxy at proxy (its web address) where its reverse tunnels listen."""
-    ping = await find_proxy(proxy)
-    if ping is None:
-        raise ConnectionProblem(f"proxy {proxy} did not answer its ping")
+    try:
+        ping = await ping_proxy(proxy)
+    except TeleportError as err:
+        raise ConnectionProblem(f"proxy {proxy} did not answer its ping: {err}") from None
     announced = ping.proxy.ssh.tunnel_public_addr
     if not announced:
         return HostPort(proxy.host, DEFAULT_TUNNEL_PORT)
@@ -166,6 +182,8 @@ class TunnelPool:
         #: The proxies the auth server lists; empty until first learned (then: want one).
         self.proxies: set[str] = set()
         self._changed = asyncio.Event()
+        #: Set while at least one tunnel is up.
+        self._up = asyncio.Event()
         #: Owns each tunnel's watcher (and the loopback relay's channel opens).
         self.tasks = Supervisor("reverse tunnels")
         for state in TunnelState:
@@ -267,6 +285,10 @@ class TunnelPool:
             self._changed.set()
 
     def _notify(self) -> None:
+        if self.tunnels:
+            self._up.set()
+        else:
+            self._up.clear()
         if self.on_change is not None:
             self.on_change(len(self.tunnels))
 
@@ -286,7 +308,13 @@ class TunnelPool:
         return SpliceTCPSession(splice)
 
     async def open_to_auth(self, splice: ChannelSplice) -> None:
-        """Open a channel to the auth API on a live tunnel and splice it; abort when none."""
+        """Open a channel to the auth API on a live tunnel and splice it; abort when none.
+
+        A call made while no tunnel is up (the first heartbeat at start, one after a proxy
+        restart) waits a little for one rather than failing at once.
+        """
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), AUTH_WAIT)
         conns = self.connected()
         random.shuffle(conns)
         for conn in conns:

@@ -42,9 +42,10 @@ class Tinyproxy:
     port: int
     log: Path
     proc: subprocess.Popen[bytes]
+    host: str = "127.0.0.1"
 
     def url(self, userinfo: str = "") -> str:
-        return f"http://{userinfo}127.0.0.1:{self.port}"
+        return f"http://{userinfo}{self.host}:{self.port}"
 
     def connects(self) -> list[str]:
         """The CONNECT targets tinyproxy logged, in order."""
@@ -54,8 +55,9 @@ class Tinyproxy:
 
 
 @contextmanager
-def tinyproxy(root: Path, connect_ports: list[int], basic_auth: str = "") -> Iterator[Tinyproxy]:
-    """Run tinyproxy on 127.0.0.1 allowing CONNECT to connect_ports only; stop it by its pid.
+def tinyproxy(root: Path, connect_ports: list[int], basic_auth: str = "",
+              host: str = "127.0.0.1") -> Iterator[Tinyproxy]:
+    """Run tinyproxy on host allowing CONNECT to connect_ports only; stop it by its pid.
 
     tinyproxy cannot bind port 0, so a free port is picked right before it starts, and the start
     is retried if someone took the port meanwhile.
@@ -64,11 +66,11 @@ def tinyproxy(root: Path, connect_ports: list[int], basic_auth: str = "") -> Ite
     log = root / "tinyproxy.log"
     for _ in range(5):
         with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
+            probe.bind((host, 0))
             port = probe.getsockname()[1]
         conf = root / "tinyproxy.conf"
         conf.write_text("\n".join([
-            f"Port {port}", "Listen 127.0.0.1", "Timeout 30", f'LogFile "{log}"',
+            f"Port {port}", f"Listen {host}", "Timeout 30", f'LogFile "{log}"',
             "LogLevel Connect", "MaxClients 50",
             *(f"ConnectPort {p}" for p in connect_ports),
             *([f"BasicAuth {basic_auth}"] if basic_auth else []), ""]))
@@ -86,7 +88,7 @@ def tinyproxy(root: Path, connect_ports: list[int], basic_auth: str = "") -> Ite
         raise AssertionError("tinyproxy did not start:\n"
                              + (root / "tinyproxy.out").read_text(errors="replace"))
     try:
-        yield Tinyproxy(port, log, proc)
+        yield Tinyproxy(port, log, proc, host)
     finally:
         proc.kill()  # nothing of tinyproxy's is worth a graceful stop
         proc.wait()
