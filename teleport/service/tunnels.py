@@ -169,7 +169,7 @@ class TunnelPool:
                  clock: Clock,
                  serve_ssh: Callable[[socket.socket, tuple[str, int]], Awaitable[None]],
                  on_change: Callable[[int], None] | None = None) -> None:
-        #: Where to dial, asked before each dial: the proxy's ping says where tunnels go.
+        #: Where to dial (the proxy's ping says), asked first and again after a failed dial.
         self.locate = locate
         self.addr: HostPort | None = None
         self.creds = creds

@@ -59,14 +59,26 @@ def wait_for(predicate: object, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.3)
 
 
+#: Where the proxy takes tunnels: on the web port (multiplexed, the default of these tests), or
+#: on a port of its own, bound on the veth address the node reaches (Teleport's 3024).
+MULTIPLEXED, OWN_PORT = "multiplexed", "own-port"
+#: The tests that run both ways; the others run multiplexed only.
+both_ways = pytest.mark.parametrize("site", [MULTIPLEXED, OWN_PORT], indirect=True)
+multiplexed = pytest.mark.parametrize("site", [MULTIPLEXED], indirect=True)
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+def site(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    mode = getattr(request, "param", MULTIPLEXED)
     root = tmp_path_factory.mktemp("tunnel")
     with isolated_host() as host, RoundRobin([], host.host_addr) as lb:
         (root / "cluster").mkdir()
         cluster = make_cluster(root / "cluster")
-        # The tunnel is multiplexed on the web port; the public address is the balancer's.
-        cluster.write_config("  tunnel_listen_addr: 127.0.0.1:0\n  ssh_public_addr: 127.0.0.1:0\n")
+        # The public address is the balancer's; the tunnel is on the web port behind it, or
+        # on its own port on the veth address (announced by the proxy's ping).
+        tunnel = "127.0.0.1:0" if mode == MULTIPLEXED else f"{host.host_addr}:0"
+        cluster.write_config(f"  tunnel_listen_addr: {tunnel}\n  ssh_public_addr: 127.0.0.1:0\n")
         text = cluster.config.read_text().replace(
             "  public_addr: 127.0.0.1:0", f"  public_addr: {host.host_addr}:{lb.port}")
         cluster.config.write_text(text)
@@ -83,6 +95,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                                  f"--auth-server={host.host_addr}:{lb.port}")
             try:
                 wait_started(log, node, timeout=60)
+                assert (cluster.ports["tunnel"] == cluster.ports["web"]) == (mode == MULTIPLEXED)
                 totp = cluster.signup("nat", "root", PASSWORD)
                 cluster.login("nat", PASSWORD, totp)
                 yield Site(cluster, lb, host, node, log, totp)
@@ -98,6 +111,7 @@ def _listed(cluster: Cluster) -> str:
                  if TUNNEL_NODE in line), "")
 
 
+@both_ways
 def test_the_node_joins_through_the_web_port_and_is_listed_as_tunnelled(site: Site) -> None:
     try:
         wait_for(lambda: "⟵ Tunnel" in _listed(site.cluster), "the node in tctl nodes ls")
@@ -111,6 +125,7 @@ def test_the_node_joins_through_the_web_port_and_is_listed_as_tunnelled(site: Si
     assert "127.0.0.1" not in (data / "authservers.json").read_text()
 
 
+@both_ways
 def test_tsh_ssh_reaches_the_node_over_its_tunnel(site: Site) -> None:
     wait_for(lambda: "⟵ Tunnel" in _listed(site.cluster), "the node in tctl nodes ls")
     out = site.cluster.tsh("ssh", f"root@{TUNNEL_NODE}", "echo", "behind-nat")
@@ -138,6 +153,7 @@ def _openssh(tool: str, config: Path, *args: str) -> subprocess.CompletedProcess
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
+@both_ways
 def test_stock_ssh_reaches_the_node_with_tsh_config_and_with_J(site: Site, ssh_config: Path) -> None:
     out = _openssh("ssh", ssh_config, f"root@{NODE_FQDN}", "echo", "via-openssh")
     assert (out.returncode, out.stdout) == (0, "via-openssh\n"), out.stderr
@@ -151,6 +167,7 @@ def test_stock_ssh_reaches_the_node_with_tsh_config_and_with_J(site: Site, ssh_c
     assert (out.returncode, out.stdout) == (0, "jumped\n"), out.stderr
 
 
+@both_ways
 def test_scp_both_ways_with_tsh_config_and_tsh_scp(site: Site, ssh_config: Path,
                                                   tmp_path: Path) -> None:
     # The node shares this machine's file system (only its network is apart).
@@ -196,6 +213,7 @@ def _get(port: int) -> bytes:
         return resp.read()  # type: ignore[no-any-return]
 
 
+@multiplexed
 def test_tsh_L_forwards_to_a_server_inside_the_namespace(
         site: Site, http_server_in_namespace: tuple[int, bytes]) -> None:
     port, body = http_server_in_namespace
@@ -260,6 +278,7 @@ with socket.create_connection(("127.0.0.1", int(sys.argv[1])), 10) as raw:
 """
 
 
+@multiplexed
 def test_the_node_listens_only_on_loopback_for_its_auth_relay(site: Site) -> None:
     """The node in tunnel mode opens no port that anything outside it could dial.
 
@@ -284,6 +303,7 @@ def test_the_node_listens_only_on_loopback_for_its_auth_relay(site: Site) -> Non
 
 # --- presence over the tunnel (last: it takes the tunnel down) ----------------------------------
 
+@multiplexed
 def test_the_node_goes_offline_when_its_tunnel_drops_and_comes_back(site: Site) -> None:
     """Heartbeats ride the tunnel: cut it and the record expires; restore it and the node returns.
 
