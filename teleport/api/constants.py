@@ -13,6 +13,8 @@ PROXY_SSH_PORT = 3023
 PROXY_TUNNEL_PORT = 3024
 PROXY_WEB_PORT = 3080
 
+#: What `tsh ls` and `tctl nodes ls` show as the address of a node behind a reverse tunnel.
+TUNNEL_ADDR = "⟵ Tunnel"
 #: The env request a session channel sends to join a live session instead of starting a shell.
 SESSION_ENV = "TELEPORT_SESSION"
 #: Where `tsh` keeps its profiles (default `~/.tsh`).

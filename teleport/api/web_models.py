@@ -83,12 +83,8 @@ class NodeInfo(Answer):
     id: str
     addr: str
     labels: dict[str, str] = {}
-    #: Reached over its reverse tunnel (addr is empty): lists show `TUNNEL_ADDR`.
+    #: Reached over its reverse tunnel (addr is empty): lists show `constants.TUNNEL_ADDR`.
     tunnel: bool = False
-
-
-#: What `tsh ls` and `tctl nodes ls` show as the address of a node behind a reverse tunnel.
-TUNNEL_ADDR = "⟵ Tunnel"
 
 
 __all__ = ["ActiveSession", "AuthSettingsAnswer", "LoginRequest", "LoginResponse", "NodeInfo",

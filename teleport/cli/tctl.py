@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from teleport.api.web_models import TUNNEL_ADDR
+from teleport.api.constants import TUNNEL_ADDR
 from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 from teleport.rbac.subject import DEFAULT_USER_ROLES
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from teleport.api.web_models import TUNNEL_ADDR
+from teleport.api.constants import TUNNEL_ADDR
 from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 
 if TYPE_CHECKING:

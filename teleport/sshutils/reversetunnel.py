@@ -41,8 +41,9 @@ PEER_PORT = 3022
 #: web port send it to the tunnel server rather than the SSH proxy (`teleport.proxy.mux`).
 CLIENT_VERSION = "Teleport-Tunnel"
 TUNNEL_BANNER = b"SSH-2.0-" + CLIENT_VERSION.encode()
-#: Keep-alives: a dead tunnel is noticed within KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1).
-KEEPALIVE_INTERVAL = 10.0
+#: Keep-alives: a dead tunnel is noticed within KEEPALIVE_INTERVAL * (KEEPALIVE_COUNT + 1), and
+#: an idle one stays open through balancers that cut idle connections after a minute.
+KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT = 2
 
 
