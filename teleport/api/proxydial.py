@@ -96,30 +96,45 @@ def auth_hint(proxy: ProxyURL, status: int) -> str:
 
 
 async def _connect(proxy: ProxyURL, where: str, wait: float) -> socket.socket:
+    try:
+        return await connect_tcp(proxy.host, proxy.port, wait)
+    except TimeoutError:
+        reason = f"no answer within {wait:g}s"
+    except OSError as err:
+        reason = str(err)
+    raise ConnectionProblem(f"cannot reach {where}: {reason}")
+
+
+async def connect_tcp(host: str, port: int, wait: float = 15.0) -> socket.socket:
+    """Return a connected non-blocking socket to host:port, trying each address in turn.
+
+    Raises TimeoutError after `wait`, or OSError naming every address's failure.
+    """
     loop = asyncio.get_running_loop()
     problems: list[str] = []
-    try:
-        async with asyncio.timeout(wait):
-            infos = await loop.getaddrinfo(proxy.host, proxy.port, type=socket.SOCK_STREAM)
-            for family, kind, proto, _, addr in infos:
-                sock = socket.socket(family, kind, proto)
-                sock.setblocking(False)
-                try:
-                    await loop.sock_connect(sock, addr)
-                except OSError as err:
-                    sock.close()
-                    problems.append(err.strerror or str(err))
-                    continue
-                except BaseException:
-                    sock.close()
-                    raise
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return sock
-    except TimeoutError:
-        problems.append(f"no answer within {wait:g}s")
-    except OSError as err:  # name resolution
-        problems.append(err.strerror or str(err))
-    raise ConnectionProblem(f"cannot reach {where}: {'; '.join(problems) or 'no address'}")
+    async with asyncio.timeout(wait):
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        for family, kind, proto, _, addr in infos:
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, addr)
+            except OSError as err:
+                sock.close()
+                problems.append(err.strerror or str(err))
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+    raise OSError("; ".join(problems) or "no address")
+
+
+async def dial_any(host: str, port: int, *, env: Mapping[str, str] | None = None,
+                   wait: float = 15.0) -> socket.socket:
+    """Return a socket to host:port: through the environment's HTTP proxy, else directly."""
+    return await dial(host, port, env=env, wait=wait) or await connect_tcp(host, port, wait)
 
 
 async def _read_head(loop: asyncio.AbstractEventLoop, sock: socket.socket, where: str,

@@ -24,7 +24,7 @@ from teleport.errors import ConnectionProblem
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
 from teleport.sshutils.reversetunnel import PEER_PORT, TunnelClientConnection
-from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, dial_tcp
+from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
 from teleport.utils.clock import Clock
@@ -80,7 +80,7 @@ class PeerDialer:
             if conn is not None and not conn.is_closed():
                 return conn
             addr = parse_addr(peer.spec.peer_addr, 3024)
-            sock = await proxydial.dial(addr.host, addr.port) or await dial_tcp(addr.host, addr.port)
+            sock = await proxydial.dial_any(addr.host, addr.port)
             creds = self.creds
             conn = await reversetunnel.connect(
                 sock, host=addr.host, port=addr.port, host_uuid=creds.host_uuid,

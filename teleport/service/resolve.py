@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import socket
 
+from teleport.api.proxydial import connect_tcp
 from teleport.auth.client import AuthClient
 from teleport.errors import BadParameter, ConnectionProblem, NotFound
 from teleport.proxy.peers import PeerDialer
 from teleport.proxy.tunnel import TunnelServer
-from teleport.sshutils.splice import dial_tcp
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
 
@@ -39,11 +39,11 @@ class NodeResolver:
             return await self.tunnels.dial(node.metadata.name, orig)
         addr = parse_addr(node.spec.addr, 3022)
         try:
-            return await dial_tcp(addr.host, addr.port)
+            return await connect_tcp(addr.host, addr.port)
         except TimeoutError:
             raise ConnectionProblem(f"timed out connecting to {addr}") from None
         except OSError as err:
-            raise ConnectionProblem(f"cannot connect to {addr}: {err.strerror or err}") from None
+            raise ConnectionProblem(f"cannot connect to {addr}: {err}") from None
 
     async def resolve_node(self, host: str, port: int) -> Server:
         """Match by node name, `name.cluster`, host UUID or address; only registered nodes.

@@ -32,7 +32,7 @@ from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportE
 from teleport.metrics import TUNNEL_AGENTS
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClientConnection
-from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, dial_tcp
+from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession
 from teleport.utils.addr import HostPort, parse_addr
 from teleport.utils.clock import Clock
 from teleport.utils.supervisor import Supervisor
@@ -262,9 +262,7 @@ class TunnelPool:
         if self.addr is None:
             self.addr = await self.locate()
         host, port = self.addr.host, self.addr.port
-        sock = await proxydial.dial(host, port)
-        if sock is None:
-            sock = await dial_tcp(host, port)
+        sock = await proxydial.dial_any(host, port)
         creds = self.creds
         return await reversetunnel.connect(
             sock, host=host, port=port, host_uuid=creds.host_uuid, private_key=creds.private_key,

@@ -227,28 +227,6 @@ class SpliceTCPSession(SpliceChannelEvents, asyncssh.SSHTCPSession[bytes]):
         super().data_received(data, datatype)
 
 
-async def dial_tcp(host: str, port: int, wait: float = DIAL_TIMEOUT) -> socket.socket:
-    """Return a connected non-blocking socket to host:port; OSError or TimeoutError else."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    last: OSError | None = None
-    for family, kind, proto, _, addr in infos:
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, addr), wait)
-        except OSError as err:
-            sock.close()
-            last = err
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return sock
-    raise last or OSError(f"cannot resolve {host}")
-
-
 async def forward_over(sock: socket.socket) -> SpliceTCPSession:
     """Splice a direct-tcpip channel to a connected socket (a node the proxy dialled)."""
     splice = ChannelSplice()

@@ -33,6 +33,7 @@ from teleport.proxy.mux import Multiplexer, Protocol
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
+from tests.integration.proxy.probes import closed_after
 from tests.ports import refused_port
 
 WAIT = 0.5
@@ -153,25 +154,12 @@ async def test_other_tls_still_reaches_the_web_server(setup: Setup) -> None:
     assert setup.relay.relayed == 0
 
 
-async def _closed_after(port: int, send: bytes) -> float:
-    loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    start = loop.time()
-    if send:
-        writer.write(send)
-        await writer.drain()
-    with contextlib.suppress(ConnectionResetError):
-        assert await asyncio.wait_for(reader.read(100), 5) == b""
-    writer.close()
-    return loop.time() - start
-
-
 async def test_silent_partial_and_oversized_hellos_are_closed(setup: Setup) -> None:
-    assert WAIT * 0.9 <= await _closed_after(setup.mux.port, b"") < WAIT + 2
+    assert WAIT * 0.9 <= await closed_after(setup.mux.port, b"") < WAIT + 2
     # A record header promising more than ever comes: closed after the same wait.
-    assert WAIT * 0.9 <= await _closed_after(setup.mux.port, b"\x16\x03\x01\x01\x00\x01") < WAIT + 2
+    assert WAIT * 0.9 <= await closed_after(setup.mux.port, b"\x16\x03\x01\x01\x00\x01") < WAIT + 2
     # Longer than any TLS record: closed at once.
-    assert await _closed_after(setup.mux.port, b"\x16\x03\x01\xff\xff\x01") < WAIT
+    assert await closed_after(setup.mux.port, b"\x16\x03\x01\xff\xff\x01") < WAIT
     assert setup.mux.refused == {"silent": 2, "unknown": 1}
     assert setup.relay.relayed == 0
 

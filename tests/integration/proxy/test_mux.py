@@ -14,12 +14,13 @@ import asyncssh
 import pytest
 import uvloop
 
+from teleport.api.proxydial import connect_tcp
 from teleport.errors import NotFound
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys.tls import self_signed_web_cert
 from teleport.proxy.mux import Multiplexer, Protocol, detect
 from teleport.proxy.ssh import ProxySSHServer
-from teleport.sshutils.splice import dial_tcp
+from tests.integration.proxy.probes import closed_after
 from tests.integration.srv.sshenv import CLUSTER, NODENAME, Trust, make_node, run
 
 WAIT = 0.5
@@ -55,7 +56,7 @@ async def open_mux(tmp_path: Path, max_connections: int = 100) -> AsyncIterator[
 
         async def dial(host: str, port: int, orig: tuple[str, int]) -> socket.socket:
             if host.removesuffix(f".{CLUSTER}") == NODENAME:
-                return await dial_tcp("127.0.0.1", node.port)
+                return await connect_tcp("127.0.0.1", node.port)
             raise NotFound(host)
 
         key, cert, _ = trust.host_identity("proxy", role="Proxy")
@@ -139,24 +140,10 @@ async def test_banner_split_across_segments_is_still_ssh(
     writer.close()
 
 
-async def _closed_after(port: int, send: bytes) -> float:
-    """Connect, send, and return how long the multiplexer took to close the connection."""
-    loop = asyncio.get_running_loop()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    start = loop.time()
-    if send:
-        writer.write(send)
-        await writer.drain()
-    with contextlib.suppress(ConnectionResetError):
-        assert await asyncio.wait_for(reader.read(100), 5) == b""
-    writer.close()
-    return loop.time() - start
-
-
 async def test_silent_peer_is_closed_after_the_wait(
         muxed: tuple[Multiplexer, ProxySSHServer, Trust]) -> None:
     mux, _, _ = muxed
-    elapsed = await _closed_after(mux.port, b"")
+    elapsed = await closed_after(mux.port, b"")
     assert WAIT * 0.9 <= elapsed < WAIT + 2
     assert mux.refused == {"silent": 1}
     assert mux.pending == 0
@@ -165,8 +152,8 @@ async def test_silent_peer_is_closed_after_the_wait(
 async def test_other_protocols_are_closed_at_once(
         muxed: tuple[Multiplexer, ProxySSHServer, Trust]) -> None:
     mux, _, _ = muxed
-    assert await _closed_after(mux.port, b"GET / HTTP/1.1\r\n\r\n") < WAIT
-    assert await _closed_after(mux.port, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n") < WAIT
+    assert await closed_after(mux.port, b"GET / HTTP/1.1\r\n\r\n") < WAIT
+    assert await closed_after(mux.port, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n") < WAIT
     assert mux.refused == {"unknown": 1, "proxy": 1}
     # Still serving.
     assert await _tls_echo(mux.port, b"after") == b"after"
@@ -219,7 +206,7 @@ def test_daemon_loop_uvloop(tmp_path: Path) -> None:
             assert await _tls_echo(mux.port, b"uv") == b"uv"
             async with await trust.connect(trust.user(["root"]), mux.port, "alice"):
                 pass
-            assert await _closed_after(mux.port, b"") >= WAIT * 0.9
-            assert await _closed_after(mux.port, b"junk") < WAIT
+            assert await closed_after(mux.port, b"") >= WAIT * 0.9
+            assert await closed_after(mux.port, b"junk") < WAIT
 
     uvloop.run(every_way())

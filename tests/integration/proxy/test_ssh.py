@@ -16,11 +16,11 @@ import asyncssh
 import pytest
 import uvloop
 
+from teleport.api.proxydial import connect_tcp
 from teleport.errors import NotFound
 from teleport.events.emitter import AUTH, EXEC, MemoryEmitter
 from teleport.proxy.ssh import ProxySSHServer, parse_subsystem
 from teleport.srv import NodeServer
-from teleport.sshutils.splice import dial_tcp
 from tests.integration.srv.sshenv import CLUSTER, NODENAME, Trust, make_node, peak_rss_while, run
 
 SIZE = 200 * 1024 * 1024
@@ -46,7 +46,7 @@ async def open_site(tmp_path: Path) -> AsyncIterator[Site]:
 
         async def dial(host: str, port: int, orig: tuple[str, int]) -> socket.socket:
             if host.removesuffix(f".{CLUSTER}") in (NODENAME, node.server_id):
-                return await dial_tcp("127.0.0.1", node.port)
+                return await connect_tcp("127.0.0.1", node.port)
             raise NotFound(f"node {host!r} is not registered in cluster {CLUSTER!r}")
 
         key, cert, _ = trust.host_identity("proxy", role="Proxy")

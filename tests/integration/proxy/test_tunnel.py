@@ -18,6 +18,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from teleport.api.proxydial import connect_tcp
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
@@ -34,7 +35,6 @@ from teleport.service.tunnels import TunnelCredentials, TunnelPool
 from teleport.srv import NodeServer
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClientConnection
-from teleport.sshutils.splice import dial_tcp
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
@@ -94,7 +94,7 @@ async def tunnel_node(trust: Trust, host: Host) -> AsyncIterator[NodeServer]:
 async def agent(trust: Trust, port: int, key: bytes, cert: str, login: str, *,
                 cluster: str = CLUSTER) -> TunnelClientConnection:
     """Dial the tunnel port as a node's agent does, with whatever credentials are given."""
-    sock = await dial_tcp("127.0.0.1", port)
+    sock = await connect_tcp("127.0.0.1", port)
     return await reversetunnel.connect(
         sock, host="127.0.0.1", port=port, host_uuid=login, private_key=key.decode(), cert=cert,
         trusted_host_cas=trust.host_cas, cluster=cluster, now=RealClock().now, wait=WAIT)
