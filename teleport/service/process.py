@@ -197,6 +197,10 @@ class TeleportProcess:
         servers = [s for s in (self.node, self.proxy_ssh) if s is not None]
         for server in servers:
             server.stop_accepting()
+        if self.tunnels is not None:
+            # New tunnels go to the successor; ours close when we exit and their nodes dial
+            # again (the successor), while users' sessions over them finish here.
+            self.tunnels.stop_accepting()
         if self.web is not None:
             await self.web.stop_accepting()
         if self.mux is not None:
@@ -231,6 +235,11 @@ class TeleportProcess:
         for name, server in (("node", self.node), ("proxy", self.proxy_ssh)):
             if server is not None:
                 lines.append(f"{name}: {len(server.connections)} SSH connections")
+        if self.tunnels is not None:
+            lines.append(f"proxy: {len(self.tunnels.tunnels)} nodes tunnelled here")
+        if self.tunnel_pool is not None:
+            lines.append(f"node: reverse tunnels to {len(self.tunnel_pool.tunnels)} of "
+                         f"{len(self.tunnel_pool.proxies)} known proxies")
         if self.node is not None:
             lines.append(f"node: {len(self.node.children)} session processes")
         problems = self.health.problems()
