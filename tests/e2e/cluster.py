@@ -267,6 +267,33 @@ ssh_service:
     return path
 
 
+def write_proxy_config(path: Path, nodename: str, data_dir: Path, *, auth_port: int,
+                       token: str, teleport_extra: str = "", proxy_extra: str = "",
+                       public_addr: str = "127.0.0.1:0") -> Path:
+    """Write a proxy-only teleport.yaml that joins the auth server on 127.0.0.1:auth_port.
+
+    Every port is 0 on loopback, the tunnel multiplexed on the web port. teleport_extra and
+    proxy_extra: more lines of those sections, each indented by two spaces.
+    """
+    path.write_text(f"""\
+teleport:
+  nodename: {nodename}
+  data_dir: {data_dir}
+  auth_token: {token}
+  auth_servers: ["127.0.0.1:{auth_port}"]
+{teleport_extra}auth_service:
+  enabled: no
+ssh_service:
+  enabled: no
+proxy_service:
+  listen_addr: 127.0.0.1:0
+  web_listen_addr: 127.0.0.1:0
+  tunnel_listen_addr: 127.0.0.1:0
+  public_addr: {public_addr}
+{proxy_extra}""")
+    return path
+
+
 def start_node(config: Path, log: Path, *args: str) -> subprocess.Popen[str]:
     """Start `teleport start -c config` with more arguments, appending its output to log."""
     with open(log, "a") as out:

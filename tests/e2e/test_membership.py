@@ -18,6 +18,7 @@ from tests.e2e.cluster import (
     start_node,
     wait_started,
     write_node_config,
+    write_proxy_config,
 )
 
 STATIC_TOKEN = "static-join-token-1"
@@ -213,24 +214,9 @@ def test_proxy_joins_with_a_token_and_serves_users(
         hub: Cluster, nodes: dict[str, Node], tmp_path_factory: pytest.TempPathFactory) -> None:
     token, pin = _invite(hub, "--ttl=5m", "--roles=proxy")
     root = tmp_path_factory.mktemp("proxy2")
-    config = root / "teleport.yaml"
-    config.write_text(f"""\
-teleport:
-  nodename: proxy-two
-  data_dir: {root / 'data'}
-  auth_token: {token}
-  ca_pin: {pin}
-  auth_servers: ["127.0.0.1:{hub.ports['auth']}"]
-auth_service:
-  enabled: no
-ssh_service:
-  enabled: no
-proxy_service:
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: 127.0.0.1:0
-""")
+    config = write_proxy_config(root / "teleport.yaml", "proxy-two", root / "data",
+                                auth_port=hub.ports["auth"], token=token,
+                                teleport_extra=f"  ca_pin: {pin}\n")
     with open(root / "teleport.log", "w") as log:
         proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(config)], stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -29,6 +29,7 @@ from tests.e2e.cluster import (
     pin_ports,
     wait_started,
     write_node_config,
+    write_proxy_config,
 )
 from tests.e2e.netns import IsolatedHost, isolated_host, start_node_in
 
@@ -112,26 +113,10 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
         hub.start()
         second = SecondProxy(root / "second")
         second.root.mkdir()
-        second.config.write_text(f"""\
-teleport:
-  nodename: proxy-two
-  data_dir: {second.root / 'data'}
-  auth_token: {PROXY_TOKEN}
-  auth_servers: ["127.0.0.1:{hub.ports['auth']}"]
-  log:
-    output: stderr
-    severity: INFO
-auth_service:
-  enabled: no
-ssh_service:
-  enabled: no
-proxy_service:
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: {public}
-  ssh_public_addr: 127.0.0.1:0
-""")
+        write_proxy_config(second.config, "proxy-two", second.root / "data",
+                           auth_port=hub.ports["auth"], token=PROXY_TOKEN, public_addr=public,
+                           teleport_extra="  log:\n    output: stderr\n    severity: INFO\n",
+                           proxy_extra="  ssh_public_addr: 127.0.0.1:0\n")
         node: subprocess.Popen[str] | None = None
         try:
             second.start()
