@@ -11,6 +11,7 @@ it again.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -144,6 +145,7 @@ def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HA]:
                 node.wait(15)
             second.kill()
             hub.stop()
+            _stop_successor(hub)
 
 
 def _ssh(cluster: Cluster, word: str) -> str:
@@ -173,3 +175,33 @@ def test_one_proxy_down_another_forwards_then_the_node_tunnels_back(ha: HA) -> N
     ha.lb.backends = [("127.0.0.1", hub_web), ("127.0.0.1", ha.second.ports["web"])]
     wait_for(lambda: _tunnel_up(ha.second.text(offset), ha.node_uuid),
              "the node to tunnel to the restarted proxy", timeout=60)
+
+
+def test_a_gracefully_restarted_proxy_gets_the_node_back(ha: HA) -> None:
+    """HUP: the successor takes new tunnels; the node redials it once the old process exits."""
+    pid_file = ha.hub.root / "teleport.pid"
+    old_pid = int(pid_file.read_text())
+    offset = len(ha.hub.log().encode())
+    os.kill(old_pid, signal.SIGHUP)
+    wait_for(lambda: int(pid_file.read_text() or 0) != old_pid, "the successor's pid file")
+    assert ha.hub.process is not None  # our child: poll() reaps it, kill(pid, 0) would not
+    wait_for(lambda: ha.hub.process.poll() is not None, "the old process to exit")  # type: ignore[union-attr]
+    wait_for(lambda: _tunnel_up(ha.hub.log().encode()[offset:].decode(errors="replace"),
+                                ha.node_uuid), "the node to tunnel to the successor", timeout=60)
+    assert _ssh(ha.hub, "after-hup") == "after-hup\n"
+
+
+def _stop_successor(hub: Cluster) -> None:
+    """Stop the process a HUP started (not our child: found by the pid file)."""
+    pid = int((hub.root / "teleport.pid").read_text() or 0) if (hub.root / "teleport.pid").exists() else 0
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not _alive(pid), "the successor to stop", timeout=15)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
