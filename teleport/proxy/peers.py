@@ -11,7 +11,6 @@ connection per peer is kept and reused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -24,7 +23,7 @@ from teleport.errors import ConnectionProblem
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
 from teleport.sshutils.reversetunnel import PEER_PORT, TunnelClientConnection
-from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession
+from teleport.sshutils.splice import channel_socket
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
 from teleport.utils.clock import Clock
@@ -97,17 +96,6 @@ class PeerDialer:
 
 async def _open(conn: TunnelClientConnection, host_uuid: str,
                 orig: tuple[str, int]) -> socket.socket:
-    splice = ChannelSplice()
-    ours, theirs = socket.socketpair()
-    ours.setblocking(False)
-    theirs.setblocking(False)
-    try:
-        await conn.create_connection(lambda: SpliceTCPSession(splice), host_uuid, PEER_PORT,
-                                     orig[0], orig[1], window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
-        await splice.attach(theirs)
-    except BaseException:
-        ours.close()
-        with contextlib.suppress(OSError):
-            theirs.close()
-        raise
-    return ours
+    return await channel_socket(lambda session: conn.create_connection(
+        session, host_uuid, PEER_PORT, orig[0], orig[1], window=WINDOW,
+        max_pktsize=TUNNEL_PKTSIZE))

@@ -37,7 +37,12 @@ from teleport.sshutils.reversetunnel import (
     check_agent,
     host_role,
 )
-from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, forward_over, forward_to
+from teleport.sshutils.splice import (
+    SpliceTCPSession,
+    channel_socket,
+    forward_over,
+    forward_to,
+)
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock, RealClock
 
@@ -83,7 +88,7 @@ class TunnelServer(SSHListener["TunnelConnection"]):
         if old is conn:
             return  # a repeated `tcpip-forward` on the same tunnel: already the route, counted
         self.tunnels[host_uuid] = conn
-        if old is not None and old is not conn:
+        if old is not None:
             log.info("node %s reconnected its tunnel; closing the older one", host_uuid)
             old.close()
         else:
@@ -105,22 +110,14 @@ class TunnelServer(SSHListener["TunnelConnection"]):
         conn = self.tunnels.get(host_uuid)
         if conn is None or conn.conn is None:
             raise ConnectionProblem(f"node {host_uuid} has no reverse tunnel to this proxy")
-        splice = ChannelSplice()
-        ours, theirs = socket.socketpair()
-        ours.setblocking(False)
-        theirs.setblocking(False)
-        loop = asyncio.get_running_loop()
+        ssh = conn.conn
         try:
-            await asyncio.wait_for(conn.conn.create_connection(
-                lambda: SpliceTCPSession(splice), *NODE_LISTEN, *orig, window=WINDOW,
-                max_pktsize=TUNNEL_PKTSIZE), OPEN_TIMEOUT)
-            await loop.create_connection(splice.tcp_protocol, sock=theirs)
+            return await asyncio.wait_for(channel_socket(lambda session: ssh.create_connection(
+                session, *NODE_LISTEN, *orig, window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)),
+                OPEN_TIMEOUT)
         except (asyncssh.Error, OSError, TimeoutError) as err:
-            ours.close()
-            theirs.close()
             reason = str(err) or "timed out"
             raise ConnectionProblem(f"cannot reach node {host_uuid} over its tunnel: {reason}") from None
-        return ours
 
     def snapshot(self) -> list[str]:
         """The host UUIDs tunnelled here now."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import cast
 
 import asyncssh
@@ -225,6 +225,29 @@ class SpliceTCPSession(SpliceChannelEvents, asyncssh.SSHTCPSession[bytes]):
         if self.on_input is not None:
             self.on_input()
         super().data_received(data, datatype)
+
+
+async def channel_socket(
+        open_channel: Callable[[Callable[[], SpliceTCPSession]], Awaitable[object]]
+) -> socket.socket:
+    """Return a socket whose far end is an SSH channel: a node over a reverse tunnel looks like
+    a dialled one to whoever takes the socket (a splice, asyncssh, the recording proxy).
+
+    open_channel opens the channel with the session factory it is given; one end of a socket
+    pair is spliced to it, the other returned. A failure closes both and propagates.
+    """
+    splice = ChannelSplice()
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    try:
+        await open_channel(lambda: SpliceTCPSession(splice))
+        await splice.attach(theirs)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    return ours
 
 
 async def forward_over(sock: socket.socket) -> SpliceTCPSession:
