@@ -40,6 +40,8 @@ class JoinResult:
     identity: IdentityFile
     auth_servers: list[str]
     cluster_name: str
+    #: The address the join went through (an auth server's, or a proxy's web port).
+    via: HostPort
 
 
 async def join(addrs: Sequence[HostPort], *, token: str, role: str, host_uuid: str,
@@ -82,7 +84,7 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     answer = await _call(addr, verified, "POST", "/v1/join", answer=JoinAnswer, body=body,
                          server_hostname=tlskeys.auth_server_name(cluster))
     identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, answer)
-    return JoinResult(identity, answer.auth_servers or [str(addr)], cluster)
+    return JoinResult(identity, answer.auth_servers or [str(addr)], cluster, addr)
 
 
 def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -> None:

@@ -351,10 +351,16 @@ class TeleportProcess:
             raise BadParameter(
                 f"this host has not joined a cluster as {role.lower()} yet: start it with "
                 "--token=<token from 'tctl nodes add'> --auth-server=<host:3025> --ca-pin=<pin>")
-        addr, via_proxy = await _first_answering(self._auth_addrs())
-        result = await join([addr], token=token, role=role, host_uuid=self.host_uuid,
+        result = await join(self._auth_addrs(), token=token, role=role, host_uuid=self.host_uuid,
                             nodename=self.config.nodename, addresses=addresses,
                             ca_pins=self.config.ca_pins, warn=_warn)
+        addr = result.via
+        try:
+            via_proxy = await is_proxy(addr)
+        except TeleportError as err:
+            raise ConnectionProblem(f"joined through {addr}, but cannot tell whether it is a "
+                                    f"proxy or an auth server ({err}); nothing was saved, "
+                                    "start again") from None
         # Written only now: a refused join (wrong pin, bad token) leaves nothing behind.
         result.identity.save(data_dir)
         if via_proxy:
@@ -652,17 +658,6 @@ class TeleportProcess:
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._supervise("node-heartbeat", node_heartbeat)
-
-
-async def _first_answering(addrs: list[HostPort]) -> tuple[HostPort, bool]:
-    """Return the first address that answers and whether it is a proxy's web port."""
-    problems = []
-    for addr in addrs:
-        try:
-            return addr, await is_proxy(addr)
-        except TeleportError as err:
-            problems.append(str(err))
-    raise ConnectionProblem("cannot join the cluster: " + "; ".join(problems or ["no auth server"]))
 
 
 def _warn(message: str) -> None:
