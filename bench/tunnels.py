@@ -64,12 +64,8 @@ from teleport.auth.identity_file import IdentityFile  # noqa: E402
 from teleport.keys import ssh as sshkeys  # noqa: E402
 from teleport.keys import tls as tlskeys  # noqa: E402
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL  # noqa: E402
-from teleport.service.tunnels import (  # noqa: E402
-    AuthLoopback,
-    TunnelCredentials,
-    TunnelPool,
-    tunnel_addr,
-)
+from teleport.service.tunnels import AuthLoopback, TunnelPool, tunnel_addr  # noqa: E402
+from teleport.sshutils.reversetunnel import TunnelCredentials  # noqa: E402
 from teleport.types.resource import Metadata  # noqa: E402
 from teleport.types.resources import Server, ServerSpec  # noqa: E402
 from teleport.utils.addr import HostPort  # noqa: E402

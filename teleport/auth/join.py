@@ -62,9 +62,7 @@ async def join(addrs: Sequence[HostPort], *, token: str, role: str, host_uuid: s
 async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, nodename: str,
                     addresses: list[str], ca_pins: Sequence[str],
                     warn: Callable[[str], None]) -> JoinResult:
-    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    unverified.check_hostname = False
-    unverified.verify_mode = ssl.CERT_NONE
+    unverified = tlskeys.unverified_client_context()
     # The cluster's name (and so the auth server's) is not known yet: the domain routes alone.
     ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA,
                      server_hostname=tlskeys.RESERVED_DOMAIN)

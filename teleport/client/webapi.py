@@ -22,7 +22,7 @@ from teleport.api.http import HTTPClient, one_line
 from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
-from teleport.keys.tls import load_cert_chain
+from teleport.keys.tls import load_cert_chain, unverified_client_context
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
 
@@ -190,9 +190,7 @@ async def proxy_certificate(proxy_addr: HostPort) -> bytes:
     `tsh login --insecure` pins it and talks to the proxy through the pin from then on, so the
     password goes only to the holder of the certificate accepted here.
     """
-    unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    unverified.check_hostname = False
-    unverified.verify_mode = ssl.CERT_NONE
+    unverified = unverified_client_context()
     try:
         async with asyncio.timeout(CONNECT_SECONDS):
             _, writer = await asyncio.open_connection(proxy_addr.host, proxy_addr.port,

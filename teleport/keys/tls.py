@@ -248,6 +248,15 @@ def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence
     return ctx
 
 
+def unverified_client_context() -> ssl.SSLContext:
+    """A client context that checks nothing: only for answers verified another way (a CA
+    pin, a host certificate on the next connection, a pinned web certificate)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None,
                        ca_pems: Sequence[bytes]) -> ssl.SSLContext:
     """Build a TLS 1.2+ client context that trusts only our CAs and presents our certificate.

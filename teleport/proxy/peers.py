@@ -14,7 +14,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import asyncssh
 
@@ -22,7 +21,7 @@ from teleport.api import proxydial
 from teleport.errors import ConnectionProblem
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
-from teleport.sshutils.reversetunnel import PEER_PORT, TunnelClientConnection
+from teleport.sshutils.reversetunnel import PEER_PORT, TunnelClientConnection, TunnelCredentials
 from teleport.sshutils.splice import channel_socket
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
@@ -31,19 +30,10 @@ from teleport.utils.clock import Clock
 log = logging.getLogger("teleport.proxy.peers")
 
 
-@dataclass(frozen=True)
-class PeerCredentials:
-    host_uuid: str
-    private_key: str
-    cert: str
-    cluster: str
-    trusted_host_cas: Callable[[], list[str]]
-
-
 class PeerDialer:
     """Open connections to nodes over other proxies' tunnels; an async context manager."""
 
-    def __init__(self, creds: PeerCredentials, proxies: Callable[[], Awaitable[list[Server]]],
+    def __init__(self, creds: TunnelCredentials, proxies: Callable[[], Awaitable[list[Server]]],
                  clock: Clock) -> None:
         self.creds = creds
         self.proxies = proxies
@@ -80,12 +70,8 @@ class PeerDialer:
                 return conn
             addr = parse_addr(peer.spec.peer_addr, 3024)
             sock = await proxydial.dial_any(addr.host, addr.port)
-            creds = self.creds
-            conn = await reversetunnel.connect(
-                sock, host=addr.host, port=addr.port, host_uuid=creds.host_uuid,
-                private_key=creds.private_key, cert=creds.cert,
-                trusted_host_cas=creds.trusted_host_cas, cluster=creds.cluster,
-                now=self.clock.now)
+            conn = await reversetunnel.connect(sock, self.creds, host=addr.host, port=addr.port,
+                                               now=self.clock.now)
             if conn.proxy_uuid != peer.metadata.name:
                 conn.close()
                 raise ConnectionProblem(f"{addr} is proxy {conn.proxy_uuid}, not "

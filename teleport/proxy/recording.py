@@ -31,7 +31,7 @@ from teleport.sshutils.auth import (
     CertAuthServer,
     CertChecker,
     RevocationCheck,
-    _line,
+    key_line,
     never_revoked,
 )
 from teleport.sshutils.listener import CIPHERS, server_options
@@ -136,7 +136,7 @@ class _RelayAuthConnection(CertAuthConnection):
                                   msg: bytes, signature: bytes) -> bool:
         ok = await super().validate_public_key(username, key_data, msg, signature)
         if ok and msg:
-            cast(RelayConnection, self.get_owner()).presented = _line(key_data)
+            cast(RelayConnection, self.get_owner()).presented = key_line(key_data)
         return ok
 
 

@@ -65,12 +65,6 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                                        server_factory=lambda: ProxyConnection(self))
         super().__init__("proxy", max_connections, max_users)
 
-    async def close(self) -> None:
-        """Stop listening, drop every connection and wait for them to be gone."""
-        conns = self._stop_listening()
-        await self._cancel_tasks()
-        await self._wait_closed(conns)
-
     async def dial(self, host: str, port: int, cluster: str = "",
                    orig: tuple[str, int] = ("", 0)) -> socket.socket:
         """Connect to the node a request names, or raise NotFound or ConnectionProblem."""

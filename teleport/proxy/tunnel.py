@@ -73,11 +73,6 @@ class TunnelServer(SSHListener["TunnelConnection"]):
         # Every agent is one user to the connection limits; max_users would cap nodes.
         super().__init__("reversetunnel", max_connections, max_connections)
 
-    async def close(self) -> None:
-        conns = self._stop_listening()
-        await self._cancel_tasks()
-        await self._wait_closed(conns)
-
     def has(self, host_uuid: str) -> bool:
         return host_uuid in self.tunnels
 

@@ -33,7 +33,7 @@ from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
 from teleport.proxy.authrelay import AuthRelay
 from teleport.proxy.mux import Multiplexer, Protocol
-from teleport.proxy.peers import PeerCredentials, PeerDialer
+from teleport.proxy.peers import PeerDialer
 from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.tunnel import TunnelServer
@@ -56,7 +56,6 @@ from teleport.service.trust import TrustedCAs
 from teleport.service.tunnels import (
     PROXY_REFRESH,
     AuthLoopback,
-    TunnelCredentials,
     TunnelPool,
     is_proxy,
     tunnel_addr,
@@ -64,6 +63,7 @@ from teleport.service.tunnels import (
 from teleport.srv.pam import PamService
 from teleport.srv.server import NodeServer
 from teleport.sshutils.recorder import Recordings
+from teleport.sshutils.reversetunnel import TunnelCredentials
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
@@ -433,7 +433,7 @@ class TeleportProcess:
                             bind=not tunnel_on_web)
         self.tunnels = tunnels
         peers = await self.stack.enter_async_context(PeerDialer(
-            PeerCredentials(host_uuid=self.host_uuid, private_key=identity.ssh_private_key,
+            TunnelCredentials(host_uuid=self.host_uuid, private_key=identity.ssh_private_key,
                             cert=identity.ssh_cert, cluster=self.cluster_name,
                             trusted_host_cas=trust.host_keys),
             lambda: client.list_servers("proxy"), self.clock))

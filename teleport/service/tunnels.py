@@ -19,8 +19,7 @@ import enum
 import logging
 import random
 import socket
-import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncssh
@@ -29,9 +28,15 @@ from teleport.api import proxydial
 from teleport.api.http import HTTPClient
 from teleport.api.web_models import WebPing
 from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportError
+from teleport.keys.tls import unverified_client_context
 from teleport.metrics import TUNNEL_AGENTS
 from teleport.sshutils import reversetunnel
-from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClientConnection
+from teleport.sshutils.reversetunnel import (
+    AUTH_TARGET,
+    NODE_LISTEN,
+    TunnelClientConnection,
+    TunnelCredentials,
+)
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession
 from teleport.utils.addr import HostPort, parse_addr
 from teleport.utils.clock import Clock
@@ -59,10 +64,7 @@ async def ping_proxy(addr: HostPort, wait: float = 10.0) -> WebPing:
     Unverified TLS: the answer only says where the tunnel listens, and the tunnel itself
     accepts nothing but a proxy certificate of the cluster's host CA.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    http = HTTPClient([addr], ctx, peer="proxy", timeout=wait)
+    http = HTTPClient([addr], unverified_client_context(), peer="proxy", timeout=wait)
     try:
         return await http.call("GET", "/webapi/ping", answer=WebPing)
     finally:
@@ -151,15 +153,6 @@ class Tunnel:
         TUNNEL_AGENTS.labels(self.state.value).dec()
         if self.conn is not None:
             self.conn.close()
-
-
-@dataclass(frozen=True)
-class TunnelCredentials:
-    host_uuid: str
-    private_key: str
-    cert: str
-    cluster: str
-    trusted_host_cas: Callable[[], Sequence[str]]
 
 
 class TunnelPool:
@@ -263,11 +256,8 @@ class TunnelPool:
             self.addr = await self.locate()
         host, port = self.addr.host, self.addr.port
         sock = await proxydial.dial_any(host, port)
-        creds = self.creds
-        return await reversetunnel.connect(
-            sock, host=host, port=port, host_uuid=creds.host_uuid, private_key=creds.private_key,
-            cert=creds.cert, trusted_host_cas=creds.trusted_host_cas, cluster=creds.cluster,
-            now=self.clock.now)
+        return await reversetunnel.connect(sock, self.creds, host=host, port=port,
+                                           now=self.clock.now)
 
     async def _watch(self, tunnel: Tunnel) -> None:
         """Forget a tunnel once it closes and wake the dialler."""

@@ -74,7 +74,7 @@ class CertChecker:
         if not _is_cert(key_data):
             raise AccessDenied("a certificate is required: plain public keys are not accepted")
         try:
-            info = verify_cert(_line(key_data), list(self.trusted_cas()), now=self.clock.now(),
+            info = verify_cert(key_line(key_data), list(self.trusted_cas()), now=self.clock.now(),
                                cert_type=self.cert_type)
             key = asyncssh.import_public_key(info.public_key)
         except (BadParameter, asyncssh.KeyImportError) as err:
@@ -249,7 +249,7 @@ def _is_cert(key_data: bytes) -> bool:
     return key_data[4:4 + size].endswith(_CERT_SUFFIX)
 
 
-def _line(key_data: bytes) -> str:
+def key_line(key_data: bytes) -> str:
     """Return the blob as the one-line OpenSSH text teleport.keys parses."""
     size = int.from_bytes(key_data[:4], "big")
     algorithm = key_data[4:4 + size].decode("ascii", errors="replace")
@@ -261,7 +261,7 @@ def _key_id(key_data: bytes) -> str:
     if not _is_cert(key_data):
         return ""
     try:
-        return parse_cert(_line(key_data)).key_id
+        return parse_cert(key_line(key_data)).key_id
     except BadParameter:
         return ""
 

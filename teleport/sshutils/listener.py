@@ -77,8 +77,8 @@ log = logging.getLogger("teleport.ssh")
 class SSHListener(Generic[C]):
     """The lifecycle the node and proxy share: listen, track connections and tasks, close.
 
-    Subclasses build `self._options` and implement `close()` with `_stop_listening()` first and
-    `_wait_closed()` last, doing their own hang-up in between.
+    Subclasses build `self._options`; one that hangs up its own way overrides `close()` with
+    `_stop_listening()` first and `_wait_closed()` last, doing its hang-up in between.
     """
 
     _options: asyncssh.SSHServerConnectionOptions
@@ -182,7 +182,13 @@ class SSHListener(Generic[C]):
         return self._port
 
     async def close(self) -> None:
-        raise NotImplementedError
+        """Stop listening, drop every connection and wait for them to be gone.
+
+        The node overrides it to give sessions a grace to end first.
+        """
+        conns = self._stop_listening()
+        await self._cancel_tasks()
+        await self._wait_closed(conns)
 
     def stop_accepting(self) -> None:
         """Stop taking new connections and keep serving the open ones (graceful restart)."""

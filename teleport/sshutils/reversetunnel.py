@@ -16,9 +16,9 @@ cluster's host CA, checked here before the node authenticates.
 from __future__ import annotations
 
 import asyncio
-import base64
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +28,7 @@ from teleport.errors import AccessDenied, BadParameter
 from teleport.keys.ssh import EXT_HOST_AUTHORITY, EXT_HOST_ROLE, SSHCertInfo, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
+from teleport.sshutils.auth import key_line
 from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
 
 #: The virtual listener the node asks the proxy to forward: connections to the node's SSH server.
@@ -65,11 +66,15 @@ def check_agent(cluster: str) -> Callable[[SSHCertInfo, str], None]:
     return accept
 
 
-def key_line(key_data: bytes) -> str:
-    """Return an SSH wire-format key or certificate blob as one OpenSSH text line."""
-    size = int.from_bytes(key_data[:4], "big")
-    algorithm = key_data[4:4 + size].decode("ascii", errors="replace")
-    return f"{algorithm} {base64.b64encode(key_data).decode()}"
+@dataclass(frozen=True)
+class TunnelCredentials:
+    """What a host dials a tunnel server with: a node's agent, or a proxy reaching a peer."""
+
+    host_uuid: str
+    private_key: str
+    cert: str
+    cluster: str
+    trusted_host_cas: Callable[[], Sequence[str]]
 
 
 class TunnelClientConnection(asyncssh.SSHClientConnection):
@@ -100,20 +105,18 @@ class TunnelClientConnection(asyncssh.SSHClientConnection):
         return key
 
 
-async def connect(sock: socket.socket, *, host: str, port: int, host_uuid: str,
-                  private_key: str, cert: str, trusted_host_cas: Callable[[], Sequence[str]],
-                  cluster: str, now: Callable[[], datetime],
-                  wait: float = 15.0) -> TunnelClientConnection:
+async def connect(sock: socket.socket, creds: TunnelCredentials, *, host: str, port: int,
+                  now: Callable[[], datetime], wait: float = 15.0) -> TunnelClientConnection:
     """Run the agent's SSH handshake on a connected socket; the proxy checked, we logged in.
 
     asyncssh.connect() cannot take our connection class, so this does what it does for a
     connected socket: build the options, create the connection on the socket, wait for auth.
     """
     loop = asyncio.get_running_loop()
-    key = asyncssh.import_private_key(private_key)
+    key = asyncssh.import_private_key(creds.private_key)
     options = await asyncssh.SSHClientConnectionOptions.construct(
-        host=host, port=port, username=host_uuid, client_version=CLIENT_VERSION,
-        client_keys=[(key, asyncssh.import_certificate(cert))],
+        host=host, port=port, username=creds.host_uuid, client_version=CLIENT_VERSION,
+        client_keys=[(key, asyncssh.import_certificate(creds.cert))],
         known_hosts=None, agent_path=None, config=None, preferred_auth=["publickey"],
         encryption_algs=list(CIPHERS), compression_algs=["none"],
         keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT)
@@ -122,7 +125,7 @@ async def connect(sock: socket.socket, *, host: str, port: int, host_uuid: str,
 
     def factory() -> TunnelClientConnection:
         conn = TunnelClientConnection(loop, options, wait="auth")
-        conn.trusted_host_cas, conn.cluster, conn.now = trusted_host_cas, cluster, now
+        conn.trusted_host_cas, conn.cluster, conn.now = creds.trusted_host_cas, creds.cluster, now
         return conn
 
     _, conn = await loop.create_connection(factory, sock=sock)
@@ -135,4 +138,4 @@ async def connect(sock: socket.socket, *, host: str, port: int, host_uuid: str,
 
 
 __all__ = ["AUTH_TARGET", "PEER_PORT", "CLIENT_VERSION", "TUNNEL_BANNER", "NODE_LISTEN", "TUNNEL_PKTSIZE", "WINDOW", "TunnelClientConnection",
-           "check_agent", "connect", "host_role", "key_line"]
+           "TunnelCredentials", "check_agent", "connect", "host_role"]

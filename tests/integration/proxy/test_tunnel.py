@@ -31,10 +31,15 @@ from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.tunnel import TunnelServer
 from teleport.service import tunnels as pool_module
 from teleport.service.resolve import NodeResolver
-from teleport.service.tunnels import TunnelCredentials, TunnelPool
+from teleport.service.tunnels import TunnelPool
 from teleport.srv import NodeServer
 from teleport.sshutils import reversetunnel
-from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, TunnelClientConnection
+from teleport.sshutils.reversetunnel import (
+    AUTH_TARGET,
+    NODE_LISTEN,
+    TunnelClientConnection,
+    TunnelCredentials,
+)
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
@@ -95,9 +100,10 @@ async def agent(trust: Trust, port: int, key: bytes, cert: str, login: str, *,
                 cluster: str = CLUSTER) -> TunnelClientConnection:
     """Dial the tunnel port as a node's agent does, with whatever credentials are given."""
     sock = await connect_tcp("127.0.0.1", port)
-    return await reversetunnel.connect(
-        sock, host="127.0.0.1", port=port, host_uuid=login, private_key=key.decode(), cert=cert,
-        trusted_host_cas=trust.host_cas, cluster=cluster, now=RealClock().now, wait=WAIT)
+    creds = TunnelCredentials(host_uuid=login, private_key=key.decode(), cert=cert,
+                              cluster=cluster, trusted_host_cas=trust.host_cas)
+    return await reversetunnel.connect(sock, creds, host="127.0.0.1", port=port,
+                                       now=RealClock().now, wait=WAIT)
 
 
 async def eventually(check: Callable[[], bool], what: str, wait: float = WAIT) -> None:
