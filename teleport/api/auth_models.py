@@ -9,6 +9,8 @@ free-form JSON objects by nature (`AuditEvent`).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from teleport.types.codec import ResourceJSON
@@ -189,8 +191,38 @@ class Empty(Answer):
     """The answer of a call that only acts (`{}`)."""
 
 
+# --- web sessions (the proxy's browser UI) -------------------------------------------------------
+
+class WebSessionCreate(Request):
+    """A browser's login, relayed by the proxy: the same checks as `tsh login`."""
+
+    password: str
+    otp_code: str = ""
+    remote_addr: str = ""
+
+
+class WebSession(Answer):
+    """A browser session and the keys the proxy acts with as its user."""
+
+    id: str
+    user: str
+    created: datetime
+    #: The certificates' end; renewals never go past it.
+    expires: datetime
+    idle_expires: datetime
+    bearer_token: str
+    ssh_private_key: str   # OpenSSH PEM
+    ssh_cert: str          # authorized_keys line of the user certificate
+    tls_private_key: str   # PEM
+    tls_cert: str          # PEM
+    tls_ca_certs: list[str]
+    host_ca_keys: list[str]  # authorized_keys lines of the host CA public keys
+    logins: list[str]      # the OS logins the user may use (principals)
+    roles: list[str]
+
+
 __all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",
            "CompleteSignupRequest", "Empty", "EventPage", "IssuedCerts", "JoinAnswer", "JoinCA",
            "JoinRequest", "LoginRequest", "NodeCertRequest", "PingAnswer", "RecordingInfo",
            "Request", "ResourceJSON", "SignupInfo", "SignupRequest", "Stored", "TokenList",
-           "TokenRequest", "UserCertRequest"]
+           "TokenRequest", "UserCertRequest", "WebSession", "WebSessionCreate"]

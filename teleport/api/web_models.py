@@ -6,6 +6,8 @@ and the web UI speak. Recordings and live sessions travel as the auth API lists 
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field
 
 from teleport.api.auth_models import ActiveSession, Answer, RecordingInfo, Request
@@ -87,6 +89,38 @@ class NodeInfo(Answer):
     tunnel: bool = False
 
 
+class WebLoginRequest(Request):
+    """A browser's login, in Teleport's field names (`pass` is a Python keyword)."""
+
+    user: str = Field(min_length=1)
+    password: str = Field(min_length=1, alias="pass")
+    second_factor_token: str = ""
+
+
+class WebLoginAnswer(Answer):
+    """The bearer token the page sends with every call; the cookie comes with the answer."""
+
+    token: str
+    user: str
+    #: When the session lapses unless renewed (never past the certificates' expiry).
+    expires: datetime
+
+
+class WebRenewAnswer(Answer):
+    expires: datetime
+
+
+class WebContext(Answer):
+    """Who the page's user is: what the pages offer (logins to connect as, admin pages)."""
+
+    user: str
+    cluster: str
+    logins: list[str]
+    roles: list[str]
+    admin: bool
+
+
 __all__ = ["ActiveSession", "AuthSettingsAnswer", "LoginRequest", "LoginResponse", "NodeInfo",
            "ProxySettings", "RecordingInfo", "SSHProxySettings", "SignupDone", "SignupInfoAnswer",
-           "SignupRequest", "WebPing"]
+           "SignupRequest", "WebContext", "WebLoginAnswer", "WebLoginRequest",
+           "WebPing", "WebRenewAnswer"]

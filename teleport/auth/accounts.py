@@ -17,6 +17,7 @@ from teleport.rbac.subject import DEFAULT_USER_ROLES
 from teleport.services.login_attempts import LoginAttemptService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
+from teleport.services.web_sessions import WebSessionService
 from teleport.types.resource import Metadata
 from teleport.types.resources import (
     CreatedBy,
@@ -37,11 +38,12 @@ class Accounts:
     """Creates, changes and deletes users, each change audited with who made it."""
 
     def __init__(self, ctx: AuthContext, users: UserService, tokens: TokenService,
-                 attempts: LoginAttemptService) -> None:
+                 attempts: LoginAttemptService, web_sessions: WebSessionService) -> None:
         self.ctx = ctx
         self.users = users
         self.tokens = tokens
         self.attempts = attempts
+        self.web_sessions = web_sessions
 
     async def list_users(self) -> list[User]:
         return await self.users.users.list()
@@ -147,6 +149,8 @@ class Accounts:
         stored = await self.users.users.put(user)
         if before is not None and before.spec.status.is_locked and not user.spec.status.is_locked:
             await self.attempts.clear(name)
+        if access.revokes_access(stored, self.ctx.clock.now()):
+            await self.web_sessions.delete_all(name)  # a lock ends the user's browser sessions
         await self.ctx.audit(ev.USER_CREATE if before is None else ev.USER_UPDATE, actor,
                              name=name, roles=user.spec.roles)
         return stored
@@ -155,4 +159,5 @@ class Accounts:
         """Delete a user; the tombstone makes nodes and proxies refuse certificates issued before."""
         await self.users.delete_user(name)
         await access.record_deletion(self.ctx.backend, name, self.ctx.clock.now())
+        await self.web_sessions.delete_all(name)
         await self.ctx.audit(ev.USER_DELETE, actor, name=name)

@@ -355,4 +355,10 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
 
 
 # Route modules register their handlers with @route on import; keep them after ROUTES exists.
-from teleport.auth import api_access, api_events, api_proxy, api_sessions  # noqa: E402, F401
+from teleport.auth import (  # noqa: E402, F401
+    api_access,
+    api_events,
+    api_proxy,
+    api_sessions,
+    api_web,
+)

@@ -228,6 +228,29 @@ class AuthClient:
         body = m.UserCertRequest(cert=cert, public_key=public_key)
         return (await self._http.call("POST", "/v1/proxy/usercert", body, answer=m.CertAnswer)).cert
 
+    # --- web sessions (teleport.auth.api_web) ------------------------------------------------
+
+    async def create_web_session(self, user: str, password: str, otp_code: str,
+                                 remote_addr: str) -> m.WebSession:
+        """Log a browser user in; the session carries the keys to act as them (Proxy only)."""
+        body = m.WebSessionCreate(password=password, otp_code=otp_code, remote_addr=remote_addr)
+        return await self._http.call("POST", f"/v1/users/{_q(user)}/web/sessions", body,
+                                     answer=m.WebSession)
+
+    async def get_web_session(self, user: str, session_id: str) -> m.WebSession:
+        """Return a live web session; NotFound when gone, AccessDenied when the user is not."""
+        return await self._http.call("GET", _web_session_path(user, session_id),
+                                     answer=m.WebSession)
+
+    async def renew_web_session(self, user: str, session_id: str) -> m.WebSession:
+        """Push a web session's idle expiry forward (never past its `expires`)."""
+        return await self._http.call("POST", _web_session_path(user, session_id) + "/renew",
+                                     answer=m.WebSession)
+
+    async def delete_web_session(self, user: str, session_id: str) -> None:
+        """Log a web session out; deleting one already gone succeeds."""
+        await self._http.call("DELETE", _web_session_path(user, session_id), answer=m.Empty)
+
 
 async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """Read a file piece by piece off the event loop, so an upload never holds it whole."""
@@ -242,6 +265,10 @@ async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes
 def identity_cluster(identity: IdentityFile) -> str:
     """Return the cluster an identity belongs to, read from its own certificate."""
     return identity_from_cert(identity.tls_cert.encode()).cluster
+
+
+def _web_session_path(user: str, session_id: str) -> str:
+    return f"/v1/users/{_q(user)}/web/sessions/{_q(session_id)}"
 
 
 def _q(part: str) -> str:

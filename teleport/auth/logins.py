@@ -56,16 +56,22 @@ class Logins:
     async def login(self, *, username: str, password: str, otp_code: str, ssh_public_key: str,
                     tls_public_key: bytes, ttl: timedelta | None, remote_addr: str = "") -> IssuedCerts:
         """Authenticate a local user and sign their SSH and X.509 certificates."""
+        user = await self.counted(username, password, otp_code, remote_addr)
+        certs = await self.certs.issue_user_certs(user, ssh_public_key, tls_public_key, ttl)
+        await self.ctx.audit(ev.USER_LOGIN, username, method="local", success=True,
+                             addr_remote=remote_addr)
+        return certs
+
+    async def counted(self, username: str, password: str, otp_code: str,
+                      remote_addr: str = "") -> User:
+        """Authenticate (below) and count the outcome: `tsh login` and web logins alike."""
         try:
             user = await self.authenticate(username, password, otp_code, remote_addr)
         except AccessDenied:
             LOGINS.labels("failure").inc()
             raise
         LOGINS.labels("success").inc()
-        certs = await self.certs.issue_user_certs(user, ssh_public_key, tls_public_key, ttl)
-        await self.ctx.audit(ev.USER_LOGIN, username, method="local", success=True,
-                             addr_remote=remote_addr)
-        return certs
+        return user
 
     async def authenticate(self, username: str, password: str, otp_code: str,
                            remote_addr: str = "") -> User:

@@ -1,9 +1,9 @@
 """The auth server: one part per concern, each built from the services it is handed.
 
 `accounts` (users and signup), `logins` (password, OTP, lockout), `certs` (CAs and every
-certificate), `hosts` (join tokens, joining, presence) and `sessions` (recordings, live
-sessions). Handlers in `teleport.auth.api` authorize the caller (`teleport.rbac`) and then call
-one method of one part.
+certificate), `hosts` (join tokens, joining, presence), `sessions` (recordings, live
+sessions) and `web` (the proxies' browser sessions). Handlers in `teleport.auth.api` authorize
+the caller (`teleport.rbac`) and then call one method of one part.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from teleport.auth.context import AuthContext, AuthSettings
 from teleport.auth.hosts import Hosts
 from teleport.auth.logins import LOGIN_POLICY, Logins
 from teleport.auth.sessions import Sessions
+from teleport.auth.websessions import WebSessions
 from teleport.backend.base import Backend
 from teleport.events import emitter as ev
 from teleport.services.authorities import CAService
@@ -25,6 +26,7 @@ from teleport.services.login_attempts import LoginAttemptService
 from teleport.services.presence import PresenceService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
+from teleport.services.web_sessions import WebSessionService
 from teleport.utils.clock import Clock
 
 __all__ = ["AuthServer", "AuthSettings"]
@@ -37,11 +39,13 @@ class AuthServer:
         presence = PresenceService(backend)
         tokens = TokenService(backend)
         attempts = LoginAttemptService(backend, LOGIN_POLICY)
-        self.accounts = Accounts(self.ctx, UserService(backend), tokens, attempts)
+        web_sessions = WebSessionService(backend)
+        self.accounts = Accounts(self.ctx, UserService(backend), tokens, attempts, web_sessions)
         self.certs = CertIssuer(self.ctx, CAService(backend), presence, self.accounts)
         self.logins = Logins(self.ctx, self.accounts, attempts, self.certs)
         self.hosts = Hosts(self.ctx, tokens, presence, self.certs)
         self.sessions = Sessions(self.ctx, presence, LiveSessionService(backend))
+        self.web = WebSessions(self.ctx, self.accounts, self.logins, self.certs, web_sessions)
 
     async def init(self) -> None:
         """Create the cluster name and CAs on first start; later starts load them."""

@@ -9,7 +9,7 @@ import signal
 import sys
 import termios
 import tty
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 import asyncssh
@@ -18,7 +18,7 @@ from teleport.api import proxydial
 from teleport.client import forwarding, stdio
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
-from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils import hop
 from teleport.utils.addr import parse_addr
 
 NODE_PORT = 3022
@@ -59,30 +59,7 @@ def _options(profile: Profile, username: str,
         host_cas = _host_ca_keys(profile)
     except (OSError, asyncssh.KeyImportError) as err:
         raise NotFound(f"cannot load your keys ({err}), run 'tsh login'") from None
-    return asyncssh.SSHClientConnectionOptions(
-        username=username, client_keys=[(key, cert)], known_hosts=([], host_cas, []),
-        agent_path=None, agent_forwarding=agent_forward or False, config=None,
-        encryption_algs=list(CIPHERS), connect_timeout=15,
-        preferred_auth=["publickey"])
-
-
-class _Tunnel:
-    """The proxy connection as asyncssh's `tunnel=`, with channels sized for whole SSH packets."""
-
-    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
-        self.conn = conn
-
-    async def create_connection(
-            self, session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]], remote_host: str,
-            remote_port: int) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
-        return await self.conn.create_connection(session_factory, remote_host, remote_port,
-                                                 window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
-
-    def close(self) -> None:
-        self.conn.close()
-
-    async def wait_closed(self) -> None:
-        await self.conn.wait_closed()
+    return hop.user_options(username, key, cert, host_cas, agent_forward)
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +76,7 @@ async def connect_node(profile: Profile, login: str, host: str,
             proxy_conn = await stack.enter_async_context(asyncssh.connect(
                 proxy.host, proxy.port, sock=sock, options=_options(profile, profile.user)))
             conn = await stack.enter_async_context(asyncssh.connect(
-                target.host, target.port, tunnel=_Tunnel(proxy_conn),
+                target.host, target.port, tunnel=hop.ChannelTunnel(proxy_conn),
                 options=_options(profile, login, agent_forward)))
         except asyncssh.PermissionDenied:
             raise AccessDenied(f"access denied to {login} connecting to {host}") from None

@@ -8,12 +8,16 @@ may ping, sign up and log in; the calls that act as a user need the certificate 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -32,13 +36,26 @@ from teleport.api.web_models import (
     SignupInfoAnswer,
     SignupRequest,
     SSHProxySettings,
+    WebContext,
+    WebLoginAnswer,
+    WebLoginRequest,
     WebPing,
+    WebRenewAnswer,
 )
 from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
+from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert, ssl_server_context
-from teleport.proxy import web_pages
+from teleport.proxy import web_pages, webterminal
+from teleport.proxy.websession import (
+    WebSessions,
+    check_origin,
+    check_token,
+    clear_cookie,
+    set_cookie,
+)
+from teleport.rbac.subject import ADMIN_ROLE
 from teleport.types.resources import Server
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock
@@ -61,6 +78,9 @@ LOGIN_RATE_PER_MINUTE = 10
 LOGIN_BURST = 20
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The browser UI's files (`teleport/web/static`), served at /web/app/.
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+STATIC_PREFIX = "/web/app"
 
 
 class WebProxy:
@@ -70,8 +90,17 @@ class WebProxy:
                  client_ca_pems: Callable[[], Sequence[bytes]], public_addr: str,
                  ssh_public_addr: str, clock: Clock, hsts: bool = False,
                  deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES,
-                 revoked: Callable[[str, bytes], str | None] | None = None) -> None:
+                 revoked: Callable[[str, bytes], str | None] | None = None,
+                 serve_ssh: webterminal.ServeSSH | None = None,
+                 trusted_host_cas: Callable[[], Sequence[str]] = lambda: ()) -> None:
         self.auth = auth
+        #: The browser sessions: cookie plus bearer token, stored by the auth server.
+        self.sessions = WebSessions(auth, clock, revoked)
+        #: The proxy's own SSH server, which web terminals go through like `tsh ssh`.
+        self._serve_ssh = serve_ssh
+        self._host_cas = trusted_host_cas
+        #: Open web terminals per web session, each ended by setting its event (logout).
+        self._terminals: dict[str, set[asyncio.Event]] = {}
         #: Why a user's certificate (name, DER) no longer grants access: deleted or locked users.
         self._revoked = revoked
         self.hsts = hsts
@@ -162,6 +191,14 @@ class WebProxy:
         app.on_response_prepare.append(self._security_headers)
         app.router.add_get("/", self.landing)
         app.router.add_get("/web/newuser/{token}", self.signup_page)
+        app.router.add_static(STATIC_PREFIX, STATIC_DIR, append_version=False)
+        app.router.add_get("/web", self.app_shell)
+        app.router.add_get("/web/{tail:.*}", self.app_shell)
+        app.router.add_post("/webapi/sessions/web", self.web_login)
+        app.router.add_delete("/webapi/sessions/web", self.web_logout)
+        app.router.add_post("/webapi/sessions/web/renew", self.web_renew)
+        app.router.add_get("/webapi/sites/{cluster}/context", self.web_context)
+        app.router.add_get("/webapi/sites/{cluster}/connect", self.web_terminal)
         app.router.add_get("/webapi/ping", self.ping)
         app.router.add_get("/webapi/users/password/token/{token}", self.signup_info)
         app.router.add_put("/webapi/users/password/token", self.complete_signup)
@@ -175,8 +212,22 @@ class WebProxy:
     # --- pages -----------------------------------------------------------------------------
 
     async def landing(self, request: web.Request) -> web.Response:
-        """Show which cluster this is until the web UI is served here."""
-        return _html(web_pages.landing_page(self.cluster_name), 200, web_pages.PAGE_CSP)
+        """Send browsers to the web UI, as Teleport does."""
+        raise web.HTTPFound("/web")
+
+    async def app_shell(self, request: web.Request) -> web.Response:
+        """Serve the UI's one page for every /web path; the page's script draws the route.
+
+        A logged-in browser gets its session's bearer token in the page, which only this
+        origin can read; without a session every page but the login page sends it to log in.
+        """
+        session = await self.sessions.from_cookie(request)
+        if session is None and request.path not in ("/web/login", "/web/login/"):
+            raise web.HTTPFound("/web/login?" + urlencode({"redirect": request.path_qs}))
+        page = web_pages.app_shell(cluster_name=self.cluster_name,
+                                   bearer=session.bearer_token if session else "",
+                                   user=session.user if session else "")
+        return _html(page, 200, web_pages.APP_CSP)
 
     async def signup_page(self, request: web.Request) -> web.Response:
         """Serve the page the `tctl users add` link opens; errors are pages too, for browsers."""
@@ -241,9 +292,92 @@ class WebProxy:
             user_ca_keys=certs.user_ca_keys, trusted_ca=certs.tls_ca_certs,
             cluster_name=self.cluster_name))
 
+    # --- browser sessions ------------------------------------------------------------------
+
+    async def web_login(self, request: web.Request) -> web.Response:
+        """Log a browser in with password and code; answer the bearer token, set the cookie."""
+        self._login_limiter.check(request.remote or "")
+        check_origin(request, required=False)
+        body = httpserver.parse_model(WebLoginRequest, await httpserver.read_json(request))
+        session = await self.auth.create_web_session(
+            _user_name(body.user), password=body.password, otp_code=body.second_factor_token,
+            remote_addr=_remote_addr(request))
+        self.sessions.remember(session)
+        response = _json(WebLoginAnswer(token=session.bearer_token, user=session.user,
+                                        expires=session.idle_expires))
+        set_cookie(response, session)
+        return response
+
+    async def web_logout(self, request: web.Request) -> web.Response:
+        """End the browser's session everywhere, and its open terminals here."""
+        check_origin(request, required=False)
+        session = await self.sessions.authenticate(request)
+        await self.auth.delete_web_session(session.user, session.id)
+        self.sessions.forget(session.id)
+        for ended in self._terminals.pop(session.id, ()):
+            ended.set()
+        response = web.json_response({})
+        clear_cookie(response)
+        return response
+
+    async def web_renew(self, request: web.Request) -> web.Response:
+        """Keep an open page's session alive, never past its certificates' expiry."""
+        check_origin(request, required=False)
+        session = await self.sessions.authenticate(request)
+        session = await self.auth.renew_web_session(session.user, session.id)
+        self.sessions.remember(session)
+        return _json(WebRenewAnswer(expires=session.idle_expires))
+
+    async def web_context(self, request: web.Request) -> web.Response:
+        """Tell the page who is logged in, the logins they may use and whether they administer."""
+        self._check_cluster(request)
+        session = await self.sessions.authenticate(request)
+        return _json(WebContext(user=session.user, cluster=self.cluster_name,
+                                logins=session.logins, roles=session.roles,
+                                admin=ADMIN_ROLE in session.roles))
+
+    async def web_terminal(self, request: web.Request) -> web.StreamResponse:
+        """Serve a terminal on a node (or a live session) over a websocket."""
+        self._check_cluster(request)
+        check_origin(request, required=True)
+        session = await self.sessions.from_cookie(request)
+        if session is None:
+            raise AccessDenied("not logged in: log in again")
+        target = _terminal_target(request)
+        if not target.login:  # joining: any login of the user's reaches the node
+            target = dataclasses.replace(target, login=session.logins[0])
+        if self._serve_ssh is None:
+            raise NotFound("this proxy serves no terminals")
+        ws = web.WebSocketResponse(max_msg_size=webterminal.MAX_MESSAGE, heartbeat=30.0)
+        await ws.prepare(request)
+        token = await webterminal.read_token(ws)
+        try:
+            check_token(session, token)
+        except AccessDenied:
+            await ws.close(code=webterminal.CLOSE_UNAUTHORIZED, message=b"not logged in")
+            return ws
+        ended = asyncio.Event()
+        terminals = self._terminals.setdefault(session.id, set())
+        terminals.add(ended)
+        try:
+            async with webterminal.connect(self._serve_ssh, session, target,
+                                           _peer(request), self._host_cas()) as conn:
+                await webterminal.serve(ws, conn, target, ended)
+        except TeleportError as err:
+            if not ws.closed:
+                await ws.send_str(json.dumps({"type": "error", "message": str(err)}))
+                await ws.close(code=webterminal.CLOSE_FAILED)
+        finally:
+            terminals.discard(ended)
+            if not terminals:
+                self._terminals.pop(session.id, None)
+        return ws
+
+    # --- tsh and the page ------------------------------------------------------------------
+
     async def list_nodes(self, request: web.Request) -> web.Response:
-        """List the cluster's nodes for a logged-in user (`tsh ls`)."""
-        self._user_identity(request)
+        """List the cluster's nodes for a logged-in user (`tsh ls`, the nodes page)."""
+        await self._user(request)
         cluster = request.match_info["cluster"]
         if cluster != self.cluster_name:
             raise NotFound(f"cluster {cluster!r} not found")
@@ -253,15 +387,15 @@ class WebProxy:
 
     async def list_recordings(self, request: web.Request) -> web.Response:
         """List the recorded sessions this user may play (`tsh recordings ls`)."""
-        identity = self._user_identity(request)
+        user = await self._user(request)
         self._check_cluster(request)
-        return _json(await self.auth.list_recordings(identity.username))
+        return _json(await self.auth.list_recordings(user))
 
     async def stream_recording(self, request: web.Request) -> web.StreamResponse:
         """Relay a recording's replay stream from the auth server as it arrives (`tsh play`)."""
-        identity = self._user_identity(request)
+        user = await self._user(request)
         self._check_cluster(request)
-        pieces = self.auth.stream_recording(request.match_info["sid"], identity.username)
+        pieces = self.auth.stream_recording(request.match_info["sid"], user)
         first = await anext(pieces, b"")  # refusals and missing sessions are still JSON errors
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
@@ -273,21 +407,31 @@ class WebProxy:
 
     async def list_active_sessions(self, request: web.Request) -> web.Response:
         """List the live sessions this user may join (`tsh sessions ls`, `tsh join`)."""
-        identity = self._user_identity(request)
+        user = await self._user(request)
         self._check_cluster(request)
-        return _json(await self.auth.list_active_sessions(identity.username))
+        return _json(await self.auth.list_active_sessions(user))
 
     def _check_cluster(self, request: web.Request) -> None:
         cluster = request.match_info["cluster"]
         if cluster != self.cluster_name:
             raise NotFound(f"cluster {cluster!r} not found")
 
-    def _user_identity(self, request: web.Request) -> Identity:
-        """Return the user in the verified client certificate, refusing hosts and stale certs."""
+    async def _user(self, request: web.Request) -> str:
+        """Return the user a call speaks for: tsh's client certificate, else the web session."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        if not der:
-            raise AccessDenied("a client certificate is required: run 'tsh login'")
+        if der:
+            return self._user_identity(der).username
+        if request.method in httpserver.STATE_CHANGING:
+            check_origin(request, required=False)
+        try:
+            return (await self.sessions.authenticate(request)).user
+        except AccessDenied:
+            raise AccessDenied("a client certificate is required: run 'tsh login', "
+                               "or log in to the web UI") from None
+
+    def _user_identity(self, der: bytes) -> Identity:
+        """Return the user in a verified client certificate, refusing hosts and stale certs."""
         identity = identity_from_cert(der)
         if identity.system_role:
             raise AccessDenied("this call is for users, not hosts")
@@ -344,6 +488,32 @@ def _remote_addr(request: web.Request) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(HostPort(str(peer[0]), int(peer[1])))
     return request.remote or ""
+
+
+def _peer(request: web.Request) -> tuple[str, int]:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return str(peer[0]), int(peer[1])
+    return ("", 0)
+
+
+def _terminal_target(request: web.Request) -> webterminal.Target:
+    """Read where a terminal goes from its query: node and login, or node and live session."""
+    query = request.query
+    node, login, sid = query.get("node", ""), query.get("login", ""), query.get("sid", "")
+    if not node or any(c in _BAD_NAME_CHARS for c in node) or len(node) > 255:
+        raise BadParameter("the terminal needs a node (its id or name)")
+    if sid:
+        check_sid(sid)
+    elif not login or any(c in _BAD_NAME_CHARS for c in login) or len(login) > 255:
+        raise BadParameter("the terminal needs a login")
+
+    def size(name: str, default: int) -> int:
+        value = query.get(name, "")
+        return int(value) if value.isdigit() and len(value) <= 5 else default
+
+    return webterminal.Target(node=node, login=login, cols=size("cols", 80),
+                              rows=size("rows", 24), sid=sid)
 
 
 def _node_info(server: Server) -> NodeInfo:

@@ -1,4 +1,4 @@
-"""The proxy's server-rendered HTML: landing, signup and error pages.
+"""The proxy's server-rendered HTML: the web UI's shell, the signup and error pages.
 
 Pages carry no framework and no third-party assets; their one inline style and script are
 allowed by hash in the Content-Security-Policy, so injected markup could not run even if
@@ -15,6 +15,7 @@ import segno
 
 _CSS = """
 :root { color-scheme: light dark; font-family: system-ui, sans-serif; }
+html { background: Canvas; color: CanvasText; }  /* explicit, so axe-core sees dark mode */
 body { margin: 0; display: flex; justify-content: center; }
 main { max-width: 34rem; margin: 3rem 1rem; }
 h1 { font-size: 1.5rem; }
@@ -25,6 +26,7 @@ code { font-size: 1.1rem; word-break: break-all; }
 svg.qr { background: #fff; }
 .error { color: #c62828; }
 .done { color: #2e7d32; }
+@media (prefers-color-scheme: dark) { .error { color: #ff8a80; } .done { color: #81c784; } }
 """
 
 _SIGNUP_JS = """
@@ -85,17 +87,35 @@ def _page(title: str, body: str, script: str = "") -> str:
             f"<body><main>{body}</main>{tail}</body></html>\n")
 
 
+#: Policy for the web UI: its scripts, styles and fonts from this origin only, API calls and the
+#: terminal's websocket back to it (`'self'` covers wss: of the same host in today's browsers).
+APP_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+           "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; "
+           "frame-ancestors 'none'")
+
+
+def app_shell(*, cluster_name: str, bearer: str, user: str) -> str:
+    """Render the UI's one page: the script draws every route from the URL.
+
+    The bearer token of the browser's session rides in the page, readable by this origin only,
+    so a new tab needs no stored secret and a cross-site page cannot learn it.
+    """
+    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="teleport-cluster" content="{escape(cluster_name)}">'
+            f'<meta name="teleport-bearer" content="{escape(bearer)}">'
+            f'<meta name="teleport-user" content="{escape(user)}">'
+            "<title>Teleport</title>"
+            '<link rel="icon" href="/web/app/favicon.svg" type="image/svg+xml">'
+            '<link rel="stylesheet" href="/web/app/vendor/xterm/xterm.css">'
+            '<link rel="stylesheet" href="/web/app/app.css">'
+            '<script type="module" src="/web/app/app.js"></script>'
+            '</head><body><div id="app"></div></body></html>\n')
+
+
 def qr_svg(uri: str) -> str:
     """Render a URI as an inline SVG QR code, so authenticator apps can scan it."""
     return str(segno.make(uri, error="m").svg_inline(scale=4, svgclass="qr", title="QR code for your authenticator app"))
-
-
-def landing_page(cluster_name: str) -> str:
-    """Name the cluster until the full web UI is served here."""
-    name = escape(cluster_name)
-    return _page(f"Teleport: {cluster_name}",
-                 f"<h1>{name}</h1><p>This is the Teleport proxy of cluster <strong>{name}</strong>. "
-                 "Log in with <code>tsh login</code>.</p>")
 
 
 def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,

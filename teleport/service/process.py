@@ -480,7 +480,8 @@ class TeleportProcess:
                        key_pem=key_pem, client_ca_pems=trust.tls_certs,
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
                        clock=self.clock, hsts=bool(cfg.https_keypairs),
-                       revoked=revocations.tls_refusal)
+                       revoked=revocations.tls_refusal, serve_ssh=ssh_server.serve_socket,
+                       trusted_host_cas=trust.host_keys)
         await self.stack.enter_async_context(web)
         web_sock = self._listen("proxy web", cfg.web_listen_addr)
         # The web port always sorts connections by their first bytes: TLS for the auth server

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.browser import browser as browser  # the headless Chromium fixture
 from tests.e2e.cluster import Cluster, make_cluster
 
 

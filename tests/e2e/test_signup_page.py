@@ -1,31 +1,22 @@
 """A person's path through the signup page in real headless Chromium, then `tsh login`.
 
-Chromium and chromedriver come from Debian (`scripts/test` installs them); selenium drives the
-system chromedriver directly, so Selenium Manager never runs and nothing is downloaded.
+The browser, waits, widths, dark mode, screenshots and axe-core come from tests/e2e/browser.py.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import time
 import urllib.error
-from collections.abc import Iterator
-from pathlib import Path
 
 import pyotp
-import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.e2e.browser import check_page, wait_text, wait_until, wait_visible
 from tests.e2e.cluster import Cluster
 
-CHROMEDRIVER = "/usr/bin/chromedriver"
-WAIT = 15  # seconds for any one page change; they take milliseconds when all is well
 PASSWORD = "signup through chromium"
 MISMATCH = "passwords do not match"
 
@@ -35,40 +26,6 @@ window.__fetches = 0;
 const realFetch = window.fetch.bind(window);
 window.fetch = (...args) => { window.__fetches += 1; return realFetch(...args); };
 """
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.fail("Chromium is not installed: apt-get install chromium chromium-driver "
-                    "(scripts/test does it)", pytrace=False)
-    if not Path(CHROMEDRIVER).is_file():
-        pytest.fail(f"chromedriver is missing at {CHROMEDRIVER}: apt-get install chromium-driver "
-                    "(scripts/test does it)", pytrace=False)
-    return path
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
-    """A fresh headless Chromium profile per test, quit afterwards."""
-    binary = _chromium()
-    monkeypatch.setenv("SE_OFFLINE", "true")  # should Selenium Manager ever run: no downloads
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    options.accept_insecure_certs = True  # the proxy's certificate is self-signed
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
-                 "--no-proxy-server", "--window-size=1000,1200",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
-        driver.set_page_load_timeout(WAIT)
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _add_user(cluster: Cluster, name: str) -> str:
@@ -81,8 +38,7 @@ def _add_user(cluster: Cluster, name: str) -> str:
 def _open_signup(driver: webdriver.Chrome, url: str, user: str) -> pyotp.TOTP:
     """Open the link like a person would and read the secret off the page; return its TOTP."""
     driver.get(url)
-    wait = WebDriverWait(driver, WAIT)
-    secret_el = wait.until(ec.visibility_of_element_located((By.ID, "otp-secret")))
+    secret_el = wait_visible(driver, "#otp-secret")
     assert driver.find_element(By.ID, "user").text == user
     secret = "".join(secret_el.text.split())  # what is rendered, as a person would type it
     assert re.fullmatch(r"[A-Z2-7]{16,}=*", secret), secret
@@ -104,7 +60,7 @@ def _fill(driver: webdriver.Chrome, password: str, confirm: str, code: str) -> N
 
 
 def _wait_done(driver: webdriver.Chrome, user: str) -> WebElement:
-    done = WebDriverWait(driver, WAIT).until(ec.visibility_of_element_located((By.ID, "done")))
+    done = wait_visible(driver, "#done")
     assert done.text.startswith("You can now log in with tsh login --proxy="), done.text
     assert done.text.endswith(f"--user={user}"), done.text
     assert not driver.find_element(By.ID, "setup").is_displayed()
@@ -121,16 +77,14 @@ def _token_alive(cluster: Cluster, url: str) -> bool:
         return False
 
 
-def test_sign_up_in_chromium_then_tsh_login(cluster: Cluster, browser: webdriver.Chrome,
-                                             tmp_path: Path) -> None:
+def test_sign_up_in_chromium_then_tsh_login(cluster: Cluster, browser: webdriver.Chrome) -> None:
     url = _add_user(cluster, "webuser")
     totp = _open_signup(browser, url, "webuser")
-    browser.save_screenshot(str(tmp_path / "signup-form.png"))  # QR and secret, for debugging
+    check_page(browser, "signup")  # laptop and phone, light and dark: pictures and axe-core
     _fill(browser, PASSWORD, PASSWORD, totp.now())
     _wait_done(browser, "webuser")
     assert browser.execute_script("return window.__fetches") == 1
-    shot = tmp_path / "signup-done.png"
-    assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 0
+    check_page(browser, "signup-done")
     assert not _token_alive(cluster, url), "a completed signup must burn its token"
 
     cluster.login("webuser", PASSWORD, totp)  # next OTP window: the signup code is spent
@@ -144,11 +98,10 @@ def test_signup_page_reports_mistakes_and_stays_usable(cluster: Cluster,
     totp = _open_signup(browser, url, "webuser2")
     error = browser.find_element(By.ID, "error")
     button = browser.find_element(By.CSS_SELECTOR, "#signup button[type=submit]")
-    wait = WebDriverWait(browser, WAIT)
 
     # A typo in the confirmation is caught in the page; the server is never asked.
     _fill(browser, PASSWORD, PASSWORD + "x", totp.now())
-    wait.until(ec.text_to_be_present_in_element((By.ID, "error"), MISMATCH))
+    wait_text(browser, "#error", MISMATCH)
     assert error.is_displayed() and error.text == MISMATCH
     assert browser.execute_script("return window.__fetches") == 0
     assert _token_alive(cluster, url), "a valid code reached the server and burned the token"
@@ -159,16 +112,18 @@ def test_signup_page_reports_mistakes_and_stays_usable(cluster: Cluster,
     wrong = next(c for c in (f"{(int(totp.now()) + k * 111_111) % 1_000_000:06d}"
                              for k in range(1, 10)) if c not in valid)
     _fill(browser, PASSWORD, PASSWORD, wrong)
-    wait.until(lambda d: error.is_displayed() and error.text not in ("", MISMATCH))
+    wait_until(browser, lambda d: error.is_displayed() and error.text not in ("", MISMATCH),
+               "the server's refusal was never shown")
     message = error.text
     assert message == "invalid one-time password: check your authenticator's clock", message
     assert "\n" not in message and "Traceback" not in message
-    wait.until(lambda d: button.is_enabled())
+    wait_until(browser, lambda d: button.is_enabled(), "the button stayed disabled")
     assert browser.execute_script("return window.__fetches") == 1
     assert browser.find_element(By.ID, "setup").is_displayed()
     assert not browser.find_element(By.ID, "done").is_displayed()
     assert browser.find_element(By.NAME, "password").get_attribute("value") == PASSWORD
     assert _token_alive(cluster, url), "a refused code must not burn the token"
+    check_page(browser, "signup-error")
 
     # Still usable: the right code now signs the user up.
     _fill(browser, PASSWORD, PASSWORD, totp.now())

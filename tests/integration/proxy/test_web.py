@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pyotp
@@ -407,11 +408,23 @@ async def test_large_bodies_are_refused(cluster: Cluster) -> None:
             await web_client.complete_signup("0" * 32, "x" * MAX_BODY, "")
 
 
-async def test_landing_page_names_the_cluster(cluster: Cluster) -> None:
+async def test_root_leads_a_stranger_to_the_login_page_of_the_ui(cluster: Cluster) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"https://{cluster.addr}/", ssl=False,
+                               allow_redirects=False) as resp:
+            assert (resp.status, resp.headers["Location"]) == (302, "/web")
+        async with session.get(f"https://{cluster.addr}/web/cluster/{CLUSTER}/nodes?q=a",
+                               ssl=False, allow_redirects=False) as resp:
+            assert resp.status == 302
+            login = urlsplit(resp.headers["Location"])
+            assert login.path == "/web/login"
+            assert parse_qs(login.query) == {"redirect": [f"/web/cluster/{CLUSTER}/nodes?q=a"]}
     status, headers, text = await _raw(cluster, "GET", "/")
-    assert status == 200 and CLUSTER in text
-    assert headers["X-Frame-Options"] == "DENY" and "script-src" not in \
-        headers["Content-Security-Policy"]
+    assert status == 200 and f'<meta name="teleport-cluster" content="{CLUSTER}">' in text
+    assert '<meta name="teleport-bearer" content="">' in text
+    csp = headers["Content-Security-Policy"]
+    assert "script-src 'self';" in csp and "unsafe-inline" not in csp
+    assert headers["X-Frame-Options"] == "DENY"
 
 
 async def test_auth_server_down_is_a_502(cluster: Cluster) -> None:

@@ -1,0 +1,46 @@
+"""The user's two SSH hops, shared by `tsh` and the proxy's web terminal: proxy, then node.
+
+A user reaches a node by opening an SSH connection to the proxy and, inside a `direct-tcpip`
+channel of it, a second SSH connection to the node, each authenticated with the user's
+certificate. `tsh` does it from the user's machine; the web terminal does it inside the proxy
+(over a socket pair into the proxy's own SSH server), so both go through the same checks,
+routing and recording.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import asyncssh
+
+from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
+
+
+def user_options(username: str, key: asyncssh.SSHKey, cert: asyncssh.SSHCertificate,
+                 host_cas: Sequence[asyncssh.SSHKey] | None,
+                 agent_forward: str | None = None) -> asyncssh.SSHClientConnectionOptions:
+    """Options of a user's hop: the certificate only, hosts trusted by the host CA (None: any)."""
+    return asyncssh.SSHClientConnectionOptions(
+        username=username, client_keys=[(key, cert)],
+        known_hosts=None if host_cas is None else ([], list(host_cas), []),
+        agent_path=None, agent_forwarding=agent_forward or False, config=None,
+        encryption_algs=list(CIPHERS), connect_timeout=15, preferred_auth=["publickey"])
+
+
+class ChannelTunnel:
+    """The proxy connection as asyncssh's `tunnel=`, with channels sized for whole SSH packets."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+
+    async def create_connection(
+            self, session_factory: Callable[[], asyncssh.SSHTCPSession[bytes]], remote_host: str,
+            remote_port: int) -> tuple[asyncssh.SSHTCPChannel[bytes], asyncssh.SSHTCPSession[bytes]]:
+        return await self.conn.create_connection(session_factory, remote_host, remote_port,
+                                                 window=WINDOW, max_pktsize=TUNNEL_PKTSIZE)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    async def wait_closed(self) -> None:
+        await self.conn.wait_closed()

@@ -1,0 +1,619 @@
+// The proxy's browser UI: one ES module, no framework, no build step.
+//
+// The proxy answers every /web page with the same shell HTML; its <meta> tags carry the cluster,
+// the user and the web session's bearer token (empty when logged out). This module reads them,
+// routes on location.pathname and draws the page with DOM calls only (no innerHTML of data, no
+// inline style or script), so the strict Content-Security-Policy of the shell holds.
+"use strict";
+
+const RENEW_EVERY_MS = 3 * 60 * 1000; // the web session idles out after 10 minutes
+const RESIZE_DEBOUNCE_MS = 150;
+
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
+const SHELL = {
+  cluster: meta("teleport-cluster"),
+  bearer: meta("teleport-bearer"),
+  user: meta("teleport-user"),
+};
+const app = document.getElementById("app");
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+/** Builds an element: h("a", {href: "/x", class: "btn"}, "text", childNode, ...). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function setTitle(text) {
+  document.title = text ? `${text} · Teleport` : "Teleport";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The web API
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Calls the proxy's web API with the bearer token; throws ApiError with the server's message. */
+async function api(method, path, body) {
+  const headers = {Accept: "application/json"};
+  if (SHELL.bearer) headers.Authorization = `Bearer ${SHELL.bearer}`;
+  const init = {method, headers, credentials: "same-origin", cache: "no-store"};
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let resp;
+  try {
+    resp = await fetch(path, init);
+  } catch (err) {
+    throw new ApiError(0, `cannot reach the proxy: ${err.message}`);
+  }
+  const data = await resp.json().catch(() => null);
+  if (!resp.ok) {
+    const message = data?.error?.message || `request failed: HTTP ${resp.status}`;
+    throw new ApiError(resp.status, message);
+  }
+  return data;
+}
+
+const sitePath = (cluster, rest) => `/webapi/sites/${encodeURIComponent(cluster)}/${rest}`;
+
+function currentPath() {
+  return location.pathname + location.search + location.hash;
+}
+
+/** Leaves for the login page, coming back here after logging in. */
+function toLogin() {
+  location.assign(`/web/login?redirect=${encodeURIComponent(currentPath())}`);
+}
+
+/** A 401/403 means the web session is gone (expired, logged out, user locked): log in again. */
+function isAuthError(err) {
+  return err instanceof ApiError && (err.status === 401 || err.status === 403);
+}
+
+let renewTimer = null;
+function keepSessionAlive() {
+  if (!SHELL.bearer || renewTimer !== null) return;
+  renewTimer = setInterval(async () => {
+    try {
+      await api("POST", "/webapi/sessions/web/renew", {});
+    } catch (err) {
+      if (isAuthError(err) && !document.getElementById("terminal")) toLogin();
+    }
+  }, RENEW_EVERY_MS);
+}
+
+async function logout() {
+  try {
+    await api("DELETE", "/webapi/sessions/web");
+  } catch {
+    // Gone already or unreachable: the login page is still the right place to be.
+  }
+  location.assign("/web/login");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing: every route is also a server URL answering the shell, so a reload lands on the page.
+
+const ROUTES = [
+  [/^\/web\/login\/?$/, () => loginPage()],
+  [/^\/web\/?$/, () => navigate(`/web/cluster/${encodeURIComponent(SHELL.cluster)}/nodes`, true)],
+  [/^\/web\/cluster\/([^/]+)\/nodes\/?$/, (c) => nodesPage(c)],
+  [/^\/web\/cluster\/([^/]+)\/console\/node\/([^/]+)\/([^/]+)\/?$/,
+    (c, node, login) => consolePage({cluster: c, node, login})],
+  [/^\/web\/cluster\/([^/]+)\/node\/([^/]+)\/([^/]+)\/([^/]+)\/?$/,
+    (c, node, login, sid) => consolePage({cluster: c, node, login, sid})],
+  [/^\/web\/cluster\/([^/]+)\/(sessions|recordings|audit|status)\/?$/, (c, page) => comingSoon(c, page)],
+  [/^\/web\/(users|tokens)\/?$/, (page) => comingSoon(SHELL.cluster, page)],
+];
+
+const PUBLIC_PAGES = [/^\/web\/login\/?$/];
+
+function route() {
+  const path = location.pathname;
+  if (!SHELL.bearer && !PUBLIC_PAGES.some((re) => re.test(path))) {
+    toLogin();
+    return;
+  }
+  keepSessionAlive();
+  for (const [re, render] of ROUTES) {
+    const match = re.exec(path);
+    if (match) {
+      render(...match.slice(1).map(decodeURIComponent));
+      return;
+    }
+  }
+  notFound();
+}
+
+/** Client-side navigation: no reload for links inside the app. */
+function navigate(path, replace = false) {
+  if (replace) history.replaceState(null, "", path);
+  else history.pushState(null, "", path);
+  route();
+}
+
+document.addEventListener("click", (event) => {
+  const link = event.target.closest?.("a[data-route]");
+  if (!link || event.defaultPrevented || event.button !== 0) return;
+  if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  event.preventDefault();
+  navigate(link.getAttribute("href"));
+});
+window.addEventListener("popstate", route);
+
+// ---------------------------------------------------------------------------------------------
+// Layout: header (cluster, nav, user, log out) + main. The nav already lists the next pages.
+
+const NAV = [
+  {page: "nodes", label: "Nodes", href: (c) => `/web/cluster/${c}/nodes`},
+  {page: "sessions", label: "Sessions", href: (c) => `/web/cluster/${c}/sessions`},
+  {page: "recordings", label: "Recordings", href: (c) => `/web/cluster/${c}/recordings`},
+  {page: "audit", label: "Audit log", href: (c) => `/web/cluster/${c}/audit`},
+  {page: "users", label: "Users", href: () => "/web/users", admin: true},
+  {page: "tokens", label: "Tokens", href: () => "/web/tokens", admin: true},
+  {page: "status", label: "Status", href: (c) => `/web/cluster/${c}/status`, admin: true},
+];
+
+/** Draws the page frame and returns its <main>; admin links appear once the context says so. */
+function layout(cluster, current, title) {
+  setTitle(title);
+  const c = encodeURIComponent(cluster);
+  const navList = h("ul", {class: "nav-list"});
+  const drawNav = (admin) => {
+    navList.replaceChildren(...NAV.filter((item) => !item.admin || admin).map((item) =>
+      h("li", {}, h("a", {href: item.href(c), "data-route": true,
+        "aria-current": item.page === current ? "page" : false}, item.label))));
+  };
+  drawNav(false);
+  const main = h("main", {id: "main", tabindex: "-1"});
+  app.replaceChildren(
+    h("a", {class: "skip-link", href: "#main"}, "Skip to content"),
+    h("header", {class: "topbar"},
+      h("div", {class: "brand"},
+        h("span", {class: "logo", "aria-hidden": "true"}, "⟶"),
+        h("span", {class: "brand-name"}, "Teleport"),
+        h("span", {class: "cluster", id: "cluster-name", title: "Cluster"}, cluster)),
+      h("nav", {"aria-label": "Main", class: "mainnav"}, navList),
+      h("div", {class: "account"},
+        h("span", {class: "user", id: "current-user"}, SHELL.user),
+        h("button", {type: "button", id: "logout", class: "btn btn-quiet", onclick: logout},
+          "Log out"))),
+    main);
+  return {main, drawNav};
+}
+
+/** Fetches the user's context in the cluster; a refused session sends the user to log in. */
+async function loadContext(cluster) {
+  return api("GET", sitePath(cluster, "context"));
+}
+
+function errorBox(id) {
+  return h("div", {id, class: "error", role: "alert", "aria-live": "assertive", hidden: true});
+}
+
+function showError(box, message) {
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Login
+
+function safeRedirect(value) {
+  if (!value) return "/web";
+  try {
+    const url = new URL(value, location.origin);
+    if (url.origin === location.origin && url.pathname.startsWith("/web") &&
+        !url.pathname.startsWith("/web/login")) {
+      return url.pathname + url.search + url.hash;
+    }
+  } catch {
+    // fall through
+  }
+  return "/web";
+}
+
+function loginPage() {
+  setTitle("Log in");
+  const error = errorBox("login-error");
+  const submit = h("button", {type: "submit", id: "login-submit", class: "btn btn-primary"},
+    "Log in");
+  const form = h("form", {id: "login-form", class: "card", novalidate: true},
+    h("h1", {}, "Log in to ", h("span", {class: "cluster-inline"}, SHELL.cluster)),
+    h("div", {class: "field"},
+      h("label", {for: "login-user"}, "Username"),
+      h("input", {id: "login-user", name: "user", autocomplete: "username", required: true,
+        autocapitalize: "none", spellcheck: "false"})),
+    h("div", {class: "field"},
+      h("label", {for: "login-password"}, "Password"),
+      h("input", {id: "login-password", name: "password", type: "password", required: true,
+        autocomplete: "current-password"})),
+    h("div", {class: "field"},
+      h("label", {for: "login-otp"}, "Authenticator code"),
+      h("input", {id: "login-otp", name: "otp", inputmode: "numeric", pattern: "[0-9]{6}",
+        maxlength: "6", autocomplete: "one-time-code", required: true,
+        "aria-describedby": "login-otp-help"}),
+      h("p", {id: "login-otp-help", class: "help"}, "The 6-digit code from your authenticator app.")),
+    error,
+    submit);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const user = String(data.get("user")).trim();
+    const otp = String(data.get("otp")).replace(/\s+/g, "");
+    if (!user || !data.get("password")) {
+      showError(error, "enter your username and password");
+      return;
+    }
+    if (!/^[0-9]{6}$/.test(otp)) {
+      showError(error, "enter the 6-digit code from your authenticator app");
+      document.getElementById("login-otp").focus();
+      return;
+    }
+    showError(error, "");
+    submit.disabled = true;
+    try {
+      await api("POST", "/webapi/sessions/web",
+        {user, pass: data.get("password"), second_factor_token: otp});
+      // A fresh shell carries the new bearer token: nothing is kept in localStorage.
+      location.assign(safeRedirect(new URLSearchParams(location.search).get("redirect")));
+    } catch (err) {
+      showError(error, err.message);
+      submit.disabled = false;
+      document.getElementById("login-password").select();
+    }
+  });
+  app.replaceChildren(
+    h("header", {class: "topbar topbar-plain"},
+      h("div", {class: "brand"},
+        h("span", {class: "logo", "aria-hidden": "true"}, "⟶"),
+        h("span", {class: "brand-name"}, "Teleport"))),
+    h("main", {id: "main", class: "center"}, form));
+  document.getElementById("login-user").focus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nodes
+
+/** True when the node matches every whitespace-separated term: `k=v` a label, else a substring. */
+function nodeMatches(node, terms) {
+  const labels = Object.entries(node.labels || {});
+  return terms.every((term) => {
+    const eq = term.indexOf("=");
+    if (eq > 0) {
+      const key = term.slice(0, eq);
+      const value = term.slice(eq + 1);
+      return labels.some(([k, v]) => k.toLowerCase() === key && String(v).toLowerCase() === value);
+    }
+    return [node.name, node.addr, ...labels.flat()].some(
+      (text) => String(text ?? "").toLowerCase().includes(term));
+  });
+}
+
+const SORT_KEYS = {
+  name: (n) => n.name.toLowerCase(),
+  addr: (n) => (n.tunnel ? "" : n.addr || ""),
+};
+
+async function nodesPage(cluster) {
+  const {main, drawNav} = layout(cluster, "nodes", "Nodes");
+  const error = errorBox("nodes-error");
+  const search = h("input", {id: "node-search", type: "search", autocomplete: "off",
+    placeholder: "hostname or env=prod", "aria-describedby": "node-search-help",
+    "aria-controls": "nodes-table"});
+  const count = h("p", {id: "node-count", class: "count", role: "status", "aria-live": "polite"});
+  const tbody = h("tbody");
+  const sort = {key: "name", dir: 1};
+  const headerCells = {};
+  const sortable = (key, label) => {
+    const button = h("button", {type: "button", class: "sort", "data-sort": key,
+      onclick: () => {
+        sort.dir = sort.key === key ? -sort.dir : 1;
+        sort.key = key;
+        draw();
+      }}, label, h("span", {class: "sort-icon", "aria-hidden": "true"}));
+    headerCells[key] = h("th", {scope: "col", "aria-sort": "none"}, button);
+    return headerCells[key];
+  };
+  const table = h("table", {id: "nodes-table", class: "nodes"},
+    h("caption", {class: "visually-hidden"}, "Nodes of ", cluster, "; column headers sort"),
+    h("thead", {}, h("tr", {},
+      sortable("name", "Hostname"), sortable("addr", "Address"),
+      h("th", {scope: "col"}, "Labels"),
+      h("th", {scope: "col"}, h("span", {class: "visually-hidden"}, "Connect")))),
+    tbody);
+  main.append(
+    h("div", {class: "page-head"},
+      h("h1", {}, "Nodes"),
+      h("div", {class: "search"},
+        h("label", {for: "node-search"}, "Search nodes"),
+        search,
+        h("p", {id: "node-search-help", class: "help"},
+          "Matches hostnames, addresses and labels; use k=v for a label; all terms must match."))),
+    error, count, h("div", {class: "table-wrap"}, table));
+
+  let nodes = [];
+  let logins = [];
+  const draw = () => {
+    const terms = search.value.toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = nodes.filter((n) => nodeMatches(n, terms));
+    const keyOf = SORT_KEYS[sort.key];
+    shown.sort((a, b) => keyOf(a).localeCompare(keyOf(b), undefined, {numeric: true}) * sort.dir ||
+      a.name.localeCompare(b.name));
+    for (const [key, th] of Object.entries(headerCells)) {
+      th.setAttribute("aria-sort",
+        key === sort.key ? (sort.dir > 0 ? "ascending" : "descending") : "none");
+    }
+    tbody.replaceChildren(...shown.map((node) => nodeRow(cluster, node, logins)));
+    if (!shown.length) {
+      tbody.append(h("tr", {class: "empty"}, h("td", {colspan: "4"},
+        nodes.length ? "No node matches the search." : "No nodes have joined this cluster yet.")));
+    }
+    count.textContent = terms.length ? `${shown.length} of ${nodes.length} nodes`
+      : `${nodes.length} node${nodes.length === 1 ? "" : "s"}`;
+  };
+  search.addEventListener("input", draw);
+  search.value = new URLSearchParams(location.search).get("search") || "";
+
+  try {
+    const [context, list] = await Promise.all([loadContext(cluster),
+      api("GET", sitePath(cluster, "nodes"))]);
+    drawNav(Boolean(context.admin));
+    logins = context.logins || [];
+    nodes = Array.isArray(list) ? list : [];
+    draw();
+  } catch (err) {
+    if (isAuthError(err)) {
+      toLogin();
+      return;
+    }
+    showError(error, err.message);
+  }
+}
+
+function nodeRow(cluster, node, logins) {
+  const c = encodeURIComponent(cluster);
+  const id = encodeURIComponent(node.id || node.name);
+  const labels = Object.entries(node.labels || {}).sort(([a], [b]) => a.localeCompare(b));
+  const connect = logins.length
+    ? h("details", {class: "connect"},
+      h("summary", {class: "btn btn-primary", "aria-label": `Connect to ${node.name}`}, "Connect"),
+      h("ul", {class: "menu", "aria-label": `Logins for ${node.name}`}, logins.map((login) =>
+        h("li", {}, h("a", {href: `/web/cluster/${c}/console/node/${id}/${encodeURIComponent(login)}`,
+          target: "_blank", rel: "noopener", "data-login": login,
+          "aria-label": `${login}@${node.name} (opens a new tab)`}, login)))))
+    : h("span", {class: "muted"}, "no logins");
+  return h("tr", {"data-node": node.name, "data-node-id": node.id || ""},
+    h("td", {"data-label": "Hostname", class: "hostname"}, node.name),
+    h("td", {"data-label": "Address", class: "addr"}, node.tunnel ? "⟵ Tunnel" : node.addr || ""),
+    h("td", {"data-label": "Labels"}, labels.length
+      ? h("ul", {class: "chips", "aria-label": "Labels"},
+        labels.map(([k, v]) => h("li", {class: "chip"}, `${k}=${v}`)))
+      : ""),
+    h("td", {class: "actions"}, connect));
+}
+
+// Close an open Connect menu on Escape or when clicking elsewhere.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  const open = document.activeElement?.closest?.("details.connect[open]");
+  if (open) {
+    open.open = false;
+    open.querySelector("summary").focus();
+  }
+});
+document.addEventListener("click", (event) => {
+  for (const details of document.querySelectorAll("details.connect[open]")) {
+    if (!details.contains(event.target)) details.open = false;
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Pages of the next increment
+
+const SOON = {
+  sessions: "Active sessions", recordings: "Recordings", audit: "Audit log",
+  users: "Users", tokens: "Join tokens", status: "Cluster status",
+};
+
+async function comingSoon(cluster, page) {
+  const {main, drawNav} = layout(cluster, page, SOON[page]);
+  main.append(h("h1", {}, SOON[page]), h("p", {class: "muted"}, "Coming soon."));
+  try {
+    drawNav(Boolean((await loadContext(cluster)).admin));
+  } catch (err) {
+    if (isAuthError(err)) toLogin();
+  }
+}
+
+function notFound() {
+  const {main} = layout(SHELL.cluster, "", "Not found");
+  main.append(h("h1", {}, "Page not found"),
+    h("p", {}, h("a", {href: "/web", "data-route": true}, "Go to the node list")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Console: xterm.js over the proxy's websocket
+
+/** Loads xterm.js and its addons (UMD builds that define globals) only on the console page. */
+async function loadXterm() {
+  await import("./vendor/xterm/xterm.js");
+  await Promise.all([import("./vendor/xterm/addon-fit.js"),
+    import("./vendor/xterm/addon-canvas.js")]);
+  return {
+    Terminal: globalThis.Terminal,
+    FitAddon: globalThis.FitAddon.FitAddon,
+    CanvasAddon: globalThis.CanvasAddon.CanvasAddon,
+  };
+}
+
+async function consolePage({cluster, node, login, sid}) {
+  setTitle(`${login}@${node}`);
+  const target = h("span", {id: "status-target", class: "status-target"}, `${login}@${node}`);
+  const sessionId = h("span", {id: "status-session", class: "status-session", hidden: true});
+  const state = h("span", {id: "status-state", class: "status-state", role: "status",
+    "aria-live": "polite"}, sid ? "joining…" : "connecting…");
+  const container = h("div", {id: "terminal", class: "terminal", role: "region",
+    "aria-label": `Terminal ${login}@${node}`});
+  app.replaceChildren(
+    h("main", {id: "main", class: "console"}, h("h1", {class: "visually-hidden"},
+      `Terminal ${login}@${node}`), container),
+    h("footer", {id: "status-bar", class: "status-bar", "aria-label": "Session status"},
+      h("a", {href: `/web/cluster/${encodeURIComponent(cluster)}/nodes`, class: "status-home"},
+        "Nodes"),
+      target, sessionId, state));
+  const setState = (text, kind = "") => {
+    state.textContent = text;
+    state.className = `status-state ${kind}`;
+  };
+
+  let xterm;
+  try {
+    xterm = await loadXterm();
+  } catch (err) {
+    setState(`cannot load the terminal: ${err.message}`, "bad");
+    return;
+  }
+  const term = new xterm.Terminal({
+    cursorBlink: true,
+    fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
+    fontSize: 14,
+    scrollback: 5000,
+    theme: {background: "#14161a", foreground: "#e6e6e6", cursor: "#e6e6e6",
+      selectionBackground: "#3b5b8c"},
+  });
+  const fit = new xterm.FitAddon();
+  term.loadAddon(fit);
+  // The canvas renderer, loaded before open(): the default DOM renderer writes <style> elements
+  // and style attributes, which the shell's CSP (style-src 'self') refuses.
+  term.loadAddon(new xterm.CanvasAddon());
+  term.open(container);
+  container.xterm = term; // read-only hook for browser tests: the terminal's buffer
+  fit.fit();
+  term.focus();
+
+  // Ctrl+Shift+C copies the selection; Ctrl+Shift+V is left to the browser's paste.
+  term.attachCustomKeyEventHandler((event) => {
+    if (event.type === "keydown" && event.ctrlKey && event.shiftKey) {
+      if (event.code === "KeyC") {
+        const text = term.getSelection();
+        if (text) navigator.clipboard?.writeText(text).catch(() => {});
+        event.preventDefault();
+        return false;
+      }
+      if (event.code === "KeyV") return false;
+    }
+    return true;
+  });
+
+  // A join sends the login of its URL too: the proxy logs in to the node as it to join.
+  const params = new URLSearchParams({node, login});
+  if (sid) params.set("sid", sid);
+  params.set("cols", String(term.cols));
+  params.set("rows", String(term.rows));
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${scheme}://${location.host}${sitePath(cluster, "connect")}?${params}`);
+  ws.binaryType = "arraybuffer";
+
+  const encoder = new TextEncoder();
+  const decoder = new TextDecoder("utf-8");
+  let exitStatus = null;
+  let serverError = "";
+
+  // Output: one xterm.write at a time; what arrives meanwhile is joined into the next write,
+  // so the terminal parser paces the page instead of an ever-growing chain of callbacks.
+  const pending = [];
+  let writing = false;
+  const pump = () => {
+    if (writing || !pending.length) return;
+    writing = true;
+    const chunk = pending.join("");
+    pending.length = 0;
+    term.write(chunk, () => {
+      writing = false;
+      pump();
+    });
+  };
+
+  const send = (data) => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(data);
+  };
+  ws.addEventListener("open", () => {
+    send(JSON.stringify({token: SHELL.bearer}));
+    setState("connected", "ok");
+  });
+  ws.addEventListener("message", (event) => {
+    if (typeof event.data !== "string") {
+      const text = decoder.decode(new Uint8Array(event.data), {stream: true});
+      if (text) {
+        pending.push(text);
+        pump();
+      }
+      return;
+    }
+    let msg;
+    try {
+      msg = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (msg.type === "session") {
+      sessionId.textContent = `session ${msg.sid}`;
+      sessionId.hidden = !msg.sid;
+      sessionId.dataset.sid = msg.sid || "";
+      target.textContent = `${msg.login || login}@${msg.node || node}`;
+      setTitle(target.textContent);
+    } else if (msg.type === "exit") {
+      exitStatus = Number(msg.status);
+    } else if (msg.type === "error") {
+      serverError = String(msg.message || "error");
+      setState(serverError, "bad");
+    }
+  });
+  ws.addEventListener("close", (event) => {
+    const tail = decoder.decode();
+    if (tail) {
+      pending.push(tail);
+      pump();
+    }
+    term.options.disableStdin = true;
+    term.options.cursorBlink = false;
+    if (exitStatus !== null) setState(`session ended (exit status ${exitStatus})`, "done");
+    else if (serverError) setState(serverError, "bad");
+    else if (event.code === 4401) setState("not authenticated: log in again", "bad");
+    else setState("connection lost", "bad");
+  });
+
+  term.onData((data) => send(encoder.encode(data)));
+  term.onBinary((data) => send(Uint8Array.from(data, (ch) => ch.charCodeAt(0) & 0xff)));
+  term.onResize(({cols, rows}) => send(JSON.stringify({type: "resize", cols, rows})));
+
+  let resizeTimer = null;
+  const refit = () => {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => fit.fit(), RESIZE_DEBOUNCE_MS);
+  };
+  window.addEventListener("resize", refit);
+  new ResizeObserver(refit).observe(container);
+}
+
+route();
