@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--auth-server", action="append", default=[], help="auth server address")
     start.add_argument("--ca-pin", help="CA pin to validate the auth server")
     start.add_argument("--diag-addr", help="address for the diagnostics HTTP endpoints")
+    start.add_argument("--insecure-no-tls", action="store_true",
+                       help="serve the proxy's web port as plain HTTP: only behind a load "
+                            "balancer that terminates TLS")
     sub.add_parser("configure", help="Dumps a sample configuration file in YAML format into standard output.")
     sub.add_parser("version", help="Shows the Teleport version.")
     sub.add_parser("status", help="Shows the status of a Teleport connection (inside a session).")
@@ -49,7 +52,8 @@ async def _start(args: argparse.Namespace) -> int:
     flags = StartFlags(config_path=args.config, debug=args.debug, roles=args.roles,
                        nodename=args.nodename, data_dir=args.data_dir, pid_file=args.pid_file,
                        labels=args.labels, token=args.token, auth_servers=args.auth_server,
-                       ca_pin=args.ca_pin, diag_addr=args.diag_addr)
+                       ca_pin=args.ca_pin, diag_addr=args.diag_addr,
+                       insecure_no_tls=args.insecure_no_tls)
     config = load_config(flags)
     logs.configure(config.log.output, config.log.severity, config.log.format, config.debug)
     stop = asyncio.Event()

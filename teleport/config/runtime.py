@@ -65,6 +65,8 @@ class StartFlags:
     diag_addr: str | None = None
     insecure: bool = False
     bootstrap: str | None = None
+    #: `--insecure-no-tls`: the web port speaks plain HTTP (TLS ends at a load balancer).
+    insecure_no_tls: bool = False
 
 
 class _Frozen(BaseModel):
@@ -111,6 +113,8 @@ class ProxyConfig(_Frozen):
     ssh_public_addrs: list[HostPort]
     https_keypairs: list[tuple[Path, Path]]
     kubernetes: Kubernetes
+    #: Serve plain HTTP on the web port (`teleport start --insecure-no-tls`).
+    insecure_no_tls: bool = False
 
 
 class Config(_Frozen):
@@ -182,7 +186,7 @@ def make_config(file: FileConfig | None, flags: StartFlags) -> Config:
         bootstrap=Path(flags.bootstrap) if flags.bootstrap else None,
         auth=auth,
         ssh=_ssh(file.ssh_service, "node" in roles, flags.labels),
-        proxy=_proxy(file.proxy_service, "proxy" in roles, nodename),
+        proxy=_proxy(file.proxy_service, "proxy" in roles, nodename, flags.insecure_no_tls),
     )
 
 
@@ -340,7 +344,8 @@ def _ssh(section: SSHService, enabled: bool, labels_flag: str | None) -> SSHConf
     )
 
 
-def _proxy(section: ProxyService, enabled: bool, nodename: str) -> ProxyConfig:
+def _proxy(section: ProxyService, enabled: bool, nodename: str,
+           insecure_no_tls: bool = False) -> ProxyConfig:
     """Default public addresses to this host, which signup and login URLs are built from."""
     public = section.public_addr or [HostPort(nodename, section.web_listen_addr.port)]
     ssh_public = section.ssh_public_addr or [HostPort(p.host, section.listen_addr.port)
@@ -357,4 +362,5 @@ def _proxy(section: ProxyService, enabled: bool, nodename: str) -> ProxyConfig:
         ssh_public_addrs=ssh_public,
         https_keypairs=keypairs,
         kubernetes=section.kubernetes,
+        insecure_no_tls=insecure_no_tls,
     )

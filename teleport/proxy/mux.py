@@ -62,19 +62,24 @@ class Protocol(enum.Enum):
     #: SSH from a node's reverse tunnel agent, told by its identification line.
     TUNNEL = "SSH from a reverse tunnel agent"
     PROXY = "PROXY protocol"
+    #: Plain HTTP: only served with `teleport start --insecure-no-tls`, behind a balancer that
+    #: terminates TLS.
+    HTTP = "plain HTTP"
     UNKNOWN = "unknown"
 
 
 _PROXY_V1 = b"PROXY "
 _PROXY_V2 = b"\r\n\r\n\x00\r\nQUIT\n"
+#: The request lines a browser or a balancer's health check starts with.
+_HTTP_METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"PATCH ", b"OPTIONS ")
 
 
 def detect(data: bytes) -> Protocol | None:
     """Name the protocol these first bytes start; None while more bytes are needed to tell."""
     # A TLS record: type handshake (22), then the major version 3 of SSL 3.0 / TLS 1.x.
-    candidates = {Protocol.TLS: b"\x16\x03", Protocol.SSH: b"SSH-",
-                  Protocol.PROXY: _PROXY_V1}
-    for proto, prefix in candidates.items():
+    candidates = [(Protocol.TLS, b"\x16\x03"), (Protocol.SSH, b"SSH-"),
+                  (Protocol.PROXY, _PROXY_V1)] + [(Protocol.HTTP, m) for m in _HTTP_METHODS]
+    for proto, prefix in candidates:
         if data.startswith(prefix):
             return proto
         if prefix.startswith(data):

@@ -46,8 +46,8 @@ from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
-from teleport.keys.tls import identity_from_cert, ssl_server_context
-from teleport.proxy import web_pages, webterminal
+from teleport.keys.tls import identity_from_cert
+from teleport.proxy import web_pages, webadmin, webterminal, webtls
 from teleport.proxy.websession import (
     WebSessions,
     check_origin,
@@ -92,7 +92,8 @@ class WebProxy:
                  deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES,
                  revoked: Callable[[str, bytes], str | None] | None = None,
                  serve_ssh: webterminal.ServeSSH | None = None,
-                 trusted_host_cas: Callable[[], Sequence[str]] = lambda: ()) -> None:
+                 trusted_host_cas: Callable[[], Sequence[str]] = lambda: (),
+                 plain_http: bool = False) -> None:
         self.auth = auth
         #: The browser sessions: cookie plus bearer token, stored by the auth server.
         self.sessions = WebSessions(auth, clock, revoked)
@@ -112,8 +113,9 @@ class WebProxy:
         self.tunnel_public_addr = ""
         self.ssh_public_addr = ssh_public_addr
         self.clock = clock
-        self._cert_pem = cert_pem
-        self._key_pem = key_pem
+        self._keypairs: list[webtls.KeyPair] = [(key_pem, cert_pem)]
+        #: `--insecure-no-tls`: plain HTTP, TLS ended by a load balancer in front.
+        self.plain_http = plain_http
         self._client_ca_pems = client_ca_pems
         self._runner: web.AppRunner | None = None
         self._ssl: ssl.SSLContext | None = None
@@ -130,10 +132,21 @@ class WebProxy:
         """Return the bound port, which differs from the asked one when that was 0."""
         return self._port
 
-    def ssl_context(self) -> ssl.SSLContext:
-        """Build the listener's TLS context: client certificates optional, checked if sent."""
-        return ssl_server_context(self._cert_pem, self._key_pem, list(self._client_ca_pems()),
-                                  require_client_cert=False)
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Build the listener's TLS context (None: plain HTTP); client certificates optional."""
+        if self.plain_http:
+            return None
+        return webtls.server_context(self._keypairs, self._client_ca_pems())
+
+    def set_keypairs(self, pairs: Sequence[webtls.KeyPair]) -> None:
+        """Serve new certificates to new connections (their files changed); open ones keep theirs.
+
+        Checked first: a pair that does not load raises BadParameter and changes nothing.
+        """
+        context = webtls.server_context(pairs, self._client_ca_pems())
+        self._keypairs = list(pairs)
+        if not self.plain_http:
+            self._ssl = context
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None, *,
                     bind: bool = True) -> None:
@@ -169,8 +182,9 @@ class WebProxy:
             sock.close()
             return
         loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(self._runner.server, sock, ssl=self._ssl,
-                                           ssl_handshake_timeout=self.deadlines.headers)
+        await loop.connect_accepted_socket(
+            self._runner.server, sock, ssl=self._ssl,
+            ssl_handshake_timeout=self.deadlines.headers if self._ssl is not None else None)
 
     async def stop_accepting(self) -> None:
         """Stop taking new connections (graceful restart); close() ends the open ones."""
@@ -183,6 +197,7 @@ class WebProxy:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        await self.sessions.close()  # the users' auth API clients
 
     def make_app(self) -> web.Application:
         """Build the routes behind one error middleware, so no route can leak a traceback."""
@@ -207,6 +222,7 @@ class WebProxy:
         app.router.add_get("/webapi/sites/{cluster}/sessions", self.list_recordings)
         app.router.add_get("/webapi/sites/{cluster}/sessions/{sid}/stream", self.stream_recording)
         app.router.add_get("/webapi/sites/{cluster}/active_sessions", self.list_active_sessions)
+        webadmin.WebAdmin(self).add_routes(app)  # admin pages and the audit log
         return app
 
     # --- pages -----------------------------------------------------------------------------

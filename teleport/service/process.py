@@ -38,7 +38,7 @@ from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.tunnel import TunnelServer
 from teleport.proxy.web import WebProxy
-from teleport.service import diag
+from teleport.service import diag, webcerts
 from teleport.service.authservers import (
     load_auth_servers,
     load_join_proxy,
@@ -474,15 +474,30 @@ class TeleportProcess:
         if ssh_public.port == 0 or cfg.listen_addr.port == 0:
             ssh_public = HostPort(ssh_public.host, ssh_server.port)
 
-        key_pem, cert_pem = await _web_keypair(cfg.https_keypairs, web_public.host, self.clock,
-                                               data_dir)
+        if cfg.https_keypairs:
+            pairs = webcerts.read_keypairs(cfg.https_keypairs)
+        else:
+            pairs = [await webcerts.self_signed(web_public.host, self.clock, data_dir)]
+            if not cfg.insecure_no_tls:
+                log.warning("Serving a self-signed certificate for %s: browsers will warn and "
+                            "tsh needs --insecure; set proxy_service.https_keypairs to serve "
+                            "a real one.", web_public.host)
+        key_pem, cert_pem = pairs[0]
         web = WebProxy(auth=client, cluster_name=self.cluster_name, cert_pem=cert_pem,
                        key_pem=key_pem, client_ca_pems=trust.tls_certs,
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
                        clock=self.clock, hsts=bool(cfg.https_keypairs),
                        revoked=revocations.tls_refusal, serve_ssh=ssh_server.serve_socket,
-                       trusted_host_cas=trust.host_keys)
+                       trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls)
         await self.stack.enter_async_context(web)
+        if len(pairs) > 1:
+            web.set_keypairs(pairs)  # one certificate per public name, chosen by SNI
+        if cfg.insecure_no_tls:
+            log.warning("The web port serves plain HTTP (--insecure-no-tls): terminate TLS "
+                        "in front of it.")
+        elif cfg.https_keypairs:
+            self._supervise("proxy-https-keypairs",
+                            lambda: webcerts.watch(cfg.https_keypairs, web.set_keypairs))
         web_sock = self._listen("proxy web", cfg.web_listen_addr)
         # The web port always sorts connections by their first bytes: TLS for the auth server
         # (nodes and proxies joining through here) is relayed to it, other TLS is the web
@@ -491,7 +506,8 @@ class TeleportProcess:
         self.web = web
         relay = await self.stack.enter_async_context(AuthRelay(self._auth_addrs))
         handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]] = {
-            Protocol.TLS: web.serve_socket, Protocol.AUTH: relay.serve_socket}
+            Protocol.HTTP if cfg.insecure_no_tls else Protocol.TLS: web.serve_socket,
+            Protocol.AUTH: relay.serve_socket}
         if tunnel_on_web:
             handlers[Protocol.TUNNEL] = tunnels.serve_socket
         if tunnel_on_web or ssh_on_web:
@@ -712,31 +728,3 @@ def _bound_port(runner: Any) -> int:
         if server is not None and server.sockets:
             return int(server.sockets[0].getsockname()[1])
     raise BadParameter("auth API did not bind")
-
-
-async def _web_keypair(keypairs: list[tuple[Path, Path]], host: str, clock: Clock,
-                       data_dir: Path) -> tuple[bytes, bytes]:
-    """Return the configured HTTPS key and cert, else the self-signed pair kept in data_dir.
-
-    The self-signed pair survives restarts (as Teleport's `webproxy_cert.pem` does): `tsh login
-    --insecure` pins the certificate it was shown, so a new one on every start would lock
-    every user out until they log in again.
-    """
-    if keypairs:
-        key_file, cert_file = keypairs[0]
-        try:
-            return Path(key_file).read_bytes(), Path(cert_file).read_bytes()
-        except OSError as err:
-            raise BadParameter(f"cannot read https keypair {err.filename}: {err.strerror}") from None
-    key_path, cert_path = data_dir / "webproxy_key.pem", data_dir / "webproxy_cert.pem"
-    try:
-        key_pem, cert_pem = key_path.read_bytes(), cert_path.read_bytes()
-        if tlskeys.self_signed_cert_fits(cert_pem, host, now=clock.now()):
-            return key_pem, cert_pem
-    except (OSError, BadParameter):
-        pass
-    key_pem, cert_pem = await asyncio.to_thread(tlskeys.self_signed_web_cert, [host],
-                                                now=clock.now())
-    write_secret(key_path, key_pem)
-    write_secret(cert_path, cert_pem, mode=0o644)
-    return key_pem, cert_pem

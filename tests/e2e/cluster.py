@@ -94,6 +94,8 @@ class Cluster:
     start_args: list[str] = field(default_factory=list)
     #: The address every service binds and advertises (see make_cluster).
     host: str = "127.0.0.1"
+    #: "http" for a proxy started with --insecure-no-tls.
+    web_scheme: str = "https"
 
     @property
     def config(self) -> Path:
@@ -202,7 +204,7 @@ proxy_service:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"https://{self.web_addr}{path}", data=data, method=method,
+        req = urllib.request.Request(f"{self.web_scheme}://{self.web_addr}{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
             return json.loads(resp.read())
