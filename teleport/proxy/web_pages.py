@@ -58,6 +58,7 @@ form.addEventListener("submit", async (event) => {
     done.textContent = "You can now log in with tsh login --proxy=" + form.dataset.proxy +
       " --user=" + body.user;
     done.hidden = false;
+    document.getElementById("web-login").hidden = false;
   } catch (err) {
     showError("cannot reach the proxy: " + err.message);
   } finally {
@@ -145,7 +146,8 @@ def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
         'maxlength="128" autocomplete="new-password"></label>'
         f'{otp_field}<button type="submit">Create account</button>'
         '<p id="error" class="error" role="alert" hidden></p></form></div>'
-        '<p id="done" class="done" role="status" hidden></p>')
+        '<p id="done" class="done" role="status" hidden></p>'
+        '<p id="web-login" hidden><a href="/web/login">Log in to the web UI</a></p>')
     return _page(f"Sign up: {user}", body, _SIGNUP_JS)
 
 
