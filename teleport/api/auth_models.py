@@ -221,8 +221,30 @@ class WebSession(Answer):
     roles: list[str]
 
 
+# --- cluster status (the web UI's status page) ----------------------------------------------------
+
+class ServerSummary(Answer):
+    """An auth server or proxy as the status page lists it."""
+
+    id: str
+    hostname: str
+    addr: str
+    public_addr: str = ""
+
+
+class ClusterStatus(Answer):
+    """What `tctl status` tells an admin, and who is online."""
+
+    cluster: str
+    version: str
+    ca_pin: str
+    auth_servers: list[ServerSummary]
+    proxies: list[ServerSummary]
+    nodes_online: int
+
+
 __all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",
-           "CompleteSignupRequest", "Empty", "EventPage", "IssuedCerts", "JoinAnswer", "JoinCA",
+           "ClusterStatus", "CompleteSignupRequest", "Empty", "EventPage", "ServerSummary", "IssuedCerts", "JoinAnswer", "JoinCA",
            "JoinRequest", "LoginRequest", "NodeCertRequest", "PingAnswer", "RecordingInfo",
            "Request", "ResourceJSON", "SignupInfo", "SignupRequest", "Stored", "TokenList",
            "TokenRequest", "UserCertRequest", "WebSession", "WebSessionCreate"]

@@ -10,7 +10,14 @@ from datetime import datetime
 
 from pydantic import Field
 
-from teleport.api.auth_models import ActiveSession, Answer, RecordingInfo, Request
+from teleport.api.auth_models import (
+    ActiveSession,
+    Answer,
+    AuditEvent,
+    ClusterStatus,
+    RecordingInfo,
+    Request,
+)
 
 
 class AuthSettingsAnswer(Answer):
@@ -120,7 +127,68 @@ class WebContext(Answer):
     admin: bool
 
 
+# --- the admin pages and the audit log (increment 2) --------------------------------------------
+
+class WebEventPage(Answer):
+    """One page of the audit log, newest first; `next_key` fetches the next ("" = done)."""
+
+    events: list[AuditEvent]
+    next_key: str
+
+
+class WebUser(Answer):
+    """A user as the users page lists them."""
+
+    name: str
+    roles: list[str]
+    logins: list[str]
+    #: Locked now: by an administrator, or for a while after failed logins.
+    locked: bool
+    locked_message: str = ""
+    created: datetime | None = None
+
+
+class WebUserCreate(Request):
+    """An invitation: the user is created without a password, as `tctl users add` does."""
+
+    name: str = Field(min_length=1)
+    logins: list[str] = []
+    roles: list[str] = []
+
+
+class WebInvite(Answer):
+    """The signup link to hand the invited user, as `tctl users add` prints it."""
+
+    name: str
+    signup_url: str
+    expires: datetime | None
+
+
+class WebToken(Answer):
+    token: str
+    roles: list[str]
+    expires: datetime | None
+
+
+class WebTokenCreate(Request):
+    roles: list[str] = Field(default=["node"], min_length=1)
+    ttl: str = "30m"
+
+
+class WebTokenCreated(WebToken):
+    """A new join token and what `teleport start` needs to join with it."""
+
+    ca_pin: str
+    #: Where the host joins: this proxy's public address, as `tctl nodes add` prints it.
+    auth_server: str
+
+
+#: The status page: the auth server's answer as is.
+WebStatus = ClusterStatus
+
+
 __all__ = ["ActiveSession", "AuthSettingsAnswer", "LoginRequest", "LoginResponse", "NodeInfo",
            "ProxySettings", "RecordingInfo", "SSHProxySettings", "SignupDone", "SignupInfoAnswer",
-           "SignupRequest", "WebContext", "WebLoginAnswer", "WebLoginRequest",
-           "WebPing", "WebRenewAnswer"]
+           "SignupRequest", "WebContext", "WebEventPage", "WebInvite", "WebLoginAnswer",
+           "WebLoginRequest", "WebPing", "WebRenewAnswer", "WebStatus", "WebToken",
+           "WebTokenCreate", "WebTokenCreated", "WebUser", "WebUserCreate"]

@@ -22,6 +22,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import (
     CreatedBy,
     CreatedByUser,
+    LoginStatus,
     User,
     UserSpec,
     UserToken,
@@ -153,6 +154,20 @@ class Accounts:
             await self.web_sessions.delete_all(name)  # a lock ends the user's browser sessions
         await self.ctx.audit(ev.USER_CREATE if before is None else ev.USER_UPDATE, actor,
                              name=name, roles=user.spec.roles)
+        return stored
+
+    async def unlock_user(self, name: str, *, actor: str = "") -> User:
+        """Clear a user's lock, an administrator's or a failed-login lockout, and their failures.
+
+        The failed-login record is cleared even when the user shows no lock, so the next wrong
+        password does not lock them again at once.
+        """
+        user = await self.users.users.get(name)
+        stored = await self.users.users.put(user.model_copy(update={"spec": user.spec.model_copy(
+            update={"status": LoginStatus()})}))
+        await self.attempts.clear(name)
+        await self.ctx.audit(ev.USER_UPDATE, actor, name=name, roles=user.spec.roles,
+                             unlocked=True)
         return stored
 
     async def delete_user(self, name: str, *, actor: str = "") -> None:

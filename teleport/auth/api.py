@@ -18,12 +18,14 @@ from pydantic_core import to_jsonable_python
 
 from teleport.api import httpserver
 from teleport.api.auth_models import (
+    ClusterStatus,
     CompleteSignupRequest,
     JoinAnswer,
     JoinCA,
     JoinRequest,
     LoginRequest,
     PingAnswer,
+    ServerSummary,
     SignupRequest,
     TokenList,
     TokenRequest,
@@ -34,6 +36,7 @@ from teleport.auth.server import AuthServer
 from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
+from teleport.keys.pin import ca_pin
 from teleport.keys.tls import identity_from_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller, Subject
@@ -115,6 +118,24 @@ async def ping(call: Call) -> Any:
                       client_idle_timeout_seconds=call.auth.settings.client_idle_seconds)
 
 
+@route("GET", "/v1/status", [ADMIN])
+async def cluster_status(call: Call) -> Any:
+    """Tell an admin the cluster's name, version, CA pin and who is online (the status page)."""
+    tls = await call.auth.certs.get_ca("tls")
+    hosts = call.auth.hosts
+
+    def summary(server: Server) -> ServerSummary:
+        return ServerSummary(id=server.metadata.name, hostname=server.spec.hostname,
+                             addr=server.spec.addr, public_addr=server.spec.public_addr)
+
+    return ClusterStatus(
+        cluster=call.auth.cluster_name, version=_version(),
+        ca_pin=ca_pin(tls.trusted_tls_certs()[0].encode()),
+        auth_servers=[summary(s) for s in await hosts.list_servers("auth_server")],
+        proxies=[summary(s) for s in await hosts.list_servers("proxy")],
+        nodes_online=len(await hosts.list_servers("node")))
+
+
 @route("GET", "/v1/authorities/{type}", [ADMIN, PROXY, NODE, USER])
 async def get_authority(call: Call) -> Any:
     ca_type = call.param("type")
@@ -144,6 +165,13 @@ async def upsert_user(call: Call) -> Any:
 @route("DELETE", "/v1/users/{name}", [ADMIN])
 async def delete_user(call: Call) -> Any:
     await call.auth.accounts.delete_user(call.param("name"), actor=call.identity.username)
+    return {}
+
+
+@route("POST", "/v1/users/{name}/unlock", [ADMIN])
+async def unlock_user(call: Call) -> Any:
+    """Clear a lock (a failed-login lockout too) and the failed-login count (the web UI's)."""
+    await call.auth.accounts.unlock_user(call.param("name"), actor=call.identity.username)
     return {}
 
 
@@ -314,14 +342,14 @@ def make_app(auth: AuthServer,
         if identity.cluster != auth.cluster_name:
             raise AccessDenied("certificate is for another cluster")
         subject = Subject.of(identity)
-        rules.check_route(subject, allow, request.method, request.path)
         if subject.kind == USER:
             # Decide with the user as stored now: deleted, locked or demoted users lose access
-            # at once, not when the certificate expires.
+            # (and an admin's routes) at once, not when the certificate expires.
             identity = await access.check_caller(auth.accounts, identity,
                                                  access.peer_cert_issued_at(request))
             subject = Subject.of(identity)
-        elif subject.kind == PROXY and request.query.get("user"):
+        rules.check_route(subject, allow, request.method, request.path)
+        if subject.kind == PROXY and request.query.get("user"):
             user = await access.check_named_user(auth.accounts, request.query["user"])
             subject = Subject.user(user.metadata.name, user.spec.roles)
         return identity, subject

@@ -15,7 +15,7 @@ from teleport.events.search import DEFAULT_LIMIT, EventQuery, SearchableLog
 
 @route("GET", "/v1/events", [ADMIN])
 async def search_events(call: Call) -> Any:
-    """Answer one page of events, oldest first; `next_key` resumes after it ("" when done)."""
+    """Answer one page of events, oldest (or newest) first; `next_key` resumes after it."""
     query = _query(call.request)
     audit = call.auth.emitter
     if not isinstance(audit, SearchableLog):
@@ -25,15 +25,20 @@ async def search_events(call: Call) -> Any:
 
 
 def _query(request: web.Request) -> EventQuery:
-    """Read `from`, `to` (RFC 3339), `type` (comma-separated), `user`, `limit`, `start_key`."""
+    """Read `from`, `to` (RFC 3339), `type` (comma-separated), `user`, `q` (free text),
+    `order` (`asc`, the default, or `desc`), `limit`, `start_key`."""
     params = request.query
     limit = params.get("limit", str(DEFAULT_LIMIT))
     if not limit.isdigit():
         raise BadParameter(f"limit must be a positive number, not {limit!r}")
+    order = params.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise BadParameter(f"order must be asc or desc, not {order!r}")
     return EventQuery(
         since=_time(params.get("from", ""), "from"), until=_time(params.get("to", ""), "to"),
         types=frozenset(t for t in params.get("type", "").split(",") if t),
-        user=params.get("user", ""), limit=int(limit), start_key=params.get("start_key", ""))
+        user=params.get("user", ""), limit=int(limit), start_key=params.get("start_key", ""),
+        text=params.get("q", ""), newest_first=order == "desc")
 
 
 def _time(value: str, name: str) -> datetime:

@@ -71,6 +71,10 @@ class AuthClient:
     async def ping(self) -> m.PingAnswer:
         return await self._http.call("GET", "/v1/ping", answer=m.PingAnswer)
 
+    async def cluster_status(self) -> m.ClusterStatus:
+        """Return the cluster's name, version, CA pin and online servers (admins only)."""
+        return await self._http.call("GET", "/v1/status", answer=m.ClusterStatus)
+
     async def get_ca(self, ca_type: str) -> CertAuthority:
         return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
 
@@ -86,6 +90,10 @@ class AuthClient:
 
     async def delete_user(self, name: str) -> None:
         await self._http.call("DELETE", f"/v1/users/{_q(name)}", answer=m.Empty)
+
+    async def unlock_user(self, name: str) -> None:
+        """Clear a user's lock, failed-login lockout included, and their failed logins."""
+        await self._http.call("POST", f"/v1/users/{_q(name)}/unlock", answer=m.Empty)
 
     async def create_user_signup(self, name: str, logins: list[str], roles: list[str]) -> UserToken:
         body = m.SignupRequest(name=name, logins=logins, roles=roles)
@@ -113,12 +121,18 @@ class AuthClient:
                 [_typed(t, UserToken) for t in data.signup])
 
     async def search_events(self, since: datetime, until: datetime, types: list[str], user: str,
-                            limit: int, start_key: str = "") -> tuple[list[m.AuditEvent], str]:
-        """Return one page of audit events, oldest first, and the key of the next page ("" = done)."""
+                            limit: int, start_key: str = "", *, text: str = "",
+                            newest_first: bool = False) -> tuple[list[m.AuditEvent], str]:
+        """Return one page of audit events, oldest first (or newest), and the key of the next
+        page ("" = done); text: a case-insensitive substring of the event's JSON."""
         stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
         params = {"from": since.astimezone(timezone.utc).strftime(stamp),
                   "to": until.astimezone(timezone.utc).strftime(stamp), "type": ",".join(types),
                   "user": user, "limit": str(limit), "start_key": start_key}
+        if text:
+            params["q"] = text
+        if newest_first:
+            params["order"] = "desc"
         page = await self._http.call("GET", "/v1/events?" + urlencode(params), answer=m.EventPage)
         return page.events, page.next_key
 

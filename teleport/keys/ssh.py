@@ -200,6 +200,13 @@ def _ssh_string(data: bytes) -> bytes:
 
 # --- parsing and verification -----------------------------------------------------------------
 
+def host_role(info: SSHCertInfo) -> tuple[str, str]:
+    """Return the system role and cluster a host certificate was issued for."""
+    role = info.extensions.get(EXT_HOST_ROLE, b"").decode(errors="replace")
+    authority = info.extensions.get(EXT_HOST_AUTHORITY, b"").decode(errors="replace")
+    return role, authority
+
+
 def parse_cert(cert: str | bytes) -> SSHCertInfo:
     """Decode a certificate without trusting it, to show or route on what it claims."""
     return _decode(_load_cert(cert))

@@ -65,7 +65,7 @@ class RecordingProxy:
 
     def __init__(self, *, auth: ProxyCertSource, recordings: Recordings,
                  resolve_node: Callable[[str, int], Awaitable[Server]],
-                 dial_node: Callable[[Server], Awaitable[socket.socket]],
+                 dial_node: Callable[[Server, tuple[str, int]], Awaitable[socket.socket]],
                  trusted_user_cas: Callable[[], Sequence[str]],
                  trusted_host_cas: Callable[[], Sequence[str]], emitter: Emitter,
                  clock: Clock, revoked: RevocationCheck | None = None) -> None:
@@ -229,7 +229,7 @@ class RelayConnection(CertAuthServer):
         cert = await self.proxy.auth.user_cert_for_proxy(
             self.presented, key.export_public_key().decode().strip())
         host_cas = [asyncssh.import_public_key(k) for k in self.proxy.trusted_host_cas()]
-        sock = await self.proxy.dial_node(self.node)
+        sock = await self.proxy.dial_node(self.node, self.peer())  # the user's address too
         return await asyncssh.connect(
             sock=sock, username=self.identity.login,
             client_keys=[(key, asyncssh.import_certificate(cert))],

@@ -6,10 +6,14 @@ session, and the session's bearer token, which the page reads from the shell the
 and sends as `Authorization: Bearer` on every API call. A cross-site page can make the browser
 send neither: the cookie stays home and the token is unreadable across origins. So requiring
 both is the CSRF protection; state-changing calls also check `Origin` when the browser sends it.
+
+Admin pages and the audit log call the auth API as the user, with the session's own certificate
+(`WebSessions.client`), so the auth server decides what the user may do, as for `tctl`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from teleport.api.auth_models import WebSession
 from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, NotFound
+from teleport.keys.tls import identity_from_cert, ssl_client_context
 from teleport.utils.clock import Clock
 
 #: `__Host-`: the browser keeps it only if Secure, Path=/ and without Domain (no subdomain sets it).
@@ -90,6 +95,14 @@ class _Cached:
     fetched: datetime
 
 
+@dataclass
+class _UserClient:
+    client: AuthClient
+    tls_cert: str
+    #: Dropped once past: the session's idle expiry as last seen, or its certificates' end.
+    lapses: datetime
+
+
 class WebSessions:
     """Find the web session a browser request speaks for, checking it as often as it is used."""
 
@@ -99,6 +112,9 @@ class WebSessions:
         self.clock = clock
         self._revoked = revoked
         self._cache: dict[str, _Cached] = {}
+        #: Auth API clients holding each web session's certificate, by session id.
+        self._clients: dict[str, _UserClient] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def remember(self, session: WebSession) -> None:
         """Keep a session the auth server just answered with (login, renew)."""
@@ -109,7 +125,45 @@ class WebSessions:
                            if (now - v.fetched).total_seconds() < CACHE_SECONDS}
 
     def forget(self, session_id: str) -> None:
+        """Drop a session that ended (logout, expiry, refusal), and its auth API client."""
         self._cache.pop(session_id, None)
+        self._drop_client(session_id)
+
+    def client(self, session: WebSession) -> AuthClient:
+        """Return an auth API client acting as the session's user with its own certificate.
+
+        One per session, kept until the session ends here (`forget`), lapses, or the proxy
+        closes; the auth server judges each call as for any certificate of that user.
+        """
+        now = self.clock.now()
+        for sid in [sid for sid, c in self._clients.items() if c.lapses <= now]:
+            self._drop_client(sid)
+        lapses = min(session.idle_expires, session.expires)
+        entry = self._clients.get(session.id)
+        if entry is not None and entry.tls_cert == session.tls_cert:
+            entry.lapses = lapses
+            return entry.client
+        self._drop_client(session.id)
+        cert = session.tls_cert.encode()
+        context = ssl_client_context(cert, session.tls_private_key.encode(),
+                                     [ca.encode() for ca in session.tls_ca_certs])
+        client = AuthClient(self.auth.addrs, context, cluster=identity_from_cert(cert).cluster)
+        self._clients[session.id] = _UserClient(client, session.tls_cert, lapses)
+        return client
+
+    def _drop_client(self, session_id: str) -> None:
+        entry = self._clients.pop(session_id, None)
+        if entry is not None:  # forget() is called from sync code: close in the background
+            task = asyncio.get_running_loop().create_task(entry.client.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Close every user's auth API client (the proxy is closing)."""
+        for sid in list(self._clients):
+            self._drop_client(sid)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def from_cookie(self, request: web.Request) -> WebSession | None:
         """Return the live session the request's cookie names, or None (no cookie, gone)."""

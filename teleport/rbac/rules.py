@@ -16,9 +16,17 @@ from teleport.rbac.subject import ADMIN_ROLE, HOST_KINDS, Caller, Subject
 
 
 def check_route(subject: Subject, allowed: Collection[Caller], method: str, path: str) -> None:
-    """Let a caller reach a route only if the route names its kind (declared at the route)."""
-    if subject.kind not in allowed:
-        raise AccessDenied(f"{subject.kind.lower()} {subject.name!r} may not {method} {path}")
+    """Let a caller reach a route only if the route names its kind (declared at the route).
+
+    A route for `Admin` (tctl) also admits a user holding the `admin` role, so the web UI's
+    admin pages act with the user's own certificate; `subject.roles` must be the roles stored
+    now, so a demoted or deleted admin loses the routes at once.
+    """
+    if subject.kind in allowed:
+        return
+    if Caller.ADMIN in allowed and subject.kind == Caller.USER and ADMIN_ROLE in subject.roles:
+        return
+    raise AccessDenied(f"{subject.kind.lower()} {subject.name!r} may not {method} {path}")
 
 
 # --- SSH logins -------------------------------------------------------------------------------

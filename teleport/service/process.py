@@ -62,6 +62,7 @@ from teleport.service.tunnels import (
 )
 from teleport.srv.pam import PamService
 from teleport.srv.server import NodeServer
+from teleport.sshutils import clientaddr
 from teleport.sshutils.recorder import Recordings
 from teleport.sshutils.reversetunnel import TunnelCredentials
 from teleport.types.resource import Metadata
@@ -437,7 +438,9 @@ class TeleportProcess:
                             cert=identity.ssh_cert, cluster=self.cluster_name,
                             trusted_host_cas=trust.host_keys),
             lambda: client.list_servers("proxy"), self.clock))
-        resolver = NodeResolver(client, self.cluster_name, tunnels, peers)
+        resolver = NodeResolver(client, self.cluster_name, tunnels, peers,
+                                signer=clientaddr.Signer(identity.ssh_private_key,
+                                                         identity.ssh_cert), clock=self.clock)
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
         recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
@@ -620,6 +623,10 @@ class TeleportProcess:
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, registry=client,
             revoked=revocations.refusal)
+        # A proxy dialling this node over TCP names the user's address in a signed line first.
+        node.client_addr = clientaddr.checker(trusted_host_cas=trust.host_keys,
+                                              cluster=self.cluster_name,
+                                              node_uuid=self.host_uuid, now=self.clock.now)
         # --- session recordings (issue 5, recording engineer; lead to review) ---
         # Closed after the node (the stack unwinds in reverse): sessions hung up on shutdown
         # still finish their recordings, which the next start uploads.

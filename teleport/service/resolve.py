@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from teleport.api.proxydial import connect_tcp
@@ -9,17 +10,23 @@ from teleport.auth.client import AuthClient
 from teleport.errors import BadParameter, ConnectionProblem, NotFound
 from teleport.proxy.peers import PeerDialer
 from teleport.proxy.tunnel import TunnelServer
+from teleport.sshutils import clientaddr
 from teleport.types.resources import Server
 from teleport.utils.addr import parse_addr
+from teleport.utils.clock import Clock, RealClock
 
 
 class NodeResolver:
     def __init__(self, client: AuthClient, cluster_name: str,
-                 tunnels: TunnelServer | None = None, peers: PeerDialer | None = None) -> None:
+                 tunnels: TunnelServer | None = None, peers: PeerDialer | None = None, *,
+                 signer: clientaddr.Signer | None = None, clock: Clock | None = None) -> None:
         self.client = client
         self.cluster_name = cluster_name
         self.tunnels = tunnels
         self.peers = peers
+        #: Signs the user's address for nodes dialled over TCP (`sshutils.clientaddr`).
+        self.signer = signer
+        self.clock = clock or RealClock()
 
     async def dial(self, host: str, port: int, orig: tuple[str, int] = ("", 0)) -> socket.socket:
         """Connect to the node a request names (see resolve_node and dial_node)."""
@@ -39,11 +46,20 @@ class NodeResolver:
             return await self.tunnels.dial(node.metadata.name, orig)
         addr = parse_addr(node.spec.addr, 3022)
         try:
-            return await connect_tcp(addr.host, addr.port)
+            sock = await connect_tcp(addr.host, addr.port)
         except TimeoutError:
             raise ConnectionProblem(f"timed out connecting to {addr}") from None
         except OSError as err:
             raise ConnectionProblem(f"cannot connect to {addr}: {err}") from None
+        if self.signer is not None and orig[0]:
+            # The node sees our address; this line tells it the user's, signed by us.
+            line = self.signer.header(orig, node.metadata.name, self.clock.now())
+            try:
+                await asyncio.get_running_loop().sock_sendall(sock, line)
+            except OSError as err:
+                sock.close()
+                raise ConnectionProblem(f"cannot connect to {addr}: {err}") from None
+        return sock
 
     async def resolve_node(self, host: str, port: int) -> Server:
         """Match by node name, `name.cluster`, host UUID or address; only registered nodes.

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 import asyncssh
 
 from teleport.metrics import CONNECTIONS, CONNECTIONS_REFUSED
+from teleport.sshutils import clientaddr
 from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
 from teleport.utils.supervisor import Supervisor
 
@@ -49,15 +50,20 @@ def server_options(*, host_private_key: bytes, host_cert: str,
 
 
 async def listen(host: str, port: int, options: asyncssh.SSHServerConnectionOptions,
-                 sock: socket.socket | None = None) -> asyncio.Server:
+                 sock: socket.socket | None = None,
+                 client_addr: clientaddr.Check | None = None) -> asyncio.Server:
     """Start accepting SSH on host:port (0 picks a free port) with our connection class.
 
     asyncssh.listen() has no way to choose the connection class, so we create the asyncio
     server ourselves with the same factory shape it uses; asyncssh sets TCP_NODELAY itself.
+    client_addr: a node's check of the line a proxy may send first with the user's address.
     """
     loop = asyncio.get_running_loop()
 
-    def connection() -> CertAuthConnection:
+    def connection() -> asyncio.Protocol:
+        if client_addr is not None:
+            return clientaddr.AddressPreamble(lambda: CertAuthConnection(loop, options),
+                                              client_addr)
         return CertAuthConnection(loop, options)
 
     if sock is not None:
@@ -95,6 +101,8 @@ class SSHListener(Generic[C]):
         self.connections: set[C] = set()
         #: Owns the connections' work (sessions, audit calls), so close() can wait for it.
         self.tasks = Supervisor(f"{service} SSH")
+        #: A node's check of the user's address a proxy sends first (None: not accepted).
+        self.client_addr: clientaddr.Check | None = None
 
     def admit(self, conn: C) -> None:
         """Track a new connection, or mark it to be hung up with the reason over the limit."""
@@ -159,7 +167,7 @@ class SSHListener(Generic[C]):
             await self.tasks.start()
         if not bind:
             return
-        self._server = await listen(host, port, self._options, sock)
+        self._server = await listen(host, port, self._options, sock, self.client_addr)
         self._port = bound_port(self._server)
 
     async def serve_socket(self, sock: socket.socket, peer: tuple[str, int] | None = None) -> None:

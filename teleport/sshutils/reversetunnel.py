@@ -25,7 +25,7 @@ from typing import Any
 import asyncssh
 
 from teleport.errors import AccessDenied, BadParameter
-from teleport.keys.ssh import EXT_HOST_AUTHORITY, EXT_HOST_ROLE, SSHCertInfo, verify_cert
+from teleport.keys.ssh import SSHCertInfo, host_role, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
 from teleport.sshutils.auth import key_line
@@ -46,13 +46,6 @@ TUNNEL_BANNER = b"SSH-2.0-" + CLIENT_VERSION.encode()
 #: an idle one stays open through balancers that cut idle connections after a minute.
 KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT = 2
-
-
-def host_role(info: SSHCertInfo) -> tuple[str, str]:
-    """Return the system role and cluster a host certificate was issued for."""
-    role = info.extensions.get(EXT_HOST_ROLE, b"").decode(errors="replace")
-    authority = info.extensions.get(EXT_HOST_AUTHORITY, b"").decode(errors="replace")
-    return role, authority
 
 
 def check_agent(cluster: str) -> Callable[[SSHCertInfo, str], None]:

@@ -144,6 +144,21 @@ def set_width(driver: webdriver.Chrome, width: Width) -> None:
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": w, "height": h, "deviceScaleFactor": 1, "mobile": width == "phone"})
     _state(driver).width = width
+    _settle(driver)
+
+
+# Two frames; with a terminal on the page also past the console's debounced refit (150 ms).
+_SETTLE = """
+const done = arguments[arguments.length - 1];
+const ms = document.querySelector(".xterm") ? 250 : 0;
+requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(done, ms)));
+"""
+
+
+def _settle(driver: webdriver.Chrome) -> None:
+    """Let the page lay itself out again after a viewport change, so a picture never catches
+    it halfway (a terminal not yet refitted leaves a blank box over the console's status bar)."""
+    driver.execute_async_script(_SETTLE)
 
 
 def set_color_scheme(driver: webdriver.Chrome, scheme: Scheme) -> None:

@@ -115,9 +115,13 @@ class WebTerm:
 
 
 @asynccontextmanager
-async def terminal(page: Page, token: str | None = None, **query: str) -> AsyncIterator[WebTerm]:
+async def terminal(page: Page, token: str | None = None, source: str | None = None,
+                   **query: str) -> AsyncIterator[WebTerm]:
+    """Open the terminal websocket as the page does (source: the browser's own address)."""
     url = f"https://{page.cluster.web_addr}/webapi/sites/{CLUSTER}/connect"
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http, \
+    connector = aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                     connector=connector) as http, \
             http.ws_connect(url, params=query, headers=page.headers(), ssl=False) as ws:
         await ws.send_str(json.dumps({"token": page.token if token is None else token}))
         yield WebTerm(ws)
@@ -165,6 +169,29 @@ async def test_a_web_terminal_runs_a_shell_resizes_and_reports_the_exit(
             await asyncio.sleep(0.2)
     (event,) = started()
     assert event["login"] == "root" and event["server_id"] == node
+
+
+async def test_the_node_audits_and_shows_the_browsers_address(cluster: Cluster) -> None:
+    """The proxy signs the browser's address for the node (sshutils.clientaddr): the node's
+    audit log and SSH_CLIENT name 127.0.0.3, where the browser is, not the proxy's 127.0.0.1."""
+    page = await _new_user(cluster, "webwatcher")
+    node = await _node_id(page)
+    async with terminal(page, source="127.0.0.3", node=node, login="root") as term:
+        await term.type("echo client=$SSH_CLIENT=$((1+1))\r")
+        out = await term.expect("=2")
+        await term.type("exit\r")
+        await term.until_closed()
+    assert re.search(r"client=127\.0\.0\.3 \d+ \d+=2", out), out
+
+    def started() -> list[dict[str, Any]]:
+        return [e for e in cluster.audit_events()
+                if e["event"] == "session.start" and e.get("user") == "webwatcher"]
+
+    async with asyncio.timeout(10):
+        while not started():  # noqa: ASYNC110 (the audit log is a file)
+            await asyncio.sleep(0.2)
+    (event,) = started()
+    assert event["addr.remote"].startswith("127.0.0.3:"), event
 
 
 async def test_a_wrong_token_or_a_logout_closes_the_door(cluster: Cluster) -> None:

@@ -1,117 +1,25 @@
-// The proxy's browser UI: one ES module, no framework, no build step.
+// The proxy's browser UI: plain ES modules, no framework, no build step.
 //
 // The proxy answers every /web page with the same shell HTML; its <meta> tags carry the cluster,
-// the user and the web session's bearer token (empty when logged out). This module reads them,
-// routes on location.pathname and draws the page with DOM calls only (no innerHTML of data, no
-// inline style or script), so the strict Content-Security-Policy of the shell holds.
+// the user and the web session's bearer token (empty when logged out). This module routes on
+// location.pathname and draws the login, nodes and console pages; core.js holds what pages
+// share, and the other pages live in their own modules (sessions.js, player.js, audit.js,
+// admin.js), loaded when first visited.
 "use strict";
 
-const RENEW_EVERY_MS = 3 * 60 * 1000; // the web session idles out after 10 minutes
+import {
+  SHELL, app, h, setTitle, api, sitePath, toLogin, isAuthError, keepSessionAlive, layout,
+  loadContext, errorBox, showError, setRouter, leavePage, onLeave, navigate, loadXterm,
+  TERMINAL_OPTIONS,
+} from "./core.js";
+
 const RESIZE_DEBOUNCE_MS = 150;
-
-const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
-const SHELL = {
-  cluster: meta("teleport-cluster"),
-  bearer: meta("teleport-bearer"),
-  user: meta("teleport-user"),
-};
-const app = document.getElementById("app");
-
-// ---------------------------------------------------------------------------------------------
-// DOM helpers
-
-/** Builds an element: h("a", {href: "/x", class: "btn"}, "text", childNode, ...). */
-function h(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === false || value === null || value === undefined) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (value === true) el.setAttribute(key, "");
-    else el.setAttribute(key, String(value));
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    el.append(child instanceof Node ? child : String(child));
-  }
-  return el;
-}
-
-function setTitle(text) {
-  document.title = text ? `${text} · Teleport` : "Teleport";
-}
-
-// ---------------------------------------------------------------------------------------------
-// The web API
-
-class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
-
-/** Calls the proxy's web API with the bearer token; throws ApiError with the server's message. */
-async function api(method, path, body) {
-  const headers = {Accept: "application/json"};
-  if (SHELL.bearer) headers.Authorization = `Bearer ${SHELL.bearer}`;
-  const init = {method, headers, credentials: "same-origin", cache: "no-store"};
-  if (body !== undefined) {
-    headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(body);
-  }
-  let resp;
-  try {
-    resp = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, `cannot reach the proxy: ${err.message}`);
-  }
-  const data = await resp.json().catch(() => null);
-  if (!resp.ok) {
-    const message = data?.error?.message || `request failed: HTTP ${resp.status}`;
-    throw new ApiError(resp.status, message);
-  }
-  return data;
-}
-
-const sitePath = (cluster, rest) => `/webapi/sites/${encodeURIComponent(cluster)}/${rest}`;
-
-function currentPath() {
-  return location.pathname + location.search + location.hash;
-}
-
-/** Leaves for the login page, coming back here after logging in. */
-function toLogin() {
-  location.assign(`/web/login?redirect=${encodeURIComponent(currentPath())}`);
-}
-
-/** A 401/403 means the web session is gone (expired, logged out, user locked): log in again. */
-function isAuthError(err) {
-  return err instanceof ApiError && (err.status === 401 || err.status === 403);
-}
-
-let renewTimer = null;
-function keepSessionAlive() {
-  if (!SHELL.bearer || renewTimer !== null) return;
-  renewTimer = setInterval(async () => {
-    try {
-      await api("POST", "/webapi/sessions/web/renew", {});
-    } catch (err) {
-      if (isAuthError(err) && !document.getElementById("terminal")) toLogin();
-    }
-  }, RENEW_EVERY_MS);
-}
-
-async function logout() {
-  try {
-    await api("DELETE", "/webapi/sessions/web");
-  } catch {
-    // Gone already or unreachable: the login page is still the right place to be.
-  }
-  location.assign("/web/login");
-}
 
 // ---------------------------------------------------------------------------------------------
 // Routing: every route is also a server URL answering the shell, so a reload lands on the page.
+
+/** A page in a module of its own, imported the first time it is visited. */
+const lazy = (module, name) => async (...args) => (await import(module))[name](...args);
 
 const ROUTES = [
   [/^\/web\/login\/?$/, () => loginPage()],
@@ -121,13 +29,19 @@ const ROUTES = [
     (c, node, login) => consolePage({cluster: c, node, login})],
   [/^\/web\/cluster\/([^/]+)\/node\/([^/]+)\/([^/]+)\/([^/]+)\/?$/,
     (c, node, login, sid) => consolePage({cluster: c, node, login, sid})],
-  [/^\/web\/cluster\/([^/]+)\/(sessions|recordings|audit|status)\/?$/, (c, page) => comingSoon(c, page)],
-  [/^\/web\/(users|tokens)\/?$/, (page) => comingSoon(SHELL.cluster, page)],
+  [/^\/web\/cluster\/([^/]+)\/sessions\/?$/, lazy("./sessions.js", "activeSessionsPage")],
+  [/^\/web\/cluster\/([^/]+)\/recordings\/?$/, lazy("./sessions.js", "recordingsPage")],
+  [/^\/web\/cluster\/([^/]+)\/session\/([^/]+)\/?$/, lazy("./player.js", "playerPage")],
+  [/^\/web\/cluster\/([^/]+)\/audit\/?$/, lazy("./audit.js", "auditPage")],
+  [/^\/web\/users\/?$/, () => lazy("./admin.js", "usersPage")(SHELL.cluster)],
+  [/^\/web\/tokens\/?$/, () => lazy("./admin.js", "tokensPage")(SHELL.cluster)],
+  [/^\/web\/cluster\/([^/]+)\/status\/?$/, lazy("./admin.js", "statusPage")],
 ];
 
 const PUBLIC_PAGES = [/^\/web\/login\/?$/];
 
 function route() {
+  leavePage();
   const path = location.pathname;
   if (!SHELL.bearer && !PUBLIC_PAGES.some((re) => re.test(path))) {
     toLogin();
@@ -137,19 +51,18 @@ function route() {
   for (const [re, render] of ROUTES) {
     const match = re.exec(path);
     if (match) {
-      render(...match.slice(1).map(decodeURIComponent));
+      Promise.resolve(render(...match.slice(1).map(decodeURIComponent))).catch((err) => {
+        const {main} = layout(SHELL.cluster, "", "Error");
+        const box = errorBox("page-error");
+        main.append(h("h1", {}, "This page failed to load"), box);
+        showError(box, String(err?.message || err));
+      });
       return;
     }
   }
   notFound();
 }
-
-/** Client-side navigation: no reload for links inside the app. */
-function navigate(path, replace = false) {
-  if (replace) history.replaceState(null, "", path);
-  else history.pushState(null, "", path);
-  route();
-}
+setRouter(route);
 
 document.addEventListener("click", (event) => {
   const link = event.target.closest?.("a[data-route]");
@@ -159,61 +72,6 @@ document.addEventListener("click", (event) => {
   navigate(link.getAttribute("href"));
 });
 window.addEventListener("popstate", route);
-
-// ---------------------------------------------------------------------------------------------
-// Layout: header (cluster, nav, user, log out) + main. The nav already lists the next pages.
-
-const NAV = [
-  {page: "nodes", label: "Nodes", href: (c) => `/web/cluster/${c}/nodes`},
-  {page: "sessions", label: "Sessions", href: (c) => `/web/cluster/${c}/sessions`},
-  {page: "recordings", label: "Recordings", href: (c) => `/web/cluster/${c}/recordings`},
-  {page: "audit", label: "Audit log", href: (c) => `/web/cluster/${c}/audit`},
-  {page: "users", label: "Users", href: () => "/web/users", admin: true},
-  {page: "tokens", label: "Tokens", href: () => "/web/tokens", admin: true},
-  {page: "status", label: "Status", href: (c) => `/web/cluster/${c}/status`, admin: true},
-];
-
-/** Draws the page frame and returns its <main>; admin links appear once the context says so. */
-function layout(cluster, current, title) {
-  setTitle(title);
-  const c = encodeURIComponent(cluster);
-  const navList = h("ul", {class: "nav-list"});
-  const drawNav = (admin) => {
-    navList.replaceChildren(...NAV.filter((item) => !item.admin || admin).map((item) =>
-      h("li", {}, h("a", {href: item.href(c), "data-route": true,
-        "aria-current": item.page === current ? "page" : false}, item.label))));
-  };
-  drawNav(false);
-  const main = h("main", {id: "main", tabindex: "-1"});
-  app.replaceChildren(
-    h("a", {class: "skip-link", href: "#main"}, "Skip to content"),
-    h("header", {class: "topbar"},
-      h("div", {class: "brand"},
-        h("span", {class: "logo", "aria-hidden": "true"}, "⟶"),
-        h("span", {class: "brand-name"}, "Teleport"),
-        h("span", {class: "cluster", id: "cluster-name", title: "Cluster"}, cluster)),
-      h("nav", {"aria-label": "Main", class: "mainnav"}, navList),
-      h("div", {class: "account"},
-        h("span", {class: "user", id: "current-user"}, SHELL.user),
-        h("button", {type: "button", id: "logout", class: "btn btn-quiet", onclick: logout},
-          "Log out"))),
-    main);
-  return {main, drawNav};
-}
-
-/** Fetches the user's context in the cluster; a refused session sends the user to log in. */
-async function loadContext(cluster) {
-  return api("GET", sitePath(cluster, "context"));
-}
-
-function errorBox(id) {
-  return h("div", {id, class: "error", role: "alert", "aria-live": "assertive", hidden: true});
-}
-
-function showError(box, message) {
-  box.textContent = message;
-  box.hidden = !message;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Login
@@ -428,22 +286,7 @@ document.addEventListener("click", (event) => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// Pages of the next increment
-
-const SOON = {
-  sessions: "Active sessions", recordings: "Recordings", audit: "Audit log",
-  users: "Users", tokens: "Join tokens", status: "Cluster status",
-};
-
-async function comingSoon(cluster, page) {
-  const {main, drawNav} = layout(cluster, page, SOON[page]);
-  main.append(h("h1", {}, SOON[page]), h("p", {class: "muted"}, "Coming soon."));
-  try {
-    drawNav(Boolean((await loadContext(cluster)).admin));
-  } catch (err) {
-    if (isAuthError(err)) toLogin();
-  }
-}
+// Not found
 
 function notFound() {
   const {main} = layout(SHELL.cluster, "", "Not found");
@@ -453,18 +296,6 @@ function notFound() {
 
 // ---------------------------------------------------------------------------------------------
 // Console: xterm.js over the proxy's websocket
-
-/** Loads xterm.js and its addons (UMD builds that define globals) only on the console page. */
-async function loadXterm() {
-  await import("./vendor/xterm/xterm.js");
-  await Promise.all([import("./vendor/xterm/addon-fit.js"),
-    import("./vendor/xterm/addon-canvas.js")]);
-  return {
-    Terminal: globalThis.Terminal,
-    FitAddon: globalThis.FitAddon.FitAddon,
-    CanvasAddon: globalThis.CanvasAddon.CanvasAddon,
-  };
-}
 
 async function consolePage({cluster, node, login, sid}) {
   setTitle(`${login}@${node}`);
@@ -485,6 +316,20 @@ async function consolePage({cluster, node, login, sid}) {
     state.textContent = text;
     state.className = `status-state ${kind}`;
   };
+  // The URL names the node by its UUID: show its hostname once the node list says it.
+  let hostname = node;
+  const showTarget = (who) => {
+    target.textContent = `${who}@${hostname}`;
+    setTitle(target.textContent);
+    container.setAttribute("aria-label", `Terminal ${target.textContent}`);
+  };
+  api("GET", sitePath(cluster, "nodes")).then((nodes) => {
+    const found = (Array.isArray(nodes) ? nodes : []).find((n) => n.id === node || n.name === node);
+    if (found?.name) {
+      hostname = found.name;
+      showTarget(target.textContent.split("@")[0]);
+    }
+  }).catch(() => {});
 
   let xterm;
   try {
@@ -493,14 +338,7 @@ async function consolePage({cluster, node, login, sid}) {
     setState(`cannot load the terminal: ${err.message}`, "bad");
     return;
   }
-  const term = new xterm.Terminal({
-    cursorBlink: true,
-    fontFamily: "ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace",
-    fontSize: 14,
-    scrollback: 5000,
-    theme: {background: "#14161a", foreground: "#e6e6e6", cursor: "#e6e6e6",
-      selectionBackground: "#3b5b8c"},
-  });
+  const term = new xterm.Terminal({...TERMINAL_OPTIONS, cursorBlink: true, scrollback: 5000});
   const fit = new xterm.FitAddon();
   term.loadAddon(fit);
   // The canvas renderer, loaded before open(): the default DOM renderer writes <style> elements
@@ -577,11 +415,11 @@ async function consolePage({cluster, node, login, sid}) {
       return;
     }
     if (msg.type === "session") {
-      sessionId.textContent = `session ${msg.sid}`;
+      // A new session has no id yet (the server sends ""): nothing to show then.
+      sessionId.textContent = msg.sid ? `session ${msg.sid}` : "";
       sessionId.hidden = !msg.sid;
       sessionId.dataset.sid = msg.sid || "";
-      target.textContent = `${msg.login || login}@${msg.node || node}`;
-      setTitle(target.textContent);
+      showTarget(msg.login || login);
     } else if (msg.type === "exit") {
       exitStatus = Number(msg.status);
     } else if (msg.type === "error") {
@@ -613,7 +451,14 @@ async function consolePage({cluster, node, login, sid}) {
     resizeTimer = setTimeout(() => fit.fit(), RESIZE_DEBOUNCE_MS);
   };
   window.addEventListener("resize", refit);
-  new ResizeObserver(refit).observe(container);
+  const observer = new ResizeObserver(refit);
+  observer.observe(container);
+  onLeave(() => {
+    window.removeEventListener("resize", refit);
+    observer.disconnect();
+    ws.close(1000);
+    term.dispose();
+  });
 }
 
 route();

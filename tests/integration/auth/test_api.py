@@ -20,7 +20,7 @@ from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys.pin import ca_pin
 from teleport.types.resource import Metadata
-from teleport.types.resources import Server, ServerSpec
+from teleport.types.resources import Server, ServerSpec, User, UserSpec
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
@@ -94,6 +94,51 @@ async def test_hosts_cannot_use_admin_calls_and_refusals_are_audited(api: Api) -
     async with await api.client("Admin", "admin") as admin:
         token = await admin.create_token(["node", "proxy"], timedelta(minutes=5), None)
         assert token.spec.roles == ["node", "proxy"]
+
+
+async def _user_client(api: Api, name: str, roles: list[str]) -> AuthClient:
+    """Store user name with roles and return a client holding their certificate (tsh login's)."""
+    user = await api.auth.accounts.upsert_user(
+        User(metadata=Metadata(name=name), spec=UserSpec(roles=roles)), actor="admin")
+    tls_key = tlskeys.generate_tls_key()
+    certs = await api.auth.certs.issue_user_certs(
+        user, sshkeys.public_key_of(sshkeys.generate_private_key()),
+        tlskeys.tls_public_key_pem(tls_key), None)
+    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                     [c.encode() for c in certs.tls_ca_certs])
+    return AuthClient([api.addr], ctx, timeout=10, cluster=api.auth.cluster_name)
+
+
+async def test_a_user_with_the_admin_role_may_use_admin_calls(api: Api) -> None:
+    async with await _user_client(api, "root", ["admin"]) as root:
+        assert "root" in [u.metadata.name for u in await root.list_users()]
+        token = await root.create_token(["node"], timedelta(minutes=5), None)
+        await root.delete_token(token.metadata.name)
+        with pytest.raises(AccessDenied, match="may not POST /v1/events"):
+            await root.emit({"event": "exec"})  # the role opens admin routes, not hosts' routes
+    token_events = api.emitter.of_type("join_token.create")
+    assert token_events and token_events[-1]["user"] == "root"
+
+
+async def test_a_user_without_the_admin_role_is_refused_admin_calls_and_audited(api: Api) -> None:
+    async with await _user_client(api, "bob", ["access"]) as bob:
+        with pytest.raises(AccessDenied, match="user 'bob' may not GET /v1/users"):
+            await bob.list_users()
+    refusals = [e for e in api.emitter.of_type("auth") if "may not GET /v1/users" in e["error"]]
+    assert [(e["user"], e["success"]) for e in refusals] == [("bob", False)]
+
+
+async def test_a_demoted_or_deleted_admin_loses_admin_calls_at_once(api: Api) -> None:
+    async with await _user_client(api, "root", ["admin"]) as root:
+        await root.list_users()
+        user = await api.auth.accounts.get_user("root")
+        await api.auth.accounts.upsert_user(user.model_copy(update={"spec": user.spec.model_copy(
+            update={"roles": ["access"]})}), actor="admin")
+        with pytest.raises(AccessDenied, match="user 'root' may not GET /v1/users"):
+            await root.list_users()  # the certificate still says admin; the stored user does not
+        await api.auth.accounts.delete_user("root", actor="admin")
+        with pytest.raises(AccessDenied, match="no longer exists"):
+            await root.list_users()
 
 
 async def test_callers_without_a_certificate_reach_only_join(api: Api) -> None:

@@ -106,6 +106,57 @@ async def test_corrupt_and_half_written_lines_are_skipped(tmp_path: Path) -> Non
     assert json.loads(lines[2]) == written[2]
 
 
+@pytest.mark.parametrize("limit", [1, 4, 7, 30])
+async def test_newest_first_pages_return_each_event_once_in_reverse(tmp_path: Path,
+                                                                    limit: int) -> None:
+    written = await _fill(tmp_path)
+    assert _all(tmp_path, _q(limit=limit, newest_first=True)) == written[::-1]
+    since, until = START + timedelta(minutes=100), START + timedelta(minutes=150)
+    assert [e["command"] for e in _all(tmp_path, _q(since, until, limit=limit,
+                                                    newest_first=True))] == \
+        [f"cmd {i}" for i in range(15, 9, -1)]
+
+
+async def test_newest_first_reads_long_files_backwards_in_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from teleport.events import search
+
+    monkeypatch.setattr(search, "_CHUNK", 7)  # shorter than every line: lines span chunks
+    written = await _fill(tmp_path, count=12)
+    assert _all(tmp_path, _q(limit=5, newest_first=True)) == written[::-1]
+
+
+async def test_newest_first_skips_corrupt_and_half_written_lines(tmp_path: Path) -> None:
+    written = await _fill(tmp_path, count=3, step=timedelta(minutes=1))
+    day = tmp_path / day_file_name(START)
+    lines = day.read_text().splitlines(keepends=True)
+    day.write_text(lines[0] + "not json\n" + lines[1] + lines[2] + '{"event": "ex')
+    assert _all(tmp_path, _q(limit=1, newest_first=True)) == written[::-1]
+
+
+async def test_newest_first_cursor_ignores_events_appended_later(tmp_path: Path) -> None:
+    await _fill(tmp_path, count=4, step=timedelta(minutes=1))
+    first = search_folder(tmp_path, _q(limit=2, newest_first=True))
+    await FileLog(tmp_path, FakeClock(START + timedelta(minutes=30))).emit(
+        ev.make_event(ev.RESIZE, FakeClock(START + timedelta(minutes=30)), user="joe"))
+    rest = search_folder(tmp_path, _q(limit=5, newest_first=True, start_key=first.next_key))
+    assert [e["command"] for e in first.events + rest.events] == [f"cmd {i}" for i in (3, 2, 1, 0)]
+
+
+async def test_free_text_matches_the_events_json_case_insensitively(tmp_path: Path) -> None:
+    written = await _fill(tmp_path)
+    clock = FakeClock(START + timedelta(minutes=5))
+    special = ev.make_event(ev.EXEC, clock, user="zoë", command='echo "Grüße"')
+    await FileLog(tmp_path, clock).emit(special)
+    assert _all(tmp_path, _q(text="CMD 1", limit=2)) == \
+        [e for e in written if e["command"].startswith("cmd 1")]
+    assert _all(tmp_path, _q(text='"user":"ANN"', limit=3, newest_first=True)) == \
+        [e for e in written if e["user"] == "ann"][::-1]
+    assert search_folder(tmp_path, _q(text="grüße")).events == [special]
+    assert search_folder(tmp_path, _q(text="ZOË")).events == [special]
+    assert search_folder(tmp_path, _q(text="no such thing")).events == []
+
+
 def test_files_that_are_not_day_files_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "sessions").mkdir()
     (tmp_path / "notes.txt").write_text("{}\n")
@@ -121,6 +172,7 @@ def test_files_that_are_not_day_files_are_ignored(tmp_path: Path) -> None:
     ({"start_key": "yesterday"}, "invalid start key"),
     ({"start_key": "2017-02-31:10"}, "invalid start key"),
     ({"since": START.replace(tzinfo=None)}, "time zone"),
+    ({"text": "x" * 257}, "longer than 256"),
 ])
 def test_bad_queries_are_refused(tmp_path: Path, kw: dict, message: str) -> None:
     with pytest.raises(BadParameter, match=message):

@@ -20,15 +20,27 @@ PROXY = Subject(Caller.PROXY, "proxy-1")
 
 def test_a_route_admits_only_the_kinds_it_names() -> None:
     rules.check_route(TCTL, {Caller.ADMIN}, "GET", "/v1/users")
-    for caller in (ALICE, ADMIN_USER, NODE, PROXY):
+    for caller in (ALICE, NODE, PROXY):
         with pytest.raises(AccessDenied, match=r"may not GET /v1/users"):
             rules.check_route(caller, {Caller.ADMIN}, "GET", "/v1/users")
 
 
-def test_a_user_role_named_admin_is_not_the_admin_system_role() -> None:
-    # Role `admin` sees every session, but only tctl's identity reaches admin routes.
-    with pytest.raises(AccessDenied, match="user 'root' may not DELETE /v1/users/x"):
-        rules.check_route(ADMIN_USER, {Caller.ADMIN}, "DELETE", "/v1/users/x")
+def test_an_admin_route_admits_a_user_with_the_admin_role() -> None:
+    # The web UI's admin pages call the auth API with the user's own certificate.
+    rules.check_route(ADMIN_USER, {Caller.ADMIN}, "DELETE", "/v1/users/x")
+    rules.check_route(ADMIN_USER, {Caller.ADMIN, Caller.PROXY}, "GET", "/v1/users")
+
+
+def test_the_admin_role_opens_no_route_that_is_not_for_admins() -> None:
+    for allowed in ({Caller.PROXY}, {Caller.NODE, Caller.PROXY}, {Caller.ANONYMOUS}):
+        with pytest.raises(AccessDenied, match="user 'root' may not POST /v1/events"):
+            rules.check_route(ADMIN_USER, allowed, "POST", "/v1/events")
+
+
+def test_only_the_admin_role_makes_a_user_an_admin() -> None:
+    for roles in ((), ("user",), ("Admin",), ("admins",), ("editor", "access")):
+        with pytest.raises(AccessDenied, match="user 'bob' may not GET /v1/users"):
+            rules.check_route(Subject.user("bob", roles), {Caller.ADMIN}, "GET", "/v1/users")
 
 
 def test_a_login_must_be_one_the_certificate_was_issued_for() -> None:
