@@ -106,10 +106,16 @@ MUTATIONS = (
         ("tests/unit/rbac/test_rules.py", "tests/unit/auth/test_recording_access.py")),
     Mutation(
         "let a non-admin call an admin route", _RULES,
-        "    if subject.kind not in allowed:\n",
-        "    if False:\n",
+        "    raise AccessDenied(f\"{subject.kind.lower()} {subject.name!r} may not {method} {path}\")\n",
+        "    return\n",
         ("tests/integration/auth/test_api.py::test_hosts_cannot_use_admin_calls_and_refusals_are_audited",
          "tests/integration/auth/test_events_api.py::test_non_admins_cannot_search")),
+    Mutation(
+        "let a user without the admin role call an admin route", _RULES,
+        "subject.kind == Caller.USER and ADMIN_ROLE in subject.roles:",
+        "subject.kind == Caller.USER:",
+        ("tests/integration/auth/test_api.py::"
+         "test_a_user_without_the_admin_role_is_refused_admin_calls_and_audited",)),
     Mutation(
         "skip the lockout", "teleport/services/login_attempts.py",
         "        if len(failed) < self.policy.max_attempts:\n",
@@ -128,6 +134,25 @@ MUTATIONS = (
         "        reason = self.revoked(info)\n",
         "        reason = None\n",
         ("tests/unit/sshutils/test_revoked_certs.py",)),
+    Mutation(
+        "accept any web bearer token", "teleport/proxy/websession.py",
+        "    if not hmac.compare_digest(token.encode(\"utf-8\", \"surrogatepass\"),\n"
+        "                               session.bearer_token.encode()):\n",
+        "    if False:\n",
+        ("tests/integration/proxy/test_web_sessions.py::"
+         "test_calls_need_the_cookie_and_the_bearer_token_together",)),
+    Mutation(
+        "skip the web Origin check", "teleport/proxy/websession.py",
+        "    if urlsplit(origin).netloc.lower() != request.host.lower():\n",
+        "    if False:\n",
+        ("tests/integration/proxy/test_web_sessions.py::"
+         "test_a_state_change_from_another_origin_is_refused",)),
+    Mutation(
+        "let any host name the user's address to a node", "teleport/sshutils/clientaddr.py",
+        "                            allowed=(Caller.PROXY,), cluster=cluster)\n",
+        "                            allowed=(Caller.PROXY, Caller.NODE), cluster=cluster)\n",
+        ("tests/unit/sshutils/test_clientaddr.py::"
+         "test_only_a_proxy_of_this_cluster_may_name_an_address",)),
 )
 
 

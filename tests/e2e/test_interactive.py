@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import select
 import socket
 import struct
@@ -61,6 +62,19 @@ class Terminal:
                 self.proc.kill()
             os.close(self.master)
         return code
+
+
+def session_url(term: Terminal) -> tuple[str, ...]:
+    """Run `teleport status` in the session; return its Session URL and the URL's parts.
+
+    (url, cluster, node, login, sid): the URL the web UI opens to join this session.
+    """
+    term.type(f"{BIN / 'teleport'} status; echo status-$((2+2))\n")
+    out = term.expect("status-4")
+    match = re.search(r"Session URL\s*: (https://\S+/web/cluster/([^/]+)/node/([^/]+)/([^/]+)/"
+                      r"([0-9a-f-]{36}))", out)
+    assert match, out
+    return match.groups()
 
 
 def test_interactive_shell_with_resize_and_exit_code(cluster: Cluster, joe: dict[str, Any]) -> None:

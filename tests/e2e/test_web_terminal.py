@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
-from tests.e2e.test_interactive import Terminal
+from tests.e2e.test_interactive import Terminal, session_url
 
 PASSWORD = "web terminal password"
 COOKIE = "__Host-teleport-session"
@@ -143,6 +143,20 @@ async def _node_id(page: Page) -> str:
     return next(n["id"] for n in nodes if n["name"] == NODENAME)
 
 
+async def _session_start(cluster: Cluster, user: str) -> dict[str, Any]:
+    """Wait for the one `session.start` of user in the audit log and return it."""
+
+    def started() -> list[dict[str, Any]]:
+        return [e for e in cluster.audit_events()
+                if e["event"] == "session.start" and e.get("user") == user]
+
+    async with asyncio.timeout(10):
+        while not started():  # noqa: ASYNC110 (the audit log is a file)
+            await asyncio.sleep(0.2)
+    (event,) = started()
+    return event
+
+
 async def test_a_web_terminal_runs_a_shell_resizes_and_reports_the_exit(
         cluster: Cluster) -> None:
     page = await _new_user(cluster, "webby")
@@ -160,14 +174,7 @@ async def test_a_web_terminal_runs_a_shell_resizes_and_reports_the_exit(
         assert await term.until_closed() == 1000
     assert term.messages[-1] == {"type": "exit", "status": 3}
 
-    def started() -> list[dict[str, Any]]:
-        return [e for e in cluster.audit_events()
-                if e["event"] == "session.start" and e.get("user") == "webby"]
-
-    async with asyncio.timeout(10):
-        while not started():  # noqa: ASYNC110 (the audit log is a file)
-            await asyncio.sleep(0.2)
-    (event,) = started()
+    event = await _session_start(cluster, "webby")
     assert event["login"] == "root" and event["server_id"] == node
 
 
@@ -183,14 +190,7 @@ async def test_the_node_audits_and_shows_the_browsers_address(cluster: Cluster) 
         await term.until_closed()
     assert re.search(r"client=127\.0\.0\.3 \d+ \d+=2", out), out
 
-    def started() -> list[dict[str, Any]]:
-        return [e for e in cluster.audit_events()
-                if e["event"] == "session.start" and e.get("user") == "webwatcher"]
-
-    async with asyncio.timeout(10):
-        while not started():  # noqa: ASYNC110 (the audit log is a file)
-            await asyncio.sleep(0.2)
-    (event,) = started()
+    event = await _session_start(cluster, "webwatcher")
     assert event["addr.remote"].startswith("127.0.0.3:"), event
 
 
@@ -232,12 +232,7 @@ async def test_the_browser_joins_a_live_tsh_session_and_both_type(
     owner = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], env)
     try:
         owner.expect("#")
-        owner.type(f"{BIN / 'teleport'} status; echo status-$((2+2))\n")
-        out = owner.expect("status-4")
-        match = re.search(r"Session URL\s*: https://\S+/web/cluster/([^/]+)/node/([^/]+)/"
-                          r"([^/]+)/([0-9a-f-]{36})", out)
-        assert match, out
-        cluster_name, node, login, sid = match.groups()
+        _, cluster_name, node, login, sid = session_url(owner)
         assert (cluster_name, login) == (CLUSTER, "root")
         async with terminal(page, node=node, login=login, sid=sid) as term:
             await term.connected()  # the node has attached the page to the session

@@ -21,7 +21,7 @@ from selenium.webdriver.common.keys import Keys
 
 from tests.e2e.browser import check_page, set_width, wait_text, wait_until, wait_visible
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
-from tests.e2e.test_interactive import Terminal
+from tests.e2e.test_interactive import Terminal, session_url
 
 PASSWORD = "through the browser"
 COOKIE = "__Host-teleport-session"
@@ -328,12 +328,8 @@ def test_the_browser_joins_a_live_tsh_session_by_its_url(
     owner = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], env)
     try:
         owner.expect("#")
-        owner.type(f"{BIN / 'teleport'} status; echo status-$((2+2))\n")
-        out = owner.expect("status-4")
-        match = re.search(r"Session URL\s*: (https://\S+/web/cluster/[^/]+/node/[^/]+/root/"
-                          r"([0-9a-f-]{36}))", out)
-        assert match, out
-        url, sid = match.groups()
+        url, _, _, login, sid = session_url(owner)
+        assert login == "root"
 
         # The active sessions page lists it, its Join link the URL `teleport status` printed.
         log_in(browser, cluster, "webjoiner", totp,
@@ -466,3 +462,36 @@ def test_a_non_admin_sees_no_admin_pages_and_is_refused_on_their_api(
     browser.get(f"https://{cluster.web_addr}/web/users")  # typed in by hand
     wait_text(browser, "#users-error", "for cluster administrators")
     assert not browser.find_elements(By.ID, "invite-form")
+
+
+def test_login_mistakes_say_the_same_for_every_name_and_the_terminal_speaks_utf8(
+        cluster: Cluster, browser: webdriver.Chrome) -> None:
+    """A wrong password, a wrong code and an unknown user read alike on the login page; after
+    logging in, non-ASCII text typed into the terminal comes back intact."""
+    totp = sign_up(cluster, "webtypist")
+    messages = []
+    for user, password, code in (("webtypist", "wrong password", totp.now()),
+                                 ("webtypist", PASSWORD, "000000"),
+                                 ("nobody-by-this-name", PASSWORD, totp.now())):
+        browser.get(f"https://{cluster.web_addr}/web/login")
+        wait_visible(browser, "#login-form")
+        for field, value in (("login-user", user), ("login-password", password),
+                             ("login-otp", code)):
+            browser.find_element(By.ID, field).send_keys(value)
+        browser.find_element(By.ID, "login-submit").click()
+        messages.append(wait_visible(browser, "#login-error").text)
+        assert "/web/login" in browser.current_url
+    assert len(set(messages)) == 1 and "invalid" in messages[0], messages
+    check_page(browser, "login-error")
+
+    log_in(browser, cluster, "webtypist", totp)
+    nodes_loaded(browser)
+    browser.get(f"https://{cluster.web_addr}/web/cluster/{CLUSTER}/console/node/"
+                f"{node_id(browser)}/root")
+    wait_text(browser, "#status-state", "connected")
+    wait_screen_line(browser, r".*# ?")
+    # Text as an input method or a paste delivers it (WebDriver's key events are ASCII only).
+    browser.find_element(By.CSS_SELECTOR, "#terminal textarea").click()
+    browser.execute_cdp_cmd("Input.insertText", {"text": "echo grüße-✓-日本"})
+    type_in_terminal(browser, "\n")
+    wait_screen_line(browser, "grüße-✓-日本")

@@ -199,8 +199,9 @@ export async function tokensPage(cluster) {
     tbody.replaceChildren(...list.map((t) => h("tr", {"data-token": t.token},
       cell("Token", h("code", {class: "token mono"}, t.token)),
       cell("Roles", chips("Roles", t.roles)),
-      cell("Expires", timeEl(t.expires)),
-      h("td", {class: "actions"}, h("button", {type: "button",
+      cell("Expires", t.expires ? timeEl(t.expires) : "never (static, in teleport.yaml)"),
+      // Static tokens live in the config file: the server refuses to delete them.
+      h("td", {class: "actions"}, !t.expires ? "" : h("button", {type: "button",
         class: "btn btn-danger btn-small revoke", "data-token": t.token,
         "aria-label": `Revoke the ${(t.roles || []).join(" and ")} token ${t.token.slice(0, 8)}…`,
         onclick: async () => {

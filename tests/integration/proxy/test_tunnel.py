@@ -482,8 +482,10 @@ async def test_pool_keeps_one_tunnel_to_each_proxy_and_comes_back_after_a_restar
                     assert (await conn.run("echo via a")).stdout == "via a\n"
                 # b is back on its port, same identity: the pool tunnels to it again.
                 async with tunnel_server(trust, host=b.host, port=b_port) as b_again:
-                    await eventually(lambda: b_again.server.has(host.uuid), "a tunnel to b again")
-                    assert set(pool.tunnels) == {a.host.uuid, b.host.uuid}
+                    # The proxy registers the tunnel a moment before the node's pool does.
+                    await eventually(lambda: b_again.server.has(host.uuid) and
+                                     set(pool.tunnels) == {a.host.uuid, b.host.uuid},
+                                     "a tunnel to b again")
                     assert _agents("connected") == connected + 2
                     sock = await b_again.server.dial(host.uuid)
                     async with await ssh_over(sock, trust) as conn:
