@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from teleport.errors import BadParameter, LimitExceeded, NotFound, TeleportError, to_wire
 from teleport.types.codec import first_error
@@ -64,6 +65,11 @@ def make_runner(app: web.Application) -> web.AppRunner:
     """Return a runner that closes connections whose request head is late (see module doc)."""
     return web.AppRunner(app, access_log=None, keepalive_timeout=app[DEADLINES].headers,
                          logger=_ProtocolLog(logging.getLogger("aiohttp.server"), {}))
+
+
+def json_answer(answer: BaseModel | Sequence[BaseModel]) -> web.Response:
+    """Answer with a wire model (or a list of them) as JSON."""
+    return web.json_response(to_jsonable_python(answer))
 
 
 def require_json(request: web.Request) -> None:
@@ -203,5 +209,5 @@ class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
         self.logger.exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
-__all__ = ["DEADLINES", "DEFAULT_DEADLINES", "STATE_CHANGING", "Deadlines", "make_app", "make_runner",
+__all__ = ["DEADLINES", "DEFAULT_DEADLINES", "STATE_CHANGING", "Deadlines", "json_answer", "make_app", "make_runner",
            "parse_json_object", "parse_model", "read_json", "require_json"]

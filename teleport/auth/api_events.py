@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +10,7 @@ from teleport.api.auth_models import EventPage
 from teleport.auth.api import ADMIN, Call, route
 from teleport.errors import BadParameter, NotSupported
 from teleport.events.search import DEFAULT_LIMIT, EventQuery, SearchableLog
+from teleport.utils.clock import parse_time
 
 
 @route("GET", "/v1/events", [ADMIN])
@@ -35,17 +35,8 @@ def _query(request: web.Request) -> EventQuery:
     if order not in ("asc", "desc"):
         raise BadParameter(f"order must be asc or desc, not {order!r}")
     return EventQuery(
-        since=_time(params.get("from", ""), "from"), until=_time(params.get("to", ""), "to"),
+        since=parse_time(params.get("from", ""), "from"), until=parse_time(params.get("to", ""), "to"),
         types=frozenset(t for t in params.get("type", "").split(",") if t),
         user=params.get("user", ""), limit=int(limit), start_key=params.get("start_key", ""),
         text=params.get("q", ""), newest_first=order == "desc")
 
-
-def _time(value: str, name: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadParameter(f"{name} must be an RFC 3339 time, not {value!r}") from None
-    if when.tzinfo is None:
-        raise BadParameter(f"{name} needs a time zone, e.g. {value}Z")
-    return when

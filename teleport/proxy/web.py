@@ -20,8 +20,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from aiohttp import web
-from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
 
 from teleport import __version__
 from teleport.api import httpserver
@@ -268,7 +266,7 @@ class WebProxy:
     async def ping(self, request: web.Request) -> web.Response:
         """Tell tsh, before any credentials, which cluster and second factor to expect."""
         auth = await self.auth.ping()
-        return _json(WebPing(
+        return httpserver.json_answer(WebPing(
             cluster_name=self.cluster_name, server_version=__version__,
             auth=AuthSettingsAnswer(type="local", second_factor=auth.second_factor),
             proxy=ProxySettings(ssh=SSHProxySettings(public_addr=self.ssh_public_addr,
@@ -278,7 +276,7 @@ class WebProxy:
         """Return what a signup client needs to enroll the authenticator app."""
         info = await self.auth.get_signup(_token(request.match_info["token"]))
         with_otp = info.second_factor != "off"
-        return _json(SignupInfoAnswer(
+        return httpserver.json_answer(SignupInfoAnswer(
             user=info.user, otp_secret=info.otp_secret if with_otp else "",
             otp_uri=info.otp_uri if with_otp else "",
             qr_svg=web_pages.qr_svg(info.otp_uri) if with_otp else "",
@@ -290,7 +288,7 @@ class WebProxy:
         body = httpserver.parse_model(SignupRequest, await httpserver.read_json(request))
         user = await self.auth.complete_signup(_token(body.token), body.password,
                                                body.second_factor_token or "")
-        return _json(SignupDone(user=user.metadata.name))
+        return httpserver.json_answer(SignupDone(user=user.metadata.name))
 
     async def ssh_certs(self, request: web.Request) -> web.Response:
         """Log a user in and return certificates, the way `tsh login` expects them."""
@@ -303,7 +301,7 @@ class WebProxy:
             _user_name(body.user), password=body.password, otp_code=body.otp_token or "",
             ssh_public_key=body.pub_key, tls_public_key=body.tls_pub_key.encode(), ttl=ttl,
             remote_addr=_remote_addr(request))
-        return _json(LoginResponse(
+        return httpserver.json_answer(LoginResponse(
             cert=certs.ssh_cert, tls_cert=certs.tls_cert, host_signers=certs.host_ca_keys,
             user_ca_keys=certs.user_ca_keys, trusted_ca=certs.tls_ca_certs,
             cluster_name=self.cluster_name))
@@ -319,8 +317,8 @@ class WebProxy:
             _user_name(body.user), password=body.password, otp_code=body.second_factor_token,
             remote_addr=_remote_addr(request))
         self.sessions.remember(session)
-        response = _json(WebLoginAnswer(token=session.bearer_token, user=session.user,
-                                        expires=session.idle_expires))
+        response = httpserver.json_answer(WebLoginAnswer(
+            token=session.bearer_token, user=session.user, expires=session.idle_expires))
         set_cookie(response, session)
         return response
 
@@ -342,19 +340,19 @@ class WebProxy:
         session = await self.sessions.authenticate(request)
         session = await self.auth.renew_web_session(session.user, session.id)
         self.sessions.remember(session)
-        return _json(WebRenewAnswer(expires=session.idle_expires))
+        return httpserver.json_answer(WebRenewAnswer(expires=session.idle_expires))
 
     async def web_context(self, request: web.Request) -> web.Response:
         """Tell the page who is logged in, the logins they may use and whether they administer."""
-        self._check_cluster(request)
+        self.check_cluster(request)
         session = await self.sessions.authenticate(request)
-        return _json(WebContext(user=session.user, cluster=self.cluster_name,
-                                logins=session.logins, roles=session.roles,
-                                admin=ADMIN_ROLE in session.roles))
+        return httpserver.json_answer(WebContext(
+            user=session.user, cluster=self.cluster_name, logins=session.logins,
+            roles=session.roles, admin=ADMIN_ROLE in session.roles))
 
     async def web_terminal(self, request: web.Request) -> web.StreamResponse:
         """Serve a terminal on a node (or a live session) over a websocket."""
-        self._check_cluster(request)
+        self.check_cluster(request)
         check_origin(request, required=True)
         session = await self.sessions.from_cookie(request)
         if session is None:
@@ -399,18 +397,18 @@ class WebProxy:
             raise NotFound(f"cluster {cluster!r} not found")
         nodes = sorted(await self.auth.list_servers("node"),
                        key=lambda s: (s.spec.hostname, s.metadata.name))
-        return _json([_node_info(s) for s in nodes])
+        return httpserver.json_answer([_node_info(s) for s in nodes])
 
     async def list_recordings(self, request: web.Request) -> web.Response:
         """List the recorded sessions this user may play (`tsh recordings ls`)."""
         user = await self._user(request)
-        self._check_cluster(request)
-        return _json(await self.auth.list_recordings(user))
+        self.check_cluster(request)
+        return httpserver.json_answer(await self.auth.list_recordings(user))
 
     async def stream_recording(self, request: web.Request) -> web.StreamResponse:
         """Relay a recording's replay stream from the auth server as it arrives (`tsh play`)."""
         user = await self._user(request)
-        self._check_cluster(request)
+        self.check_cluster(request)
         pieces = self.auth.stream_recording(request.match_info["sid"], user)
         first = await anext(pieces, b"")  # refusals and missing sessions are still JSON errors
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
@@ -424,10 +422,11 @@ class WebProxy:
     async def list_active_sessions(self, request: web.Request) -> web.Response:
         """List the live sessions this user may join (`tsh sessions ls`, `tsh join`)."""
         user = await self._user(request)
-        self._check_cluster(request)
-        return _json(await self.auth.list_active_sessions(user))
+        self.check_cluster(request)
+        return httpserver.json_answer(await self.auth.list_active_sessions(user))
 
-    def _check_cluster(self, request: web.Request) -> None:
+    def check_cluster(self, request: web.Request) -> None:
+        """Refuse a `/webapi/sites/{cluster}/...` path naming a cluster other than ours."""
         cluster = request.match_info["cluster"]
         if cluster != self.cluster_name:
             raise NotFound(f"cluster {cluster!r} not found")
@@ -537,9 +536,6 @@ def _node_info(server: Server) -> NodeInfo:
                     labels=server.all_labels(), tunnel=server.spec.use_tunnel)
 
 
-def _json(answer: BaseModel | Sequence[BaseModel]) -> web.Response:
-    """Answer with a model of `teleport.api.web_models` (or a list of them)."""
-    return web.json_response(to_jsonable_python(answer))
 
 
 __all__ = ["MAX_BODY", "WebProxy"]

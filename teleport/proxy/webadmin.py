@@ -13,8 +13,6 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
 
 from teleport.api import httpserver
 from teleport.api.web_models import (
@@ -27,11 +25,12 @@ from teleport.api.web_models import (
     WebUserCreate,
 )
 from teleport.auth.client import AuthClient
-from teleport.errors import BadParameter, NotFound
+from teleport.errors import BadParameter
 from teleport.keys.pin import ca_pin
 from teleport.proxy.websession import check_origin
 from teleport.types.resource import ZERO_TIME
 from teleport.types.resources import ProvisionToken, User
+from teleport.utils.clock import parse_time
 from teleport.utils.duration import parse_duration
 
 if TYPE_CHECKING:
@@ -70,20 +69,15 @@ class WebAdmin:
         session = await self.proxy.sessions.authenticate(request)
         return self.proxy.sessions.client(session)
 
-    def _check_cluster(self, request: web.Request) -> None:
-        cluster = request.match_info["cluster"]
-        if cluster != self.proxy.cluster_name:
-            raise NotFound(f"cluster {cluster!r} not found")
-
     # --- audit log -------------------------------------------------------------------------
 
     async def search_events(self, request: web.Request) -> web.Response:
         """Answer one page of the audit log, newest first, filtered by range, type and text."""
-        self._check_cluster(request)
+        self.proxy.check_cluster(request)
         client = await self._as_user(request)
         query = request.query
-        until = _time(query["to"], "to") if query.get("to") else self.proxy.clock.now()
-        since = _time(query["from"], "from") if query.get("from") else until - DEFAULT_RANGE
+        until = parse_time(query["to"], "to") if query.get("to") else self.proxy.clock.now()
+        since = parse_time(query["from"], "from") if query.get("from") else until - DEFAULT_RANGE
         limit_text = query.get("limit", str(DEFAULT_EVENTS))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_EVENTS:
             raise BadParameter(f"limit must be a number from 1 to {MAX_EVENTS}")
@@ -91,15 +85,15 @@ class WebAdmin:
         events, next_key = await client.search_events(
             since, until, types, "", int(limit_text), query.get("start_key", ""),
             text=query.get("q", ""), newest_first=True)
-        return _json(WebEventPage(events=events, next_key=next_key))
+        return httpserver.json_answer(WebEventPage(events=events, next_key=next_key))
 
     # --- cluster status --------------------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
         """Answer the cluster's name, version, CA pin, auth servers, proxies and nodes online."""
-        self._check_cluster(request)
+        self.proxy.check_cluster(request)
         client = await self._as_user(request)
-        return _json(await client.cluster_status())
+        return httpserver.json_answer(await client.cluster_status())
 
     # --- users -----------------------------------------------------------------------------
 
@@ -107,7 +101,7 @@ class WebAdmin:
         client = await self._as_user(request)
         now = self.proxy.clock.now()
         users = sorted(await client.list_users(), key=lambda u: u.metadata.name)
-        return _json([_web_user(user, now) for user in users])
+        return httpserver.json_answer([_web_user(user, now) for user in users])
 
     async def invite_user(self, request: web.Request) -> web.Response:
         """Create a user without a password and answer the signup link, as `tctl users add`."""
@@ -116,7 +110,8 @@ class WebAdmin:
         token = await client.create_user_signup(body.name, _unique(body.logins) or [body.name],
                                                 _unique(body.roles))
         url = f"https://{self.proxy.public_addr}/web/newuser/{token.metadata.name}"
-        return _json(WebInvite(name=body.name, signup_url=url, expires=token.metadata.expires))
+        return httpserver.json_answer(WebInvite(name=body.name, signup_url=url,
+                                                expires=token.metadata.expires))
 
     async def delete_user(self, request: web.Request) -> web.Response:
         client = await self._as_user(request)
@@ -136,7 +131,7 @@ class WebAdmin:
         """List the join tokens (signup tokens are the users page's business)."""
         client = await self._as_user(request)
         provision, _ = await client.list_tokens()
-        return _json([_web_token(t) for t in provision])
+        return httpserver.json_answer([_web_token(t) for t in provision])
 
     async def create_token(self, request: web.Request) -> web.Response:
         """Create a join token for nodes or proxies; answer what `teleport start` needs."""
@@ -151,9 +146,9 @@ class WebAdmin:
         token = await client.create_token(roles, ttl, None)
         tls = await client.get_ca("tls")
         created = _web_token(token)
-        return _json(WebTokenCreated(**created.model_dump(),
-                                     ca_pin=ca_pin(tls.trusted_tls_certs()[0].encode()),
-                                     auth_server=self.proxy.public_addr))
+        return httpserver.json_answer(WebTokenCreated(
+            **created.model_dump(), ca_pin=ca_pin(tls.trusted_tls_certs()[0].encode()),
+            auth_server=self.proxy.public_addr))
 
     async def delete_token(self, request: web.Request) -> web.Response:
         client = await self._as_user(request)
@@ -179,19 +174,6 @@ def _web_token(token: ProvisionToken) -> WebToken:
 def _unique(items: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(item.strip() for item in items if item.strip()))
 
-
-def _time(value: str, name: str) -> datetime:
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadParameter(f"{name} must be an RFC 3339 time, not {value!r}") from None
-    if when.tzinfo is None:
-        raise BadParameter(f"{name} needs a time zone, e.g. {value}Z")
-    return when
-
-
-def _json(answer: BaseModel | Sequence[BaseModel]) -> web.Response:
-    return web.json_response(to_jsonable_python(answer))
 
 
 __all__ = ["WebAdmin"]

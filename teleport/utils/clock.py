@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
+from teleport.errors import BadParameter
+
 
 class Clock(Protocol):
     def now(self) -> datetime:
@@ -32,3 +34,14 @@ class FakeClock:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def parse_time(value: str, name: str) -> datetime:
+    """Read an RFC 3339 time with its zone (a query's `from`, `to`), or say which one is wrong."""
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParameter(f"{name} must be an RFC 3339 time, not {value!r}") from None
+    if when.tzinfo is None:
+        raise BadParameter(f"{name} needs a time zone, e.g. {value}Z")
+    return when
