@@ -52,10 +52,7 @@ _TOMBSTONES = ("access", "deleted")
 
 def is_user_locked(user: User, now: datetime) -> bool:
     """Tell whether a user is locked at now: `is_locked` until `lock_expires`, or for good if unset."""
-    status = user.spec.status
-    if not status.is_locked:
-        return False
-    return status.lock_expires <= ZERO_TIME or status.lock_expires > now
+    return user.spec.status.locked_at(now)
 
 
 def revokes_access(user: User, now: datetime) -> bool:

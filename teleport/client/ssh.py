@@ -17,7 +17,7 @@ import asyncssh
 from teleport.api import proxydial
 from teleport.client import forwarding, stdio
 from teleport.client.profile import Profile
-from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
+from teleport.errors import BadParameter, NotFound
 from teleport.sshutils import hop
 from teleport.utils.addr import parse_addr
 
@@ -69,25 +69,16 @@ async def connect_node(profile: Profile, login: str, host: str,
     profile.check_valid()
     target = parse_addr(host, NODE_PORT)
     proxy = parse_addr(profile.ssh_proxy_addr, 3023)
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            # HTTPS_PROXY/HTTP_PROXY: an HTTP CONNECT tunnel to the proxy's SSH port (proxydial).
-            sock = await proxydial.dial(proxy.host, proxy.port)
-            proxy_conn = await stack.enter_async_context(asyncssh.connect(
-                proxy.host, proxy.port, sock=sock, options=_options(profile, profile.user)))
-            conn = await stack.enter_async_context(asyncssh.connect(
-                target.host, target.port, tunnel=hop.ChannelTunnel(proxy_conn),
-                options=_options(profile, login, agent_forward)))
-        except asyncssh.PermissionDenied:
-            raise AccessDenied(f"access denied to {login} connecting to {host}") from None
-        except asyncssh.ChannelOpenError as err:
-            raise NotFound(f"cannot reach {host}: {err.reason}") from None
-        except asyncssh.HostKeyNotVerifiable as err:
-            raise AccessDenied(f"host key of {host} is not signed by the cluster: {err.reason}") from None
-        except asyncssh.DisconnectError as err:
-            raise ConnectionProblem(f"{host}: {err.reason}") from None
-        except OSError as err:
-            raise ConnectionProblem(f"cannot connect to proxy {proxy}: {err.strerror or err or type(err).__name__}") from None
+    via = f"cannot connect to proxy {proxy}"
+    try:
+        # HTTPS_PROXY/HTTP_PROXY: an HTTP CONNECT tunnel to the proxy's SSH port (proxydial).
+        sock = await proxydial.dial(proxy.host, proxy.port)
+    except OSError as err:
+        raise hop.unreachable(via, err) from None
+    async with hop.connect_node(sock, (proxy.host, proxy.port), _options(profile, profile.user),
+                                (target.host, target.port),
+                                _options(profile, login, agent_forward), name=host,
+                                via=via) as conn:
         yield conn
 
 

@@ -84,7 +84,8 @@ STATIC_PREFIX = "/web/app"
 class WebProxy:
     """Serve the web API and pages, calling the auth server as the proxy for everything."""
 
-    def __init__(self, *, auth: AuthClient, cluster_name: str, cert_pem: bytes, key_pem: bytes,
+    def __init__(self, *, auth: AuthClient, cluster_name: str,
+                 keypairs: Sequence[webtls.KeyPair],
                  client_ca_pems: Callable[[], Sequence[bytes]], public_addr: str,
                  ssh_public_addr: str, clock: Clock, hsts: bool = False,
                  deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES,
@@ -111,7 +112,8 @@ class WebProxy:
         self.tunnel_public_addr = ""
         self.ssh_public_addr = ssh_public_addr
         self.clock = clock
-        self._keypairs: list[webtls.KeyPair] = [(key_pem, cert_pem)]
+        #: (key, certificate) PEMs: the first is the default, others are picked by SNI.
+        self._keypairs: list[webtls.KeyPair] = list(keypairs)
         #: `--insecure-no-tls`: plain HTTP, TLS ended by a load balancer in front.
         self.plain_http = plain_http
         self._client_ca_pems = client_ca_pems
@@ -492,35 +494,40 @@ def _token(token: str) -> str:
     return token
 
 
+def _is_name(name: str) -> bool:
+    """Tell whether a name (user, login, node) is safe in auth API paths and audit lines."""
+    return bool(name) and name not in (".", "..") and len(name) <= 255 and \
+        not any(c in _BAD_NAME_CHARS for c in name)
+
+
 def _user_name(name: str) -> str:
-    if name in (".", "..") or len(name) > 255 or any(c in _BAD_NAME_CHARS for c in name):
+    if not _is_name(name):
         raise BadParameter(f"invalid user name {name!r}")
     return name
 
 
-def _remote_addr(request: web.Request) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(HostPort(str(peer[0]), int(peer[1])))
-    return request.remote or ""
-
-
 def _peer(request: web.Request) -> tuple[str, int]:
+    """Return the client's address and port ("", 0 when the transport has none)."""
     peer = request.transport.get_extra_info("peername") if request.transport else None
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return ("", 0)
 
 
+def _remote_addr(request: web.Request) -> str:
+    host, port = _peer(request)
+    return str(HostPort(host, port)) if host else request.remote or ""
+
+
 def _terminal_target(request: web.Request) -> webterminal.Target:
     """Read where a terminal goes from its query: node and login, or node and live session."""
     query = request.query
     node, login, sid = query.get("node", ""), query.get("login", ""), query.get("sid", "")
-    if not node or any(c in _BAD_NAME_CHARS for c in node) or len(node) > 255:
+    if not _is_name(node):
         raise BadParameter("the terminal needs a node (its id or name)")
     if sid:
         check_sid(sid)
-    elif not login or any(c in _BAD_NAME_CHARS for c in login) or len(login) > 255:
+    elif not _is_name(login):
         raise BadParameter("the terminal needs a login")
 
     def size(name: str, default: int) -> int:

@@ -158,8 +158,7 @@ class WebAdmin:
 
 def _web_user(user: User, now: datetime) -> WebUser:
     status = user.spec.status
-    # As the auth server's `is_user_locked`: until `lock_expires`, or for good when unset.
-    locked = status.is_locked and (status.lock_expires <= ZERO_TIME or status.lock_expires > now)
+    locked = status.locked_at(now)
     created = user.spec.created_by.time
     return WebUser(name=user.metadata.name, roles=list(user.spec.roles), logins=list(user.logins),
                    locked=locked, locked_message=status.locked_message if locked else "",

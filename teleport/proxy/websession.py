@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +30,7 @@ from teleport.api.auth_models import WebSession
 from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, NotFound
 from teleport.keys.tls import identity_from_cert, ssl_client_context
+from teleport.services.web_sessions import bearer_matches
 from teleport.utils.clock import Clock
 
 #: `__Host-`: the browser keeps it only if Secure, Path=/ and without Domain (no subdomain sets it).
@@ -85,8 +86,10 @@ def check_origin(request: web.Request, *, required: bool) -> None:
         raise AccessDenied(f"cross-origin request from {origin!r} refused")
 
 
-def _tls_der(session: WebSession) -> bytes:
-    return x509.load_pem_x509_certificate(session.tls_cert.encode()).public_bytes(Encoding.DER)
+@functools.lru_cache(maxsize=1024)
+def _tls_der(cert_pem: str) -> bytes:
+    """The session certificate as the revocation check reads it (parsed once, not per call)."""
+    return x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(Encoding.DER)
 
 
 @dataclass
@@ -210,7 +213,7 @@ class WebSessions:
             self.forget(session.id)
             raise AccessDenied("your web session has expired: log in again")
         if self._revoked is not None:
-            reason = self._revoked(session.user, _tls_der(session))
+            reason = self._revoked(session.user, _tls_der(session.tls_cert))
             if reason is not None:
                 self.forget(session.id)
                 raise AccessDenied(f"access revoked: {reason}")
@@ -218,8 +221,7 @@ class WebSessions:
 
 def check_token(session: WebSession, token: str) -> None:
     """Compare a bearer token with the session's in constant time."""
-    if not hmac.compare_digest(token.encode("utf-8", "surrogatepass"),
-                               session.bearer_token.encode()):
+    if not bearer_matches(session.bearer_token, token):
         raise AccessDenied(_NOT_LOGGED_IN)
 
 

@@ -29,7 +29,6 @@ from aiohttp import WSMsgType, web
 
 from teleport.api.auth_models import WebSession
 from teleport.api.constants import SESSION_ENV
-from teleport.errors import AccessDenied, ConnectionProblem, NotFound
 from teleport.sshutils import hop
 from teleport.sshutils.terminal import clamp_term_size
 
@@ -69,30 +68,19 @@ async def connect(serve_ssh: ServeSSH, session: WebSession, target: Target,
     cert = asyncssh.import_certificate(session.ssh_cert)
     cas = [asyncssh.import_public_key(k) for k in host_cas]
     ours, theirs = socket.socketpair()
-    async with contextlib.AsyncExitStack() as stack:
-        try:
-            await serve_ssh(theirs, client_addr)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        try:
-            # Our own server at the other end of a socket pair: no host to check (the name
-            # stands in for the address a socket pair does not have).
-            proxy_conn = await stack.enter_async_context(asyncssh.connect(
-                "proxy", sock=ours, options=hop.user_options(session.user, key, cert, None)))
-            conn = await stack.enter_async_context(asyncssh.connect(
-                target.node, NODE_PORT, tunnel=hop.ChannelTunnel(proxy_conn),
-                options=hop.user_options(target.login, key, cert, cas)))
-        except asyncssh.PermissionDenied:
-            raise AccessDenied(f"access denied to {target.login} on {target.node}") from None
-        except asyncssh.ChannelOpenError as err:
-            raise NotFound(f"cannot reach {target.node}: {err.reason}") from None
-        except asyncssh.HostKeyNotVerifiable as err:
-            raise AccessDenied(f"host key of {target.node} is not signed by the cluster: "
-                               f"{err.reason}") from None
-        except (asyncssh.Error, OSError) as err:
-            raise ConnectionProblem(f"{target.node}: {err}") from None
+    try:
+        await serve_ssh(theirs, client_addr)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    # Our own server at the other end of a socket pair: no host to check (the name stands
+    # in for the address a socket pair does not have).
+    async with hop.connect_node(ours, ("proxy", 22),
+                                hop.user_options(session.user, key, cert, None),
+                                (target.node, NODE_PORT),
+                                hop.user_options(target.login, key, cert, cas),
+                                name=target.node, via=target.node) as conn:
         yield conn
 
 

@@ -485,16 +485,13 @@ class TeleportProcess:
                 log.warning("Serving a self-signed certificate for %s: browsers will warn and "
                             "tsh needs --insecure; set proxy_service.https_keypairs to serve "
                             "a real one.", web_public.host)
-        key_pem, cert_pem = pairs[0]
-        web = WebProxy(auth=client, cluster_name=self.cluster_name, cert_pem=cert_pem,
-                       key_pem=key_pem, client_ca_pems=trust.tls_certs,
+        web = WebProxy(auth=client, cluster_name=self.cluster_name, keypairs=pairs,
+                       client_ca_pems=trust.tls_certs,
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
                        clock=self.clock, hsts=bool(cfg.https_keypairs),
                        revoked=revocations.tls_refusal, serve_ssh=ssh_server.serve_socket,
                        trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls)
         await self.stack.enter_async_context(web)
-        if len(pairs) > 1:
-            web.set_keypairs(pairs)  # one certificate per public name, chosen by SNI
         if cfg.insecure_no_tls:
             log.warning("The web port serves plain HTTP (--insecure-no-tls): terminate TLS "
                         "in front of it.")

@@ -9,10 +9,13 @@ routing and recording.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncssh
 
+from teleport.errors import AccessDenied, ConnectionProblem, NotFound
 from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
 
 
@@ -44,3 +47,40 @@ class ChannelTunnel:
 
     async def wait_closed(self) -> None:
         await self.conn.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def connect_node(sock: socket.socket | None, proxy: tuple[str, int],
+                       proxy_options: asyncssh.SSHClientConnectionOptions, node: tuple[str, int],
+                       node_options: asyncssh.SSHClientConnectionOptions, *, name: str,
+                       via: str) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """Open both hops (over sock, else by dialling the proxy); closed on leaving.
+
+    Only a failure to connect is mapped to an error kind: access denied, the node unreachable
+    or its host key not the cluster's, a disconnect (named after `name`, the node as the user
+    named it), or the socket failing (named after `via`, where it goes).
+    """
+    login = node_options.username
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            proxy_conn = await stack.enter_async_context(asyncssh.connect(
+                proxy[0], proxy[1], sock=sock, options=proxy_options))
+            conn = await stack.enter_async_context(asyncssh.connect(
+                node[0], node[1], tunnel=ChannelTunnel(proxy_conn), options=node_options))
+        except asyncssh.PermissionDenied:
+            raise AccessDenied(f"access denied to {login} connecting to {name}") from None
+        except asyncssh.ChannelOpenError as err:
+            raise NotFound(f"cannot reach {name}: {err.reason}") from None
+        except asyncssh.HostKeyNotVerifiable as err:
+            raise AccessDenied(f"host key of {name} is not signed by the cluster: "
+                               f"{err.reason}") from None
+        except asyncssh.DisconnectError as err:
+            raise ConnectionProblem(f"{name}: {err.reason}") from None
+        except OSError as err:
+            raise unreachable(via, err) from None
+        yield conn
+
+
+def unreachable(via: str, err: OSError) -> ConnectionProblem:
+    """The error for a socket that failed on its way to `via`."""
+    return ConnectionProblem(f"{via}: {err.strerror or err or type(err).__name__}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -15,6 +16,10 @@ class LoginStatus(Model):
     locked_message: str = ""
     locked_time: Time = ZERO_TIME
     lock_expires: Time = ZERO_TIME
+
+    def locked_at(self, now: datetime) -> bool:
+        """Tell whether the lock holds at now: `is_locked` until `lock_expires`, for good if unset."""
+        return self.is_locked and (self.lock_expires <= ZERO_TIME or self.lock_expires > now)
 
 
 class CreatedByUser(Model):

@@ -196,7 +196,7 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
         contexts[role] = tlskeys.ssl_client_context(certs.tls_cert.encode(), key, cas)
     proxy_client = AuthClient([addr], contexts[auth_api.PROXY], cluster=CLUSTER)
     web_key, web_cert = tlskeys.self_signed_web_cert(["127.0.0.1"], now=clock.now())
-    proxy = WebProxy(auth=proxy_client, cluster_name=CLUSTER, cert_pem=web_cert, key_pem=web_key,
+    proxy = WebProxy(auth=proxy_client, cluster_name=CLUSTER, keypairs=[(web_key, web_cert)],
                      client_ca_pems=lambda: cas, public_addr="proxy.fuzz.test:3080",
                      ssh_public_addr="proxy.fuzz.test:3023", clock=clock)
     await proxy.start("127.0.0.1", 0)

@@ -110,7 +110,7 @@ async def wire(tmp_path: Path) -> AsyncIterator[Wire]:
         stack.push_async_callback(proxy_client.close)
         web_key, web_cert = tlskeys.self_signed_web_cert(["127.0.0.1"], now=clock.now())
         wire.proxy = CrashingProxy(
-            auth=proxy_client, cluster_name=CLUSTER, cert_pem=web_cert, key_pem=web_key,
+            auth=proxy_client, cluster_name=CLUSTER, keypairs=[(web_key, web_cert)],
             client_ca_pems=lambda: cas, public_addr="127.0.0.1:3080",
             ssh_public_addr="127.0.0.1:3023", clock=clock)
         await wire.proxy.start("127.0.0.1", 0)

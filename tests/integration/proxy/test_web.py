@@ -132,8 +132,8 @@ async def make_cluster() -> AsyncIterator[ClusterFactory]:
         cleanups.append(auth_client.close)
         web_key, web_cert = tlskeys.self_signed_web_cert(["localhost", "127.0.0.1"],
                                                          now=clock.now())
-        proxy = WebProxy(auth=auth_client, cluster_name=auth.cluster_name, cert_pem=web_cert,
-                         key_pem=web_key, client_ca_pems=lambda: cas,
+        proxy = WebProxy(auth=auth_client, cluster_name=auth.cluster_name, keypairs=[(web_key, web_cert)],
+                         client_ca_pems=lambda: cas,
                          public_addr="proxy.example.com:3080",
                          ssh_public_addr="proxy.example.com:3023", clock=clock,
                          **proxy_options)

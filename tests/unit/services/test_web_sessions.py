@@ -130,9 +130,9 @@ def test_the_bearer_token_is_compared_in_constant_time(monkeypatch: pytest.Monke
         return constant_time(a, b)
 
     monkeypatch.setattr(web_sessions.hmac, "compare_digest", spy)
-    assert bearer_matches(record, record.bearer_token)
-    assert not bearer_matches(record, record.bearer_token[:-1] + "x")
-    assert not bearer_matches(record, "")
-    assert not bearer_matches(record, "jöe\udc00")  # not ASCII, not even UTF-8: no exception
+    assert bearer_matches(record.bearer_token, record.bearer_token)
+    assert not bearer_matches(record.bearer_token, record.bearer_token[:-1] + "x")
+    assert not bearer_matches(record.bearer_token, "")
+    assert not bearer_matches(record.bearer_token, "jöe\udc00")  # not ASCII, not even UTF-8: no exception
     assert len(compared) == 4
     assert compared[0] == (record.bearer_token.encode(), record.bearer_token.encode())
