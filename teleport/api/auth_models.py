@@ -58,6 +58,8 @@ class SignupRequest(Request):
     name: str
     logins: list[str] | None = None
     roles: list[str] | None = None
+    #: How long the signup link lives, a Go duration (`24h`); default 1h, at most 48h.
+    ttl: str | None = None
 
 
 class SignupInfo(Answer):
@@ -68,6 +70,8 @@ class SignupInfo(Answer):
     otp_uri: str
     expires: str
     second_factor: str = "otp"
+    #: "signup" (a new user) or "reset" (`tctl users reset`): the page words itself after it.
+    usage: str = "signup"
 
 
 class CompleteSignupRequest(Request):

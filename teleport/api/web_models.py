@@ -53,6 +53,7 @@ class SignupInfoAnswer(Answer):
     qr_svg: str = ""
     second_factor: str = "otp"
     expires: str = ""
+    usage: str = "signup"
 
 
 class SignupRequest(Request):
@@ -124,7 +125,10 @@ class WebContext(Answer):
     cluster: str
     logins: list[str]
     roles: list[str]
+    #: The roles allow listing users (the users, tokens and status pages).
     admin: bool
+    #: The roles allow reading the audit log.
+    audit: bool = False
 
 
 # --- the admin pages and the audit log (increment 2) --------------------------------------------

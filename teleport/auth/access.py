@@ -6,8 +6,8 @@ that on every call (`check_caller`); nodes and proxies, which must keep serving 
 server is down, poll a small list of revoked users instead (`Revocations`) and refuse, or hang up
 on, certificates it names. Deletions leave a tombstone for as long as any certificate issued
 before them can live, so a user created again under the same name does not revive old ones.
-Teleport does this with `lock` resources; deletion and `is_locked` are our triggers until
-`tctl lock` exists.
+Locks (`tctl lock`, Teleport's `lock` resources) in force travel in the same list: a lock on a
+user, on a role (judged by the roles a certificate carries) or on a node.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import math
 import time
 import weakref
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,8 @@ from teleport.backend.base import Backend, Item, key, range_end
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.keys.identity import Identity
 from teleport.keys.ssh import SSHCertInfo
-from teleport.rbac import rules
 from teleport.services.login_attempts import LOGIN_LOCK_MESSAGE
+from teleport.types.locks import Lock
 from teleport.types.resource import ZERO_TIME, Time
 from teleport.types.resources import User
 
@@ -90,6 +91,30 @@ def check_user_active(user: User, now: datetime) -> None:
         raise AccessDenied(reason)
 
 
+def lock_refusal(locks: Iterable[Lock], now: datetime, *, user: str = "",
+                 roles: Iterable[str] = (), node: str = "") -> str | None:
+    """Return the reason of the first lock in force at now on the user, one of the roles, or
+    the node (a host UUID), or None."""
+    held = set(roles)
+    for lock in locks:
+        target = lock.spec.target
+        if lock.in_force(now) and ((user and target.user == user) or
+                                   (target.role and target.role in held) or
+                                   (node and target.node == node)):
+            return lock.reason()
+    return None
+
+
+async def check_not_locked(accounts: Accounts, user: User) -> None:
+    """Raise AccessDenied with the lock's reason if a lock holds on the user or one of their
+    stored roles."""
+    now = accounts.ctx.clock.now()
+    reason = lock_refusal(await accounts.locks.in_force(now), now, user=user.metadata.name,
+                          roles=user.spec.roles)
+    if reason is not None:
+        raise AccessDenied(reason)
+
+
 # --- what nodes and proxies poll --------------------------------------------------------------
 
 class RevokedUser(BaseModel):
@@ -119,6 +144,8 @@ class Revocations(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     users: list[RevokedUser] = Field(default_factory=list)
+    #: Locks in force when the list was made (each still ends at its own `spec.expires`).
+    locks: list[Lock] = Field(default_factory=list)
 
     @cached_property
     def _by_user(self) -> dict[str, list[RevokedUser]]:
@@ -127,16 +154,22 @@ class Revocations(BaseModel):
             index.setdefault(entry.user, []).append(entry)
         return index
 
-    def refusal(self, user: str, issued: datetime, now: datetime) -> str | None:
-        """Return why a certificate of user issued at `issued` is refused now, or None."""
+    def refusal(self, user: str, issued: datetime, now: datetime,
+                roles: Iterable[str] = ()) -> str | None:
+        """Return why a certificate of user, carrying roles, issued at `issued` is refused now,
+        or None. The certificate's roles decide role locks: a node has no stored user."""
         for entry in self._by_user.get(user, ()):
             if entry.applies(issued, now):
                 return entry.reason
-        return None
+        return lock_refusal(self.locks, now, user=user, roles=roles)
 
     def ssh_refusal(self, cert: SSHCertInfo, now: datetime) -> str | None:
         """Return why a user's SSH certificate is refused now, or None."""
-        return self.refusal(cert.key_id, ssh_cert_issued_at(cert), now)
+        return self.refusal(cert.key_id, ssh_cert_issued_at(cert), now, cert.roles)
+
+    def node_refusal(self, host_uuid: str, now: datetime) -> str | None:
+        """Return why a node (host UUID) is locked now, or None: it must serve no one."""
+        return lock_refusal(self.locks, now, node=host_uuid)
 
 
 def ssh_cert_issued_at(cert: SSHCertInfo) -> datetime:
@@ -202,7 +235,7 @@ _memos: weakref.WeakKeyDictionary[Accounts, _Memo] = weakref.WeakKeyDictionary()
 
 
 async def list_revocations(accounts: Accounts) -> Revocations:
-    """Build the list nodes poll: deleted users (tombstones), locked and expired users."""
+    """Build the list nodes poll: deleted users (tombstones), locked and expired users, locks."""
     now = accounts.ctx.clock.now()
     memo = _memos.setdefault(accounts, _Memo())
     if time.monotonic() - memo.when < LIST_REUSE_SECONDS:
@@ -221,7 +254,8 @@ async def list_revocations(accounts: Accounts) -> Revocations:
         until = status.lock_expires if revokes_access(user, now) and \
             status.lock_expires > ZERO_TIME else None
         entries.append(RevokedUser(user=user.metadata.name, reason=reason, until=until))
-    memo.when, memo.value = time.monotonic(), Revocations(users=entries)
+    locks = await accounts.locks.in_force(now)
+    memo.when, memo.value = time.monotonic(), Revocations(users=entries, locks=locks)
     return memo.value
 
 
@@ -229,7 +263,8 @@ async def check_user(accounts: Accounts, name: str, issued: datetime) -> User:
     """Return the stored user a certificate issued at `issued` speaks for, or refuse.
 
     The user must exist, must not have been deleted since the certificate was issued (a user
-    created again under the same name), and must be neither locked nor expired.
+    created again under the same name), must be neither locked nor expired, and no lock may
+    hold on the user or one of their roles.
     """
     try:
         user = await accounts.get_user(name)
@@ -239,15 +274,17 @@ async def check_user(accounts: Accounts, name: str, issued: datetime) -> User:
     if deleted is not None and issued <= deleted:
         raise AccessDenied(f"user {name!r} was deleted after this certificate was issued")
     check_user_active(user, accounts.ctx.clock.now())
+    await check_not_locked(accounts, user)
     return user
 
 
 async def check_caller(accounts: Accounts, identity: Identity, issued: datetime) -> Identity:
-    """Return a user's identity with the roles, logins and traits stored now, or refuse."""
+    """Return a user's identity with the roles and traits stored now, or refuse (the caller
+    derives the logins from the roles)."""
     name = identity.username
     user = await check_user(accounts, name, issued)
     return dataclasses.replace(
-        identity, roles=tuple(user.spec.roles), logins=tuple(rules.allowed_logins(name, user.logins)),
+        identity, roles=tuple(user.spec.roles),
         traits={k: tuple(v) for k, v in user.spec.traits.items()})
 
 
@@ -259,4 +296,5 @@ async def check_named_user(accounts: Accounts, name: str) -> User:
     except NotFound:
         raise AccessDenied(f"user {name!r} no longer exists") from None
     check_user_active(user, accounts.ctx.clock.now())
+    await check_not_locked(accounts, user)
     return user

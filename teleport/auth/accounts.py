@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import timedelta
 
 import pyotp
 
 from teleport.api.auth_models import SignupInfo
-from teleport.auth import access, passwords
+from teleport.auth import access, passwords, usertokens
 from teleport.auth.context import AuthContext, redact
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events import emitter as ev
 from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.services.locks import LockService
 from teleport.services.login_attempts import LoginAttemptService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
@@ -29,8 +31,8 @@ from teleport.types.resources import (
     UserTokenSpec,
     check_user_name,
 )
+from teleport.utils.duration import format_duration
 
-SIGNUP_TOKEN_TTL = timedelta(hours=1)
 # Longer than the codes' validity (3 steps of 30 s) so a seen code can never be replayed.
 OTP_REUSE_WINDOW = timedelta(minutes=3)
 
@@ -39,12 +41,18 @@ class Accounts:
     """Creates, changes and deletes users, each change audited with who made it."""
 
     def __init__(self, ctx: AuthContext, users: UserService, tokens: TokenService,
-                 attempts: LoginAttemptService, web_sessions: WebSessionService) -> None:
+                 attempts: LoginAttemptService, web_sessions: WebSessionService, *,
+                 check_roles: Callable[[Iterable[str]], Awaitable[None]],
+                 locks: LockService) -> None:
         self.ctx = ctx
         self.users = users
         self.tokens = tokens
         self.attempts = attempts
         self.web_sessions = web_sessions
+        #: Refuses role names that do not exist (`RoleService.require`): no user holds one.
+        self.check_roles = check_roles
+        #: The locks (`tctl lock`) logins and every call of a user are checked against.
+        self.locks = locks
 
     async def list_users(self) -> list[User]:
         return await self.users.users.list()
@@ -52,10 +60,18 @@ class Accounts:
     async def get_user(self, name: str) -> User:
         return await self.users.users.get(name)
 
+    async def roles_of(self, name: str) -> list[str]:
+        """Return a user's roles as stored now; none for a user who no longer exists."""
+        try:
+            return list((await self.get_user(name)).spec.roles)
+        except NotFound:
+            return []
+
     async def create_user_signup(self, name: str, logins: list[str], roles: list[str],
-                                 created_by: str) -> UserToken:
-        """Create a user without a password and the 1h signup token that lets them set one."""
+                                 created_by: str, ttl: timedelta | None = None) -> UserToken:
+        """Create a user without a password and the signup token (1h, at most 48h) to set one."""
         check_user_name(name)
+        ttl = usertokens.signup_ttl(ttl)
         for value in (*logins, *roles):
             if not isinstance(value, str):
                 raise BadParameter("logins and roles must be lists of strings")
@@ -66,23 +82,48 @@ class Accounts:
             traits={"logins": logins or [name]},
             created_by=CreatedBy(time=now, user=CreatedByUser(name=created_by)),
         ))
+        await self.check_roles(user.spec.roles)
         await self.users.users.create(user)
         await self.ctx.audit(ev.USER_CREATE, created_by, name=name, roles=user.spec.roles)
-        return await self.create_signup_token(name, actor=created_by)
+        return await self.create_signup_token(name, actor=created_by, ttl=ttl)
 
-    async def create_signup_token(self, user: str, *, actor: str = "") -> UserToken:
+    async def create_signup_token(self, user: str, *, actor: str = "",
+                                  ttl: timedelta = usertokens.SIGNUP_TOKEN_TTL,
+                                  usage: usertokens.Usage = usertokens.SIGNUP) -> UserToken:
+        """Issue a user's one link (signup or reset); links issued before stop working."""
         await self.users.users.get(user)
+        await usertokens.delete_user_tokens(self.tokens, user)
         now = self.ctx.clock.now()
         token = UserToken(
-            metadata=Metadata(name=secrets.token_hex(16), expires=now + SIGNUP_TOKEN_TTL),
-            spec=UserTokenSpec(user=user, created=now),
+            metadata=Metadata(name=secrets.token_hex(16), expires=now + ttl),
+            spec=UserTokenSpec(user=user, created=now, usage=usage),
         )
         await self.tokens.create_signup(token, pyotp.random_base32())
         await self.ctx.audit(ev.RESET_PASSWORD_TOKEN_CREATE, actor, name=user,
-                             token=redact(token.metadata.name), ttl=str(SIGNUP_TOKEN_TTL))
+                             token=redact(token.metadata.name), ttl=format_duration(ttl),
+                             usage=usage)
         return token
 
+    async def reset_user(self, name: str, *, actor: str = "") -> UserToken:
+        """Start over a user's credentials (`tctl users reset`): the password and OTP device
+        stop working at once, a failed-login lockout ends, browser sessions end, and the
+        answer is the 8h reset link that sets new ones (roles, logins and traits are kept)."""
+        user = await self.users.users.get(name)
+        await self.users.clear_credentials(name)
+        await self._lift_login_lockout(user)
+        await self.web_sessions.delete_all(name)
+        return await self.create_signup_token(name, actor=actor, ttl=usertokens.RESET_TOKEN_TTL,
+                                              usage=usertokens.RESET)
+
+    async def _lift_login_lockout(self, user: User) -> None:
+        """End a failed-login lockout and forget the failures; an administrator's lock stays."""
+        await self.attempts.clear(user.metadata.name)
+        unlocked = usertokens.without_login_lockout(user)
+        if unlocked is not None:
+            await self.users.users.put(unlocked)
+
     async def _live_signup_token(self, token: str) -> UserToken:
+        """Return an unexpired signup or reset token; both kinds answer the same refusal."""
         try:
             record = await self.tokens.signup.get(token)
         except NotFound:
@@ -98,7 +139,7 @@ class Accounts:
                                                  issuer_name=self.ctx.cluster_name)
         expires = record.metadata.expires.isoformat() if record.metadata.expires else ""
         return SignupInfo(user=record.spec.user, otp_secret=secret, otp_uri=uri, expires=expires,
-                          second_factor=self.ctx.settings.second_factor)
+                          second_factor=self.ctx.settings.second_factor, usage=record.spec.usage)
 
     async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
         """Set the password (and enroll the OTP device) with a signup token, burnt first.
@@ -137,6 +178,10 @@ class Accounts:
             await self.users.set_totp_secret(user, secret)
         hashed = await asyncio.to_thread(passwords.hash_password, password)
         await self.users.set_password_hash(user, hashed)
+        if record.spec.usage == usertokens.RESET:
+            # Failures counted since the reset (by anyone guessing) must not lock the new password.
+            await self._lift_login_lockout(await self.users.users.get(user))
+            await self.web_sessions.delete_all(user)
         return await self.users.users.get(user)
 
     async def upsert_user(self, user: User, *, actor: str = "") -> User:
@@ -147,6 +192,7 @@ class Accounts:
             before: User | None = await self.users.users.get(name)
         except NotFound:
             before = None
+        await self.check_roles(user.spec.roles)
         stored = await self.users.users.put(user)
         if before is not None and before.spec.status.is_locked and not user.spec.status.is_locked:
             await self.attempts.clear(name)

@@ -6,6 +6,7 @@ client certificate, which the TLS layer has already verified against the cluster
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -83,21 +84,27 @@ class Call:
     def param(self, name: str) -> str:
         return self.request.match_info[name]
 
+    async def check_rule(self, resource: str, verb: str) -> None:
+        """Let tctl (Admin) do anything; judge a user by the rules of their roles stored now
+        (for routes whose resource is known only from the request, like `/v1/resources/{kind}`)."""
+        rules.check_rule(self.subject, resource, verb)
 
-ROUTES: list[tuple[str, str, frozenset[Caller], Handler]] = []
+
+ROUTES: list[tuple[str, str, frozenset[Caller], rules.RouteRule | None, Handler]] = []
 #: (method, path) of the routes whose body is raw bytes, not JSON (recording uploads).
 RAW_BODY: set[tuple[str, str]] = set()
 
 
-def route(method: str, path: str, allow: Iterable[Caller], *,
+def route(method: str, path: str, allow: Iterable[Caller], *, rule: rules.RouteRule | None = None,
           raw_body: bool = False) -> Callable[[Handler], Handler]:
-    """Register a handler and the kinds of caller allowed to reach it (`rbac.rules.check_route`).
+    """Register a handler, the kinds of caller allowed to reach it and, for users, the rule of
+    their roles it needs, e.g. `("user", "list")` (`rbac.rules.check_route`).
 
     A state-changing route takes only a JSON body (or none) unless it declares `raw_body`.
     """
 
     def register(handler: Handler) -> Handler:
-        ROUTES.append((method, path, frozenset(allow), handler))
+        ROUTES.append((method, path, frozenset(allow), rule, handler))
         if raw_body:
             RAW_BODY.add((method, path))
         return handler
@@ -118,7 +125,7 @@ async def ping(call: Call) -> Any:
                       client_idle_timeout_seconds=call.auth.settings.client_idle_seconds)
 
 
-@route("GET", "/v1/status", [ADMIN])
+@route("GET", "/v1/status", [ADMIN, USER], rule=("cluster_name", "read"))
 async def cluster_status(call: Call) -> Any:
     """Tell an admin the cluster's name, version, CA pin and who is online (the status page)."""
     tls = await call.auth.certs.get_ca("tls")
@@ -144,17 +151,17 @@ async def get_authority(call: Call) -> Any:
     return to_dict(await call.auth.certs.get_ca(ca_type))
 
 
-@route("GET", "/v1/users", [ADMIN])
+@route("GET", "/v1/users", [ADMIN, USER], rule=("user", "list"))
 async def list_users(call: Call) -> Any:
     return [to_dict(u) for u in await call.auth.accounts.list_users()]
 
 
-@route("GET", "/v1/users/{name}", [ADMIN])
+@route("GET", "/v1/users/{name}", [ADMIN, USER], rule=("user", "read"))
 async def get_user(call: Call) -> Any:
     return to_dict(await call.auth.accounts.get_user(call.param("name")))
 
 
-@route("PUT", "/v1/users", [ADMIN])
+@route("PUT", "/v1/users", [ADMIN, USER], rule=("user", "update"))
 async def upsert_user(call: Call) -> Any:
     user = from_dict(await call.json())
     if not isinstance(user, User):
@@ -162,25 +169,32 @@ async def upsert_user(call: Call) -> Any:
     return to_dict(await call.auth.accounts.upsert_user(user, actor=call.identity.username))
 
 
-@route("DELETE", "/v1/users/{name}", [ADMIN])
+@route("DELETE", "/v1/users/{name}", [ADMIN, USER], rule=("user", "delete"))
 async def delete_user(call: Call) -> Any:
     await call.auth.accounts.delete_user(call.param("name"), actor=call.identity.username)
     return {}
 
 
-@route("POST", "/v1/users/{name}/unlock", [ADMIN])
+@route("POST", "/v1/users/{name}/unlock", [ADMIN, USER], rule=("user", "update"))
 async def unlock_user(call: Call) -> Any:
     """Clear a lock (a failed-login lockout too) and the failed-login count (the web UI's)."""
     await call.auth.accounts.unlock_user(call.param("name"), actor=call.identity.username)
     return {}
 
 
-@route("POST", "/v1/users/signup", [ADMIN])
+@route("POST", "/v1/users/{name}/reset", [ADMIN])
+async def reset_user(call: Call) -> Any:
+    """Clear a user's password and OTP device at once and answer the reset link's token."""
+    token = await call.auth.accounts.reset_user(call.param("name"), actor=call.identity.username)
+    return to_dict(token)
+
+
+@route("POST", "/v1/users/signup", [ADMIN, USER], rule=("user", "create"))
 async def create_user_signup(call: Call) -> Any:
     body = await call.body(SignupRequest)
     token = await call.auth.accounts.create_user_signup(
         body.name, list(body.logins or []), list(body.roles or []),
-        created_by=call.identity.username)
+        created_by=call.identity.username, ttl=parse_duration(body.ttl) if body.ttl else None)
     return to_dict(token)
 
 
@@ -208,14 +222,14 @@ async def authenticate_ssh(call: Call) -> Any:
     return certs
 
 
-@route("GET", "/v1/tokens", [ADMIN])
+@route("GET", "/v1/tokens", [ADMIN, USER], rule=("token", "list"))
 async def list_tokens(call: Call) -> Any:
     provision, signup = await call.auth.hosts.list_tokens()
     return TokenList(provision=[to_dict(t) for t in provision],
                      signup=[to_dict(t) for t in signup])
 
 
-@route("DELETE", "/v1/tokens/{token}", [ADMIN])
+@route("DELETE", "/v1/tokens/{token}", [ADMIN, USER], rule=("token", "delete"))
 async def delete_token(call: Call) -> Any:
     await call.auth.hosts.delete_token(call.param("token"), actor=call.identity.username)
     return {}
@@ -234,7 +248,11 @@ async def upsert_server(call: Call) -> Any:
 @route("GET", "/v1/servers/{kind}", [ADMIN, PROXY, NODE, USER])
 async def list_servers(call: Call) -> Any:
     kind = call.param("kind")
-    return [to_dict(s) for s in await call.auth.hosts.list_servers(kind)]
+    servers = await call.auth.hosts.list_servers(kind)
+    if kind == "node" and call.subject.kind == USER:
+        # A user (tctl through their own identity) sees only the nodes their roles reach.
+        servers = [s for s in servers if call.subject.access.can_see_node(s.all_labels())]
+    return [to_dict(s) for s in servers]
 
 
 @route("POST", "/v1/events", [NODE, PROXY])
@@ -245,7 +263,7 @@ async def emit_event(call: Call) -> Any:
     return {}
 
 
-@route("POST", "/v1/tokens", [ADMIN])
+@route("POST", "/v1/tokens", [ADMIN, USER], rule=("token", "create"))
 async def create_token(call: Call) -> Any:
     body = await call.body(TokenRequest)
     token = await call.auth.hosts.create_provision_token(
@@ -302,13 +320,13 @@ def make_app(auth: AuthServer,
 
     limiter = RateLimiter(JOIN_RATE_PER_MINUTE, JOIN_BURST, auth.clock)
 
-    def wrap(method: str, path: str, allow: frozenset[Caller],
+    def wrap(method: str, path: str, allow: frozenset[Caller], rule: rules.RouteRule | None,
              handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         json_only = method in httpserver.STATE_CHANGING and (method, path) not in RAW_BODY
 
         async def serve(request: web.Request) -> web.StreamResponse:
             try:
-                identity, subject = await authorize(request, allow)
+                identity, subject = await authorize(request, allow, rule)
             except AccessDenied as err:
                 await auth.emitter.emit(ev.make_event(
                     ev.AUTH, auth.clock, user=_who(request), success=False,
@@ -333,8 +351,8 @@ def make_app(auth: AuthServer,
 
         return serve
 
-    async def authorize(request: web.Request,
-                        allow: frozenset[Caller]) -> tuple[Identity, Subject]:
+    async def authorize(request: web.Request, allow: frozenset[Caller],
+                        rule: rules.RouteRule | None) -> tuple[Identity, Subject]:
         if ANONYMOUS in allow:
             limiter.check(request.remote or "")
             return Identity(username=""), Subject(ANONYMOUS)
@@ -343,19 +361,22 @@ def make_app(auth: AuthServer,
             raise AccessDenied("certificate is for another cluster")
         subject = Subject.of(identity)
         if subject.kind == USER:
-            # Decide with the user as stored now: deleted, locked or demoted users lose access
-            # (and an admin's routes) at once, not when the certificate expires.
+            # Decide with the user and roles as stored now: deleted, locked or demoted users
+            # lose access at once, not when the certificate expires.
             identity = await access.check_caller(auth.accounts, identity,
                                                  access.peer_cert_issued_at(request))
-            subject = Subject.of(identity)
-        rules.check_route(subject, allow, request.method, request.path)
+            roleset = await auth.resources.roleset(identity.roles, identity.traits)
+            identity = dataclasses.replace(identity, logins=tuple(roleset.logins()))
+            subject = Subject.of(identity, roleset)
+        rules.check_route(subject, allow, request.method, request.path, rule)
         if subject.kind == PROXY and request.query.get("user"):
             user = await access.check_named_user(auth.accounts, request.query["user"])
-            subject = Subject.user(user.metadata.name, user.spec.roles)
+            subject = Subject.user(user.metadata.name, user.spec.roles,
+                                   await auth.resources.roleset(user.spec.roles, user.spec.traits))
         return identity, subject
 
-    for method, path, allow, handler in ROUTES:
-        app.router.add_route(method, path, wrap(method, path, allow, handler))
+    for method, path, allow, rule, handler in ROUTES:
+        app.router.add_route(method, path, wrap(method, path, allow, rule, handler))
     return app
 
 
@@ -387,6 +408,7 @@ from teleport.auth import (  # noqa: E402, F401
     api_access,
     api_events,
     api_proxy,
+    api_resources,
     api_sessions,
     api_web,
 )

@@ -7,13 +7,13 @@ from typing import Any
 from aiohttp import web
 
 from teleport.api.auth_models import EventPage
-from teleport.auth.api import ADMIN, Call, route
+from teleport.auth.api import ADMIN, USER, Call, route
 from teleport.errors import BadParameter, NotSupported
 from teleport.events.search import DEFAULT_LIMIT, EventQuery, SearchableLog
 from teleport.utils.clock import parse_time
 
 
-@route("GET", "/v1/events", [ADMIN])
+@route("GET", "/v1/events", [ADMIN, USER], rule=("event", "list"))
 async def search_events(call: Call) -> Any:
     """Answer one page of events, oldest (or newest) first; `next_key` resumes after it."""
     query = _query(call.request)

@@ -4,11 +4,14 @@ short-lived pair a recording proxy uses to stand between a user and a node."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from teleport.api.auth_models import IssuedCerts
 from teleport.auth import access, authority
+from teleport.auth.access import check_not_locked
 from teleport.auth.context import AuthContext, unique
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.keys import ssh as sshkeys
@@ -23,6 +26,10 @@ from teleport.utils.addr import is_ip, parse_addr
 
 if TYPE_CHECKING:
     from teleport.auth.accounts import Accounts
+    from teleport.rbac.roles import RoleSet
+
+#: What a user's roles allow, with the role definitions stored now (`Resources.roleset`).
+RoleSetSource = Callable[[Sequence[str], Mapping[str, Sequence[str]]], Awaitable["RoleSet"]]
 
 DEFAULT_CERT_TTL = timedelta(hours=12)
 MAX_CERT_TTL = timedelta(hours=30)
@@ -40,6 +47,8 @@ class CertIssuer:
         self.cas = cas
         self.presence = presence
         self.accounts = accounts
+        #: Set by the auth server once its resources part exists (roles live there).
+        self.roleset: RoleSetSource
 
     async def init(self) -> None:
         """Create the cluster name and CAs on first start; later starts load them."""
@@ -91,17 +100,26 @@ class CertIssuer:
     async def issue_user_certs(self, user: User, ssh_public_key: str, tls_public_key: bytes,
                                ttl: timedelta | None) -> IssuedCerts:
         """Sign a user's SSH and X.509 certificates with the logins and roles stored now."""
-        ttl = min(max(ttl or DEFAULT_CERT_TTL, MIN_CERT_TTL), MAX_CERT_TTL)
+        await check_not_locked(self.accounts, user)  # a lock stops new certificates
+        access = await self.roleset(user.spec.roles, user.spec.traits)
+        # The roles' max_session_ttl caps what was asked, as in Teleport (silently: the
+        # certificate's expiry shows what was granted).
+        ttl = min(max(ttl or DEFAULT_CERT_TTL, MIN_CERT_TTL), MAX_CERT_TTL, access.max_session_ttl)
         now = self.ctx.clock.now()
-        logins = rules.allowed_logins(user.metadata.name, user.logins)
+        logins = access.logins()
         user_ca = await self.get_ca("user", with_secrets=True)
         tls_ca = await self.get_ca("tls", with_secrets=True)
         try:
             ssh_cert = await asyncio.to_thread(
                 sshkeys.sign_user_cert, authority.ssh_signer(user_ca), ssh_public_key,
-                key_id=user.metadata.name, principals=logins, valid_after=now - timedelta(minutes=1),
+                key_id=user.metadata.name,
+                # Never no principal at all: OpenSSH takes an empty list as "every login".
+                principals=logins or [f"{rules.NO_LOGIN}-{uuid.uuid4()}"],
+                valid_after=now - timedelta(minutes=1),
                 valid_before=now + ttl, roles=user.spec.roles,
-                traits={k: v for k, v in user.spec.traits.items()})
+                traits={k: v for k, v in user.spec.traits.items()},
+                permit_port_forwarding=access.port_forwarding,
+                permit_agent_forwarding=access.forward_agent)
         except ValueError as err:
             raise BadParameter(f"invalid SSH public key: {err}") from None
         ca_key, ca_cert = authority.tls_signer(tls_ca)

@@ -19,6 +19,7 @@ from teleport.keys.tls import auth_server_name, identity_from_cert, ssl_client_c
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken
+from teleport.types.roles import Role
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
 
@@ -95,9 +96,16 @@ class AuthClient:
         """Clear a user's lock, failed-login lockout included, and their failed logins."""
         await self._http.call("POST", f"/v1/users/{_q(name)}/unlock", answer=m.Empty)
 
-    async def create_user_signup(self, name: str, logins: list[str], roles: list[str]) -> UserToken:
-        body = m.SignupRequest(name=name, logins=logins, roles=roles)
+    async def create_user_signup(self, name: str, logins: list[str], roles: list[str],
+                                 ttl: timedelta | None = None) -> UserToken:
+        """Create a user and their signup link, valid for ttl (default 1h, at most 48h)."""
+        body = m.SignupRequest(name=name, logins=logins, roles=roles,
+                               ttl=format_duration(ttl) if ttl is not None else None)
         return _typed(await self.call("POST", "/v1/users/signup", body), UserToken)
+
+    async def reset_user(self, name: str) -> UserToken:
+        """Clear a user's password and OTP device; the answer's name is the 8h reset link's."""
+        return _typed(await self.call("POST", f"/v1/users/{_q(name)}/reset"), UserToken)
 
     async def get_signup(self, token: str) -> m.SignupInfo:
         return await self._http.call("GET", f"/v1/signup/{_q(token)}", answer=m.SignupInfo)
@@ -146,9 +154,36 @@ class AuthClient:
     async def upsert_server(self, server: Server) -> None:
         await self._http.call("PUT", "/v1/servers", to_dict(server), answer=m.Empty)
 
-    async def list_servers(self, kind: str = "node") -> list[Server]:
+    async def list_servers(self, kind: str = "node", user: str = "") -> list[Server]:
+        """List live hosts of kind; the nodes a user's roles reach for a user (a proxy names
+        the user it asks for)."""
+        query = f"?user={_q(user)}" if user else ""
         return [_typed(s, Server) for s in await self._http.call(
-            "GET", f"/v1/servers/{_q(kind)}", answer=list[m.ResourceJSON])]
+            "GET", f"/v1/servers/{_q(kind)}{query}", answer=list[m.ResourceJSON])]
+
+    # --- resources of every registry kind (teleport.auth.api_resources) ----------------------
+
+    async def list_resources(self, kind: str) -> list[Resource]:
+        """List the resources of a kind (`role`, `roles`...) the caller may list."""
+        return [from_dict(r, "auth server response") for r in await self._http.call(
+            "GET", f"/v1/resources/{_q(kind)}", answer=list[m.ResourceJSON])]
+
+    async def get_resource(self, kind: str, name: str) -> Resource:
+        return from_dict(await self.call("GET", f"/v1/resources/{_q(kind)}/{_q(name)}"),
+                         "auth server response")
+
+    async def put_resource(self, resource: Resource, *, overwrite: bool) -> Resource:
+        """Create a resource, or replace it with overwrite; AlreadyExists otherwise."""
+        path = f"/v1/resources/{_q(resource.kind)}?overwrite={'true' if overwrite else 'false'}"
+        return from_dict(await self.call("PUT", path, to_dict(resource)), "auth server response")
+
+    async def delete_resource(self, kind: str, name: str) -> None:
+        await self._http.call("DELETE", f"/v1/resources/{_q(kind)}/{_q(name)}", answer=m.Empty)
+
+    async def list_roles(self) -> list[Role]:
+        """Return every role (Node and Proxy: their role cache)."""
+        return [_typed(r, Role) for r in await self._http.call(
+            "GET", "/v1/roles", answer=list[m.ResourceJSON])]
 
     async def emit(self, event: Any) -> None:
         """Send an audit event; makes the client an events.Emitter for nodes and proxies."""

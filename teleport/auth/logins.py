@@ -67,6 +67,7 @@ class Logins:
         """Authenticate (below) and count the outcome: `tsh login` and web logins alike."""
         try:
             user = await self.authenticate(username, password, otp_code, remote_addr)
+            await self._refuse_locked(user, remote_addr)
         except AccessDenied:
             LOGINS.labels("failure").inc()
             raise
@@ -141,12 +142,13 @@ class Logins:
             await self.attempts.cancel(username, attempt, now)
             await self._audit_failure(username, "user is locked", remote_addr)
             raise AccessDenied(access.user_refusal(user, now) or "user is locked").mark_audited()
-        pw_hash: bytes | None = None
-        if user is not None:
-            try:
-                pw_hash = await self.users.get_password_hash(username)
-            except NotFound:
-                pass
+        # Every name takes the same reads (an unknown one finds nothing) and the same bcrypt.
+        try:
+            pw_hash: bytes | None = await self.users.get_password_hash(username)
+        except NotFound:
+            pw_hash = None
+        if user is None:
+            pw_hash = None  # an expired user's hash opens nothing
         ok = await asyncio.to_thread(passwords.password_matches, password,
                                      pw_hash or passwords.dummy_hash())
         ok = ok and pw_hash is not None
@@ -159,8 +161,7 @@ class Logins:
         locked_until = await self.attempts.fail(username, attempt, self.ctx.clock.now())
         if locked_until is not None:
             error = f"{error}; user locked for {int(LOCK_DURATION.total_seconds() // 60)} minutes"
-            if user is not None:
-                await self._show_lock(username, locked_until)
+            await self._show_lock(username, locked_until)  # a no-op for an unknown name
         await self._audit_failure(username, error, remote_addr)
         raise AccessDenied(INVALID_LOGIN).mark_audited()
 
@@ -188,6 +189,17 @@ class Logins:
         # A code may be used once: replaying an observed code, in any spelling, must fail.
         return await self.users.mark_totp_used(username, normalized,
                                                self.ctx.clock.now() + OTP_REUSE_WINDOW)
+
+    async def _refuse_locked(self, user: User, remote_addr: str) -> None:
+        """Refuse, with the lock's reason, a user a lock holds on (or on one of their roles).
+
+        Asked only once the password and OTP passed, so the answer tells nothing to a guesser.
+        """
+        try:
+            await access.check_not_locked(self.accounts, user)
+        except AccessDenied as err:
+            await self._audit_failure(user.metadata.name, str(err), remote_addr)
+            raise err.mark_audited() from None
 
     async def _audit_failure(self, user: str, error: str, remote_addr: str = "") -> None:
         await self.ctx.audit(ev.AUTH, user, success=False, error=error, addr_remote=remote_addr)

@@ -6,6 +6,7 @@ Who may see which session is `teleport.rbac.rules`' to say; this part finds the 
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from teleport.api.auth_models import AnnouncedSession
@@ -68,7 +69,9 @@ class Sessions:
         """Forget a live session; only the node that runs it may end it."""
         await self.live.end(sid, server_id)
 
-    async def list_active(self, subject: Subject) -> list[LiveSession]:
-        """List the live sessions the subject may see (and so join), oldest first."""
+    async def list_active(self, subject: Subject,
+                          roles_of: Callable[[str], Awaitable[Sequence[str]]]) -> list[LiveSession]:
+        """List the live sessions the subject may see (and so join), oldest first; `roles_of`
+        tells a session owner's roles as stored now (what `join_sessions` speaks of)."""
         return [s for s in await self.live.list(self.ctx.clock.now())
-                if rules.may_see_session(subject, s.user)]
+                if rules.may_list_live_session(subject, s.user, await roles_of(s.user))]

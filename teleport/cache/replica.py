@@ -82,12 +82,15 @@ class CachedAuth(AuthClient):
             return await super().get_ca(ca_type)
         return self._cas[ca_type]
 
-    async def list_servers(self, kind: str = "node") -> list[Server]:
+    async def list_servers(self, kind: str = "node", user: str = "") -> list[Server]:
         """Return kind's live records, or during an outage the last known ones even if expired.
 
         Hosts cannot heartbeat while the auth server is down, so their records would all expire
-        together; routing to the last known hosts is what keeps a brief outage invisible.
+        together; routing to the last known hosts is what keeps a brief outage invisible. The
+        nodes a user may see are the auth server's answer only (it judges their roles).
         """
+        if user:
+            return await super().list_servers(kind, user)
         copy = self._servers.get(kind)
         if copy is not None and self.outage:
             return list(copy)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from typing import Any, ParamSpec
 
 from teleport.api.constants import DEBUG_ENV
@@ -90,6 +91,21 @@ def closed_pipe() -> int:
     finally:
         os.close(devnull)
     return EXIT_CLOSED_PIPE
+
+
+def csv_list(text: str | None) -> list[str]:
+    """Split a comma-separated flag, each item once (`root,root` is one login)."""
+    return list(dict.fromkeys(p.strip() for p in (text or "").split(",") if p.strip()))
+
+
+def flag_duration(text: str, flag: str) -> timedelta:
+    """Parse a duration flag (`1h`), naming the flag in the error."""
+    from teleport.utils.duration import parse_duration
+
+    try:
+        return parse_duration(text)
+    except BadParameter as err:
+        raise BadParameter(f"{flag}: {err}") from None
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -1,4 +1,5 @@
-"""`tctl`: the admin tool, run on the auth host with that host's Admin identity."""
+"""`tctl`: the admin tool, run on the auth host with that host's Admin identity, or elsewhere
+as the logged-in `tsh` user (through the proxy; the user's roles decide)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from teleport.api.constants import TUNNEL_ADDR
-from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
-from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.cli import tctl_resources, tctl_users
+from teleport.cli.common import csv_list, quiet_on_closed_pipe, run, table, version_line
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -23,25 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="data directory of the auth server, overriding the config")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
 
-    users = sub.add_parser("users", help="Manage local users").add_subparsers(dest="action", metavar="<action>")
-    add = users.add_parser("add", help="Create a user and print its signup link")
-    add.add_argument("name")
-    add.add_argument("logins", nargs="?", help="comma-separated OS logins (default: the user name)")
-    add.add_argument("--logins", dest="logins_flag", help="comma-separated OS logins")
-    add.add_argument("--roles", default=",".join(DEFAULT_USER_ROLES),
-                     help=f"comma-separated roles (default: {','.join(DEFAULT_USER_ROLES)})")
-    users.add_parser("ls", help="List users")
-    rm = users.add_parser("rm", help="Delete a user")
-    rm.add_argument("name")
-
-    get = sub.add_parser("get", help="Print resources: users, user/<name>, nodes, tokens, cert_authorities")
-    get.add_argument("ref")
-    get.add_argument("--format", choices=["yaml", "json", "text"], default="yaml")
-    create = sub.add_parser("create", help="Create resources from a YAML file")
-    create.add_argument("filename", nargs="?")
-    create.add_argument("-f", "--force", action="store_true", help="overwrite existing resources")
-    remove = sub.add_parser("rm", help="Delete a resource: user/<name>, token/<token>")
-    remove.add_argument("ref")
+    tctl_users.add_parsers(sub)
+    tctl_resources.add_parsers(sub)
 
     tokens = sub.add_parser("tokens", help="Manage invitation tokens").add_subparsers(dest="action", metavar="<action>")
     tokens.add_parser("ls", help="List tokens")
@@ -86,8 +70,17 @@ async def _client(args: argparse.Namespace) -> AuthClient:
     try:
         identity = IdentityFile.load(config.data_dir, "Admin")
     except NotFound:
-        raise NotFound(f"no admin identity in {config.data_dir}: run tctl on the auth server, "
-                       "with the same --config or --data-dir as teleport start") from None
+        # Away from the auth host: act as the logged-in tsh user, whose roles decide.
+        from teleport.client.authapi import profile_auth_client
+        from teleport.client.profile import current_profile
+
+        try:
+            profile = current_profile()
+        except NotFound:
+            raise NotFound(f"no admin identity in {config.data_dir} and no tsh profile: run tctl "
+                           "on the auth server (with the same --config or --data-dir as teleport "
+                           "start), or 'tsh login' first") from None
+        return profile_auth_client(profile)
     if config.auth.enabled:
         listen = config.auth.listen_addr
         host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
@@ -95,122 +88,6 @@ async def _client(args: argparse.Namespace) -> AuthClient:
     else:
         addrs = list(config.auth_servers)
     return AuthClient.from_identity(identity, addrs)
-
-
-def _csv(text: str | None) -> list[str]:
-    """Split a comma-separated flag, each item once (`root,root` is one login)."""
-    return list(dict.fromkeys(p.strip() for p in (text or "").split(",") if p.strip()))
-
-
-async def _users(args: argparse.Namespace, client: AuthClient) -> int:
-    if args.action == "add":
-        logins = _csv(args.logins_flag or args.logins) or [args.name]
-        token = await client.create_user_signup(args.name, logins, _csv(args.roles))
-        proxies = await client.list_servers("proxy")
-        proxy = proxies[0].spec.public_addr if proxies else "<proxy>:3080"
-        print("Signup token has been created and is valid for 1 hour. Share this URL with the user:")
-        print(f"https://{proxy}/web/newuser/{token.metadata.name}")
-        print(f"\nNOTE: make sure the {proxy.rsplit(':', 1)[0]} host is accessible.")
-    elif args.action == "ls":
-        users = await client.list_users()
-        print(table(["User", "Allowed Logins"],
-                    [[u.metadata.name, ",".join(u.logins)] for u in users]))
-    elif args.action == "rm":
-        await client.delete_user(args.name)
-        print(f'User "{args.name}" has been deleted')
-    return 0
-
-
-KIND_ALIASES = {"users": "user", "user": "user", "nodes": "node", "node": "node",
-                "tokens": "token", "token": "token", "cert_authorities": "cert_authority",
-                "cert_authority": "cert_authority", "cas": "cert_authority", "ca": "cert_authority"}
-
-
-def _split_ref(ref: str) -> tuple[str, str]:
-    from teleport.errors import BadParameter
-
-    kind, _, name = ref.partition("/")
-    if kind not in KIND_ALIASES:
-        raise BadParameter(f"unsupported resource {kind!r}: use one of users, nodes, tokens, cert_authorities")
-    return KIND_ALIASES[kind], name
-
-
-async def _get(args: argparse.Namespace, client: AuthClient) -> int:
-    import json
-
-    from teleport.types.codec import dump_yaml, to_dict
-
-    kind, name = _split_ref(args.ref)
-    resources: list[Any]
-    if kind == "user":
-        resources = [await client.get_user(name)] if name else await client.list_users()
-    elif kind == "node":
-        resources = [n for n in await client.list_servers("node") if not name or n.metadata.name == name]
-    elif kind == "token":
-        provision, _ = await client.list_tokens()
-        resources = [t for t in provision if not name or t.metadata.name == name]
-    else:
-        resources = [await client.get_ca(t) for t in ("user", "host", "tls")]
-    if args.format == "json":
-        print(json.dumps([to_dict(r) for r in resources], indent=2))
-    else:
-        sys.stdout.write(dump_yaml(resources))
-    return 0
-
-
-async def _create(args: argparse.Namespace, client: AuthClient) -> int:
-    from teleport.errors import AlreadyExists, BadParameter, NotFound
-    from teleport.types.codec import parse_yaml
-    from teleport.types.resources import User, check_user_name
-
-    source = args.filename or "-"
-    try:
-        text = sys.stdin.read() if source == "-" else open(source, encoding="utf-8").read()
-    except OSError as err:
-        raise BadParameter(f"cannot read {source}: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise BadParameter(f"{source} is not UTF-8 text") from None
-    # Every document is parsed and checked before the first is applied: a file is all or nothing
-    # as far as its content can tell.
-    resources = parse_yaml(text, source)
-    users: list[User] = []
-    for number, resource in enumerate(resources, start=1):
-        where = f"{source} (document {number})" if len(resources) > 1 else source
-        if not isinstance(resource, User):
-            raise BadParameter(f"{where}: creating {resource.kind} resources is not supported")
-        name = resource.metadata.name
-        check_user_name(name)
-        if any(u.metadata.name == name for u in users):
-            raise BadParameter(f"{where}: user {name!r} appears twice in the file")
-        users.append(resource)
-    if not args.force:
-        for user in users:
-            try:
-                await client.get_user(user.metadata.name)
-            except NotFound:
-                continue
-            raise AlreadyExists(f'user "{user.metadata.name}" already exists, use -f to overwrite')
-    for user in users:
-        await client.upsert_user(user)
-        print(f'user "{user.metadata.name}" has been {"updated" if args.force else "created"}')
-    return 0
-
-
-async def _rm(args: argparse.Namespace, client: AuthClient) -> int:
-    from teleport.errors import BadParameter
-
-    kind, name = _split_ref(args.ref)
-    if not name:
-        raise BadParameter(f"specify the resource to delete as {args.ref.split('/')[0]}/<name>")
-    if kind == "user":
-        await client.delete_user(name)
-        print(f'user "{name}" has been deleted')
-    elif kind == "token":
-        await client.delete_token(name)
-        print(f"Token {name} has been deleted")
-    else:
-        raise BadParameter(f"deleting {kind} resources is not supported")
-    return 0
 
 
 async def _tokens(args: argparse.Namespace, client: AuthClient) -> int:
@@ -246,7 +123,7 @@ async def _nodes_add(args: argparse.Namespace, client: AuthClient) -> int:
     from teleport.utils.duration import format_duration, parse_duration
 
     ttl = parse_duration(args.ttl)
-    token = await client.create_token(_csv(args.roles), ttl, args.token)
+    token = await client.create_token(csv_list(args.roles), ttl, args.token)
     pin = ca_pin((await client.get_ca("tls")).trusted_tls_certs()[0].encode())
     # The proxy's public web address when there is one (the node joins and tunnels through it,
     # as the manual shows), else the auth server's.
@@ -311,7 +188,7 @@ async def _audit_events(args: argparse.Namespace, client: AuthClient) -> int:
     events: list[AuditEvent] = []
     key = ""
     while len(events) < int(args.limit):
-        page, key = await client.search_events(since, until, _csv(args.type), args.user,
+        page, key = await client.search_events(since, until, csv_list(args.type), args.user,
                                                min(int(args.limit) - len(events), MAX_LIMIT), key)
         events += page
         if not key:
@@ -360,7 +237,8 @@ def _cell(value: Any) -> str:
     return text if text.isprintable() else json.dumps(text)
 
 
-HANDLERS = {"users": _users, "get": _get, "create": _create, "rm": _rm, "tokens": _tokens,
+HANDLERS = {"users": tctl_users.users, "get": tctl_resources.get, "create": tctl_resources.create,
+            "rm": tctl_resources.rm, "lock": tctl_resources.lock, "tokens": _tokens,
             "nodes": _nodes, "auth": _auth_export, "status": _status, "audit": _audit_events}
 
 

@@ -134,6 +134,7 @@ def _print_status(profile: Profile) -> None:
     from datetime import datetime, timezone
 
     from teleport.keys.ssh import parse_cert
+    from teleport.rbac.rules import NO_LOGIN
     from teleport.utils.duration import format_duration
 
     info = parse_cert(profile.ssh_cert())
@@ -143,7 +144,8 @@ def _print_status(profile: Profile) -> None:
     print(f"  Logged in as: {profile.user}")
     print(f"  Cluster:      {profile.cluster}")
     print(f"  Roles:        {', '.join(info.roles)}")
-    print(f"  Logins:       {', '.join(dict.fromkeys(info.principals))}")
+    logins = [p for p in dict.fromkeys(info.principals) if not p.startswith(NO_LOGIN)]
+    print(f"  Logins:       {', '.join(logins) or '(none: your roles allow no login)'}")
     print(f"  Valid until:  {info.valid_before:%Y-%m-%d %H:%M:%S} UTC [{validity}]")
 
 

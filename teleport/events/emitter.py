@@ -36,9 +36,14 @@ JOIN_TOKEN_CREATE = "join_token.create"
 JOIN_TOKEN_DELETE = "join_token.delete"
 RESET_PASSWORD_TOKEN_CREATE = "reset_password_token.create"
 RESET_PASSWORD_TOKEN_DELETE = "reset_password_token.delete"
+ROLE_CREATED = "role.created"  # a role created or changed (Teleport writes both so)
+ROLE_DELETED = "role.deleted"
+LOCK_CREATED = "lock.created"
+LOCK_DELETED = "lock.deleted"
 ADMIN_CHANGES = frozenset({USER_CREATE, USER_UPDATE, USER_DELETE, JOIN_TOKEN_CREATE,
                            JOIN_TOKEN_DELETE, RESET_PASSWORD_TOKEN_CREATE,
-                           RESET_PASSWORD_TOKEN_DELETE})
+                           RESET_PASSWORD_TOKEN_DELETE, ROLE_CREATED, ROLE_DELETED,
+                           LOCK_CREATED, LOCK_DELETED})
 #: Recorded by the auth server itself only: a host sending one would be forging it.
 AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, *ADMIN_CHANGES})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -41,7 +41,7 @@ from teleport.api.web_models import (
     WebRenewAnswer,
 )
 from teleport.auth.client import AuthClient
-from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
+from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
@@ -53,8 +53,9 @@ from teleport.proxy.websession import (
     clear_cookie,
     set_cookie,
 )
-from teleport.rbac.subject import ADMIN_ROLE
+from teleport.rbac.roles import RoleSet
 from teleport.types.resources import Server
+from teleport.types.roles import Role
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock
 from teleport.utils.duration import parse_duration
@@ -92,13 +93,17 @@ class WebProxy:
                  revoked: Callable[[str, bytes], str | None] | None = None,
                  serve_ssh: webterminal.ServeSSH | None = None,
                  trusted_host_cas: Callable[[], Sequence[str]] = lambda: (),
-                 plain_http: bool = False) -> None:
+                 plain_http: bool = False,
+                 roles: Callable[[], Mapping[str, Role] | None] = lambda: None) -> None:
         self.auth = auth
         #: The browser sessions: cookie plus bearer token, stored by the auth server.
         self.sessions = WebSessions(auth, clock, revoked)
         #: The proxy's own SSH server, which web terminals go through like `tsh ssh`.
         self._serve_ssh = serve_ssh
         self._host_cas = trusted_host_cas
+        #: The cluster's roles as last fetched, for what the pages offer (the auth server
+        #: decides every call itself).
+        self._roles = roles
         #: Open web terminals per web session, each ended by setting its event (logout).
         self._terminals: dict[str, set[asyncio.Event]] = {}
         #: Why a user's certificate (name, DER) no longer grants access: deleted or locked users.
@@ -206,6 +211,7 @@ class WebProxy:
         app.on_response_prepare.append(self._security_headers)
         app.router.add_get("/", self.landing)
         app.router.add_get("/web/newuser/{token}", self.signup_page)
+        app.router.add_get("/web/reset/{token}", self.signup_page)  # `tctl users reset`'s link
         app.router.add_static(STATIC_PREFIX, STATIC_DIR, append_version=False)
         app.router.add_get("/web", self.app_shell)
         app.router.add_get("/web/{tail:.*}", self.app_shell)
@@ -246,13 +252,15 @@ class WebProxy:
         return _html(page, 200, web_pages.APP_CSP)
 
     async def signup_page(self, request: web.Request) -> web.Response:
-        """Serve the page the `tctl users add` link opens; errors are pages too, for browsers."""
+        """Serve the page a `tctl users add` or `tctl users reset` link opens (the token's usage
+        words it); errors are pages too, for browsers."""
+        link = "password reset" if request.path.startswith("/web/reset/") else "signup"
         try:
             token = _token(request.match_info["token"])
             info = await self.auth.get_signup(token)
         except NotFound:
             return _html(web_pages.error_page(
-                404, "This signup link is invalid or has expired. Ask your administrator "
+                404, f"This {link} link is invalid or has expired. Ask your administrator "
                      "for a new one."), 404, web_pages.PAGE_CSP)
         except TeleportError as err:
             return _html(web_pages.error_page(err.http_status, str(err)), err.http_status,
@@ -260,7 +268,7 @@ class WebProxy:
         page = web_pages.signup_page(
             cluster_name=self.cluster_name, user=info.user, token=token,
             public_addr=self.public_addr, second_factor=info.second_factor,
-            otp_secret=info.otp_secret, otp_uri=info.otp_uri)
+            otp_secret=info.otp_secret, otp_uri=info.otp_uri, usage=info.usage)
         return _html(page, 200, web_pages.SIGNUP_CSP)
 
     # --- web API ---------------------------------------------------------------------------
@@ -282,7 +290,7 @@ class WebProxy:
             user=info.user, otp_secret=info.otp_secret if with_otp else "",
             otp_uri=info.otp_uri if with_otp else "",
             qr_svg=web_pages.qr_svg(info.otp_uri) if with_otp else "",
-            second_factor=info.second_factor, expires=info.expires))
+            second_factor=info.second_factor, expires=info.expires, usage=info.usage))
 
     async def complete_signup(self, request: web.Request) -> web.Response:
         """Set the new user's password (and OTP device) through the auth server."""
@@ -348,9 +356,11 @@ class WebProxy:
         """Tell the page who is logged in, the logins they may use and whether they administer."""
         self.check_cluster(request)
         session = await self.sessions.authenticate(request)
+        access = RoleSet.of(session.roles, self._roles() or {})
         return httpserver.json_answer(WebContext(
             user=session.user, cluster=self.cluster_name, logins=session.logins,
-            roles=session.roles, admin=ADMIN_ROLE in session.roles))
+            roles=session.roles, admin=access.allows("user", "list"),
+            audit=access.allows("event", "list")))
 
     async def web_terminal(self, request: web.Request) -> web.StreamResponse:
         """Serve a terminal on a node (or a live session) over a websocket."""
@@ -393,11 +403,18 @@ class WebProxy:
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         """List the cluster's nodes for a logged-in user (`tsh ls`, the nodes page)."""
-        await self._user(request)
-        cluster = request.match_info["cluster"]
-        if cluster != self.cluster_name:
-            raise NotFound(f"cluster {cluster!r} not found")
-        nodes = sorted(await self.auth.list_servers("node"),
+        user, roles, traits = await self._caller(request)
+        self.check_cluster(request)
+        try:
+            # The auth server filters by the user's roles as stored now (as for tctl nodes ls).
+            listed = await self.auth.list_servers("node", user=user)
+        except ConnectionProblem:
+            # The auth server is out of reach: the proxy's copy of the nodes, filtered with the
+            # roles the user logged in with and the role definitions last fetched.
+            access = RoleSet.of(roles, self._roles() or {}, traits)
+            listed = [s for s in await self.auth.list_servers("node")
+                      if access.can_see_node(s.all_labels())]
+        nodes = sorted(listed,
                        key=lambda s: (s.spec.hostname, s.metadata.name))
         return httpserver.json_answer([_node_info(s) for s in nodes])
 
@@ -435,17 +452,24 @@ class WebProxy:
 
     async def _user(self, request: web.Request) -> str:
         """Return the user a call speaks for: tsh's client certificate, else the web session."""
+        return (await self._caller(request))[0]
+
+    async def _caller(self, request: web.Request
+                      ) -> tuple[str, Sequence[str], Mapping[str, Sequence[str]]]:
+        """Return the user a call speaks for and the roles and traits they logged in with."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         if der:
-            return self._user_identity(der).username
+            identity = self._user_identity(der)
+            return identity.username, identity.roles, identity.traits
         if request.method in httpserver.STATE_CHANGING:
             check_origin(request, required=False)
         try:
-            return (await self.sessions.authenticate(request)).user
+            session = await self.sessions.authenticate(request)
         except AccessDenied:
             raise AccessDenied("a client certificate is required: run 'tsh login', "
                                "or log in to the web UI") from None
+        return session.user, session.roles, {}
 
     def _user_identity(self, der: bytes) -> Identity:
         """Return the user in a verified client certificate, refusing hosts and stale certs."""

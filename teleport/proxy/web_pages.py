@@ -120,9 +120,10 @@ def qr_svg(uri: str) -> str:
 
 
 def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
-                second_factor: str, otp_secret: str, otp_uri: str) -> str:
-    """Let a new user pick a password and enroll an authenticator app."""
+                second_factor: str, otp_secret: str, otp_uri: str, usage: str = "signup") -> str:
+    """Let a new user pick a password and enroll an authenticator app, or a reset user anew."""
     with_otp = second_factor != "off"
+    reset = usage == "reset"
     otp_setup = otp_field = ""
     if with_otp:
         otp_setup = (
@@ -133,9 +134,13 @@ def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
         otp_field = ('<label>One-time code from the app<input name="otp" required '
                      'inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6,8}">'
                      "</label>")
+    heading = (f"Reset your password on {escape(cluster_name)}" if reset
+               else f"Welcome to {escape(cluster_name)}")
+    intro = ("Your password and second factor were reset. Choose a new password for user"
+             if reset else "Create the password of user")
     body = (
-        f"<h1>Welcome to {escape(cluster_name)}</h1>"
-        f'<div id="setup"><p>Create the password of user <strong id="user">{escape(user)}</strong>.'
+        f"<h1>{heading}</h1>"
+        f'<div id="setup"><p>{intro} <strong id="user">{escape(user)}</strong>.'
         f"</p>{otp_setup}"
         # method=post keeps the password out of the URL should the script fail to load.
         f'<form id="signup" method="post" data-token="{escape(token)}" '
@@ -144,11 +149,12 @@ def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
         'maxlength="128" autocomplete="new-password"></label>'
         '<label>Confirm password<input type="password" name="confirm" required minlength="6" '
         'maxlength="128" autocomplete="new-password"></label>'
-        f'{otp_field}<button type="submit">Create account</button>'
+        f'{otp_field}<button type="submit">{"Reset password" if reset else "Create account"}'
+        "</button>"
         '<p id="error" class="error" role="alert" hidden></p></form></div>'
         '<p id="done" class="done" role="status" hidden></p>'
         '<p id="web-login" hidden><a href="/web/login">Log in to the web UI</a></p>')
-    return _page(f"Sign up: {user}", body, _SIGNUP_JS)
+    return _page(f"{'Reset password' if reset else 'Sign up'}: {user}", body, _SIGNUP_JS)
 
 
 def error_page(status: int, message: str) -> str:

@@ -7,37 +7,38 @@ log and the user.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 
 from teleport.errors import AccessDenied
-from teleport.rbac.subject import ADMIN_ROLE, HOST_KINDS, Caller, Subject
+from teleport.rbac.subject import HOST_KINDS, Caller, Subject
 
 # --- API routes -------------------------------------------------------------------------------
 
+#: What a route asks of a user's roles: a resource of the rules and a verb (`("user", "list")`).
+RouteRule = tuple[str, str]
 
-def check_route(subject: Subject, allowed: Collection[Caller], method: str, path: str) -> None:
-    """Let a caller reach a route only if the route names its kind (declared at the route).
 
-    A route for `Admin` (tctl) also admits a user holding the `admin` role, so the web UI's
-    admin pages act with the user's own certificate; `subject.roles` must be the roles stored
-    now, so a demoted or deleted admin loses the routes at once.
-    """
-    if subject.kind in allowed:
+def check_route(subject: Subject, allowed: Collection[Caller], method: str, path: str,
+                rule: RouteRule | None = None) -> None:
+    """Let a caller reach a route only if the route names its kind (declared at the route), and
+    a user only if their roles' rules allow the route's rule (`subject.access`: the roles as
+    stored now, so a demoted or deleted user loses the route at once)."""
+    if subject.kind not in allowed:
+        raise AccessDenied(f"{subject.kind.lower()} {subject.name!r} may not {method} {path}")
+    if subject.kind == Caller.USER and rule is not None:
+        subject.access.check_rule(*rule)
+
+
+def check_rule(subject: Subject, resource: str, verb: str) -> None:
+    """Let tctl (Admin) act on any resource, and a user as their roles' rules allow."""
+    if subject.kind == Caller.ADMIN:
         return
-    if Caller.ADMIN in allowed and subject.kind == Caller.USER and ADMIN_ROLE in subject.roles:
-        return
-    raise AccessDenied(f"{subject.kind.lower()} {subject.name!r} may not {method} {path}")
+    if subject.kind != Caller.USER:
+        raise AccessDenied(f"{subject.kind.lower()} {subject.name!r} may not {verb} {resource}")
+    subject.access.check_rule(resource, verb)
 
 
 # --- SSH logins -------------------------------------------------------------------------------
-
-
-def allowed_logins(name: str, logins: Sequence[str]) -> list[str]:
-    """Return the OS logins a user may use on any node: their `logins` trait, else their name.
-
-    Each login once: a trait written by hand (`root,root`) must not repeat a principal.
-    """
-    return list(dict.fromkeys(login for login in logins if login)) or [name]
 
 
 def check_login(principals: Collection[str], login: str) -> None:
@@ -46,30 +47,53 @@ def check_login(principals: Collection[str], login: str) -> None:
         raise AccessDenied(f"login {login!r} is not in the certificate's principals")
 
 
+#: The principal a certificate without logins carries: an empty principal list would let
+#: OpenSSH's sshd accept it for every account, so it names a login no system has.
+NO_LOGIN = "-teleport-nologin"
+
+
 # --- sessions: recordings and live sessions ---------------------------------------------------
 
 
-def sees_every_session(subject: Subject) -> bool:
-    """Tell whether a caller sees, plays and joins sessions of other users (tctl, role admin)."""
+def _allows(subject: Subject, resource: str, verb: str) -> bool:
     return subject.kind == Caller.ADMIN or \
-        (subject.kind == Caller.USER and ADMIN_ROLE in subject.roles)
+        (subject.kind == Caller.USER and subject.access.allows(resource, verb))
 
 
-def may_see_session(subject: Subject, owner: str) -> bool:
-    """Tell whether a caller may list (and so play or join) a session of owner."""
-    return sees_every_session(subject) or (subject.kind == Caller.USER and subject.name == owner)
+def _own(subject: Subject, owner: str) -> bool:
+    return subject.kind == Caller.USER and subject.name == owner
+
+
+def may_list_recording(subject: Subject, owner: str) -> bool:
+    """Tell whether a caller may list a recording of owner: their own, or rule session/list."""
+    return _own(subject, owner) or _allows(subject, "session", "list")
 
 
 def check_play(subject: Subject, owner: str, sid: str) -> None:
-    """Let only the session's owner and admins replay its recording."""
-    if not may_see_session(subject, owner):
-        raise AccessDenied(f"only {owner!r} and admins may play session {sid}")
+    """Let a session's owner, and roles allowing session/read, replay its recording."""
+    if not (_own(subject, owner) or _allows(subject, "session", "read")):
+        raise AccessDenied(f"only {owner!r} and roles allowing session read may play session {sid}")
 
 
-def check_join(subject: Subject, owner: str, sid: str) -> None:
-    """Let only the session's owner and admins join a live session."""
-    if not may_see_session(subject, owner):
-        raise AccessDenied(f"only {owner} and admins may join session {sid}")
+def may_join_session(subject: Subject, owner: str, owner_roles: Collection[str]) -> bool:
+    """Tell whether a caller may join owner's live session: their own, or a role's
+    `join_sessions` naming one of the owner's roles."""
+    return subject.kind == Caller.ADMIN or _own(subject, owner) or \
+        (subject.kind == Caller.USER and subject.access.may_join(owner_roles))
+
+
+def may_list_live_session(subject: Subject, owner: str, owner_roles: Collection[str]) -> bool:
+    """Tell whether a caller may see owner's live session listed: one they may join, or any
+    with rule session_tracker/list (an auditor watching who is connected)."""
+    return may_join_session(subject, owner, owner_roles) or \
+        _allows(subject, "session_tracker", "list")
+
+
+def check_join(subject: Subject, owner: str, owner_roles: Collection[str], sid: str) -> None:
+    """Let only the session's owner and roles whose `join_sessions` allow it join a session."""
+    if not may_join_session(subject, owner, owner_roles):
+        raise AccessDenied(f"no role of {subject.name!r} allows joining {owner}'s session {sid} "
+                           "(allow.join_sessions)")
 
 
 # --- hosts: what a node or proxy may say about itself -----------------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from teleport.errors import AccessDenied
 from teleport.keys.identity import Identity
+from teleport.rbac.roles import RoleSet
 
 
 class Caller(enum.StrEnum):
@@ -24,10 +26,11 @@ class Caller(enum.StrEnum):
 SYSTEM_ROLES = frozenset({Caller.ADMIN, Caller.AUTH, Caller.PROXY, Caller.NODE})
 #: The system roles a join token may let a host take, and the presence kind each announces as.
 HOST_KINDS = {Caller.NODE: "node", Caller.PROXY: "proxy", Caller.AUTH: "auth_server"}
-#: The user role that sees, plays and joins every session (Teleport's preset `access` + `editor`).
+#: The manual's role for administrators (a preset: every node, resource and session).
 ADMIN_ROLE = "admin"
-#: The roles a user gets when `tctl users add` names none.
-DEFAULT_USER_ROLES = (ADMIN_ROLE,)
+#: The roles a user gets when `tctl users add` names none: their own logins on every node,
+#: nothing else (Teleport's preset `access`), so no one is an administrator by accident.
+DEFAULT_USER_ROLES = ("access",)
 
 
 @dataclass(frozen=True)
@@ -39,16 +42,20 @@ class Subject:
     name: str = ""
     #: A user's roles as stored now (not as when the certificate was issued).
     roles: tuple[str, ...] = ()
+    #: What those roles allow, as the asker knows the role definitions (the auth server: as
+    #: stored now; a node or proxy: as last fetched). Empty for hosts and anonymous callers.
+    access: RoleSet = field(default_factory=lambda: RoleSet(()))
 
     @classmethod
-    def of(cls, identity: Identity) -> Subject:
-        """Return the subject a verified certificate speaks for."""
+    def of(cls, identity: Identity, access: RoleSet | None = None) -> Subject:
+        """Return the subject a verified certificate speaks for (a user's roles judged by
+        `access`, built by the asker from the role definitions it holds)."""
         if identity.system_role:
             if identity.system_role not in SYSTEM_ROLES:
                 raise AccessDenied(f"unknown system role {identity.system_role!r}")
             return cls(Caller(identity.system_role), identity.host_uuid or identity.username)
-        return cls(Caller.USER, identity.username, tuple(identity.roles))
+        return cls.user(identity.username, identity.roles, access)
 
     @classmethod
-    def user(cls, name: str, roles: tuple[str, ...] | list[str]) -> Subject:
-        return cls(Caller.USER, name, tuple(roles))
+    def user(cls, name: str, roles: Sequence[str], access: RoleSet | None = None) -> Subject:
+        return cls(Caller.USER, name, tuple(roles), access if access is not None else RoleSet(()))

@@ -490,7 +490,8 @@ class TeleportProcess:
                        public_addr=str(web_public), ssh_public_addr=str(ssh_public),
                        clock=self.clock, hsts=bool(cfg.https_keypairs),
                        revoked=revocations.tls_refusal, serve_ssh=ssh_server.serve_socket,
-                       trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls)
+                       trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls,
+                       roles=lambda: revocations.roles)
         await self.stack.enter_async_context(web)
         if cfg.insecure_no_tls:
             log.warning("The web port serves plain HTTP (--insecure-no-tls): terminate TLS "
@@ -619,7 +620,7 @@ class TeleportProcess:
             emitter=audit, proxy_addr=lambda: proxy_addr, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, registry=client,
-            revoked=revocations.refusal)
+            revoked=revocations.node_check(self.host_uuid), roles=lambda: revocations.roles)
         # A proxy dialling this node over TCP names the user's address in a signed line first.
         node.client_addr = clientaddr.checker(trusted_host_cas=trust.host_keys,
                                               cluster=self.cluster_name,

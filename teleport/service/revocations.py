@@ -1,5 +1,6 @@
-"""Poll the auth server's revocation list, so a node or proxy refuses and hangs up on users who
-were deleted or locked since they logged in (see `teleport.auth.access`).
+"""Poll the auth server's revocation list and roles, so a node or proxy refuses and hangs up on
+users who were deleted or locked since they logged in (see `teleport.auth.access`), or whose
+roles no longer let them in.
 
 The last list is kept while the auth server is unreachable: a node keeps serving, and keeps
 refusing the users it last knew to be revoked.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -17,7 +19,9 @@ from teleport.auth.access import Revocations, fetch_revocations, tls_cert_issued
 from teleport.auth.client import AuthClient
 from teleport.errors import TeleportError
 from teleport.keys.ssh import SSHCertInfo
+from teleport.keys.tls import identity_from_cert
 from teleport.sshutils.listener import SSHListener
+from teleport.types.roles import Role
 from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.revocations")
@@ -35,6 +39,9 @@ class RevocationWatch:
         self.clock = clock
         self.interval = interval
         self.current = Revocations()
+        #: The cluster's roles by name as last fetched (None until the first answer): nodes
+        #: judge every login with them, proxies filter node lists.
+        self.roles: dict[str, Role] | None = None
         self.outage = False
         self._listeners: list[SSHListener[Any]] = []
 
@@ -42,9 +49,19 @@ class RevocationWatch:
         """Return why a user certificate is refused now, or None (the check SSH listeners run)."""
         return self.current.ssh_refusal(cert, self.clock.now())
 
+    def node_check(self, host_uuid: str) -> Callable[[SSHCertInfo], str | None]:
+        """Return the check a node runs: the user's refusal, or a lock on the node itself (then
+        it serves no one, and its live sessions end at the next refresh)."""
+
+        def refusal(cert: SSHCertInfo) -> str | None:
+            return self.refusal(cert) or self.current.node_refusal(host_uuid, self.clock.now())
+
+        return refusal
+
     def tls_refusal(self, user: str, der: bytes) -> str | None:
         """Return why a user's X.509 certificate (DER) is refused now, or None (the web API's check)."""
-        return self.current.refusal(user, tls_cert_issued_at(der), self.clock.now())
+        roles = identity_from_cert(der).roles  # a role lock refuses the roles it carries
+        return self.current.refusal(user, tls_cert_issued_at(der), self.clock.now(), roles)
 
     def enforce_on(self, listener: SSHListener[Any]) -> None:
         """Hang up the listener's connections of revoked users after every refresh."""
@@ -54,6 +71,7 @@ class RevocationWatch:
         """Fetch the list and end revoked users' connections; on failure keep the last list."""
         try:
             current = await fetch_revocations(self.client)
+            roles = {role.metadata.name: role for role in await self.client.list_roles()}
         except _FAILED as err:
             if not self.outage:
                 log.warning("cannot refresh the revocation list, keeping the last copy: %s", err)
@@ -61,7 +79,7 @@ class RevocationWatch:
             return False
         if self.outage:
             log.info("revocation list refreshed, the auth server is back")
-        self.current, self.outage = current, False
+        self.current, self.roles, self.outage = current, roles, False
         for listener in self._listeners:
             await listener.end_revoked()
         return True

@@ -43,6 +43,14 @@ class UserService:
     async def get_totp_secret(self, user: str) -> str:
         return (await self._get_secret(user, "totp")).decode()
 
+    async def clear_credentials(self, user: str) -> None:
+        """Forget the password hash and OTP secret (a reset): no login passes until new ones."""
+        for what in ("pwd", "totp"):
+            try:
+                await self.backend.delete(self._secret_key(user, what))
+            except NotFound:
+                pass
+
     async def mark_totp_used(self, user: str, code: str, expires: datetime) -> bool:
         """Remember a used OTP code; return False if it was already used (replay)."""
         try:

@@ -4,7 +4,8 @@ Joining works as in the real Teleport: the client opens a session channel, sends
 environment variable `TELEPORT_SESSION=<sid>`, asks for a PTY and a shell, and instead of a new
 shell the node attaches the channel to that session's terminal. Output fans out to every party,
 what any party types goes to the terminal (and the recording), and the owner's window size
-rules. Only the owner and users whose certificate carries role `admin` may join. When the
+rules. Only the owner and users whose roles' `join_sessions` name one of the owner's roles (the
+preset `admin` names all) may join, judged with the roles the node last fetched. When the
 owner's shell ends, joined parties get its exit status and are disconnected; a party too slow to
 read the output is dropped rather than allowed to stall the session or grow the node's memory.
 
@@ -63,8 +64,10 @@ class LiveSession:
 
     def join(self, party: NodeSession) -> None:
         """Attach a party's channel if its user may join; raise AccessDenied if not."""
-        rules.check_join(Subject.user(party.identity.user, party.identity.cert.roles),
-                         self.owner.identity.user, self.owner.sid)
+        cert = party.identity.cert
+        access = self.node.access(cert) if self.node.roles is not None else None
+        rules.check_join(Subject.user(party.identity.user, cert.roles, access),
+                         self.owner.identity.user, self.owner.identity.cert.roles, self.owner.sid)
         party.sid = self.owner.sid
         party.joined = self
         self.parties.append(party)

@@ -9,9 +9,11 @@ from typing import Any
 
 import asyncssh
 
-from teleport.errors import TeleportError
+from teleport.errors import AccessDenied, TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
+from teleport.keys.ssh import SSHCertInfo
 from teleport.metrics import AUDIT_FAILURES, SESSIONS
+from teleport.rbac.roles import RoleSet
 from teleport.srv.forward import Forwarding
 from teleport.srv.pam import PamService
 from teleport.srv.party import LiveSession, SessionRegistry
@@ -27,9 +29,13 @@ from teleport.sshutils.listener import (
 from teleport.sshutils.monitor import PolicySource, no_policy, watch
 from teleport.sshutils.recorder import Recordings
 from teleport.sshutils.splice import forward_to
+from teleport.types.roles import Role
 from teleport.utils.clock import Clock, RealClock
 
 log = logging.getLogger("teleport.node")
+
+#: The role definitions as the node last fetched them (None: not fetched yet).
+RoleSource = Callable[[], "Mapping[str, Role] | None"]
 
 #: How long close() lets sessions end on SIGHUP before it kills what is left.
 HANGUP_GRACE_SECONDS = 2.0
@@ -47,7 +53,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  max_users: int = DEFAULT_MAX_USERS,
                  registry: SessionRegistry | None = None,
                  revoked: RevocationCheck | None = None,
-                 policy: PolicySource = no_policy) -> None:
+                 policy: PolicySource = no_policy,
+                 roles: RoleSource | None = None) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -65,15 +72,31 @@ class NodeServer(SSHListener["NodeConnection"]):
         #: When connections end although their user has access (expired certificate, idle).
         self.policy = policy
         self.clock = clock or RealClock()
+        #: The cluster's roles as last fetched: every login is judged with them against this
+        #: node's labels, so a role change applies without a new certificate. None: no role
+        #: check beyond the certificate's principals (servers built by tests).
+        self.roles = roles
         self.checker = CertChecker(trusted_cas=trusted_user_cas, emitter=emitter,
                                    clock=self.clock, check_login=True,
-                                   revoked=revoked or never_revoked)
+                                   revoked=revoked or never_revoked,
+                                   accept=self.check_access if roles is not None else None)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: NodeConnection(self))
         super().__init__("node", max_connections, max_users)
         #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
         self.children: set[Child] = set()
         SESSIONS.set_function(lambda: len(self.children))
+
+    def access(self, cert: SSHCertInfo) -> RoleSet:
+        """Return what a certificate's roles allow, as this node last fetched the roles."""
+        defined = self.roles() if self.roles is not None else None
+        if defined is None:
+            raise AccessDenied("this node has not loaded the cluster's roles yet")
+        return RoleSet.of(cert.roles, defined, cert.traits)
+
+    def check_access(self, cert: SSHCertInfo, login: str) -> None:
+        """Let a user log in as login only if their roles reach this node's labels with it."""
+        self.access(cert).check_node_login(self.nodename, self.labels(), login)
 
     async def close(self) -> None:
         """Stop listening, hang up every session, and wait until nothing of ours runs."""

@@ -79,10 +79,10 @@ class CertChecker:
             key = asyncssh.import_public_key(info.public_key)
         except (BadParameter, asyncssh.KeyImportError) as err:
             raise AccessDenied(str(err)) from None
+        if self.accept is not None:  # first: the node's roles name the rule that refuses
+            self.accept(info, login)
         if self.check_login:
             rules.check_login(info.principals, login)
-        if self.accept is not None:
-            self.accept(info, login)
         reason = self.revoked(info)
         if reason is not None:
             raise AccessDenied(f"access revoked: {reason}")
@@ -182,8 +182,17 @@ class CertAuthServer(asyncssh.SSHServer):
                                             f"access revoked: {reason}")
 
     def revocation(self) -> str | None:
-        """Return why this connection's user has lost access since authenticating, or None."""
-        return self.checker.revoked(self.identity.cert) if self.identity is not None else None
+        """Return why this connection's user has lost access since authenticating, or None:
+        revoked (deleted, locked), or no longer allowed by the listener's rule (a role changed)."""
+        if self.identity is None:
+            return None
+        reason = self.checker.revoked(self.identity.cert)
+        if reason is None and self.checker.accept is not None:
+            try:
+                self.checker.accept(self.identity.cert, self.identity.login)
+            except AccessDenied as err:
+                reason = str(err)
+        return reason
 
     async def end_revoked(self, reason: str) -> None:
         """Audit and hang up a connection whose user lost access, telling the client why."""

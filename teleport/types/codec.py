@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from teleport.config import yamlsafe
 from teleport.errors import BadParameter
+from teleport.types.locks import Lock
 from teleport.types.resource import Resource
 from teleport.types.resources import (
     CertAuthority,
@@ -19,6 +20,7 @@ from teleport.types.resources import (
     User,
     UserToken,
 )
+from teleport.types.roles import Role
 
 #: A resource (`kind`/`version`/`metadata`/`spec`) as `to_dict` writes it: how it travels.
 ResourceJSON = dict[str, Any]
@@ -32,6 +34,8 @@ KINDS: dict[str, type[Resource]] = {
     "proxy": Server,
     "auth_server": Server,
     "cluster_name": ClusterName,
+    "role": Role,
+    "lock": Lock,
 }
 
 
@@ -56,12 +60,13 @@ def first_error(err: ValidationError, whole: str) -> tuple[str, str]:
     """Return the dotted path of pydantic's first error (`whole` if it is the whole value) and
     its message: one line is what users get, and the first error is the one to fix first."""
     first = err.errors()[0]
-    return ".".join(str(p) for p in first["loc"]) or whole, first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
+    return ".".join(str(p) for p in first["loc"]) or whole, message
 
 
 def to_dict(resource: Resource) -> ResourceJSON:
     """Encode for YAML or JSON output; empty metadata fields are left out as tctl does."""
-    data = resource.model_dump(mode="json")
+    data = resource.model_dump(mode="json", exclude_none=True)
     meta = data["metadata"]
     for field in ("description", "labels", "expires"):
         if not meta.get(field):

@@ -209,9 +209,12 @@ proxy_service:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
             return json.loads(resp.read())
 
-    def signup(self, name: str, logins: str, password: str) -> pyotp.TOTP:
-        """Add a user with tctl and complete signup through the web endpoint; return its OTP."""
-        out = self.tctl("users", "add", name, logins).stdout
+    def signup(self, name: str, logins: str, password: str, roles: str = "admin") -> pyotp.TOTP:
+        """Add a user with tctl and complete signup through the web endpoint; return its OTP.
+
+        The user gets role `admin` unless the test names others (`tctl users add` alone gives
+        `access`)."""
+        out = self.tctl("users", "add", name, logins, f"--roles={roles}").stdout
         url = next(w for w in out.split() if "/web/newuser/" in w)
         token = url.rsplit("/", 1)[1]
         info = self.web("GET", f"/webapi/users/password/token/{token}")

@@ -71,8 +71,8 @@ def _users(cluster: Cluster) -> list[str]:
     (_user_doc("admin-existing"), 1, "already exists"),  # applied one by one, doc 1 got in
     (_user_doc("'bad name'"), 2, "invalid user name"),
     ("kind: user\nmetadata: &m {name: x}\n", 2, "aliases"),
-    ("kind: node\nversion: v2\nmetadata: {name: n}\nspec: {addr: '1.2.3.4:3022', hostname: n}\n",
-     2, "creating node resources is not supported"),
+    ("kind: role\nversion: v5\nmetadata: {name: r}\nspec:\n  allow:\n    rules:\n"
+     "    - {resources: [role], verbs: [fly]}\n", 2, "unknown verb 'fly'"),
 ])
 def test_tctl_create_applies_nothing_of_a_file_with_a_bad_document(
         cluster: Cluster, tmp_path: Path, second: str, code: int, problem: str) -> None:

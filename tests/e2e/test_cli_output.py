@@ -40,7 +40,7 @@ def test_auth_export_prints_a_trusted_user_ca_key_and_a_known_hosts_line(cluster
 
 def test_tsh_login_prints_each_login_once(cluster: Cluster) -> None:
     out = cluster.tctl("users", "add", "dupe", "dupe,root,dupe,root").stdout
-    assert re.search(r"^dupe +dupe,root$", cluster.tctl("users", "ls").stdout, re.MULTILINE)
+    assert re.search(r"^dupe +dupe,root +access$", cluster.tctl("users", "ls").stdout, re.MULTILINE)
     token = next(w for w in out.split() if "/web/newuser/" in w).rsplit("/", 1)[1]
     totp = pyotp.TOTP(cluster.web("GET", f"/webapi/users/password/token/{token}")["otp_secret"])
     cluster.web("PUT", "/webapi/users/password/token",

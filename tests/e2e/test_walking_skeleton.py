@@ -128,8 +128,8 @@ def test_audit_log_records_login_and_exec(cluster: Cluster, joe: dict[str, Any])
 
 def test_tctl_users_and_resources(cluster: Cluster, joe: dict[str, Any], tmp_path: Path) -> None:
     table = cluster.tctl("users", "ls").stdout.splitlines()
-    assert table[0].split() == ["User", "Allowed", "Logins"]
-    assert any(line.split() == ["joe", "joe,root"] for line in table[2:])
+    assert table[0].split() == ["User", "Allowed", "Logins", "Roles"]
+    assert any(line.split()[:2] == ["joe", "joe,root"] for line in table[2:])
     dumped = cluster.tctl("get", "user/joe").stdout
     assert "kind: user" in dumped and "- root" in dumped
     edited = tmp_path / "joe.yaml"

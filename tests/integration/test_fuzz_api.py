@@ -252,7 +252,7 @@ def _check_log(caplog: pytest.LogCaptureFixture, what: str) -> None:
 
 _AUTH_ROUTES = sorted(
     (method, path, role)
-    for method, path, allow, _ in auth_api.ROUTES
+    for method, path, allow, _rule, _ in auth_api.ROUTES
     if method in httpserver.STATE_CHANGING and (method, path) not in auth_api.RAW_BODY
     for role in ROLES if role in allow)
 

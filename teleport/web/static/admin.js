@@ -26,7 +26,7 @@ async function adminPage(cluster, current, title, error) {
   const page = await framedPage(cluster, current, title, error);
   if (page && page.context && !page.context.admin) {
     page.main.append(h("div", {class: "page-head"}, h("h1", {}, title)), error);
-    showError(error, "This page is for cluster administrators (role admin).");
+    showError(error, "This page is for cluster administrators: your roles do not allow it.");
     return null;
   }
   return page;

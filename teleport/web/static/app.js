@@ -235,7 +235,7 @@ async function nodesPage(cluster) {
   try {
     const [context, list] = await Promise.all([loadContext(cluster),
       api("GET", sitePath(cluster, "nodes"))]);
-    drawNav(Boolean(context.admin));
+    drawNav(context);
     logins = context.logins || [];
     nodes = Array.isArray(list) ? list : [];
     draw();

@@ -181,11 +181,12 @@ const NAV = [
   {page: "nodes", label: "Nodes", href: (c) => `/web/cluster/${c}/nodes`},
   {page: "sessions", label: "Sessions", href: (c) => `/web/cluster/${c}/sessions`},
   {page: "recordings", label: "Recordings", href: (c) => `/web/cluster/${c}/recordings`},
-  // The audit search is an admin call (the auth server refuses others): listed for admins only.
-  {page: "audit", label: "Audit log", href: (c) => `/web/cluster/${c}/audit`, admin: true},
-  {page: "users", label: "Users", href: () => "/web/users", admin: true},
-  {page: "tokens", label: "Tokens", href: () => "/web/tokens", admin: true},
-  {page: "status", label: "Status", href: (c) => `/web/cluster/${c}/status`, admin: true},
+  // Listed only when the user's roles allow what the page shows (the auth server refuses
+  // others anyway): `need` names the context's flag.
+  {page: "audit", label: "Audit log", href: (c) => `/web/cluster/${c}/audit`, need: "audit"},
+  {page: "users", label: "Users", href: () => "/web/users", need: "admin"},
+  {page: "tokens", label: "Tokens", href: () => "/web/tokens", need: "admin"},
+  {page: "status", label: "Status", href: (c) => `/web/cluster/${c}/status`, need: "admin"},
 ];
 
 /** Draws the page frame and returns its <main>; admin links appear once the context says so. */
@@ -193,12 +194,12 @@ export function layout(cluster, current, title) {
   setTitle(title);
   const c = encodeURIComponent(cluster);
   const navList = h("ul", {class: "nav-list"});
-  const drawNav = (admin) => {
-    navList.replaceChildren(...NAV.filter((item) => !item.admin || admin).map((item) =>
+  const drawNav = (context) => {
+    navList.replaceChildren(...NAV.filter((item) => !item.need || context[item.need]).map((item) =>
       h("li", {}, h("a", {href: item.href(c), "data-route": true,
         "aria-current": item.page === current ? "page" : false}, item.label))));
   };
-  drawNav(false);
+  drawNav({});
   const main = h("main", {id: "main", tabindex: "-1"});
   app.replaceChildren(
     h("a", {class: "skip-link", href: "#main"}, "Skip to content"),
@@ -230,7 +231,7 @@ export async function framedPage(cluster, current, title, error) {
   const {main, drawNav} = layout(cluster, current, title);
   try {
     const context = await loadContext(cluster);
-    drawNav(Boolean(context.admin));
+    drawNav(context);
     return {main, context};
   } catch (err) {
     if (isAuthError(err)) {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +16,7 @@ import asyncssh
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys.ssh import generate_private_key, public_key_of, sign_host_cert, sign_user_cert
 from teleport.srv import NodeServer
+from teleport.types.roles import Role
 
 CLUSTER = "example.com"
 NODENAME = "node1"
@@ -124,13 +125,17 @@ class Trust:
 
 
 def make_node(trust: Trust, emitter: MemoryEmitter, nodename: str = NODENAME,
-              labels: dict[str, str] | None = None) -> NodeServer:
+              labels: dict[str, str] | None = None,
+              roles: Mapping[str, Role] | None = None) -> NodeServer:
+    """A node; with `roles` it judges logins and joins by them (as fetched from the auth
+    server), without them by the certificate's principals only."""
     key, cert, host_uuid = trust.host_identity(nodename)
     node_labels = labels if labels is not None else {"env": "test"}
     return NodeServer(host_private_key=key, host_cert=cert, trusted_user_cas=trust.user_cas,
                       cluster_name=CLUSTER, server_id=host_uuid, nodename=nodename,
                       labels=lambda: node_labels, emitter=emitter,
-                      proxy_addr=lambda: "proxy.example.com:3080")
+                      proxy_addr=lambda: "proxy.example.com:3080",
+                      roles=(lambda: roles) if roles is not None else None)
 
 
 async def run(argv: Sequence[str], stdin: bytes | None = None) -> tuple[int, str, str]:

@@ -1,20 +1,24 @@
-"""Joining a live terminal session on the node: shared output and input, owner/admin only."""
+"""Joining a live terminal session on the node: shared output and input, owner and roles whose
+join_sessions allow it only."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncssh
+import pytest
 
 from teleport.api.auth_models import AnnouncedSession
 from teleport.events.emitter import SESSION_END, SESSION_JOIN, SESSION_LEAVE, MemoryEmitter
 from teleport.keys.ssh import generate_private_key, public_key_of, sign_user_cert
 from teleport.srv import NodeServer
 from teleport.srv.party import JOIN_ENV
-from tests.integration.srv.sshenv import Trust, read_until
+from teleport.types.presets import PRESETS
+from tests.integration.srv.sshenv import Trust, make_node, read_until
 
 Process = asyncssh.SSHClientProcess[str]
 
@@ -40,6 +44,14 @@ class FakeRegistry:
             await asyncio.wait_for(self.changed.wait(), 10)
 
 
+@pytest.fixture
+async def node(trust: Trust, emitter: MemoryEmitter) -> AsyncIterator[NodeServer]:
+    """A node judging joins with the preset roles, as fetched from the auth server."""
+    async with make_node(trust, emitter, roles={r.metadata.name: r for r in PRESETS}) as server:
+        await server.start("127.0.0.1", 0)
+        yield server
+
+
 async def _connect(trust: Trust, node: NodeServer, name: str, roles: list[str],
                    login: str = "root") -> asyncssh.SSHClientConnection:
     """Connect as a user whose certificate carries the given roles."""
@@ -47,7 +59,7 @@ async def _connect(trust: Trust, node: NodeServer, name: str, roles: list[str],
     now = datetime.now(timezone.utc)
     cert = sign_user_cert(trust.user_ca, public_key_of(key), key_id=name, principals=[login],
                           valid_after=now - timedelta(minutes=1), valid_before=now + timedelta(hours=1),
-                          roles=roles)
+                          roles=roles, traits={"logins": [login]})
     return await asyncssh.connect(
         "127.0.0.1", node.port, username=login, agent_path=None, config=None,
         client_keys=[(asyncssh.import_private_key(key), asyncssh.import_certificate(cert))],
@@ -130,7 +142,7 @@ async def test_other_users_and_unknown_sessions_are_refused(trust: Trust, node: 
         refused = await _join(eve_conn, sid)
         await asyncio.wait_for(refused.wait_closed(), 10)
         assert refused.exit_status == 1
-        assert "only alice and admins may join" in await refused.stderr.read()
+        assert "no role of 'eve' allows joining alice's session" in await refused.stderr.read()
 
         missing = await _join(eve_conn, "00000000-0000-4000-8000-000000000000")
         await asyncio.wait_for(missing.wait_closed(), 10)

@@ -1,4 +1,4 @@
-"""Who may play a stored recording: its owner and admins, nobody else (no network)."""
+"""Who may play a stored recording: its owner and roles allowing session read (no network)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,17 @@ def _stored_recording(folder: Path, user: str) -> str:
     return sid
 
 
-async def test_only_the_owner_and_admins_may_play(auth: AuthServer, tmp_path: Path) -> None:
+async def test_only_the_owner_and_roles_allowing_session_read_may_play(
+        auth: AuthServer, tmp_path: Path) -> None:
+    async def user(name: str, *roles: str) -> Subject:
+        return Subject.user(name, roles, await auth.resources.roleset(roles, {}))
+
     sid = _stored_recording(tmp_path / "sessions", "alice")
-    await auth.sessions.check_play(sid, Subject.user("alice", ()))
-    await auth.sessions.check_play(sid, Subject.user("root-admin", ("admin",)))
+    await auth.sessions.check_play(sid, await user("alice"))
+    await auth.sessions.check_play(sid, await user("root-admin", "admin"))
+    await auth.sessions.check_play(sid, await user("ann", "auditor"))
     await auth.sessions.check_play(sid, Subject(Caller.ADMIN, "tctl"))
-    with pytest.raises(AccessDenied, match="only 'alice' and admins may play"):
-        await auth.sessions.check_play(sid, Subject.user("mallory", ("user",)))
+    with pytest.raises(AccessDenied, match="only 'alice' and roles allowing session read"):
+        await auth.sessions.check_play(sid, await user("mallory", "access", "editor"))
     with pytest.raises(AccessDenied):  # a host is not a viewer, whatever its name
         await auth.sessions.check_play(sid, Subject(Caller.NODE, "alice"))

@@ -1,0 +1,108 @@
+"""Auth API routes for every registry kind: the one path `tctl get/create/rm` takes.
+
+Each handler looks the kind up in `teleport.types.registry`, asks the caller's roles for the
+kind's rule (`Call.check_rule`: tctl's Admin identity passes, a user is judged by their roles as
+stored now) and then the kind's store on the auth server (`AuthServer.resources`). No route
+knows a kind by name. Private keys never leave: a kind that holds secrets is sent without them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from teleport.auth.api import ADMIN, NODE, PROXY, USER, Call, route
+from teleport.auth.resources import fresh_name
+from teleport.errors import AlreadyExists, BadParameter, NotFound
+from teleport.types.codec import ResourceJSON, from_dict, to_dict
+from teleport.types.registry import ResourceKind, lookup
+from teleport.types.resource import Resource
+from teleport.types.resources import CertAuthority, Server
+
+CALLERS = [ADMIN, USER]
+
+
+def _public(resource: Resource) -> ResourceJSON:
+    """Encode a resource to leave the auth server: without private keys, whatever store it is from."""
+    if isinstance(resource, CertAuthority):
+        resource = resource.without_secrets()
+    return to_dict(resource)
+
+
+def _visible(call: Call, resource: Resource) -> bool:
+    """Tell whether the caller may see a node: a user only those their roles reach."""
+    if isinstance(resource, Server) and call.subject.kind == USER:
+        return call.subject.access.can_see_node(resource.all_labels())
+    return True
+
+
+@route("GET", "/v1/resources/{kind}", CALLERS)
+async def list_resources(call: Call) -> Any:
+    kind = lookup(call.param("kind"))
+    await call.check_rule(kind.rule_resource, "list")
+    items = await call.auth.resources.store(kind).list()
+    return [_public(r) for r in items if _visible(call, r)]
+
+
+@route("GET", "/v1/resources/{kind}/{name}", CALLERS)
+async def get_resource(call: Call) -> Any:
+    kind = lookup(call.param("kind"))
+    await call.check_rule(kind.rule_resource, "read")
+    resource = await call.auth.resources.store(kind).get(call.param("name"))
+    if not _visible(call, resource):
+        raise NotFound(f'{kind.name} "{call.param("name")}" not found')
+    return _public(resource)
+
+
+@route("PUT", "/v1/resources/{kind}", CALLERS)
+async def put_resource(call: Call) -> Any:
+    """Create a resource, or replace one with `?overwrite=true` (verb update, else create)."""
+    kind = lookup(call.param("kind"))
+    overwrite = _flag(call.request.query.get("overwrite", "false"))
+    resource = _parse(kind, await call.json())
+    store = call.auth.resources.store(kind)
+    name = resource.metadata.name
+    actor = call.identity.username
+    exists = True
+    if overwrite:
+        try:
+            await store.get(name)
+        except NotFound:
+            exists = False
+    if overwrite and exists:
+        await call.check_rule(kind.rule_resource, "update")
+        return _public(await store.upsert(resource, actor))
+    await call.check_rule(kind.rule_resource, "create")
+    try:
+        return _public(await store.create(resource, actor))
+    except AlreadyExists:
+        raise AlreadyExists(f'{kind.name} "{name}" already exists') from None
+
+
+@route("DELETE", "/v1/resources/{kind}/{name}", CALLERS)
+async def delete_resource(call: Call) -> Any:
+    kind = lookup(call.param("kind"))
+    await call.check_rule(kind.rule_resource, "delete")
+    await call.auth.resources.store(kind).delete(call.param("name"), call.identity.username)
+    return {}
+
+
+@route("GET", "/v1/roles", [NODE, PROXY])
+async def list_roles(call: Call) -> Any:
+    """Answer every role, for the role cache nodes and proxies judge certificates with."""
+    return [to_dict(r) for r in await call.auth.resources.list_roles()]
+
+
+def _parse(kind: ResourceKind, data: dict[str, Any]) -> Resource:
+    """Validate the body as a resource of `kind`; name it when the kind is named by the server."""
+    if data.get("kind") != kind.name:
+        raise BadParameter(f"expected a {kind.name} resource, not {data.get('kind')!r}")
+    meta = data.get("metadata")
+    if kind.auto_name and (meta is None or (isinstance(meta, dict) and not meta.get("name"))):
+        data = dict(data, metadata=dict(meta or {}, name=fresh_name()))
+    return from_dict(data, "resource")
+
+
+def _flag(value: str) -> bool:
+    if value not in ("true", "false"):
+        raise BadParameter(f"overwrite must be true or false, not {value!r}")
+    return value == "true"

@@ -1,0 +1,63 @@
+"""Every resource kind `tctl` and the auth API's resource routes serve, declared once.
+
+Adding a kind means one entry here and one store on the auth server
+(`teleport.auth.resources`): `tctl get/create/rm`, `tctl get all` and the routes of
+`teleport.auth.api_resources` go through this table, never through a branch per kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from teleport.errors import BadParameter
+from teleport.types.locks import Lock
+from teleport.types.resource import Resource
+from teleport.types.resources import CertAuthority, ProvisionToken, Server, User
+from teleport.types.roles import Role
+
+
+@dataclass(frozen=True)
+class ResourceKind:
+    """One kind: its model, the names users may call it, and how the rules judge it."""
+
+    name: str
+    model: type[Resource]
+    #: Other names `tctl` accepts (`roles`, `cas`...); the first is the plural.
+    aliases: tuple[str, ...]
+    #: The resource a role's rules name for it (`teleport.types.roles.RULE_RESOURCES`).
+    rule_resource: str
+    #: Holds private keys: they are dropped before the resource leaves the auth server.
+    has_secrets: bool = False
+    #: `tctl create` may store it (a CA or a node announcement is made by the cluster itself).
+    creatable: bool = True
+    #: Listed by `tctl get all` (in this table's order: what must exist before what).
+    in_get_all: bool = True
+    #: Named by the auth server (a fresh UUID) when created without a name, as locks are.
+    auto_name: bool = False
+
+    @property
+    def plural(self) -> str:
+        return self.aliases[0] if self.aliases else self.name
+
+
+_KINDS = (
+    ResourceKind("role", Role, ("roles",), "role"),  # before users, who name roles
+    ResourceKind("user", User, ("users",), "user"),
+    ResourceKind("token", ProvisionToken, ("tokens",), "token"),
+    ResourceKind("cert_authority", CertAuthority, ("cert_authorities", "cas", "ca"),
+                 "cert_authority", has_secrets=True, creatable=False),
+    ResourceKind("lock", Lock, ("locks",), "lock", auto_name=True),
+    ResourceKind("node", Server, ("nodes",), "node", creatable=False),
+)
+#: Kinds by name, in `tctl get all` order.
+KINDS_REGISTRY: dict[str, ResourceKind] = {k.name: k for k in _KINDS}
+_BY_ALIAS: dict[str, ResourceKind] = {a: k for k in _KINDS for a in (k.name, *k.aliases)}
+
+
+def lookup(name: str) -> ResourceKind:
+    """Return the kind a name or alias means (`roles`, `role`), or refuse it in one line."""
+    kind = _BY_ALIAS.get(name.lower())
+    if kind is None:
+        raise BadParameter(f"unsupported resource {name!r}: use one of "
+                           + ", ".join(k.plural for k in _KINDS))
+    return kind
