@@ -111,11 +111,45 @@ MUTATIONS = (
         ("tests/integration/auth/test_api.py::test_hosts_cannot_use_admin_calls_and_refusals_are_audited",
          "tests/integration/auth/test_events_api.py::test_non_admins_cannot_search")),
     Mutation(
-        "let a user without the admin role call an admin route", _RULES,
-        "subject.kind == Caller.USER and ADMIN_ROLE in subject.roles:",
-        "subject.kind == Caller.USER:",
+        "let a user call a route their roles do not allow", _RULES,
+        "        subject.access.check_rule(*rule)\n",
+        "        pass\n",
         ("tests/integration/auth/test_api.py::"
-         "test_a_user_without_the_admin_role_is_refused_admin_calls_and_audited",)),
+         "test_a_user_whose_roles_do_not_allow_a_route_is_refused_and_audited",)),
+    Mutation(
+        "let an allow rule beat a deny rule", "teleport/rbac/roles.py",
+        "            if any(_rule_matches(r, resource, verb) for r in deny.rules):\n",
+        "            if False:\n",
+        ("tests/unit/rbac/test_roles_laws.py",)),
+    Mutation(
+        "skip the node's role check", "teleport/srv/server.py",
+        "        self.access(cert).check_node_login(self.nodename, self.labels(), login)\n",
+        "        return\n",
+        ("tests/integration/srv/test_revocation.py::"
+         "test_a_role_change_ends_sessions_it_no_longer_admits_and_refuses_new_ones",)),
+    Mutation(
+        "issue a certificate with no principal", "teleport/auth/certs.py",
+        "                principals=logins or [f\"{rules.NO_LOGIN}-{uuid.uuid4()}\"],\n",
+        "                principals=logins,\n",
+        ("tests/unit/auth/test_certs_roles.py::"
+         "test_a_user_without_logins_gets_a_principal_no_system_has",)),
+    Mutation(
+        "ignore max_session_ttl", "teleport/auth/certs.py",
+        "MAX_CERT_TTL, access.max_session_ttl)",
+        "MAX_CERT_TTL)",
+        ("tests/unit/auth/test_certs_roles.py::test_max_session_ttl_caps_the_asked_ttl",)),
+    Mutation(
+        "show users every node", "teleport/auth/api.py",
+        "    if kind == \"node\" and call.subject.kind == USER:\n",
+        "    if False:\n",
+        ("tests/integration/auth/test_resources_api.py::"
+         "test_users_and_the_proxy_acting_for_them_list_only_nodes_their_roles_reach",)),
+    Mutation(
+        "ignore a node lock", "teleport/service/revocations.py",
+        "            return self.refusal(cert) or self.current.node_refusal(host_uuid, self.clock.now())\n",
+        "            return self.refusal(cert)\n",
+        ("tests/integration/srv/test_revocation.py::"
+         "test_a_node_lock_ends_every_session_on_the_node_and_refuses_new_ones",)),
     Mutation(
         "skip the lockout", "teleport/services/login_attempts.py",
         "        if len(failed) < self.policy.max_attempts:\n",

@@ -247,8 +247,18 @@ class ClusterStatus(Answer):
     nodes_online: int
 
 
+class WatchEvent(Answer):
+    """One line of the watch stream (`GET /v1/watch`): `init` once the watch is in place, then
+    `put` or `delete` of a resource's kind and name (never its content: the watcher re-reads
+    what it needs), and `ping` while nothing changes, so a dead connection is noticed."""
+
+    type: str
+    kind: str = ""
+    name: str = ""
+
+
 __all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",
            "ClusterStatus", "CompleteSignupRequest", "Empty", "EventPage", "ServerSummary", "IssuedCerts", "JoinAnswer", "JoinCA",
            "JoinRequest", "LoginRequest", "NodeCertRequest", "PingAnswer", "RecordingInfo",
            "Request", "ResourceJSON", "SignupInfo", "SignupRequest", "Stored", "TokenList",
-           "TokenRequest", "UserCertRequest", "WebSession", "WebSessionCreate"]
+           "TokenRequest", "UserCertRequest", "WatchEvent", "WebSession", "WebSessionCreate"]

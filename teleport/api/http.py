@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 import aiohttp
@@ -112,9 +112,14 @@ class HTTPClient:
         return self._validate(addr, method, path, self._decode(addr, method, path, resp, raw),
                               answer)
 
-    async def stream(self, method: str, path: str) -> AsyncIterator[bytes]:
-        """Yield an answer's body as it arrives; a break after the first byte is final."""
-        addr, resp = await self._open(method, path, streamed=True)
+    async def stream(self, method: str, path: str, *,
+                     idle: float | None = None) -> AsyncGenerator[bytes]:
+        """Yield an answer's body as it arrives; a break after the first byte is final.
+
+        `idle` replaces the client's timeout as the longest silence between two pieces (a watch
+        stream is quiet between its pings for longer than a call may take).
+        """
+        addr, resp = await self._open(method, path, streamed=True, idle=idle)
         async with resp:
             if resp.status >= 400:
                 raw = await self._read(addr, method, path, resp)
@@ -130,9 +135,12 @@ class HTTPClient:
     # --- one request, one answer ------------------------------------------------------------
 
     async def _open(self, method: str, path: str, *, json_body: Any = None,
-                    data: BodyFactory | None = None,
-                    streamed: bool = False) -> tuple[str, aiohttp.ClientResponse]:
+                    data: BodyFactory | None = None, streamed: bool = False,
+                    idle: float | None = None) -> tuple[str, aiohttp.ClientResponse]:
         """Return the first answer's head; only a failure before it tries the next address."""
+        timeout = self._stream_timeout if streamed else self._timeout
+        if idle is not None:
+            timeout = aiohttp.ClientTimeout(total=None, connect=timeout.connect, sock_read=idle)
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
@@ -145,7 +153,7 @@ class HTTPClient:
                 resp = await self._session.request(
                     method, f"https://{addr}{path}", json=json_body,
                     data=data() if data is not None else None,
-                    timeout=self._stream_timeout if streamed else self._timeout,
+                    timeout=timeout,
                     server_hostname=self.server_hostname,
                     proxy=proxy.url if proxy else None, proxy_auth=_basic_auth(proxy))
             except TRANSPORT_ERRORS as exc:

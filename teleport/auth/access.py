@@ -47,6 +47,8 @@ TOMBSTONE_TTL = timedelta(hours=31)
 #: How long the auth server reuses one computed list: every node polls it every few seconds.
 LIST_REUSE_SECONDS = 1.0
 _TOMBSTONES = ("access", "deleted")
+#: Where deletions are remembered: the watch stream (`auth.api_watch`) reports them as user deletions.
+TOMBSTONE_PREFIX = key(*_TOMBSTONES) + b"/"
 
 
 # --- the stored user, now ---------------------------------------------------------------------
@@ -229,9 +231,21 @@ class _Memo:
     def __init__(self) -> None:
         self.when = -math.inf  # time.monotonic(): a test's frozen clock must not freeze the list
         self.value = Revocations()
+        #: Bumped by `forget_revocations`; a list computed across a bump is not reused.
+        self.generation = 0
+        self.change: object = None
 
 
 _memos: weakref.WeakKeyDictionary[Accounts, _Memo] = weakref.WeakKeyDictionary()
+
+
+def forget_revocations(accounts: Accounts, change: object) -> None:
+    """Build the next list afresh: a change was just announced on the watch stream, and the
+    refresh it prompts must not be answered with a list built before the change. Every stream
+    announces the same change; only the first forgets, so it costs one new list, not one each."""
+    memo = _memos.setdefault(accounts, _Memo())
+    if change != memo.change:
+        memo.when, memo.generation, memo.change = -math.inf, memo.generation + 1, change
 
 
 async def list_revocations(accounts: Accounts) -> Revocations:
@@ -240,8 +254,9 @@ async def list_revocations(accounts: Accounts) -> Revocations:
     memo = _memos.setdefault(accounts, _Memo())
     if time.monotonic() - memo.when < LIST_REUSE_SECONDS:
         return memo.value
+    generation = memo.generation
     entries: list[RevokedUser] = []
-    start = key(*_TOMBSTONES) + b"/"
+    start = TOMBSTONE_PREFIX
     for item in await accounts.ctx.backend.get_range(start, range_end(start)):
         name, when = _tombstone(item.value)
         entries.append(RevokedUser(user=name, reason=f"user {name!r} was deleted",
@@ -255,8 +270,10 @@ async def list_revocations(accounts: Accounts) -> Revocations:
             status.lock_expires > ZERO_TIME else None
         entries.append(RevokedUser(user=user.metadata.name, reason=reason, until=until))
     locks = await accounts.locks.in_force(now)
-    memo.when, memo.value = time.monotonic(), Revocations(users=entries, locks=locks)
-    return memo.value
+    revocations = Revocations(users=entries, locks=locks)
+    if memo.generation == generation:  # else a change landed while reading: build it again next
+        memo.when, memo.value = time.monotonic(), revocations
+    return revocations
 
 
 async def check_user(accounts: Accounts, name: str, issued: datetime) -> User:

@@ -93,6 +93,8 @@ class Call:
 ROUTES: list[tuple[str, str, frozenset[Caller], rules.RouteRule | None, Handler]] = []
 #: (method, path) of the routes whose body is raw bytes, not JSON (recording uploads).
 RAW_BODY: set[tuple[str, str]] = set()
+#: Run as the API shuts down, before aiohttp waits for handlers: long-lived streams end here.
+ON_SHUTDOWN: list[Callable[[web.Application], Awaitable[None]]] = []
 
 
 def route(method: str, path: str, allow: Iterable[Caller], *, rule: rules.RouteRule | None = None,
@@ -377,6 +379,7 @@ def make_app(auth: AuthServer,
 
     for method, path, allow, rule, handler in ROUTES:
         app.router.add_route(method, path, wrap(method, path, allow, rule, handler))
+    app.on_shutdown.extend(ON_SHUTDOWN)
     return app
 
 
@@ -410,5 +413,6 @@ from teleport.auth import (  # noqa: E402, F401
     api_proxy,
     api_resources,
     api_sessions,
+    api_watch,
     api_web,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Self
@@ -22,6 +22,11 @@ from teleport.types.resources import CertAuthority, ProvisionToken, Server, User
 from teleport.types.roles import Role
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
+
+#: A watch stream without a line (pings included) for this long is taken for dead.
+WATCH_SILENCE = 45.0
+#: Watch lines are a kind and a name; a longer one is not from a Teleport auth server.
+MAX_WATCH_LINE = 64 * 1024
 
 
 class AuthClient:
@@ -185,6 +190,19 @@ class AuthClient:
         return [_typed(r, Role) for r in await self._http.call(
             "GET", "/v1/roles", answer=list[m.ResourceJSON])]
 
+    async def watch(self, kinds: Sequence[str]) -> AsyncIterator[m.WatchEvent]:
+        """Yield `init`, then a `put` or `delete` per change of the kinds (Node and Proxy: names
+        only, re-read what matters). The stream never ends well: a break, an end, a garbled
+        line or WATCH_SILENCE seconds without a line (pings included) is a ConnectionProblem."""
+        query = urlencode({"kinds": ",".join(kinds)})
+        pieces = self._http.stream("GET", f"/v1/watch?{query}", idle=WATCH_SILENCE)
+        try:
+            async for event in _watch_events(pieces):
+                if event.type != "ping":
+                    yield event
+        finally:
+            await pieces.aclose()
+
     async def emit(self, event: Any) -> None:
         """Send an audit event; makes the client an events.Emitter for nodes and proxies."""
         await self._http.call("POST", "/v1/events", dict(event), answer=m.Empty)
@@ -299,6 +317,35 @@ class AuthClient:
     async def delete_web_session(self, user: str, session_id: str) -> None:
         """Log a web session out; deleting one already gone succeeds."""
         await self._http.call("DELETE", _web_session_path(user, session_id), answer=m.Empty)
+
+
+async def _watch_events(pieces: AsyncGenerator[bytes]) -> AsyncIterator[m.WatchEvent]:
+    """Cut the stream's pieces into lines (a line may arrive in several pieces) and decode them."""
+    buffer = b""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WATCH_SILENCE
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                piece = await anext(pieces)
+        except StopAsyncIteration:
+            raise ConnectionProblem("the auth server ended the watch stream") from None
+        except TimeoutError:
+            raise ConnectionProblem(f"the auth server's watch stream said nothing for "
+                                    f"{WATCH_SILENCE:.0f} s") from None
+        buffer += piece
+        *lines, buffer = buffer.split(b"\n")
+        if len(buffer) > MAX_WATCH_LINE:
+            raise ConnectionProblem(f"the auth server's watch stream sent a line over "
+                                    f"{MAX_WATCH_LINE // 1024} KiB: not a Teleport auth server?")
+        for line in lines:
+            try:
+                event = m.WatchEvent.model_validate_json(line)
+            except ValueError:
+                raise ConnectionProblem("the auth server's watch stream sent a line that is not "
+                                        f"a watch event: {line[:80]!r}") from None
+            deadline = loop.time() + WATCH_SILENCE
+            yield event
 
 
 async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes]:

@@ -83,6 +83,9 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
 class ProxyConnection(CertAuthServer):
     """One user's connection to the proxy."""
 
+    #: The node behind enforces the same revocations and tells the user why: let it speak.
+    HANG_UP_GRACE = 1.0
+
     def __init__(self, proxy: ProxySSHServer) -> None:
         super().__init__(proxy.checker)
         self.proxy = proxy

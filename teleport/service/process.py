@@ -125,6 +125,7 @@ class TeleportProcess:
         if self._revocations is None:
             self._revocations = RevocationWatch(client, self.clock)
             self._supervise("revocations", self._revocations.run)
+            self._supervise("revocation watch", self._revocations.watch)
         return self._revocations
 
     def _task_failed(self, name: str, reason: str) -> None:

@@ -1,6 +1,7 @@
 """Poll the auth server's revocation list and roles, so a node or proxy refuses and hangs up on
 users who were deleted or locked since they logged in (see `teleport.auth.access`), or whose
-roles no longer let them in.
+roles no longer let them in. A watch stream (`GET /v1/watch`) makes the refresh follow a change
+of a lock, role or user within a second; the poll stays as the backstop when the stream is down.
 
 The last list is kept while the auth server is unreachable: a node keeps serving, and keeps
 refusing the users it last knew to be revoked.
@@ -25,8 +26,16 @@ from teleport.types.roles import Role
 from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.revocations")
-#: How often the list is fetched: the longest a deleted or locked user keeps a live session.
+#: How often the list is fetched: the longest a deleted or locked user keeps a live session
+#: while the watch stream is down.
 REFRESH_INTERVAL = 3.0
+#: What the watch stream follows: whatever the revocation list and the role cache are built from.
+WATCH_KINDS = ("lock", "role", "user")
+#: A burst of changes (`tctl create -f` of many roles) costs one refresh per this many seconds.
+COALESCE = 0.2
+#: Reconnecting a broken watch waits this long at first, doubling up to WATCH_RETRY_MAX.
+WATCH_RETRY_MIN = 0.5
+WATCH_RETRY_MAX = 10.0
 # A server dying mid-answer shows up as a payload or JSON error, not only as one of ours.
 _FAILED = (TeleportError, aiohttp.ClientError, ValueError)
 
@@ -44,6 +53,8 @@ class RevocationWatch:
         self.roles: dict[str, Role] | None = None
         self.outage = False
         self._listeners: list[SSHListener[Any]] = []
+        # The poll and the watch both refresh; one at a time, so an older answer never lands last.
+        self._refreshing = asyncio.Lock()
 
     def refusal(self, cert: SSHCertInfo) -> str | None:
         """Return why a user certificate is refused now, or None (the check SSH listeners run)."""
@@ -69,6 +80,10 @@ class RevocationWatch:
 
     async def refresh(self) -> bool:
         """Fetch the list and end revoked users' connections; on failure keep the last list."""
+        async with self._refreshing:
+            return await self._refresh()
+
+    async def _refresh(self) -> bool:
         try:
             current = await fetch_revocations(self.client)
             roles = {role.metadata.name: role for role in await self.client.list_roles()}
@@ -80,8 +95,8 @@ class RevocationWatch:
         if self.outage:
             log.info("revocation list refreshed, the auth server is back")
         self.current, self.roles, self.outage = current, roles, False
-        for listener in self._listeners:
-            await listener.end_revoked()
+        # Together: a proxy waits a moment before it hangs up, so the node can say why first.
+        await asyncio.gather(*(listener.end_revoked() for listener in self._listeners))
         return True
 
     async def run(self) -> None:
@@ -92,3 +107,43 @@ class RevocationWatch:
             except Exception:
                 log.exception("revocation list refresh failed")
             await asyncio.sleep(self.interval)
+
+    async def watch(self) -> None:
+        """Refresh on every change the auth server streams, until cancelled: the list follows a
+        lock within a second, not at the next poll. A broken stream is opened again after a
+        backoff; the poll in `run` covers the gap."""
+        changed = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._refresh_on(changed))
+            await self._follow(changed)
+
+    async def _follow(self, changed: asyncio.Event) -> None:
+        delay, down = WATCH_RETRY_MIN, False
+        while True:
+            try:
+                async for event in self.client.watch(WATCH_KINDS):
+                    if event.type == "init":
+                        if down:
+                            log.info("watching the auth server for changes again")
+                        delay, down = WATCH_RETRY_MIN, False
+                    # init too: whatever changed while the stream was down is read now.
+                    changed.set()
+            except _FAILED as err:
+                if not down:
+                    log.warning("cannot watch the auth server for changes, polling every %g s "
+                                "meanwhile: %s", self.interval, err)
+                down = True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, WATCH_RETRY_MAX)
+
+    async def _refresh_on(self, changed: asyncio.Event) -> None:
+        """Refresh once per signal, at most once per COALESCE seconds, and always after the
+        last change (a change during a refresh sets the signal for the next one)."""
+        while True:
+            await changed.wait()
+            changed.clear()
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("revocation list refresh failed")
+            await asyncio.sleep(COALESCE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from teleport.sshutils.listener import (
     SSHListener,
     server_options,
 )
-from teleport.sshutils.monitor import PolicySource, no_policy, watch
+from teleport.sshutils.monitor import PolicySource, SessionPolicy, no_policy, watch
 from teleport.sshutils.recorder import Recordings
 from teleport.sshutils.splice import forward_to
 from teleport.types.roles import Role
@@ -127,6 +128,8 @@ class NodeConnection(CertAuthServer):
         self.node = node
         #: `-R` listeners and the forwarded agent (teleport.srv.forward).
         self.forwarding = Forwarding(self)
+        #: The session channels opened on this connection (told why, if it is hung up).
+        self.sessions: weakref.WeakSet[NodeSession] = weakref.WeakSet()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         super().connection_made(conn)
@@ -135,8 +138,18 @@ class NodeConnection(CertAuthServer):
     def auth_completed(self) -> None:
         self.node.admit_user(self)
         self.touch()
-        self.node.spawn(watch(self, self.node.policy, self.node.clock),
-                        f"monitor {self.remote_addr()}")
+        self.node.spawn(watch(self, self.policy, self.node.clock), f"monitor {self.remote_addr()}")
+
+    def policy(self) -> SessionPolicy:
+        """The cluster's session policy, tightened by the user's roles as the node knows them."""
+        policy = self.node.policy()
+        if self.identity is None or self.node.roles is None:
+            return policy
+        try:
+            access = self.node.access(self.identity.cert)
+        except AccessDenied:
+            return policy  # roles not loaded: the login check refuses anyway
+        return policy.with_role_options(access.client_idle_timeout, access.disconnect_expired_cert)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -147,7 +160,15 @@ class NodeConnection(CertAuthServer):
         assert self.identity is not None and self.conn is not None
         self.check_refusal()
         # Bytes in and out: terminals and commands speak whatever encoding they like.
-        return self.conn.create_server_channel(encoding=None), NodeSession(self, self.identity)
+        session = NodeSession(self, self.identity)
+        self.sessions.add(session)
+        return self.conn.create_server_channel(encoding=None), session
+
+    async def tell(self, reason: str) -> None:
+        """Write why the connection ends to every open session's stderr (a terminal, `ssh`)."""
+        for session in list(self.sessions):
+            if session.chan is not None and not session.chan.is_closing():
+                session.chan.write_stderr(f"\r\nteleport: {reason}\r\n".encode())
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:

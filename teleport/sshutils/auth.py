@@ -202,14 +202,25 @@ class CertAuthServer(asyncssh.SSHServer):
         self.access_revoked = True
         await self.hang_up(f"access revoked: {reason}")
 
+    #: Seconds a hang-up waits before disconnecting: a proxy, which only relays, lets the node
+    #: behind it (enforcing the same revocations) tell the user why first.
+    HANG_UP_GRACE = 0.0
+
+    async def tell(self, reason: str) -> None:
+        """Show the reason to the user before hanging up (servers with sessions override it):
+        a disconnect's own reason reaches few clients once their channels are closed."""
+
     async def hang_up(self, reason: str) -> None:
-        """Audit `client.disconnect` with the reason once, then disconnect telling the client."""
+        """Audit `client.disconnect` with the reason once, tell the user, then disconnect."""
         assert self.identity is not None
         if self._ending:
             return
         self._ending = True
         log.warning("disconnecting %s from %s: %s", self.identity.user, self.remote_addr(), reason)
         await self.checker.audit_disconnect(self.identity, reason, self.remote_addr())
+        await self.tell(reason)
+        if self.HANG_UP_GRACE:
+            await asyncio.sleep(self.HANG_UP_GRACE)
         if self.conn is not None:
             self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, reason)
 

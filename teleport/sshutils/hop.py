@@ -9,6 +9,7 @@ routing and recording.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -61,14 +62,19 @@ async def connect_node(sock: socket.socket | None, proxy: tuple[str, int],
     named it), or the socket failing (named after `via`, where it goes).
     """
     login = node_options.username
+    proxy_ends, node_ends = _Ending(), _Ending()
     async with contextlib.AsyncExitStack() as stack:
         try:
             proxy_conn = await stack.enter_async_context(asyncssh.connect(
-                proxy[0], proxy[1], sock=sock, options=proxy_options))
+                proxy[0], proxy[1], sock=sock, options=proxy_options, client_factory=proxy_ends))
             conn = await stack.enter_async_context(asyncssh.connect(
-                node[0], node[1], tunnel=ChannelTunnel(proxy_conn), options=node_options))
+                node[0], node[1], tunnel=ChannelTunnel(proxy_conn), options=node_options,
+                client_factory=node_ends))
         except asyncssh.PermissionDenied:
-            raise AccessDenied(f"access denied to {login} connecting to {name}") from None
+            # Our servers say why in a banner ("teleport: <reason>") before refusing.
+            why = proxy_ends.banner or node_ends.banner
+            raise AccessDenied(f"access denied to {login} connecting to {name}"
+                               + (f": {why}" if why else "")) from None
         except asyncssh.ChannelOpenError as err:
             raise NotFound(f"cannot reach {name}: {err.reason}") from None
         except asyncssh.HostKeyNotVerifiable as err:
@@ -78,7 +84,35 @@ async def connect_node(sock: socket.socket | None, proxy: tuple[str, int],
             raise ConnectionProblem(f"{name}: {err.reason}") from None
         except OSError as err:
             raise unreachable(via, err) from None
-        yield conn
+        try:
+            yield conn
+        except asyncssh.DisconnectError as err:
+            # Hung up mid-session (a lock, a revocation): say why, as the server said it.
+            with contextlib.suppress(TimeoutError):  # its disconnect may trail the channel close
+                await asyncio.wait_for(proxy_conn.wait_closed(), 1.0)
+            raise ConnectionProblem(f"{name}: {node_ends.reason or proxy_ends.reason or err.reason}") \
+                from None
+
+
+class _Ending(asyncssh.SSHClient):
+    """Remember why a server refused (its banner) or hung up (its disconnect message), for the
+    user's error line."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self.banner = ""
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        text = " ".join(msg.split())  # one line, whatever the server sent
+        self.banner = text.removeprefix("teleport: ")[:500] if text.isprintable() else ""
+
+    def __call__(self) -> _Ending:  # asyncssh's client_factory
+        return self
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if isinstance(exc, asyncssh.DisconnectError) and \
+                exc.code != asyncssh.DISC_CONNECTION_LOST:
+            self.reason = exc.reason
 
 
 def unreachable(via: str, err: OSError) -> ConnectionProblem:

@@ -137,13 +137,11 @@ class SSHListener(Generic[C]):
         Run after each poll of the revocation list: deleting or locking a user ends their live
         sessions within one poll, not when their certificate expires.
         """
-        ended = 0
-        for conn in list(self.connections):
-            reason = conn.revocation()
-            if reason is not None and conn.conn is not None:
-                await conn.end_revoked(reason)
-                ended += 1
-        return ended
+        ending = [(conn, reason) for conn in list(self.connections)
+                  if conn.conn is not None and (reason := conn.revocation()) is not None]
+        # Together: each may wait a moment (HANG_UP_GRACE) before its disconnect.
+        await asyncio.gather(*(conn.end_revoked(reason) for conn, reason in ending))
+        return len(ending)
 
     def forget(self, conn: C) -> None:
         if conn in self.connections:

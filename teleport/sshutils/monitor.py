@@ -2,7 +2,8 @@
 
 `auth_service.disconnect_expired_cert` and `auth_service.client_idle_timeout` are cluster
 settings: the auth server announces them in its ping answer, nodes and proxies read them with
-`SessionPolicy.from_ping` and run `watch` on every authenticated connection. A connection is
+`SessionPolicy.from_ping` and run `watch` on every authenticated connection. A user's roles may
+tighten both (`SessionPolicy.with_role_options`; the node applies them). A connection is
 checked every `CHECK_SECONDS`, so a cut happens at most that late; it is audited as
 `client.disconnect` with the reason, and the client is told the same reason.
 """
@@ -44,6 +45,18 @@ class SessionPolicy:
         idle = field("client_idle_timeout_seconds")
         return cls(disconnect_expired_cert=bool(field("disconnect_expired_cert")),
                    client_idle_timeout=timedelta(seconds=float(idle)) if idle else None)
+
+    def with_role_options(self, client_idle_timeout: timedelta | None,
+                          disconnect_expired_cert: bool | None) -> SessionPolicy:
+        """Return the policy for a user whose roles set these options, as Teleport combines
+        them: the shorter idle timeout wins, and a role can ask for the expiry cut, not waive it.
+        """
+        idle = self.client_idle_timeout
+        if client_idle_timeout is not None:
+            idle = client_idle_timeout if idle is None else min(idle, client_idle_timeout)
+        return replace(self, client_idle_timeout=idle,
+                       disconnect_expired_cert=self.disconnect_expired_cert
+                       or bool(disconnect_expired_cert))
 
     def reason(self, cert_expires: datetime, last_input: datetime, now: datetime) -> str | None:
         """Return why a connection must end now, or None."""

@@ -92,7 +92,9 @@ def test_remote_failures_are_one_error_line_and_a_non_zero_exit(cluster: Cluster
 
     denied = _tsh(cluster, str(source), f"nobody@{NODENAME}:/tmp/x")
     assert denied.returncode != 0
-    assert denied.stderr.splitlines() == [f"ERROR: access denied to nobody connecting to {NODENAME}"]
+    assert denied.stderr.splitlines() == [
+        f"ERROR: access denied to nobody connecting to {NODENAME}: no role allows login 'nobody' "
+        f"on node '{NODENAME}' (roles: admin)"]
 
     local = _tsh(cluster, str(source), str(tmp_path / "g"))
     assert local.returncode == 2 and local.stderr.startswith("ERROR: one side of the copy must be remote")

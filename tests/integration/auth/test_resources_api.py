@@ -26,7 +26,7 @@ from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.types.locks import Lock
 from teleport.types.resource import Metadata
-from teleport.types.resources import User, UserSpec
+from teleport.types.resources import Server, ServerSpec, User, UserSpec
 from teleport.types.roles import Role
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
@@ -197,6 +197,24 @@ async def test_users_are_judged_by_their_roles_rules(api: Api) -> None:
     assert len(refusals) == 3
     async with await api.host("Node", "node-1") as node:
         assert "dev" in [r.metadata.name for r in await node.list_roles()]
+
+
+async def test_users_and_the_proxy_acting_for_them_list_only_nodes_their_roles_reach(
+        api: Api) -> None:
+    for name, env in (("web1", "staging"), ("db1", "prod")):
+        await api.auth.hosts.upsert_server(Server(
+            kind="node", metadata=Metadata(name=f"uuid-{name}", labels={"env": env},
+                                           expires=api.clock.now() + timedelta(minutes=5)),
+            spec=ServerSpec(hostname=name, addr=f"{name}:3022")))
+    await api.auth.resources.save_role(_role("dev", logins=["ubuntu"],
+                                             node_labels={"env": "staging"}),
+                                       actor="admin", overwrite=False)
+    async with await api.user("joe", ["dev"]) as joe, await api.user("ada", ["access"]) as ada, \
+            await api.host("Proxy", "proxy-1") as proxy, await api.host("Admin", "tctl") as tctl:
+        assert [n.spec.hostname for n in await joe.list_servers("node")] == ["web1"]
+        assert [n.spec.hostname for n in await proxy.list_servers("node", user="joe")] == ["web1"]
+        assert sorted(n.spec.hostname for n in await ada.list_servers("node")) == ["db1", "web1"]
+        assert len(await tctl.list_servers("node")) == len(await proxy.list_servers("node")) == 2
 
 
 async def test_a_user_lock_refuses_logins_calls_and_reaches_the_revocation_list(api: Api) -> None:

@@ -1,4 +1,5 @@
-"""A node ends the access of deleted and locked users within seconds, live sessions included.
+"""A node ends the access of deleted and locked users, and of users whose roles no longer admit
+them, within seconds, live sessions included.
 
 A real auth server serves its API on loopback; the node polls its revocation list as the daemon
 does (`teleport.service.revocations`), faster here so the test stays short.
@@ -28,8 +29,10 @@ from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.service.revocations import RevocationWatch
 from teleport.srv import NodeServer
+from teleport.types.locks import Lock, LockSpec, LockTarget
 from teleport.types.resource import Metadata
 from teleport.types.resources import LoginStatus, User, UserSpec
+from teleport.types.roles import Role
 from teleport.utils.clock import RealClock
 from tests.integration.auth_api import serve_auth_api
 from tests.integration.srv.sshenv import read_until
@@ -121,8 +124,9 @@ async def cluster() -> AsyncIterator[Cluster]:
     emitter = MemoryEmitter()
     node = NodeServer(host_private_key=host_key, host_cert=certs.ssh_cert,
                       trusted_user_cas=lambda: certs.user_ca_keys, cluster_name=auth.cluster_name,
-                      server_id="node-1", nodename="node1", labels=dict, emitter=emitter,
-                      proxy_addr=lambda: "", revoked=watch.refusal)
+                      server_id="node-1", nodename="node1", labels=lambda: {"env": "staging"},
+                      emitter=emitter, proxy_addr=lambda: "", revoked=watch.node_check("node-1"),
+                      roles=lambda: watch.roles)
     watch.enforce_on(node)
     async with client, node:
         await node.start("127.0.0.1", 0)
@@ -206,3 +210,73 @@ async def test_node_keeps_the_last_list_while_auth_is_down(cluster: Cluster) -> 
         assert (await conn.run("echo up", check=True)).stdout == "up\n"
     with pytest.raises(asyncssh.PermissionDenied):
         await cluster.connect(alice)
+
+
+async def _save_role(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
+    role = Role.model_validate({"kind": "role", "version": "v5", "metadata": {"name": name},
+                                "spec": spec})
+    await cluster.auth.resources.save_role(role, actor="admin", overwrite=True)
+
+
+async def _login_with(cluster: Cluster, name: str, roles: list[str]) -> Creds:
+    await cluster.auth.accounts.upsert_user(User(metadata=Metadata(name=name), spec=UserSpec(
+        roles=roles, traits={"logins": [_me()]})))
+    return await cluster.login(name)
+
+
+async def test_a_role_change_ends_sessions_it_no_longer_admits_and_refuses_new_ones(
+        cluster: Cluster) -> None:
+    staging = {"allow": {"logins": ["{{internal.logins}}"], "node_labels": {"env": "staging"}}}
+    await _save_role(cluster, "dev", staging)
+    await cluster.polled()
+    dave = await _login_with(cluster, "dave", ["dev"])
+    async with await cluster.connect(dave) as conn:
+        proc = await _shell(conn)
+        await _save_role(cluster, "dev", {"allow": {**staging["allow"], "node_labels": {"env": "prod"}}})
+        assert await _cut(conn, proc) < CUT_WITHIN  # the same certificate, judged anew
+    disconnect, = cluster.emitter.of_type(CLIENT_DISCONNECT)
+    assert disconnect["user"] == "dave" and "(roles: dev)" in disconnect["reason"]
+    with pytest.raises(asyncssh.PermissionDenied):
+        await cluster.connect(dave)
+    refused = [e for e in cluster.emitter.of_type("auth") if e["user"] == "dave"]
+    assert refused and f"no role allows login '{_me()}' on node 'node1' (roles: dev)" in \
+        refused[-1]["error"]
+    await _save_role(cluster, "dev", staging)
+    await cluster.polled()
+    async with await cluster.connect(dave) as conn:
+        assert (await conn.run("echo back", check=True)).stdout == "back\n"
+
+
+async def test_a_roles_idle_timeout_hangs_up_an_idle_session(cluster: Cluster) -> None:
+    await _save_role(cluster, "impatient", {
+        "options": {"client_idle_timeout": "1s"},
+        "allow": {"logins": ["{{internal.logins}}"], "node_labels": {"*": "*"}}})
+    await cluster.polled()
+    erin = await _login_with(cluster, "erin", ["impatient"])
+    frank = await cluster.login("frank")  # access: no idle limit
+    async with await cluster.connect(erin) as conn, await cluster.connect(frank) as other:
+        proc = await _shell(conn)
+        await _shell(other)
+        assert await _cut(conn, proc) < CUT_WITHIN
+        assert not other.is_closed()
+    disconnect, = cluster.emitter.of_type(CLIENT_DISCONNECT)
+    assert disconnect["user"] == "erin" and "idle timeout of 1s" in disconnect["reason"]
+
+
+async def test_a_node_lock_ends_every_session_on_the_node_and_refuses_new_ones(
+        cluster: Cluster) -> None:
+    alice = await cluster.login("alice")
+    async with await cluster.connect(alice) as conn:
+        proc = await _shell(conn)
+        lock = Lock(metadata=Metadata(name="maint"), spec=LockSpec(
+            target=LockTarget(node="node-1"), message="disk swap"))
+        await cluster.auth.resources.save_lock(lock, actor="admin", overwrite=False)
+        assert await _cut(conn, proc) < CUT_WITHIN
+    disconnect, = cluster.emitter.of_type(CLIENT_DISCONNECT)
+    assert "lock targeting node=node-1 is in force: disk swap" in disconnect["reason"]
+    with pytest.raises(asyncssh.PermissionDenied):
+        await cluster.connect(await cluster.login("bob"))
+    await cluster.auth.resources.delete_lock("maint", actor="admin")
+    await cluster.polled()
+    async with await cluster.connect(alice) as conn:
+        assert (await conn.run("echo open", check=True)).stdout == "open\n"

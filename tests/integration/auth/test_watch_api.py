@@ -1,0 +1,219 @@
+"""The auth API's watch stream (`GET /v1/watch`): nodes and proxies learn of a lock, role or user
+change as it happens, by name only, over the real API on mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from teleport.api.auth_models import WatchEvent
+from teleport.auth import passwords
+from teleport.auth.client import AuthClient
+from teleport.auth.server import AuthServer, AuthSettings
+from teleport.backend.memory import MemoryBackend
+from teleport.errors import AccessDenied, BadParameter, ConnectionProblem
+from teleport.events.emitter import MemoryEmitter
+from teleport.keys import ssh as sshkeys
+from teleport.keys import tls as tlskeys
+from teleport.types.locks import Lock, LockSpec, LockTarget
+from teleport.types.resource import Metadata
+from teleport.types.resources import User, UserSpec
+from teleport.types.roles import Role
+from teleport.utils.addr import HostPort
+from teleport.utils.clock import RealClock
+from tests.integration.auth_api import serve_auth_api
+
+#: A change must reach a watcher within this many seconds.
+WITHIN = 1.0
+
+
+@dataclass
+class Api:
+    auth: AuthServer
+    runner: web.AppRunner
+    addr: HostPort
+    cas: list[bytes]
+
+    async def host(self, role: str = "Node") -> AuthClient:
+        tls_key = tlskeys.generate_tls_key()
+        certs = await self.auth.certs.issue_host_certs(
+            host_uuid="node-1", nodename="node1", system_role=role,
+            ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
+            tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
+        return self._client(certs.tls_cert, tls_key)
+
+    async def user(self, name: str) -> AuthClient:
+        user = await self.auth.accounts.upsert_user(User(metadata=Metadata(name=name), spec=UserSpec(
+            roles=["admin"], traits={"logins": [name]})))
+        tls_key = tlskeys.generate_tls_key()
+        certs = await self.auth.certs.issue_user_certs(
+            user, sshkeys.public_key_of(sshkeys.generate_private_key()),
+            tlskeys.tls_public_key_pem(tls_key), timedelta(hours=1))
+        return self._client(certs.tls_cert, tls_key)
+
+    def _client(self, cert: str, tls_key: bytes) -> AuthClient:
+        ctx = tlskeys.ssl_client_context(cert.encode(), tls_key, self.cas)
+        return AuthClient([self.addr], ctx, timeout=5, cluster=self.auth.cluster_name)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    clock = RealClock()
+    auth = AuthServer(MemoryBackend(clock), MemoryEmitter(), clock,
+                      AuthSettings(cluster_name="watch.test", recordings_dir=tmp_path / "rec"))
+    await auth.init()
+    runner, addr = await serve_auth_api(auth)
+    cas = [c.encode() for c in (await auth.certs.get_ca("tls")).trusted_tls_certs()]
+    try:
+        yield Api(auth, runner, addr, cas)
+    finally:
+        await runner.cleanup()
+
+
+def _role(name: str) -> Role:
+    return Role.model_validate({"kind": "role", "version": "v5", "metadata": {"name": name},
+                                "spec": {"allow": {"logins": ["ubuntu"]}}})
+
+
+def _lock(name: str, user: str) -> Lock:
+    return Lock(metadata=Metadata(name=name), spec=LockSpec(target=LockTarget(user=user)))
+
+
+async def _next(events: AsyncIterator[WatchEvent]) -> WatchEvent:
+    return await asyncio.wait_for(anext(events), WITHIN)
+
+
+def _watch_tasks() -> list[asyncio.Task[object]]:
+    """Tasks the watch route started (its reader of backend events)."""
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "cr_code", None) is not None
+            and t.get_coro().cr_code.co_filename.endswith("api_watch.py")]  # type: ignore[union-attr]
+
+
+async def test_changes_arrive_by_name_within_a_second(api: Api) -> None:
+    async with await api.host("Node") as node:
+        events = node.watch(["lock", "role", "user"])
+        assert (await _next(events)).type == "init"
+        await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
+        assert await _next(events) == WatchEvent(type="put", kind="role", name="dev")
+        await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
+        assert await _next(events) == WatchEvent(type="put", kind="lock", name="maint")
+        await api.auth.resources.delete_lock("maint", actor="admin")
+        assert await _next(events) == WatchEvent(type="delete", kind="lock", name="maint")
+        await api.auth.accounts.upsert_user(User(metadata=Metadata(name="bob"),
+                                                 spec=UserSpec(roles=["access"])))
+        assert await _next(events) == WatchEvent(type="put", kind="user", name="bob")
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_proxy_may_watch_and_only_the_kinds_asked_for_arrive(api: Api) -> None:
+    async with await api.host("Proxy") as proxy:
+        events = proxy.watch(["lock"])
+        assert (await _next(events)).type == "init"
+        await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
+        await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
+        assert await _next(events) == WatchEvent(type="put", kind="lock", name="maint")
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_lines_carry_names_only_never_secrets(api: Api) -> None:
+    """A user's deletion and lock arrive, but no password hash, OTP secret or user content."""
+    await api.auth.accounts.upsert_user(User(metadata=Metadata(name="carol"),
+                                             spec=UserSpec(roles=["access"])))
+    tls_key = tlskeys.generate_tls_key()
+    certs = await api.auth.certs.issue_host_certs(
+        host_uuid="node-1", nodename="node1", system_role="Node",
+        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
+        tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
+    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, api.cas)
+    hashed = passwords.hash_password("correct horse battery")
+    lines: list[dict[str, str]] = []
+    async with aiohttp.ClientSession() as http, http.get(
+            f"https://{api.addr}/v1/watch?kinds=lock,role,user", ssl=ctx,
+            server_hostname=AuthClient([api.addr], ctx, cluster="watch.test").server_name) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/x-ndjson"
+
+        async def line() -> dict[str, str]:
+            raw = await asyncio.wait_for(resp.content.readline(), WITHIN)
+            assert hashed not in raw
+            lines.append(json.loads(raw))
+            return lines[-1]
+
+        assert await line() == {"type": "init"}
+        await api.auth.accounts.users.set_password_hash("carol", hashed)
+        user = await api.auth.accounts.get_user("carol")
+        await api.auth.accounts.upsert_user(user.model_copy(update={"spec": user.spec.model_copy(
+            update={"status": user.spec.status.model_copy(update={"is_locked": True})})}))
+        assert await line() == {"type": "put", "kind": "user", "name": "carol"}
+        await api.auth.accounts.delete_user("carol")
+        assert await line() == {"type": "delete", "kind": "user", "name": "carol"}
+    assert all(set(entry) <= {"type", "kind", "name"} for entry in lines)
+
+
+async def test_a_user_may_not_watch(api: Api) -> None:
+    async with await api.user("alice") as alice:
+        with pytest.raises(AccessDenied):
+            await anext(alice.watch(["lock"]))
+
+
+async def test_an_unknown_kind_is_a_400_naming_it(api: Api) -> None:
+    async with await api.host() as node:
+        with pytest.raises(BadParameter, match="'secrets'"):
+            await anext(node.watch(["lock", "secrets"]))
+
+
+async def test_a_client_that_goes_leaves_nothing_running(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with await api.host() as node:
+        events = node.watch(["lock"])
+        assert (await _next(events)).type == "init"
+        assert _watch_tasks()
+        await events.aclose()  # type: ignore[attr-defined]
+    for _ in range(60):  # the server looks for a gone client every 0.5 s
+        if not _watch_tasks():
+            break
+        await asyncio.sleep(0.05)
+    assert not _watch_tasks()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def test_shutting_the_server_down_ends_the_stream_at_once(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    async with await api.host() as node:
+        events = node.watch(["lock"])
+        assert (await _next(events)).type == "init"
+        start = time.monotonic()
+        await api.runner.cleanup()
+        assert time.monotonic() - start < 3  # aiohttp would wait 60 s for a handler
+        with pytest.raises(ConnectionProblem):
+            await asyncio.wait_for(anext(events), WITHIN)
+    assert not _watch_tasks()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+
+
+async def test_an_expired_lock_is_announced_as_deleted(api: Api) -> None:
+    async with await api.host() as node:
+        events = node.watch(["lock"])
+        assert (await _next(events)).type == "init"
+        lock = _lock("brief", "alice").model_copy(update={"spec": LockSpec(
+            target=LockTarget(user="alice"),
+            expires=datetime.now(timezone.utc) + timedelta(seconds=0.3))})
+        await api.auth.resources.save_lock(lock, actor="admin", overwrite=False)
+        assert await _next(events) == WatchEvent(type="put", kind="lock", name="brief")
+        await asyncio.sleep(0.4)
+        await api.auth.resources.locks.locks.list()  # the memory backend expires on access
+        assert await _next(events) == WatchEvent(type="delete", kind="lock", name="brief")
+        await events.aclose()  # type: ignore[attr-defined]
