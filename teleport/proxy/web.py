@@ -41,7 +41,7 @@ from teleport.api.web_models import (
     WebRenewAnswer,
 )
 from teleport.auth.client import AuthClient
-from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound, TeleportError
+from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
@@ -405,13 +405,13 @@ class WebProxy:
         """List the cluster's nodes for a logged-in user (`tsh ls`, the nodes page)."""
         user, roles, traits = await self._caller(request)
         self.check_cluster(request)
-        try:
-            # The auth server filters by the user's roles as stored now (as for tctl nodes ls).
+        defined = self._roles()
+        if defined is None:  # the roles are not fetched yet: the auth server judges
             listed = await self.auth.list_servers("node", user=user)
-        except ConnectionProblem:
-            # The auth server is out of reach: the proxy's copy of the nodes, filtered with the
-            # roles the user logged in with and the role definitions last fetched.
-            access = RoleSet.of(roles, self._roles() or {}, traits)
+        else:
+            # As the nodes judge logins: the roles the user logged in with, as defined now. The
+            # proxy's copy of the nodes answers during an auth outage too.
+            access = RoleSet.of(roles, defined, traits)
             listed = [s for s in await self.auth.list_servers("node")
                       if access.can_see_node(s.all_labels())]
         nodes = sorted(listed,

@@ -123,7 +123,9 @@ class TeleportProcess:
     def _revocation_watch(self, client: AuthClient) -> RevocationWatch:
         """Return the process's revocation list, polling it from the first service that asks."""
         if self._revocations is None:
-            self._revocations = RevocationWatch(client, self.clock)
+            # Kept on disk: a node restarted while the auth server is down still judges logins.
+            self._revocations = RevocationWatch(client, self.clock,
+                                                state=self.config.data_dir / "cache" / "access.json")
             self._supervise("revocations", self._revocations.run)
             self._supervise("revocation watch", self._revocations.watch)
         return self._revocations

@@ -4,7 +4,9 @@ roles no longer let them in. A watch stream (`GET /v1/watch`) makes the refresh 
 of a lock, role or user within a second; the poll stays as the backstop when the stream is down.
 
 The last list is kept while the auth server is unreachable: a node keeps serving, and keeps
-refusing the users it last knew to be revoked.
+refusing the users it last knew to be revoked. It is also kept on disk (`state`, 0600), so a
+node restarted while the auth server is down judges logins with the roles and locks it last
+knew instead of refusing everyone.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
 
 from teleport.auth.access import Revocations, fetch_revocations, tls_cert_issued_at
 from teleport.auth.client import AuthClient
@@ -24,6 +28,7 @@ from teleport.keys.tls import identity_from_cert
 from teleport.sshutils.listener import SSHListener
 from teleport.types.roles import Role
 from teleport.utils.clock import Clock
+from teleport.utils.fs import ensure_private_dir, write_secret
 
 log = logging.getLogger("teleport.revocations")
 #: How often the list is fetched: the longest a deleted or locked user keeps a live session
@@ -40,10 +45,20 @@ WATCH_RETRY_MAX = 10.0
 _FAILED = (TeleportError, aiohttp.ClientError, ValueError)
 
 
+class KeptAccess(BaseModel):
+    """What a node keeps on disk of the last answer: the revocation list and the roles."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    revocations: Revocations = Field(default_factory=Revocations)
+    roles: list[Role] = Field(default_factory=list)
+
+
 class RevocationWatch:
     """The revocation list as last fetched, and the SSH listeners it is enforced on."""
 
-    def __init__(self, client: AuthClient, clock: Clock, interval: float = REFRESH_INTERVAL) -> None:
+    def __init__(self, client: AuthClient, clock: Clock, interval: float = REFRESH_INTERVAL,
+                 state: Path | None = None) -> None:
         self.client = client
         self.clock = clock
         self.interval = interval
@@ -55,6 +70,33 @@ class RevocationWatch:
         self._listeners: list[SSHListener[Any]] = []
         # The poll and the watch both refresh; one at a time, so an older answer never lands last.
         self._refreshing = asyncio.Lock()
+        #: Where the last answer is kept across restarts (None: memory only).
+        self.state = state
+        if state is not None:
+            self._load(state)
+
+    def _load(self, path: Path) -> None:
+        """Start from the answer kept on disk, if there is a readable one."""
+        try:
+            kept = KeptAccess.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as err:
+            log.warning("ignoring the kept revocation list and roles in %s: %s", path,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return
+        self.current, self.roles = kept.revocations, {r.metadata.name: r for r in kept.roles}
+
+    def _keep(self) -> None:
+        """Write the last answer for the next start (0600 in a 0700 folder, replaced whole)."""
+        if self.state is None or self.roles is None:
+            return
+        kept = KeptAccess(revocations=self.current, roles=list(self.roles.values()))
+        try:
+            ensure_private_dir(self.state.parent)
+            write_secret(self.state, kept.model_dump_json().encode())
+        except OSError as err:
+            log.warning("cannot keep the revocation list in %s: %s", self.state, str(err).splitlines()[0] if str(err) else type(err).__name__)
 
     def refusal(self, cert: SSHCertInfo) -> str | None:
         """Return why a user certificate is refused now, or None (the check SSH listeners run)."""
@@ -95,6 +137,7 @@ class RevocationWatch:
         if self.outage:
             log.info("revocation list refreshed, the auth server is back")
         self.current, self.roles, self.outage = current, roles, False
+        self._keep()
         # Together: a proxy waits a moment before it hangs up, so the node can say why first.
         await asyncio.gather(*(listener.end_revoked() for listener in self._listeners))
         return True

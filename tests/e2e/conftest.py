@@ -3,7 +3,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +51,36 @@ def os_joe() -> Iterator[pwd.struct_passwd]:
         yield pwd.getpwnam("joe")
     finally:
         subprocess.run(["userdel", "--remove", "--force", "joe"], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def echo_server() -> Iterator[int]:
+    """A loopback TCP server that answers every connection with `echo:` + what it received."""
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(b"echo:" + data)
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,61 +1,26 @@
 """Remote (`-R`), dynamic (`-D`) and agent (`-A`) forwarding through the proxy, with stock OpenSSH
-and with tsh; each refused, with a message and a `port` audit event, for a certificate without
-the matching `permit-*` extension."""
+and with tsh; each refused, with a message and a `port` audit event, for a user whose role turns
+it off (the certificate then lacks the matching `permit-*` extension)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import socket
-import sqlite3
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from teleport.keys.ssh import public_key_of, sign_user_cert
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
+from tests.e2e.people import env_of, login_as, sign_up, tsh_as
 from tests.ports import listening_ports, wait_listening
 
 ALLOCATED = re.compile(r"Allocated port (\d+) for remote forward")
-
-
-@pytest.fixture(scope="module")
-def echo_server() -> Iterator[int]:
-    """A loopback TCP server that answers every connection with `echo:` + what it received."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(b"echo:" + data)
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
 
 
 def _ping(port: int, payload: bytes = b"hello") -> bytes:
@@ -245,40 +210,42 @@ def test_tsh_agent_forwarding(cluster: Cluster, joe: dict[str, Any], agent: dict
 
 # --- refused ------------------------------------------------------------------------------------
 
-def _restricted_home(cluster: Cluster, root: Path) -> dict[str, str]:
-    """A copy of joe's tsh home whose certificate has neither forwarding permission.
-
-    No role option turns them off yet (role resources are planned), so the certificate is
-    signed here with the cluster's user CA, exactly as the auth server signs, minus the two
-    extensions; the node is what is under test.
-    """
-    home = root / "tsh-home"
-    shutil.copytree(cluster.env["TELEPORT_HOME"], home)
-    db = sqlite3.connect(f"file:{cluster.data_dir / 'backend' / 'sqlite.db'}?mode=ro", uri=True)
-    try:
-        row = db.execute("SELECT value FROM kv WHERE key = ?",
-                         (f"/authorities/user/{CLUSTER}".encode(),)).fetchone()
-    finally:
-        db.close()
-    ca_key = json.loads(row[0])["spec"]["active_keys"]["ssh"][0]["private_key"].encode()
-    key_path = home / "keys" / "127.0.0.1" / "joe"
-    now = datetime.now(timezone.utc)
-    cert = sign_user_cert(ca_key, public_key_of(key_path.read_bytes()), key_id="joe",
-                          principals=["joe", "root"], valid_after=now - timedelta(minutes=1),
-                          valid_before=now + timedelta(hours=1), roles=["admin"],
-                          permit_port_forwarding=False, permit_agent_forwarding=False)
-    Path(f"{key_path}-cert.pub").write_text(cert + "\n")
-    config = root / "ssh_config"
-    config.write_text(subprocess.run([str(BIN / "tsh"), "config"], capture_output=True, text=True,
-                                     check=True, env={**os.environ, **cluster.env,
-                                                      "TELEPORT_HOME": str(home)}).stdout)
-    return {**os.environ, **cluster.env, "TELEPORT_HOME": str(home), "SSH_CONFIG": str(config)}
+NO_FORWARDING = """\
+kind: role
+version: v5
+metadata:
+  name: no-forwarding
+spec:
+  allow:
+    logins: ['{{internal.logins}}']
+    node_labels: {'*': '*'}
+  options:
+    port_forwarding: false
+    forward_agent: false
+"""
+#: The user whose only role turns both kinds of forwarding off.
+RESTRICTED = "noah"
 
 
 @pytest.fixture(scope="module")
-def restricted(cluster: Cluster, joe: dict[str, Any],
-               tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    return _restricted_home(cluster, tmp_path_factory.mktemp("restricted"))
+def restricted(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of noah, logged in with tsh, whose role `no-forwarding` (loaded with
+    `tctl create -f`) reaches every node as root but grants neither forwarding: his certificate
+    has no `permit-port-forwarding` or `permit-agent-forwarding`, and the node is under test.
+    SSH_CONFIG: his `tsh config` for stock ssh."""
+    root = tmp_path_factory.mktemp("restricted")
+    role = root / "no-forwarding.yaml"
+    role.write_text(NO_FORWARDING)
+    cluster.tctl("create", "-f", str(role))
+    password = "forwarding is off for me"
+    noah = sign_up(cluster, RESTRICTED, "root", "no-forwarding", root, password)
+    out = login_as(cluster, noah, password)
+    assert out.returncode == 0, out.stderr
+    config = root / "ssh_config"
+    out = tsh_as(cluster, noah, "config")
+    assert out.returncode == 0, out.stderr
+    config.write_text(out.stdout)
+    return {**env_of(noah), "SSH_CONFIG": str(config)}
 
 
 def test_remote_forward_refused_without_permission(cluster: Cluster, restricted: dict[str, str],
@@ -310,7 +277,7 @@ def test_dynamic_forward_refused_without_permission(cluster: Cluster, restricted
         client.stop()
     refused = [e for e in _port_events(cluster, f"127.0.0.1:{echo_server}")
                if e.get("success") is False]
-    assert refused and refused[-1]["user"] == "joe"
+    assert refused and refused[-1]["user"] == RESTRICTED
 
 
 def test_agent_forwarding_refused_without_permission(cluster: Cluster, restricted: dict[str, str],

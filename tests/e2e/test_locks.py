@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster, make_cluster
+from tests.e2e.people import Person, env_of, login_as, sign_up, tsh_as
 from tests.e2e.test_interactive import Terminal
-from tests.e2e.test_roles import Person
 
 PASSWORD = "locks stop everything"
 MESSAGE = "security review"
@@ -53,26 +53,14 @@ def people(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     cluster.tctl("create", input=JOE_ONLY)
     made = {}
     for name, roles in (("joe", "access,joe-only"), ("ann", "access")):
-        before = int(time.time()) // 30
-        totp = cluster.signup(name, "root", PASSWORD, roles=roles)  # spends totp.now()
-        (root / name).mkdir()
-        made[name] = Person(name, root / name, totp, {before, int(time.time()) // 30})
-        out = login(cluster, made[name])
+        made[name] = sign_up(cluster, name, "root", roles, root, PASSWORD)
+        out = login_as(cluster, made[name], PASSWORD)
         assert out.returncode == 0, out.stderr
     return made
 
 
-def tsh(cluster: Cluster, who: Person, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return cluster._run("tsh", args, None, False, timeout, env=who.env)
-
-
-def login(cluster: Cluster, who: Person) -> subprocess.CompletedProcess[str]:
-    return cluster._run("tsh", ("login", f"--proxy={cluster.web_addr}", f"--user={who.name}",
-                                "--insecure"), f"{PASSWORD}\n{who.code()}\n", False, 30, env=who.env)
-
-
 def ssh_echo(cluster: Cluster, who: Person) -> subprocess.CompletedProcess[str]:
-    return tsh(cluster, who, "ssh", f"root@{NODENAME}", "echo", "reached")
+    return tsh_as(cluster, who, "ssh", f"root@{NODENAME}", "echo", "reached")
 
 
 def reached(out: subprocess.CompletedProcess[str]) -> bool:
@@ -118,7 +106,7 @@ def lock(cluster: Cluster, *flags: str) -> str:
 def live_tsh(who: Person) -> Terminal:
     """Open an interactive `tsh ssh` shell and wait until it answers."""
     term = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"],
-                    {**os.environ, **who.env, "TERM": "xterm"})
+                    {**env_of(who), "TERM": "xterm"})
     term.type("echo LIVE-$((40+2))\n")
     term.expect("LIVE-42")
     return term
@@ -243,8 +231,8 @@ def test_user_lock_refuses_new_tsh_ssh_login_and_listing(
     ssh = ssh_echo(cluster, joe)
     assert ssh.returncode != 0 and "reached" not in ssh.stdout, ssh.stdout
     assert "Traceback" not in ssh.stderr
-    refused_with(tsh(cluster, joe, "ls"), USER_REASON)
-    refused_with(login(cluster, joe), USER_REASON)
+    refused_with(tsh_as(cluster, joe, "ls"), USER_REASON)
+    refused_with(login_as(cluster, joe, PASSWORD), USER_REASON)
     # The lock is joe's alone: ann goes on working.
     assert reached(ssh_echo(cluster, people["ann"]))
 
@@ -266,7 +254,7 @@ def test_removing_the_lock_lets_the_user_back_in(
     assert json.loads(cluster.tctl("get", "locks", "--format=json").stdout) == []
     # With the certificate he held all along: the node and proxy learn within one refresh.
     eventually(lambda: reached(ssh_echo(cluster, joe)), "joe reaches the node again")
-    assert tsh(cluster, joe, "ls").returncode == 0
+    assert tsh_as(cluster, joe, "ls").returncode == 0
 
 
 @pytest.fixture
@@ -291,11 +279,11 @@ def test_role_lock_refuses_its_holders_only(cluster: Cluster, people: dict[str, 
     try:
         reason = "lock targeting role=joe-only is in force: role under review"
         # The auth server refuses at once; the node within one refresh of its list.
-        refused_with(tsh(cluster, joe, "ls"), reason)
+        refused_with(tsh_as(cluster, joe, "ls"), reason)
         eventually(lambda: not reached(ssh_echo(cluster, joe)), "the node refuses joe")
         # ann holds no joe-only: untouched.
         assert reached(ssh_echo(cluster, ann))
-        assert tsh(cluster, ann, "ls").returncode == 0
+        assert tsh_as(cluster, ann, "ls").returncode == 0
     finally:
         cluster.tctl("rm", f"lock/{name}")
     eventually(lambda: reached(ssh_echo(cluster, joe)), "joe back in after the role lock")
@@ -305,9 +293,9 @@ def test_lock_with_ttl_stops_holding_by_itself(cluster: Cluster, people: dict[st
                                                unlocked: None) -> None:
     joe = people["joe"]
     lock(cluster, "--user=joe", "--ttl=3s", "--message=brief pause")
-    refused_with(tsh(cluster, joe, "ls"), "lock targeting user=joe is in force: brief pause")
+    refused_with(tsh_as(cluster, joe, "ls"), "lock targeting user=joe is in force: brief pause")
     # No `tctl rm`: the lock's expiry alone lets joe back in.
-    eventually(lambda: tsh(cluster, joe, "ls").returncode == 0, "the 3 s lock expired")
+    eventually(lambda: tsh_as(cluster, joe, "ls").returncode == 0, "the 3 s lock expired")
     eventually(lambda: reached(ssh_echo(cluster, joe)), "joe reaches the node after the expiry")
 
 
@@ -315,7 +303,7 @@ def test_unlocked_user_logs_in_again(cluster: Cluster, people: dict[str, Person]
     # After the role and TTL tests on purpose: joe's refused login spent an OTP code, and
     # codes come three per 30 s window; by now a fresh one is ready without waiting.
     joe = people["joe"]
-    out = login(cluster, joe)
+    out = login_as(cluster, joe, PASSWORD)
     assert out.returncode == 0, out.stderr
     assert reached(ssh_echo(cluster, joe))
 
@@ -354,7 +342,7 @@ def test_node_lock_refuses_every_users_new_session(
         assert out.returncode != 0 and "reached" not in out.stdout, (who.name, out.stdout)
         assert "Traceback" not in out.stderr
     # A node lock is no user lock: both still reach the cluster.
-    assert tsh(cluster, people["joe"], "ls").returncode == 0
+    assert tsh_as(cluster, people["joe"], "ls").returncode == 0
 
 
 def test_node_lock_refusals_and_cut_name_the_lock(

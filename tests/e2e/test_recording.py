@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyotp
-
 from tests.e2e.cluster import BIN, NODENAME, Cluster, make_cluster
+from tests.e2e.people import login_as, sign_up, tsh_as
 from tests.e2e.test_interactive import Terminal
 
 
@@ -71,21 +70,34 @@ def test_session_is_recorded_listed_and_replayed(cluster: Cluster, joe: dict[str
     assert "first-42" in replay.stdout and "second-55" in replay.stdout
 
 
-def test_only_the_owner_and_admins_may_play(cluster: Cluster, joe: dict[str, Any]) -> None:
+def test_only_the_owner_and_roles_allowing_session_read_may_play(
+        cluster: Cluster, joe: dict[str, Any], tmp_path: Path) -> None:
+    """joe's recording: eve (`access`, no session rule) may neither play nor see it; amy
+    (`auditor`, session read) may do both."""
     sid = _recorded_session(cluster)
     _wait_listed(cluster, sid)
-    out = cluster.tctl("users", "add", "eve", "eve", "--roles=access").stdout
-    token = next(w for w in out.split() if "/web/newuser/" in w).rsplit("/", 1)[1]
-    totp = pyotp.TOTP(cluster.web("GET", f"/webapi/users/password/token/{token}")["otp_secret"])
-    cluster.web("PUT", "/webapi/users/password/token",
-                {"token": token, "password": "eve's password", "second_factor_token": totp.now()})
-    eve = {"TELEPORT_HOME": str(cluster.root / "eve-tsh")}
-    cluster._run("tsh", ("login", f"--proxy={cluster.web_addr}", "--user=eve", "--insecure"),
-                 f"eve's password\n{totp.at(time.time() + 30)}\n", True, 60, eve)
-    refused = cluster._run("tsh", ("play", "--format=json", sid), None, False, 60, eve)
-    assert refused.returncode != 0 and "admins may play" in refused.stderr
-    listed = cluster._run("tsh", ("recordings", "ls"), None, True, 60, eve)
+    eve = sign_up(cluster, "eve", "eve", "access", tmp_path, "eve's password")
+    amy = sign_up(cluster, "amy", "amy", "auditor", tmp_path, "amy's password")
+    for who, password in ((eve, "eve's password"), (amy, "amy's password")):
+        out = login_as(cluster, who, password)
+        assert out.returncode == 0, out.stderr
+
+    refused = tsh_as(cluster, eve, "play", "--format=json", sid, timeout=60)
+    assert refused.returncode != 0
+    assert (f"only 'joe' and roles allowing session read may play session {sid}"
+            in refused.stderr), refused.stderr
+    assert "Traceback" not in refused.stderr
+    listed = tsh_as(cluster, eve, "recordings", "ls", timeout=60)
+    assert listed.returncode == 0, listed.stderr
     assert sid not in listed.stdout
+
+    played = tsh_as(cluster, amy, "play", "--format=json", sid, timeout=60)
+    assert played.returncode == 0, played.stderr
+    events = json.loads(played.stdout)
+    assert events[0]["event"] == "session.start" and events[0]["user"] == "joe"
+    listed = tsh_as(cluster, amy, "recordings", "ls", timeout=60)
+    assert listed.returncode == 0, listed.stderr
+    assert sid in listed.stdout
 
 
 def test_a_damaged_recording_replays_up_to_the_damage(cluster: Cluster, joe: dict[str, Any]) -> None:

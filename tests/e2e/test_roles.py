@@ -22,17 +22,14 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import pyotp
 import pytest
 import yaml
 
@@ -44,6 +41,7 @@ from tests.e2e.cluster import (
     start_node,
     write_node_config,
 )
+from tests.e2e.people import Person, env_of, login_as, sign_up, tsh_as
 from tests.e2e.test_interactive import Terminal
 from tests.ports import wait_listening
 
@@ -70,59 +68,6 @@ def _dev_role(*envs: str) -> str:
 
 
 NO_STAGING = _role("no-staging", deny={"node_labels": {"env": "staging"}})
-
-
-# ---------------------------------------------------------------------------------------------
-# People: a user with a tsh home of their own
-
-
-@dataclass
-class Person:
-    name: str
-    home: Path
-    totp: pyotp.TOTP
-    #: TOTP time steps already spent (each code is accepted once).
-    spent: set[int] = field(default_factory=set)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {"TELEPORT_HOME": str(self.home / "tsh"), "HOME": str(self.home)}
-
-    def code(self) -> str:
-        """A code the auth server accepts now (one step either side) and has not seen yet."""
-        while True:
-            if time.time() % 30 > 28:  # a step about to change: the code could age out in flight
-                time.sleep(30 - time.time() % 30 + 0.1)
-            step = int(time.time()) // 30
-            for candidate in (step + 1, step, step - 1):
-                if candidate not in self.spent:
-                    self.spent.add(candidate)
-                    return self.totp.at(candidate * 30)
-            time.sleep(30 - time.time() % 30 + 0.1)
-
-
-def _sign_up(cluster: Cluster, name: str, logins: str, roles: str, root: Path) -> Person:
-    before = int(time.time()) // 30
-    totp = cluster.signup(name, logins, PASSWORD, roles=roles)  # spends totp.now()
-    home = root / name
-    home.mkdir()
-    return Person(name, home, totp, {before, int(time.time()) // 30})
-
-
-def tsh(cluster: Cluster, who: Person, *args: str, input: str | None = None,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return cluster._run("tsh", args, input, False, timeout, env=who.env)
-
-
-def _login(cluster: Cluster, who: Person, *extra: str) -> subprocess.CompletedProcess[str]:
-    out = tsh(cluster, who, "login", f"--proxy={cluster.web_addr}", f"--user={who.name}",
-              "--insecure", *extra, input=f"{PASSWORD}\n{who.code()}\n")
-    assert out.returncode == 0, out.stderr
-    return out
-
-
-def _env(who: Person) -> dict[str, str]:
-    return {**os.environ, **who.env}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,8 +135,9 @@ def people(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     cluster.tctl("create", "-f", str(path))
 
     def arrive(name: str, logins: str, roles: str, flags: tuple[str, ...]) -> Person:
-        person = _sign_up(cluster, name, logins, roles, root)
-        _login(cluster, person, *flags)
+        person = sign_up(cluster, name, logins, roles, root, PASSWORD)
+        out = login_as(cluster, person, PASSWORD, *flags)
+        assert out.returncode == 0, out.stderr
         return person
 
     # Side by side: each is a few CLI starts, and the prod node joins meanwhile.
@@ -245,9 +191,9 @@ def _refused(out: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_tsh_ls_lists_only_nodes_the_role_reaches(cluster: Cluster, people: dict[str, Person]) -> None:
-    assert _listed_names(tsh(cluster, people["joe"], "ls").stdout) == {STAGING}
+    assert _listed_names(tsh_as(cluster, people["joe"], "ls").stdout) == {STAGING}
     # The same call as an `access` user lists both: the filter is joe's role, not the nodes.
-    assert _listed_names(tsh(cluster, people["ada"], "ls").stdout) == {STAGING, PROD}
+    assert _listed_names(tsh_as(cluster, people["ada"], "ls").stdout) == {STAGING, PROD}
 
 
 def test_tctl_nodes_ls_through_own_identity_lists_only_staging(
@@ -292,7 +238,7 @@ def test_web_node_list_shows_only_staging(cluster: Cluster, people: dict[str, Pe
 
 
 def test_dev_reaches_staging_as_its_login(cluster: Cluster, people: dict[str, Person]) -> None:
-    out = tsh(cluster, people["joe"], "ssh", f"{LOGIN}@{STAGING}", "id -un")
+    out = tsh_as(cluster, people["joe"], "ssh", f"{LOGIN}@{STAGING}", "id -un")
     assert out.returncode == 0, out.stderr
     assert out.stdout == f"{LOGIN}\n"
 
@@ -300,7 +246,7 @@ def test_dev_reaches_staging_as_its_login(cluster: Cluster, people: dict[str, Pe
 def test_dev_refused_as_root_on_staging_and_audited_with_the_role(
         cluster: Cluster, people: dict[str, Person]) -> None:
     since = time.time()
-    _refused(tsh(cluster, people["joe"], "ssh", f"root@{STAGING}", "true"))
+    _refused(tsh_as(cluster, people["joe"], "ssh", f"root@{STAGING}", "true"))
     event = _wait_refusal(cluster, "joe", "root", since)
     # The refusal names what decided: joe's role, not only the certificate's principals.
     assert "dev" in event["error"], event
@@ -309,7 +255,7 @@ def test_dev_refused_as_root_on_staging_and_audited_with_the_role(
 def test_dev_refused_on_prod_and_audited_with_the_role(
         cluster: Cluster, people: dict[str, Person]) -> None:
     since = time.time()
-    _refused(tsh(cluster, people["joe"], "ssh", f"{LOGIN}@{PROD}", "true"))
+    _refused(tsh_as(cluster, people["joe"], "ssh", f"{LOGIN}@{PROD}", "true"))
     event = _wait_refusal(cluster, "joe", LOGIN, since)
     assert "dev" in event["error"] and PROD in event["error"], event
 
@@ -322,10 +268,10 @@ def test_deny_role_beats_the_allow_of_another(cluster: Cluster, people: dict[str
     kim = people["kim"]
     since = time.time()
     # dev allows ubuntu on staging; no-staging denies staging: the deny wins.
-    _refused(tsh(cluster, kim, "ssh", f"{LOGIN}@{STAGING}", "true"))
+    _refused(tsh_as(cluster, kim, "ssh", f"{LOGIN}@{STAGING}", "true"))
     event = _wait_refusal(cluster, "kim", LOGIN, since)
     assert "no-staging" in event["error"], event
-    assert STAGING not in _listed_names(tsh(cluster, kim, "ls").stdout)
+    assert STAGING not in _listed_names(tsh_as(cluster, kim, "ls").stdout)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,7 +280,7 @@ def test_deny_role_beats_the_allow_of_another(cluster: Cluster, people: dict[str
 
 def test_max_session_ttl_caps_login_ttl(cluster: Cluster, people: dict[str, Person]) -> None:
     # joe logged in with --ttl=720 (12 h); his role's max_session_ttl is 1h.
-    status = tsh(cluster, people["joe"], "status").stdout
+    status = tsh_as(cluster, people["joe"], "status").stdout
     match = re.search(r"Valid until:\s+(\S+ \S+) UTC", status)
     assert match, status
     until = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
@@ -348,7 +294,7 @@ def test_max_session_ttl_caps_login_ttl(cluster: Cluster, people: dict[str, Pers
 
 def _recorded_session(cluster: Cluster, who: Person, login: str, node: str) -> str:
     """Run an interactive shell (recorded: it has a terminal); return its session ID."""
-    term = Terminal([str(BIN / "tsh"), "ssh", f"{login}@{node}"], {**_env(who), "TERM": "xterm"})
+    term = Terminal([str(BIN / "tsh"), "ssh", f"{login}@{node}"], {**env_of(who), "TERM": "xterm"})
     try:
         term.type("echo SID=$SSH_SESSION_ID; echo recorded-$((6*7))\n")
         out = term.expect("recorded-42")
@@ -365,7 +311,7 @@ def test_auditor_plays_another_users_recording(cluster: Cluster, people: dict[st
     aud = people["aud"]
     deadline = time.monotonic() + 20
     while True:  # the recording is uploaded when the session ends
-        out = tsh(cluster, aud, "play", "--format=json", sid)
+        out = tsh_as(cluster, aud, "play", "--format=json", sid)
         if out.returncode == 0 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -374,56 +320,27 @@ def test_auditor_plays_another_users_recording(cluster: Cluster, people: dict[st
     assert events[0]["event"] == "session.start" and events[0]["user"] == "ada"
     assert "recorded-42" in "".join(e["data"] for e in events if e["event"] == "print")
     # Playing is the auditor's role, not anyone's: kim (dev, no session rule) may not.
-    refused = tsh(cluster, people["kim"], "play", "--format=json", sid)
+    refused = tsh_as(cluster, people["kim"], "play", "--format=json", sid)
     assert refused.returncode != 0 and "recorded-42" not in refused.stdout
 
 
 def test_auditor_cannot_ssh_and_has_no_logins(cluster: Cluster, people: dict[str, Person]) -> None:
     aud = people["aud"]
-    status = tsh(cluster, aud, "status").stdout
+    status = tsh_as(cluster, aud, "status").stdout
     assert re.search(r"Logins:\s+\(none", status), status
     for login, node in ((LOGIN, STAGING), ("root", PROD)):
-        _refused(tsh(cluster, aud, "ssh", f"{login}@{node}", "true"))
+        _refused(tsh_as(cluster, aud, "ssh", f"{login}@{node}", "true"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Port forwarding follows the role's port_forwarding option
 
 
-@pytest.fixture(scope="module")
-def echo_server() -> Iterator[int]:
-    server = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def handle(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(b"echo:" + data)
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
-
-
 def _through_local_forward(who: Person, echo_port: int) -> bytes:
     """Run `tsh ssh -N -L 0:127.0.0.1:echo ubuntu@staging`; send a line through; return the answer."""
     proc = subprocess.Popen(
         [str(BIN / "tsh"), "ssh", "-N", "-L", f"0:127.0.0.1:{echo_port}", f"{LOGIN}@{STAGING}"],
-        env=_env(who), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        env=env_of(who), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
     try:
         local = wait_listening(proc.pid)
@@ -504,7 +421,7 @@ def test_role_change_applies_without_new_login(cluster: Cluster, people: dict[st
     before = cert.read_bytes()
 
     def reaches_prod() -> bool:
-        out = tsh(cluster, joe, "ssh", f"{LOGIN}@{PROD}", "id -un")
+        out = tsh_as(cluster, joe, "ssh", f"{LOGIN}@{PROD}", "id -un")
         return out.returncode == 0 and out.stdout == f"{LOGIN}\n"
 
     assert not reaches_prod()
@@ -512,7 +429,7 @@ def test_role_change_applies_without_new_login(cluster: Cluster, people: dict[st
     path.write_text(_dev_role("staging", "prod"))
     cluster.tctl("create", "-f", str(path))
     _eventually(reaches_prod, "joe's old certificate reaches prod")
-    assert PROD in _listed_names(tsh(cluster, joe, "ls").stdout)
+    assert PROD in _listed_names(tsh_as(cluster, joe, "ls").stdout)
     # And back: narrowing the role shuts prod again, still with the same certificate.
     path.write_text(_dev_role("staging"))
     cluster.tctl("create", "-f", str(path))

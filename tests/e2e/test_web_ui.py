@@ -109,8 +109,9 @@ def type_in_terminal(driver: webdriver.Chrome, text: str) -> None:
 
 
 def add_user(cluster: Cluster, name: str, *flags: str) -> str:
-    """`tctl users add name root [flags]`; return the signup link it prints."""
-    out = cluster.tctl("users", "add", name, "root", *flags).stdout
+    """`tctl users add name root [flags]` (role admin unless flags say otherwise); return the
+    signup link it prints."""
+    out = cluster.tctl("users", "add", name, "root", *(flags or ("--roles=admin",))).stdout
     urls = re.findall(r"https://\S+/web/newuser/[A-Za-z0-9_-]+", out)
     assert len(urls) == 1, out
     return urls[0]
