@@ -184,7 +184,7 @@ async def unlock_user(call: Call) -> Any:
     return {}
 
 
-@route("POST", "/v1/users/{name}/reset", [ADMIN])
+@route("POST", "/v1/users/{name}/reset", [ADMIN, USER], rule=("user", "update"))
 async def reset_user(call: Call) -> Any:
     """Clear a user's password and OTP device at once and answer the reset link's token."""
     token = await call.auth.accounts.reset_user(call.param("name"), actor=call.identity.username)

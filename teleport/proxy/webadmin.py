@@ -58,6 +58,7 @@ class WebAdmin:
         router.add_post("/webapi/users", self.invite_user)
         router.add_delete("/webapi/users/{name}", self.delete_user)
         router.add_post("/webapi/users/{name}/unlock", self.unlock_user)
+        router.add_post("/webapi/users/{name}/reset", self.reset_user)
         router.add_get("/webapi/tokens", self.list_tokens)
         router.add_post("/webapi/tokens", self.create_token)
         router.add_delete("/webapi/tokens/{token}", self.delete_token)
@@ -124,6 +125,16 @@ class WebAdmin:
         await httpserver.read_json(request)  # `{}`: a JSON body, as every state change here
         await client.unlock_user(request.match_info["name"])
         return web.json_response({})
+
+    async def reset_user(self, request: web.Request) -> web.Response:
+        """Clear a user's password and second factor now and answer the reset link (8 h), as
+        `tctl users reset`."""
+        client = await self._as_user(request)
+        await httpserver.read_json(request)
+        token = await client.reset_user(request.match_info["name"])
+        url = f"https://{self.proxy.public_addr}/web/reset/{token.metadata.name}"
+        return httpserver.json_answer(WebInvite(name=token.spec.user, signup_url=url,
+                                                expires=token.metadata.expires))
 
     # --- join tokens -----------------------------------------------------------------------
 

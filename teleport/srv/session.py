@@ -12,8 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import asyncssh
 
-from teleport.errors import NotFound, TeleportError
-from teleport.events.emitter import EXEC, RESIZE, SCP, SESSION_END, SESSION_START, SUBSYSTEM
+from teleport.errors import AccessDenied, NotFound, TeleportError
+from teleport.events.emitter import (
+    AUTH,
+    EXEC,
+    RESIZE,
+    SCP,
+    SESSION_END,
+    SESSION_START,
+    SUBSYSTEM,
+)
 from teleport.srv.pam import PamSession
 from teleport.srv.party import JOIN_ENV, LiveSession
 from teleport.srv.process import (
@@ -155,6 +163,11 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 raise NotFound(f"session {sid} is not running on this node")
             live.join(self)
         except TeleportError as err:
+            if isinstance(err, AccessDenied):  # every refusal is audited, with the rule
+                self.conn.node.spawn(self.conn.node.audit(
+                    AUTH, user=self.identity.user, login=self.identity.login, success=False,
+                    error=str(err), sid=sid, addr_remote=self.conn.remote_addr()),
+                    f"join refused {sid}")
             self.chan.write_stderr(f"teleport: {err}\r\n".encode())
             self.chan.exit(1)
 

@@ -49,7 +49,7 @@ export async function usersPage(cluster) {
     autocapitalize: "none", spellcheck: "false", "aria-describedby": "invite-logins-help"});
   const roles = h("input", {id: "invite-roles", name: "roles", autocomplete: "off",
     autocapitalize: "none", spellcheck: "false", "aria-describedby": "invite-roles-help"});
-  roles.value = "admin";
+  roles.value = "access";  // the preset for a user who logs in to nodes, nothing more
   const inviteError = errorBox("invite-error");
   const result = h("div", {id: "invite-result", class: "result", hidden: true});
   const form = h("form", {id: "invite-form", class: "card card-wide", novalidate: true,
@@ -61,12 +61,24 @@ export async function usersPage(cluster) {
       h("p", {id: "invite-logins-help", class: "help"},
         "OS logins, comma-separated; empty: the username")),
     h("div", {class: "field"}, h("label", {for: "invite-roles"}, "Roles"), roles,
-      h("p", {id: "invite-roles-help", class: "help"}, "Comma-separated"))),
+      h("p", {id: "invite-roles-help", class: "help"},
+        "Comma-separated: access, editor, auditor, admin or your own"))),
   inviteError,
   h("button", {type: "submit", id: "invite-submit", class: "btn btn-primary"}, "Create invite"),
   result);
 
   page.main.append(h("div", {class: "page-head"}, h("h1", {}, "Users")), error, count, wrap, form);
+
+  /** Shows a reset link where the invite's link appears. */
+  const showReset = (answer) => {
+    result.replaceChildren(
+      h("p", {}, "Send this reset link to ", h("strong", {}, answer.name),
+        "; their password and second factor no longer work. It expires ",
+        timeEl(answer.expires), "."),
+      copyField("invite-url", "Reset link", answer.signup_url));
+    result.hidden = false;
+    form.querySelector("#invite-url").focus();
+  };
 
   /** Redraws the list; `note` (what was just done) replaces the count in the status line. */
   const load = async (note = "") => {
@@ -78,7 +90,7 @@ export async function usersPage(cluster) {
     }
     list = Array.isArray(list) ? list : [];
     list.sort((a, b) => a.name.localeCompare(b.name));
-    tbody.replaceChildren(...list.map((user) => userRow(user, error, load)));
+    tbody.replaceChildren(...list.map((user) => userRow(user, error, load, showReset)));
     if (!list.length) tbody.append(emptyRow(columns.length, "No users yet."));
     count.textContent = note || `${list.length} user${list.length === 1 ? "" : "s"}`;
   };
@@ -117,7 +129,7 @@ export async function usersPage(cluster) {
   await load();
 }
 
-function userRow(user, error, reload) {
+function userRow(user, error, reload, showReset) {
   const actions = h("td", {class: "actions"});
   if (user.locked) {
     actions.append(h("button", {type: "button", class: "btn btn-secondary btn-small unlock",
@@ -130,6 +142,17 @@ function userRow(user, error, reload) {
         }
       }}, "Unlock"));
   }
+  actions.append(h("button", {type: "button", class: "btn btn-secondary btn-small reset",
+    "data-user": user.name, "aria-label": `Reset ${user.name}`, onclick: async () => {
+      if (!await confirmAction(`Reset ${user.name}? Their password and second factor stop ` +
+        "working now; a link lets them choose new ones.", "Reset")) return;
+      try {
+        showReset(await api("POST", `/webapi/users/${encodeURIComponent(user.name)}/reset`, {}));
+        await reload(`${user.name} reset`);
+      } catch (err) {
+        failed(error, err);
+      }
+    }}, "Reset"));
   actions.append(h("button", {type: "button", class: "btn btn-danger btn-small delete",
     "data-user": user.name, "aria-label": `Delete ${user.name}`, onclick: async () => {
       if (!await confirmAction(`Delete the user ${user.name}? Their sessions end now.`,

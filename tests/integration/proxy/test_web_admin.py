@@ -148,6 +148,21 @@ async def test_an_admin_unlocks_a_user_an_administrator_locked(
     assert not (await cluster.auth.accounts.get_user("erin")).spec.status.is_locked
 
 
+
+async def test_an_admin_resets_a_user_who_then_chooses_new_credentials(
+        cluster: Cluster, admin: Browser) -> None:
+    totp = await _signup(cluster, "fay", ["access"])
+    answer = await _ok(admin, "POST", "/webapi/users/fay/reset", {})
+    assert answer["name"] == "fay"
+    assert answer["signup_url"].startswith("https://proxy.example.com:3080/web/reset/")
+    assert datetime.fromisoformat(answer["expires"]) - cluster.clock.now() == timedelta(hours=8)
+    status, refused = await Browser(cluster).login("fay", _next_code(cluster, totp))
+    assert status == 403, refused  # the old password stopped working at once
+    token = answer["signup_url"].rsplit("/", 1)[1]
+    info = await cluster.auth.accounts.get_signup_info(token)
+    assert info.user == "fay" and info.usage == "reset"
+
+
 # --- join tokens -----------------------------------------------------------------------------
 
 async def test_an_admin_creates_lists_and_revokes_join_tokens(
@@ -271,6 +286,7 @@ ADMIN_CALLS = [  # method, path, body, the rule of the roles the auth server ask
     ("POST", "/webapi/users", {"name": "mallory"}, "create on 'user'"),
     ("DELETE", "/webapi/users/root", {}, "delete on 'user'"),
     ("POST", "/webapi/users/root/unlock", {}, "update on 'user'"),
+    ("POST", "/webapi/users/root/reset", {}, "update on 'user'"),
     ("GET", "/webapi/tokens", None, "list on 'token'"),
     ("POST", "/webapi/tokens", {"roles": ["node"], "ttl": "1h"}, "create on 'token'"),
     ("DELETE", "/webapi/tokens/sometoken", {}, "delete on 'token'"),

@@ -143,6 +143,8 @@ async def test_other_users_and_unknown_sessions_are_refused(trust: Trust, node: 
         await asyncio.wait_for(refused.wait_closed(), 10)
         assert refused.exit_status == 1
         assert "no role of 'eve' allows joining alice's session" in await refused.stderr.read()
+        refusal, = [e for e in emitter.of_type("auth") if e["user"] == "eve"]
+        assert not refusal["success"] and "(allow.join_sessions)" in refusal["error"]
 
         missing = await _join(eve_conn, "00000000-0000-4000-8000-000000000000")
         await asyncio.wait_for(missing.wait_closed(), 10)
