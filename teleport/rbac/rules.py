@@ -1,4 +1,4 @@
-"""The access rules of today, one function per question; each answers or raises AccessDenied.
+"""The access rules, one function per question; each answers or raises AccessDenied.
 
 Nothing here reads storage or the network, so every rule is tested on its own and every caller
 (auth API, node, proxy) asks the same function. Messages say what was refused, for the audit
