@@ -70,8 +70,10 @@ class RevocationWatch:
         self._listeners: list[SSHListener[Any]] = []
         # The poll and the watch both refresh; one at a time, so an older answer never lands last.
         self._refreshing = asyncio.Lock()
-        #: Where the last answer is kept across restarts (None: memory only).
+        #: Where the last answer is kept across restarts (None: memory only), and what was
+        #: written there last.
         self.state = state
+        self._kept = b""
         if state is not None:
             self._load(state)
 
@@ -91,12 +93,18 @@ class RevocationWatch:
         """Write the last answer for the next start (0600 in a 0700 folder, replaced whole)."""
         if self.state is None or self.roles is None:
             return
-        kept = KeptAccess(revocations=self.current, roles=list(self.roles.values()))
+        data = KeptAccess(revocations=self.current, roles=list(self.roles.values())
+                          ).model_dump_json().encode()
+        if data == self._kept:  # most refreshes change nothing: no write, no fsync
+            return
         try:
             ensure_private_dir(self.state.parent)
-            write_secret(self.state, kept.model_dump_json().encode())
+            write_secret(self.state, data)
         except OSError as err:
-            log.warning("cannot keep the revocation list in %s: %s", self.state, str(err).splitlines()[0] if str(err) else type(err).__name__)
+            log.warning("cannot keep the revocation list in %s: %s", self.state,
+                        err.strerror or err)
+            return
+        self._kept = data
 
     def refusal(self, cert: SSHCertInfo) -> str | None:
         """Return why a user certificate is refused now, or None (the check SSH listeners run)."""
