@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster, make_cluster
+from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
 from tests.e2e.people import Person, env_of, login_as, sign_up, tsh_as
 from tests.e2e.test_interactive import Terminal
 
@@ -34,16 +34,6 @@ CUT_WITHIN = 5.0
 LEARN_WITHIN = 10.0
 JOE_ONLY = yaml.safe_dump({"kind": "role", "version": "v5", "metadata": {"name": "joe-only"},
                            "spec": {"allow": {}, "deny": {}}}, sort_keys=False)
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = make_cluster(tmp_path_factory.mktemp("locks"))
-    c.start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")
