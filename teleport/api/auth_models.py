@@ -10,6 +10,7 @@ free-form JSON objects by nature (`AuditEvent`).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +44,14 @@ class IssuedCerts(Answer):
 
 # --- users, signup, login ----------------------------------------------------------------------
 
+class ConnectorInfo(Answer):
+    """An SSO connector as the login page and `tsh login` see it: no secret, no address."""
+
+    kind: str
+    name: str
+    display: str = ""
+
+
 class PingAnswer(Answer):
     cluster_name: str
     server_version: str
@@ -52,6 +61,10 @@ class PingAnswer(Answer):
     #: and proxies enforce on live connections (teleport.sshutils.monitor).
     disconnect_expired_cert: bool = False
     client_idle_timeout_seconds: float = 0.0
+    #: `authentication.type` and `connector_name`, and every SSO connector users may pick.
+    auth_type: str = "local"
+    connector_name: str = ""
+    connectors: list[ConnectorInfo] = []
 
 
 class SignupRequest(Request):
@@ -262,3 +275,45 @@ __all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAns
            "JoinRequest", "LoginRequest", "NodeCertRequest", "PingAnswer", "RecordingInfo",
            "Request", "ResourceJSON", "SignupInfo", "SignupRequest", "Stored", "TokenList",
            "TokenRequest", "UserCertRequest", "WatchEvent", "WebSession", "WebSessionCreate"]
+
+
+# --- single sign-on (teleport.auth.sso) ------------------------------------------------------------
+
+class SSOLoginStart(Request):
+    """A proxy starts a GitHub or OIDC login for tsh (`console`) or a browser (`web`)."""
+
+    connector_id: str
+    flow: Literal["console", "web"]
+    #: The proxy's address as the user reached it: picks the connector's redirect URL.
+    proxy_host: str = ""
+    #: console: tsh's local callback, the key its answer is sealed with, its public keys.
+    client_redirect_url: str = ""
+    secret_key: str = ""
+    ssh_pub_key: str = ""
+    tls_pub_key: str = ""
+    cert_ttl: str = ""
+    #: web: SHA-256 (hex) of the browser's SSO cookie, and where to land after login.
+    csrf_hash: str = ""
+
+
+class SSOLoginStarted(Answer):
+    redirect_url: str
+    state: str
+
+
+class SSOCallback(Request):
+    """What the provider sent back to the proxy's callback, relayed as is."""
+
+    query: dict[str, str]
+    #: The URL the callback arrived at (scheme, host and path; no query).
+    callback_url: str
+    csrf: str = ""
+    remote_addr: str = ""
+
+
+class SSOCallbackDone(Answer):
+    username: str
+    flow: Literal["console", "web"]
+    #: console: tsh's callback with `response=` (sealed certificates) or `error=`.
+    client_redirect_url: str = ""
+    web_session: WebSession | None = None

@@ -20,9 +20,20 @@ from teleport.api.auth_models import (
 )
 
 
+class SSOConnectorInfo(Answer):
+    """A GitHub or OIDC connector users may log in through (no secret, no address)."""
+
+    kind: str
+    name: str
+    display: str = ""
+
+
 class AuthSettingsAnswer(Answer):
     type: str = "local"
     second_factor: str = "otp"
+    #: The connector `authentication.connector_name` names ("" for local logins).
+    connector_name: str = ""
+    connectors: list[SSOConnectorInfo] = []
 
 
 class SSHProxySettings(Answer):
@@ -196,3 +207,29 @@ __all__ = ["ActiveSession", "AuthSettingsAnswer", "LoginRequest", "LoginResponse
            "SignupRequest", "WebContext", "WebEventPage", "WebInvite", "WebLoginAnswer",
            "WebLoginRequest", "WebPing", "WebRenewAnswer", "WebStatus", "WebToken",
            "WebTokenCreate", "WebTokenCreated", "WebUser", "WebUserCreate"]
+
+
+# --- single sign-on (teleport.proxy.websso, teleport.client.sso) ---------------------------------
+
+class SSOConsoleRequest(Request):
+    """`tsh login --auth=<connector>`: where to send the answer and the keys to certify."""
+
+    connector_id: str
+    #: tsh's local callback, `http://127.0.0.1:<port>/callback`.
+    redirect_url: str
+    #: 32 random bytes, base64url: the answer comes back sealed with it (AES-256-GCM).
+    secret_key: str
+    ssh_pub_key: str
+    tls_pub_key: str
+    cert_ttl: str = ""
+
+
+class SSOConsoleAnswer(Answer):
+    #: The identity provider's authorization URL for tsh's browser.
+    redirect_url: str
+
+
+class SSOLoginResponse(LoginResponse):
+    """What tsh's local callback receives, sealed: the login answer and who logged in."""
+
+    username: str

@@ -21,6 +21,7 @@ from teleport.api import httpserver
 from teleport.api.auth_models import (
     ClusterStatus,
     CompleteSignupRequest,
+    ConnectorInfo,
     JoinAnswer,
     JoinCA,
     JoinRequest,
@@ -124,7 +125,11 @@ async def ping(call: Call) -> Any:
                       second_factor=call.auth.settings.second_factor,
                       session_recording=call.auth.settings.session_recording,
                       disconnect_expired_cert=call.auth.settings.disconnect_expired_cert,
-                      client_idle_timeout_seconds=call.auth.settings.client_idle_seconds)
+                      client_idle_timeout_seconds=call.auth.settings.client_idle_seconds,
+                      auth_type=call.auth.settings.auth_type,
+                      connector_name=call.auth.settings.connector_name,
+                      connectors=[ConnectorInfo(kind=k, name=n, display=d)
+                                  for k, n, d in await call.auth.sso.public_connectors()])
 
 
 @route("GET", "/v1/status", [ADMIN, USER], rule=("cluster_name", "read"))
@@ -413,6 +418,7 @@ from teleport.auth import (  # noqa: E402, F401
     api_proxy,
     api_resources,
     api_sessions,
+    api_sso,
     api_watch,
     api_web,
 )

@@ -16,16 +16,25 @@ from teleport.errors import AlreadyExists, BadParameter, NotFound
 from teleport.types.codec import ResourceJSON, from_dict, to_dict
 from teleport.types.registry import ResourceKind, lookup
 from teleport.types.resource import Resource
-from teleport.types.resources import CertAuthority, Server
+from teleport.types.resources import Server
 
 CALLERS = [ADMIN, USER]
 
 
-def _public(resource: Resource) -> ResourceJSON:
-    """Encode a resource to leave the auth server: without private keys, whatever store it is from."""
-    if isinstance(resource, CertAuthority):
+def _public(kind: ResourceKind, resource: Resource, with_secrets: bool = False) -> ResourceJSON:
+    """Encode a resource to leave the auth server: without its secrets (a CA's private keys
+    never; a connector's client secret unless asked for, `tctl get --with-secrets`)."""
+    if kind.has_secrets and not (with_secrets and kind.secrets_on_request):
         resource = resource.without_secrets()
     return to_dict(resource)
+
+
+async def _with_secrets(call: Call, kind: ResourceKind) -> bool:
+    """`?with_secrets=true`: secrets are read access, judged as `read` on the kind."""
+    wanted = _flag(call.request.query.get("with_secrets", "false"), "with_secrets")
+    if wanted:
+        await call.check_rule(kind.rule_resource, "read")
+    return wanted
 
 
 def _visible(call: Call, resource: Resource) -> bool:
@@ -39,25 +48,27 @@ def _visible(call: Call, resource: Resource) -> bool:
 async def list_resources(call: Call) -> Any:
     kind = lookup(call.param("kind"))
     await call.check_rule(kind.rule_resource, "list")
+    secrets = await _with_secrets(call, kind)
     items = await call.auth.resources.store(kind).list()
-    return [_public(r) for r in items if _visible(call, r)]
+    return [_public(kind, r, secrets) for r in items if _visible(call, r)]
 
 
 @route("GET", "/v1/resources/{kind}/{name}", CALLERS)
 async def get_resource(call: Call) -> Any:
     kind = lookup(call.param("kind"))
     await call.check_rule(kind.rule_resource, "read")
+    secrets = await _with_secrets(call, kind)
     resource = await call.auth.resources.store(kind).get(call.param("name"))
     if not _visible(call, resource):
         raise NotFound(f'{kind.name} "{call.param("name")}" not found')
-    return _public(resource)
+    return _public(kind, resource, secrets)
 
 
 @route("PUT", "/v1/resources/{kind}", CALLERS)
 async def put_resource(call: Call) -> Any:
     """Create a resource, or replace one with `?overwrite=true` (verb update, else create)."""
     kind = lookup(call.param("kind"))
-    overwrite = _flag(call.request.query.get("overwrite", "false"))
+    overwrite = _flag(call.request.query.get("overwrite", "false"), "overwrite")
     resource = _parse(kind, await call.json())
     store = call.auth.resources.store(kind)
     name = resource.metadata.name
@@ -70,10 +81,10 @@ async def put_resource(call: Call) -> Any:
             exists = False
     if overwrite and exists:
         await call.check_rule(kind.rule_resource, "update")
-        return _public(await store.upsert(resource, actor))
+        return _public(kind, await store.upsert(resource, actor))
     await call.check_rule(kind.rule_resource, "create")
     try:
-        return _public(await store.create(resource, actor))
+        return _public(kind, await store.create(resource, actor))
     except AlreadyExists:
         raise AlreadyExists(f'{kind.name} "{name}" already exists') from None
 
@@ -102,7 +113,7 @@ def _parse(kind: ResourceKind, data: dict[str, Any]) -> Resource:
     return from_dict(data, "resource")
 
 
-def _flag(value: str) -> bool:
+def _flag(value: str, name: str) -> bool:
     if value not in ("true", "false"):
-        raise BadParameter(f"overwrite must be true or false, not {value!r}")
+        raise BadParameter(f"{name} must be true or false, not {value!r}")
     return value == "true"

@@ -168,14 +168,17 @@ class AuthClient:
 
     # --- resources of every registry kind (teleport.auth.api_resources) ----------------------
 
-    async def list_resources(self, kind: str) -> list[Resource]:
-        """List the resources of a kind (`role`, `roles`...) the caller may list."""
+    async def list_resources(self, kind: str, *, with_secrets: bool = False) -> list[Resource]:
+        """List the resources of a kind (`role`, `roles`...) the caller may list; a connector's
+        client secret only `with_secrets`."""
         return [from_dict(r, "auth server response") for r in await self._http.call(
-            "GET", f"/v1/resources/{_q(kind)}", answer=list[m.ResourceJSON])]
+            "GET", f"/v1/resources/{_q(kind)}{_secrets(with_secrets)}",
+            answer=list[m.ResourceJSON])]
 
-    async def get_resource(self, kind: str, name: str) -> Resource:
-        return from_dict(await self.call("GET", f"/v1/resources/{_q(kind)}/{_q(name)}"),
-                         "auth server response")
+    async def get_resource(self, kind: str, name: str, *, with_secrets: bool = False) -> Resource:
+        return from_dict(await self.call(
+            "GET", f"/v1/resources/{_q(kind)}/{_q(name)}{_secrets(with_secrets)}"),
+            "auth server response")
 
     async def put_resource(self, resource: Resource, *, overwrite: bool) -> Resource:
         """Create a resource, or replace it with overwrite; AlreadyExists otherwise."""
@@ -295,6 +298,18 @@ class AuthClient:
         body = m.UserCertRequest(cert=cert, public_key=public_key)
         return (await self._http.call("POST", "/v1/proxy/usercert", body, answer=m.CertAnswer)).cert
 
+    # --- single sign-on (teleport.auth.api_sso) ---------------------------------------------
+
+    async def start_sso_login(self, kind: str, body: m.SSOLoginStart) -> m.SSOLoginStarted:
+        """Start a GitHub or OIDC login; answers the provider URL to send the browser to."""
+        return await self._http.call("POST", f"/v1/sso/{_q(kind)}/requests", body,
+                                     answer=m.SSOLoginStarted)
+
+    async def complete_sso_login(self, kind: str, body: m.SSOCallback) -> m.SSOCallbackDone:
+        """Relay what the provider sent to the proxy's callback (Proxy only)."""
+        return await self._http.call("POST", f"/v1/sso/{_q(kind)}/callback", body,
+                                     answer=m.SSOCallbackDone)
+
     # --- web sessions (teleport.auth.api_web) ------------------------------------------------
 
     async def create_web_session(self, user: str, password: str, otp_code: str,
@@ -365,6 +380,10 @@ def identity_cluster(identity: IdentityFile) -> str:
 
 def _web_session_path(user: str, session_id: str) -> str:
     return f"/v1/users/{_q(user)}/web/sessions/{_q(session_id)}"
+
+
+def _secrets(wanted: bool) -> str:
+    return "?with_secrets=true" if wanted else ""
 
 
 def _q(part: str) -> str:

@@ -17,6 +17,10 @@ from teleport.utils.clock import Clock
 class AuthSettings:
     cluster_name: str | None = None
     second_factor: str = "otp"
+    #: `authentication.type` (local, github, oidc) and `connector_name`: what `tsh login`
+    #: and the web UI offer first.
+    auth_type: str = "local"
+    connector_name: str = ""
     ca_signature_algo: str | None = None
     static_tokens: tuple[StaticToken, ...] = ()
     #: `teleport.config.modes.SessionRecording`: announced in ping, nodes and proxies act on it.

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from teleport.auth.context import AuthContext, redact
 from teleport.auth.hosts import JOIN_ROLES
 from teleport.errors import AlreadyExists, BadParameter, NotFound
 from teleport.events import emitter as ev
 from teleport.rbac.roles import RoleSet
+from teleport.services.connectors import ConnectorService
 from teleport.services.locks import LockService
 from teleport.services.roles import RoleService
+from teleport.services.store import ResourceStore
 from teleport.types.locks import Lock
 from teleport.types.presets import PRESETS
 from teleport.types.registry import KINDS_REGISTRY, ResourceKind
@@ -58,7 +60,8 @@ class Resources:
     """Keeps roles and locks and serves every registry kind through one store each."""
 
     def __init__(self, ctx: AuthContext, roles: RoleService, locks: LockService,
-                 accounts: Accounts, hosts: Hosts, certs: CertIssuer) -> None:
+                 accounts: Accounts, hosts: Hosts, certs: CertIssuer,
+                 connectors: ConnectorService) -> None:
         self.ctx = ctx
         self.roles = roles
         self.locks = locks
@@ -66,6 +69,8 @@ class Resources:
         self._stores: dict[str, KindStore] = {
             "user": _Users(accounts), "role": _Roles(self), "token": _Tokens(ctx, hosts),
             "cert_authority": _Authorities(certs), "lock": _Locks(self), "node": _Nodes(hosts),
+            "github": _Connectors(ctx, connectors, "github"),
+            "oidc": _Connectors(ctx, connectors, "oidc"),
         }
         missing = set(KINDS_REGISTRY) - set(self._stores)
         assert not missing, f"registry kinds without a store: {missing}"
@@ -265,6 +270,50 @@ class _Tokens:
 
     async def delete(self, name: str, actor: str) -> None:
         await self.hosts.delete_token(name, actor=actor)
+
+
+class _Connectors:
+    """GitHub or OIDC connectors. Replacing one with a blank client_secret keeps the stored
+    secret: `tctl get` prints none, and re-creating its output must not erase it."""
+
+    _EVENTS = {"github": (ev.GITHUB_CREATED, ev.GITHUB_DELETED),
+               "oidc": (ev.OIDC_CREATED, ev.OIDC_DELETED)}
+
+    def __init__(self, ctx: AuthContext, connectors: ConnectorService, kind: str) -> None:
+        self.ctx = ctx
+        self.store: ResourceStore[Any] = connectors.store(kind)  # GitHub or OIDC connectors
+        self.created, self.deleted = self._EVENTS[kind]
+
+    async def list(self) -> Sequence[Resource]:
+        return await self.store.list()
+
+    async def get(self, name: str) -> Resource:
+        return await self.store.get(name)
+
+    async def _save(self, resource: Resource, actor: str, overwrite: bool) -> Resource:
+        connector = _typed(resource, self.store.model)
+        check_role_name(connector.metadata.name)  # the same rule: it is a path segment
+        if overwrite and not connector.spec.client_secret:
+            try:
+                stored = await self.store.get(connector.metadata.name)
+            except NotFound:
+                pass
+            else:
+                connector = connector.model_copy(update={"spec": connector.spec.model_copy(
+                    update={"client_secret": stored.spec.client_secret})})
+        saved = await (self.store.put(connector) if overwrite else self.store.create(connector))
+        await self.ctx.audit(self.created, actor, name=connector.metadata.name)
+        return saved
+
+    async def create(self, resource: Resource, actor: str) -> Resource:
+        return await self._save(resource, actor, overwrite=False)
+
+    async def upsert(self, resource: Resource, actor: str) -> Resource:
+        return await self._save(resource, actor, overwrite=True)
+
+    async def delete(self, name: str, actor: str) -> None:
+        await self.store.delete(name)
+        await self.ctx.audit(self.deleted, actor, name=name)
 
 
 class _ReadOnly:

@@ -2,8 +2,8 @@
 
 `accounts` (users and signup), `logins` (password, OTP, lockout), `certs` (CAs and every
 certificate), `hosts` (join tokens, joining, presence), `sessions` (recordings, live
-sessions), `web` (the proxies' browser sessions) and `resources` (roles, locks, and the one
-store per kind behind the resource routes). Handlers in `teleport.auth.api` authorize
+sessions), `web` (the proxies' browser sessions), `resources` (roles, locks, connectors, and the one
+store per kind behind the resource routes) and `sso` (GitHub and OIDC logins). Handlers in `teleport.auth.api` authorize
 the caller (`teleport.rbac`) and then call one method of one part.
 """
 
@@ -19,15 +19,18 @@ from teleport.auth.hosts import Hosts
 from teleport.auth.logins import LOGIN_POLICY, Logins
 from teleport.auth.resources import Resources
 from teleport.auth.sessions import Sessions
+from teleport.auth.sso import SSO
 from teleport.auth.websessions import WebSessions
 from teleport.backend.base import Backend
 from teleport.events import emitter as ev
 from teleport.services.authorities import CAService
+from teleport.services.connectors import ConnectorService
 from teleport.services.live_sessions import LiveSessionService
 from teleport.services.locks import LockService
 from teleport.services.login_attempts import LoginAttemptService
 from teleport.services.presence import PresenceService
 from teleport.services.roles import RoleService
+from teleport.services.sso_requests import SSORequestService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
 from teleport.services.web_sessions import WebSessionService
@@ -45,6 +48,7 @@ class AuthServer:
         attempts = LoginAttemptService(backend, LOGIN_POLICY)
         web_sessions = WebSessionService(backend)
         roles, locks = RoleService(backend), LockService(backend)
+        connectors = ConnectorService(backend)
         self.accounts = Accounts(self.ctx, UserService(backend), tokens, attempts, web_sessions,
                                  check_roles=roles.require, locks=locks)
         self.certs = CertIssuer(self.ctx, CAService(backend), presence, self.accounts)
@@ -52,8 +56,11 @@ class AuthServer:
         self.hosts = Hosts(self.ctx, tokens, presence, self.certs)
         self.sessions = Sessions(self.ctx, presence, LiveSessionService(backend))
         self.web = WebSessions(self.ctx, self.accounts, self.logins, self.certs, web_sessions)
-        self.resources = Resources(self.ctx, roles, locks, self.accounts, self.hosts, self.certs)
+        self.resources = Resources(self.ctx, roles, locks, self.accounts, self.hosts, self.certs,
+                                   connectors)
         self.certs.roleset = self.resources.roleset  # certificates carry what the roles allow
+        self.sso = SSO(self.ctx, connectors, SSORequestService(backend), self.accounts,
+                       self.certs, self.web)
 
     async def init(self) -> None:
         """Create the cluster name and CAs on first start; later starts load them."""

@@ -9,6 +9,7 @@ serves any session, and deleting or locking the user ends them all (`Accounts`).
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from teleport.auth import access
 from teleport.auth.accounts import Accounts
@@ -25,6 +26,7 @@ from teleport.services.web_sessions import (
     idle_deadline,
     new_secret,
 )
+from teleport.types.resources import User
 
 
 def _new_keys() -> tuple[bytes, bytes]:
@@ -48,6 +50,13 @@ class WebSessions:
         """Log a user in as `tsh login` does and store a new session with fresh certificates."""
         started = self.ctx.clock.now()
         user = await self.logins.counted(username, password, otp_code, remote_addr)
+        return await self.start(user, method="local", remote_addr=remote_addr, started=started)
+
+    async def start(self, user: User, *, method: str, remote_addr: str = "",
+                    started: datetime | None = None) -> WebSessionRecord:
+        """Store a new session for a user already authenticated (a password, an SSO login)."""
+        started = started or self.ctx.clock.now()
+        username = user.metadata.name
         created = self.ctx.clock.now()
         ssh_key, tls_key = await asyncio.to_thread(_new_keys)
         certs = await self.certs.issue_user_certs(
@@ -71,7 +80,7 @@ class WebSessions:
         except AccessDenied:
             await self.store.delete(username, record.id)
             raise
-        await self.ctx.audit(ev.USER_LOGIN, username, method="local", success=True,
+        await self.ctx.audit(ev.USER_LOGIN, username, method=method, success=True,
                              addr_remote=remote_addr)
         return record
 

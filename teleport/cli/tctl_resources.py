@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from teleport.cli.common import flag_duration, table
 from teleport.errors import AlreadyExists, BadParameter, NotFound
 from teleport.types.codec import dump_yaml, parse_yaml, to_dict
-from teleport.types.registry import KINDS_REGISTRY, ResourceKind, lookup
+from teleport.types.registry import KINDS_REGISTRY, ResourceKind, lookup, lookup_many
 from teleport.types.resource import Resource
 
 if TYPE_CHECKING:
@@ -33,6 +33,8 @@ def add_parsers(sub: Any) -> None:
     get = sub.add_parser("get", help=f"Print resources: <kind>[/<name>] or all (kinds: {kinds})")
     get.add_argument("ref")
     get.add_argument("--format", choices=FORMATS, default="yaml")
+    get.add_argument("--with-secrets", action="store_true",
+                     help="include connectors' client secrets (hidden by default)")
     create = sub.add_parser("create", help="Create resources from a YAML file (`tctl get` output)")
     create.add_argument("filename", nargs="?")
     create.add_argument("-f", "--force", action="store_true", help="overwrite existing resources")
@@ -58,13 +60,17 @@ def split_ref(ref: str) -> tuple[ResourceKind, str]:
 
 async def get(args: argparse.Namespace, client: AuthClient) -> int:
     """Print resources as YAML (re-creatable with `tctl create`), a JSON array or tables."""
+    secrets = args.with_secrets
+    word, _, name = args.ref.partition("/")
     if args.ref == ALL:
         kinds = [k for k in KINDS_REGISTRY.values() if k.in_get_all]
-        found = [(k, await client.list_resources(k.name)) for k in kinds]
+        found = [(k, await client.list_resources(k.name, with_secrets=secrets)) for k in kinds]
+    elif not name:  # a kind, or several (`connectors`)
+        found = [(k, await client.list_resources(k.name, with_secrets=secrets))
+                 for k in lookup_many(word)]
     else:
         kind, name = split_ref(args.ref)
-        found = [(kind, [await client.get_resource(kind.name, name)] if name
-                  else await client.list_resources(kind.name))]
+        found = [(kind, [await client.get_resource(kind.name, name, with_secrets=secrets)])]
     if args.format == "json":
         print(json.dumps([to_dict(r) for _, rs in found for r in rs], indent=2))
     elif args.format == "text":

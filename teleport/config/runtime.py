@@ -86,6 +86,7 @@ class AuthConfig(_Frozen):
     static_tokens: list[StaticToken]
     second_factor: SecondFactor
     auth_type: AuthType
+    connector_name: str
     u2f: U2F | None
     session_recording: SessionRecording
     license_file: Path | None
@@ -320,6 +321,7 @@ def _auth(section: AuthService, enabled: bool, data_dir: Path) -> AuthConfig:
         static_tokens=tokens,
         second_factor=section.authentication.second_factor,
         auth_type=section.authentication.type,
+        connector_name=section.authentication.connector_name,
         u2f=section.authentication.u2f,
         session_recording=section.session_recording,
         license_file=license_file,

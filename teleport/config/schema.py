@@ -273,7 +273,9 @@ class U2F(_Model):
 
 
 class Authentication(_Model):
-    type: Annotated[AuthType, _only(("local",), "use local")] = "local"
+    type: Annotated[AuthType, _only(("local", "github", "oidc"), "use local, github or oidc")] = "local"
+    #: The connector `tsh login` and the web UI use first when `type` is github or oidc.
+    connector_name: str = ""
     second_factor: Annotated[SecondFactor, _only(("otp", "off"), "use otp or off")] = "otp"
     u2f: Annotated[U2F | None, _unset("U2F", "use second_factor otp")] = None
 

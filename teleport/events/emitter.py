@@ -40,10 +40,15 @@ ROLE_CREATED = "role.created"  # a role created or changed (Teleport writes both
 ROLE_DELETED = "role.deleted"
 LOCK_CREATED = "lock.created"
 LOCK_DELETED = "lock.deleted"
+GITHUB_CREATED = "github.created"  # SSO connectors, created or changed, as Teleport names them
+GITHUB_DELETED = "github.deleted"
+OIDC_CREATED = "oidc.created"
+OIDC_DELETED = "oidc.deleted"
 ADMIN_CHANGES = frozenset({USER_CREATE, USER_UPDATE, USER_DELETE, JOIN_TOKEN_CREATE,
                            JOIN_TOKEN_DELETE, RESET_PASSWORD_TOKEN_CREATE,
                            RESET_PASSWORD_TOKEN_DELETE, ROLE_CREATED, ROLE_DELETED,
-                           LOCK_CREATED, LOCK_DELETED})
+                           LOCK_CREATED, LOCK_DELETED, GITHUB_CREATED, GITHUB_DELETED,
+                           OIDC_CREATED, OIDC_DELETED})
 #: Recorded by the auth server itself only: a host sending one would be forging it.
 AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, *ADMIN_CHANGES})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

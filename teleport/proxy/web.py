@@ -34,6 +34,7 @@ from teleport.api.web_models import (
     SignupInfoAnswer,
     SignupRequest,
     SSHProxySettings,
+    SSOConnectorInfo,
     WebContext,
     WebLoginAnswer,
     WebLoginRequest,
@@ -45,7 +46,7 @@ from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
-from teleport.proxy import web_pages, webadmin, webterminal, webtls
+from teleport.proxy import web_pages, webadmin, websso, webterminal, webtls
 from teleport.proxy.websession import (
     WebSessions,
     check_origin,
@@ -110,7 +111,7 @@ class WebProxy:
         self._revoked = revoked
         self.hsts = hsts
         self.deadlines = deadlines
-        self._login_limiter = RateLimiter(LOGIN_RATE_PER_MINUTE, LOGIN_BURST, clock)
+        self.login_limiter = RateLimiter(LOGIN_RATE_PER_MINUTE, LOGIN_BURST, clock)
         self.cluster_name = cluster_name
         self.public_addr = public_addr
         #: Announced in the ping for nodes behind NAT; set by the process once it listens.
@@ -229,6 +230,7 @@ class WebProxy:
         app.router.add_get("/webapi/sites/{cluster}/sessions/{sid}/stream", self.stream_recording)
         app.router.add_get("/webapi/sites/{cluster}/active_sessions", self.list_active_sessions)
         webadmin.WebAdmin(self).add_routes(app)  # admin pages and the audit log
+        websso.WebSSO(self).add_routes(app)  # GitHub and OIDC logins
         return app
 
     # --- pages -----------------------------------------------------------------------------
@@ -278,7 +280,11 @@ class WebProxy:
         auth = await self.auth.ping()
         return httpserver.json_answer(WebPing(
             cluster_name=self.cluster_name, server_version=__version__,
-            auth=AuthSettingsAnswer(type="local", second_factor=auth.second_factor),
+            auth=AuthSettingsAnswer(
+                type=auth.auth_type, second_factor=auth.second_factor,
+                connector_name=auth.connector_name,
+                connectors=[SSOConnectorInfo(kind=c.kind, name=c.name, display=c.display)
+                            for c in auth.connectors]),
             proxy=ProxySettings(ssh=SSHProxySettings(public_addr=self.ssh_public_addr,
                                                      tunnel_public_addr=self.tunnel_public_addr))))
 
@@ -294,7 +300,7 @@ class WebProxy:
 
     async def complete_signup(self, request: web.Request) -> web.Response:
         """Set the new user's password (and OTP device) through the auth server."""
-        self._login_limiter.check(request.remote or "")
+        self.login_limiter.check(request.remote or "")
         body = httpserver.parse_model(SignupRequest, await httpserver.read_json(request))
         user = await self.auth.complete_signup(_token(body.token), body.password,
                                                body.second_factor_token or "")
@@ -302,7 +308,7 @@ class WebProxy:
 
     async def ssh_certs(self, request: web.Request) -> web.Response:
         """Log a user in and return certificates, the way `tsh login` expects them."""
-        self._login_limiter.check(request.remote or "")
+        self.login_limiter.check(request.remote or "")
         body = httpserver.parse_model(LoginRequest, await httpserver.read_json(request))
         ttl = parse_duration(body.ttl) if body.ttl else None
         if ttl is not None and ttl <= timedelta(0):
@@ -320,7 +326,7 @@ class WebProxy:
 
     async def web_login(self, request: web.Request) -> web.Response:
         """Log a browser in with password and code; answer the bearer token, set the cookie."""
-        self._login_limiter.check(request.remote or "")
+        self.login_limiter.check(request.remote or "")
         check_origin(request, required=False)
         body = httpserver.parse_model(WebLoginRequest, await httpserver.read_json(request))
         session = await self.auth.create_web_session(

@@ -114,6 +114,19 @@ def app_shell(*, cluster_name: str, bearer: str, user: str) -> str:
             '</head><body><div id="app"></div></body></html>\n')
 
 
+def sso_done_page(user: str) -> str:
+    """What a browser sees after a GitHub or OIDC login: on to the UI, from this origin.
+
+    A refresh from this page is a same-site navigation, so the SameSite=Strict session cookie
+    goes with it (it would not on a redirect at the end of the provider's chain).
+    """
+    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta http-equiv="refresh" content="0;url=/web">'
+            f"<title>Logged in</title><style>{_CSS}</style></head>"
+            f"<body><main><h1>Logged in as {escape(user)}</h1>"
+            '<p><a href="/web">Continue to Teleport</a></p></main></body></html>\n')
+
+
 def qr_svg(uri: str) -> str:
     """Render a URI as an inline SVG QR code, so authenticator apps can scan it."""
     return str(segno.make(uri, error="m").svg_inline(scale=4, svgclass="qr", title="QR code for your authenticator app"))

@@ -280,6 +280,8 @@ class TeleportProcess:
         settings = AuthSettings(
             cluster_name=cfg.auth.cluster_name,
             second_factor=cfg.auth.second_factor,
+            auth_type=cfg.auth.auth_type,
+            connector_name=cfg.auth.connector_name,
             ca_signature_algo=cfg.ca_signature_algo,
             static_tokens=tuple(cfg.auth.static_tokens),
             # --- session recordings (issue 5, recording engineer; lead to review) ---

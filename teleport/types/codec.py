@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from teleport.config import yamlsafe
 from teleport.errors import BadParameter
+from teleport.types.connectors import GithubConnector, OIDCConnector
 from teleport.types.locks import Lock
 from teleport.types.resource import Resource
 from teleport.types.resources import (
@@ -36,6 +37,8 @@ KINDS: dict[str, type[Resource]] = {
     "cluster_name": ClusterName,
     "role": Role,
     "lock": Lock,
+    "github": GithubConnector,
+    "oidc": OIDCConnector,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from teleport.errors import BadParameter
+from teleport.types.connectors import GithubConnector, OIDCConnector
 from teleport.types.locks import Lock
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User
@@ -26,8 +27,11 @@ class ResourceKind:
     aliases: tuple[str, ...]
     #: The resource a role's rules name for it (`teleport.types.roles.RULE_RESOURCES`).
     rule_resource: str
-    #: Holds private keys: they are dropped before the resource leaves the auth server.
+    #: Holds secrets (`without_secrets()`): dropped before the resource leaves the auth server.
     has_secrets: bool = False
+    #: Its secrets leave when asked (`tctl get --with-secrets`, a client secret); a CA's
+    #: private keys never do.
+    secrets_on_request: bool = False
     #: `tctl create` may store it (a CA or a node announcement is made by the cluster itself).
     creatable: bool = True
     #: Listed by `tctl get all` (in this table's order: what must exist before what).
@@ -48,7 +52,14 @@ _KINDS = (
                  "cert_authority", has_secrets=True, creatable=False),
     ResourceKind("lock", Lock, ("locks",), "lock", auto_name=True),
     ResourceKind("node", Server, ("nodes",), "node", creatable=False),
+    ResourceKind("github", GithubConnector, ("githubs",), "github", has_secrets=True,
+                 secrets_on_request=True),
+    ResourceKind("oidc", OIDCConnector, ("oidcs",), "oidc", has_secrets=True,
+                 secrets_on_request=True),
 )
+#: Names that stand for several kinds in `tctl get` (the manual's `tctl get connectors`).
+GROUPS: dict[str, tuple[str, ...]] = {"connectors": ("github", "oidc"),
+                                      "connector": ("github", "oidc")}
 #: Kinds by name, in `tctl get all` order.
 KINDS_REGISTRY: dict[str, ResourceKind] = {k.name: k for k in _KINDS}
 _BY_ALIAS: dict[str, ResourceKind] = {a: k for k in _KINDS for a in (k.name, *k.aliases)}
@@ -57,7 +68,18 @@ _BY_ALIAS: dict[str, ResourceKind] = {a: k for k in _KINDS for a in (k.name, *k.
 def lookup(name: str) -> ResourceKind:
     """Return the kind a name or alias means (`roles`, `role`), or refuse it in one line."""
     kind = _BY_ALIAS.get(name.lower())
+    if kind is None and name.lower() in GROUPS:
+        raise BadParameter(f"{name!r} names several kinds: use "
+                           + " or ".join(f"{k}/<name>" for k in GROUPS[name.lower()]))
     if kind is None:
         raise BadParameter(f"unsupported resource {name!r}: use one of "
                            + ", ".join(k.plural for k in _KINDS))
     return kind
+
+
+def lookup_many(name: str) -> tuple[ResourceKind, ...]:
+    """Return the kinds a name means: one kind, or each kind of a group (`connectors`)."""
+    group = GROUPS.get(name.lower())
+    if group is not None:
+        return tuple(KINDS_REGISTRY[k] for k in group)
+    return (lookup(name),)

@@ -52,3 +52,7 @@ class Resource(Model):
 
     def expired(self, now: datetime) -> bool:
         return self.metadata.expires is not None and self.metadata.expires <= now
+
+    def without_secrets(self) -> Resource:
+        """The resource as it may leave the auth server; kinds holding secrets override it."""
+        return self

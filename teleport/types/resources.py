@@ -26,9 +26,18 @@ class CreatedByUser(Model):
     name: str = ""
 
 
+class ConnectorRef(Model):
+    """The SSO connector that made a temporary user, and who the provider said they are."""
+
+    type: str
+    id: str
+    identity: str = ""
+
+
 class CreatedBy(Model):
     time: Time = ZERO_TIME
     user: CreatedByUser = Field(default_factory=CreatedByUser)
+    connector: ConnectorRef | None = None
 
 
 class UserSpec(Model):

@@ -140,6 +140,8 @@ function loginPage() {
       document.getElementById("login-password").select();
     }
   });
+  const sso = h("nav", {id: "login-sso", class: "sso", "aria-label": "Single sign-on", hidden: true});
+  form.append(sso);
   app.replaceChildren(
     h("header", {class: "topbar topbar-plain"},
       h("div", {class: "brand"},
@@ -147,6 +149,26 @@ function loginPage() {
         h("span", {class: "brand-name"}, "Teleport"))),
     h("main", {id: "main", class: "center"}, form));
   document.getElementById("login-user").focus();
+  showConnectors(sso);
+}
+
+/** One button per GitHub or OIDC connector the cluster offers (from the ping). */
+async function showConnectors(nav) {
+  let ping;
+  try {
+    ping = await api("GET", "/webapi/ping");
+  } catch {
+    return; // the password form still works
+  }
+  const connectors = (ping.auth && ping.auth.connectors) || [];
+  if (!connectors.length) return;
+  nav.replaceChildren(h("p", {class: "sso-title"}, "Or log in with"),
+    ...connectors.map((c) => h("a", {
+      class: "btn btn-secondary sso-button", "data-connector": c.name,
+      href: `/webapi/${encodeURIComponent(c.kind)}/login/web?` +
+        new URLSearchParams({connector_id: c.name}).toString(),
+    }, c.display || c.name)));
+  nav.hidden = false;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -30,8 +30,6 @@ UNSUPPORTED = [
      3, "auth_service.authentication.second_factor"),
     ("auth_service:\n  authentication:\n    u2f:\n      app_id: https://localhost:3080\n",
      3, "auth_service.authentication.u2f"),
-    ("auth_service:\n  authentication:\n    type: github\n", 3, "auth_service.authentication.type"),
-    ("auth_service:\n  authentication:\n    type: oidc\n", 3, "auth_service.authentication.type"),
     ("auth_service:\n  authentication:\n    type: saml\n", 3, "auth_service.authentication.type"),
     ("auth_service:\n  license_file: /var/lib/teleport/license.pem\n", 2,
      "auth_service.license_file"),
@@ -68,6 +66,8 @@ def test_unsupported_key_is_refused_with_one_line(text: str, line: int, key: str
     "auth_service:\n  authentication:\n    type: local\n    second_factor: 'off'\n",
     "teleport:\n  storage:\n    type: sqlite\n  cache:\n    type: in-memory\n",
     "auth_service:\n  disconnect_expired_cert: yes\n  client_idle_timeout: 5m\n",
+    "auth_service:\n  authentication:\n    type: github\n",
+    "auth_service:\n  authentication:\n    type: oidc\n    connector_name: corp\n",
 ])
 def test_what_is_done_anyway_still_loads(text: str) -> None:
     parse_file_config(text, "teleport.yaml")
