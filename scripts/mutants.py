@@ -44,6 +44,8 @@ class Mutation:
 _LOGINS = "teleport/auth/logins.py"
 _RULES = "teleport/rbac/rules.py"
 _SSH = "teleport/keys/ssh.py"
+_SSO = "teleport/auth/sso.py"
+_SSO_TESTS = "tests/integration/auth/test_sso_oidc.py::"
 _SSH_TESTS = ("tests/unit/keys/test_ssh.py", "tests/unit/sshutils/test_auth.py")
 
 MUTATIONS = (
@@ -192,6 +194,26 @@ MUTATIONS = (
         "                            allowed=(Caller.PROXY, Caller.NODE), cluster=cluster)\n",
         ("tests/unit/sshutils/test_clientaddr.py::"
          "test_only_a_proxy_of_this_cluster_may_name_an_address",)),
+    Mutation(
+        "accept an ID token of another login (nonce)", _SSO,
+        '        if not hmac.compare_digest(str(claims.get("nonce", "")), request.nonce):\n',
+        "        if False:\n",
+        (_SSO_TESTS + "test_wrong_nonce_audience_issuer_or_expiry_are_refused",)),
+    Mutation(
+        "accept an ID token for another client (audience)", _SSO,
+        "        if connector.spec.client_id not in audiences:\n",
+        "        if False:\n",
+        (_SSO_TESTS + "test_wrong_nonce_audience_issuer_or_expiry_are_refused",)),
+    Mutation(
+        "let a login state be used twice", "teleport/services/sso_requests.py",
+        "        await self.backend.delete(item.key)  # NotFound when another callback took it first\n",
+        "",
+        (_SSO_TESTS + "test_a_replayed_or_forged_state_is_refused_and_audited",)),
+    Mutation(
+        "send tsh's certificates to any address", _SSO,
+        "    if (parts.scheme != \"http\" or host not in _LOOPBACK_CALLBACK_HOSTS or parts.port is None\n",
+        "    if (False and parts.port is None\n",
+        (_SSO_TESTS + "test_tshs_answer_may_only_go_to_a_loopback_callback",)),
 )
 
 
