@@ -23,13 +23,24 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
                              "login pins the certificate it accepted for later commands")
 
 
+def _login_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """The login flags Teleport also takes before the command (`tsh --auth=github login`)."""
+    parser.add_argument("--auth", default=default, metavar="local|github|oidc|<connector>",
+                        help="how to log in: local (password), or a single sign-on connector "
+                             "by kind or name (default: the cluster's authentication type)")
+    parser.add_argument("--browser", default=default, choices=["none"],
+                        help="none: do not open a browser for single sign-on, only print the link")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsh", description="Teleport client: log in and ssh into nodes.")
     _common(parser, None)
+    _login_flags(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     quiet = argparse.SUPPRESS
     login = sub.add_parser("login", help="Log in to a cluster and retrieve certificates")
     _common(login, quiet)
+    _login_flags(login, quiet)
     login.add_argument("--ttl", help="certificate lifetime: minutes or a duration like 12h (default 12h)")
     sub.add_parser("logout", help="Delete the profile and its keys")
     sub.add_parser("status", help="Show the current login")
@@ -121,7 +132,18 @@ async def _login(args: argparse.Namespace) -> int:
     ttl = _ttl(getattr(args, "ttl", None))  # a bad --ttl fails before any prompt
     async with WebClient(args.proxy if ":" in args.proxy else f"{args.proxy}:3080",
                          insecure=bool(args.insecure)) as web:
-        second_factor = (await web.ping()).auth.second_factor
+        settings = (await web.ping()).auth
+    second_factor = settings.second_factor
+    if args.auth != "local" and (args.auth or settings.type not in ("local", "")):
+        from teleport.client import sso  # aiohttp's server parts: only for single sign-on
+
+        connector = sso.choose_connector(args.auth, settings)
+        if connector is not None:  # the provider decides who logs in: --user does not count
+            profile = await sso.sso_login(args.proxy, connector, ttl=ttl,
+                                          insecure=bool(args.insecure),
+                                          browser=args.browser != "none")
+            _print_status(profile)
+            return 0
     password = _prompt(f"Enter password for Teleport user {user}", secret=True)
     otp = _prompt("Enter your OTP token", secret=False) if second_factor not in ("off", "") else ""
     profile = await login(args.proxy, user, password, otp, ttl=ttl,

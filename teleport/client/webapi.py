@@ -110,6 +110,12 @@ class WebClient:
                               ttl=format_duration(ttl) if ttl else "")
         return await self._http.call("POST", "/webapi/ssh/certs", body, answer=LoginResponse)
 
+    async def sso_console_login(self, kind: str, body: w.SSOConsoleRequest) -> str:
+        """Start a single sign-on login for tsh; return the provider URL its browser opens."""
+        answer = await self._http.call("POST", f"/webapi/{quote(kind, safe='')}/login/console",
+                                       body, answer=w.SSOConsoleAnswer)
+        return answer.redirect_url
+
     async def list_nodes(self, cluster: str) -> list[w.NodeInfo]:
         """List the cluster's nodes; needs the client certificate of a login."""
         return await self._http.call("GET", f"/webapi/sites/{quote(cluster, safe='')}/nodes",
