@@ -68,8 +68,9 @@ def test_tsh_logs_in_through_github_and_ssh_uses_the_teams_logins(
     assert out.strip() == "root"
     (login,) = logins_of(cluster, "octo", method="github", success=True)
     assert login["connector"] == "github"
-    # The secret reached GitHub, never the audit log.
+    # The secret reached GitHub, never the audit log or the daemon's log.
     assert CLIENT_SECRET not in str(cluster.audit_events())
+    assert CLIENT_SECRET not in cluster.log()
 
 
 def test_a_github_user_in_no_mapped_team_is_refused(
