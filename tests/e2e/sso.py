@@ -29,12 +29,13 @@ def wait_for_connector(cluster: Cluster, name: str, timeout: float = 15) -> None
     raise AssertionError(f"the proxy's ping never listed connector {name!r}")
 
 
-def tsh_sso_login(cluster: Cluster, auth: str, sign_in: Callable[[str], Any], *extra: str,
-                  timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `tsh login --auth=<auth> --browser=none`, sign in at the link it prints, return tsh's
-    result (stdout holds the link and tsh's report)."""
+def tsh_sso_login(cluster: Cluster, auth: str | None, sign_in: Callable[[str], Any],
+                  *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `tsh login [--auth=<auth>] --browser=none`, sign in at the link it prints, return
+    tsh's result (stdout holds the link and tsh's report). No auth: the cluster's default."""
+    flags = [f"--auth={auth}"] if auth is not None else []
     proc = subprocess.Popen(
-        [str(BIN / "tsh"), "login", f"--proxy={cluster.web_addr}", f"--auth={auth}",
+        [str(BIN / "tsh"), "login", f"--proxy={cluster.web_addr}", *flags,
          "--browser=none", "--insecure", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
         env={**os.environ, **cluster.env})
