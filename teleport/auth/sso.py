@@ -42,7 +42,13 @@ from teleport.auth.accounts import Accounts
 from teleport.auth.certs import DEFAULT_CERT_TTL, CertIssuer
 from teleport.auth.context import AuthContext
 from teleport.auth.websessions import WebSessions
-from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
+from teleport.errors import (
+    AccessDenied,
+    BadParameter,
+    ConnectionProblem,
+    NotFound,
+    TeleportError,
+)
 from teleport.events import emitter as ev
 from teleport.rbac import sso as mapping
 from teleport.services.connectors import ConnectorService
@@ -227,7 +233,7 @@ class SSO:
                                "login again").mark_audited() from None
         try:
             return await self._complete(kind, request, body)
-        except (AccessDenied, BadParameter, NotFound, ConnectionProblem) as err:
+        except TeleportError as err:
             await self._audit_failure(kind, request.connector, str(err), body.remote_addr)
             if request.flow == "console":
                 return SSOCallbackDone(username="", flow="console", client_redirect_url=_with_query(

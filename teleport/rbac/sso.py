@@ -17,6 +17,10 @@ from teleport.types.connectors import ClaimMapping, GithubConnector, OIDCConnect
 
 #: The trait `{{internal.logins}}` reads.
 LOGINS_TRAIT = "logins"
+#: An ID token's protocol claims: about the token, not the person, and new at every login, so
+#: they are not kept as traits (nor carried in certificates).
+PROTOCOL_CLAIMS = frozenset({"iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash",
+                             "auth_time", "azp", "sid", "jti", "acr", "amr"})
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def oidc_identity(connector: OIDCConnector, claims: Mapping[str, Any]) -> SSOIde
     if not roles:
         raise AccessDenied(f"user {names[0]!r}: no claims_to_roles mapping of connector "
                            f"{connector.name!r} matches their claims, so they have no role")
-    traits = {k: v for k, v in ((k, claim_values(c)) for k, c in claims.items()) if v}
+    traits = {k: v for k, v in ((k, claim_values(c)) for k, c in claims.items()
+                                if k not in PROTOCOL_CLAIMS) if v}
     return SSOIdentity(names[0], tuple(roles), traits)
 
 

@@ -38,12 +38,14 @@ def test_an_oidc_identity_takes_its_name_from_the_username_claim_and_keeps_claim
     connector = _oidc({"claim": "groups", "value": "dev", "roles": ["access"]})
     identity = oidc_identity(connector, {"email": "ann@example.com", "groups": ["dev"],
                                          "logins": ["ann", "ubuntu"], "email_verified": True,
-                                         "address": {"country": "x"}})
+                                         "address": {"country": "x"}, "nonce": "n1",
+                                         "exp": 1, "iss": "https://idp.example.com"})
     assert identity.username == "ann@example.com"
     assert identity.roles == ("access",)
     assert identity.traits["logins"] == ["ann", "ubuntu"]
     assert identity.traits["email_verified"] == ["true"]
     assert "address" not in identity.traits
+    assert not {"nonce", "exp", "iss"} & set(identity.traits)  # about the token, not Ann
 
 
 def test_an_oidc_identity_with_no_mapped_claim_or_no_name_is_refused() -> None:
