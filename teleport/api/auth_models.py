@@ -65,6 +65,9 @@ class PingAnswer(Answer):
     auth_type: str = "local"
     connector_name: str = ""
     connectors: list[ConnectorInfo] = []
+    #: WebAuthn: the RP ID ("" = keys not used) and whether a resident key logs in alone.
+    webauthn_rp_id: str = ""
+    allow_passwordless: bool = False
 
 
 class SignupRequest(Request):

@@ -7,6 +7,7 @@ and the web UI speak. Recordings and live sessions travel as the auth API lists 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -28,12 +29,19 @@ class SSOConnectorInfo(Answer):
     display: str = ""
 
 
+class WebauthnSettings(Answer):
+    rp_id: str = ""
+
+
 class AuthSettingsAnswer(Answer):
     type: str = "local"
     second_factor: str = "otp"
     #: The connector `authentication.connector_name` names ("" for local logins).
     connector_name: str = ""
     connectors: list[SSOConnectorInfo] = []
+    #: Security keys (Teleport's names): absent when the cluster uses none.
+    webauthn: WebauthnSettings | None = None
+    allow_passwordless: bool = False
 
 
 class SSHProxySettings(Answer):
@@ -71,6 +79,9 @@ class SignupRequest(Request):
     token: str
     password: str = Field(min_length=1)
     second_factor_token: str | None = None
+    #: A security key registered instead of the OTP code (`webauthn`, `on`, `optional`).
+    webauthn_creation_response: dict[str, Any] | None = None
+    device_name: str = ""
 
 
 class SignupDone(Answer):

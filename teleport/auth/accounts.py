@@ -17,6 +17,7 @@ from teleport.events import emitter as ev
 from teleport.rbac.subject import DEFAULT_USER_ROLES
 from teleport.services.locks import LockService
 from teleport.services.login_attempts import LoginAttemptService
+from teleport.services.mfa_devices import MFADeviceService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
 from teleport.services.web_sessions import WebSessionService
@@ -53,6 +54,8 @@ class Accounts:
         self.check_roles = check_roles
         #: The locks (`tctl lock`) logins and every call of a user are checked against.
         self.locks = locks
+        #: The users' MFA devices, forgotten with the user (set by `AuthServer`).
+        self.mfa_devices: MFADeviceService | None = None
 
     async def list_users(self) -> list[User]:
         return await self.users.users.list()
@@ -110,6 +113,8 @@ class Accounts:
         answer is the 8h reset link that sets new ones (roles, logins and traits are kept)."""
         user = await self.users.users.get(name)
         await self.users.clear_credentials(name)
+        if self.mfa_devices is not None:
+            await self.mfa_devices.delete_all(name)  # reset: every key re-registers
         await self._lift_login_lockout(user)
         await self.web_sessions.delete_all(name)
         return await self.create_signup_token(name, actor=actor, ttl=usertokens.RESET_TOKEN_TTL,
@@ -141,8 +146,12 @@ class Accounts:
         return SignupInfo(user=record.spec.user, otp_secret=secret, otp_uri=uri, expires=expires,
                           second_factor=self.ctx.settings.second_factor, usage=record.spec.usage)
 
-    async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
+    async def complete_signup(self, token: str, password: str, otp_code: str, *,
+                              webauthn_device: bool = False) -> User:
         """Set the password (and enroll the OTP device) with a signup token, burnt first.
+
+        `webauthn_device`: the caller (`auth.mfa`) registered a WebAuthn key for this signup,
+        which stands as the second factor; without one, `second_factor: webauthn` refuses.
 
         The token is claimed with one atomic delete before anything is written, so of two
         simultaneous signups with one token exactly one sets a password.
@@ -159,7 +168,11 @@ class Accounts:
             raise AccessDenied(f"user {user!r} has expired: ask an administrator for a new account")
         secret = await self.tokens.signup_otp_secret(token)
         code = passwords.normalize_otp(otp_code)
-        second_factor = self.ctx.settings.second_factor != "off"
+        mode = self.ctx.settings.second_factor
+        if mode == "webauthn" and not webauthn_device:
+            raise BadParameter("this cluster's second factor is a security key: register one")
+        second_factor = not webauthn_device and (
+            mode in ("otp", "on") or (mode == "optional" and bool(otp_code)))
         if second_factor:
             if code is None or not pyotp.TOTP(secret).verify(code, for_time=now, valid_window=1):
                 await self.ctx.audit(ev.AUTH, user, success=False,
@@ -219,6 +232,8 @@ class Accounts:
     async def delete_user(self, name: str, *, actor: str = "") -> None:
         """Delete a user; the tombstone makes nodes and proxies refuse certificates issued before."""
         await self.users.delete_user(name)
+        if self.mfa_devices is not None:
+            await self.mfa_devices.delete_all(name)
         await access.record_deletion(self.ctx.backend, name, self.ctx.clock.now())
         await self.web_sessions.delete_all(name)
         await self.ctx.audit(ev.USER_DELETE, actor, name=name)

@@ -128,6 +128,8 @@ async def ping(call: Call) -> Any:
                       client_idle_timeout_seconds=call.auth.settings.client_idle_seconds,
                       auth_type=call.auth.settings.auth_type,
                       connector_name=call.auth.settings.connector_name,
+                      webauthn_rp_id=call.auth.settings.webauthn_rp_id,
+                      allow_passwordless=call.auth.settings.passwordless,
                       connectors=[ConnectorInfo(kind=k, name=n, display=d)
                                   for k, n, d in await call.auth.sso.public_connectors()])
 
@@ -415,6 +417,7 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
 from teleport.auth import (  # noqa: E402, F401
     api_access,
     api_events,
+    api_mfa,
     api_proxy,
     api_resources,
     api_sessions,

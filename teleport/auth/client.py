@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 from teleport.api import auth_models as m
 from teleport.api.http import HTTPClient
+from teleport.auth.client_mfa import MFACalls
 from teleport.auth.identity_file import IdentityFile
 from teleport.errors import ConnectionProblem
 from teleport.keys.tls import auth_server_name, identity_from_cert, ssl_client_context
@@ -29,7 +30,7 @@ WATCH_SILENCE = 45.0
 MAX_WATCH_LINE = 64 * 1024
 
 
-class AuthClient:
+class AuthClient(MFACalls):
     """Call the auth servers of one cluster, accepting only a server that proves the auth role.
 
     Every connection checks the server's certificate for `auth_server_name(cluster)`, which the

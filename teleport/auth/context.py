@@ -33,6 +33,12 @@ class AuthSettings:
     disconnect_expired_cert: bool = False
     #: Close sessions with no client input for this long; 0 never does.
     client_idle_seconds: float = 0.0
+    #: WebAuthn (`teleport.config.secondfactor`): the RP ID ("" = not usable), the exact
+    #: origins (the u2f facets; empty = https origins on the RP ID's host or under it), and
+    #: whether a resident key alone logs in.
+    webauthn_rp_id: str = ""
+    webauthn_origins: tuple[str, ...] = ()
+    passwordless: bool = False
 
 
 @dataclass

@@ -75,7 +75,7 @@ class Logins:
         return user
 
     async def authenticate(self, username: str, password: str, otp_code: str,
-                           remote_addr: str = "") -> User:
+                           remote_addr: str = "", *, password_only: bool = False) -> User:
         """Check password and OTP under the lockout policy; audit either way.
 
         Of any number of attempts sent at once, at most five wrong ones are checked, and none
@@ -92,7 +92,7 @@ class Logins:
             decided = False
             try:
                 user = await self._check_credentials(username, password, otp_code, attempt,
-                                                     remote_addr)
+                                                     remote_addr, password_only)
                 decided = True
                 return user
             except AccessDenied:
@@ -126,7 +126,8 @@ class Logins:
             await asyncio.sleep(0.05)
 
     async def _check_credentials(self, username: str, password: str, otp_code: str,
-                                 attempt: str, remote_addr: str) -> User:
+                                 attempt: str, remote_addr: str,
+                                 password_only: bool = False) -> User:
         """Judge one reserved attempt and record the outcome; raise AccessDenied on failure."""
         now = self.ctx.clock.now()
         user: User | None
@@ -152,10 +153,15 @@ class Logins:
         ok = await asyncio.to_thread(passwords.password_matches, password,
                                      pw_hash or passwords.dummy_hash())
         ok = ok and pw_hash is not None
-        if ok and self.ctx.settings.second_factor != "off":
-            ok = await self._check_otp(username, otp_code)
+        if ok and not password_only:
+            ok = await self._second_factor_ok(username, otp_code)
         if ok and user is not None:
-            await self.attempts.succeed(username, attempt, self.ctx.clock.now())
+            if password_only:
+                # The first step of a WebAuthn login: its outcome is counted when the key
+                # answers (`auth.mfa`), so a known password never clears failures by itself.
+                await self.attempts.cancel(username, attempt, self.ctx.clock.now())
+            else:
+                await self.attempts.succeed(username, attempt, self.ctx.clock.now())
             return user
         error = INVALID_LOGIN
         locked_until = await self.attempts.fail(username, attempt, self.ctx.clock.now())
@@ -175,6 +181,24 @@ class Logins:
                              locked_time=self.ctx.clock.now(), lock_expires=until)
         await self.users.users.put(
             user.model_copy(update={"spec": user.spec.model_copy(update={"status": status})}))
+
+    async def _second_factor_ok(self, username: str, code: str) -> bool:
+        """Judge the OTP part of a password login by `second_factor`: `webauthn` never passes
+        here (the key has its own path), `optional` asks for what the user registered."""
+        mode = self.ctx.settings.second_factor
+        if mode == "off":
+            return True
+        if mode == "optional" and not code:
+            try:
+                await self.users.get_totp_secret(username)
+                return False
+            except NotFound:
+                pass
+            devices = self.accounts.mfa_devices
+            return devices is None or not await devices.list(username)
+        if mode not in ("otp", "on", "optional"):
+            return False
+        return await self._check_otp(username, code)
 
     async def _check_otp(self, username: str, code: str) -> bool:
         normalized = passwords.normalize_otp(code)

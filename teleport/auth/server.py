@@ -3,7 +3,8 @@
 `accounts` (users and signup), `logins` (password, OTP, lockout), `certs` (CAs and every
 certificate), `hosts` (join tokens, joining, presence), `sessions` (recordings, live
 sessions), `web` (the proxies' browser sessions), `resources` (roles, locks, connectors, and the one
-store per kind behind the resource routes) and `sso` (GitHub and OIDC logins). Handlers in `teleport.auth.api` authorize
+store per kind behind the resource routes), `sso` (GitHub and OIDC logins) and `mfa`
+(WebAuthn keys at signup, at login and as a user's own devices). Handlers in `teleport.auth.api` authorize
 the caller (`teleport.rbac`) and then call one method of one part.
 """
 
@@ -17,6 +18,7 @@ from teleport.auth.certs import CertIssuer
 from teleport.auth.context import AuthContext, AuthSettings
 from teleport.auth.hosts import Hosts
 from teleport.auth.logins import LOGIN_POLICY, Logins
+from teleport.auth.mfa import MFA
 from teleport.auth.resources import Resources
 from teleport.auth.sessions import Sessions
 from teleport.auth.sso import SSO
@@ -28,6 +30,7 @@ from teleport.services.connectors import ConnectorService
 from teleport.services.live_sessions import LiveSessionService
 from teleport.services.locks import LockService
 from teleport.services.login_attempts import LoginAttemptService
+from teleport.services.mfa_devices import MFADeviceService
 from teleport.services.presence import PresenceService
 from teleport.services.roles import RoleService
 from teleport.services.sso_requests import SSORequestService
@@ -61,6 +64,9 @@ class AuthServer:
         self.certs.roleset = self.resources.roleset  # certificates carry what the roles allow
         self.sso = SSO(self.ctx, connectors, SSORequestService(backend), self.accounts,
                        self.certs, self.web)
+        devices = MFADeviceService(backend)
+        self.accounts.mfa_devices = devices  # forgotten with their user, reset with it
+        self.mfa = MFA(self.ctx, self.accounts, self.logins, attempts, self.web, devices)
 
     async def init(self) -> None:
         """Create the cluster name and CAs on first start; later starts load them."""

@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
-import re
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from webauthn import (
     generate_authentication_options,
@@ -49,6 +46,7 @@ from webauthn.helpers.structs import (
 )
 
 from teleport.auth.context import AuthContext
+from teleport.config.secondfactor import origins_from_facets, rp_id_from_app_id
 from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from teleport.events import emitter as ev
 from teleport.services.mfa_devices import (
@@ -61,64 +59,15 @@ from teleport.services.mfa_devices import (
 from teleport.types.mfa import MFADevice, MFADeviceSpec, WebauthnDevice, b64url, check_device_name
 from teleport.types.resource import Metadata
 
-#: Teleport's names for a device added or removed (to move into `events.emitter` when wired).
-MFA_ADD = "mfa.add"
-MFA_DELETE = "mfa.delete"
+#: Teleport's names for a device added or removed.
+MFA_ADD = ev.MFA_ADD
+MFA_DELETE = ev.MFA_DELETE
 METHOD = "webauthn"
 #: The browser's hint for how long to wait for a touch, in milliseconds: the challenge's life.
 TIMEOUT_MS = int(CHALLENGE_TTL.total_seconds() * 1000)
-_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 Credential = str | Mapping[str, Any]
-
-
-def rp_id_from_app_id(app_id: str) -> str:
-    """Return the WebAuthn RP ID for the manual's `u2f.app_id` (`https://localhost:3080` ->
-    `localhost`), as Teleport maps U2F to WebAuthn: the app ID's host name.
-
-    The manual allows a URL or the proxy's bare domain name; an IP address is refused, since
-    browsers accept no IP address as an RP ID.
-    """
-    value = app_id.strip()
-    if not value:
-        raise BadParameter("u2f.app_id is empty: set it to the proxy's URL, like https://example.com:3080")
-    try:
-        parts = urlsplit(value if "://" in value else f"//{value}")
-        host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        raise BadParameter(f"u2f.app_id {app_id!r} is not a URL like https://example.com:3080") from None
-    if "://" in value and parts.scheme != "https":
-        raise BadParameter(f"u2f.app_id {app_id!r} must be an https:// URL")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        raise BadParameter(f"u2f.app_id {app_id!r}: an IP address cannot be a WebAuthn RP ID; "
-                           "use the proxy's DNS name")
-    labels = host.rstrip(".").split(".")
-    if not host or len(host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
-        raise BadParameter(f"u2f.app_id {app_id!r} does not name a host")
-    return host.rstrip(".")
-
-
-def origins_from_facets(app_id: str, facets: Sequence[str]) -> list[str]:
-    """Return the origins WebAuthn answers may come from: the `u2f.facets` (the proxies' URLs),
-    or the app ID itself when it is a URL and no facets are listed, each as `scheme://host[:port]`."""
-    origins = []
-    for url in facets or ([app_id] if "://" in app_id else [f"https://{app_id}"]):
-        try:
-            parts = urlsplit(url.strip())
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            raise BadParameter(f"u2f.facets: {url!r} is not a URL like https://example.com:3080") from None
-        if parts.scheme not in ("https", "http") or not parts.hostname:
-            raise BadParameter(f"u2f.facets: {url!r} is not a URL like https://example.com:3080")
-        origin = f"{parts.scheme}://{parts.netloc.lower()}"
-        if origin not in origins:
-            origins.append(origin)
-    return origins
+__all__ = ["Webauthn", "origins_from_facets", "rp_id_from_app_id"]
 
 
 class Webauthn:

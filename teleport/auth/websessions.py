@@ -9,7 +9,9 @@ serves any session, and deleting or locking the user ends them all (`Accounts`).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from teleport.auth import access
 from teleport.auth.accounts import Accounts
@@ -53,8 +55,10 @@ class WebSessions:
         return await self.start(user, method="local", remote_addr=remote_addr, started=started)
 
     async def start(self, user: User, *, method: str, remote_addr: str = "",
-                    started: datetime | None = None) -> WebSessionRecord:
-        """Store a new session for a user already authenticated (a password, an SSO login)."""
+                    started: datetime | None = None,
+                    audit: Mapping[str, Any] | None = None) -> WebSessionRecord:
+        """Store a new session for a user already authenticated (a password, an SSO login,
+        a WebAuthn key); `audit` adds fields to its `user.login` event (`mfa_device`)."""
         started = started or self.ctx.clock.now()
         username = user.metadata.name
         created = self.ctx.clock.now()
@@ -81,7 +85,7 @@ class WebSessions:
             await self.store.delete(username, record.id)
             raise
         await self.ctx.audit(ev.USER_LOGIN, username, method=method, success=True,
-                             addr_remote=remote_addr)
+                             addr_remote=remote_addr, **(audit or {}))
         return record
 
     async def get(self, username: str, session_id: str) -> WebSessionRecord:

@@ -37,6 +37,7 @@ from teleport.config.schema import (
     check_label_key,
     split_static_token,
 )
+from teleport.config.secondfactor import SecondFactorSettings
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort, parse_addr
 
@@ -88,6 +89,8 @@ class AuthConfig(_Frozen):
     auth_type: AuthType
     connector_name: str
     u2f: U2F | None
+    #: The resolved policy: u2f read as webauthn, the RP ID, origins, passwordless.
+    mfa: SecondFactorSettings = SecondFactorSettings()
     session_recording: SessionRecording
     license_file: Path | None
     client_idle_timeout: timedelta | None
@@ -319,10 +322,11 @@ def _auth(section: AuthService, enabled: bool, data_dir: Path) -> AuthConfig:
         public_addrs=section.public_addr,
         cluster_name=section.cluster_name,
         static_tokens=tokens,
-        second_factor=section.authentication.second_factor,
+        second_factor=section.authentication.resolved().second_factor,  # type: ignore[arg-type]
         auth_type=section.authentication.type,
         connector_name=section.authentication.connector_name,
         u2f=section.authentication.u2f,
+        mfa=section.authentication.resolved(),
         session_recording=section.session_recording,
         license_file=license_file,
         client_idle_timeout=section.client_idle_timeout,

@@ -50,7 +50,9 @@ auth_service:
   authentication:
     # type: local (github, oidc and saml are not supported yet)
     type: local
-    # second_factor: otp or off (u2f is not supported yet)
+    # second_factor: off, otp, webauthn (u2f is read as webauthn), on (OTP or a key) or
+    # optional; keys need webauthn.rp_id (the proxy's DNS name) or the manual's u2f.app_id.
+    # passwordless (resident keys alone) is on wherever keys are, unless set to false.
     second_factor: otp
 
 ssh_service:

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from teleport.config import secondfactor
 from teleport.config.modes import SessionRecording
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort, parse_addr
@@ -34,7 +35,7 @@ from teleport.utils.duration import format_duration, parse_duration
 CONFIG_ERROR = "teleport_config"
 
 StorageType = Literal["dir", "sqlite", "etcd", "postgres", "dynamodb", "firestore"]
-SecondFactor = Literal["off", "otp", "u2f", "on", "optional"]
+SecondFactor = Literal["off", "otp", "webauthn", "u2f", "on", "optional"]
 AuthType = Literal["local", "github", "oidc", "saml"]
 Severity = Literal["DEBUG", "INFO", "WARN", "ERROR"]
 
@@ -272,12 +273,38 @@ class U2F(_Model):
     facets: StrList = []
 
 
+class WebauthnSection(_Model):
+    """Current Teleport's `webauthn` section: the relying party ID (the proxy's DNS name)."""
+
+    rp_id: str
+
+
 class Authentication(_Model):
     type: Annotated[AuthType, _only(("local", "github", "oidc"), "use local, github or oidc")] = "local"
     #: The connector `tsh login` and the web UI use first when `type` is github or oidc.
     connector_name: str = ""
-    second_factor: Annotated[SecondFactor, _only(("otp", "off"), "use otp or off")] = "otp"
-    u2f: Annotated[U2F | None, _unset("U2F", "use second_factor otp")] = None
+    #: `u2f` is read as `webauthn` (teleport.config.secondfactor).
+    second_factor: SecondFactor = "otp"
+    u2f: U2F | None = None
+    webauthn: WebauthnSection | None = None
+    #: Logging in with a resident WebAuthn key alone; default on where WebAuthn is usable.
+    passwordless: Flag | None = None
+
+    @model_validator(mode="after")
+    def _second_factor(self) -> Authentication:
+        try:
+            self.resolved()
+        except BadParameter as err:
+            raise _invalid(str(err)) from None
+        return self
+
+    def resolved(self) -> secondfactor.SecondFactorSettings:
+        """The second-factor policy these keys say (u2f mapped to WebAuthn)."""
+        return secondfactor.resolve(
+            self.second_factor, u2f_app_id=self.u2f.app_id if self.u2f else None,
+            u2f_facets=self.u2f.facets if self.u2f else (),
+            webauthn_rp_id=self.webauthn.rp_id if self.webauthn else None,
+            passwordless=self.passwordless)
 
 
 class AuthService(_Model):

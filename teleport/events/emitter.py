@@ -44,13 +44,15 @@ GITHUB_CREATED = "github.created"  # SSO connectors, created or changed, as Tele
 GITHUB_DELETED = "github.deleted"
 OIDC_CREATED = "oidc.created"
 OIDC_DELETED = "oidc.deleted"
+MFA_ADD = "mfa.add"  # a user's second-factor device added or removed (`tsh mfa`, the web UI)
+MFA_DELETE = "mfa.delete"
 ADMIN_CHANGES = frozenset({USER_CREATE, USER_UPDATE, USER_DELETE, JOIN_TOKEN_CREATE,
                            JOIN_TOKEN_DELETE, RESET_PASSWORD_TOKEN_CREATE,
                            RESET_PASSWORD_TOKEN_DELETE, ROLE_CREATED, ROLE_DELETED,
                            LOCK_CREATED, LOCK_DELETED, GITHUB_CREATED, GITHUB_DELETED,
                            OIDC_CREATED, OIDC_DELETED})
 #: Recorded by the auth server itself only: a host sending one would be forging it.
-AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, *ADMIN_CHANGES})
+AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, MFA_ADD, MFA_DELETE, *ADMIN_CHANGES})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 #: How late a host's event may arrive and keep the time the host gave it: a node or proxy spools
 #: events while its auth server is away (teleport.events.buffered) and sends them when it returns.

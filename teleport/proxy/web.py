@@ -23,6 +23,7 @@ from aiohttp import web
 
 from teleport import __version__
 from teleport.api import httpserver
+from teleport.api.mfa_models import MFASignupComplete
 from teleport.api.ratelimit import RateLimiter
 from teleport.api.web_models import (
     AuthSettingsAnswer,
@@ -35,6 +36,7 @@ from teleport.api.web_models import (
     SignupRequest,
     SSHProxySettings,
     SSOConnectorInfo,
+    WebauthnSettings,
     WebContext,
     WebLoginAnswer,
     WebLoginRequest,
@@ -46,7 +48,7 @@ from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
-from teleport.proxy import web_pages, webadmin, websso, webterminal, webtls
+from teleport.proxy import web_pages, webadmin, webmfa, websso, webterminal, webtls
 from teleport.proxy.websession import (
     WebSessions,
     check_origin,
@@ -231,6 +233,7 @@ class WebProxy:
         app.router.add_get("/webapi/sites/{cluster}/active_sessions", self.list_active_sessions)
         webadmin.WebAdmin(self).add_routes(app)  # admin pages and the audit log
         websso.WebSSO(self).add_routes(app)  # GitHub and OIDC logins
+        webmfa.WebMFA(self).add_routes(app)  # security keys: signup, login, account page
         return app
 
     # --- pages -----------------------------------------------------------------------------
@@ -270,7 +273,8 @@ class WebProxy:
         page = web_pages.signup_page(
             cluster_name=self.cluster_name, user=info.user, token=token,
             public_addr=self.public_addr, second_factor=info.second_factor,
-            otp_secret=info.otp_secret, otp_uri=info.otp_uri, usage=info.usage)
+            otp_secret=info.otp_secret, otp_uri=info.otp_uri, usage=info.usage,
+            webauthn=bool((await self.auth.ping()).webauthn_rp_id))
         return _html(page, 200, web_pages.SIGNUP_CSP)
 
     # --- web API ---------------------------------------------------------------------------
@@ -284,14 +288,16 @@ class WebProxy:
                 type=auth.auth_type, second_factor=auth.second_factor,
                 connector_name=auth.connector_name,
                 connectors=[SSOConnectorInfo(kind=c.kind, name=c.name, display=c.display)
-                            for c in auth.connectors]),
+                            for c in auth.connectors],
+                webauthn=WebauthnSettings(rp_id=auth.webauthn_rp_id) if auth.webauthn_rp_id
+                else None, allow_passwordless=auth.allow_passwordless),
             proxy=ProxySettings(ssh=SSHProxySettings(public_addr=self.ssh_public_addr,
                                                      tunnel_public_addr=self.tunnel_public_addr))))
 
     async def signup_info(self, request: web.Request) -> web.Response:
         """Return what a signup client needs to enroll the authenticator app."""
         info = await self.auth.get_signup(_token(request.match_info["token"]))
-        with_otp = info.second_factor != "off"
+        with_otp = info.second_factor in web_pages.OTP_FACTORS
         return httpserver.json_answer(SignupInfoAnswer(
             user=info.user, otp_secret=info.otp_secret if with_otp else "",
             otp_uri=info.otp_uri if with_otp else "",
@@ -302,8 +308,10 @@ class WebProxy:
         """Set the new user's password (and OTP device) through the auth server."""
         self.login_limiter.check(request.remote or "")
         body = httpserver.parse_model(SignupRequest, await httpserver.read_json(request))
-        user = await self.auth.complete_signup(_token(body.token), body.password,
-                                               body.second_factor_token or "")
+        user = await self.auth.mfa_complete_signup(_token(body.token), MFASignupComplete(
+            password=body.password, otp_code=body.second_factor_token or "",
+            webauthn_response=body.webauthn_creation_response, device_name=body.device_name,
+            remote_addr=_remote_addr(request)))
         return httpserver.json_answer(SignupDone(user=user.metadata.name))
 
     async def ssh_certs(self, request: web.Request) -> web.Response:

@@ -35,19 +35,62 @@ const form = document.getElementById("signup");
 const error = document.getElementById("error");
 const done = document.getElementById("done");
 function showError(message) { error.textContent = message; error.hidden = false; }
+// Security keys (WebAuthn): the options come as JSON with base64url binary fields.
+const b64u = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)))
+  .replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
+const unb64u = (text) => Uint8Array.from(
+  atob(text.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((text.length + 3) % 4)),
+  (c) => c.charCodeAt(0));
+async function registerKey() {
+  const resp = await fetch(`/webapi/mfa/token/${encodeURIComponent(form.dataset.token)}/registerchallenge`,
+    {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error((body.error && body.error.message) || ("HTTP " + resp.status));
+  const o = body.webauthn_public_key;
+  const cred = await navigator.credentials.create({publicKey: {...o, challenge: unb64u(o.challenge),
+    user: {...o.user, id: unb64u(o.user.id)},
+    excludeCredentials: (o.excludeCredentials || []).map((c) => ({...c, id: unb64u(c.id)}))}});
+  const r = cred.response;
+  return {id: cred.id, rawId: b64u(cred.rawId), type: cred.type,
+    clientExtensionResults: cred.getClientExtensionResults(),
+    response: {clientDataJSON: b64u(r.clientDataJSON), attestationObject: b64u(r.attestationObject),
+      transports: r.getTransports ? r.getTransports() : []}};
+}
+const choices = form.querySelectorAll("input[name=mfa]");
+function showChoice() {
+  const picked = form.querySelector("input[name=mfa]:checked");
+  const kind = picked ? picked.value : form.dataset.default;
+  for (const el of document.querySelectorAll("[data-mfa]")) el.hidden = el.dataset.mfa !== kind;
+  const otp = form.querySelector("input[name=otp]");
+  if (otp) otp.required = kind === "otp";
+}
+for (const choice of choices) choice.addEventListener("change", showChoice);
+showChoice();
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
   error.hidden = true;
   const data = new FormData(form);
   if (data.get("password") !== data.get("confirm")) { showError("passwords do not match"); return; }
-  const button = form.querySelector("button");
+  const kind = data.get("mfa") || form.dataset.default;
+  const button = form.querySelector("button[type=submit]");
   button.disabled = true;
   try {
+    let key = null;
+    if (kind === "key") {
+      try {
+        key = await registerKey();
+      } catch (err) {
+        showError("the security key was not registered: " + err.message);
+        return;
+      }
+    }
     const resp = await fetch("/webapi/users/password/token", {
       method: "PUT",
       headers: {"Content-Type": "application/json"},
       body: JSON.stringify({token: form.dataset.token, password: data.get("password"),
-                            second_factor_token: data.get("otp") || ""}),
+                            second_factor_token: kind === "otp" ? (data.get("otp") || "") : "",
+                            webauthn_creation_response: key,
+                            device_name: key ? (data.get("device") || "") : ""}),
     });
     const body = await resp.json().catch(() => ({}));
     if (!resp.ok) {
@@ -132,19 +175,49 @@ def qr_svg(uri: str) -> str:
     return str(segno.make(uri, error="m").svg_inline(scale=4, svgclass="qr", title="QR code for your authenticator app"))
 
 
+#: The second factors under which an authenticator app (OTP) may be enrolled at signup.
+OTP_FACTORS = ("otp", "on", "optional")
+
+
+def _mfa_choices(second_factor: str, with_key: bool) -> list[tuple[str, str]]:
+    """The second factors a signup may enroll: (value, label), the first the default."""
+    choices = []
+    if with_key and second_factor in ("webauthn", "on", "optional"):
+        choices.append(("key", "Security key or passkey"))
+    if second_factor in OTP_FACTORS:
+        choices.append(("otp", "Authenticator app"))
+    if second_factor in ("off", "optional"):
+        choices.append(("none", "None"))
+    return choices
+
+
 def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
-                second_factor: str, otp_secret: str, otp_uri: str, usage: str = "signup") -> str:
-    """Let a new user pick a password and enroll an authenticator app, or a reset user anew."""
-    with_otp = second_factor != "off"
+                second_factor: str, otp_secret: str, otp_uri: str, usage: str = "signup",
+                webauthn: bool = False) -> str:
+    """Let a new user pick a password and enroll an authenticator app or a security key
+    (`webauthn`: the cluster uses keys), or a reset user anew."""
+    choices = _mfa_choices(second_factor, webauthn)
+    with_otp = any(value == "otp" for value, _ in choices)
     reset = usage == "reset"
-    otp_setup = otp_field = ""
+    otp_setup = otp_field = picker = key_field = ""
+    if len(choices) > 1:
+        picker = ('<fieldset><legend>Second factor</legend>' + "".join(
+            f'<label><input type="radio" name="mfa" value="{value}"'
+            f'{" checked" if i == 0 else ""}> {label}</label>'
+            for i, (value, label) in enumerate(choices)) + "</fieldset>")
+    if any(value == "key" for value, _ in choices):
+        key_field = (
+            '<div data-mfa="key"><p>Your browser asks for a security key (or a passkey) '
+            "when you create the account.</p>"
+            '<label>Key name<input name="device" value="security-key" maxlength="64" '
+            'autocomplete="off"></label></div>')
     if with_otp:
         otp_setup = (
-            "<h2>Second factor</h2><p>Scan this QR code with an authenticator app "
+            '<div data-mfa="otp"><h2>Authenticator app</h2><p>Scan this QR code with an authenticator app '
             "(Google Authenticator, Authy, ...) or type in the secret:</p>"
             f"<figure>{qr_svg(otp_uri)}</figure>"
-            f'<p><code id="otp-secret">{escape(otp_secret)}</code></p>')
-        otp_field = ('<label>One-time code from the app<input name="otp" required '
+            f'<p><code id="otp-secret">{escape(otp_secret)}</code></p></div>')
+        otp_field = ('<label data-mfa="otp">One-time code from the app<input name="otp" required '
                      'inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]{6,8}">'
                      "</label>")
     heading = (f"Reset your password on {escape(cluster_name)}" if reset
@@ -154,10 +227,11 @@ def signup_page(*, cluster_name: str, user: str, token: str, public_addr: str,
     body = (
         f"<h1>{heading}</h1>"
         f'<div id="setup"><p>{intro} <strong id="user">{escape(user)}</strong>.'
-        f"</p>{otp_setup}"
+        f"</p>"
         # method=post keeps the password out of the URL should the script fail to load.
         f'<form id="signup" method="post" data-token="{escape(token)}" '
-        f'data-proxy="{escape(public_addr)}">'
+        f'data-proxy="{escape(public_addr)}" data-default="{choices[0][0] if choices else "none"}">'
+        f"{picker}{otp_setup}{key_field}"
         '<label>Password<input type="password" name="password" required minlength="6" '
         'maxlength="128" autocomplete="new-password"></label>'
         '<label>Confirm password<input type="password" name="confirm" required minlength="6" '

@@ -280,6 +280,9 @@ class TeleportProcess:
         settings = AuthSettings(
             cluster_name=cfg.auth.cluster_name,
             second_factor=cfg.auth.second_factor,
+            webauthn_rp_id=cfg.auth.mfa.rp_id,
+            webauthn_origins=cfg.auth.mfa.origins,
+            passwordless=cfg.auth.mfa.passwordless,
             auth_type=cfg.auth.auth_type,
             connector_name=cfg.auth.connector_name,
             ca_signature_algo=cfg.ca_signature_algo,

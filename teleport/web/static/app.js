@@ -35,6 +35,7 @@ const ROUTES = [
   [/^\/web\/cluster\/([^/]+)\/audit\/?$/, lazy("./audit.js", "auditPage")],
   [/^\/web\/users\/?$/, () => lazy("./admin.js", "usersPage")(SHELL.cluster)],
   [/^\/web\/tokens\/?$/, () => lazy("./admin.js", "tokensPage")(SHELL.cluster)],
+  [/^\/web\/account\/?$/, lazy("./mfa.js", "accountPage")],
   [/^\/web\/cluster\/([^/]+)\/status\/?$/, lazy("./admin.js", "statusPage")],
 ];
 
@@ -122,7 +123,11 @@ function loginPage() {
       showError(error, "enter your username and password");
       return;
     }
-    if (!/^[0-9]{6}$/.test(otp)) {
+    // form.dataset.otp (mfa.js): "" the code is required, "optional" (else a security key),
+    // "none" (a security key only), "off" (no second factor unless a code is typed).
+    const mode = form.dataset.otp || "";
+    const keyStep = mode === "none" || (mode === "optional" && !otp);
+    if ((mode !== "off" || otp) && !keyStep && !/^[0-9]{6}$/.test(otp)) {
       showError(error, "enter the 6-digit code from your authenticator app");
       document.getElementById("login-otp").focus();
       return;
@@ -130,8 +135,12 @@ function loginPage() {
     showError(error, "");
     submit.disabled = true;
     try {
-      await api("POST", "/webapi/sessions/web",
-        {user, pass: data.get("password"), second_factor_token: otp});
+      if (keyStep) {
+        await (await import("./mfa.js")).keyLogin(user, String(data.get("password")));
+      } else {
+        await api("POST", "/webapi/sessions/web",
+          {user, pass: data.get("password"), second_factor_token: otp});
+      }
       // A fresh shell carries the new bearer token: nothing is kept in localStorage.
       location.assign(safeRedirect(new URLSearchParams(location.search).get("redirect")));
     } catch (err) {
@@ -150,6 +159,10 @@ function loginPage() {
     h("main", {id: "main", class: "center"}, form));
   document.getElementById("login-user").focus();
   showConnectors(sso);
+  // Security keys: the code field as the cluster's second factor asks, a passkey button.
+  import("./mfa.js").then((mfa) => mfa.setupLogin(form, error, () =>
+    location.assign(safeRedirect(new URLSearchParams(location.search).get("redirect")))))
+    .catch(() => {});
 }
 
 /** One button per GitHub or OIDC connector the cluster offers (from the ping). */

@@ -187,6 +187,7 @@ const NAV = [
   {page: "users", label: "Users", href: () => "/web/users", need: "admin"},
   {page: "tokens", label: "Tokens", href: () => "/web/tokens", need: "admin"},
   {page: "status", label: "Status", href: (c) => `/web/cluster/${c}/status`, need: "admin"},
+  {page: "account", label: "Account", href: () => "/web/account"},
 ];
 
 /** Draws the page frame and returns its <main>; admin links appear once the context says so. */

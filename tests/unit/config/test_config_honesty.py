@@ -22,14 +22,6 @@ def error_of(text: str) -> str:
 
 
 UNSUPPORTED = [
-    ("auth_service:\n  authentication:\n    second_factor: u2f\n    u2f:\n      app_id: x\n",
-     3, "auth_service.authentication.second_factor"),
-    ("auth_service:\n  authentication:\n    second_factor: 'on'\n",
-     3, "auth_service.authentication.second_factor"),
-    ("auth_service:\n  authentication:\n    second_factor: optional\n",
-     3, "auth_service.authentication.second_factor"),
-    ("auth_service:\n  authentication:\n    u2f:\n      app_id: https://localhost:3080\n",
-     3, "auth_service.authentication.u2f"),
     ("auth_service:\n  authentication:\n    type: saml\n", 3, "auth_service.authentication.type"),
     ("auth_service:\n  license_file: /var/lib/teleport/license.pem\n", 2,
      "auth_service.license_file"),
@@ -68,6 +60,14 @@ def test_unsupported_key_is_refused_with_one_line(text: str, line: int, key: str
     "auth_service:\n  disconnect_expired_cert: yes\n  client_idle_timeout: 5m\n",
     "auth_service:\n  authentication:\n    type: github\n",
     "auth_service:\n  authentication:\n    type: oidc\n    connector_name: corp\n",
+    # second factors (issue 15): u2f is WebAuthn, on/optional offer OTP and keys
+    "auth_service:\n  authentication:\n    second_factor: u2f\n    u2f:\n"
+    "      app_id: https://localhost:3080\n      facets: [https://localhost:3080]\n",
+    "auth_service:\n  authentication:\n    second_factor: 'on'\n",
+    "auth_service:\n  authentication:\n    second_factor: optional\n",
+    "auth_service:\n  authentication:\n    u2f:\n      app_id: https://localhost:3080\n",
+    "auth_service:\n  authentication:\n    second_factor: webauthn\n    webauthn:\n"
+    "      rp_id: teleport.example.com\n    passwordless: no\n",
 ])
 def test_what_is_done_anyway_still_loads(text: str) -> None:
     parse_file_config(text, "teleport.yaml")

@@ -138,7 +138,7 @@ COMMAND = "ssh_service:\n  commands:\n  - name: up\n"
      "teleport.yaml:2: auth_service.enabled: expected yes/no or true/false, got 'sure'"),
     ("auth_service:\n  authentication:\n    second_factor: sms\n",
      "teleport.yaml:3: auth_service.authentication.second_factor: expected 'off', 'otp', "
-     "'u2f', 'on' or 'optional', got 'sms'"),
+     "'webauthn', 'u2f', 'on' or 'optional', got 'sms'"),
     ("proxy_service:\n  web_listen_addr: 0.0.0.0:99999\n",
      "teleport.yaml:2: proxy_service.web_listen_addr: invalid port in address '0.0.0.0:99999'"),
     ("proxy_service:\n  public_addr: [a.example.com, 'b.example.com:x']\n",

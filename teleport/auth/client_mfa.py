@@ -1,0 +1,109 @@
+"""The auth API client's calls for second factors (`teleport.auth.api_mfa`), mixed into
+`AuthClient`: the proxy's web API (`proxy.webmfa`) sends them with its identity or a web
+session's, `tsh mfa` with the user's own."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+from pydantic import BaseModel, ValidationError
+
+from teleport.api.auth_models import WebSession
+from teleport.api.mfa_models import (
+    MFADeviceInfo,
+    MFADeviceList,
+    MFALoginBegin,
+    MFALoginFinish,
+    MFARegisterBegin,
+    MFARegisterFinish,
+    MFASignupComplete,
+    WebauthnChallenge,
+)
+from teleport.errors import ConnectionProblem
+from teleport.types.codec import from_dict
+from teleport.types.resources import User
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _q(part: str) -> str:
+    return quote(part, safe="")
+
+
+class MFACalls:
+    """Second-factor routes; `call` is `AuthClient.call`."""
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        raise NotImplementedError
+
+    async def _mfa_call(self, method: str, path: str, body: BaseModel | None,
+                        answer: type[T]) -> T:
+        data = await self.call(method, path, body.model_dump(mode="json") if body else None)
+        try:
+            return answer.model_validate(data)
+        except ValidationError:
+            raise ConnectionProblem(f"auth server answered {method} {path} with an unexpected "
+                                    f"body, not a {answer.__name__}") from None
+
+    # --- the proxy, for browsers --------------------------------------------------------------
+
+    async def mfa_signup_challenge(self, token: str) -> WebauthnChallenge:
+        """Registration options for a signup (or reset) token's user (Proxy only)."""
+        return await self._mfa_call("POST", f"/v1/signup/{_q(token)}/webauthn/register", None,
+                                    WebauthnChallenge)
+
+    async def mfa_complete_signup(self, token: str, body: MFASignupComplete) -> User:
+        """Complete a signup with an OTP code or a new key (Proxy only)."""
+        data = await self.call("POST", f"/v1/signup/{_q(token)}/complete/mfa",
+                               body.model_dump(mode="json"))
+        user = from_dict(data, "auth server response")
+        if not isinstance(user, User):
+            raise ConnectionProblem("auth server answered the signup with something not a user")
+        return user
+
+    async def mfa_login_begin(self, user: str, password: str,
+                              remote_addr: str) -> WebauthnChallenge:
+        """Check the password, then get a challenge for the user's keys (Proxy only)."""
+        return await self._mfa_call("POST", f"/v1/users/{_q(user)}/webauthn/login/begin",
+                                    MFALoginBegin(password=password, remote_addr=remote_addr),
+                                    WebauthnChallenge)
+
+    async def mfa_login_finish(self, user: str, response: dict[str, Any],
+                               remote_addr: str) -> WebSession:
+        """The key's answer for a web session (Proxy only)."""
+        return await self._mfa_call(
+            "POST", f"/v1/users/{_q(user)}/webauthn/web/sessions",
+            MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+
+    async def passwordless_begin(self) -> WebauthnChallenge:
+        return await self._mfa_call("POST", "/v1/webauthn/passwordless/begin", None,
+                                    WebauthnChallenge)
+
+    async def passwordless_finish(self, response: dict[str, Any],
+                                  remote_addr: str) -> WebSession:
+        return await self._mfa_call(
+            "POST", "/v1/webauthn/passwordless/web/sessions",
+            MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+
+    # --- a user's own devices (the user's identity) -------------------------------------------
+
+    async def list_mfa_devices(self, user: str) -> MFADeviceList:
+        return await self._mfa_call("GET", f"/v1/users/{_q(user)}/mfa/devices", None,
+                                    MFADeviceList)
+
+    async def mfa_register_challenge(self, user: str,
+                                     passwordless: bool = False) -> WebauthnChallenge:
+        return await self._mfa_call("POST", f"/v1/users/{_q(user)}/mfa/devices/register",
+                                    MFARegisterBegin(passwordless=passwordless),
+                                    WebauthnChallenge)
+
+    async def add_mfa_device(self, user: str, name: str, response: dict[str, Any],
+                             remote_addr: str = "") -> MFADeviceInfo:
+        return await self._mfa_call("POST", f"/v1/users/{_q(user)}/mfa/devices",
+                                    MFARegisterFinish(name=name, webauthn_response=response,
+                                                      remote_addr=remote_addr), MFADeviceInfo)
+
+    async def delete_mfa_device(self, user: str, name_or_id: str, remote_addr: str = "") -> None:
+        query = f"?{urlencode({'remote_addr': remote_addr})}" if remote_addr else ""
+        await self.call("DELETE", f"/v1/users/{_q(user)}/mfa/devices/{_q(name_or_id)}{query}")
