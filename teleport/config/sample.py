@@ -48,7 +48,8 @@ auth_service:
   #   - "proxy,node:xxxx-token-xxxx"
 
   authentication:
-    # type: local (github, oidc and saml are not supported yet)
+    # type: local, github or oidc (a connector made with `tctl create`; saml is not supported
+    # yet). connector_name: the connector `tsh login` and the web UI use first.
     type: local
     # second_factor: off, otp, webauthn (u2f is read as webauthn), on (OTP or a key) or
     # optional; keys need webauthn.rp_id (the proxy's DNS name) or the manual's u2f.app_id.
