@@ -7,15 +7,13 @@ field); what a login through it yields is decided in `teleport.rbac.sso`.
 
 from __future__ import annotations
 
-import re
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from teleport.types.resource import Model, Resource
-from teleport.utils.duration import format_duration, parse_duration
+from teleport.types.roles import Duration, check_regex
 
 GITHUB_URL = "https://github.com"
 GITHUB_API_URL = "https://api.github.com"
@@ -40,30 +38,11 @@ def check_provider_url(value: str, what: str) -> str:
     return value.rstrip("/")
 
 
-def check_value_pattern(value: str, where: str) -> None:
-    """Refuse a `^...$` claim value that is not a valid regular expression."""
-    if value.startswith("^") and value.endswith("$"):
-        try:
-            re.compile(value)
-        except re.error as err:
-            raise ValueError(f"{where}: invalid regular expression {value!r}: {err}") from None
-
-
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
 StrList = Annotated[list[str], BeforeValidator(_one_or_many)]
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, str):
-        return parse_duration(value)
-    return value
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration),
-                     PlainSerializer(format_duration, return_type=str)]
 
 
 class ClaimMapping(Model):
@@ -76,7 +55,7 @@ class ClaimMapping(Model):
     @field_validator("value")
     @classmethod
     def _pattern(cls, value: str) -> str:
-        check_value_pattern(value, "value")
+        check_regex(value, "value")
         return value
 
 

@@ -62,14 +62,20 @@ def parse_template(value: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+def check_regex(value: str, where: str) -> bool:
+    """Refuse a `^...$` value that is not a valid regular expression; tell whether it is one."""
+    if not (value.startswith("^") and value.endswith("$")):
+        return False
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"{where}: invalid regular expression {value!r}: {err}") from None
+    return True
+
+
 def check_label_value(value: str, where: str) -> None:
-    """Refuse a `^...$` label value that is not a valid regular expression."""
-    if value.startswith("^") and value.endswith("$"):
-        try:
-            re.compile(value)
-        except re.error as err:
-            raise ValueError(f"{where}: invalid regular expression {value!r}: {err}") from None
-    else:
+    """Refuse a `^...$` label value that is not a valid regular expression, or a bad template."""
+    if not check_regex(value, where):
         check_template(value, where)
 
 
