@@ -12,7 +12,12 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from teleport.api.auth_models import Answer, Request
+from teleport.api.auth_models import Answer, IssuedCerts, Request
+
+#: The refusal of a key login for a user who has no key but an authenticator app (`on`): tsh
+#: then asks the app's code. One constant for both sides, so the wording cannot drift apart.
+NO_KEY_MESSAGE = ("no security key is registered for this user: log in with the "
+                  "authenticator app's code")
 
 #: A device name: what `tsh mfa ls` and the account page show.
 DeviceName = str
@@ -39,6 +44,23 @@ class MFALoginFinish(Request):
 
     webauthn_response: dict[str, Any]
     remote_addr: str = ""
+
+
+class MFALoginCerts(Request):
+    """A key's answer and the public keys `tsh login` asks to have signed (`ttl` a duration)."""
+
+    webauthn_response: dict[str, Any]
+    ssh_public_key: str = Field(min_length=1)
+    tls_public_key: str = Field(min_length=1)
+    ttl: str = ""
+    remote_addr: str = ""
+
+
+class MFALoginCertsAnswer(Answer):
+    """The certificates, and whom they are for (a passwordless key names its user)."""
+
+    username: str
+    certs: IssuedCerts
 
 
 class MFARegisterBegin(Request):
@@ -97,6 +119,17 @@ class WebMFALoginFinish(Request):
 
     user: str = ""
     webauthn_challenge_response: dict[str, Any]
+
+
+class WebMFALoginCertsFinish(Request):
+    """`POST /webapi/mfa/login/finish`: `tsh login`'s key answer and public keys, as
+    `/webapi/ssh/certs` takes them; no user for a passwordless login."""
+
+    user: str = ""
+    webauthn_challenge_response: dict[str, Any]
+    pub_key: str = Field(min_length=1)
+    tls_pub_key: str = Field(min_length=1)
+    ttl: str | None = None
 
 
 class WebMFARegisterBegin(Request):

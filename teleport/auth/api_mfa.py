@@ -8,11 +8,14 @@ session's certificate) names them, and nobody else's devices are reachable.
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from teleport.api.auth_models import WebSession
 from teleport.api.mfa_models import (
     MFALoginBegin,
+    MFALoginCerts,
+    MFALoginCertsAnswer,
     MFALoginFinish,
     MFARegisterBegin,
     MFARegisterFinish,
@@ -20,9 +23,11 @@ from teleport.api.mfa_models import (
     WebauthnChallenge,
 )
 from teleport.auth.api import PROXY, USER, Call, route
-from teleport.errors import AccessDenied
+from teleport.auth.mfa import UserKeys
+from teleport.errors import AccessDenied, BadParameter
 from teleport.services.web_sessions import WebSessionRecord
 from teleport.types.codec import to_dict
+from teleport.utils.duration import parse_duration
 
 
 def _options(options_json: str | None) -> WebauthnChallenge:
@@ -31,6 +36,13 @@ def _options(options_json: str | None) -> WebauthnChallenge:
 
 def _session(record: WebSessionRecord) -> WebSession:
     return WebSession.model_validate(record.model_dump())
+
+
+def _keys(body: MFALoginCerts) -> UserKeys:
+    ttl = parse_duration(body.ttl) if body.ttl else None
+    if ttl is not None and ttl <= timedelta(0):
+        raise BadParameter(f"ttl must be positive, got {body.ttl!r}")
+    return UserKeys(body.ssh_public_key, body.tls_public_key.encode(), ttl)
 
 
 def _own(call: Call) -> str:
@@ -74,6 +86,16 @@ async def webauthn_login_finish(call: Call) -> Any:
                                                      body.remote_addr))
 
 
+@route("POST", "/v1/users/{name}/webauthn/ssh/authenticate", [PROXY])
+async def webauthn_login_certs(call: Call) -> Any:
+    """`tsh login` with a key after the password: certificates instead of a web session."""
+    body = await call.body(MFALoginCerts)
+    name = call.param("name")
+    certs = await call.auth.mfa.finish_login_certs(name, body.webauthn_response, _keys(body),
+                                                   body.remote_addr)
+    return MFALoginCertsAnswer(username=name, certs=certs)
+
+
 @route("POST", "/v1/webauthn/passwordless/begin", [PROXY])
 async def passwordless_begin(call: Call) -> Any:
     return _options(await call.auth.mfa.begin_passwordless())
@@ -84,6 +106,15 @@ async def passwordless_finish(call: Call) -> Any:
     body = await call.body(MFALoginFinish)
     return _session(await call.auth.mfa.finish_passwordless(body.webauthn_response,
                                                             body.remote_addr))
+
+
+@route("POST", "/v1/webauthn/passwordless/ssh/authenticate", [PROXY])
+async def passwordless_certs(call: Call) -> Any:
+    """`tsh login --auth=passwordless`: the key's user handle names the user."""
+    body = await call.body(MFALoginCerts)
+    who, certs = await call.auth.mfa.finish_passwordless_certs(body.webauthn_response,
+                                                               _keys(body), body.remote_addr)
+    return MFALoginCertsAnswer(username=who, certs=certs)
 
 
 # --- a user's own devices -----------------------------------------------------------------------

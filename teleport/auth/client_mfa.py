@@ -14,6 +14,8 @@ from teleport.api.mfa_models import (
     MFADeviceInfo,
     MFADeviceList,
     MFALoginBegin,
+    MFALoginCerts,
+    MFALoginCertsAnswer,
     MFALoginFinish,
     MFARegisterBegin,
     MFARegisterFinish,
@@ -75,6 +77,16 @@ class MFACalls:
         return await self._mfa_call(
             "POST", f"/v1/users/{_q(user)}/webauthn/web/sessions",
             MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+
+    async def mfa_login_certs(self, user: str, body: MFALoginCerts) -> MFALoginCertsAnswer:
+        """The key's answer for `tsh login`'s certificates (Proxy only)."""
+        return await self._mfa_call("POST", f"/v1/users/{_q(user)}/webauthn/ssh/authenticate",
+                                    body, MFALoginCertsAnswer)
+
+    async def passwordless_certs(self, body: MFALoginCerts) -> MFALoginCertsAnswer:
+        """A resident key's answer for `tsh login --auth=passwordless` (Proxy only)."""
+        return await self._mfa_call("POST", "/v1/webauthn/passwordless/ssh/authenticate", body,
+                                    MFALoginCertsAnswer)
 
     async def passwordless_begin(self) -> WebauthnChallenge:
         return await self._mfa_call("POST", "/v1/webauthn/passwordless/begin", None,

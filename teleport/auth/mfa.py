@@ -20,9 +20,12 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from teleport.api.mfa_models import MFADeviceInfo, MFADeviceList
+from teleport.api.auth_models import IssuedCerts
+from teleport.api.mfa_models import NO_KEY_MESSAGE, MFADeviceInfo, MFADeviceList
 from teleport.auth import access, passwords
 from teleport.auth.accounts import Accounts
 from teleport.auth.context import AuthContext
@@ -37,6 +40,16 @@ from teleport.services.mfa_devices import MFADeviceService
 from teleport.services.web_sessions import WebSessionRecord
 from teleport.types.mfa import MFADevice
 from teleport.types.resources import User
+
+
+@dataclass(frozen=True)
+class UserKeys:
+    """The public keys a `tsh login` with a security key asks to have signed."""
+
+    ssh_public_key: str
+    tls_public_key: bytes
+    ttl: timedelta | None
+
 
 #: The name a key registered at signup gets when the page sends none.
 SIGNUP_DEVICE_NAME = "security-key"
@@ -127,13 +140,24 @@ class MFA:
         if not keys:
             if self.ctx.settings.second_factor == "optional" and not await self._has_otp(username):
                 return None
-            raise AccessDenied("no security key is registered for this user: log in with the "
-                               "authenticator app's code")
+            raise AccessDenied(NO_KEY_MESSAGE)
         return await self.webauthn.begin_login(username, rp_id)
 
     async def finish_login(self, username: str, assertion: Mapping[str, Any],
                            remote_addr: str = "") -> WebSessionRecord:
         """Check the key's answer under the lockout and start a web session."""
+        who, device = await self._check_login(username, assertion, remote_addr)
+        return await self._start(who, device, "local", remote_addr)
+
+    async def finish_login_certs(self, username: str, assertion: Mapping[str, Any],
+                                 keys: UserKeys, remote_addr: str = "") -> IssuedCerts:
+        """Check the key's answer as `finish_login` does, then sign `tsh login`'s keys."""
+        who, device = await self._check_login(username, assertion, remote_addr)
+        return await self._issue(who, device, "local", keys, remote_addr)
+
+    async def _check_login(self, username: str, assertion: Mapping[str, Any],
+                           remote_addr: str) -> tuple[str, MFADevice]:
+        """The key's answer after the password, counted in the name's lockout record."""
         rp_id = self.rp_id
         attempt = await self.logins._reserve_attempt(username, remote_addr)
         decided = False
@@ -153,7 +177,7 @@ class MFA:
         finally:
             if not decided:
                 await self.attempts.cancel(username, attempt, self.ctx.clock.now())
-        return await self._start(who, device, "local", remote_addr)
+        return who, device
 
     async def begin_passwordless(self) -> str:
         """A challenge for any resident key of this cluster that verifies its user."""
@@ -165,6 +189,17 @@ class MFA:
     async def finish_passwordless(self, assertion: Mapping[str, Any],
                                   remote_addr: str = "") -> WebSessionRecord:
         """Check a resident key's answer; its user handle names the user."""
+        who, device = await self._check_passwordless(assertion, remote_addr)
+        return await self._start(who, device, "passwordless", remote_addr)
+
+    async def finish_passwordless_certs(self, assertion: Mapping[str, Any], keys: UserKeys,
+                                        remote_addr: str = "") -> tuple[str, IssuedCerts]:
+        """`tsh login --auth=passwordless`: the key names the user; their certificates."""
+        who, device = await self._check_passwordless(assertion, remote_addr)
+        return who, await self._issue(who, device, "passwordless", keys, remote_addr)
+
+    async def _check_passwordless(self, assertion: Mapping[str, Any],
+                                  remote_addr: str) -> tuple[str, MFADevice]:
         rp_id = self.rp_id
         if not self.ctx.settings.passwordless:
             raise AccessDenied("passwordless login is disabled on this cluster")
@@ -173,10 +208,26 @@ class MFA:
         # A name locked by failed logins stays locked for a key too.
         attempt = await self.logins._reserve_attempt(who, remote_addr)
         await self.attempts.succeed(who, attempt, self.ctx.clock.now())
-        return await self._start(who, device, "passwordless", remote_addr)
+        return who, device
 
     async def _start(self, who: str, device: MFADevice, method: str,
                      remote_addr: str) -> WebSessionRecord:
+        started = self.ctx.clock.now()
+        user = await self._may_log_in(who, method, remote_addr)
+        return await self.web.start(user, method=method, remote_addr=remote_addr,
+                                    started=started, audit={"mfa_device": _audit_device(device)})
+
+    async def _issue(self, who: str, device: MFADevice, method: str, keys: UserKeys,
+                     remote_addr: str) -> IssuedCerts:
+        user = await self._may_log_in(who, method, remote_addr)
+        certs = await self.logins.certs.issue_user_certs(user, keys.ssh_public_key,
+                                                         keys.tls_public_key, keys.ttl)
+        await self.ctx.audit(ev.USER_LOGIN, who, method=method, success=True,
+                             addr_remote=remote_addr, mfa_device=_audit_device(device))
+        return certs
+
+    async def _may_log_in(self, who: str, method: str, remote_addr: str) -> User:
+        """The user the key named, still there, active and not locked (refusals audited)."""
         started = self.ctx.clock.now()
         try:
             user = await self.accounts.get_user(who)
@@ -187,8 +238,7 @@ class MFA:
                                  error=reason, addr_remote=remote_addr)
             raise AccessDenied(reason).mark_audited() from None
         await self.logins._refuse_locked(user, remote_addr)
-        return await self.web.start(user, method=method, remote_addr=remote_addr,
-                                    started=started, audit={"mfa_device": _audit_device(device)})
+        return user
 
     async def _has_otp(self, username: str) -> bool:
         try:
@@ -259,4 +309,4 @@ def _client_origin(credential: Mapping[str, Any]) -> str:
         return ""
 
 
-__all__: Sequence[str] = ["MFA", "device_info"]
+__all__: Sequence[str] = ["MFA", "UserKeys", "device_info"]

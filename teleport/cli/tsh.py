@@ -25,11 +25,18 @@ def _common(parser: argparse.ArgumentParser, default: object) -> None:
 
 def _login_flags(parser: argparse.ArgumentParser, default: object) -> None:
     """The login flags Teleport also takes before the command (`tsh --auth=github login`)."""
-    parser.add_argument("--auth", default=default, metavar="local|github|oidc|<connector>",
-                        help="how to log in: local (password), or a single sign-on connector "
-                             "by kind or name (default: the cluster's authentication type)")
+    parser.add_argument("--auth", default=default,
+                        metavar="local|passwordless|github|oidc|<connector>",
+                        help="how to log in: local (password), passwordless (a passkey alone), "
+                             "or a single sign-on connector by kind or name (default: the "
+                             "cluster's authentication type)")
+    _browser_flag(parser, default)
+
+
+def _browser_flag(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--browser", default=default, choices=["none"],
-                        help="none: do not open a browser for single sign-on, only print the link")
+                        help="none: do not open a browser (single sign-on, or a security key "
+                             "when none is attached here), only print the link")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,6 +99,18 @@ def _parser() -> argparse.ArgumentParser:
     _common(join, quiet)
     join.add_argument("sid", metavar="session-id")
     sub.add_parser("config", help="Print an OpenSSH configuration for this cluster")
+    mfa = sub.add_parser("mfa", help="Your second-factor devices (security keys)")
+    _common(mfa, quiet)
+    mfa_sub = mfa.add_subparsers(dest="mfa_command", metavar="<command>")
+    mfa_sub.add_parser("ls", help="List your MFA devices")
+    mfa_add = mfa_sub.add_parser("add", help="Register a new security key")
+    mfa_add.add_argument("--name", help="the new device's name (asked when not given)")
+    mfa_add.add_argument("--type", default="webauthn", help="the device's type: webauthn")
+    mfa_add.add_argument("--allow-passwordless", action="store_true",
+                         help="a passkey (resident key that verifies you): logs in alone")
+    _browser_flag(mfa_add, None)
+    mfa_rm = mfa_sub.add_parser("rm", help="Remove one of your MFA devices")
+    mfa_rm.add_argument("name", help="the device's name (or id)")
     sub.add_parser("version", help="Print the version")
     return parser
 
@@ -134,6 +153,19 @@ async def _login(args: argparse.Namespace) -> int:
                          insecure=bool(args.insecure)) as web:
         settings = (await web.ping()).auth
     second_factor = settings.second_factor
+    if args.auth == "passwordless" or (args.auth in (None, "local") and settings.type in (
+            "local", "") and _uses_keys(second_factor, settings.webauthn)):
+        from teleport.client.keyflow import key_login  # aiohttp's server parts, python-fido2
+
+        password = None
+        if args.auth != "passwordless":
+            password = _prompt(f"Enter password for Teleport user {user}", secret=True)
+        profile = await key_login(
+            args.proxy, user, password, ttl=ttl, insecure=bool(args.insecure),
+            browser=args.browser != "none",
+            otp_prompt=lambda: _prompt("Enter your OTP token", secret=False))
+        _print_status(profile)
+        return 0
     if args.auth != "local" and (args.auth or settings.type not in ("local", "")):
         from teleport.client import sso  # aiohttp's server parts: only for single sign-on
 
@@ -279,6 +311,45 @@ async def _join(args: argparse.Namespace) -> int:
     return await join(_profile(args), args.sid)
 
 
+def _uses_keys(second_factor: str, webauthn: object) -> bool:
+    """Whether `tsh login` asks for a security key after the password on this cluster."""
+    return webauthn is not None and second_factor in ("webauthn", "on", "optional")
+
+
+async def _mfa(args: argparse.Namespace) -> int:
+    from teleport.client import mfadevices
+    from teleport.errors import BadParameter
+
+    profile = _profile(args)
+    if args.mfa_command == "ls":
+        listed = await mfadevices.list_devices(profile)
+        stamp = "%a, %d %b %Y %H:%M:%S UTC"
+        rows = [[d.name, d.type + (" (passwordless)" if d.passwordless else ""),
+                 f"{d.added_at:{stamp}}", f"{d.last_used:{stamp}}"] for d in listed.devices]
+        if listed.otp:
+            rows.append(["(authenticator app)", "TOTP", "-", "-"])
+        print(table(["Name", "Type", "Added at", "Last used"], rows))
+        return 0
+    if args.mfa_command == "add":
+        if args.type.lower() != "webauthn":
+            raise BadParameter(f"--type {args.type!r}: tsh adds security keys only (--type="
+                               "webauthn); an authenticator app is enrolled at signup")
+        name = args.name if args.name is not None else _prompt("Enter a name for the new "
+                                                                "device", secret=False)
+        if not name.strip():
+            raise BadParameter("the new device needs a name: pass --name")
+        device = await mfadevices.add_device(profile, name.strip(),
+                                             passwordless=args.allow_passwordless,
+                                             browser=args.browser != "none")
+        print(f'MFA device "{device.name}" added.')
+        return 0
+    if args.mfa_command == "rm":
+        await mfadevices.remove_device(profile, args.name)
+        print(f'MFA device "{args.name}" removed.')
+        return 0
+    raise BadParameter("usage: tsh mfa ls|add|rm")
+
+
 async def _status() -> int:
     from teleport.client.profile import current_profile
 
@@ -312,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scp": lambda: _scp(args),
                 "play": lambda: _play(args), "recordings": lambda: _recordings(args),
                 "sessions": lambda: _sessions(args), "join": lambda: _join(args),
+                "mfa": lambda: _mfa(args),
                 "status": _status, "logout": _logout, "config": _config}
     if args.command not in commands:
         parser.print_help()

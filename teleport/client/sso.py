@@ -10,14 +10,13 @@ the login with the proxy's message. Only the first answer counts.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-import html
 import os
 import sys
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -34,6 +33,7 @@ from teleport.api.web_models import (
     SSOConsoleRequest,
     SSOLoginResponse,
 )
+from teleport.client.callback import LOGIN_TIMEOUT, LocalCallback, NotOurs, one_line
 from teleport.client.login import new_keys, save_profile
 from teleport.client.profile import Profile
 from teleport.client.webapi import WebClient, proxy_certificate
@@ -42,16 +42,10 @@ from teleport.types.resources import check_user_name
 from teleport.utils.addr import parse_addr
 from teleport.utils.duration import format_duration
 
-#: How long tsh waits for the browser to come back, as Teleport's tsh.
-LOGIN_TIMEOUT = 180.0
 #: The kinds of connector tsh logs in through.
 SSO_KINDS = ("github", "oidc")
-#: The longest `?error=` message shown; the rest is cut.
-_MAX_ERROR = 300
-#: The sealed answer carries certificates and CAs in the URL, longer than aiohttp's 8 KiB line.
-_MAX_LINE = 64 * 1024
 _NONCE = 12
-_CSP = "default-src 'none'"
+_UNSEALED = ("The login answer could not be decrypted: it was not meant for this tsh.")
 
 
 def choose_connector(auth: str | None, settings: AuthSettingsAnswer) -> SSOConnectorInfo | None:
@@ -94,23 +88,7 @@ def _available(connectors: list[SSOConnectorInfo]) -> str:
     return f"use local or one of: {names}" if names else "the cluster has only local logins"
 
 
-def _page(title: str, message: str) -> str:
-    """The small page the browser shows at the callback: text only, escaped, no script."""
-    return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-            f"<p>{html.escape(message)}</p></body></html>")
-
-
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line[:_MAX_ERROR] + ("..." if len(line) > _MAX_ERROR else "")
-
-
-class _NotOurs(Exception):
-    """A callback whose answer is not sealed with this login's key."""
-
-
-class CallbackServer:
+class CallbackServer(LocalCallback[SSOLoginResponse]):
     """tsh's HTTP server on 127.0.0.1 that sends the browser to the provider and takes the answer.
 
     Use as an async context manager: `callback_url` and `secret_key_b64` go to the proxy,
@@ -118,49 +96,18 @@ class CallbackServer:
     """
 
     def __init__(self) -> None:
+        super().__init__()
         self.secret_key = os.urandom(32)
         self._path = "/" + uuid.uuid4().hex
         self._provider_url = ""
-        self._runner: web.AppRunner | None = None
-        self._port = 0
-        self._done: asyncio.Future[SSOLoginResponse] | None = None
 
-    async def __aenter__(self) -> CallbackServer:
-        self._done = asyncio.get_running_loop().create_future()
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
         app.router.add_get(self._path, self._login_page)
-        app.router.add_get("/callback", self._callback)
-        self._runner = web.AppRunner(app, access_log=None, max_line_size=_MAX_LINE,
-                                     shutdown_timeout=1.0)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self._port = self._runner.addresses[0][1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Stop listening; a wait still pending fails."""
-        if self._done is not None and not self._done.done():
-            self._done.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def login_url(self) -> str:
         """The link the user opens: it redirects to the provider."""
         return f"http://127.0.0.1:{self._port}{self._path}"
-
-    @property
-    def callback_url(self) -> str:
-        """Where the proxy sends the browser back with the answer."""
-        return f"http://127.0.0.1:{self._port}/callback"
 
     @property
     def secret_key_b64(self) -> str:
@@ -172,30 +119,6 @@ class CallbackServer:
             raise ConnectionProblem("the proxy answered a login URL that is not http(s)")
         self._provider_url = provider_url
 
-    async def wait(self, within: float = LOGIN_TIMEOUT) -> SSOLoginResponse:
-        """Wait for the first valid answer; AccessDenied with the proxy's error, or on timeout."""
-        assert self._done is not None, "use CallbackServer as an async context manager"
-        try:
-            async with asyncio.timeout(within):
-                return await asyncio.shield(self._done)
-        except TimeoutError:
-            raise AccessDenied(f"timed out after {format_duration(timedelta(seconds=within))} "
-                               "waiting for the browser to finish the login; run 'tsh login' "
-                               "again") from None
-
-    def _answer(self, status: int, title: str, message: str) -> web.Response:
-        return web.Response(status=status, text=_page(title, message), content_type="text/html",
-                            charset="utf-8",
-                            headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-store",
-                                     "Referrer-Policy": "no-referrer"})
-
-    def _refuse_host(self, request: web.Request) -> web.Response | None:
-        # A page on another site that resolves its name to 127.0.0.1 (DNS rebinding) sends
-        # its own Host: only the address tsh printed is served.
-        if request.host != f"127.0.0.1:{self._port}":
-            return self._answer(400, "Wrong address", "Open the link tsh printed.")
-        return None
-
     async def _login_page(self, request: web.Request) -> web.StreamResponse:
         if (refused := self._refuse_host(request)) is not None:
             return refused
@@ -204,40 +127,24 @@ class CallbackServer:
         raise web.HTTPFound(self._provider_url, headers={"Cache-Control": "no-store",
                                                          "Referrer-Policy": "no-referrer"})
 
-    async def _callback(self, request: web.Request) -> web.StreamResponse:
-        if (refused := self._refuse_host(request)) is not None:
-            return refused
-        done = self._done
-        assert done is not None
-        if done.done():
-            return self._answer(409, "Login already finished",
-                                "This login has already finished; you may close this window.")
-        if "error" in request.query:
-            message = _one_line(request.query["error"]) or "the login failed"
-            done.set_exception(AccessDenied(message))
-            return self._answer(403, "Login failed", message)
+    def _read(self, query: Mapping[str, str]) -> SSOLoginResponse:
+        """`?error=` ends the login with the proxy's message; `?response=` must open."""
+        if "error" in query:
+            raise AccessDenied(one_line(query["error"]) or "the login failed")
         try:
-            answer = self._open(request.query.get("response", ""))
-        except _NotOurs:
-            return self._answer(400, "Login refused",
-                                "The login answer could not be decrypted: it was not meant for "
-                                "this tsh. tsh is still waiting for its own.")
+            return self._open(query.get("response", ""))
         except (ValidationError, BadParameter):
-            error = ConnectionProblem("the proxy's login answer is not valid")
-            done.set_exception(error)
-            return self._answer(502, "Login failed", str(error))
-        done.set_result(answer)
-        return self._answer(200, "Login successful", "Login successful, you may close this window.")
+            raise ConnectionProblem("the proxy's login answer is not valid") from None
 
     def _open(self, sealed: str) -> SSOLoginResponse:
-        """Decrypt the answer (_NotOurs when it is not sealed with our key) and check it."""
+        """Decrypt the answer (NotOurs when it is not sealed with our key) and check it."""
         try:
             data = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
             if len(data) <= _NONCE:
-                raise _NotOurs
+                raise NotOurs(_UNSEALED)
             plain = AESGCM(self.secret_key).decrypt(data[:_NONCE], data[_NONCE:], None)
         except (ValueError, InvalidTag) as err:  # binascii.Error is a ValueError
-            raise _NotOurs from err
+            raise NotOurs(_UNSEALED) from err
         answer = SSOLoginResponse.model_validate_json(plain)
         check_user_name(answer.username)
         if answer.username in (".", ".."):

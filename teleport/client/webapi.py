@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from teleport.api import mfa_models as mfa
 from teleport.api import web_models as w
 from teleport.api.http import HTTPClient, one_line
 from teleport.api.web_models import LoginResponse
@@ -109,6 +110,18 @@ class WebClient:
                               pub_key=pub_key, tls_pub_key=tls_pub_key,
                               ttl=format_duration(ttl) if ttl else "")
         return await self._http.call("POST", "/webapi/ssh/certs", body, answer=LoginResponse)
+
+    async def mfa_login_begin(self, user: str, password: str) -> mfa.WebauthnChallenge:
+        """A security key's challenge: the user's keys after the password is checked, or (no
+        user) any passkey; options None: the cluster wants no key of this user."""
+        body = {"user": user, "pass": password, "passwordless": not user}  # WebMFALoginBegin
+        return await self._http.call("POST", "/webapi/mfa/login/begin", body,
+                                     answer=mfa.WebauthnChallenge)
+
+    async def mfa_login_finish(self, body: mfa.WebMFALoginCertsFinish) -> w.SSOLoginResponse:
+        """The key's answer and the login's public keys -> certificates, and whom for."""
+        return await self._http.call("POST", "/webapi/mfa/login/finish", body,
+                                     answer=w.SSOLoginResponse)
 
     async def sso_console_login(self, kind: str, body: w.SSOConsoleRequest) -> str:
         """Start a single sign-on login for tsh; return the provider URL its browser opens."""

@@ -216,6 +216,7 @@ class WebProxy:
         app.router.add_get("/web/newuser/{token}", self.signup_page)
         app.router.add_get("/web/reset/{token}", self.signup_page)  # `tctl users reset`'s link
         app.router.add_static(STATIC_PREFIX, STATIC_DIR, append_version=False)
+        app.router.add_get("/web/cli/webauthn", webmfa.cli_webauthn_page)  # tsh's key page
         app.router.add_get("/web", self.app_shell)
         app.router.add_get("/web/{tail:.*}", self.app_shell)
         app.router.add_post("/webapi/sessions/web", self.web_login)
