@@ -45,6 +45,8 @@ _LOGINS = "teleport/auth/logins.py"
 _RULES = "teleport/rbac/rules.py"
 _SSH = "teleport/keys/ssh.py"
 _SSO = "teleport/auth/sso.py"
+_MFA_DEVICES = "teleport/services/mfa_devices.py"
+_WEBAUTHN_TESTS = "tests/integration/auth/test_webauthn.py::"
 _SSO_TESTS = "tests/integration/auth/test_sso_oidc.py::"
 _SSH_TESTS = ("tests/unit/keys/test_ssh.py", "tests/unit/sshutils/test_auth.py")
 
@@ -214,6 +216,16 @@ MUTATIONS = (
         "    if (parts.scheme != \"http\" or host not in _LOOPBACK_CALLBACK_HOSTS or parts.port is None\n",
         "    if (False and parts.port is None\n",
         (_SSO_TESTS + "test_tshs_answer_may_only_go_to_a_loopback_callback",)),
+    Mutation(
+        "accept a WebAuthn counter that went backwards (cloned key)", _MFA_DEVICES,
+        "            if (stored or counter) and counter <= stored:\n",
+        "            if False:\n",
+        (_WEBAUTHN_TESTS + "test_counter_going_backwards_is_refused",)),
+    Mutation(
+        "let a WebAuthn challenge be answered twice", _MFA_DEVICES,
+        "            await self.backend.delete(item.key)  # NotFound when another finish took it first\n",
+        "",
+        (_WEBAUTHN_TESTS + "test_replayed_assertion_is_refused",)),
 )
 
 
