@@ -83,10 +83,19 @@ def test_expired_certificate_cuts_a_live_session(cluster: Cluster, tmp_path: Pat
 def test_unsupported_key_stops_the_daemon_with_one_line(tmp_path: Path) -> None:
     config = tmp_path / "teleport.yaml"
     config.write_text(f"teleport:\n  data_dir: {tmp_path / 'data'}\n"
+                      "auth_service:\n  authentication:\n    type: saml\n")
+    out = subprocess.run([str(BIN / "teleport"), "start", "-c", str(config)], capture_output=True,
+                         text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"ERROR: {config}:5: auth_service.authentication.type: saml is not supported "
+        "yet (use local, github or oidc)"]
+    # A second factor that needs a setting it was not given: one line naming the setting.
+    config.write_text(f"teleport:\n  data_dir: {tmp_path / 'data'}\n"
                       "auth_service:\n  authentication:\n    second_factor: u2f\n")
     out = subprocess.run([str(BIN / "teleport"), "start", "-c", str(config)], capture_output=True,
                          text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        f"ERROR: {config}:5: auth_service.authentication.second_factor: u2f is not supported "
-        "yet (use otp or off)"]
+        f"ERROR: {config}:4: auth_service.authentication: second_factor u2f needs "
+        "webauthn.rp_id (the proxy's DNS name) or u2f.app_id (the proxy's URL)"]
