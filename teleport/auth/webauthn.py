@@ -129,12 +129,9 @@ class Webauthn:
         except (WebAuthnException, ValueError, TypeError, KeyError):
             raise await refuse("invalid WebAuthn registration: the credential is malformed") from None
         record = await self._take(user, client, "register")
-        if record is None:
-            raise await refuse(_CHALLENGE_GONE)
-        if client.origin not in origins:
-            raise await refuse(_wrong_origin(client.origin, origins))
-        if auth_data.rp_id_hash != hashlib.sha256(rp_id.encode()).digest():
-            raise await refuse(_wrong_rp_id(rp_id))
+        if (reason := _client_refusal(record, client, auth_data.rp_id_hash, origins, rp_id)):
+            raise await refuse(reason)
+        assert record is not None
         try:
             verified = verify_registration_response(
                 credential=parsed, expected_challenge=client.challenge, expected_rp_id=rp_id,
@@ -208,12 +205,9 @@ class Webauthn:
         except (WebAuthnException, ValueError, TypeError, KeyError):
             raise await refuse("invalid WebAuthn assertion: the credential is malformed") from None
         record = await self._take(who, client, "login" if user else "passwordless")
-        if record is None:
-            raise await refuse(_CHALLENGE_GONE)
-        if client.origin not in origins:
-            raise await refuse(_wrong_origin(client.origin, origins))
-        if auth_data.rp_id_hash != hashlib.sha256(rp_id.encode()).digest():
-            raise await refuse(_wrong_rp_id(rp_id))
+        if (reason := _client_refusal(record, client, auth_data.rp_id_hash, origins, rp_id)):
+            raise await refuse(reason)
+        assert record is not None
         handle = parsed.response.user_handle
         if user is None:
             if not handle:
@@ -268,6 +262,19 @@ class Webauthn:
         except NotFound:
             return None
         return record if record.ceremony == ceremony else None
+
+
+def _client_refusal(record: WebauthnChallenge | None, client: CollectedClientData,
+                    rp_id_hash: bytes, origins: Sequence[str], rp_id: str) -> str | None:
+    """Why a ceremony's answer is refused before its signature is checked, or None: both
+    ceremonies need their own live challenge, an expected origin and this RP ID's hash."""
+    if record is None:
+        return _CHALLENGE_GONE
+    if client.origin not in origins:
+        return _wrong_origin(client.origin, origins)
+    if rp_id_hash != hashlib.sha256(rp_id.encode()).digest():
+        return _wrong_rp_id(rp_id)
+    return None
 
 
 _CHALLENGE_GONE = "WebAuthn challenge not found: it expired or was already used (a replayed answer?)"

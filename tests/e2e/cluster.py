@@ -140,6 +140,12 @@ proxy_service:
   public_addr: {self.host}:{p['web']}
 {tunnel}{extra}""")
 
+    def set_authentication(self, settings: dict[str, Any]) -> None:
+        """Set `auth_service.authentication` in the config (before a start or a restart)."""
+        data = yaml.safe_load(self.config.read_text())
+        data["auth_service"]["authentication"] = settings
+        self.config.write_text(yaml.safe_dump(data, sort_keys=False))
+
     def start(self) -> None:
         """Start the daemon, read back the ports it bound and pin them into the config."""
         path = self.root / "teleport.log"

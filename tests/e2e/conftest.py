@@ -27,6 +27,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
+def keys_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A cluster whose second factor is a WebAuthn key, RP ID localhost (browsers reach the
+    proxy as https://localhost:<port>)."""
+    cluster = make_cluster(tmp_path_factory.mktemp("webauthn"))
+    cluster.set_authentication({"type": "local", "second_factor": "webauthn",
+                                "webauthn": {"rp_id": "localhost"}})
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
 def joe(cluster: Cluster) -> dict[str, object]:
     """A signed-up and logged-in user joe with logins joe and root."""
     password = "correct horse battery"

@@ -29,37 +29,42 @@ def wait_for_connector(cluster: Cluster, name: str, timeout: float = 15) -> None
     raise AssertionError(f"the proxy's ping never listed connector {name!r}")
 
 
-def tsh_sso_login(cluster: Cluster, auth: str | None, sign_in: Callable[[str], Any],
-                  *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run `tsh login [--auth=<auth>] --browser=none`, sign in at the link it prints, return
-    tsh's result (stdout holds the link and tsh's report). No auth: the cluster's default."""
-    flags = [f"--auth={auth}"] if auth is not None else []
+def tsh_following_link(cluster: Cluster, args: list[str], link: re.Pattern[str],
+                       answer: Callable[[str], Any], *, stdin: str = "",
+                       timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run tsh with `args`, hand the first printed line matching `link` (its group 1) to
+    `answer` (what a person does with it in a browser), return tsh's result; stdout holds the
+    link and tsh's report."""
     proc = subprocess.Popen(
-        [str(BIN / "tsh"), "login", f"--proxy={cluster.web_addr}", *flags,
-         "--browser=none", "--insecure", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-        env={**os.environ, **cluster.env})
+        [str(BIN / "tsh"), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, **cluster.env})
     try:
-        assert proc.stdout is not None
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(stdin)
+        proc.stdin.close()
+        proc.stdin = None  # closed: communicate() must not flush it
         lines = []
-        link = None
         for line in proc.stdout:
             lines.append(line)
-            match = LINK.match(line.rstrip("\n"))
-            if match:
-                link = match.group(1)
+            if match := link.match(line.rstrip("\n")):
+                answer(match.group(1))
                 break
-        if link is None:
-            out, err = proc.communicate(timeout=timeout)
-            return subprocess.CompletedProcess(proc.args, proc.returncode or 0,
-                                               "".join(lines) + out, err)
-        sign_in(link)
         out, err = proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + out, err)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def tsh_sso_login(cluster: Cluster, auth: str | None, sign_in: Callable[[str], Any],
+                  *extra: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run `tsh login [--auth=<auth>] --browser=none` and sign in at the link it prints. No
+    auth: the cluster's default."""
+    flags = [f"--auth={auth}"] if auth is not None else []
+    return tsh_following_link(
+        cluster, ["login", f"--proxy={cluster.web_addr}", *flags, "--browser=none", "--insecure",
+                  *extra], LINK, sign_in, timeout=timeout)
 
 
 def logins_of(cluster: Cluster, user: str, **fields: Any) -> list[dict[str, Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import yaml
 from selenium import webdriver
 
 from tests.e2e.browser import wait_until, wait_visible
@@ -28,9 +27,7 @@ PASSWORD = "provider password"
 def sso_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A cluster whose default login is the OIDC connector `corp`."""
     cluster = make_cluster(tmp_path_factory.mktemp("oidc"))
-    config = yaml.safe_load(cluster.config.read_text())
-    config["auth_service"]["authentication"] = {"type": "oidc", "connector_name": "corp"}
-    cluster.config.write_text(yaml.safe_dump(config, sort_keys=False))
+    cluster.set_authentication({"type": "oidc", "connector_name": "corp"})
     cluster.start()
     try:
         yield cluster

@@ -12,10 +12,9 @@ public address would.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,11 +27,11 @@ from teleport.keys import tls as tlskeys
 from tests.ctap2_softkey import SoftCtap2Device
 from tests.e2e import virtual_authenticator as va
 from tests.e2e.browser import check_page, wait_text, wait_until, wait_visible
-from tests.e2e.cluster import BIN, NODENAME, Cluster, make_cluster
+from tests.e2e.cluster import NODENAME, Cluster, make_cluster
+from tests.e2e.sso import tsh_following_link
 from tests.e2e.test_webauthn_web import (
     PASSWORD,
     WebAPI,
-    _authentication,
     _begin,
     _origin,
     _sign_up,
@@ -44,18 +43,6 @@ from tests.webauthn_softkey import SoftAuthenticator
 LINK = re.compile(r"^ (https://localhost:\d+/web/cli/webauthn#\S+)$")
 
 
-@pytest.fixture(scope="module")
-def keys_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = make_cluster(tmp_path_factory.mktemp("tsh-webauthn"))
-    _authentication(cluster, {"type": "local", "second_factor": "webauthn",
-                              "webauthn": {"rp_id": "localhost"}})
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 def _proxy(cluster: Cluster) -> str:
     return f"--proxy=localhost:{cluster.ports['web']}"
 
@@ -63,27 +50,8 @@ def _proxy(cluster: Cluster) -> str:
 def tsh_with_key(cluster: Cluster, args: list[str], answer: Callable[[str], None], *,
                  stdin: str = "", timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run tsh, hand the key page's link it prints to `answer`, return tsh's result."""
-    proc = subprocess.Popen(
-        [str(BIN / "tsh"), *args, "--browser=none"], stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **cluster.env})
-    try:
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(stdin)
-        proc.stdin.close()
-        proc.stdin = None  # closed: communicate() must not flush it
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if match := LINK.match(line.rstrip("\n")):
-                answer(match.group(1))
-                break
-        out, err = proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(proc.args, proc.returncode, "".join(lines) + out, err)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return tsh_following_link(cluster, [*args, "--browser=none"], LINK, answer, stdin=stdin,
+                              timeout=timeout)
 
 
 def press_key_button(browser: webdriver.Chrome, check: bool = False) -> Callable[[str], None]:
@@ -247,7 +215,7 @@ def test_second_factor_on_asks_an_app_user_for_the_code(tmp_path: Path) -> None:
     """`second_factor: on` with keys: tsh asks the password, the proxy says this user has no
     key, and tsh asks the authenticator app's code instead."""
     cluster = make_cluster(tmp_path)
-    _authentication(cluster, {"type": "local", "second_factor": "on",
+    cluster.set_authentication({"type": "local", "second_factor": "on",
                               "webauthn": {"rp_id": "localhost"}})
     cluster.start()
     try:

@@ -14,12 +14,9 @@ import http.client
 import json
 import re
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -29,26 +26,6 @@ from tests.e2e.cluster import Cluster, make_cluster
 from tests.webauthn_softkey import SoftAuthenticator
 
 PASSWORD = "correct horse battery"
-
-
-def _authentication(cluster: Cluster, settings: dict[str, Any]) -> None:
-    """Set auth_service.authentication in the cluster's teleport.yaml."""
-    data = yaml.safe_load(cluster.config.read_text())
-    data["auth_service"]["authentication"] = settings
-    cluster.config.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def keys_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A cluster whose second factor is a WebAuthn key, RP ID localhost."""
-    cluster = make_cluster(tmp_path_factory.mktemp("webauthn"))
-    _authentication(cluster, {"type": "local", "second_factor": "webauthn",
-                              "webauthn": {"rp_id": "localhost"}})
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _origin(cluster: Cluster) -> str:
@@ -164,7 +141,7 @@ def test_the_manuals_u2f_config(browser: webdriver.Chrome, tmp_path: Path) -> No
     cluster.start()  # binds the ports, which app_id and facets then name
     cluster.stop()
     origin = _origin(cluster)
-    _authentication(cluster, {"type": "local", "second_factor": "u2f",
+    cluster.set_authentication({"type": "local", "second_factor": "u2f",
                               "u2f": {"app_id": origin, "facets": [origin]}})
     cluster.start()
     try:
