@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from selenium import webdriver
 
-from tests.e2e.browser import wait_until, wait_visible
+from tests.e2e.browser import check_page, wait_until, wait_visible
 from tests.e2e.cluster import CLUSTER, NODENAME, Cluster, make_cluster
 from tests.e2e.oidcprovider import OpenIDProvider, idp_login
 from tests.e2e.sso import logins_of, tsh_sso_login, wait_for_connector
@@ -135,6 +135,8 @@ def test_the_login_page_button_logs_the_browser_in(
     browser.get(f"https://{sso_cluster.web_addr}/web/login")
     button = wait_visible(browser, '#login-sso a[data-connector="corp"]')
     assert button.text == "Corp SSO"
+    check_page(browser, "login-sso", widths=("laptop", "phone"), schemes=("light", "dark"))
+    button = wait_visible(browser, '#login-sso a[data-connector="corp"]')
     idp_login(browser, button.get_attribute("href") or "", "ann", PASSWORD)
     wait_until(browser, lambda d: d.current_url.endswith(f"/web/cluster/{CLUSTER}/nodes"),
                "the UI after the OIDC login")
