@@ -264,7 +264,9 @@ def run_pytest(tree: Path, tests: tuple[str, ...] | list[str]) -> tuple[int, str
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "300"}
     try:
         result = subprocess.run(
-            [str(PYTHON), "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", *tests],
+            # `-m ""`: a named test runs even when it is marked slow (left out by default).
+            [str(PYTHON), "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider",
+             "-m", "", *tests],
             cwd=tree, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired as err:
         out = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else err.stdout

@@ -34,7 +34,7 @@ from teleport.utils.duration import format_duration, parse_duration
 #: pydantic error type of every problem our validators report; the loader shows its text as is.
 CONFIG_ERROR = "teleport_config"
 
-StorageType = Literal["dir", "sqlite", "etcd", "postgres", "dynamodb", "firestore"]
+StorageType = Literal["dir", "sqlite", "etcd", "postgresql", "dynamodb", "firestore"]
 SecondFactor = Literal["off", "otp", "webauthn", "u2f", "on", "optional"]
 AuthType = Literal["local", "github", "oidc", "saml"]
 Severity = Literal["DEBUG", "INFO", "WARN", "ERROR"]
@@ -206,28 +206,50 @@ class Log(_Model):
     format: Literal["text", "json"] = "text"
 
 
-#: Keys of storage backends that are not built yet; `dir` (sqlite) is.
-_ETCD = _unset("etcd storage", "use type dir")
-_SQL = _unset("postgres storage", "use type dir")
-_AWS = _unset("DynamoDB and S3 storage", "use type dir")
-_GCP = _unset("Firestore and GCS storage", "use type dir")
+#: Keys of storage backends that are not built yet; `dir` (sqlite), etcd and PostgreSQL are.
+_AWS = _unset("DynamoDB and S3 storage", "use type dir, etcd or postgresql")
+_GCP = _unset("Firestore and GCS storage", "use type dir, etcd or postgresql")
+#: The keys each built storage type reads; a key of another type is a mistake, said by name.
+STORAGE_KEYS: dict[str, frozenset[str]] = {
+    "dir": frozenset({"path"}),
+    "sqlite": frozenset({"path"}),
+    "etcd": frozenset({"peers", "prefix", "tls_cert_file", "tls_key_file", "tls_ca_file",
+                       "username", "password_file", "insecure",
+                       "etcd_max_client_msg_size_bytes"}),
+    "postgresql": frozenset({"conn_string"}),
+}
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def _check_peer(url: str) -> str:
+    """An etcd peer is an http(s) URL with host and port; plain http only on this machine,
+    since etcd holds the cluster's private keys."""
+    match = re.fullmatch(r"(https?)://([^/:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})/?", url)
+    if match is None:
+        raise BadParameter(f"etcd peer {url!r} must look like https://host:2379")
+    scheme, host = match.group(1), match.group(2)
+    if scheme == "http" and host not in _LOOPBACK_HOSTS and not host.startswith("127."):
+        raise BadParameter(f"etcd peer {url!r} must use https (plain http is only "
+                           "accepted on this machine's loopback address)")
+    return url
 
 
 class Storage(_Model):
-    type: Annotated[StorageType, _only(("dir", "sqlite"), "use type dir")] = "dir"
+    type: Annotated[StorageType, _only(("dir", "sqlite", "etcd", "postgresql"),
+                                       "use type dir, etcd or postgresql")] = "dir"
     path: Path | None = None
     # etcd
-    peers: Annotated[StrList, _ETCD] = []
-    prefix: Annotated[str | None, _ETCD] = None
-    tls_cert_file: Annotated[Path | None, _ETCD] = None
-    tls_key_file: Annotated[Path | None, _ETCD] = None
-    tls_ca_file: Annotated[Path | None, _ETCD] = None
-    username: Annotated[str | None, _ETCD] = None
-    password_file: Annotated[Path | None, _ETCD] = None
-    insecure: Annotated[Flag, _ETCD] = False
-    etcd_max_client_msg_size_bytes: Annotated[int | None, Field(ge=1), _ETCD] = None
-    # postgres
-    conn_string: Annotated[str | None, _SQL] = None
+    peers: list[Annotated[str, AfterValidator(_checked(_check_peer))]] = []
+    prefix: str = "/teleport/"
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    insecure: Flag = False
+    etcd_max_client_msg_size_bytes: Annotated[int | None, Field(ge=1)] = None
+    # postgresql
+    conn_string: str | None = None
     # AWS (DynamoDB, S3)
     region: Annotated[str | None, _AWS] = None
     table_name: Annotated[str | None, _AWS] = None
@@ -239,6 +261,27 @@ class Storage(_Model):
     # where they are opened (teleport.events.sinks), which refuses the ones not built yet
     audit_events_uri: StrList = []
     audit_sessions_uri: str | None = None
+
+    @model_validator(mode="after")
+    def _for_its_type(self) -> Storage:
+        """Each type's keys only with that type, and what each type cannot start without."""
+        mine = STORAGE_KEYS.get(self.type, frozenset())
+        for other, keys in STORAGE_KEYS.items():
+            for name in sorted((keys - mine) & self.model_fields_set):
+                raise _invalid(f"{name} is a setting of storage type {other}, not {self.type}")
+        if self.type == "etcd":
+            if not self.peers:
+                raise _invalid("type etcd needs peers, e.g. [https://10.0.0.1:2379]")
+            if not self.prefix.startswith("/") or not self.prefix.endswith("/"):
+                raise _invalid(f"prefix {self.prefix!r} must start and end with '/'")
+            if (self.tls_cert_file is None) != (self.tls_key_file is None):
+                raise _invalid("tls_cert_file and tls_key_file go together")
+            if (self.username is None) != (self.password_file is None):
+                raise _invalid("username and password_file go together")
+        if self.type == "postgresql" and not (self.conn_string or "").strip():
+            raise _invalid("type postgresql needs conn_string, e.g. "
+                           "postgresql://teleport@db.example.com:5432/teleport?sslmode=verify-full")
+        return self
 
 
 class Cache(_Model):

@@ -23,10 +23,9 @@ from teleport.auth.identity_file import IdentityFile
 from teleport.auth.join import join
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.base import Backend
-from teleport.backend.sqlite import SqliteBackend
 from teleport.cache import CachedAuth
 from teleport.config.runtime import Config
-from teleport.errors import BadParameter, ConnectionProblem, NotFound, NotSupported, TeleportError
+from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportError
 from teleport.events.buffered import BufferedEmitter
 from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
@@ -52,6 +51,7 @@ from teleport.service.labels import DynamicLabels
 from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
 from teleport.service.revocations import RevocationWatch
+from teleport.service.storage import open_backend
 from teleport.service.trust import TrustedCAs
 from teleport.service.tunnels import (
     PROXY_REFRESH,
@@ -265,11 +265,7 @@ class TeleportProcess:
     # --- auth ---------------------------------------------------------------------------------
 
     async def _open_backend(self, data_dir: Path) -> Backend:
-        storage = self.config.storage
-        if storage.type not in ("dir", "sqlite"):
-            raise NotSupported(f"storage type {storage.type!r} is not supported yet (use 'dir')")
-        path = Path(storage.path) if storage.path else data_dir / "backend"
-        backend = await SqliteBackend.open(ensure_private_dir(path) / "sqlite.db", clock=self.clock)
+        backend = await open_backend(self.config.storage, data_dir, self.clock)
         self.stack.push_async_callback(backend.close)
         return backend
 

@@ -31,13 +31,8 @@ UNSUPPORTED = [
     ("proxy_service:\n  kubernetes:\n    enabled: yes\n    listen_addr: 0.0.0.0:3026\n", 2,
      "proxy_service.kubernetes"),
     ("teleport:\n  cache:\n    type: sqlite\n", 3, "teleport.cache.type"),
-    ("teleport:\n  storage:\n    type: etcd\n    peers: [https://172.17.0.1:4001]\n", 3,
-     "teleport.storage.type"),
-    ("teleport:\n  storage:\n    type: postgres\n", 3, "teleport.storage.type"),
     ("teleport:\n  storage:\n    type: dynamodb\n", 3, "teleport.storage.type"),
     ("teleport:\n  storage:\n    type: firestore\n", 3, "teleport.storage.type"),
-    ("teleport:\n  storage:\n    peers: [https://172.17.0.1:4001]\n", 3, "teleport.storage.peers"),
-    ("teleport:\n  storage:\n    conn_string: postgres://x\n", 3, "teleport.storage.conn_string"),
     ("teleport:\n  storage:\n    region: us-east-1\n", 3, "teleport.storage.region"),
     ("teleport:\n  storage:\n    project_id: p\n", 3, "teleport.storage.project_id"),
 ]
