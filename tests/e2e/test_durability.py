@@ -1,0 +1,178 @@
+"""Every write the auth API acknowledged survives SIGKILL of the auth server (issue 16).
+
+A writer creates join tokens and users through the auth API as fast as it is allowed (paced at
+1,000 a second) while the auth server is killed with SIGKILL and restarted several times; the
+writes that got an answer must all be there afterwards. A write that got no answer may or may not
+be there: only acknowledged ones count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from teleport.auth.client import AuthClient
+from teleport.auth.identity_file import IdentityFile
+from teleport.errors import TeleportError
+from teleport.types.resource import Metadata
+from teleport.types.resources import User, UserSpec
+from teleport.utils.addr import HostPort
+from tests.e2e.cluster import BIN, pin_ports, wait_started
+
+pytestmark = pytest.mark.slow
+
+RATE = 1000  # writes a second, all workers together
+WORKERS = 32
+KILLS = 3
+RUN_BETWEEN_KILLS = 3.0  # seconds of writing before each kill
+
+
+class AuthProcess:
+    """An auth-only `teleport start` whose port stays the same across restarts."""
+
+    def __init__(self, root: Path, storage: str) -> None:
+        self.root = root
+        self.config = root / "teleport.yaml"
+        self.data_dir = root / "data"
+        self.config.write_text(f"""\
+teleport:
+  nodename: durability
+  data_dir: {self.data_dir}
+  log: {{output: stderr, severity: INFO}}
+{storage}auth_service:
+  enabled: yes
+  cluster_name: durability.test
+  listen_addr: 127.0.0.1:0
+ssh_service: {{enabled: no}}
+proxy_service: {{enabled: no}}
+""")
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        log_path = self.root / "teleport.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(BIN / "teleport"), "start", "-c", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        ports = wait_started(log_path, self.process, offset)
+        pin_ports(self.config, ports)
+        self.port = ports["auth"]
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Writer:
+    """Workers that each write the next name and remember the ones acknowledged."""
+
+    def __init__(self, client: AuthClient) -> None:
+        self.client = client
+        self.acked_tokens: set[str] = set()
+        self.acked_users: set[str] = set()
+        self.failed = 0
+        self._next = 0
+        self._stop = asyncio.Event()
+
+    async def _write_one(self, n: int) -> None:
+        if n % 10 == 9:
+            name = f"durable-user-{n}"
+            await self.client.upsert_user(User(metadata=Metadata(name=name),
+                                               spec=UserSpec(roles=["access"])))
+            self.acked_users.add(name)
+        else:
+            name = f"durable-token-{n:08d}"
+            await self.client.create_token(["node"], timedelta(hours=1), name)
+            self.acked_tokens.add(name)
+
+    async def _work(self) -> None:
+        interval = WORKERS / RATE
+        while not self._stop.is_set():
+            started = time.monotonic()
+            n, self._next = self._next, self._next + 1
+            try:
+                await self._write_one(n)
+            except (TimeoutError, TeleportError, OSError, aiohttp.ClientError, ValueError):
+                self.failed += 1  # not acknowledged: may or may not be stored
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(WORKERS):
+                group.create_task(self._work())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+@pytest.fixture
+def sqlite_storage(tmp_path: Path) -> Iterator[str]:
+    yield "  storage: {type: dir}\n"
+
+
+async def _until_up(client: AuthClient) -> None:
+    async with asyncio.timeout(60):
+        while True:
+            try:
+                await client.ping()
+                return
+            except (TeleportError, OSError):
+                await asyncio.sleep(0.1)
+
+
+async def run_kill_test(root: Path, storage: str) -> None:
+    auth = AuthProcess(root, storage)
+    auth.start()
+    try:
+        client = AuthClient.from_identity(IdentityFile.load(auth.data_dir, "Admin"),
+                                          [HostPort("127.0.0.1", auth.port)])
+        async with client:
+            writer = Writer(client)
+            started = time.monotonic()
+            writing = asyncio.create_task(writer.run())
+            for _ in range(KILLS):
+                await asyncio.sleep(RUN_BETWEEN_KILLS)
+                await asyncio.to_thread(auth.kill)
+                await asyncio.to_thread(auth.start)
+            await asyncio.sleep(RUN_BETWEEN_KILLS)
+            writer.stop()
+            await writing
+            elapsed = time.monotonic() - started
+            await _until_up(client)
+            tokens, _ = await client.list_tokens()
+            users = {u.metadata.name for u in await client.list_users()}
+        stored = {t.metadata.name for t in tokens}
+        acked = len(writer.acked_tokens) + len(writer.acked_users)
+        print(f"\n{acked} writes acknowledged in {elapsed:.1f} s ({acked / elapsed:.0f}/s), "
+              f"{writer.failed} failed during {KILLS} SIGKILLs")
+        assert acked > 0
+        assert writer.acked_tokens <= stored, sorted(writer.acked_tokens - stored)[:5]
+        assert writer.acked_users <= users, sorted(writer.acked_users - users)[:5]
+    finally:
+        auth.stop()
+
+
+async def test_acknowledged_writes_survive_sigkill_on_sqlite(tmp_path: Path,
+                                                             sqlite_storage: str) -> None:
+    await run_kill_test(tmp_path, sqlite_storage)
