@@ -37,7 +37,13 @@ class Event:
 
 
 class Watcher(abc.ABC):
-    """An ordered stream of events under some prefixes; the first event is INIT."""
+    """An ordered stream of events under some prefixes; the first event is INIT.
+
+    Iteration ends when the watcher or its backend is closed. It raises LimitExceeded when
+    events are lost for good (the reader fell too far behind, or a shared store no longer has
+    the history a reconnecting watcher needs, e.g. etcd compacted it): the reader then re-reads
+    and watches again. Never a silent gap.
+    """
 
     @abc.abstractmethod
     def __aiter__(self) -> AsyncIterator[Event]: ...
