@@ -26,6 +26,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
 from teleport.utils.addr import HostPort
 from tests.e2e.cluster import BIN, pin_ports, wait_started
+from tests.etcd_server import EtcdServer
 
 pytestmark = pytest.mark.slow
 
@@ -127,8 +128,13 @@ class Writer:
 
 
 @pytest.fixture
-def sqlite_storage(tmp_path: Path) -> Iterator[str]:
-    yield "  storage: {type: dir}\n"
+def etcd_storage(tmp_path: Path) -> Iterator[str]:
+    """A real etcd with TLS client certificates, as the manual configures it."""
+    with EtcdServer(tmp_path / "etcd", tls=True) as etcd:
+        pki = etcd.pki
+        yield (f"  storage:\n    type: etcd\n    peers: [{etcd.url}]\n"
+               f"    prefix: /durability/\n    tls_ca_file: {pki.ca_file}\n"
+               f"    tls_cert_file: {pki.client_cert}\n    tls_key_file: {pki.client_key}\n")
 
 
 async def _until_up(client: AuthClient) -> None:
@@ -173,6 +179,10 @@ async def run_kill_test(root: Path, storage: str) -> None:
         auth.stop()
 
 
-async def test_acknowledged_writes_survive_sigkill_on_sqlite(tmp_path: Path,
-                                                             sqlite_storage: str) -> None:
-    await run_kill_test(tmp_path, sqlite_storage)
+async def test_acknowledged_writes_survive_sigkill_on_sqlite(tmp_path: Path) -> None:
+    await run_kill_test(tmp_path, "  storage: {type: dir}\n")
+
+
+async def test_acknowledged_writes_survive_sigkill_on_etcd(tmp_path: Path,
+                                                           etcd_storage: str) -> None:
+    await run_kill_test(tmp_path, etcd_storage)
