@@ -104,6 +104,12 @@ class EventFanout:
                 if watcher.wants(event.item.key):
                     watcher.push(event)
 
+    def fail(self, error: LimitExceeded) -> None:
+        """End every stream with error: the store lost history its readers had not seen yet."""
+        for watcher in list(self._watchers):
+            watcher._error = error
+            watcher.stop()
+
     def close(self) -> None:
         """End every stream, as the backend is going away."""
         for watcher in list(self._watchers):

@@ -1,0 +1,523 @@
+"""The PostgreSQL backend: several auth servers share one database and watch each other's writes.
+
+Every write is one transaction that first locks the revision counter row, so writers are
+serialised and their revisions commit in order without gaps. The same transaction records its
+events in the `changes` table. Each backend follows that table from one dedicated connection:
+LISTEN/NOTIFY only wakes it up (a slow poll is the backstop), the rows are the truth, so after a
+lost connection it resumes from the last revision it delivered. Changes are kept for
+CHANGE_RETENTION; a feed that fell further behind ends its watchers with LimitExceeded and the
+readers re-read. Expiry follows the injected clock, as in sqlite: reads hide expired rows, writes
+and a periodic sweep delete them and announce DELETE events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import asyncpg
+
+from teleport.backend.base import Backend, Event, EventType, Item, Watcher
+from teleport.backend.fanout import EventFanout, check_item, show_key
+from teleport.backend.postgres_conn import Target, parse_conn_string
+from teleport.backend.postgres_schema import (
+    CHANGED,
+    CHANNEL,
+    EXISTS,
+    MIGRATIONS,
+    MISSING,
+    PUT,
+    SCHEMA_VERSION,
+)
+from teleport.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    CompareFailed,
+    ConnectionProblem,
+    LimitExceeded,
+    NotFound,
+    TeleportError,
+)
+from teleport.metrics import BACKEND_LATENCY
+from teleport.utils.clock import Clock, RealClock
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: Seconds of real time between sweeps that announce expiries when nothing else is written.
+PURGE_INTERVAL = 1.0
+#: How long change rows are kept for watchers that lost their connection.
+CHANGE_RETENTION = timedelta(minutes=10)
+#: Seconds between prunes of old change rows.
+PRUNE_INTERVAL = 30.0
+#: Seconds between reads of the change table when no notification arrives (a backstop).
+POLL_INTERVAL = 2.0
+#: Seconds to establish a connection; open() fails after this when the server is unreachable.
+CONNECT_TIMEOUT = 5.0
+#: Seconds a call keeps retrying a lost connection before it raises ConnectionProblem.
+RETRY_SECONDS = 5.0
+#: Seconds one statement may run; a silent network partition ends in ConnectionProblem.
+COMMAND_TIMEOUT = 30.0
+#: Change rows read per query by a watch feed.
+FEED_BATCH = 1000
+#: pg_advisory_xact_lock key that serialises schema migrations of one database.
+_MIGRATION_LOCK = 0x7E1E9087
+
+_COLUMNS = "key, value, expires, revision"
+_LIVE = "(expires IS NULL OR expires > $%d)"
+_COUNTER = "SELECT value FROM meta WHERE name = 'revision'"
+_PRUNE = (
+    "DELETE FROM changes WHERE revision <= (SELECT max(revision) FROM changes"
+    " WHERE created < now() - $1::interval)")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _to_us(when: datetime) -> int:
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def _from_us(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + us * _MICROSECOND
+
+
+def _row_item(row: Any) -> Item:
+    return Item(bytes(row[0]), bytes(row[1]), _from_us(row[2]), str(row[3]))
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError,
+)
+#: Retried as a whole transaction: the server refused or lost it before anything was applied.
+_RETRYABLE = (*_UNREACHABLE, asyncpg.exceptions.TransactionRollbackError)
+
+
+def _map_error(target: Target, err: BaseException) -> TeleportError:
+    """Name the server, the user or the database and say what to do; never the password."""
+    where = f"postgres at {target.address}"
+    detail = target.scrub(str(err) or type(err).__name__)
+    if isinstance(err, TimeoutError) and not str(err):
+        detail = f"no answer within {CONNECT_TIMEOUT:g}s"
+    if isinstance(err, asyncpg.exceptions.InvalidAuthorizationSpecificationError):
+        return AccessDenied(f"{where} refused user {target.user!r}: {detail}")
+    if isinstance(err, asyncpg.exceptions.InsufficientPrivilegeError):
+        return AccessDenied(f"{where}: user {target.user!r} lacks a privilege: {detail}")
+    if isinstance(err, asyncpg.exceptions.InvalidCatalogNameError):
+        return BadParameter(
+            f"{where} has no database {target.database!r}; create it"
+            f" (CREATE DATABASE {target.database} OWNER {target.user}) or fix conn_string")
+    if isinstance(err, asyncpg.exceptions.DiskFullError):
+        return LimitExceeded(f"{where}: the disk is full")
+    if isinstance(err, _UNREACHABLE):
+        return ConnectionProblem(f"{where} is unreachable: {detail}")
+    return ConnectionProblem(f"{where}: {detail}")
+
+
+class _CommitUnknown(Exception):
+    """The connection broke while COMMIT was in flight: the write may or may not be applied."""
+
+
+_WRITE = "SELECT teleport_write($1, $2, $3, $4, $5, $6, $7, $8)"
+#: What teleport_write's own SQLSTATEs mean.
+_REFUSED = {EXISTS: (AlreadyExists, "already exists"), MISSING: (NotFound, "not found"),
+            CHANGED: (CompareFailed, "has changed")}
+
+
+# --- the backend ------------------------------------------------------------------------------
+
+
+class PostgresBackend(Backend):
+    """Keep cluster state in a PostgreSQL database; open it with PostgresBackend.open()."""
+
+    def __init__(self, target: Target, clock: Clock, pool: asyncpg.Pool) -> None:
+        self.target = target
+        self.clock = clock
+        self._pool = pool
+        self._fanout = EventFanout()
+        self._closed = False
+        self._feed: _Feed | None = None
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweep_forever(), name=f"postgres sweep {target.address}")
+
+    @classmethod
+    async def open(cls, conn_string: str, clock: Clock | None = None) -> PostgresBackend:
+        """Connect, create or check the schema, and start the expiry sweep."""
+        target = parse_conn_string(conn_string)
+        try:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+                pool = await asyncpg.create_pool(
+                    target.dsn, min_size=1, max_size=target.max_conns, timeout=CONNECT_TIMEOUT,
+                    command_timeout=COMMAND_TIMEOUT, reset=_keep_session)
+        except TeleportError:
+            raise
+        except Exception as err:
+            raise _map_error(target, err) from None
+        try:
+            async with pool.acquire() as conn:
+                await _migrate(target, conn)
+        except BaseException as err:
+            pool.terminate()
+            if isinstance(err, Exception) and not isinstance(err, TeleportError):
+                raise _map_error(target, err) from None
+            raise
+        return cls(target, clock or RealClock(), pool)
+
+    def _now(self) -> int:
+        return _to_us(self.clock.now())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ConnectionProblem(f"postgres backend at {self.target.address} is closed")
+
+    async def _run(self, name: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run fn on a pooled connection, retrying lost connections for RETRY_SECONDS."""
+        self._check_open()
+        started = time.perf_counter()
+        deadline = time.monotonic() + RETRY_SECONDS
+        delay = 0.05
+        try:
+            while True:
+                try:
+                    async with self._pool.acquire(timeout=CONNECT_TIMEOUT) as conn:
+                        return await fn(conn)
+                except TeleportError:
+                    raise
+                except _CommitUnknown as err:
+                    cause = err.__cause__ or err
+                    raise ConnectionProblem(
+                        f"postgres at {self.target.address} was lost while committing;"
+                        f" the write may or may not be stored: "
+                        f"{self.target.scrub(str(cause))}") from None
+                except _RETRYABLE as err:
+                    if self._closed or time.monotonic() + delay > deadline:
+                        raise _map_error(self.target, err) from None
+                    log.debug("postgres %s failed, retrying: %s", name,
+                              self.target.scrub(str(err)))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                except Exception as err:
+                    raise _map_error(self.target, err) from None
+        finally:
+            BACKEND_LATENCY.labels(name).observe(time.perf_counter() - started)
+
+    async def _write(self, op: str, key: bytes, *, end: bytes | None = None,
+                     item: Item | None = None, expires: datetime | None = None,
+                     expected: Item | None = None) -> int:
+        """Run teleport_write in a transaction; return the last revision it used (0: none).
+
+        BEGIN and COMMIT are separate round trips so that a connection lost before COMMIT is
+        retried safely, while one lost during COMMIT is reported as unknown, never retried.
+        """
+        now = self._now()
+        value = item.value if item is not None else None
+        if item is not None:
+            expires = item.expires
+        want_value = want_revision = None
+        if expected is not None:
+            want_value = expected.value
+            if expected.revision:
+                want_revision = int(expected.revision) if expected.revision.isdigit() else -1
+        args = (op, now, key, end, value, None if expires is None else _to_us(expires),
+                want_value, want_revision)
+
+        async def transact(conn: asyncpg.Connection) -> int:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                revision: int = await conn.fetchval(_WRITE, *args)
+            except BaseException as err:
+                if not conn.is_closed():
+                    await tx.rollback()
+                refused = isinstance(err, asyncpg.PostgresError) and _REFUSED.get(err.sqlstate)
+                if refused:
+                    kind, what = refused
+                    raise kind(f"key {show_key(key)} {what}") from None
+                raise
+            try:
+                await tx.commit()
+            except Exception as err:
+                raise _CommitUnknown() from err
+            if revision and self._feed is not None:
+                self._feed.wake()
+            return revision
+
+        return await self._run(op, transact)
+
+    async def _store(self, op: str, item: Item, expected: Item | None = None) -> Item:
+        revision = await self._write(op, item.key, item=item, expected=expected)
+        expires = None if item.expires is None else _from_us(_to_us(item.expires))
+        return dataclasses.replace(item, expires=expires, revision=str(revision))
+
+    # --- the Backend interface -----------------------------------------------------------------
+
+    async def get(self, key: bytes) -> Item:
+        now = self._now()
+        row = await self._run("get", lambda conn: conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM kv WHERE key = $1 AND {_LIVE % 2}", key, now))
+        if row is None:
+            raise NotFound(f"key {show_key(key)} not found")
+        return _row_item(row)
+
+    async def get_range(self, start: bytes, end: bytes, limit: int = 0) -> list[Item]:
+        if limit < 0:
+            raise BadParameter(f"range limit must not be negative, got {limit}")
+        now = self._now()
+        rows = await self._run("get_range", lambda conn: conn.fetch(
+            f"SELECT {_COLUMNS} FROM kv WHERE key >= $1 AND key < $2 AND {_LIVE % 3}"
+            " ORDER BY key LIMIT $4", start, end, now, limit or None))
+        return [_row_item(row) for row in rows]
+
+    async def create(self, item: Item) -> Item:
+        check_item(item)
+        return await self._store("create", item)
+
+    async def put(self, item: Item) -> Item:
+        check_item(item)
+        return await self._store("put", item)
+
+    async def update(self, item: Item) -> Item:
+        check_item(item)
+        return await self._store("update", item)
+
+    async def compare_and_swap(self, expected: Item, replace: Item) -> Item:
+        check_item(replace)
+        if expected.key != replace.key:
+            raise BadParameter(
+                f"compare_and_swap keys differ: {show_key(expected.key)} and {show_key(replace.key)}")
+        return await self._store("swap", replace, expected)
+
+    async def delete(self, key: bytes) -> None:
+        await self._write("delete", key)
+
+    async def delete_range(self, start: bytes, end: bytes) -> None:
+        await self._write("delete_range", start, end=end)
+
+    async def keep_alive(self, key: bytes, expires: datetime) -> None:
+        if expires.utcoffset() is None:
+            raise BadParameter(f"expiry of {show_key(key)} must be timezone-aware")
+        await self._write("keep_alive", key, expires=expires)
+
+    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
+        """Start after every write that finished before this call, once the feed is listening."""
+        self._check_open()
+        if self._feed is None:
+            self._feed = _Feed(self)
+        feed = self._feed
+        await feed.listening()
+        current = await self._run("watch", lambda conn: conn.fetchval(_COUNTER))
+        await feed.reach(current)
+        # No await between reach() and registration: the stream starts exactly at feed.last.
+        return self._fanout.watch(prefixes)
+
+    async def prune_changes(self, keep: timedelta = CHANGE_RETENTION) -> None:
+        """Drop change rows older than keep; feeds behind them will end their watchers."""
+        await self._run("prune_changes", lambda conn: conn.execute(_PRUNE, keep))
+
+    @staticmethod
+    def _expired_query(now: int) -> Callable[[asyncpg.Connection], Awaitable[Any]]:
+        return lambda conn: conn.fetchval("SELECT 1 FROM kv WHERE expires <= $1 LIMIT 1", now)
+
+    async def _sweep_forever(self) -> None:
+        """Announce expiries when nothing else is written and prune old changes."""
+        failing = False
+        last_prune = time.monotonic()
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                if await self._run("sweep", self._expired_query(self._now())):
+                    await self._write("purge", b"")
+                if time.monotonic() - last_prune >= PRUNE_INTERVAL:
+                    await self.prune_changes()
+                    last_prune = time.monotonic()
+            except TeleportError as err:
+                if not failing:
+                    log.warning("could not purge expired items: %s", err)
+                failing = True
+            else:
+                if failing:
+                    log.info("postgres at %s: purging expired items again", self.target.address)
+                failing = False
+
+    async def close(self) -> None:
+        """Stop the sweep and the feed, end watchers, then close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [self._sweeper]
+        if self._feed is not None:
+            tasks.append(self._feed.task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait(tasks)
+        self._fanout.close()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._pool.close()
+        except Exception:
+            self._pool.terminate()
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release session reset (a round trip per call): no call of ours leaves
+    session state behind, and asyncpg still rolls back a transaction left open."""
+
+
+async def _migrate(target: Target, conn: asyncpg.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION; one open at a time per database (an advisory lock)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY,"
+            " applied_at timestamptz NOT NULL DEFAULT now())")
+        version = await conn.fetchval("SELECT max(version) FROM schema_migrations") or 0
+        if version > SCHEMA_VERSION:
+            raise BadParameter(
+                f"postgres database {target.database!r} at {target.address} has schema version"
+                f" {version}, this teleport understands up to {SCHEMA_VERSION};"
+                " use a matching teleport version")
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[step]:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", step)
+            log.info("postgres database %r at %s: schema migrated to version %d",
+                     target.database, target.address, step)
+
+
+# --- watching ---------------------------------------------------------------------------------
+
+
+class _Feed:
+    """Follow the changes table from one connection and hand events to the backend's watchers."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._backend = backend
+        self._target = backend.target
+        self._fanout = backend._fanout
+        #: The last revision handed to watchers; None until the first connection.
+        self.last: int | None = None
+        self._wake = asyncio.Event()
+        self._listening = asyncio.Event()
+        self._advanced = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(
+            self._follow_forever(), name=f"postgres watch {self._target.address}")
+
+    def wake(self) -> None:
+        """Read the change table now (a notification, a local write or a waiting watch)."""
+        self._wake.set()
+
+    async def listening(self) -> None:
+        """Wait until LISTEN is in place, or raise ConnectionProblem."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT + RETRY_SECONDS):
+                await self._listening.wait()
+        except TimeoutError:
+            raise ConnectionProblem(
+                f"postgres at {self._target.address} is unreachable: cannot start watching"
+            ) from None
+
+    async def reach(self, revision: int) -> None:
+        """Wait until every change up to revision has been handed out."""
+        deadline = time.monotonic() + CONNECT_TIMEOUT + RETRY_SECONDS
+        while self.last is None or self.last < revision:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.task.done():
+                raise ConnectionProblem(
+                    f"postgres at {self._target.address}: the change feed is not keeping up")
+            self._advanced.clear()
+            self.wake()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._advanced.wait()
+            except TimeoutError:
+                pass
+
+    async def _follow_forever(self) -> None:
+        delay = 0.1
+        lost = False
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self._target.dsn, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT,
+                    server_settings={"application_name": "teleport-watch"})
+                await conn.add_listener(CHANNEL, self._notified)
+                conn.add_termination_listener(self._terminated)
+                if self.last is None:
+                    self.last = await conn.fetchval(_COUNTER)
+                    self._advanced.set()
+                self._listening.set()
+                if lost:
+                    log.info("postgres at %s: watching again from revision %s",
+                             self._target.address, self.last)
+                lost, delay = False, 0.1
+                while True:
+                    self._wake.clear()
+                    while await self._read(conn):
+                        pass
+                    if conn.is_closed():
+                        raise ConnectionResetError("connection closed")
+                    try:
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+            except Exception as err:
+                if not lost:
+                    log.warning("postgres watch feed lost, reconnecting: %s",
+                                _map_error(self._target, err))
+                lost = True
+            finally:
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _notified(self, *args: object) -> None:
+        self._wake.set()
+
+    def _terminated(self, *args: object) -> None:
+        self._wake.set()
+
+    async def _read(self, conn: asyncpg.Connection) -> bool:
+        """Hand out the next batch of changes; return whether more may be waiting."""
+        assert self.last is not None
+        counter = await conn.fetchval(_COUNTER)
+        rows = await conn.fetch(
+            "SELECT revision, type, key, value, expires FROM changes WHERE revision > $1"
+            " ORDER BY revision LIMIT $2", self.last, FEED_BATCH)
+        expected = self.last + 1
+        if (rows and rows[0][0] != expected) or (not rows and counter > self.last):
+            self._fanout.fail(LimitExceeded(
+                f"postgres watcher fell behind: changes after revision {self.last} were pruned;"
+                " read again and watch again"))
+            log.warning("postgres watch feed at %s: changes after revision %d were pruned;"
+                        " its watchers re-read, the feed goes on from %d",
+                        self._target.address, self.last, counter)
+            self.last = counter
+            self._advanced.set()
+            return True
+        if not rows:
+            return False
+        events = []
+        for revision, kind, key, value, expires in rows:
+            if kind == PUT:
+                item = Item(bytes(key), bytes(value), _from_us(expires), str(revision))
+                events.append(Event(EventType.PUT, item))
+            else:
+                events.append(Event(EventType.DELETE, Item(bytes(key), b"")))
+        self.last = rows[-1][0]
+        self._fanout.emit(events)
+        self._advanced.set()
+        return len(rows) == FEED_BATCH
