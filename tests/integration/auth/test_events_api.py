@@ -41,10 +41,10 @@ class Api:
                 host_uuid=f"{role}-1", nodename="host", system_role=role, ssh_public_key=ssh_key,
                 tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         else:
-            # 30 h: still valid now although the clock started yesterday at 23:00.
+            # 54 h: still valid now although the clock started at 23:00 one or two days ago.
             certs = await self.auth.certs.issue_user_certs(User(metadata=Metadata(name="joe")), ssh_key,
                                                      tlskeys.tls_public_key_pem(tls_key),
-                                                     timedelta(hours=30))
+                                                     timedelta(hours=54))
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
                                          [c.encode() for c in certs.tls_ca_certs])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
@@ -54,7 +54,11 @@ class Api:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     # The clock starts yesterday at 23:00 so events straddle a midnight; the auth server stamps
     # the events hosts send with it.
-    clock = FakeClock((datetime.now(timezone.utc) - timedelta(days=1)).replace(hour=23, minute=0))
+    now = datetime.now(timezone.utc)
+    start = (now - timedelta(days=1)).replace(hour=23, minute=0)
+    if start + timedelta(hours=3) > now:  # just after midnight: the events must be in the past
+        start -= timedelta(days=1)
+    clock = FakeClock(start)
     audit = build_audit_log([f"file://{tmp_path}/events"], tmp_path, clock)
     auth = AuthServer(MemoryBackend(clock), audit, clock, AuthSettings(cluster_name="events.test"))
     await auth.init()
