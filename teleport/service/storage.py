@@ -12,7 +12,7 @@ from pathlib import Path
 from teleport.backend.base import Backend
 from teleport.backend.sqlite import SqliteBackend
 from teleport.config.schema import Storage
-from teleport.errors import BadParameter
+from teleport.errors import AccessDenied, BadParameter
 from teleport.utils.clock import Clock
 from teleport.utils.fs import ensure_private_dir
 
@@ -39,7 +39,18 @@ def _password(path: Path | None) -> str | None:
 
 
 async def open_backend(storage: Storage, data_dir: Path, clock: Clock) -> Backend:
-    """Open (and on first use create) the cluster state's store; errors are one line."""
+    """Open (and on first use create) the cluster state's store; errors are one line.
+
+    A store that refuses our credentials is a setting to fix, like a missing file: BadParameter
+    (exit 2). One that cannot be reached stays ConnectionProblem (exit 1: try again later).
+    """
+    try:
+        return await _open(storage, data_dir, clock)
+    except AccessDenied as err:
+        raise BadParameter(str(err)) from None
+
+
+async def _open(storage: Storage, data_dir: Path, clock: Clock) -> Backend:
     if storage.type == "etcd":
         cert = _readable("tls_cert_file", storage.tls_cert_file)
         key = _readable("tls_key_file", storage.tls_key_file)
