@@ -42,6 +42,7 @@ class AuthProcess:
 
     def __init__(self, root: Path, storage: str) -> None:
         self.root = root
+        root.mkdir(exist_ok=True)
         self.config = root / "teleport.yaml"
         self.data_dir = root / "data"
         self.config.write_text(f"""\
@@ -202,3 +203,38 @@ async def test_acknowledged_writes_survive_sigkill_on_etcd(tmp_path: Path,
 async def test_acknowledged_writes_survive_sigkill_on_postgresql(tmp_path: Path,
                                                                  postgres_storage: str) -> None:
     await run_kill_test(tmp_path, postgres_storage)
+
+
+async def test_two_auth_servers_on_etcd_lose_nothing_and_keep_serving_while_one_is_killed(
+        tmp_path: Path, etcd_storage: str) -> None:
+    """Kill A, then B, then A: the writer moves to the other server and keeps being answered."""
+    servers = [AuthProcess(tmp_path / name, etcd_storage) for name in ("a", "b")]
+    try:
+        for server in servers:
+            server.start()
+        admin = IdentityFile.load(servers[0].data_dir, "Admin")
+        client = AuthClient.from_identity(admin, [HostPort("127.0.0.1", s.port) for s in servers])
+        async with client:
+            writer = Writer(client)
+            writing = asyncio.create_task(writer.run())
+            answered_while_down = []
+            for victim in (servers[0], servers[1], servers[0]):
+                await asyncio.sleep(RUN_BETWEEN_KILLS)
+                await asyncio.to_thread(victim.kill)
+                before = len(writer.acked_tokens)
+                await asyncio.sleep(RUN_BETWEEN_KILLS)
+                answered_while_down.append(len(writer.acked_tokens) - before)
+                await asyncio.to_thread(victim.start)
+            writer.stop()
+            await writing
+            tokens, _ = await client.list_tokens()
+            users = {u.metadata.name for u in await client.list_users()}
+        print(f"\nwrites answered while one auth server was down: {answered_while_down}; "
+              f"{writer.failed} failed in all")
+        assert all(n > 0 for n in answered_while_down), answered_while_down
+        stored = {t.metadata.name for t in tokens}
+        assert writer.acked_tokens <= stored, sorted(writer.acked_tokens - stored)[:5]
+        assert writer.acked_users <= users, sorted(writer.acked_users - users)[:5]
+    finally:
+        for server in servers:
+            server.stop()
