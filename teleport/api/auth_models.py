@@ -264,13 +264,17 @@ class ClusterStatus(Answer):
 
 
 class WatchEvent(Answer):
-    """One line of the watch stream (`GET /v1/watch`): `init` once the watch is in place, then
-    `put` or `delete` of a resource's kind and name (never its content: the watcher re-reads
-    what it needs), and `ping` while nothing changes, so a dead connection is noticed."""
+    """One line of the watch stream (`GET /v1/watch`): a `put` per resource stored when the
+    stream opened, `init` once that snapshot is complete, then `put` or `delete` of a resource's
+    kind and name per change, and `ping` while nothing changes, so a dead connection is noticed.
+    Locks, roles and users carry no content (the watcher re-reads what it needs); hosts and CAs
+    carry the record in `resource` (a CA its public keys only, `sub_kind` its type)."""
 
     type: str
     kind: str = ""
     name: str = ""
+    sub_kind: str = ""
+    resource: ResourceJSON | None = None
 
 
 __all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",

@@ -6,6 +6,7 @@ failures, timeouts, answers that are not a Teleport server's (aiohttp's plain-te
 500 of something else on the port), bodies that are not JSON and streams broken mid-way into
 the error tree. Callers catch only `TeleportError`.
 
+Addresses are tried in order, starting with the one that answered last (a failover sticks).
 A request moves on to the next address only while no answer has arrived: once a server has
 answered, its answer (or its failure to finish it) is final. So a replay already partly handed
 to the caller is never started again on another server (no duplicate), and a break is a
@@ -74,6 +75,16 @@ class HTTPClient:
         #: Put before the problems of all addresses when none answered ("": the problems alone).
         self._unreachable = f"cannot reach the {peer}: " if unreachable is None else unreachable
         self._session: aiohttp.ClientSession | None = None
+        #: The address that answered last: tried first, so after a failover every call does
+        #: not wait on the dead server first (a connect timeout, for a host that is gone).
+        self.preferred: str | None = None
+
+    def _order(self) -> list[str]:
+        """Return the addresses to try: the one that answered last first, then the rest."""
+        first = self.preferred
+        if first is None or first not in self.addrs:
+            return list(self.addrs)
+        return [first, *(a for a in self.addrs if a != first)]
 
     async def close(self) -> None:
         """Close pooled connections."""
@@ -145,7 +156,7 @@ class HTTPClient:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
         problems: list[str] = []
-        for addr in self.addrs:
+        for addr in self._order():
             if addr not in self._proxies:
                 self._proxies[addr] = _proxy_for(addr, self._proxy_env)
             proxy = self._proxies[addr]
@@ -159,6 +170,7 @@ class HTTPClient:
             except TRANSPORT_ERRORS as exc:
                 problems.append(_describe_proxy(addr, proxy, exc) or self._describe(addr, exc))
                 continue
+            self.preferred = addr
             return addr, resp
         raise ConnectionProblem(self._unreachable + "; ".join(problems))
 

@@ -15,6 +15,7 @@ from teleport.auth.context import AuthContext, redact
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events import emitter as ev
 from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.services.local_auth import read_local_auth
 from teleport.services.locks import LockService
 from teleport.services.login_attempts import LoginAttemptService
 from teleport.services.mfa_devices import MFADeviceService
@@ -25,6 +26,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import (
     CreatedBy,
     CreatedByUser,
+    LocalAuthSecrets,
     LoginStatus,
     User,
     UserSpec,
@@ -62,6 +64,10 @@ class Accounts:
 
     async def get_user(self, name: str) -> User:
         return await self.users.users.get(name)
+
+    async def local_auth(self, name: str) -> LocalAuthSecrets | None:
+        """Return the user's credentials for a backup (the admin identity only: see registry)."""
+        return await read_local_auth(self.users, self.mfa_devices, name)
 
     async def roles_of(self, name: str) -> list[str]:
         """Return a user's roles as stored now; none for a user who no longer exists."""

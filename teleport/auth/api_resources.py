@@ -3,7 +3,8 @@
 Each handler looks the kind up in `teleport.types.registry`, asks the caller's roles for the
 kind's rule (`Call.check_rule`: tctl's Admin identity passes, a user is judged by their roles as
 stored now) and then the kind's store on the auth server (`AuthServer.resources`). No route
-knows a kind by name. Private keys never leave: a kind that holds secrets is sent without them.
+knows a kind by name. A kind that holds secrets is sent without them unless asked for; what a
+backup restores (a CA's private keys, users' credentials) only to tctl's admin identity.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from teleport.auth.api import ADMIN, NODE, PROXY, USER, Call, route
-from teleport.auth.resources import fresh_name
+from teleport.auth.resources import KindStore, fresh_name
 from teleport.errors import AlreadyExists, BadParameter, NotFound
+from teleport.rbac import rules
 from teleport.types.codec import ResourceJSON, from_dict, to_dict
+from teleport.types.registry import ADMIN as ADMIN_ONLY
 from teleport.types.registry import ResourceKind, lookup
 from teleport.types.resource import Resource
 from teleport.types.resources import Server
@@ -21,19 +24,23 @@ from teleport.types.resources import Server
 CALLERS = [ADMIN, USER]
 
 
-def _public(kind: ResourceKind, resource: Resource, with_secrets: bool = False) -> ResourceJSON:
-    """Encode a resource to leave the auth server: without its secrets (a CA's private keys
-    never; a connector's client secret unless asked for, `tctl get --with-secrets`)."""
-    if kind.has_secrets and not (with_secrets and kind.secrets_on_request):
+async def _public(kind: ResourceKind, store: KindStore, resource: Resource,
+                  with_secrets: bool = False) -> ResourceJSON:
+    """Encode a resource to leave the auth server: without its secrets unless asked for and
+    allowed (`_with_secrets`); then with those its store keeps apart (a user's credentials)."""
+    if with_secrets:
+        resource = await store.with_secrets(resource)
+    elif kind.has_secrets:
         resource = resource.without_secrets()
     return to_dict(resource)
 
 
 async def _with_secrets(call: Call, kind: ResourceKind) -> bool:
-    """`?with_secrets=true`: secrets are read access, judged as `read` on the kind."""
+    """`?with_secrets=true`: `read` on the kind, and for what the registry gives only to the
+    admin identity (`secrets_to`), tctl on the auth host."""
     wanted = _flag(call.request.query.get("with_secrets", "false"), "with_secrets")
     if wanted:
-        await call.check_rule(kind.rule_resource, "read")
+        rules.check_read_secrets(call.subject, kind.rule_resource, kind.secrets_to == ADMIN_ONLY)
     return wanted
 
 
@@ -49,8 +56,8 @@ async def list_resources(call: Call) -> Any:
     kind = lookup(call.param("kind"))
     await call.check_rule(kind.rule_resource, "list")
     secrets = await _with_secrets(call, kind)
-    items = await call.auth.resources.store(kind).list()
-    return [_public(kind, r, secrets) for r in items if _visible(call, r)]
+    store = call.auth.resources.store(kind)
+    return [await _public(kind, store, r, secrets) for r in await store.list() if _visible(call, r)]
 
 
 @route("GET", "/v1/resources/{kind}/{name}", CALLERS)
@@ -58,10 +65,11 @@ async def get_resource(call: Call) -> Any:
     kind = lookup(call.param("kind"))
     await call.check_rule(kind.rule_resource, "read")
     secrets = await _with_secrets(call, kind)
-    resource = await call.auth.resources.store(kind).get(call.param("name"))
+    store = call.auth.resources.store(kind)
+    resource = await store.get(call.param("name"))
     if not _visible(call, resource):
         raise NotFound(f'{kind.name} "{call.param("name")}" not found')
-    return _public(kind, resource, secrets)
+    return await _public(kind, store, resource, secrets)
 
 
 @route("PUT", "/v1/resources/{kind}", CALLERS)
@@ -81,10 +89,10 @@ async def put_resource(call: Call) -> Any:
             exists = False
     if overwrite and exists:
         await call.check_rule(kind.rule_resource, "update")
-        return _public(kind, await store.upsert(resource, actor))
+        return await _public(kind, store, await store.upsert(resource, actor))
     await call.check_rule(kind.rule_resource, "create")
     try:
-        return _public(kind, await store.create(resource, actor))
+        return await _public(kind, store, await store.create(resource, actor))
     except AlreadyExists:
         raise AlreadyExists(f'{kind.name} "{name}" already exists') from None
 
@@ -110,7 +118,13 @@ def _parse(kind: ResourceKind, data: dict[str, Any]) -> Resource:
     meta = data.get("metadata")
     if kind.auto_name and (meta is None or (isinstance(meta, dict) and not meta.get("name"))):
         data = dict(data, metadata=dict(meta or {}, name=fresh_name()))
-    return from_dict(data, "resource")
+    resource = from_dict(data, "resource")
+    if kind.secrets_to == ADMIN_ONLY and to_dict(resource) != to_dict(resource.without_secrets()):
+        # A user's credentials are set by signup and reset, or restored into a new backend.
+        raise BadParameter(f'{kind.name} "{resource.metadata.name}" carries secrets '
+                           "(spec.local_auth): they are restored only by `teleport start "
+                           "--bootstrap` into a new backend")
+    return resource
 
 
 def _flag(value: str, name: str) -> bool:

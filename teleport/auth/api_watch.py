@@ -1,12 +1,20 @@
-"""Auth API route streaming changes of locks, roles and users to nodes and proxies, so a lock or a
+"""Auth API route streaming changes to nodes and proxies: locks, roles and users, so a lock or a
 role change reaches every node within a second instead of at its next poll
-(`teleport.service.revocations` keeps the poll as the backstop).
+(`teleport.service.revocations` keeps the poll as the backstop), and the hosts and CA public keys
+the proxy's cache (`teleport.cache`) keeps.
 
-The stream is NDJSON: `{"type": "init"}` once the backend watch is in place (nothing after it is
-missed), then `{"type": "put"|"delete", "kind": ..., "name": ...}` per change, and `{"type":
-"ping"}` while nothing changes. Lines carry names only: a node re-reads what it needs through the
-routes it already polls, so no secret or password hash travels here. A user's deletion is
-announced by its tombstone too, and a user's lock is a put of the user.
+The stream is NDJSON. It opens with a snapshot: a `{"type": "put", "kind", "name"}` line per
+resource of the kinds asked for as it is now, then `{"type": "init"}`, then a `put` or `delete`
+line per change, in order, and `{"type": "ping"}` while nothing changes. The backend watch is in
+place (its INIT seen) before the snapshot is read, so no change between the two is missed; one
+may arrive twice (in the snapshot and as a change), which a follower applies idempotently.
+
+Locks, roles and users carry names only: a node re-reads what it needs through the routes it
+already polls, so no secret or password hash travels here. A user's deletion is announced by its
+tombstone too, and a user's lock is a put of the user. Hosts (`node`, `proxy`, `auth_server`)
+carry the record (`resource`), and `cert_authority` its public keys only (`sub_kind` is the CA
+type, `name` its cluster): both are readable by every node and proxy through their own routes,
+which is who may watch. An expired host record is a delete.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ from aiohttp import web
 from teleport.auth import access
 from teleport.auth.api import NODE, ON_SHUTDOWN, PROXY, Call, route
 from teleport.auth.server import AuthServer
-from teleport.backend.base import Event, EventType, Watcher, key
-from teleport.errors import BadParameter, LimitExceeded
+from teleport.backend.base import Backend, Event, EventType, Watcher, key, range_end
+from teleport.errors import BadParameter, LimitExceeded, TeleportError
 from teleport.services.store import ResourceStore
+from teleport.types.codec import to_dict
+from teleport.types.resources import CertAuthority, Server
 
 log = logging.getLogger("teleport.auth.watch")
 #: A line at least this often, so a client notices a dead connection (it gives up after 45 s).
@@ -35,6 +45,9 @@ PING_INTERVAL = 15.0
 #: How often a quiet stream checks that its client is still there (aiohttp does not tell a
 #: handler whose request has no body; a write would, but only at the next ping).
 GONE_CHECK = 0.5
+
+
+Line = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -45,18 +58,45 @@ class _Source:
     kind: str
     #: Deletion tombstones: their put is the user's deletion; their expiry announces nothing.
     tombstone: bool = False
+    #: What a put line carries besides the name, from the stored value (None: the name only).
+    content: Callable[[bytes], Line] | None = None
+    sub_kind: str = ""
+    #: A change here changes the revocation list, which is built afresh once one is announced.
+    revokes: bool = False
 
 
 def _under(store: ResourceStore[Any]) -> bytes:
     return key(*store.prefix) + b"/"
 
 
+def _server(value: bytes) -> Line:
+    return to_dict(Server.model_validate_json(value))
+
+
+def _public_ca(value: bytes) -> Line:
+    """Return a CA as `GET /v1/authorities` hands it out: never a private key on the wire."""
+    return to_dict(CertAuthority.model_validate_json(value).without_secrets())
+
+
+def _hosts(kind: str) -> Callable[[AuthServer], list[_Source]]:
+    return lambda auth: [_Source(_under(auth.hosts.presence.store(kind)), kind, content=_server)]
+
+
+def _authorities(auth: AuthServer) -> list[_Source]:
+    return [_Source(_under(auth.certs.cas.store(t)), "cert_authority", content=_public_ca,
+                    sub_kind=t) for t in ("user", "host", "tls")]
+
+
 #: The kinds one may watch, and where their changes happen in the backend.
 WATCH_KINDS: dict[str, Callable[[AuthServer], list[_Source]]] = {
-    "lock": lambda auth: [_Source(_under(auth.resources.locks.locks), "lock")],
-    "role": lambda auth: [_Source(_under(auth.resources.roles.roles), "role")],
-    "user": lambda auth: [_Source(_under(auth.accounts.users.users), "user"),
-                          _Source(access.TOMBSTONE_PREFIX, "user", tombstone=True)],
+    "lock": lambda auth: [_Source(_under(auth.resources.locks.locks), "lock", revokes=True)],
+    "role": lambda auth: [_Source(_under(auth.resources.roles.roles), "role", revokes=True)],
+    "user": lambda auth: [_Source(_under(auth.accounts.users.users), "user", revokes=True),
+                          _Source(access.TOMBSTONE_PREFIX, "user", tombstone=True, revokes=True)],
+    "node": _hosts("node"),
+    "proxy": _hosts("proxy"),
+    "auth_server": _hosts("auth_server"),
+    "cert_authority": _authorities,
 }
 
 # Open streams per application, ended when it shuts down (aiohttp would wait for them).
@@ -76,23 +116,46 @@ def parse_kinds(query: str) -> list[str]:
     return kinds
 
 
-def _line(event: Event, sources: list[_Source]) -> dict[str, str] | None:
+def _source(event: Event, sources: list[_Source]) -> _Source | None:
+    return next((s for s in sources if event.item.key.startswith(s.prefix)), None)
+
+
+def _line(event: Event, source: _Source) -> Line | None:
     """Translate a backend event into a stream line, or None when it announces nothing."""
-    if event.type is EventType.INIT:
-        return {"type": "init"}
+    name = event.item.key[len(source.prefix):].decode(errors="replace")
+    if source.tombstone:
+        return {"type": "delete", "kind": source.kind, "name": name} \
+            if event.type is EventType.PUT else None
+    line: Line = {"type": event.type.value, "kind": source.kind, "name": name}
+    if source.sub_kind:
+        line["sub_kind"] = source.sub_kind
+    if source.content is not None and event.type is EventType.PUT:
+        try:
+            line["resource"] = source.content(event.item.value)
+        except ValueError as err:  # one unreadable record must not end everyone's stream
+            log.warning("not announcing an unreadable %s %r: %s", source.kind, name,
+                        str(err).splitlines()[0])
+            return None
+    return line
+
+
+async def _snapshot(backend: Backend, sources: list[_Source]) -> list[Line]:
+    """Return a put line for every resource of the sources as stored now."""
+    lines = []
     for source in sources:
-        if event.item.key.startswith(source.prefix):
-            name = event.item.key[len(source.prefix):].decode(errors="replace")
-            if source.tombstone:
-                return {"type": "delete", "kind": source.kind, "name": name} \
-                    if event.type is EventType.PUT else None
-            return {"type": event.type.value, "kind": source.kind, "name": name}
-    return None
+        if source.tombstone:  # a deletion is news, not state
+            continue
+        for item in await backend.get_range(source.prefix, range_end(source.prefix)):
+            line = _line(Event(EventType.PUT, item), source)
+            if line is not None:
+                lines.append(line)
+    return lines
 
 
 @route("GET", "/v1/watch", [NODE, PROXY])
 async def watch(call: Call) -> Any:
-    """Stream the names of changed locks, roles and users until the client or the server goes."""
+    """Stream the resources of the kinds asked for, then their changes, until the client or
+    the server goes."""
     sources = [s for kind in parse_kinds(call.request.query.get("kinds", ""))
                for s in WATCH_KINDS[kind](call.auth)]
     watcher = await call.auth.backend.watch([s.prefix for s in sources])
@@ -127,10 +190,23 @@ async def _pump(call: Call, watcher: Watcher, sources: list[_Source],
                 if event is None:  # the watcher was closed (server shutdown) or fell behind
                     return
                 pending = asyncio.ensure_future(_next(events))
-                line = _line(event, sources)
-                if line is None:
+                if event.type is EventType.INIT:
+                    # The watch is in place: what is stored now, then every change after it.
+                    try:
+                        snapshot = await _snapshot(call.auth.backend, sources)
+                    except TeleportError as err:  # the client watches again and gets a new one
+                        log.warning("ending a watch stream: cannot read its snapshot: %s", err)
+                        return
+                    for entry in snapshot:
+                        await _write(response, entry)
+                    await _write(response, {"type": "init"})
+                    last_line = time.monotonic()
                     continue
-                if line["type"] != "init":
+                source = _source(event, sources)
+                line = None if source is None else _line(event, source)
+                if source is None or line is None:
+                    continue
+                if source.revokes:
                     # Whoever this line makes refresh must get a list that has the change.
                     access.forget_revocations(call.auth.accounts, (event.type, event.item.key,
                                                                    event.item.revision))
@@ -158,7 +234,7 @@ async def _next(events: AsyncIterator[Event]) -> Event | None:
         return None
 
 
-async def _write(response: web.StreamResponse, line: dict[str, str]) -> None:
+async def _write(response: web.StreamResponse, line: Line) -> None:
     await response.write(json.dumps(line).encode() + b"\n")
 
 

@@ -26,8 +26,9 @@ from teleport.utils.duration import format_duration
 
 #: A watch stream without a line (pings included) for this long is taken for dead.
 WATCH_SILENCE = 45.0
-#: Watch lines are a kind and a name; a longer one is not from a Teleport auth server.
-MAX_WATCH_LINE = 64 * 1024
+#: Watch lines are a name, or one host record or CA's public keys; a longer one is not from a
+#: Teleport auth server.
+MAX_WATCH_LINE = 1024 * 1024
 
 
 class AuthClient(MFACalls):
@@ -195,9 +196,10 @@ class AuthClient(MFACalls):
             "GET", "/v1/roles", answer=list[m.ResourceJSON])]
 
     async def watch(self, kinds: Sequence[str]) -> AsyncIterator[m.WatchEvent]:
-        """Yield `init`, then a `put` or `delete` per change of the kinds (Node and Proxy: names
-        only, re-read what matters). The stream never ends well: a break, an end, a garbled
-        line or WATCH_SILENCE seconds without a line (pings included) is a ConnectionProblem."""
+        """Yield a `put` per resource of the kinds stored now, `init`, then a `put` or `delete`
+        per change (Node and Proxy; locks, roles and users by name only: re-read what matters).
+        The stream never ends well: a break, an end, a garbled line or WATCH_SILENCE seconds
+        without a line (pings included) is a ConnectionProblem."""
         query = urlencode({"kinds": ",".join(kinds)})
         pieces = self._http.stream("GET", f"/v1/watch?{query}", idle=WATCH_SILENCE)
         try:

@@ -26,7 +26,7 @@ from teleport.types.locks import Lock
 from teleport.types.presets import PRESETS
 from teleport.types.registry import KINDS_REGISTRY, ResourceKind
 from teleport.types.resource import Resource
-from teleport.types.resources import ProvisionToken, User
+from teleport.types.resources import CertAuthority, ProvisionToken, User
 from teleport.types.roles import Role, check_role_name
 
 if TYPE_CHECKING:
@@ -45,6 +45,17 @@ class KindStore(Protocol):
     async def create(self, resource: Resource, actor: str) -> Resource: ...
     async def upsert(self, resource: Resource, actor: str) -> Resource: ...
     async def delete(self, name: str, actor: str) -> None: ...
+    async def with_secrets(self, resource: Resource) -> Resource:
+        """Return the resource with every secret it has (a CA's private keys, a user's
+        credentials kept beside the user); only for callers the registry lets have them."""
+        ...
+
+
+class _SecretsInside:
+    """A kind with no secrets, or with them inside the resource itself (a connector's)."""
+
+    async def with_secrets(self, resource: Resource) -> Resource:
+        return resource
 
 
 R = TypeVar("R", bound=Resource)
@@ -160,6 +171,12 @@ class _Users:
     def __init__(self, accounts: Accounts) -> None:
         self.accounts = accounts
 
+    async def with_secrets(self, resource: Resource) -> Resource:
+        user = _typed(resource, User)
+        local_auth = await self.accounts.local_auth(user.metadata.name)
+        return user.model_copy(update={"spec": user.spec.model_copy(
+            update={"local_auth": local_auth})})
+
     async def list(self) -> Sequence[Resource]:
         return await self.accounts.list_users()
 
@@ -181,7 +198,7 @@ class _Users:
         await self.accounts.delete_user(name, actor=actor)
 
 
-class _Roles:
+class _Roles(_SecretsInside):
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
 
@@ -201,7 +218,7 @@ class _Roles:
         await self.resources.delete_role(name, actor=actor)
 
 
-class _Locks:
+class _Locks(_SecretsInside):
     def __init__(self, resources: Resources) -> None:
         self.resources = resources
 
@@ -221,7 +238,7 @@ class _Locks:
         await self.resources.delete_lock(name, actor=actor)
 
 
-class _Tokens:
+class _Tokens(_SecretsInside):
     """Join tokens (`tctl tokens add` makes them too); static ones live in the config file."""
 
     def __init__(self, ctx: AuthContext, hosts: Hosts) -> None:
@@ -272,7 +289,7 @@ class _Tokens:
         await self.hosts.delete_token(name, actor=actor)
 
 
-class _Connectors:
+class _Connectors(_SecretsInside):
     """GitHub or OIDC connectors. Replacing one with a blank client_secret keeps the stored
     secret: `tctl get` prints none, and re-creating its output must not erase it."""
 
@@ -316,7 +333,7 @@ class _Connectors:
         await self.ctx.audit(self.deleted, actor, name=name)
 
 
-class _ReadOnly:
+class _ReadOnly(_SecretsInside):
     noun = ""
 
     async def create(self, resource: Resource, actor: str) -> Resource:
@@ -330,7 +347,8 @@ class _ReadOnly:
 
 
 class _Authorities(_ReadOnly):
-    """The cluster's CAs, named by type (`cert_authority/user`), always without private keys."""
+    """The cluster's CAs, named by type (`cert_authority/user`); private keys only through
+    `with_secrets` (the admin identity's backup)."""
 
     noun = "cert_authority"
 
@@ -344,6 +362,9 @@ class _Authorities(_ReadOnly):
         if name not in CA_TYPES:
             raise NotFound(f"cert_authority {name!r} not found: name one of {', '.join(CA_TYPES)}")
         return await self.certs.get_ca(name)  # with_secrets=False: public keys only
+
+    async def with_secrets(self, resource: Resource) -> Resource:
+        return await self.certs.get_ca(_typed(resource, CertAuthority).spec.type, with_secrets=True)
 
 
 class _Nodes(_ReadOnly):

@@ -11,9 +11,12 @@ the caller (`teleport.rbac`) and then call one method of one part.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from teleport.auth import passwords
+from teleport.auth import coherence, passwords
 from teleport.auth.accounts import Accounts
+from teleport.auth.bootstrap import initialise
+from teleport.auth.bootstrap import load as load_bootstrap
 from teleport.auth.certs import CertIssuer
 from teleport.auth.context import AuthContext, AuthSettings
 from teleport.auth.hosts import Hosts
@@ -68,12 +71,22 @@ class AuthServer:
         self.accounts.mfa_devices = devices  # forgotten with their user, reset with it
         self.mfa = MFA(self.ctx, self.accounts, self.logins, attempts, self.web, devices)
 
-    async def init(self) -> None:
-        """Create the cluster name and CAs on first start; later starts load them."""
-        await self.certs.init()
+    async def init(self, bootstrap: Path | None = None) -> None:
+        """Create the cluster name and CAs on first start (from a `--bootstrap` backup when
+        given and the backend is empty: `teleport.auth.bootstrap`); later starts load them."""
+        plan = None
+        if bootstrap is not None:  # checked whole before anything is written
+            plan = load_bootstrap(bootstrap, self.settings.cluster_name,
+                                  [t.token for t in self.settings.static_tokens])
+        await initialise(self.backend, self.clock, plan, self.certs.init)
         await self.resources.init()  # the preset roles, before any user may name them
         # Ready before the first login, so even that one takes the time of any other.
         await asyncio.to_thread(passwords.dummy_hash)
+
+    async def follow_changes(self) -> None:
+        """Run for as long as the server does: changes other auth servers write to the shared
+        backend reach what this one reuses between calls (`teleport.auth.coherence`)."""
+        await coherence.follow_changes(self)
 
     @property
     def backend(self) -> Backend:

@@ -14,12 +14,10 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 from teleport.errors import BadParameter
 
-#: pgx pool settings current Teleport accepts in conn_string; asyncpg would send them as
-#: server settings, which the server refuses.
-_POOL_PARAMS = frozenset({
-    "pool_max_conns", "pool_min_conns", "pool_max_conn_lifetime", "pool_max_conn_idle_time",
-    "pool_health_check_period", "pool_max_conn_lifetime_jitter",
-})
+#: The one pgx pool setting (`pool_*`) we implement: it sizes our pool. asyncpg would send any
+#: `pool_*` key as a server setting, which the server refuses; the other pgx ones
+#: (pool_min_conns, pool_max_conn_lifetime, ...) are refused here by name rather than ignored.
+_POOL_MAX_CONNS = "pool_max_conns"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +89,11 @@ def parse_conn_string(conn_string: str) -> Target:
     raw_user, _, raw_password = userinfo.partition(":")
     query = parse_qsl(parts.query, keep_blank_values=True)
     options = dict(query)
+    for name in options:
+        if name.startswith("pool_") and name != _POOL_MAX_CONNS:
+            raise BadParameter(
+                f"postgres conn_string: {name} is not supported (of the pgx pool settings only"
+                f" {_POOL_MAX_CONNS} is); remove it")
     max_conns = 10
     if "pool_max_conns" in options:
         try:
@@ -109,7 +112,7 @@ def parse_conn_string(conn_string: str) -> Target:
     user = unquote(raw_user) or options.get("user") or os.environ.get("PGUSER") or getpass.getuser()
     database = (unquote(parts.path.lstrip("/")) or options.get("dbname")
                 or os.environ.get("PGDATABASE") or user)
-    kept = urlencode([(k, v) for k, v in query if k not in _POOL_PARAMS])
+    kept = urlencode([(k, v) for k, v in query if k != _POOL_MAX_CONNS])
     dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, kept, ""))
     target = Target(dsn, address, user, database, max_conns, secrets)
     return dataclasses.replace(target, address=target.scrub(address))

@@ -1,9 +1,18 @@
 """Keep a copy of what proxies read from the auth API, to answer from while it is unreachable.
 
-Polled rather than fed by watch streams: the auth API has no watch route yet. Presence is read
-through while the auth server answers, so a node that just joined is routable at once; the copy,
-refreshed every few seconds, is what routing falls back on during an outage. CAs and the ping
-answer change rarely and are served from the copy.
+Fed by the auth API's watch stream (`GET /v1/watch`): it opens with a snapshot of the nodes,
+proxies, auth servers and CA public keys, then carries every change (a heartbeat, an expired
+record as a delete, a CA rotation), so the copy follows the cluster within a second and no
+read waits for the auth server. A lost stream is opened again with a backoff, and the copy is
+replaced by the new stream's snapshot: what changed while it was down is in it, and a stream
+that fell behind (the auth server ends it) heals the same way. The ping answer (the cluster's
+authentication settings and connectors) is not a watched kind: it is fetched at each
+(re)connection and every PING_INTERVAL seconds, so a new connector shows within seconds.
+
+While the stream is not live, presence is read through when the auth server answers; when it
+does not, the last copy serves routing, even past expiry: nobody can heartbeat during an outage,
+so every record would expire together. The nodes a user may see are always the auth server's
+answer (it judges their roles).
 """
 
 from __future__ import annotations
@@ -11,25 +20,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 
-from teleport.api.auth_models import PingAnswer
+from teleport.api.auth_models import PingAnswer, WatchEvent
 from teleport.auth.client import AuthClient
-from teleport.errors import TeleportError
+from teleport.errors import ConnectionProblem, TeleportError
+from teleport.types.codec import from_dict
 from teleport.types.resources import CertAuthority, Server
 from teleport.utils.addr import HostPort
 
 log = logging.getLogger("teleport.cache")
-REFRESH_INTERVAL = 5.0
 SERVER_KINDS = ("node", "proxy", "auth_server")
 CA_TYPES = ("user", "host", "tls")
+#: What the copy follows on the watch stream.
+FOLLOWED = (*SERVER_KINDS, "cert_authority")
+#: Opening a lost stream again waits this long at first, doubling up to RETRY_MAX: never
+#: longer than the 5 s poll this replaced, so an auth server that is back is noticed as soon.
+RETRY_MIN = 0.5
+RETRY_MAX = 5.0
+PING_INTERVAL = 5.0
 # A server dying mid-answer shows up as a payload or JSON error, not only as one of ours.
 _FAILED = (TeleportError, aiohttp.ClientError, ValueError)
 
+Servers = dict[str, dict[str, Server]]
+
 
 class CachedAuth(AuthClient):
-    """An auth client that answers presence, CA and ping reads from its copy when it must.
+    """An auth client that answers presence, CA and ping reads from its copy when it can.
 
     A subclass rather than a wrapper so that every caller typed for `AuthClient` (the resolver,
     the web proxy, the trusted CAs) takes it unchanged; writes are inherited and still go to the
@@ -37,33 +57,113 @@ class CachedAuth(AuthClient):
     """
 
     def __init__(self, addrs: list[HostPort], ssl_context: ssl.SSLContext, timeout: float = 30.0,
-                 *, cluster: str, interval: float = REFRESH_INTERVAL) -> None:
+                 *, cluster: str, retry_max: float = RETRY_MAX) -> None:
         super().__init__(addrs, ssl_context, timeout, cluster=cluster)
-        self.interval = interval
+        self.cluster_name = cluster
+        self.retry_max = retry_max
+        #: The auth server did not answer the last attempt: reads are served from the copy.
         self.outage = False
+        #: The copy follows a live watch stream: reads are served from it.
+        self.live = False
         self._ping: PingAnswer | None = None
-        self._servers: dict[str, list[Server]] = {}
+        self._servers: Servers = {}
         self._cas: dict[str, CertAuthority] = {}
+        self._subscribers: list[Callable[[str], None]] = []
+
+    def subscribe(self, changed: Callable[[str], None]) -> None:
+        """Call changed(kind) after every change the copy takes, e.g. to use new CA keys now."""
+        self._subscribers.append(changed)
+
+    def copy(self, kind: str) -> list[Server]:
+        """Return the copy's records of kind as they are, without asking the auth server."""
+        return list(self._servers.get(kind, {}).values())
 
     async def refresh(self) -> bool:
-        """Copy everything from the auth server at once; on failure keep the last good copy."""
+        """Read everything from the auth server at once; on failure keep the last good copy."""
         try:
             ping = await AuthClient.ping(self)
-            servers = {kind: await AuthClient.list_servers(self, kind) for kind in SERVER_KINDS}
+            servers = {kind: _by_name(await AuthClient.list_servers(self, kind))
+                       for kind in SERVER_KINDS}
             cas = {ca_type: await AuthClient.get_ca(self, ca_type) for ca_type in CA_TYPES}
         except _FAILED as err:
             self._lost(err)
             return False
-        if self.outage:
-            log.info("auth server is back, cache refreshed")
-        self._ping, self._servers, self._cas, self.outage = ping, servers, cas, False
+        self._replace(ping, servers, cas)
         return True
 
     async def run(self) -> None:
-        """Refresh now and then every interval, until cancelled."""
+        """Follow the watch stream and refresh the ping answer until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._follow_forever(), name="cache watch")
+            group.create_task(self._ping_forever(), name="cache ping")
+
+    async def _ping_forever(self) -> None:
+        """Keep the ping answer fresh; an unreachable auth server is the stream's to report."""
         while True:
-            await self.refresh()
-            await asyncio.sleep(self.interval)
+            await asyncio.sleep(PING_INTERVAL)
+            if self.live:
+                try:
+                    self._ping = await AuthClient.ping(self)
+                except _FAILED as err:
+                    log.debug("cannot refresh the ping answer: %s", err)
+
+    async def _follow_forever(self) -> None:
+        """Follow the watch stream, opening it again after a backoff when lost."""
+        delay = RETRY_MIN
+        while True:
+            try:
+                await self._follow()
+            except _FAILED as err:
+                if self.live:
+                    log.info("lost the auth server's watch stream, following it again: %s", err)
+                else:
+                    self._lost(err)
+            if self.live:  # it was working: try again at once, not after the last backoff
+                delay = RETRY_MIN
+            self.live = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    async def _follow(self) -> None:
+        """Take the stream's snapshot as the new copy, then apply its changes as they come."""
+        ping = await AuthClient.ping(self)
+        servers: Servers = {kind: {} for kind in SERVER_KINDS}
+        cas: dict[str, CertAuthority] = {}
+        async for event in self.watch(FOLLOWED):
+            if self.live:
+                self._apply(event, self._servers, self._cas)
+                self._notify(event.kind)
+            elif event.type == "init":
+                self._replace(ping, servers, cas)
+                self.live = True
+            else:
+                self._apply(event, servers, cas)
+        raise ConnectionProblem("the auth server ended the watch stream")
+
+    def _apply(self, event: WatchEvent, servers: Servers, cas: dict[str, CertAuthority]) -> None:
+        """Apply one put or delete (a repeat of one already applied changes nothing)."""
+        if event.kind in SERVER_KINDS:
+            if event.type == "delete":
+                servers[event.kind].pop(event.name, None)
+            elif event.type == "put":
+                servers[event.kind][event.name] = _resource(event, Server)
+        elif event.kind == "cert_authority" and event.sub_kind in CA_TYPES \
+                and event.name == self.cluster_name:
+            if event.type == "delete":
+                cas.pop(event.sub_kind, None)
+            elif event.type == "put":
+                cas[event.sub_kind] = _resource(event, CertAuthority)
+
+    def _replace(self, ping: PingAnswer, servers: Servers, cas: dict[str, CertAuthority]) -> None:
+        if self.outage:
+            log.info("auth server is back, cache refreshed")
+        self._ping, self._servers, self._cas, self.outage = ping, servers, cas, False
+        for kind in FOLLOWED:
+            self._notify(kind)
+
+    def _notify(self, kind: str) -> None:
+        for changed in self._subscribers:
+            changed(kind)
 
     def _lost(self, err: Exception) -> None:
         if not self.outage:
@@ -83,24 +183,37 @@ class CachedAuth(AuthClient):
         return self._cas[ca_type]
 
     async def list_servers(self, kind: str = "node", user: str = "") -> list[Server]:
-        """Return kind's live records, or during an outage the last known ones even if expired.
+        """Return kind's records as the stream last said, or read them through while it is
+        down; during an outage the last known ones even if expired.
 
-        Hosts cannot heartbeat while the auth server is down, so their records would all expire
-        together; routing to the last known hosts is what keeps a brief outage invisible. The
-        nodes a user may see are the auth server's answer only (it judges their roles).
+        The nodes a user may see are the auth server's answer only (it judges their roles).
         """
         if user:
             return await super().list_servers(kind, user)
         copy = self._servers.get(kind)
-        if copy is not None and self.outage:
-            return list(copy)
+        if copy is not None and (self.live or self.outage):
+            return list(copy.values())
         try:
             servers = await super().list_servers(kind)
         except _FAILED as err:
             if copy is None:
                 raise
             self._lost(err)
-            return list(copy)
-        if kind in SERVER_KINDS:
-            self._servers[kind] = servers
+            return list(copy.values())
+        if kind in SERVER_KINDS and not self.live:  # a live stream's copy is newer by now
+            self._servers[kind] = _by_name(servers)
         return servers
+
+
+def _by_name(servers: list[Server]) -> dict[str, Server]:
+    return {s.metadata.name: s for s in servers}
+
+
+def _resource(event: WatchEvent, model: type[Any]) -> Any:
+    """Decode a put's record, refusing one of another kind (not from a Teleport auth server)."""
+    resource = from_dict(event.resource, "auth server's watch stream")
+    if not isinstance(resource, model) or isinstance(resource, Server) and (
+            resource.kind, resource.metadata.name) != (event.kind, event.name):
+        raise ConnectionProblem(f"the auth server's watch stream sent a {resource.kind} "
+                                f"for {event.kind} {event.name!r}")
+    return resource

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from teleport.cli.common import flag_duration, table
 from teleport.errors import AlreadyExists, BadParameter, NotFound
 from teleport.types.codec import dump_yaml, parse_yaml, to_dict
-from teleport.types.registry import KINDS_REGISTRY, ResourceKind, lookup, lookup_many
+from teleport.types.registry import ADMIN, KINDS_REGISTRY, ResourceKind, lookup, lookup_many
 from teleport.types.resource import Resource
 
 if TYPE_CHECKING:
@@ -34,7 +34,9 @@ def add_parsers(sub: Any) -> None:
     get.add_argument("ref")
     get.add_argument("--format", choices=FORMATS, default="yaml")
     get.add_argument("--with-secrets", action="store_true",
-                     help="include connectors' client secrets (hidden by default)")
+                     help="include secrets: connectors' client secrets; with the admin "
+                          "identity on the auth host also CA private keys and users' "
+                          "credentials (a backup for teleport start --bootstrap)")
     create = sub.add_parser("create", help="Create resources from a YAML file (`tctl get` output)")
     create.add_argument("filename", nargs="?")
     create.add_argument("-f", "--force", action="store_true", help="overwrite existing resources")
@@ -109,6 +111,10 @@ async def create(args: argparse.Namespace, client: AuthClient) -> int:
                            f"{kind.name} resources are not created with tctl create")
             continue
         NAME_CHECKS.get(kind.name, _no_check)(resource.metadata.name)
+        if kind.secrets_to == ADMIN and resource.without_secrets() != resource:
+            raise BadParameter(f"{where}: {kind.name} {resource.metadata.name!r} carries "
+                               "secrets (spec.local_auth): they are restored only by "
+                               "`teleport start --bootstrap` into a new backend")
         if (kind.name, resource.metadata.name) in seen:
             raise BadParameter(f"{where}: {kind.name} {resource.metadata.name!r} appears twice "
                                "in the file")

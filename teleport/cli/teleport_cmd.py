@@ -31,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--auth-server", action="append", default=[], help="auth server address")
     start.add_argument("--ca-pin", help="CA pin to validate the auth server")
     start.add_argument("--diag-addr", help="address for the diagnostics HTTP endpoints")
+    start.add_argument("--bootstrap", metavar="FILE",
+                       help="initialise an empty backend from `tctl get all --with-secrets` "
+                            "output (ignored once the backend is initialised)")
     start.add_argument("--insecure-no-tls", action="store_true",
                        help="serve the proxy's web port as plain HTTP: only behind a load "
                             "balancer that terminates TLS")
@@ -46,6 +49,7 @@ async def _start(args: argparse.Namespace) -> int:
     import signal
 
     from teleport.config import StartFlags, load_config
+    from teleport.errors import BadParameter
     from teleport.service import logs
     from teleport.service.process import TeleportProcess
 
@@ -53,8 +57,11 @@ async def _start(args: argparse.Namespace) -> int:
                        nodename=args.nodename, data_dir=args.data_dir, pid_file=args.pid_file,
                        labels=args.labels, token=args.token, auth_servers=args.auth_server,
                        ca_pin=args.ca_pin, diag_addr=args.diag_addr,
-                       insecure_no_tls=args.insecure_no_tls)
+                       insecure_no_tls=args.insecure_no_tls, bootstrap=args.bootstrap)
     config = load_config(flags)
+    if config.bootstrap is not None and not config.auth.enabled:
+        raise BadParameter("--bootstrap initialises the auth service's backend, which this "
+                           "config does not enable (auth_service.enabled)")
     logs.configure(config.log.output, config.log.severity, config.log.format, config.debug)
     stop = asyncio.Event()
     hup = asyncio.Event()

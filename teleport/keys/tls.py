@@ -85,6 +85,15 @@ def tls_public_key_pem(key_pem: bytes) -> bytes:
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def key_matches_cert(key_pem: bytes, cert_pem: bytes) -> bool:
+    """Tell whether a private key is the one a certificate certifies (a restored CA's pair);
+    BadParameter when either does not parse."""
+    public = _load_private(key_pem).public_key()
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return (public.public_bytes(serialization.Encoding.DER, spki)
+            == _load_cert(cert_pem).public_key().public_bytes(serialization.Encoding.DER, spki))
+
+
 # --- certificate authority --------------------------------------------------------------------
 
 def generate_tls_ca(cluster: str, *, algo: TLSKeyAlgo = "ecdsa", now: datetime,

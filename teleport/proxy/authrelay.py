@@ -32,7 +32,8 @@ CHUNK = 64 * 1024
 
 
 class AuthRelay:
-    """Splice connections to the first auth address that accepts; an async context manager.
+    """Splice connections to the first auth address that accepts (the one that accepted last
+    first); an async context manager.
 
     `auth_addrs` is asked on every connection, so a changed list of auth servers applies at once.
     """
@@ -46,6 +47,8 @@ class AuthRelay:
         self.active = 0
         self.relayed = 0
         self.failed = 0
+        #: The auth server that accepted last: tried first, so a dead one costs one dial only.
+        self.preferred: HostPort | None = None
 
     async def start(self) -> None:
         await self.tasks.start()
@@ -70,7 +73,11 @@ class AuthRelay:
     async def dial(self) -> tuple[HostPort, asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the first auth address that accepts; ConnectionProblem names every failure."""
         problems: list[str] = []
-        for addr in self.auth_addrs():
+        addrs = list(self.auth_addrs())
+        if self.preferred in addrs:
+            addrs.remove(self.preferred)
+            addrs.insert(0, self.preferred)
+        for addr in addrs:
             try:
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(addr.host, addr.port), self.dial_timeout)
@@ -80,6 +87,7 @@ class AuthRelay:
             except OSError as err:
                 problems.append(f"{addr}: {err.strerror or err}")
                 continue
+            self.preferred = addr
             return addr, reader, writer
         raise ConnectionProblem("cannot reach the auth server: "
                                 + ("; ".join(problems) or "no auth server address known"))

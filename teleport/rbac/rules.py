@@ -38,6 +38,21 @@ def check_rule(subject: Subject, resource: str, verb: str) -> None:
     subject.access.check_rule(resource, verb)
 
 
+#: Why a user's profile never gets what a backup restores, whatever its roles.
+ADMIN_SECRETS_REFUSAL = ("{resource} with secrets: what a backup restores (CA private keys, "
+                         "users' password hashes and second factors) is given only to tctl "
+                         "with the auth server's admin identity, on the auth host; never to a "
+                         "user's profile, whatever its roles")
+
+
+def check_read_secrets(subject: Subject, resource: str, admin_only: bool) -> None:
+    """Let a caller read a kind's secrets: as `read` on it, and for the secrets a backup holds
+    (`admin_only`: a CA's keys, users' credentials) only tctl's admin identity."""
+    if admin_only and subject.kind != Caller.ADMIN:
+        raise AccessDenied(ADMIN_SECRETS_REFUSAL.format(resource=resource))
+    check_rule(subject, resource, "read")
+
+
 # --- SSH logins -------------------------------------------------------------------------------
 
 

@@ -39,10 +39,11 @@ from teleport.proxy.tunnel import TunnelServer
 from teleport.proxy.web import WebProxy
 from teleport.service import diag, webcerts
 from teleport.service.authservers import (
-    load_auth_servers,
+    AuthServerList,
     load_join_proxy,
     save_auth_servers,
     save_join_proxy,
+    starting_auth_servers,
 )
 from teleport.service.health import Health
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL, heartbeat_forever
@@ -105,6 +106,9 @@ class TeleportProcess:
         #: A node behind NAT: its tunnels to the proxies and the auth API's loopback relay.
         self.tunnel_pool: TunnelPool | None = None
         self._auth_loopback: AuthLoopback | None = None
+        #: The auth servers a node or proxy of its own follows (None: auth in this process,
+        #: or reached through a proxy's tunnel).
+        self._auth_list: AuthServerList | None = None
 
     async def __aenter__(self) -> TeleportProcess:
         try:
@@ -292,7 +296,7 @@ class TeleportProcess:
             # --- end session recordings ---
         )
         auth = AuthServer(backend, audit, self.clock, settings)
-        await auth.init()
+        await auth.init(bootstrap=cfg.bootstrap)  # ignored once the backend is initialised
         self.auth = auth
         self.cluster_name = auth.cluster_name
         listen = cfg.auth.listen_addr
@@ -318,16 +322,24 @@ class TeleportProcess:
             self.ports["auth"])
 
         async def announce_auth() -> None:
+            failing = False
             while True:
                 record = Server(kind="auth_server", metadata=Metadata(
                     name=self.host_uuid, expires=self.clock.now() + SERVER_TTL),
                     spec=ServerSpec(addr=str(advertise), hostname=cfg.nodename,
                                     version=__version__))
-                with contextlib.suppress(TeleportError):
+                try:
                     await auth.hosts.upsert_server(record)
+                    failing = False
+                except TeleportError as err:  # nodes and proxies will not learn of us
+                    if not failing:
+                        log.warning("cannot announce this auth server at %s: %s", advertise, err)
+                    failing = True
                 await asyncio.sleep(HEARTBEAT_INTERVAL)
 
         self._supervise("auth-heartbeat", announce_auth)
+        # Several auth servers may share the backend: follow what the others change.
+        self._supervise("auth-changes", auth.follow_changes)
         logging.getLogger("teleport.auth").info("Auth service %s is starting on %s.", __version__,
                  HostPort(listen.host, self.ports["auth"]))
 
@@ -341,7 +353,9 @@ class TeleportProcess:
             return [HostPort(host, self.ports["auth"])]
         if self._auth_loopback is not None:
             return [self._auth_loopback.addr]
-        return load_auth_servers(self.config.data_dir) or list(self.config.auth_servers)
+        if self._auth_list is not None:
+            return self._auth_list()
+        return starting_auth_servers(self.config.data_dir, self.config.auth_servers)
 
     async def _identity(self, data_dir: Path, role: str, addresses: list[str]) -> IdentityFile:
         if self.auth is not None:
@@ -389,10 +403,23 @@ class TeleportProcess:
         else:
             client = AuthClient.from_identity(identity, self._auth_addrs())
         self.stack.push_async_callback(client.close)
+        self._follow_auth_servers(client)
         if not self.cluster_name:
             # From our own certificate, not a call: a joined host starts while auth is down.
             self.cluster_name = identity_from_cert(identity.tls_cert.encode()).cluster
         return client
+
+    def _follow_auth_servers(self, client: AuthClient) -> None:
+        """Keep client on the auth servers online (authservers.json), when this process talks
+        to them directly: not with auth in this process, nor through a proxy's tunnel."""
+        if "auth" in self.ports or self._auth_loopback is not None:
+            return
+        servers = self._auth_list
+        if servers is None:
+            servers = self._auth_list = AuthServerList(self.config.data_dir, self._auth_addrs(),
+                                                       self.config.auth_servers)
+            self._supervise("auth-servers", lambda: servers.run(client))
+        servers.attach(client)
 
     async def _audit(self, client: AuthClient, data_dir: Path, component: str) -> BufferedEmitter:
         """Return the emitter a node or proxy audits through, off every session's critical path.
@@ -422,6 +449,9 @@ class TeleportProcess:
         client = await self._client(identity, cached=self.config.cache.enabled)
         trust = TrustedCAs(client, identity)
         self._supervise("proxy-trust", trust.run)
+        if isinstance(client, CachedAuth):  # the cache hears of a CA change within a second
+            client.subscribe(lambda kind: trust.refresh_soon() if kind == "cert_authority"
+                             else None)
         revocations = self._revocation_watch(client)
         audit = await self._audit(client, data_dir, "proxy")
         # Nodes behind NAT dial in here; routing reaches them over their tunnels.

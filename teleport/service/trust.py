@@ -21,6 +21,7 @@ class TrustedCAs:
         self._user = list(identity.user_ca_keys)
         self._host = list(identity.host_ca_keys)
         self._tls = [c.encode() for c in identity.tls_ca_certs]
+        self._wake = asyncio.Event()
 
     def user_keys(self) -> list[str]:
         return self._user
@@ -36,10 +37,19 @@ class TrustedCAs:
         self._host = (await self.client.get_ca("host")).trusted_ssh_public_keys()
         self._tls = [c.encode() for c in (await self.client.get_ca("tls")).trusted_tls_certs()]
 
+    def refresh_soon(self) -> None:
+        """Refresh now rather than at the next interval: the CAs just changed (the proxy's
+        watch-fed cache says so), and a rotated key must be trusted within a second."""
+        self._wake.set()
+
     async def run(self) -> None:
         """Refresh forever; a failed refresh keeps the last known keys."""
         while True:
-            await asyncio.sleep(REFRESH_INTERVAL)
+            try:
+                await asyncio.wait_for(self._wake.wait(), REFRESH_INTERVAL)
+            except TimeoutError:
+                pass
+            self._wake.clear()
             try:
                 await self.refresh()
             except TeleportError as err:

@@ -231,6 +231,14 @@ class MFADeviceService:
             return await self.user_handle(user, create=False)
         return handle
 
+    async def set_user_handle(self, user: str, handle: bytes) -> None:
+        """Give the user this handle (a restore: their passkeys already carry it)."""
+        if not handle or len(handle) > USER_HANDLE_BYTES:
+            raise BadParameter(f"a WebAuthn user handle is 1 to {USER_HANDLE_BYTES} bytes")
+        await self.backend.put(Item(key("webauthn", "users", b64url(handle)), user.encode()))
+        await self.backend.put(Item(_user_prefix(user) + b"/webauthn/local_auth",
+                                    json.dumps({"user_handle": b64url(handle)}).encode()))
+
     async def user_of_handle(self, handle: bytes) -> str:
         """Return the user a WebAuthn user handle belongs to; NotFound if none."""
         if not handle or len(handle) > USER_HANDLE_BYTES:

@@ -1,13 +1,15 @@
 """Every resource kind `tctl` and the auth API's resource routes serve, declared once.
 
-Adding a kind means one entry here and one store on the auth server
-(`teleport.auth.resources`): `tctl get/create/rm`, `tctl get all` and the routes of
-`teleport.auth.api_resources` go through this table, never through a branch per kind.
+Adding a kind means one entry here, one store on the auth server (`teleport.auth.resources`)
+and, if `restored`, one writer for `teleport start --bootstrap` (`teleport.auth.bootstrap`):
+`tctl get/create/rm`, `tctl get all` and the routes of `teleport.auth.api_resources` go through
+this table, never through a branch per kind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from teleport.errors import BadParameter
 from teleport.types.connectors import GithubConnector, OIDCConnector
@@ -15,6 +17,10 @@ from teleport.types.locks import Lock
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User
 from teleport.types.roles import Role
+
+SecretsTo = Literal["reader", "admin"]
+READER: SecretsTo = "reader"
+ADMIN: SecretsTo = "admin"
 
 
 @dataclass(frozen=True)
@@ -29,15 +35,20 @@ class ResourceKind:
     rule_resource: str
     #: Holds secrets (`without_secrets()`): dropped before the resource leaves the auth server.
     has_secrets: bool = False
-    #: Its secrets leave when asked (`tctl get --with-secrets`, a client secret); a CA's
-    #: private keys never do.
-    secrets_on_request: bool = False
+    #: Who gets them when asked (`tctl get --with-secrets`): READER, anyone whose roles may
+    #: read the kind (a connector's client secret); ADMIN, only tctl with the auth server's
+    #: admin identity, on the auth host (a CA's private keys, users' password hashes and
+    #: second factors: what a backup restores), never a user's profile whatever its roles.
+    secrets_to: SecretsTo = "reader"
     #: `tctl create` may store it (a CA or a node announcement is made by the cluster itself).
     creatable: bool = True
     #: Listed by `tctl get all` (in this table's order: what must exist before what).
     in_get_all: bool = True
     #: Named by the auth server (a fresh UUID) when created without a name, as locks are.
     auto_name: bool = False
+    #: `teleport start --bootstrap` writes it into a new backend (`teleport.auth.bootstrap`);
+    #: a node's announcement is skipped: the node announces itself again.
+    restored: bool = True
 
     @property
     def plural(self) -> str:
@@ -46,16 +57,15 @@ class ResourceKind:
 
 _KINDS = (
     ResourceKind("role", Role, ("roles",), "role"),  # before users, who name roles
-    ResourceKind("user", User, ("users",), "user"),
+    ResourceKind("user", User, ("users",), "user", has_secrets=True, secrets_to=ADMIN),
     ResourceKind("token", ProvisionToken, ("tokens",), "token"),
     ResourceKind("cert_authority", CertAuthority, ("cert_authorities", "cas", "ca"),
-                 "cert_authority", has_secrets=True, creatable=False),
+                 "cert_authority", has_secrets=True, secrets_to=ADMIN, creatable=False),
     ResourceKind("lock", Lock, ("locks",), "lock", auto_name=True),
-    ResourceKind("node", Server, ("nodes",), "node", creatable=False),
-    ResourceKind("github", GithubConnector, ("githubs",), "github", has_secrets=True,
-                 secrets_on_request=True),
-    ResourceKind("oidc", OIDCConnector, ("oidcs",), "oidc", has_secrets=True,
-                 secrets_on_request=True),
+    # Announcements: listed, never restored (a node announces itself again within seconds).
+    ResourceKind("node", Server, ("nodes",), "node", creatable=False, restored=False),
+    ResourceKind("github", GithubConnector, ("githubs",), "github", has_secrets=True),
+    ResourceKind("oidc", OIDCConnector, ("oidcs",), "oidc", has_secrets=True),
 )
 #: Names that stand for several kinds in `tctl get` (the manual's `tctl get connectors`).
 GROUPS: dict[str, tuple[str, ...]] = {"connectors": ("github", "oidc"),

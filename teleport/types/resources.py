@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from teleport.errors import BadParameter
+from teleport.types.mfa import MFADevice
 from teleport.types.resource import ZERO_TIME, Model, Resource, Time
 
 
@@ -40,12 +43,65 @@ class CreatedBy(Model):
     connector: ConnectorRef | None = None
 
 
+class WebauthnLocalAuth(Model):
+    """The user's WebAuthn user handle (base64), which their passkeys store and name them by."""
+
+    user_id: str = Field(min_length=1)
+
+    @field_validator("user_id")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        _b64decode(value, "user_id")
+        return value
+
+
+class LocalAuthSecrets(Model):
+    """What a local user logs in with, as Teleport writes it in `spec.local_auth`.
+
+    Only `tctl get users --with-secrets` with the admin identity prints it, and only
+    `teleport start --bootstrap` reads it back: the auth server keeps these beside the user
+    (`teleport.services.users`, `teleport.services.mfa_devices`), never in the user record.
+    """
+
+    #: The bcrypt hash, base64 (as Teleport encodes the bytes).
+    password_hash: str = ""
+    #: The OTP app's secret (base32), "" without one.
+    totp_key: str = ""
+    mfa: list[MFADevice] = Field(default_factory=list)
+    webauthn: WebauthnLocalAuth | None = None
+
+    @field_validator("password_hash")
+    @classmethod
+    def _bcrypt(cls, value: str) -> str:
+        if value and not _b64decode(value, "password_hash").startswith((b"$2a$", b"$2b$", b"$2y$")):
+            raise ValueError("password_hash is not a base64 bcrypt hash")
+        return value
+
+    @field_validator("totp_key")
+    @classmethod
+    def _base32(cls, value: str) -> str:
+        try:
+            base64.b32decode(value + "=" * (-len(value) % 8), casefold=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("totp_key is not base32") from None
+        return value
+
+
+def _b64decode(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not base64") from None
+
+
 class UserSpec(Model):
     roles: list[str] = Field(default_factory=list)
     traits: dict[str, list[str]] = Field(default_factory=dict)
     status: LoginStatus = Field(default_factory=LoginStatus)
     expires: Time = ZERO_TIME
     created_by: CreatedBy = Field(default_factory=CreatedBy)
+    #: Only in a backup (`tctl get users --with-secrets`): never stored in the user record.
+    local_auth: LocalAuthSecrets | None = None
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -76,6 +132,12 @@ class User(Resource):
     @property
     def logins(self) -> list[str]:
         return self.spec.traits.get("logins", [])
+
+    def without_secrets(self) -> User:
+        """Return the user without `spec.local_auth` (password hash, OTP key, devices)."""
+        if self.spec.local_auth is None:
+            return self
+        return self.model_copy(update={"spec": self.spec.model_copy(update={"local_auth": None})})
 
 
 class ProvisionTokenSpec(Model):

@@ -27,7 +27,7 @@ from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.types.locks import Lock, LockSpec, LockTarget
 from teleport.types.resource import Metadata
-from teleport.types.resources import User, UserSpec
+from teleport.types.resources import Server, ServerSpec, User, UserSpec
 from teleport.types.roles import Role
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import RealClock
@@ -93,6 +93,14 @@ async def _next(events: AsyncIterator[WatchEvent]) -> WatchEvent:
     return await asyncio.wait_for(anext(events), WITHIN)
 
 
+async def _synced(events: AsyncIterator[WatchEvent]) -> list[WatchEvent]:
+    """Read the stream's snapshot up to its `init`, and return it."""
+    snapshot = []
+    while (event := await _next(events)).type != "init":
+        snapshot.append(event)
+    return snapshot
+
+
 def _watch_tasks() -> list[asyncio.Task[object]]:
     """Tasks the watch route started (its reader of backend events)."""
     return [t for t in asyncio.all_tasks()
@@ -103,7 +111,7 @@ def _watch_tasks() -> list[asyncio.Task[object]]:
 async def test_changes_arrive_by_name_within_a_second(api: Api) -> None:
     async with await api.host("Node") as node:
         events = node.watch(["lock", "role", "user"])
-        assert (await _next(events)).type == "init"
+        await _synced(events)
         await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
         assert await _next(events) == WatchEvent(type="put", kind="role", name="dev")
         await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
@@ -119,7 +127,7 @@ async def test_changes_arrive_by_name_within_a_second(api: Api) -> None:
 async def test_a_proxy_may_watch_and_only_the_kinds_asked_for_arrive(api: Api) -> None:
     async with await api.host("Proxy") as proxy:
         events = proxy.watch(["lock"])
-        assert (await _next(events)).type == "init"
+        await _synced(events)
         await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
         await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
         assert await _next(events) == WatchEvent(type="put", kind="lock", name="maint")
@@ -150,7 +158,11 @@ async def test_lines_carry_names_only_never_secrets(api: Api) -> None:
             lines.append(json.loads(raw))
             return lines[-1]
 
-        assert await line() == {"type": "init"}
+        # The snapshot names what exists now: the preset roles and carol.
+        while (await line())["type"] != "init":
+            pass
+        assert {"type": "put", "kind": "user", "name": "carol"} in lines
+        assert {"type": "put", "kind": "role", "name": "access"} in lines
         await api.auth.accounts.users.set_password_hash("carol", hashed)
         user = await api.auth.accounts.get_user("carol")
         await api.auth.accounts.upsert_user(user.model_copy(update={"spec": user.spec.model_copy(
@@ -178,7 +190,7 @@ async def test_a_client_that_goes_leaves_nothing_running(
     caplog.set_level(logging.INFO)
     async with await api.host() as node:
         events = node.watch(["lock"])
-        assert (await _next(events)).type == "init"
+        await _synced(events)
         assert _watch_tasks()
         await events.aclose()  # type: ignore[attr-defined]
     for _ in range(60):  # the server looks for a gone client every 0.5 s
@@ -194,7 +206,7 @@ async def test_shutting_the_server_down_ends_the_stream_at_once(
     caplog.set_level(logging.INFO)
     async with await api.host() as node:
         events = node.watch(["lock"])
-        assert (await _next(events)).type == "init"
+        await _synced(events)
         start = time.monotonic()
         await api.runner.cleanup()
         assert time.monotonic() - start < 3  # aiohttp would wait 60 s for a handler
@@ -207,7 +219,7 @@ async def test_shutting_the_server_down_ends_the_stream_at_once(
 async def test_an_expired_lock_is_announced_as_deleted(api: Api) -> None:
     async with await api.host() as node:
         events = node.watch(["lock"])
-        assert (await _next(events)).type == "init"
+        await _synced(events)
         lock = _lock("brief", "alice").model_copy(update={"spec": LockSpec(
             target=LockTarget(user="alice"),
             expires=datetime.now(timezone.utc) + timedelta(seconds=0.3))})
@@ -217,3 +229,51 @@ async def test_an_expired_lock_is_announced_as_deleted(api: Api) -> None:
         await api.auth.resources.locks.locks.list()  # the memory backend expires on access
         assert await _next(events) == WatchEvent(type="delete", kind="lock", name="brief")
         await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_hosts_and_cas_arrive_whole_with_public_keys_only(api: Api) -> None:
+    """What a cache needs: the snapshot, then each record as it changes; a CA never with a
+    private key."""
+    await api.auth.hosts.upsert_server(_node("alpha"))
+    async with await api.host("Proxy") as proxy:
+        events = proxy.watch(["node", "cert_authority"])
+        snapshot = await _synced(events)
+        assert [(e.kind, e.name) for e in snapshot if e.kind == "node"] == [("node", "alpha")]
+        node = next(e for e in snapshot if e.kind == "node")
+        assert node.resource is not None and node.resource["spec"]["hostname"] == "alpha"
+        cas = {e.sub_kind: e for e in snapshot if e.kind == "cert_authority"}
+        assert set(cas) == {"user", "host", "tls"}
+        assert {e.name for e in cas.values()} == {"watch.test"}
+        for ca_type, event in cas.items():
+            stored = await api.auth.certs.get_ca(ca_type, with_secrets=True)
+            secrets = [k.private_key for k in stored.spec.active_keys.ssh] + \
+                [k.key for k in stored.spec.active_keys.tls]
+            assert secrets and all(secret not in json.dumps(event.resource) for secret in secrets)
+            assert "PRIVATE KEY" not in json.dumps(event.resource)
+        await api.auth.hosts.upsert_server(_node("beta"))
+        put = await _next(events)
+        assert (put.type, put.kind, put.name) == ("put", "node", "beta")
+        await api.auth.hosts.presence.nodes.delete("alpha")
+        assert await _next(events) == WatchEvent(type="delete", kind="node", name="alpha")
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_change_between_the_watch_and_the_snapshot_is_not_missed(api: Api) -> None:
+    """The stream takes the backend watch before it reads the snapshot: a node announced while
+    the stream opens is in the snapshot or arrives as a change, never lost."""
+    async with await api.host("Proxy") as proxy:
+        for attempt in range(20):
+            name = f"racer-{attempt}"
+            events = proxy.watch(["node"])
+            announced = asyncio.ensure_future(api.auth.hosts.upsert_server(_node(name)))
+            seen = {e.name for e in await _synced(events)}
+            await announced
+            if name not in seen:
+                assert (await _next(events)).name == name
+            await events.aclose()  # type: ignore[attr-defined]
+
+
+def _node(name: str) -> Server:
+    return Server(kind="node", metadata=Metadata(
+        name=name, expires=datetime.now(timezone.utc) + timedelta(minutes=1)),
+        spec=ServerSpec(addr="127.0.0.1:3022", hostname=name))

@@ -3,85 +3,14 @@
 from __future__ import annotations
 
 import logging
-import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
-from aiohttp import web
 
-from teleport.auth import api as auth_api
-from teleport.auth.server import AuthServer, AuthSettings
-from teleport.backend.memory import MemoryBackend
-from teleport.cache import CachedAuth
 from teleport.errors import ConnectionProblem
-from teleport.events.emitter import MemoryEmitter
-from teleport.keys import ssh as sshkeys
-from teleport.keys import tls as tlskeys
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
-from teleport.utils.addr import HostPort
-from teleport.utils.clock import FakeClock
-
-
-@dataclass
-class Api:
-    auth: AuthServer
-    clock: FakeClock
-    server_ctx: ssl.SSLContext
-    port: int
-    runner: web.AppRunner | None
-
-    async def stop(self) -> None:
-        """Take the auth API off the network, as if the auth server were down."""
-        assert self.runner is not None
-        await self.runner.cleanup()
-        self.runner = None
-
-    async def start(self) -> None:
-        """Serve the API again on the same port, as a restarted auth server would."""
-        self.runner = await auth_api.serve(self.auth, self.server_ctx, "127.0.0.1", self.port)
-
-    async def cache(self) -> CachedAuth:
-        """Return a cache holding a fresh Proxy identity."""
-        tls_key = tlskeys.generate_tls_key()
-        certs = await self.auth.certs.issue_host_certs(
-            host_uuid="proxy-1", nodename="proxy", system_role="Proxy",
-            ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
-            tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in certs.tls_ca_certs])
-        return CachedAuth([HostPort("127.0.0.1", self.port)], ctx, timeout=5,
-                          cluster=self.auth.cluster_name)
-
-    async def announce(self, name: str, ttl: timedelta = timedelta(seconds=15)) -> None:
-        await self.auth.hosts.upsert_server(Server(
-            kind="node", metadata=Metadata(name=name, expires=self.clock.now() + ttl),
-            spec=ServerSpec(addr="127.0.0.1:3022", hostname=name)))
-
-
-@pytest.fixture
-async def api() -> AsyncIterator[Api]:
-    clock = FakeClock(datetime.now(timezone.utc))
-    auth = AuthServer(MemoryBackend(clock), MemoryEmitter(), clock,
-                      AuthSettings(cluster_name="cache.test"))
-    await auth.init()
-    tls_key = tlskeys.generate_tls_key()
-    certs = await auth.certs.issue_host_certs(
-        host_uuid="auth-1", nodename="auth", system_role="Auth",
-        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
-        tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
-    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs],
-                                     require_client_cert=False)
-    runner = await auth_api.serve(auth, ctx, "127.0.0.1", 0)
-    api = Api(auth, clock, ctx, runner.addresses[0][1], runner)
-    try:
-        yield api
-    finally:
-        if api.runner is not None:
-            await api.runner.cleanup()
+from tests.integration.cache.conftest import Api
 
 
 def _names(servers: list[Server]) -> set[str]:

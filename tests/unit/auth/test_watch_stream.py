@@ -31,9 +31,11 @@ async def test_lines_split_across_pieces_are_put_back_together() -> None:
                       WatchEvent(type="ping")]
 
 
-async def test_a_line_over_64_kib_is_a_protocol_error() -> None:
-    with pytest.raises(ConnectionProblem, match="over 64 KiB"):
-        await _collect(_pieces(b'{"type": "init"}\n', b"x" * (64 * 1024 + 1)), 2)
+async def test_a_line_over_1_mib_is_a_protocol_error() -> None:
+    """A host record or a CA's public keys fit many times over; a runaway line does not."""
+    assert auth_client.MAX_WATCH_LINE == 1024 * 1024
+    with pytest.raises(ConnectionProblem, match="over 1024 KiB"):
+        await _collect(_pieces(b'{"type": "init"}\n', b"x" * (1024 * 1024 + 1)), 2)
 
 
 async def test_a_line_that_is_not_an_event_is_a_protocol_error() -> None:

@@ -31,3 +31,16 @@ def test_keyword_dsn() -> None:
 def test_bad_conn_string_is_bad_parameter(bad: str) -> None:
     with pytest.raises(BadParameter, match="conn_string"):
         parse_conn_string(bad)
+
+
+@pytest.mark.parametrize("conn_string", [
+    "postgresql://u@h/db?pool_max_conns=5&pool_min_conns=2",
+    "host=h user=u dbname=db pool_max_conn_lifetime=1h",
+])
+def test_pool_setting_we_do_not_implement_is_refused_by_name(conn_string: str) -> None:
+    # Accepting a pgx pool setting and silently not applying it would mislead the operator.
+    name = conn_string.rsplit("&", 1)[-1].rsplit(" ", 1)[-1].split("=")[0]
+    with pytest.raises(BadParameter) as raised:
+        parse_conn_string(conn_string)
+    message = str(raised.value)
+    assert name in message and "\n" not in message

@@ -1,0 +1,328 @@
+"""Two auth servers on one real etcd (and on PostgreSQL), a proxy and two nodes, each its own
+`teleport` process: either auth server dying (SIGKILL) leaves `tsh login`, `tsh ssh` and
+`tctl users add` working through the other within seconds, and a role changed through one auth
+server takes effect on the nodes within a second, whichever auth server they follow.
+
+The auth servers have the same config but for their names and data dirs; two started at the same
+time on an empty store make one cluster. The proxy and one node join while A is the only auth
+server and learn B from the cluster when it comes (`data_dir/authservers.json`); the other node
+lists both.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, wait_started
+from tests.etcd_server import EtcdServer
+from tests.postgres_server import PostgresServer
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "ha-e2e-static-token"
+PASSWORD = "correct horse battery"
+#: A role change must reach the nodes within this long (they follow the auth API's watch).
+PROPAGATION = 1.0
+#: How long a failover may take at most, for every command of a user or an admin.
+FAILOVER = 10.0
+
+ROLE = """\
+kind: role
+version: v5
+metadata:
+  name: ops
+spec:
+  allow:
+    logins: [root]
+    node_labels: {"*": "*"}
+"""
+ROLE_DENYING_ROOT = ROLE + """\
+  deny:
+    logins: [root]
+"""
+
+
+@dataclass
+class Daemon:
+    name: str
+    root: Path
+    render: Callable[[], str]
+    proc: subprocess.Popen[bytes] | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.root / f"{self.name}.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / f"{self.name}.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / self.name
+
+    def launch(self) -> int:
+        """Start the process (the config written on the first start only); return the log
+        offset its start line comes after."""
+        if not self.config.exists():
+            self.config.write_text(self.render())
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(self.config)],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        return offset
+
+    def wait(self, offset: int) -> None:
+        assert self.proc is not None
+        self.ports = wait_started(self.log, self.proc, offset)
+        pin_ports(self.config, self.ports)  # a restart comes back where the others expect it
+
+    def start(self) -> None:
+        self.wait(self.launch())
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def learned(self) -> list[str]:
+        path = self.data_dir / "authservers.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+
+@dataclass
+class HA:
+    daemons: dict[str, Daemon]
+    #: tctl on auth host A or B (its config, its admin identity); tsh through the proxy.
+    tools: dict[str, Cluster]
+
+    def eventually(self, check: Callable[[], bool], what: str, timeout: float = 30,
+                   detail: Callable[[], str] = str) -> float:
+        """Wait for check; return how long it took. A daemon that exits fails the test, except
+        the ones killed on purpose."""
+        started = time.monotonic()
+        while not check():
+            for d in self.daemons.values():
+                if d.proc is not None and d.proc.returncode is None:
+                    assert d.proc.poll() is None, f"{d.name} exited:\n{d.output()}"
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"{what} timed out: {detail()}\n" + "\n".join(
+                    f"--- {d.name}\n{d.output()[-4000:]}" for d in self.daemons.values()))
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def start(self, *names: str) -> None:
+        """Start daemons at the same time and wait until each has started."""
+        offsets = {name: self.daemons[name].launch() for name in names}
+        for name, offset in offsets.items():
+            self.daemons[name].wait(offset)
+            if name in self.tools:  # tctl on that auth host reads its config
+                self.tools[name].config.write_text(self.daemons[name].config.read_text())
+            if name == "proxy":
+                for cluster in self.tools.values():
+                    cluster.ports["web"] = self.daemons[name].ports["web"]
+
+
+def _storage(kind: str, root: Path) -> Iterator[str]:
+    """Start the store; yield the `storage:` lines of the teleport section."""
+    if kind == "etcd":
+        with EtcdServer(root / "etcd") as etcd:
+            yield (f"  storage:\n    type: etcd\n    peers: [\"{etcd.url}\"]\n"
+                   f"    prefix: /teleport/\n")
+    else:
+        with PostgresServer() as postgres:
+            dsn = postgres.dsn(postgres.create_database())
+            yield f"  storage:\n    type: postgresql\n    conn_string: \"{dsn}\"\n"
+
+
+@pytest.fixture(params=["etcd", "postgresql"])
+def ha(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HA]:
+    storage_lines = _storage(request.param, tmp_path)
+    storage = next(storage_lines)
+    daemons: dict[str, Daemon] = {}
+
+    def auth(name: str) -> str:  # identical but for the name and the data dir
+        return f"""\
+teleport:
+  nodename: {name}
+  data_dir: {tmp_path / name}
+  log:
+    severity: INFO
+{storage}auth_service:
+  cluster_name: {CLUSTER}
+  listen_addr: 127.0.0.1:0
+  tokens:
+  - "proxy,node:{TOKEN}"
+  authentication:
+    type: local
+    second_factor: "off"
+proxy_service:
+  enabled: no
+ssh_service:
+  enabled: no
+"""
+
+    def joining(name: str, auth_names: list[str], services: str) -> Callable[[], str]:
+        def render() -> str:
+            addrs = ", ".join(f'"127.0.0.1:{daemons[a].ports["auth"]}"' for a in auth_names)
+            return (f"teleport:\n  nodename: {name}\n  data_dir: {tmp_path / name}\n"
+                    f"  log:\n    severity: INFO\n  auth_token: {TOKEN}\n"
+                    f"  auth_servers: [{addrs}]\n{services}")
+        return render
+
+    proxy = """\
+auth_service:
+  enabled: no
+ssh_service:
+  enabled: no
+proxy_service:
+  listen_addr: 127.0.0.1:0
+  web_listen_addr: 127.0.0.1:0
+  tunnel_listen_addr: 127.0.0.1:0
+  public_addr: 127.0.0.1:0
+"""
+    node = """\
+auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:0
+"""
+    for name in ("auth-a", "auth-b"):
+        daemons[name] = Daemon(name, tmp_path, lambda name=name: auth(name))
+    daemons["proxy"] = Daemon("proxy", tmp_path, joining("proxy", ["auth-a"], proxy))
+    daemons["node-1"] = Daemon("node-1", tmp_path, joining("node-1", ["auth-a", "auth-b"], node))
+    daemons["node-2"] = Daemon("node-2", tmp_path, joining("node-2", ["auth-a"], node))
+    (tmp_path / "home").mkdir()
+    env = {"TELEPORT_HOME": str(tmp_path / "tsh-home"), "HOME": str(tmp_path / "home")}
+    tools = {name: Cluster(tmp_path / f"tools-{name}", env=env) for name in ("auth-a", "auth-b")}
+    for cluster in tools.values():
+        cluster.root.mkdir()
+    try:
+        yield HA(daemons, tools)
+    finally:
+        for daemon in daemons.values():
+            daemon.stop()
+        storage_lines.close()
+
+
+def _signup(tools: Cluster, name: str, logins: str, roles: str) -> None:
+    """Add a user with tctl and set the password through the proxy's signup page (no second
+    factor here: logins come faster than one-time codes may)."""
+    out = tools.tctl("users", "add", name, logins, f"--roles={roles}").stdout
+    token = next(w for w in out.split() if "/web/newuser/" in w).rsplit("/", 1)[1]
+    tools.web("PUT", "/webapi/users/password/token", {"token": token, "password": PASSWORD})
+
+
+def _login(tools: Cluster, user: str) -> subprocess.CompletedProcess[str]:
+    return tools.tsh("login", f"--proxy={tools.web_addr}", f"--user={user}", "--insecure",
+                     input=f"{PASSWORD}\n", check=False)
+
+
+def _ca_pin(tools: Cluster) -> str:
+    out = tools.tctl("status").stdout
+    return next(line.split()[-1] for line in out.splitlines() if line.startswith("CA pin"))
+
+
+def test_auth_servers_starting_at_once_on_an_empty_store_make_one_cluster(ha: HA) -> None:
+    ha.start("auth-a", "auth-b")
+    a, b = ha.tools["auth-a"], ha.tools["auth-b"]
+    assert _ca_pin(a) == _ca_pin(b)  # one TLS CA, whichever server answers
+    for kind in ("cert_authority", "roles"):
+        assert a.tctl("get", kind).stdout == b.tctl("get", kind).stdout
+
+
+def test_either_auth_server_dying_leaves_the_cluster_working(ha: HA) -> None:
+    d, a, b = ha.daemons, ha.tools["auth-a"], ha.tools["auth-b"]
+    # The proxy and node-2 join while A is the only auth server: they learn B when it comes.
+    ha.start("auth-a")
+    ha.start("proxy", "node-2")
+    ha.start("auth-b")
+    ha.start("node-1")  # configured with both
+    assert _ca_pin(a) == _ca_pin(b)
+
+    a.tctl("create", input=ROLE)
+    _signup(b, "joe", "root", roles="ops")  # through B, the link on the proxy
+    assert _login(a, "joe").returncode == 0
+
+    def ssh_ok(node: str, word: str) -> bool:
+        out = a.tsh("ssh", f"root@{node}", "echo", word, check=False, timeout=20)
+        return out.returncode == 0 and out.stdout == f"{word}\n"
+
+    def ssh_refused(node: str) -> bool:
+        out = a.tsh("ssh", f"root@{node}", "true", check=False, timeout=20)
+        return out.returncode != 0
+
+    ha.eventually(lambda: all(n in a.tsh("ls", check=False).stdout for n in ("node-1", "node-2")),
+                  "both nodes listed")
+    assert ssh_ok("node-1", "one") and ssh_ok("node-2", "two")
+
+    # The proxy and node-2 knew A alone: they learn B (and keep it for their next start).
+    addr = {name: f"127.0.0.1:{d[name].ports['auth']}" for name in ("auth-a", "auth-b")}
+    for name in ("proxy", "node-2"):
+        ha.eventually(lambda name=name: addr["auth-b"] in d[name].learned(),
+                      f"{name} learning auth B", timeout=15)
+
+    def role_change_reaches_nodes(through: Cluster) -> None:
+        """Deny root in ops through one auth server: both nodes refuse at once; allow it
+        again: both let joe in at once."""
+        through.tctl("create", "-f", input=ROLE_DENYING_ROOT)
+        time.sleep(PROPAGATION)
+        assert ssh_refused("node-1") and ssh_refused("node-2")
+        through.tctl("create", "-f", input=ROLE)
+        time.sleep(PROPAGATION)
+        assert ssh_ok("node-1", "back") and ssh_ok("node-2", "back")
+
+    # Every host follows A's watch stream: a change written through B reaches them through
+    # the store's watch on A.
+    role_change_reaches_nodes(b)
+
+    def still_working(alive: Cluster, n: int) -> None:
+        last: list[subprocess.CompletedProcess[str]] = []
+
+        def logged_in() -> bool:
+            last.append(_login(alive, "joe"))
+            return last[-1].returncode == 0
+
+        took = ha.eventually(logged_in, "tsh login through the other auth server",
+                             detail=lambda: " | ".join(r.stderr for r in last))
+        assert took < FAILOVER
+        ha.eventually(lambda: ssh_ok("node-1", f"n1-{n}") and ssh_ok("node-2", f"n2-{n}"),
+                      "tsh ssh to both nodes", timeout=FAILOVER)
+        added = alive.tctl("users", "add", f"user{n}", "--roles=access", check=False)
+        assert added.returncode == 0 and "/web/newuser/" in added.stdout, added.stderr
+        role_change_reaches_nodes(alive)
+
+    d["auth-a"].kill()
+    still_working(b, 1)
+
+    d["auth-a"].start()
+    ha.eventually(lambda: a.tctl("status", check=False).returncode == 0, "auth A back")
+    d["auth-b"].kill()
+    still_working(a, 2)
+
+    logs = "".join(d[n].output() for n in ("proxy", "node-1", "node-2"))
+    assert "Traceback" not in logs

@@ -1,0 +1,143 @@
+"""The proxy's cache following the auth API's watch stream: changes arrive within a second with no
+poll, a lost stream is followed again from a fresh snapshot, an outage serves the last copy."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+
+from teleport.auth.identity_file import IdentityFile
+from teleport.cache import CachedAuth
+from teleport.service.trust import TrustedCAs
+from teleport.types.resources import CAKeys, SSHKeyPair
+from tests.integration.cache.conftest import Api
+
+#: A change must reach the cache within this many seconds.
+WITHIN = 1.0
+
+
+@asynccontextmanager
+async def following(api: Api) -> AsyncIterator[CachedAuth]:
+    """A cache following the stream (as the proxy runs it), once its first snapshot is in."""
+    async with await api.cache(retry_max=0.5) as cache:
+        task = asyncio.create_task(cache.run())
+        try:
+            await arrives(lambda: cache.live, "the first snapshot", within=5)
+            yield cache
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def arrives(check: Callable[[], bool], what: str, within: float = WITHIN) -> float:
+    """Wait until check() holds; return how long it took."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < within, f"{what} did not arrive within {within} s"
+        await asyncio.sleep(0.01)
+    return time.monotonic() - start
+
+
+def _names(cache: CachedAuth, kind: str = "node") -> set[str]:
+    return {s.metadata.name for s in cache.copy(kind)}
+
+
+async def test_a_heartbeat_reaches_the_copy_within_a_second_without_a_poll(api: Api) -> None:
+    await api.announce("alpha")
+    async with following(api) as cache:
+        assert _names(cache) == {"alpha"}  # from the snapshot
+        await api.announce("beta")
+        await arrives(lambda: _names(cache) == {"alpha", "beta"}, "beta's heartbeat")
+        # Reads are the copy's: the auth server is not asked.
+        await api.stop()
+        assert {s.metadata.name for s in await cache.list_servers("node")} == {"alpha", "beta"}
+
+
+async def test_a_ca_change_reaches_the_copy_within_a_second_without_private_keys(
+        api: Api) -> None:
+    async with following(api) as cache:
+        changed: list[str] = []
+        cache.subscribe(changed.append)
+        extra = await _trust_another_user_key(api)
+
+        async def trusted() -> list[str]:
+            return (await cache.get_ca("user")).trusted_ssh_public_keys()
+
+        start = time.monotonic()
+        while extra not in await trusted():
+            assert time.monotonic() - start < WITHIN, "the CA change did not arrive"
+            await asyncio.sleep(0.01)
+        assert "cert_authority" in changed
+        ssh = (await cache.get_ca("user")).spec.active_keys.ssh
+        assert ssh and not any(k.private_key for k in ssh)
+        tls = (await cache.get_ca("tls")).spec.active_keys.tls
+        assert tls and not any(k.key for k in tls)
+
+
+async def test_the_proxys_trusted_cas_follow_a_ca_change_within_a_second(api: Api) -> None:
+    """As the proxy wires it: the cache's news wakes the trusted CAs, no 30 s wait."""
+    async with following(api) as cache:
+        identity = IdentityFile(role="Proxy", host_uuid="proxy-1", ssh_private_key="",
+                                ssh_cert="", tls_private_key="", tls_cert="", tls_ca_certs=[])
+        trust = TrustedCAs(cache, identity)
+        cache.subscribe(lambda kind: trust.refresh_soon() if kind == "cert_authority" else None)
+        task = asyncio.create_task(trust.run())
+        try:
+            extra = await _trust_another_user_key(api)
+            await arrives(lambda: extra in trust.user_keys(), "the new key in the proxy's trust")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+async def _trust_another_user_key(api: Api) -> str:
+    """Add a public key to the user CA's trusted keys (as a rotation does); return it."""
+    store = api.auth.certs.cas.store("user")
+    ca = await store.get("cache.test")
+    extra = (await api.auth.certs.get_ca("host")).trusted_ssh_public_keys()[0]
+    await store.put(ca.model_copy(update={"spec": ca.spec.model_copy(update={
+        "additional_trusted_keys": CAKeys(ssh=[SSHKeyPair(public_key=extra)])})}))
+    return extra
+
+
+async def test_an_expired_record_leaves_the_copy_while_the_stream_is_live(api: Api) -> None:
+    await api.announce("short", ttl=timedelta(seconds=5))
+    await api.announce("long", ttl=timedelta(minutes=5))
+    async with following(api) as cache:
+        assert _names(cache) == {"short", "long"}
+        api.clock.advance(timedelta(seconds=10))
+        await api.auth.hosts.list_servers("node")  # the memory backend expires on access
+        await arrives(lambda: _names(cache) == {"long"}, "the expiry")
+
+
+async def test_a_lost_stream_is_followed_again_from_a_fresh_snapshot(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    await api.announce("alpha")
+    await api.announce("beta")
+    async with following(api) as cache:
+        with caplog.at_level(logging.INFO, logger="teleport.cache"):
+            await api.stop()
+            await arrives(lambda: cache.outage, "the outage", within=5)
+            # What changes while the stream is down: a node joins, one leaves, a record expires.
+            await api.auth.hosts.presence.nodes.delete("beta")
+            api.clock.advance(timedelta(minutes=5))
+            await api.announce("gamma")
+            # Nobody can heartbeat now (as far as the proxy knows): the last copy routes.
+            assert {s.metadata.name for s in await cache.list_servers("node")} == {"alpha", "beta"}
+            assert (await cache.ping()).cluster_name == "cache.test"
+            assert (await cache.get_ca("host")).trusted_ssh_public_keys()
+            await api.start()
+            await arrives(lambda: cache.live, "the stream again", within=3)
+        assert _names(cache) == {"gamma"}
+        assert not cache.outage
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and "serving the last known copy" in warnings[0].message
+        assert "auth server is back" in caplog.text
+        await api.announce("delta")
+        await arrives(lambda: _names(cache) == {"gamma", "delta"}, "a change after the resync")
