@@ -628,6 +628,8 @@ class TeleportProcess:
         client = await self._client(identity)
         trust = TrustedCAs(client, identity)
         self._supervise("node-trust", trust.run)
+        # A CA change reaches the node's trust within a second, not at its 30 s re-read.
+        self._revocation_watch(client).on_ca_change(trust.refresh_soon)
         if pool is not None:
             pool.creds = dataclasses.replace(pool.creds, trusted_host_cas=trust.host_keys)
         labels = dict(cfg.labels)

@@ -35,7 +35,9 @@ log = logging.getLogger("teleport.revocations")
 #: while the watch stream is down.
 REFRESH_INTERVAL = 3.0
 #: What the watch stream follows: whatever the revocation list and the role cache are built from.
-WATCH_KINDS = ("lock", "role", "user")
+WATCH_KINDS = ("lock", "role", "user", "cert_authority")
+#: The kinds whose changes the revocation list and the roles depend on.
+REVOCATION_KINDS = frozenset({"lock", "role", "user"})
 #: A burst of changes (`tctl create -f` of many roles) costs one refresh per this many seconds.
 COALESCE = 0.2
 #: Reconnecting a broken watch waits this long at first, doubling up to WATCH_RETRY_MAX.
@@ -68,6 +70,8 @@ class RevocationWatch:
         self.roles: dict[str, Role] | None = None
         self.outage = False
         self._listeners: list[SSHListener[Any]] = []
+        #: Called on a CA change (and when the stream opens): a node's trusted CAs follow it.
+        self._on_ca_change: list[Callable[[], None]] = []
         # The poll and the watch both refresh; one at a time, so an older answer never lands last.
         self._refreshing = asyncio.Lock()
         #: Where the last answer is kept across restarts (None: memory only), and what was
@@ -159,6 +163,10 @@ class RevocationWatch:
                 log.exception("revocation list refresh failed")
             await asyncio.sleep(self.interval)
 
+    def on_ca_change(self, call: Callable[[], None]) -> None:
+        """Call call() when the stream announces a CA change, e.g. to re-read the CA keys now."""
+        self._on_ca_change.append(call)
+
     async def watch(self) -> None:
         """Refresh on every change the auth server streams, until cancelled: the list follows a
         lock within a second, not at the next poll. A broken stream is opened again after a
@@ -177,8 +185,12 @@ class RevocationWatch:
                         if down:
                             log.info("watching the auth server for changes again")
                         delay, down = WATCH_RETRY_MIN, False
-                    # init too: whatever changed while the stream was down is read now.
-                    changed.set()
+                    if event.type == "init" or event.kind == "cert_authority":
+                        for call in self._on_ca_change:
+                            call()
+                    if event.type == "init" or event.kind in REVOCATION_KINDS:
+                        # init too: whatever changed while the stream was down is read now.
+                        changed.set()
             except _FAILED as err:
                 if not down:
                     log.warning("cannot watch the auth server for changes, polling every %g s "

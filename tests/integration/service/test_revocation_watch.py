@@ -151,3 +151,16 @@ async def test_a_broken_stream_is_reopened_and_logged_once(
     back = [r for r in caplog.records if "watching the auth server for changes again" in
             r.getMessage()]
     assert len(broke) == 1 and len(back) == 1
+
+
+async def test_a_ca_change_reaches_the_nodes_trust_within_a_second(node: Node) -> None:
+    """The node re-reads its trusted CAs on the stream's word, not at its 30 s re-read."""
+    woken = asyncio.Event()
+    node.watch.on_ca_change(woken.set)
+    await asyncio.sleep(0.2)  # a wake-up from the stream's opening is not the change's
+    woken.clear()
+    cas = node.auth.certs.cas
+    ca = await cas.get("user", node.auth.cluster_name)
+    await cas.store("user").put(ca)
+    async with asyncio.timeout(PUSHED_WITHIN):
+        await woken.wait()
