@@ -226,6 +226,19 @@ MUTATIONS = (
         "            await self.backend.delete(item.key)  # NotFound when another finish took it first\n",
         "",
         (_WEBAUTHN_TESTS + "test_replayed_assertion_is_refused",)),
+    Mutation(
+        "give CA keys and users' password hashes to a user's profile", _RULES,
+        "    if admin_only and subject.kind != Caller.ADMIN:",
+        "    if False:",
+        ("tests/integration/auth/test_bootstrap.py::"
+         "test_a_users_profile_never_gets_ca_keys_or_credentials_whatever_its_roles",)),
+    Mutation(
+        "initialise a backend another auth server just initialised", "teleport/auth/bootstrap.py",
+        "        if await initialised(backend):  # another auth server did it while we waited",
+        "        if False:",
+        ("tests/integration/auth/test_bootstrap.py::test_both_with_bootstrap_apply_the_file_once",
+         "tests/integration/auth/test_bootstrap.py::"
+         "test_two_auth_servers_starting_at_once_make_one_set_of_cas")),
 )
 
 
