@@ -12,6 +12,8 @@ import pytest
 
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
 
+pytestmark = pytest.mark.slow
+
 PLAYBOOK = """\
 - hosts: nodes
   gather_facts: true

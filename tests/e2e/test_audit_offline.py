@@ -24,6 +24,8 @@ import pytest
 
 from tests.e2e.cluster import BIN, Cluster, make_cluster, wait_started
 
+pytestmark = pytest.mark.slow
+
 NODE = "offline-node"
 TOKEN = "e2e-static-token"
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.e2e.cluster import (
@@ -23,6 +24,8 @@ from tests.e2e.cluster import (
 )
 from tests.e2e.people import Person, login_as, sign_up, tsh_as
 from tests.etcd_server import EtcdServer
+
+pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery"
 ROLE = """\

@@ -10,6 +10,8 @@ from selenium import webdriver
 from tests.e2e import browser as harness
 from tests.e2e.browser import REPO, check_axe, wait_visible
 
+pytestmark = pytest.mark.slow
+
 # An unlabeled text field and light grey text on white: both serious for axe-core.
 _BAD_PAGE = ('<!doctype html><html lang="en"><head><title>bad</title></head><body><main>'
              '<h1>Bad page</h1><p style="color:#ccc;background:#fff">faint text</p>'

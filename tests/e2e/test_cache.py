@@ -15,6 +15,8 @@ import pytest
 from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, wait_started
 from tests.e2e.test_interactive import Terminal
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "cache-e2e-token"
 NODE = "cached-node"
 

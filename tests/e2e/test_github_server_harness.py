@@ -26,6 +26,8 @@ from selenium import webdriver
 from tests.e2e.browser import wait_until
 from tests.e2e.github_server import GitHubServer, GitHubUser, OAuthApp, github_authorize
 
+pytestmark = pytest.mark.slow
+
 CALLBACK = "https://proxy.example.com:3080/v1/webapi/github/callback"
 APP = OAuthApp("client-1", "secret-1", CALLBACK)
 OCTO = GitHubUser("octo", 1, "Octo Cat", "octo@example.com",

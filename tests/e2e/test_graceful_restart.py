@@ -14,6 +14,8 @@ import pytest
 from tests.e2e.cluster import BIN, NODENAME, Cluster, make_cluster
 from tests.e2e.test_interactive import Terminal
 
+pytestmark = pytest.mark.slow
+
 
 def _alive(pid: int) -> bool:
     try:

@@ -21,6 +21,8 @@ from tests.e2e.cluster import make_cluster, wait_started, write_node_config
 from tests.e2e.netns import IsolatedHost, isolated_host, start_node_in
 from tests.ports import refused_port
 
+pytestmark = pytest.mark.slow
+
 #: Run inside the namespace: connect to argv[1]:argv[2], send a line, print the answer or the
 #: error's name (ConnectionRefusedError, OSError errno for "network unreachable"...).
 _PROBE = """\

@@ -25,8 +25,8 @@ import pytest
 from tests.e2e.cluster import NODENAME, Cluster, make_cluster
 from tests.ports import wait_listening
 
-pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None,
-                                reason="needs Debian's tinyproxy (scripts/test installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tinyproxy") is None,
+                                reason="needs Debian's tinyproxy (scripts/test installs it)")]
 
 #: Candidates for the cluster's address on `lo`: private, unlikely to be in use, and several so
 #: that two runs at once (or one killed before its teardown) each get their own.

@@ -24,6 +24,8 @@ from selenium import webdriver
 
 from tests.e2e.oidcprovider import IdPLoginError, OpenIDProvider, idp_login
 
+pytestmark = pytest.mark.slow
+
 CLIENT_ID = "teleport"
 CLIENT_SECRET = "s3cret-of-the-client"
 ALICE_CLAIMS = {"email": "alice@example.com", "email_verified": True, "name": "Alice Admin",

@@ -17,6 +17,8 @@ from tests.e2e.cluster import CLUSTER, NODENAME, Cluster
 from tests.e2e.github_server import GitHubServer, GitHubUser, OAuthApp, github_authorize
 from tests.e2e.sso import logins_of, tsh_sso_login, wait_for_connector
 
+pytestmark = pytest.mark.slow
+
 CLIENT_ID = "teleport-e2e"
 CLIENT_SECRET = "e2e-github-client-secret"
 

@@ -18,6 +18,8 @@ from tests.e2e.cluster import CLUSTER, NODENAME, Cluster, make_cluster
 from tests.e2e.oidcprovider import OpenIDProvider, idp_login
 from tests.e2e.sso import logins_of, tsh_sso_login, wait_for_connector
 
+pytestmark = pytest.mark.slow
+
 CLIENT_ID = "teleport-e2e"
 CLIENT_SECRET = "e2e-oidc-client-secret"
 PASSWORD = "provider password"

@@ -40,6 +40,8 @@ from tests.e2e.test_webauthn_web import (
 )
 from tests.webauthn_softkey import SoftAuthenticator
 
+pytestmark = pytest.mark.slow
+
 LINK = re.compile(r"^ (https://localhost:\d+/web/cli/webauthn#\S+)$")
 
 

@@ -34,6 +34,8 @@ from tests.e2e.cluster import (
 )
 from tests.e2e.netns import IsolatedHost, isolated_host, start_node_in
 
+pytestmark = pytest.mark.slow
+
 NODE = "ha-node"
 PASSWORD = "correct horse battery"
 PROXY_TOKEN = "e2e-proxy-token"

@@ -27,8 +27,8 @@ from tests.e2e.cluster import BIN, Cluster, make_cluster, wait_started, write_no
 from tests.e2e.netns import IsolatedHost, isolated_host
 from tests.e2e.test_http_proxy import Tinyproxy, lo_address, tinyproxy  # noqa: F401 - the fixture
 
-pytestmark = pytest.mark.skipif(shutil.which("tinyproxy") is None,
-                                reason="needs Debian's tinyproxy (scripts/test installs it)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("tinyproxy") is None,
+                                reason="needs Debian's tinyproxy (scripts/test installs it)")]
 
 NODE = "proxied"
 PASSWORD = "correct horse battery"

@@ -29,6 +29,8 @@ from teleport.utils.clock import FakeClock
 from tests.e2e import virtual_authenticator as va
 from tests.e2e.browser import wait_visible
 
+pytestmark = pytest.mark.slow
+
 RP_ID = "localhost"
 _PAGE = (b'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>WebAuthn</title>'
          b'</head><body><main><h1 id="ready">WebAuthn test page</h1></main></body></html>')

@@ -20,6 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from tests.e2e.cluster import Cluster, make_cluster
 
+pytestmark = pytest.mark.slow
+
 RELOAD_WAIT = 15  # the proxy looks at its files every 5 s
 
 

@@ -23,6 +23,8 @@ import pytest
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
 from tests.e2e.test_interactive import Terminal, session_url
 
+pytestmark = pytest.mark.slow
+
 PASSWORD = "web terminal password"
 COOKIE = "__Host-teleport-session"
 

@@ -15,6 +15,7 @@ import time
 from typing import Any, Literal
 
 import pyotp
+import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -22,6 +23,8 @@ from selenium.webdriver.common.keys import Keys
 from tests.e2e.browser import check_page, set_width, wait_text, wait_until, wait_visible
 from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
 from tests.e2e.test_interactive import Terminal, session_url
+
+pytestmark = pytest.mark.slow
 
 PASSWORD = "through the browser"
 COOKIE = "__Host-teleport-session"

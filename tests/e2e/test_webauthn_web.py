@@ -17,6 +17,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 
@@ -24,6 +25,8 @@ from tests.e2e import virtual_authenticator as va
 from tests.e2e.browser import check_page, wait_text, wait_until, wait_visible
 from tests.e2e.cluster import Cluster, make_cluster
 from tests.webauthn_softkey import SoftAuthenticator
+
+pytestmark = pytest.mark.slow
 
 PASSWORD = "correct horse battery"
 
