@@ -268,13 +268,19 @@ class WatchEvent(Answer):
     stream opened, `init` once that snapshot is complete, then `put` or `delete` of a resource's
     kind and name per change, and `ping` while nothing changes, so a dead connection is noticed.
     Locks, roles and users carry no content (the watcher re-reads what it needs); hosts and CAs
-    carry the record in `resource` (a CA its public keys only, `sub_kind` its type)."""
+    carry the record in `resource` (a CA its public keys only, `sub_kind` its type).
+
+    `init` and changes carry `revision`, an opaque cursor: watching again with `since` set to the
+    last one applied, the stream opens with `init` and `resumed` (no snapshot: the copy stands)
+    and the changes after it, or with a snapshot as usual when the store no longer has them."""
 
     type: str
     kind: str = ""
     name: str = ""
     sub_kind: str = ""
     resource: ResourceJSON | None = None
+    revision: str = ""
+    resumed: bool = False
 
 
 __all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",

@@ -9,6 +9,12 @@ line per change, in order, and `{"type": "ping"}` while nothing changes. The bac
 place (its INIT seen) before the snapshot is read, so no change between the two is missed; one
 may arrive twice (in the snapshot and as a change), which a follower applies idempotently.
 
+`init` and every change carry `revision`, an opaque cursor (the backend's store and revision).
+A client that lost its stream watches again with `since` set to the last cursor it applied: when
+the backend still has the history after it (any auth server on a shared etcd or PostgreSQL; the
+same process for sqlite), the stream opens with `{"type": "init", "resumed": true}` and replays
+the changes instead of a snapshot; otherwise it opens with a snapshot as usual.
+
 Locks, roles and users carry names only: a node re-reads what it needs through the routes it
 already polls, so no secret or password hash travels here. A user's deletion is announced by its
 tombstone too, and a user's lock is a put of the user. Hosts (`node`, `proxy`, `auth_server`)
@@ -158,7 +164,12 @@ async def watch(call: Call) -> Any:
     the server goes."""
     sources = [s for kind in parse_kinds(call.request.query.get("kinds", ""))
                for s in WATCH_KINDS[kind](call.auth)]
-    watcher = await call.auth.backend.watch([s.prefix for s in sources])
+    backend = call.auth.backend
+    prefixes = [s.prefix for s in sources]
+    watcher = await _resume(backend, prefixes, call.request.query.get("since", ""))
+    resumed = watcher is not None
+    if watcher is None:
+        watcher = await backend.watch(prefixes)
     streams = _open.setdefault(call.request.app, set())
     streams.add(watcher)
     try:
@@ -166,7 +177,7 @@ async def watch(call: Call) -> Any:
                                                "Cache-Control": "no-store"})
         await response.prepare(call.request)
         try:
-            await _pump(call, watcher, sources, response)
+            await _pump(call, watcher, sources, response, resumed)
             await response.write_eof()
         except ConnectionError as err:  # the client went away mid-write
             log.debug("watch stream of %s ended: %s", call.identity.username, err)
@@ -176,8 +187,30 @@ async def watch(call: Call) -> Any:
         await watcher.close()
 
 
+async def _resume(backend: Backend, prefixes: list[bytes], since: str) -> Watcher | None:
+    """Watch from the client's cursor, or return None when the backend cannot (another store's
+    cursor, history gone): the client then gets a snapshot.
+
+    A cursor is the revision of the last line the client applied; that revision's other events
+    (a transaction's deletes share one) may not have reached it, so they are all sent again.
+    """
+    store, _, revision = since.rpartition(":")
+    if not revision.isdigit() or int(revision) < 1 or store != backend.store_id:
+        return None
+    try:
+        return await backend.watch(prefixes, since=str(int(revision) - 1))
+    except LimitExceeded as err:
+        log.debug("cannot resume a watch stream, sending a snapshot: %s", err)
+        return None
+
+
+def _cursor(backend: Backend, revision: str) -> str:
+    """The opaque position a client hands back as `since` to resume after this line."""
+    return f"{backend.store_id}:{revision}" if revision and backend.store_id else ""
+
+
 async def _pump(call: Call, watcher: Watcher, sources: list[_Source],
-                response: web.StreamResponse) -> None:
+                response: web.StreamResponse, resumed: bool) -> None:
     """Copy events to the client, with pings, until the watcher ends or the client is gone."""
     events = aiter(watcher)
     pending = asyncio.ensure_future(_next(events))
@@ -190,6 +223,11 @@ async def _pump(call: Call, watcher: Watcher, sources: list[_Source],
                 if event is None:  # the watcher was closed (server shutdown) or fell behind
                     return
                 pending = asyncio.ensure_future(_next(events))
+                if event.type is EventType.INIT and resumed:
+                    # Changes since the client's cursor follow: its copy stands, no snapshot.
+                    await _write(response, {"type": "init", "resumed": True})
+                    last_line = time.monotonic()
+                    continue
                 if event.type is EventType.INIT:
                     # The watch is in place: what is stored now, then every change after it.
                     try:
@@ -199,13 +237,18 @@ async def _pump(call: Call, watcher: Watcher, sources: list[_Source],
                         return
                     for entry in snapshot:
                         await _write(response, entry)
-                    await _write(response, {"type": "init"})
+                    init: Line = {"type": "init"}
+                    if cursor := _cursor(call.auth.backend, event.item.revision):
+                        init["revision"] = cursor
+                    await _write(response, init)
                     last_line = time.monotonic()
                     continue
                 source = _source(event, sources)
                 line = None if source is None else _line(event, source)
                 if source is None or line is None:
                     continue
+                if cursor := _cursor(call.auth.backend, event.item.revision):
+                    line["revision"] = cursor
                 if source.revokes:
                     # Whoever this line makes refresh must get a list that has the change.
                     access.forget_revocations(call.auth.accounts, (event.type, event.item.key,

@@ -195,12 +195,13 @@ class AuthClient(MFACalls):
         return [_typed(r, Role) for r in await self._http.call(
             "GET", "/v1/roles", answer=list[m.ResourceJSON])]
 
-    async def watch(self, kinds: Sequence[str]) -> AsyncIterator[m.WatchEvent]:
+    async def watch(self, kinds: Sequence[str], since: str = "") -> AsyncIterator[m.WatchEvent]:
         """Yield a `put` per resource of the kinds stored now, `init`, then a `put` or `delete`
         per change (Node and Proxy; locks, roles and users by name only: re-read what matters).
+        With since (the last `revision` applied), `init` may come `resumed` with no snapshot.
         The stream never ends well: a break, an end, a garbled line or WATCH_SILENCE seconds
         without a line (pings included) is a ConnectionProblem."""
-        query = urlencode({"kinds": ",".join(kinds)})
+        query = urlencode({"kinds": ",".join(kinds)} | ({"since": since} if since else {}))
         pieces = self._http.stream("GET", f"/v1/watch?{query}", idle=WATCH_SILENCE)
         try:
             async for event in _watch_events(pieces):

@@ -62,6 +62,10 @@ class Backend(abc.ABC):
     """Storage for cluster state. Raise teleport.errors kinds, never driver exceptions."""
 
     clock: Clock = RealClock()
+    #: Names the history this backend's revisions belong to: a revision means something only
+    #: to a backend with the same store_id (a shared etcd prefix or PostgreSQL database; for
+    #: drivers whose watch history lives in the process, one process's lifetime).
+    store_id: str = ""
 
     @abc.abstractmethod
     async def get(self, key: bytes) -> Item:
@@ -103,8 +107,12 @@ class Backend(abc.ABC):
         """Move an existing item's expiry, or raise NotFound."""
 
     @abc.abstractmethod
-    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
-        """Start watching; events for keys under any prefix follow an INIT event."""
+    async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:
+        """Start watching; events for keys under any prefix follow an INIT event.
+
+        With since (a revision this store gave out), INIT is followed by every matching event
+        after it, in order, then live ones; when the store no longer has that history (or the
+        revision is not its own) this raises LimitExceeded and the caller reads a snapshot."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 from teleport.backend.base import Backend, Event, EventType, Item, range_end
-from teleport.errors import AlreadyExists, BadParameter, CompareFailed, NotFound
+from teleport.errors import AlreadyExists, BadParameter, CompareFailed, LimitExceeded, NotFound
 from teleport.utils.clock import FakeClock
 
 Check = Callable[[Backend, FakeClock], Awaitable[None]]
@@ -347,6 +347,45 @@ async def check_expiry_is_watched(backend: Backend, clock: FakeClock) -> None:
                       (EventType.PUT, b"/ex/next"))
 
 
+async def check_watch_resume(backend: Backend, clock: FakeClock) -> None:
+    """A watch from a revision replays exactly the later changes under its prefixes, in order."""
+    first = await backend.put(Item(b"/r/a", b"1"))
+    await backend.put(Item(b"/r/b", b"2"))
+    await backend.delete(b"/r/a")
+    await backend.put(Item(b"/q/x", b"another prefix"))
+    last = await backend.put(Item(b"/r/c", b"3"))
+    async with await backend.watch([b"/r/"], since=first.revision) as watcher:
+        events = aiter(watcher)
+        got = await _expect(events, (EventType.INIT, b""), (EventType.PUT, b"/r/b"),
+                            (EventType.DELETE, b"/r/a"), (EventType.PUT, b"/r/c"))
+        revisions = [int(e.item.revision) for e in got[1:]]
+        assert revisions == sorted(set(revisions)), revisions
+        assert int(first.revision) < revisions[0] and revisions[-1] == int(last.revision)
+        assert got[3].item.value == b"3"
+        live = await backend.put(Item(b"/r/d", b"live"))
+        await _expect(events, (EventType.PUT, b"/r/d"))
+    # From the newest revision nothing is replayed: the next event is a live one.
+    async with await backend.watch([b"/r/"], since=live.revision) as watcher:
+        events = aiter(watcher)
+        await _expect(events, (EventType.INIT, b""))
+        await backend.delete(b"/r/b")
+        await _expect(events, (EventType.DELETE, b"/r/b"))
+    # A plain watch's INIT carries the revision it starts after: resuming there misses nothing.
+    async with await backend.watch([b"/r/"]) as watcher:
+        init = await anext(aiter(watcher))
+    assert init.type is EventType.INIT and init.item.revision.isdigit(), init
+    await backend.put(Item(b"/r/e", b"after"))
+    async with await backend.watch([b"/r/"], since=init.item.revision) as watcher:
+        await _expect(aiter(watcher), (EventType.INIT, b""), (EventType.PUT, b"/r/e"))
+
+
+async def check_watch_resume_unknown_revision(backend: Backend, clock: FakeClock) -> None:
+    """A revision the store never gave out (another store's, or garbage) is refused."""
+    newest = await backend.put(Item(b"/u/a", b"1"))
+    for since in (str(int(newest.revision) + 1000), "not-a-revision", "-1"):
+        await _raises(LimitExceeded, backend.watch([b"/u/"], since=since))
+
+
 def _by_name(*checks: Check) -> dict[str, Check]:
     return {c.__name__.removeprefix("check_"): c for c in checks}
 
@@ -358,7 +397,8 @@ CHECKS: dict[str, Check] = _by_name(
     check_watch_events_in_order, check_watch_prefixes, check_watch_everything,
     check_several_watchers, check_watcher_close, check_close_ends_watchers,
     check_binary_keys_and_values, check_concurrent_writers,
-    check_concurrent_writes_watched_in_commit_order,
+    check_concurrent_writes_watched_in_commit_order, check_watch_resume,
+    check_watch_resume_unknown_revision,
 )
 EXPIRY_EVENT_CHECKS: dict[str, Check] = _by_name(check_expiry_is_watched)
 

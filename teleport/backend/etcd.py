@@ -155,12 +155,15 @@ class EtcdBackend(Backend):
         backend = cls(settings, client, clock or RealClock())
         try:
             # One attempt per peer: a wrong address must fail the start fast, not retry.
-            await client.call("/v3/kv/range", {"key": b64(backend._root),
-                                               "range_end": b64(range_end(backend._root)),
-                                               "count_only": True}, retry=False)
+            answer = await client.call("/v3/kv/range", {
+                "key": b64(backend._root), "range_end": b64(range_end(backend._root)),
+                "count_only": True}, retry=False)
         except BaseException:
             await client.session.close()
             raise
+        # Revisions are the etcd cluster's: any backend on it and this prefix resumes them.
+        cluster = answer.get("header", {}).get("cluster_id", "")
+        backend.store_id = f"etcd-{cluster}{settings.prefix}"
         return backend
 
     # --- plumbing ---------------------------------------------------------------------------
@@ -357,12 +360,21 @@ class EtcdBackend(Backend):
             return dataclasses.replace(current, expires=expires)
         await self._change(key, decide)
 
-    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
+    async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:
         if self._closed:
             raise ConnectionProblem("the etcd backend is closed")
+        start = None
+        if since is not None:
+            start = int(since) if since.isdigit() else 0
+            if start < 1:
+                raise LimitExceeded(f"revision {since!r} is not an etcd revision; read again")
+            # etcd answers OUT_OF_RANGE (LimitExceeded) when it compacted that revision or never
+            # reached it (a revision of another store): the caller then reads a snapshot.
+            await self._call("/v3/kv/range", {"key": b64(self._root), "revision": str(start),
+                                              "count_only": True})
         watcher = EtcdWatcher(self._client, self._root, prefixes, self._decode,
                               lambda w: self._watchers.pop(w, None))
-        await watcher.start()
+        await watcher.start(start)
         self._watchers[watcher] = None
         return watcher
 

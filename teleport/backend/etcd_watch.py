@@ -31,12 +31,11 @@ from teleport.backend.etcd_client import (
     parse_answer,
     unb64,
 )
-from teleport.backend.fanout import WATCH_BUFFER
+from teleport.backend.fanout import WATCH_BUFFER, init_event
 from teleport.errors import AccessDenied, ConnectionProblem, LimitExceeded, TeleportError
 
 log = logging.getLogger("teleport.backend.etcd")
 
-_INIT = Event(EventType.INIT, Item(b"", b""))
 #: Seconds between reconnect attempts, growing to the second value.
 _BACKOFF = (0.1, 1.0)
 
@@ -77,14 +76,16 @@ class EtcdWatcher(Watcher):
     def _wants(self, key: bytes) -> bool:
         return not self._prefixes or key.startswith(self._prefixes)
 
-    async def start(self) -> None:
-        """Establish the etcd watch, then queue INIT and follow the stream in a task."""
+    async def start(self, since: int | None = None) -> None:
+        """Establish the etcd watch (after revision since, if given), then queue INIT and follow
+        the stream in a task."""
+        first = None if since is None else since + 1
         try:
-            response, created = await self._connect(None)
+            response, created = await self._connect(first)
         except ConnectionProblem:
-            response, created = await self._connect(None)  # once more, e.g. after a new login
-        self.revision = created
-        self._events.append(_INIT)
+            response, created = await self._connect(first)  # once more, e.g. after a new login
+        self.revision = created if since is None else since
+        self._events.append(init_event(self.revision))
         self._task = asyncio.get_running_loop().create_task(
             self._follow(response), name="etcd watch")
 

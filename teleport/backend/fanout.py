@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -12,7 +13,15 @@ from teleport.errors import BadParameter, LimitExceeded
 #: Events a watcher may fall behind by before it is closed; the reader then re-reads and re-watches.
 WATCH_BUFFER = 1024
 
-_INIT = Event(EventType.INIT, Item(b"", b""))
+#: Recent events a driver that resumes watches keeps in memory, for this process's lifetime only.
+RESUME_HISTORY = 10_000
+
+
+
+def init_event(revision: int | None) -> Event:
+    """The INIT event, carrying the store's revision the stream starts after ("" if unknown):
+    a reader that saw every event up to it can later watch again from there."""
+    return Event(EventType.INIT, Item(b"", b"", None, "" if revision is None else str(revision)))
 
 
 def check_item(item: Item) -> None:
@@ -33,11 +42,12 @@ def show_key(key: bytes) -> str:
 class _QueueWatcher(Watcher):
     """A watcher fed by EventFanout; it ends when closed and fails when its reader lags."""
 
-    def __init__(self, prefixes: Sequence[bytes], fanout: EventFanout, capacity: int) -> None:
+    def __init__(self, prefixes: Sequence[bytes], fanout: EventFanout, capacity: int,
+                 init: Event) -> None:
         self._prefixes = tuple(bytes(p) for p in prefixes)
         self._fanout = fanout
         self._capacity = capacity
-        self._events: deque[Event] = deque([_INIT])
+        self._events: deque[Event] = deque([init])
         self._wake = asyncio.Event()
         self._closed = False
         self._error: LimitExceeded | None = None
@@ -55,6 +65,15 @@ class _QueueWatcher(Watcher):
             return
         self._events.append(event)
         self._wake.set()
+
+    def backfill(self, events: Iterable[Event]) -> None:
+        """Put earlier events between INIT and the live ones; only before the first read."""
+        assert self._events and self._events[0].type is EventType.INIT
+        wanted = [e for e in events if self.wants(e.item.key)]
+        if len(self._events) + len(wanted) > self._capacity:
+            raise LimitExceeded(f"more than {self._capacity} events to resume; read again")
+        for offset, event in enumerate(wanted, start=1):
+            self._events.insert(offset, event)
 
     def stop(self) -> None:
         """End the stream now, dropping undelivered events."""
@@ -82,14 +101,39 @@ class _QueueWatcher(Watcher):
 class EventFanout:
     """Deliver events to every matching in-process watcher, in the order they were emitted."""
 
-    def __init__(self, capacity: int = WATCH_BUFFER) -> None:
+    def __init__(self, capacity: int = WATCH_BUFFER, history: int = 0, floor: int = 0) -> None:
+        """history > 0 keeps that many recent events (all with integer revisions) for resuming;
+        floor is the store's revision when this process started following it."""
         self._capacity = capacity
         # A dict keeps delivery order across watchers stable; values are unused.
         self._watchers: dict[_QueueWatcher, None] = {}
+        self._history: deque[tuple[int, Event]] | None = deque() if history > 0 else None
+        self._history_size = history
+        #: Every event with a revision in (floor, last] is in the history.
+        self._floor = self._last = floor
+        #: A store_id for a driver whose resumable history is this one: it lives as long as the
+        #: process, so a revision from before a restart is not resumed.
+        self.history_id = f"process-{secrets.token_hex(8)}"
 
-    def watch(self, prefixes: Sequence[bytes]) -> Watcher:
-        """Register a watcher whose stream starts with INIT and then sees every later event."""
-        watcher = _QueueWatcher(prefixes, self, self._capacity)
+    def watch(self, prefixes: Sequence[bytes], since: str | None = None,
+              start: int | None = None) -> _QueueWatcher:
+        """Register a watcher whose stream starts with INIT and then sees every later event; with
+        since, INIT is followed by the kept events after that revision, or LimitExceeded is raised
+        when this process no longer (or never) had them, so the caller reads a snapshot instead.
+
+        INIT carries start, the store's revision every event emitted so far reached (by default
+        the last one kept, when this fanout keeps a history)."""
+        if start is None and self._history is not None:
+            start = self._last
+        watcher = _QueueWatcher(prefixes, self, self._capacity, init_event(start))
+        if since is not None:
+            if self._history is None:
+                raise LimitExceeded("this backend cannot resume a watch; read again and watch")
+            after = int(since) if since.isdigit() else -1
+            if not self._floor <= after <= self._last:
+                raise LimitExceeded(f"revision {since!r} is not in this backend's recent history;"
+                                    " read again and watch")
+            watcher.backfill(e for revision, e in self._history if revision > after)
         self._watchers[watcher] = None
         return watcher
 
@@ -100,9 +144,19 @@ class EventFanout:
     def emit(self, events: Iterable[Event]) -> None:
         """Hand committed events to watchers; call in commit order."""
         for event in events:
+            if self._history is not None:
+                self._remember(event)
             for watcher in list(self._watchers):
                 if watcher.wants(event.item.key):
                     watcher.push(event)
+
+    def _remember(self, event: Event) -> None:
+        assert self._history is not None
+        revision = int(event.item.revision)
+        self._history.append((revision, event))
+        self._last = max(self._last, revision)
+        while len(self._history) > self._history_size:
+            self._floor = self._history.popleft()[0]
 
     def fail(self, error: LimitExceeded) -> None:
         """End every stream with error: the store lost history its readers had not seen yet."""

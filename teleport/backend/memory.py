@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher
-from teleport.backend.fanout import EventFanout, check_item, show_key
+from teleport.backend.fanout import RESUME_HISTORY, EventFanout, check_item, show_key
 from teleport.errors import (
     AlreadyExists,
     BadParameter,
@@ -35,7 +35,8 @@ class MemoryBackend(Backend):
         # (expires, key) min-heap; entries go stale when an item is replaced and are skipped.
         self._expiries: list[tuple[datetime, bytes]] = []
         self._revisions = itertools.count(1)
-        self._fanout = EventFanout()
+        self._fanout = EventFanout(history=RESUME_HISTORY)
+        self.store_id = self._fanout.history_id
         self._closed = False
 
     def _live(self) -> None:
@@ -49,8 +50,12 @@ class MemoryBackend(Backend):
             item = self._items.get(key)
             if item is not None and item.expires == expires:
                 self._remove(key)
-                gone.append(Event(EventType.DELETE, Item(key, b"")))
+                gone.append(Event(EventType.DELETE, self._tombstone(key)))
         self._fanout.emit(gone)
+
+    def _tombstone(self, key: bytes) -> Item:
+        """A deleted key's event item; deletes take a revision so a watch can resume past them."""
+        return Item(key, b"", None, str(next(self._revisions)))
 
     def _remove(self, key: bytes) -> None:
         del self._items[key]
@@ -120,7 +125,7 @@ class MemoryBackend(Backend):
         self._live()
         self._existing(key)
         self._remove(key)
-        self._fanout.emit([Event(EventType.DELETE, Item(key, b""))])
+        self._fanout.emit([Event(EventType.DELETE, self._tombstone(key))])
 
     async def delete_range(self, start: bytes, end: bytes) -> None:
         self._live()
@@ -130,7 +135,7 @@ class MemoryBackend(Backend):
         del self._keys[first:last]
         for key in doomed:
             del self._items[key]
-        self._fanout.emit(Event(EventType.DELETE, Item(key, b"")) for key in doomed)
+        self._fanout.emit([Event(EventType.DELETE, self._tombstone(key)) for key in doomed])
 
     async def keep_alive(self, key: bytes, expires: datetime) -> None:
         if expires.utcoffset() is None:
@@ -140,9 +145,9 @@ class MemoryBackend(Backend):
         self._items[key] = dataclasses.replace(self._existing(key), expires=expires)
         heapq.heappush(self._expiries, (expires, key))
 
-    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
+    async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:
         self._live()
-        return self._fanout.watch(prefixes)
+        return self._fanout.watch(prefixes, since)
 
     async def close(self) -> None:
         self._closed = True

@@ -167,12 +167,15 @@ class PostgresBackend(Backend):
         try:
             async with pool.acquire() as conn:
                 await _migrate(target, conn)
+                store = await conn.fetchval("SELECT value FROM meta WHERE name = 'store'")
         except BaseException as err:
             pool.terminate()
             if isinstance(err, Exception) and not isinstance(err, TeleportError):
                 raise _map_error(target, err) from None
             raise
-        return cls(target, clock or RealClock(), pool)
+        backend = cls(target, clock or RealClock(), pool)
+        backend.store_id = f"postgres-{store}"
+        return backend
 
     def _now(self) -> int:
         return _to_us(self.clock.now())
@@ -309,8 +312,9 @@ class PostgresBackend(Backend):
             raise BadParameter(f"expiry of {show_key(key)} must be timezone-aware")
         await self._write("keep_alive", key, expires=expires)
 
-    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
-        """Start after every write that finished before this call, once the feed is listening."""
+    async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:
+        """Start after every write that finished before this call, once the feed is listening;
+        with since, first replay the kept changes after it (LimitExceeded if pruned or unknown)."""
         self._check_open()
         if self._feed is None:
             self._feed = _Feed(self)
@@ -319,7 +323,31 @@ class PostgresBackend(Backend):
         current = await self._run("watch", lambda conn: conn.fetchval(_COUNTER))
         await feed.reach(current)
         # No await between reach() and registration: the stream starts exactly at feed.last.
-        return self._fanout.watch(prefixes)
+        last = feed.last
+        watcher = self._fanout.watch(prefixes, start=last)
+        if since is None:
+            return watcher
+        try:
+            watcher.backfill(await self._replay(since, last or 0))
+        except BaseException:
+            watcher.stop()
+            raise
+        return watcher
+
+    async def _replay(self, since: str, last: int) -> list[Event]:
+        """The changes in (since, last], all of them, or LimitExceeded so the caller re-reads."""
+        start = int(since) if since.isdigit() else -1
+        if not 0 <= start <= last:
+            raise LimitExceeded(f"revision {since!r} is not this database's; read again")
+        rows = await self._run("watch", lambda conn: conn.fetch(
+            "SELECT revision, type, key, value, expires FROM changes"
+            " WHERE revision > $1 AND revision <= $2 ORDER BY revision", start, last))
+        if len(rows) != last - start:
+            raise LimitExceeded(f"changes after revision {start} were pruned; read again")
+        return [Event(EventType.PUT, Item(bytes(key), bytes(value), _from_us(expires),
+                                          str(revision))) if kind == PUT else
+                Event(EventType.DELETE, Item(bytes(key), b"", None, str(revision)))
+                for revision, kind, key, value, expires in rows]
 
     async def prune_changes(self, keep: timedelta = CHANGE_RETENTION) -> None:
         """Drop change rows older than keep; feeds behind them will end their watchers."""
@@ -516,7 +544,7 @@ class _Feed:
                 item = Item(bytes(key), bytes(value), _from_us(expires), str(revision))
                 events.append(Event(EventType.PUT, item))
             else:
-                events.append(Event(EventType.DELETE, Item(bytes(key), b"")))
+                events.append(Event(EventType.DELETE, Item(bytes(key), b"", None, str(revision))))
         self.last = rows[-1][0]
         self._fanout.emit(events)
         self._advanced.set()

@@ -7,7 +7,7 @@ the time they hold it bounds the writes per second of every auth server sharing 
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHANNEL = "teleport_backend"
 PUT, DELETE = 1, 2
 #: SQLSTATEs teleport_write raises; they map to AlreadyExists, NotFound and CompareFailed.
@@ -103,4 +103,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX changes_created ON changes (created)",
         _WRITE,
     ),
+    # A random name for this database's revisions, so a watcher holding a revision of another
+    # store (say, before a migration) is not resumed here.
+    2: ("INSERT INTO meta (name, value) VALUES ('store', floor(random() * 9e18)::bigint)",),
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher
-from teleport.backend.fanout import EventFanout, check_item, show_key
+from teleport.backend.fanout import RESUME_HISTORY, EventFanout, check_item, show_key
 from teleport.errors import (
     AlreadyExists,
     BadParameter,
@@ -54,6 +54,8 @@ _SCHEMA = (
     f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
 _COLUMNS = "key, value, expires, revision"
+_REVISION = "SELECT value FROM meta WHERE name = 'revision'"
+_BUMP = "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value"
 _LIVE = "(expires IS NULL OR expires > ?)"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -150,13 +152,16 @@ class SqliteBackend(Backend):
     """Keep cluster state in one local sqlite file; open it with SqliteBackend.open()."""
 
     def __init__(self, path: Path, clock: Clock, conn: sqlite3.Connection,
-                 executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop) -> None:
+                 executor: ThreadPoolExecutor, loop: asyncio.AbstractEventLoop,
+                 floor: int = 0) -> None:
         self.path = path
         self.clock = clock
         self._conn = conn
         self._executor = executor
         self._loop = loop
-        self._fanout = EventFanout()
+        # Resuming covers only this process's writes since floor, the revision at open.
+        self._fanout = EventFanout(history=RESUME_HISTORY, floor=floor)
+        self.store_id = self._fanout.history_id
         self._closed = False
         self._purger = loop.create_task(self._purge_forever(), name=f"sqlite purge {path}")
 
@@ -169,10 +174,12 @@ class SqliteBackend(Backend):
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-backend")
         try:
             conn = await loop.run_in_executor(executor, _connect, path, lock_timeout)
+            floor = await loop.run_in_executor(
+                executor, lambda: int(conn.execute(_REVISION).fetchone()[0]))
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(path, clock or RealClock(), conn, executor, loop)
+        return cls(path, clock or RealClock(), conn, executor, loop, floor)
 
     # --- plumbing: everything below with a leading underscore runs on the worker thread -------
 
@@ -204,7 +211,10 @@ class SqliteBackend(Backend):
         try:
             events = _deleted(conn.execute(
                 "DELETE FROM kv WHERE expires <= ? RETURNING key", (now,)).fetchall())
+            self._stamp(events, 0)
+            purged = len(events)
             result = change(events)
+            self._stamp(events, purged)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -215,6 +225,14 @@ class SqliteBackend(Backend):
             self._loop.call_soon_threadsafe(self._fanout.emit, events)
         return result
 
+    def _stamp(self, events: list[Event], start: int) -> None:
+        """Give the deletes from start on one new revision, so a watch can resume past them."""
+        if any(not e.item.revision for e in events[start:]):
+            revision = self._select(_BUMP)[0][0]
+            events[start:] = [e if e.item.revision else
+                              Event(e.type, dataclasses.replace(e.item, revision=str(revision)))
+                              for e in events[start:]]
+
     def _select(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         # fetchall: a half-read cursor would pin a WAL snapshot and stall checkpoints.
         return self._conn.execute(sql, params).fetchall()
@@ -223,8 +241,7 @@ class SqliteBackend(Backend):
         return bool(self._select("SELECT 1 FROM kv WHERE key = ?", key))
 
     def _upsert(self, item: Item, events: list[Event]) -> Item:
-        revision = self._select(
-            "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value")[0][0]
+        revision = self._select(_BUMP)[0][0]
         expires = None if item.expires is None else _to_us(item.expires)
         self._conn.execute(
             f"INSERT INTO kv ({_COLUMNS}) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
@@ -332,10 +349,10 @@ class SqliteBackend(Backend):
             raise BadParameter(f"expiry of {show_key(key)} must be timezone-aware")
         await self._write(lambda events: self._keep_alive(key, expires))
 
-    async def watch(self, prefixes: Sequence[bytes]) -> Watcher:
+    async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:
         if self._closed:
             raise ConnectionProblem(f"sqlite backend {self.path} is closed")
-        return self._fanout.watch(prefixes)
+        return self._fanout.watch(prefixes, since)
 
     async def close(self) -> None:
         """Stop the sweeper, end watchers, then close the connection after queued statements."""

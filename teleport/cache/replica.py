@@ -3,9 +3,11 @@
 Fed by the auth API's watch stream (`GET /v1/watch`): it opens with a snapshot of the nodes,
 proxies, auth servers and CA public keys, then carries every change (a heartbeat, an expired
 record as a delete, a CA rotation), so the copy follows the cluster within a second and no
-read waits for the auth server. A lost stream is opened again with a backoff, and the copy is
-replaced by the new stream's snapshot: what changed while it was down is in it, and a stream
-that fell behind (the auth server ends it) heals the same way. The ping answer (the cluster's
+read waits for the auth server. A lost stream is opened again with a backoff from the last change
+the copy applied, and the auth server sends only what changed since (from any auth server on a
+shared etcd or PostgreSQL); when it no longer can (an sqlite auth server restarted, history
+compacted or pruned, a migrated store), the copy is replaced by the new stream's snapshot, and a
+stream that fell behind (the auth server ends it) heals the same way. The ping answer (the cluster's
 authentication settings and connectors) is not a watched kind: it is fetched at each
 (re)connection and every PING_INTERVAL seconds, so a new connector shows within seconds.
 
@@ -69,6 +71,8 @@ class CachedAuth(AuthClient):
         self._servers: Servers = {}
         self._cas: dict[str, CertAuthority] = {}
         self._subscribers: list[Callable[[str], None]] = []
+        #: Where the copy stands in the stream (the last `revision` applied), to resume from.
+        self._cursor = ""
 
     def subscribe(self, changed: Callable[[str], None]) -> None:
         """Call changed(kind) after every change the copy takes, e.g. to use new CA keys now."""
@@ -125,19 +129,25 @@ class CachedAuth(AuthClient):
             delay = min(delay * 2, self.retry_max)
 
     async def _follow(self) -> None:
-        """Take the stream's snapshot as the new copy, then apply its changes as they come."""
+        """Take the stream's snapshot as the new copy, then apply its changes as they come; a
+        stream resumed from the last change applied keeps the copy and sends what it missed."""
         ping = await AuthClient.ping(self)
         servers: Servers = {kind: {} for kind in SERVER_KINDS}
         cas: dict[str, CertAuthority] = {}
-        async for event in self.watch(FOLLOWED):
+        async for event in self.watch(FOLLOWED, since=self._cursor):
             if self.live:
                 self._apply(event, self._servers, self._cas)
                 self._notify(event.kind)
             elif event.type == "init":
-                self._replace(ping, servers, cas)
+                if event.resumed:
+                    self._resumed(ping)
+                else:
+                    self._replace(ping, servers, cas)
                 self.live = True
             else:
                 self._apply(event, servers, cas)
+            if event.revision:
+                self._cursor = event.revision
         raise ConnectionProblem("the auth server ended the watch stream")
 
     def _apply(self, event: WatchEvent, servers: Servers, cas: dict[str, CertAuthority]) -> None:
@@ -153,6 +163,11 @@ class CachedAuth(AuthClient):
                 cas.pop(event.sub_kind, None)
             elif event.type == "put":
                 cas[event.sub_kind] = _resource(event, CertAuthority)
+
+    def _resumed(self, ping: PingAnswer) -> None:
+        if self.outage:
+            log.info("auth server is back, following its changes from where the cache stopped")
+        self._ping, self.outage = ping, False
 
     def _replace(self, ping: PingAnswer, servers: Servers, cas: dict[str, CertAuthority]) -> None:
         if self.outage:

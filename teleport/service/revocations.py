@@ -177,20 +177,23 @@ class RevocationWatch:
             await self._follow(changed)
 
     async def _follow(self, changed: asyncio.Event) -> None:
-        delay, down = WATCH_RETRY_MIN, False
+        delay, down, cursor = WATCH_RETRY_MIN, False, ""
         while True:
             try:
-                async for event in self.client.watch(WATCH_KINDS):
+                async for event in self.client.watch(WATCH_KINDS, since=cursor):
                     if event.type == "init":
                         if down:
                             log.info("watching the auth server for changes again")
                         delay, down = WATCH_RETRY_MIN, False
-                    if event.type == "init" or event.kind == "cert_authority":
+                    # A fresh init: whatever changed while the stream was down is read now; a
+                    # resumed one is followed by those changes themselves.
+                    fresh = event.type == "init" and not event.resumed
+                    if fresh or event.kind == "cert_authority":
                         for call in self._on_ca_change:
                             call()
-                    if event.type == "init" or event.kind in REVOCATION_KINDS:
-                        # init too: whatever changed while the stream was down is read now.
+                    if fresh or event.kind in REVOCATION_KINDS:
                         changed.set()
+                    cursor = event.revision or cursor
             except _FAILED as err:
                 if not down:
                     log.warning("cannot watch the auth server for changes, polling every %g s "

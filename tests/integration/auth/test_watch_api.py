@@ -20,6 +20,8 @@ from teleport.api.auth_models import WatchEvent
 from teleport.auth import passwords
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
+from teleport.backend.base import Item
+from teleport.backend.fanout import RESUME_HISTORY
 from teleport.backend.memory import MemoryBackend
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
@@ -101,6 +103,11 @@ async def _synced(events: AsyncIterator[WatchEvent]) -> list[WatchEvent]:
     return snapshot
 
 
+def _line(event: WatchEvent) -> WatchEvent:
+    """The line without its cursor, which the resume tests check."""
+    return event.model_copy(update={"revision": ""})
+
+
 def _watch_tasks() -> list[asyncio.Task[object]]:
     """Tasks the watch route started (its reader of backend events)."""
     return [t for t in asyncio.all_tasks()
@@ -113,14 +120,14 @@ async def test_changes_arrive_by_name_within_a_second(api: Api) -> None:
         events = node.watch(["lock", "role", "user"])
         await _synced(events)
         await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
-        assert await _next(events) == WatchEvent(type="put", kind="role", name="dev")
+        assert _line(await _next(events)) == WatchEvent(type="put", kind="role", name="dev")
         await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
-        assert await _next(events) == WatchEvent(type="put", kind="lock", name="maint")
+        assert _line(await _next(events)) == WatchEvent(type="put", kind="lock", name="maint")
         await api.auth.resources.delete_lock("maint", actor="admin")
-        assert await _next(events) == WatchEvent(type="delete", kind="lock", name="maint")
+        assert _line(await _next(events)) == WatchEvent(type="delete", kind="lock", name="maint")
         await api.auth.accounts.upsert_user(User(metadata=Metadata(name="bob"),
                                                  spec=UserSpec(roles=["access"])))
-        assert await _next(events) == WatchEvent(type="put", kind="user", name="bob")
+        assert _line(await _next(events)) == WatchEvent(type="put", kind="user", name="bob")
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -130,7 +137,7 @@ async def test_a_proxy_may_watch_and_only_the_kinds_asked_for_arrive(api: Api) -
         await _synced(events)
         await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
         await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
-        assert await _next(events) == WatchEvent(type="put", kind="lock", name="maint")
+        assert _line(await _next(events)) == WatchEvent(type="put", kind="lock", name="maint")
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -153,10 +160,11 @@ async def test_lines_carry_names_only_never_secrets(api: Api) -> None:
         assert resp.headers["Content-Type"] == "application/x-ndjson"
 
         async def line() -> dict[str, str]:
+            """The next line, less its cursor."""
             raw = await asyncio.wait_for(resp.content.readline(), WITHIN)
             assert hashed not in raw
             lines.append(json.loads(raw))
-            return lines[-1]
+            return {k: v for k, v in lines[-1].items() if k != "revision"}
 
         # The snapshot names what exists now: the preset roles and carol.
         while (await line())["type"] != "init":
@@ -170,7 +178,7 @@ async def test_lines_carry_names_only_never_secrets(api: Api) -> None:
         assert await line() == {"type": "put", "kind": "user", "name": "carol"}
         await api.auth.accounts.delete_user("carol")
         assert await line() == {"type": "delete", "kind": "user", "name": "carol"}
-    assert all(set(entry) <= {"type", "kind", "name"} for entry in lines)
+    assert all(set(entry) <= {"type", "kind", "name", "revision"} for entry in lines)
 
 
 async def test_a_user_may_not_watch(api: Api) -> None:
@@ -224,10 +232,10 @@ async def test_an_expired_lock_is_announced_as_deleted(api: Api) -> None:
             target=LockTarget(user="alice"),
             expires=datetime.now(timezone.utc) + timedelta(seconds=0.3))})
         await api.auth.resources.save_lock(lock, actor="admin", overwrite=False)
-        assert await _next(events) == WatchEvent(type="put", kind="lock", name="brief")
+        assert _line(await _next(events)) == WatchEvent(type="put", kind="lock", name="brief")
         await asyncio.sleep(0.4)
         await api.auth.resources.locks.locks.list()  # the memory backend expires on access
-        assert await _next(events) == WatchEvent(type="delete", kind="lock", name="brief")
+        assert _line(await _next(events)) == WatchEvent(type="delete", kind="lock", name="brief")
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -254,7 +262,7 @@ async def test_hosts_and_cas_arrive_whole_with_public_keys_only(api: Api) -> Non
         put = await _next(events)
         assert (put.type, put.kind, put.name) == ("put", "node", "beta")
         await api.auth.hosts.presence.nodes.delete("alpha")
-        assert await _next(events) == WatchEvent(type="delete", kind="node", name="alpha")
+        assert _line(await _next(events)) == WatchEvent(type="delete", kind="node", name="alpha")
         await events.aclose()  # type: ignore[attr-defined]
 
 
@@ -277,3 +285,82 @@ def _node(name: str) -> Server:
     return Server(kind="node", metadata=Metadata(
         name=name, expires=datetime.now(timezone.utc) + timedelta(minutes=1)),
         spec=ServerSpec(addr="127.0.0.1:3022", hostname=name))
+
+
+async def test_a_stream_resumed_from_its_cursor_sends_only_what_was_missed(api: Api) -> None:
+    """Watching again with `since` set to the last revision applied: `init` comes resumed, with
+    no snapshot, then exactly the changes made meanwhile, in order."""
+    await api.auth.hosts.upsert_server(_node("alpha"))
+    async with await api.host("Proxy") as proxy:
+        events = proxy.watch(["node", "lock"])
+        assert [e.name for e in await _synced(events)] == ["alpha"]
+        await api.auth.hosts.upsert_server(_node("beta"))
+        seen = await _next(events)
+        assert seen.name == "beta" and seen.revision
+        await events.aclose()  # type: ignore[attr-defined]
+        # Missed while away: a node joins, one leaves, a lock is placed; a role is not watched.
+        await api.auth.hosts.upsert_server(_node("gamma"))
+        await api.auth.hosts.presence.nodes.delete("alpha")
+        await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
+        await api.auth.resources.save_lock(_lock("maint", "alice"), actor="admin", overwrite=False)
+        await api.auth.hosts.upsert_server(_node("last"))
+        events = proxy.watch(["node", "lock"], since=seen.revision)
+        init = await _next(events)
+        assert (init.type, init.resumed) == ("init", True)
+        missed = []
+        while not missed or missed[-1].name != "last":
+            missed.append(await _next(events))
+        # The cursor's own revision comes again (harmless: lines are applied idempotently).
+        assert [(e.type, e.kind, e.name) for e in missed] == [
+            ("put", "node", "beta"), ("put", "node", "gamma"), ("delete", "node", "alpha"),
+            ("put", "lock", "maint"), ("put", "node", "last")]
+        revisions = [e.revision for e in missed]
+        assert all(revisions) and len(set(revisions)) == len(revisions)
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_fresh_streams_init_carries_a_cursor_that_resumes(api: Api) -> None:
+    async with await api.host("Node") as node:
+        events = node.watch(["role"])
+        await _synced(events)
+        await events.aclose()  # type: ignore[attr-defined]
+        events = node.watch(["role"])
+        while (init := await _next(events)).type != "init":
+            pass
+        await events.aclose()  # type: ignore[attr-defined]
+        assert init.revision and not init.resumed
+        await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
+        events = node.watch(["role"], since=init.revision)
+        assert (await _next(events)).resumed
+        # At most the cursor's own revision again (what init reflected), then the change.
+        lines = [await _next(events)]
+        if lines[0].name != "dev":
+            lines.append(await _next(events))
+        assert _line(lines[-1]) == WatchEvent(type="put", kind="role", name="dev")
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("since", ["another-store:3", "garbage", ":", "memory:"])
+async def test_a_cursor_the_store_cannot_resume_gets_a_snapshot(api: Api, since: str) -> None:
+    """A cursor of another store (a restarted sqlite auth server, a migrated cluster) or one
+    that is not a cursor at all: a snapshot, as a fresh watcher gets."""
+    await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
+    async with await api.host("Node") as node:
+        events = node.watch(["role"], since=since)
+        assert "dev" in [e.name for e in await _synced(events)]
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_cursor_older_than_the_kept_history_gets_a_snapshot(api: Api) -> None:
+    await api.auth.resources.save_role(_role("dev"), actor="admin", overwrite=False)
+    async with await api.host("Node") as node:
+        events = node.watch(["role"])
+        await _synced(events)
+        await api.auth.resources.save_role(_role("ops"), actor="admin", overwrite=False)
+        cursor = (await _next(events)).revision
+        await events.aclose()  # type: ignore[attr-defined]
+        for n in range(RESUME_HISTORY):
+            await api.auth.backend.put(Item(b"/elsewhere/%d" % n, b"x"))
+        events = node.watch(["role"], since=cursor)
+        assert {"dev", "ops"} <= {e.name for e in await _synced(events)}
+        await events.aclose()  # type: ignore[attr-defined]

@@ -288,3 +288,18 @@ async def test_the_server_deletes_expired_items_and_watchers_hear_it(etcd: EtcdS
             await _expect(events, (EventType.PUT, b"/t/a", b"v"))
             deleted = await asyncio.wait_for(anext(events), 8)
             assert (deleted.type, deleted.item.key) == (EventType.DELETE, b"/t/a")
+
+
+async def test_resume_is_served_by_any_backend_on_the_store_until_compacted(
+        own_etcd: EtcdServer) -> None:
+    """A revision from one auth server resumes at another on the same etcd; compacted: refused."""
+    chosen = settings(own_etcd.url)
+    async with await EtcdBackend.open(chosen) as first, await EtcdBackend.open(chosen) as second:
+        seen = await first.put(Item(b"/a/1", b"seen"))
+        await first.put(Item(b"/a/2", b"missed"))
+        async with await second.watch([b"/a/"], since=seen.revision) as watcher:
+            await _expect(aiter(watcher), (EventType.INIT, b"", b""),
+                          (EventType.PUT, b"/a/2", b"missed"))
+        await asyncio.to_thread(own_etcd.compact)
+        with pytest.raises(LimitExceeded, match="no longer has that revision"):
+            await second.watch([b"/a/"], since=seen.revision)

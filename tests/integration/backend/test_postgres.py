@@ -158,13 +158,14 @@ async def test_concurrent_first_open_creates_the_schema_once(dsn: str) -> None:
     try:
         await backends[0].create(Item(b"/once", b"1"))
         assert (await backends[3].get(b"/once")).value == b"1"
+        assert len({b.store_id for b in backends}) == 1  # one database, one history
     finally:
         for backend in backends:
             await backend.close()
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch("SELECT version FROM schema_migrations")
-        assert [r[0] for r in rows] == [SCHEMA_VERSION]
+        assert [r[0] for r in rows] == list(range(1, SCHEMA_VERSION + 1))
     finally:
         await conn.close()
 
@@ -211,3 +212,17 @@ async def test_calls_during_an_outage_fail_in_seconds_then_recover(
             await asyncio.to_thread(server.start)
         assert (await backend.get(b"/o/a")).value == b"1"
         await backend.put(Item(b"/o/b", b"2"))
+
+
+async def test_resume_is_served_by_any_backend_on_the_database_until_pruned(dsn: str) -> None:
+    """A revision from one auth server resumes at another on the same database; pruned: refused."""
+    async with await PostgresBackend.open(dsn) as first, \
+            await PostgresBackend.open(dsn) as second:
+        seen = await first.put(Item(b"/a/1", b"seen"))
+        await first.put(Item(b"/a/2", b"missed"))
+        async with await second.watch([b"/a/"], since=seen.revision) as watcher:
+            assert await _events(aiter(watcher), 2) == [
+                (EventType.INIT, b"", b""), (EventType.PUT, b"/a/2", b"missed")]
+        await first.prune_changes(keep=timedelta(0))
+        with pytest.raises(LimitExceeded, match="pruned"):
+            await second.watch([b"/a/"], since=seen.revision)

@@ -1,5 +1,6 @@
 """The proxy's cache following the auth API's watch stream: changes arrive within a second with no
-poll, a lost stream is followed again from a fresh snapshot, an outage serves the last copy."""
+poll, a lost stream resumes from the last change applied (or takes a fresh snapshot when the
+auth server no longer has what it missed), an outage serves the last copy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from datetime import timedelta
 import pytest
 
 from teleport.auth.identity_file import IdentityFile
+from teleport.backend.base import Item
+from teleport.backend.fanout import RESUME_HISTORY
 from teleport.cache import CachedAuth
 from teleport.service.trust import TrustedCAs
 from teleport.types.resources import CAKeys, SSHKeyPair
@@ -116,28 +119,39 @@ async def test_an_expired_record_leaves_the_copy_while_the_stream_is_live(api: A
         await arrives(lambda: _names(cache) == {"long"}, "the expiry")
 
 
-async def test_a_lost_stream_is_followed_again_from_a_fresh_snapshot(
-        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+async def _outage_then_back(api: Api, cache: CachedAuth, meanwhile: int = 0) -> None:
+    """Take the auth API down; while it is, a node leaves, a record expires, a node joins (and
+    meanwhile other writes happen); check the last copy routes; bring it back."""
+    await api.stop()
+    await arrives(lambda: cache.outage, "the outage", within=5)
+    await api.auth.hosts.presence.nodes.delete("beta")
+    api.clock.advance(timedelta(minutes=5))
+    await api.announce("gamma")
+    for n in range(meanwhile):
+        await api.auth.backend.put(Item(b"/elsewhere/%d" % n, b"x"))
+    # Nobody can heartbeat now (as far as the proxy knows): the last copy routes.
+    assert {s.metadata.name for s in await cache.list_servers("node")} == {"alpha", "beta"}
+    assert (await cache.ping()).cluster_name == "cache.test"
+    assert (await cache.get_ca("host")).trusted_ssh_public_keys()
+    await api.start()
+    await arrives(lambda: cache.live, "the stream again", within=3)
+
+
+@pytest.mark.parametrize(("meanwhile", "healed_by"), [
+    (0, "following its changes from where the cache stopped"),
+    # More changes than the auth server keeps: it sends a snapshot instead.
+    (RESUME_HISTORY, "auth server is back, cache refreshed")])
+async def test_a_lost_stream_resumes_where_it_stopped_or_takes_a_fresh_snapshot(
+        api: Api, caplog: pytest.LogCaptureFixture, meanwhile: int, healed_by: str) -> None:
     await api.announce("alpha")
     await api.announce("beta")
     async with following(api) as cache:
         with caplog.at_level(logging.INFO, logger="teleport.cache"):
-            await api.stop()
-            await arrives(lambda: cache.outage, "the outage", within=5)
-            # What changes while the stream is down: a node joins, one leaves, a record expires.
-            await api.auth.hosts.presence.nodes.delete("beta")
-            api.clock.advance(timedelta(minutes=5))
-            await api.announce("gamma")
-            # Nobody can heartbeat now (as far as the proxy knows): the last copy routes.
-            assert {s.metadata.name for s in await cache.list_servers("node")} == {"alpha", "beta"}
-            assert (await cache.ping()).cluster_name == "cache.test"
-            assert (await cache.get_ca("host")).trusted_ssh_public_keys()
-            await api.start()
-            await arrives(lambda: cache.live, "the stream again", within=3)
+            await _outage_then_back(api, cache, meanwhile)
         assert _names(cache) == {"gamma"}
         assert not cache.outage
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "serving the last known copy" in warnings[0].message
-        assert "auth server is back" in caplog.text
+        assert healed_by in caplog.text
         await api.announce("delta")
         await arrives(lambda: _names(cache) == {"gamma", "delta"}, "a change after the resync")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from teleport.backend.base import Item
+from teleport.backend.base import EventType, Item
 from teleport.backend.conformance import CHECKS, EXPIRY_EVENT_CHECKS, run_check
-from teleport.backend.fanout import WATCH_BUFFER
+from teleport.backend.fanout import RESUME_HISTORY, WATCH_BUFFER
 from teleport.backend.memory import MemoryBackend
 from teleport.errors import ConnectionProblem, LimitExceeded
 
@@ -26,6 +26,21 @@ async def test_watcher_that_falls_behind_is_told_to_resync() -> None:
         await anext(events)
     # Writers are not slowed down or failed by a lagging reader.
     assert (await backend.get(b"/k/0")).value == b"v"
+    await backend.close()
+
+
+async def test_resume_from_before_the_kept_history_is_refused() -> None:
+    """Only the last RESUME_HISTORY events are kept; an older revision means read a snapshot."""
+    backend = MemoryBackend()
+    old = await backend.put(Item(b"/k/old", b"v"))
+    for n in range(RESUME_HISTORY + 1):
+        await backend.put(Item(b"/k/%d" % n, b"v"))
+    with pytest.raises(LimitExceeded, match="recent history"):
+        await backend.watch([b"/k/"], since=old.revision)
+    newest = await backend.put(Item(b"/k/new", b"v"))
+    async with await backend.watch([b"/k/"], since=str(int(newest.revision) - 1)) as watcher:
+        events = aiter(watcher)
+        assert [(await anext(events)).type for _ in range(2)] == [EventType.INIT, EventType.PUT]
     await backend.close()
 
 
