@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
 
-from teleport.backend.base import Event, EventType, Item, Watcher, range_end
+from teleport.backend.base import Event, EventType, Item, range_end
 from teleport.backend.etcd_client import (
     DIAL_TIMEOUT,
     MAX_WATCH_LINE,
@@ -31,7 +30,7 @@ from teleport.backend.etcd_client import (
     parse_answer,
     unb64,
 )
-from teleport.backend.fanout import WATCH_BUFFER, init_event
+from teleport.backend.fanout import WATCH_BUFFER, QueuedWatcher, init_event
 from teleport.errors import AccessDenied, ConnectionProblem, LimitExceeded, TeleportError
 
 log = logging.getLogger("teleport.backend.etcd")
@@ -47,22 +46,18 @@ class _Lost(Exception):
     """The stream ended without the watcher being closed; reconnect."""
 
 
-class EtcdWatcher(Watcher):
+class EtcdWatcher(QueuedWatcher):
     """Events under some prefixes from one etcd watch stream; see the module docstring."""
 
     def __init__(self, client: GatewayClient, root: bytes, prefixes: Sequence[bytes],
                  decode: ItemDecoder, on_close: Callable[[EtcdWatcher], None],
                  capacity: int = WATCH_BUFFER) -> None:
+        super().__init__(capacity)
         self._client = client
         self._root = root
         self._prefixes = tuple(bytes(p) for p in prefixes)
         self._decode = decode
         self._on_close = on_close
-        self._capacity = capacity
-        self._events: deque[Event] = deque()
-        self._wake = asyncio.Event()
-        self._done = False
-        self._error: TeleportError | None = None
         self._task: asyncio.Task[None] | None = None
         #: The revision of the last event delivered (or known to have nothing for us).
         self.revision = 0
@@ -165,6 +160,7 @@ class EtcdWatcher(Watcher):
         """Deliver events; reconnect after a loss until closed or an error ends the stream."""
         delay = _BACKOFF[0]
         lost_since = False
+        error: TeleportError | None = None
         try:
             while True:
                 if response is None:
@@ -192,11 +188,11 @@ class EtcdWatcher(Watcher):
                     response.close()
                     response = None
         except TeleportError as err:
-            self._error = err
+            error = err
         finally:
             if response is not None:
                 response.close()
-            self._finish()
+            self._end(error)
 
     def _apply(self, result: dict[str, Any]) -> None:
         """Queue one message's events and remember how far the stream got."""
@@ -212,42 +208,15 @@ class EtcdWatcher(Watcher):
             key = unb64(kv.get("key"))[len(self._root):]
             if self._wants(key):
                 if raw.get("type") == "DELETE":
-                    self._push(Event(EventType.DELETE, Item(key, b"", None, str(revision))))
+                    self._queue(Event(EventType.DELETE, Item(key, b"", None, str(revision))))
                 else:
-                    self._push(Event(EventType.PUT, self._decode(key, kv)))
+                    self._queue(Event(EventType.PUT, self._decode(key, kv)))
             self.revision = max(self.revision, revision)
-
-    def _push(self, event: Event) -> None:
-        if len(self._events) >= self._capacity:
-            raise LimitExceeded(
-                f"watcher fell {self._capacity} events behind; read again and watch again")
-        self._events.append(event)
-        self._wake.set()
-
-    def _finish(self) -> None:
-        self._done = True
-        if self._error is not None:
-            self._events.clear()
-        self._wake.set()
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            if self._events:
-                yield self._events.popleft()
-            elif self._done:
-                if self._error is not None:
-                    raise self._error
-                return
-            else:
-                self._wake.clear()
-                await self._wake.wait()
 
     async def close(self) -> None:
         """End the stream now, dropping undelivered events; the reader gets StopAsyncIteration."""
         self._on_close(self)
-        self._done = True
-        self._events.clear()
-        self._wake.set()
+        self._end(drop=True)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 
 from teleport.backend.base import Event, EventType, Item, Watcher
-from teleport.errors import BadParameter, LimitExceeded
+from teleport.errors import BadParameter, LimitExceeded, TeleportError
 
 #: Events a watcher may fall behind by before it is closed; the reader then re-reads and re-watches.
 WATCH_BUFFER = 1024
@@ -39,18 +39,56 @@ def show_key(key: bytes) -> str:
     return repr(key.decode(errors="backslashreplace"))
 
 
-class _QueueWatcher(Watcher):
+class QueuedWatcher(Watcher):
+    """The reading end every driver's watcher shares: a bounded queue of events, ended by the
+    driver (with an error when history was lost) or by close()."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._events: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._done = False
+        self._error: TeleportError | None = None
+
+    def _queue(self, event: Event) -> None:
+        """Queue an event; LimitExceeded when the reader is so far behind it must re-sync."""
+        if len(self._events) >= self._capacity:
+            raise LimitExceeded(
+                f"watcher fell {self._capacity} events behind; read again and watch again")
+        self._events.append(event)
+        self._wake.set()
+
+    def _end(self, error: TeleportError | None = None, *, drop: bool = False) -> None:
+        """End the stream after the queued events, or at once (drop, or an error to raise)."""
+        self._done = True
+        if error is not None:
+            self._error = error
+        if drop or self._error is not None:
+            self._events.clear()
+        self._wake.set()
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            if self._events:
+                yield self._events.popleft()
+            elif self._done:
+                if self._error is not None:
+                    raise self._error
+                return
+            else:
+                self._wake.clear()
+                await self._wake.wait()
+
+
+class _QueueWatcher(QueuedWatcher):
     """A watcher fed by EventFanout; it ends when closed and fails when its reader lags."""
 
     def __init__(self, prefixes: Sequence[bytes], fanout: EventFanout, capacity: int,
                  init: Event) -> None:
+        super().__init__(capacity)
         self._prefixes = tuple(bytes(p) for p in prefixes)
         self._fanout = fanout
-        self._capacity = capacity
-        self._events: deque[Event] = deque([init])
-        self._wake = asyncio.Event()
-        self._closed = False
-        self._error: LimitExceeded | None = None
+        self._events.append(init)
 
     def wants(self, key: bytes) -> bool:
         """Match an empty prefix list to every key, so watch([]) follows the whole backend."""
@@ -58,41 +96,24 @@ class _QueueWatcher(Watcher):
 
     def push(self, event: Event) -> None:
         """Queue an event, or give up on a reader so far behind that it must re-sync anyway."""
-        if len(self._events) >= self._capacity:
-            self._error = LimitExceeded(
-                f"watcher fell {self._capacity} events behind; read again and watch again")
-            self.stop()
-            return
-        self._events.append(event)
-        self._wake.set()
+        try:
+            self._queue(event)
+        except LimitExceeded as err:
+            self.stop(err)
 
     def backfill(self, events: Iterable[Event]) -> None:
         """Put earlier events between INIT and the live ones; only before the first read."""
-        assert self._events and self._events[0].type is EventType.INIT
+        init = self._events.popleft()
+        assert init.type is EventType.INIT
         wanted = [e for e in events if self.wants(e.item.key)]
-        if len(self._events) + len(wanted) > self._capacity:
+        if len(self._events) + len(wanted) >= self._capacity:
             raise LimitExceeded(f"more than {self._capacity} events to resume; read again")
-        for offset, event in enumerate(wanted, start=1):
-            self._events.insert(offset, event)
+        self._events = deque([init, *wanted, *self._events])
 
-    def stop(self) -> None:
+    def stop(self, error: TeleportError | None = None) -> None:
         """End the stream now, dropping undelivered events."""
-        self._closed = True
-        self._events.clear()
+        self._end(error, drop=True)
         self._fanout.discard(self)
-        self._wake.set()
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while True:
-            if self._events:
-                yield self._events.popleft()
-            elif self._closed:
-                if self._error is not None:
-                    raise self._error
-                return
-            else:
-                self._wake.clear()
-                await self._wake.wait()
 
     async def close(self) -> None:
         self.stop()
@@ -161,8 +182,7 @@ class EventFanout:
     def fail(self, error: LimitExceeded) -> None:
         """End every stream with error: the store lost history its readers had not seen yet."""
         for watcher in list(self._watchers):
-            watcher._error = error
-            watcher.stop()
+            watcher.stop(error)
 
     def close(self) -> None:
         """End every stream, as the backend is going away."""

@@ -83,6 +83,18 @@ def pin_ports(config: Path, ports: dict[str, int]) -> None:
         config.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def stop_process(process: subprocess.Popen[Any] | None, sig: int = signal.SIGTERM,
+                 grace: float = 15) -> None:
+    """Stop a process the way a supervisor would: sig, then SIGKILL after grace seconds."""
+    if process is not None and process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class Cluster:
     root: Path
@@ -175,13 +187,7 @@ proxy_service:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def log(self) -> str:
         path = self.root / "teleport.log"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, wait_started
+from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, stop_process, wait_started
 from tests.e2e.test_interactive import Terminal
 
 pytestmark = pytest.mark.slow
@@ -54,13 +53,7 @@ class Daemon:
             self.on_started(self)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -25,7 +25,7 @@ from teleport.errors import TeleportError
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
 from teleport.utils.addr import HostPort
-from tests.e2e.cluster import BIN, pin_ports, wait_started
+from tests.e2e.cluster import BIN, pin_ports, stop_process, wait_started
 from tests.etcd_server import EtcdServer
 from tests.postgres_server import PostgresServer
 
@@ -77,13 +77,7 @@ proxy_service: {{enabled: no}}
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 class Writer:

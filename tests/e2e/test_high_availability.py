@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, wait_started
+from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, stop_process, wait_started
 from tests.etcd_server import EtcdServer
 from tests.postgres_server import PostgresServer
 
@@ -96,13 +96,7 @@ class Daemon:
         self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 
 from teleport.keys import tls as tlskeys
-from tests.e2e.cluster import Cluster, start_node, write_node_config
+from tests.e2e.cluster import Cluster, start_node, stop_process, write_node_config
 
 
 class Interceptor:
@@ -132,14 +131,6 @@ def _start_node(root: Path, auth_port: int, *flags: str) -> subprocess.Popen[str
                       *flags)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pin(cluster: Cluster) -> str:
@@ -155,7 +146,7 @@ def test_pinned_join_through_a_user_certificate_interceptor_is_refused(
     try:
         assert proc.wait(60) != 0
     finally:
-        _stop(proc)
+        stop_process(proc)
     log = (tmp_path / "node" / "teleport.log").read_text()
     # He relayed the public CA (so the pin matched); the node then hung up on his certificate
     # (the message is checked in tests/integration/auth/test_impersonation.py) and he never
@@ -177,7 +168,7 @@ def test_joined_node_refuses_an_interceptor_on_its_auth_address(
                 "teleport.log").read_text()
             time.sleep(0.5)
     finally:
-        _stop(proc)
+        stop_process(proc)
     # The attacker now owns the route to the auth server (as with ARP or DNS spoofing).
     (root / "data" / "authservers.json").write_text(json.dumps([f"127.0.0.1:{interceptor.port}"]))
     proc = _start_node(root, interceptor.port)
@@ -186,6 +177,6 @@ def test_joined_node_refuses_an_interceptor_on_its_auth_address(
         while interceptor.refused < 2 and time.monotonic() < deadline:
             time.sleep(0.5)
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert interceptor.refused >= 2, "the node kept calling its auth server"
     assert bytes(interceptor.plaintext) == b"", "not one byte of a request reached him"

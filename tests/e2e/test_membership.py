@@ -16,6 +16,7 @@ from tests.e2e.cluster import (
     Cluster,
     make_cluster,
     start_node,
+    stop_process,
     wait_started,
     write_node_config,
     write_proxy_config,
@@ -45,13 +46,7 @@ class Node:
         return self.proc
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig)
 
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import pty
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import BIN, NODENAME, Cluster, start_node, wait_started, write_node_config
+from tests.e2e.cluster import (
+    BIN,
+    NODENAME,
+    Cluster,
+    start_node,
+    stop_process,
+    wait_started,
+    write_node_config,
+)
 
 SECOND_NODE = "scp-node-2"
 
@@ -112,12 +119,7 @@ class _SecondNode:
         wait_started(log, self.proc)
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture
