@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from cryptography import x509
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -177,15 +176,6 @@ class Revocations(BaseModel):
 def ssh_cert_issued_at(cert: SSHCertInfo) -> datetime:
     """Return when an SSH user certificate was issued (its start, less the backdating)."""
     return cert.valid_after + CERT_BACKDATE
-
-
-def peer_cert_issued_at(request: web.Request) -> datetime:
-    """Return when the client certificate of an auth API request was issued."""
-    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    if not der:
-        raise AccessDenied("a client certificate is required")
-    return tls_cert_issued_at(der)
 
 
 def tls_cert_issued_at(der: bytes) -> datetime:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -309,17 +311,35 @@ def _version() -> str:
     return __version__
 
 
-def peer_identity(request: web.Request) -> Identity:
-    """Return the identity in the verified client certificate, or refuse.
+#: What each open TLS connection's client certificate says, read once per connection: a
+#: certificate cannot change within a connection, and parsing it was a fifth of a busy auth
+#: server's CPU. Entries go with their connection.
+_peer_certs: weakref.WeakKeyDictionary[Any, tuple[Identity, datetime]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _peer_cert(request: web.Request) -> tuple[Identity, datetime]:
+    """Return the identity in the verified client certificate and when it was issued, or refuse.
 
     The TLS layer has already checked any certificate against the cluster CA (CERT_OPTIONAL),
     so a request without one can only reach the anonymous join routes.
     """
     ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-    if not der:
+    if ssl_object is None:
         raise AccessDenied("a client certificate is required")
-    return identity_from_cert(der)
+    known = _peer_certs.get(ssl_object)
+    if known is None:
+        der = ssl_object.getpeercert(binary_form=True)
+        if not der:
+            raise AccessDenied("a client certificate is required")
+        known = _peer_certs[ssl_object] = (identity_from_cert(der),
+                                           access.tls_cert_issued_at(der))
+    return known
+
+
+def peer_identity(request: web.Request) -> Identity:
+    """Return the identity in the verified client certificate, or refuse."""
+    return _peer_cert(request)[0]
 
 
 def make_app(auth: AuthServer,
@@ -365,15 +385,14 @@ def make_app(auth: AuthServer,
         if ANONYMOUS in allow:
             limiter.check(request.remote or "")
             return Identity(username=""), Subject(ANONYMOUS)
-        identity = peer_identity(request)
+        identity, issued_at = _peer_cert(request)
         if identity.cluster != auth.cluster_name:
             raise AccessDenied("certificate is for another cluster")
         subject = Subject.of(identity)
         if subject.kind == USER:
             # Decide with the user and roles as stored now: deleted, locked or demoted users
             # lose access at once, not when the certificate expires.
-            identity = await access.check_caller(auth.accounts, identity,
-                                                 access.peer_cert_issued_at(request))
+            identity = await access.check_caller(auth.accounts, identity, issued_at)
             roleset = await auth.resources.roleset(identity.roles, identity.traits)
             identity = dataclasses.replace(identity, logins=tuple(roleset.logins()))
             subject = Subject.of(identity, roleset)

@@ -15,12 +15,13 @@ import dataclasses
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher
 from teleport.backend.fanout import RESUME_HISTORY, EventFanout, check_item, show_key
@@ -163,6 +164,9 @@ class SqliteBackend(Backend):
         self._fanout = EventFanout(history=RESUME_HISTORY, floor=floor)
         self.store_id = self._fanout.history_id
         self._closed = False
+        # Writes waiting for the next group commit (see _write), shared with the worker thread.
+        self._queue: list[tuple[int, Callable[[list[Event]], Any], asyncio.Future[Any]]] = []
+        self._queue_lock = threading.Lock()
         self._purger = loop.create_task(self._purge_forever(), name=f"sqlite purge {path}")
 
     @classmethod
@@ -202,28 +206,98 @@ class SqliteBackend(Backend):
         return _to_us(self.clock.now())
 
     async def _write(self, change: Callable[[list[Event]], T]) -> T:
-        return await self._run(self._transact, self._now(), change)
+        """Queue change for the next group commit and wait until it is on disk (or refused).
+
+        Writes that arrive while a commit is in flight are committed together by the next
+        one, each in a savepoint of its own: one fsync per batch, and one write's refusal
+        (AlreadyExists, NotFound, CompareFailed) leaves the others in place.
+        """
+        if self._closed:
+            raise ConnectionProblem(f"sqlite backend {self.path} is closed")
+        started = time.perf_counter()
+        done: asyncio.Future[Any] = self._loop.create_future()
+        with self._queue_lock:
+            self._queue.append((self._now(), change, done))
+            first = len(self._queue) == 1
+        if first:
+            self._loop.run_in_executor(self._executor, self._commit_queued)
+        try:
+            return await asyncio.shield(done)  # cancelling a caller cannot undo a commit
+        finally:
+            BACKEND_LATENCY.labels("write").observe(time.perf_counter() - started)
+
+    def _commit_queued(self) -> None:
+        """Commit every queued write in one transaction; settle them on the event loop."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        if not batch:
+            return
+        try:
+            events, outcomes = self._transact_batch(max(now for now, _, _ in batch),
+                                                    [change for _, change, _ in batch])
+        except BaseException as err:
+            error = _map_error(self.path, err) if isinstance(err, sqlite3.Error) else err
+            self._loop.call_soon_threadsafe(self._settle, [], [(d, error) for *_, d in batch])
+            return
+        self._loop.call_soon_threadsafe(
+            self._settle, events, [(d, outcome) for (*_, d), outcome in zip(batch, outcomes, strict=True)])
+
+    def _settle(self, events: list[Event], outcomes: list[tuple[asyncio.Future[Any], Any]]
+                ) -> None:
+        # Events first, so watchers have them when a write returns.
+        if events:
+            self._fanout.emit(events)
+        for done, outcome in outcomes:
+            if done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
 
     def _transact(self, now: int, change: Callable[[list[Event]], T]) -> T:
-        """Purge expired items, apply change atomically, then publish the events in commit order."""
+        """Purge expired items and apply one change atomically, publishing its events."""
+        events, (outcome,) = self._transact_batch(now, [change])
+        if events:
+            self._loop.call_soon_threadsafe(self._fanout.emit, events)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return cast(T, outcome)
+
+    def _transact_batch(self, now: int, changes: list[Callable[[list[Event]], Any]]
+                        ) -> tuple[list[Event], list[Any]]:
+        """Purge expired items, then apply each change in a savepoint; commit once.
+
+        Return the committed events in order, and per change its result or the error that
+        refused it (rolled back alone). A database error fails the whole batch.
+        """
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
+        outcomes: list[Any] = []
         try:
             events = _deleted(conn.execute(
                 "DELETE FROM kv WHERE expires <= ? RETURNING key", (now,)).fetchall())
             self._stamp(events, 0)
-            purged = len(events)
-            result = change(events)
-            self._stamp(events, purged)
+            for change in changes:
+                mine: list[Event] = []
+                conn.execute("SAVEPOINT one_write")
+                try:
+                    outcome = change(mine)
+                except sqlite3.Error:
+                    raise
+                except Exception as err:
+                    conn.execute("ROLLBACK TO one_write")
+                    outcome, mine = err, []
+                conn.execute("RELEASE one_write")
+                self._stamp(mine, 0)
+                events.extend(mine)
+                outcomes.append(outcome)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        if events:
-            # Queued before the writer's own wake-up, so watchers have it when the write returns.
-            self._loop.call_soon_threadsafe(self._fanout.emit, events)
-        return result
+        return events, outcomes
 
     def _stamp(self, events: list[Event], start: int) -> None:
         """Give the deletes from start on one new revision, so a watch can resume past them."""

@@ -248,6 +248,9 @@ def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence
     """Build a TLS 1.2+ server context that verifies client certificates against our CAs."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # A connection's client certificate is read once (the auth API keeps its identity for the
+    # connection's life), so TLS 1.2 renegotiation must not swap it.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION
     load_cert_chain(ctx, cert_pem, key_pem)
     if client_ca_pems:
         ctx.load_verify_locations(cadata=_cadata(client_ca_pems))
