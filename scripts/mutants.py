@@ -103,6 +103,19 @@ MUTATIONS = (
         ("tests/unit/auth/test_server.py::test_signup_token_is_single_use_and_expires",
          "tests/unit/auth/test_login_security.py::test_two_signups_with_one_token_set_exactly_one_password")),
     Mutation(
+        "judge a connection by another connection's certificate", "teleport/auth/api.py",
+        "    known = _peer_certs.get(ssl_object)\n",
+        "    known = next(iter(_peer_certs.values()), None)\n",
+        ("tests/integration/auth/test_api.py::"
+         "test_each_connection_is_judged_by_its_own_certificate",)),
+    Mutation(
+        "let a refused write take its group commit down", "teleport/backend/sqlite.py",
+        "                except Exception as err:\n"
+        "                    conn.execute(\"ROLLBACK TO one_write\")\n",
+        "                except Exception as err:\n"
+        "                    raise err\n",
+        ("tests/unit/backend/test_sqlite.py",)),
+    Mutation(
         "let a non-owner play a recording", _RULES,
         "    if not (_own(subject, owner) or _allows(subject, \"session\", \"read\")):\n"
         '        raise AccessDenied(f"only {owner!r} and roles allowing session read may play session {sid}")\n',

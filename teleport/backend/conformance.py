@@ -347,6 +347,30 @@ async def check_expiry_is_watched(backend: Backend, clock: FakeClock) -> None:
                       (EventType.PUT, b"/ex/next"))
 
 
+async def check_refused_writes_leave_concurrent_ones_in_place(backend: Backend,
+                                                               clock: FakeClock) -> None:
+    """Writes in flight together (a driver may commit them as one batch): each refused one
+    fails alone, every other one is stored and watched, in order."""
+    await backend.put(Item(b"/rw/taken", b"old"))
+    async with await backend.watch([b"/rw/"]) as watcher:
+        events = aiter(watcher)
+        await _expect(events, (EventType.INIT, b""))
+        results = await asyncio.gather(
+            *(backend.create(Item(b"/rw/%02d" % n, b"new")) if n % 3 else
+              backend.create(Item(b"/rw/taken", b"clash")) for n in range(30)),
+            backend.delete(b"/rw/missing"), return_exceptions=True)
+        refused = [r for r in results if isinstance(r, Exception)]
+        assert len(refused) == 11 and all(isinstance(r, AlreadyExists | NotFound)
+                                          for r in refused), refused
+        stored = await backend.get_range(b"/rw/", range_end(b"/rw/"))
+        assert [i.key for i in stored] == [b"/rw/%02d" % n for n in range(30) if n % 3] + \
+            [b"/rw/taken"]
+        assert (await backend.get(b"/rw/taken")).value == b"old"
+        seen = [await asyncio.wait_for(anext(events), 5) for _ in range(20)]
+        assert sorted(e.item.key for e in seen) == [b"/rw/%02d" % n for n in range(30) if n % 3]
+        assert [int(e.item.revision) for e in seen] == sorted(int(e.item.revision) for e in seen)
+
+
 async def check_watch_resume(backend: Backend, clock: FakeClock) -> None:
     """A watch from a revision replays exactly the later changes under its prefixes, in order."""
     first = await backend.put(Item(b"/r/a", b"1"))
@@ -398,6 +422,7 @@ CHECKS: dict[str, Check] = _by_name(
     check_several_watchers, check_watcher_close, check_close_ends_watchers,
     check_binary_keys_and_values, check_concurrent_writers,
     check_concurrent_writes_watched_in_commit_order, check_watch_resume,
+    check_refused_writes_leave_concurrent_ones_in_place,
     check_watch_resume_unknown_revision,
 )
 EXPIRY_EVENT_CHECKS: dict[str, Check] = _by_name(check_expiry_is_watched)

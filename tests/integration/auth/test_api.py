@@ -96,6 +96,17 @@ async def test_hosts_cannot_use_admin_calls_and_refusals_are_audited(api: Api) -
         assert token.spec.roles == ["node", "proxy"]
 
 
+async def test_each_connection_is_judged_by_its_own_certificate(api: Api) -> None:
+    """The auth API reads a connection's certificate once and keeps it for that connection only:
+    an admin's open connection lends nothing to a node's, in either order."""
+    async with await api.client("Admin", "admin") as admin, \
+            await api.client("Node", "node-1") as node:
+        for _ in range(3):
+            assert await admin.list_users() is not None
+            with pytest.raises(AccessDenied, match="may not GET /v1/users"):
+                await node.list_users()
+
+
 async def _user_client(api: Api, name: str, roles: list[str]) -> AuthClient:
     """Store user name with roles and return a client holding their certificate (tsh login's)."""
     user = await api.auth.accounts.upsert_user(
