@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,7 @@ from teleport.backend.postgres_schema import (
     MIGRATIONS,
     MISSING,
     PUT,
+    REFUSED_BY,
     SCHEMA_VERSION,
 )
 from teleport.errors import (
@@ -128,10 +130,13 @@ class _CommitUnknown(Exception):
     """The connection broke while COMMIT was in flight: the write may or may not be applied."""
 
 
-_WRITE = "SELECT teleport_write($1, $2, $3, $4, $5, $6, $7, $8)"
-#: What teleport_write's own SQLSTATEs mean.
-_REFUSED = {EXISTS: (AlreadyExists, "already exists"), MISSING: (NotFound, "not found"),
-            CHANGED: (CompareFailed, "has changed")}
+_WRITE = "SELECT teleport_try_write($1, $2, $3, $4, $5, $6, $7, $8)"
+#: What teleport_try_write's refusals mean.
+_REFUSED = {REFUSED_BY[EXISTS]: (AlreadyExists, "already exists"),
+            REFUSED_BY[MISSING]: (NotFound, "not found"),
+            REFUSED_BY[CHANGED]: (CompareFailed, "has changed")}
+#: Writes committed together at most: a group holds the revision row lock while it runs.
+MAX_GROUP = 256
 
 
 # --- the backend ------------------------------------------------------------------------------
@@ -147,6 +152,9 @@ class PostgresBackend(Backend):
         self._fanout = EventFanout()
         self._closed = False
         self._feed: _Feed | None = None
+        # Writes waiting for the next group commit, and the task committing them (see _write).
+        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[int]]] = []
+        self._writer: asyncio.Task[None] | None = None
         self._sweeper = asyncio.get_running_loop().create_task(
             self._sweep_forever(), name=f"postgres sweep {target.address}")
 
@@ -218,12 +226,15 @@ class PostgresBackend(Backend):
     async def _write(self, op: str, key: bytes, *, end: bytes | None = None,
                      item: Item | None = None, expires: datetime | None = None,
                      expected: Item | None = None) -> int:
-        """Run teleport_write in a transaction; return the last revision it used (0: none).
+        """Queue a teleport_write for the next group commit; return the last revision it used
+        (0: none), or raise what refused it.
 
-        BEGIN and COMMIT are separate round trips so that a connection lost before COMMIT is
-        retried safely, while one lost during COMMIT is reported as unknown, never retried.
+        Writes that arrive while a group is being committed go together in the next one: one
+        transaction, one WAL flush, the revision row locked once. BEGIN and COMMIT are separate
+        round trips so that a connection lost before COMMIT is retried safely (the whole
+        group), while one lost during COMMIT is reported as unknown, never retried.
         """
-        now = self._now()
+        self._check_open()
         value = item.value if item is not None else None
         if item is not None:
             expires = item.expires
@@ -232,31 +243,55 @@ class PostgresBackend(Backend):
             want_value = expected.value
             if expected.revision:
                 want_revision = int(expected.revision) if expected.revision.isdigit() else -1
-        args = (op, now, key, end, value, None if expires is None else _to_us(expires),
+        args = (op, self._now(), key, end, value, None if expires is None else _to_us(expires),
                 want_value, want_revision)
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.append((args, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_queued(), name=f"postgres writer {self.target.address}")
+        revision = await asyncio.shield(done)  # a cancelled caller cannot undo a commit
+        if revision < 0:
+            kind, what = _REFUSED[revision]
+            raise kind(f"key {show_key(key)} {what}")
+        return revision
 
-        async def transact(conn: asyncpg.Connection) -> int:
-            tx = conn.transaction()
-            await tx.start()
+    async def _write_queued(self) -> None:
+        """Commit queued writes a group at a time until none is left; settle each one."""
+        while self._queue:
+            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
             try:
-                revision: int = await conn.fetchval(_WRITE, *args)
+                revisions = await self._run("write", functools.partial(self._commit, group=group))
             except BaseException as err:
-                if not conn.is_closed():
-                    await tx.rollback()
-                refused = isinstance(err, asyncpg.PostgresError) and _REFUSED.get(err.sqlstate)
-                if refused:
-                    kind, what = refused
-                    raise kind(f"key {show_key(key)} {what}") from None
-                raise
-            try:
-                await tx.commit()
-            except Exception as err:
-                raise _CommitUnknown() from err
-            if revision and self._feed is not None:
-                self._feed.wake()
-            return revision
+                failed = err if isinstance(err, Exception) else ConnectionProblem(
+                    f"postgres backend at {self.target.address} is closed")
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(failed)
+                if not isinstance(err, Exception):
+                    raise
+                continue
+            for (_, done), revision in zip(group, revisions, strict=True):
+                if not done.done():
+                    done.set_result(revision)
 
-        return await self._run(op, transact)
+    async def _commit(self, conn: asyncpg.Connection, *,
+                      group: list[tuple[tuple[Any, ...], asyncio.Future[int]]]) -> list[int]:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            revisions: list[int] = [await conn.fetchval(_WRITE, *args) for args, _ in group]
+        except BaseException:
+            if not conn.is_closed():
+                await tx.rollback()
+            raise
+        try:
+            await tx.commit()
+        except Exception as err:
+            raise _CommitUnknown() from err
+        if any(r > 0 for r in revisions) and self._feed is not None:
+            self._feed.wake()
+        return revisions
 
     async def _store(self, op: str, item: Item, expected: Item | None = None) -> Item:
         revision = await self._write(op, item.key, item=item, expected=expected)
@@ -389,6 +424,8 @@ class PostgresBackend(Backend):
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
+        if self._writer is not None:  # the group in flight finishes; queued ones are refused
+            await asyncio.wait([self._writer])
         self._fanout.close()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):

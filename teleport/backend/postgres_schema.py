@@ -89,6 +89,24 @@ END
 $fn$
 """
 
+#: teleport_write for one write of a group committed together: a refusal (exists, missing,
+#: changed) rolls back that write alone and comes back as REFUSED_BY[sqlstate]; the lock on the
+#: revision row, taken by the group's first write, is held until the group's COMMIT.
+REFUSED_BY = {EXISTS: -1, MISSING: -2, CHANGED: -3}
+_TRY_WRITE = f"""
+CREATE FUNCTION teleport_try_write(op text, now_us bigint, k bytea, k_end bytea, val bytea,
+                                   exp bigint, want_value bytea, want_revision bigint)
+RETURNS bigint LANGUAGE plpgsql AS $fn$
+BEGIN
+    RETURN teleport_write(op, now_us, k, k_end, val, exp, want_value, want_revision);
+EXCEPTION
+    WHEN SQLSTATE '{EXISTS}' THEN RETURN {REFUSED_BY[EXISTS]};
+    WHEN SQLSTATE '{MISSING}' THEN RETURN {REFUSED_BY[MISSING]};
+    WHEN SQLSTATE '{CHANGED}' THEN RETURN {REFUSED_BY[CHANGED]};
+END
+$fn$
+"""
+
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "CREATE TABLE kv (key bytea PRIMARY KEY, value bytea NOT NULL, expires bigint,"
@@ -104,6 +122,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         _WRITE,
     ),
     # A random name for this database's revisions, so a watcher holding a revision of another
-    # store (say, before a migration) is not resumed here.
-    2: ("INSERT INTO meta (name, value) VALUES ('store', floor(random() * 9e18)::bigint)",),
+    # store (say, before a migration) is not resumed here; and writes committed in groups.
+    2: ("INSERT INTO meta (name, value) VALUES ('store', floor(random() * 9e18)::bigint)",
+        _TRY_WRITE),
 }
