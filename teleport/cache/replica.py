@@ -167,11 +167,15 @@ class CachedAuth(AuthClient):
     def _resumed(self, ping: PingAnswer) -> None:
         if self.outage:
             log.info("auth server is back, following its changes from where the cache stopped")
+        else:
+            log.debug("watch stream resumed from where the cache stopped")
         self._ping, self.outage = ping, False
 
     def _replace(self, ping: PingAnswer, servers: Servers, cas: dict[str, CertAuthority]) -> None:
         if self.outage:
             log.info("auth server is back, cache refreshed")
+        else:
+            log.debug("watch stream opened with a snapshot")
         self._ping, self._servers, self._cas, self.outage = ping, servers, cas, False
         for kind in FOLLOWED:
             self._notify(kind)

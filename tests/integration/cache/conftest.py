@@ -43,8 +43,10 @@ class Api:
         """Serve the API again on the same port, as a restarted auth server would."""
         self.runner = await auth_api.serve(self.auth, self.server_ctx, "127.0.0.1", self.port)
 
-    async def cache(self, retry_max: float = RETRY_MAX) -> CachedAuth:
-        """Return a cache holding a fresh Proxy identity."""
+    async def cache(self, retry_max: float = RETRY_MAX, also: tuple[int, ...] = ()
+                    ) -> CachedAuth:
+        """Return a cache holding a fresh Proxy identity, trying this API first, then the
+        auth servers on the ports in also."""
         tls_key = tlskeys.generate_tls_key()
         certs = await self.auth.certs.issue_host_certs(
             host_uuid="proxy-1", nodename="proxy", system_role="Proxy",
@@ -52,7 +54,7 @@ class Api:
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
                                          [c.encode() for c in certs.tls_ca_certs])
-        return CachedAuth([HostPort("127.0.0.1", self.port)], ctx, timeout=5,
+        return CachedAuth([HostPort("127.0.0.1", p) for p in (self.port, *also)], ctx, timeout=5,
                           cluster=self.auth.cluster_name, retry_max=retry_max)
 
     async def announce(self, name: str, ttl: timedelta = timedelta(seconds=15)) -> None:

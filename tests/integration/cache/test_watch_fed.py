@@ -13,10 +13,13 @@ from datetime import timedelta
 
 import pytest
 
+from teleport.auth import api as auth_api
 from teleport.auth.identity_file import IdentityFile
+from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.base import Item
 from teleport.backend.fanout import RESUME_HISTORY
 from teleport.cache import CachedAuth
+from teleport.events.emitter import MemoryEmitter
 from teleport.service.trust import TrustedCAs
 from teleport.types.resources import CAKeys, SSHKeyPair
 from tests.integration.cache.conftest import Api
@@ -26,9 +29,9 @@ WITHIN = 1.0
 
 
 @asynccontextmanager
-async def following(api: Api) -> AsyncIterator[CachedAuth]:
+async def following(api: Api, also: tuple[int, ...] = ()) -> AsyncIterator[CachedAuth]:
     """A cache following the stream (as the proxy runs it), once its first snapshot is in."""
-    async with await api.cache(retry_max=0.5) as cache:
+    async with await api.cache(retry_max=0.5, also=also) as cache:
         task = asyncio.create_task(cache.run())
         try:
             await arrives(lambda: cache.live, "the first snapshot", within=5)
@@ -155,3 +158,26 @@ async def test_a_lost_stream_resumes_where_it_stopped_or_takes_a_fresh_snapshot(
         assert healed_by in caplog.text
         await api.announce("delta")
         await arrives(lambda: _names(cache) == {"gamma", "delta"}, "a change after the resync")
+
+
+async def test_a_stream_lost_with_its_auth_server_resumes_on_another_one(
+        api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    """Two auth servers on one store: when the one a proxy follows dies, the proxy's cache goes
+    on from where it stopped through the other, missing nothing and re-reading nothing."""
+    other = AuthServer(api.auth.backend, MemoryEmitter(), api.clock,
+                       AuthSettings(cluster_name="cache.test"))
+    await other.init()
+    runner = await auth_api.serve(other, api.server_ctx, "127.0.0.1", 0)
+    try:
+        await api.announce("alpha")
+        async with following(api, also=(runner.addresses[0][1],)) as cache:
+            with caplog.at_level(logging.DEBUG, logger="teleport.cache"):
+                await api.stop()
+                await api.announce("beta")  # written while the stream moves over
+                await arrives(lambda: _names(cache) == {"alpha", "beta"}, "the change", 5)
+            assert "resumed from where the cache stopped" in caplog.text
+            assert "snapshot" not in caplog.text and "refreshed" not in caplog.text
+            await other.hosts.presence.nodes.delete("alpha")
+            await arrives(lambda: _names(cache) == {"beta"}, "a change through the other")
+    finally:
+        await runner.cleanup()
