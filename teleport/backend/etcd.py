@@ -3,8 +3,10 @@
 Every key lives under the configured prefix. A stored value is a 12-byte envelope (a marker and
 the expiry in microseconds) followed by the item's bytes unchanged, so the expiry round-trips
 exactly while the value stays the same bytes as in sqlite. Reads drop items expired by the
-injected clock, and an expiring write also attaches a fresh etcd lease (its TTL the time left
-by that clock) so the server deletes the key and watchers see that as a DELETE. An item's
+injected clock, and an expiring write also attaches an etcd lease ending at the first whole
+second after the expiry by that clock, so the server deletes the key and watchers see that as a
+DELETE. Writes that expire in the same second share one lease: one grant a second instead of one
+a write, and no lease left behind per overwrite (a lease nobody uses just runs out). An item's
 revision is its etcd mod_revision: every conditional write (create, update, compare_and_swap,
 delete, keep_alive) is a transaction comparing it, retried when another writer won the race.
 keep_alive re-puts the value with a new lease, so unlike sqlite it changes the revision and
@@ -38,7 +40,6 @@ from teleport.errors import (
     ConnectionProblem,
     LimitExceeded,
     NotFound,
-    TeleportError,
 )
 from teleport.metrics import BACKEND_LATENCY
 from teleport.utils.clock import Clock, RealClock
@@ -144,6 +145,8 @@ class EtcdBackend(Backend):
         self._root = settings.prefix.encode()
         self._limit = settings.max_client_msg_size or DEFAULT_MAX_CLIENT_MSG_SIZE
         self._watchers: dict[EtcdWatcher, None] = {}
+        #: Leases by the epoch second they end at, shared by the writes expiring then.
+        self._leases: dict[int, asyncio.Future[int]] = {}
         self._closed = False
 
     @classmethod
@@ -198,8 +201,9 @@ class EtcdBackend(Backend):
         expires = None if item.expires is None else _EPOCH + _to_us(item.expires) * _MICROSECOND
         return dataclasses.replace(item, expires=expires, revision=str(revision))
 
-    def _put_request(self, item: Item, lease: int) -> dict[str, Any]:
-        """Encode a put, refusing one larger than etcd_max_client_msg_size_bytes before sending."""
+    async def _put_request(self, item: Item) -> dict[str, Any]:
+        """Encode a put with its lease, refusing one larger than etcd_max_client_msg_size_bytes
+        before anything is sent."""
         value = wrap(item)
         size = len(self._root) + len(item.key) + len(value)
         if size > self._limit:
@@ -207,25 +211,29 @@ class EtcdBackend(Backend):
                 f"value of {show_key(item.key)} is {size} bytes stored, more than "
                 f"etcd_max_client_msg_size_bytes ({self._limit})")
         request = {"key": b64(self._full(item.key)), "value": b64(value)}
+        lease = await self._lease(item)
         if lease:
             request["lease"] = str(lease)
         return request
 
     async def _lease(self, item: Item) -> int:
-        """Grant a lease that lets etcd delete the item about when the clock says it expires."""
+        """Return the lease for the item's expiry second (0 for an item that never expires),
+        granting it on first use."""
         if item.expires is None:
             return 0
-        left = (item.expires - self.clock.now()).total_seconds()
-        ttl = max(MIN_LEASE_SECONDS, math.ceil(left))
-        answer = await self._call("/v3/lease/grant", {"TTL": str(ttl)})
-        return int(answer["ID"])
+        now = self.clock.now().timestamp()
+        end = max(math.ceil(item.expires.timestamp()), math.ceil(now) + MIN_LEASE_SECONDS)
+        granted = self._leases.get(end)
+        if granted is None or (granted.done() and granted.exception() is not None):
+            for gone in [e for e in self._leases if e <= now]:
+                del self._leases[gone]
+            granted = self._leases[end] = asyncio.ensure_future(self._grant(end - now))
+            granted.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return await asyncio.shield(granted)
 
-    async def _revoke(self, lease: int) -> None:
-        """Drop a lease that ended up unused; a failure only leaves it to time out."""
-        try:
-            await self._call("/v3/lease/revoke", {"ID": str(lease)})
-        except TeleportError as err:
-            log.debug("could not revoke unused etcd lease %d: %s", lease, err)
+    async def _grant(self, seconds: float) -> int:
+        answer = await self._call("/v3/lease/grant", {"TTL": str(math.ceil(seconds))})
+        return int(answer["ID"])
 
     async def _read_kv(self, key: bytes) -> dict[str, Any] | None:
         answer = await self._call("/v3/kv/range", {"key": b64(self._full(key))})
@@ -235,37 +243,26 @@ class EtcdBackend(Backend):
     async def _change(self, key: bytes, decide: Callable[[Item | None], Item | None]) -> Item:
         """Read key, let decide() say what to write (None: delete) or raise, then write it only if
         the key is unchanged since the read; loop when another writer got there first."""
-        lease = 0
-        try:
-            while True:
-                kv = await self._read_kv(key)
-                current = self._item(kv) if kv is not None else None
-                replace = decide(current if current is not None and self._live(current) else None)
-                full = b64(self._full(key))
-                if kv is None:
-                    compare = {"target": "CREATE", "key": full, "create_revision": "0"}
-                else:
-                    compare = {"target": "MOD", "key": full,
-                               "mod_revision": str(kv.get("mod_revision", 0))}
-                if replace is None:
-                    operation = {"request_delete_range": {"key": full}}
-                else:
-                    request = self._put_request(replace, 0)
-                    if replace.expires is not None and not lease:
-                        lease = await self._lease(replace)
-                    if lease:
-                        request["lease"] = str(lease)
-                    operation = {"request_put": request}
-                answer = await self._call("/v3/kv/txn", {"compare": [compare],
-                                                         "success": [operation]},
-                                          idempotent=False)
-                if answer.get("succeeded"):
-                    lease = 0  # attached to the key now
-                    revision = answer.get("header", {}).get("revision", "")
-                    return self._stored(replace or Item(key, b""), revision)
-        finally:
-            if lease:
-                await self._revoke(lease)
+        while True:
+            kv = await self._read_kv(key)
+            current = self._item(kv) if kv is not None else None
+            replace = decide(current if current is not None and self._live(current) else None)
+            full = b64(self._full(key))
+            if kv is None:
+                compare = {"target": "CREATE", "key": full, "create_revision": "0"}
+            else:
+                compare = {"target": "MOD", "key": full,
+                           "mod_revision": str(kv.get("mod_revision", 0))}
+            if replace is None:
+                operation = {"request_delete_range": {"key": full}}
+            else:
+                operation = {"request_put": await self._put_request(replace)}
+            answer = await self._call("/v3/kv/txn", {"compare": [compare],
+                                                     "success": [operation]},
+                                      idempotent=False)
+            if answer.get("succeeded"):
+                revision = answer.get("header", {}).get("revision", "")
+                return self._stored(replace or Item(key, b""), revision)
 
     # --- the Backend interface -----------------------------------------------------------------
 
@@ -307,11 +304,7 @@ class EtcdBackend(Backend):
 
     async def put(self, item: Item) -> Item:
         check_item(item)
-        request = self._put_request(item, 0)
-        lease = await self._lease(item)
-        if lease:
-            request["lease"] = str(lease)
-        answer = await self._call("/v3/kv/put", request)
+        answer = await self._call("/v3/kv/put", await self._put_request(item))
         return self._stored(item, answer.get("header", {}).get("revision", ""))
 
     async def update(self, item: Item) -> Item:

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from teleport.backend import etcd as etcd_module
@@ -303,3 +304,18 @@ async def test_resume_is_served_by_any_backend_on_the_store_until_compacted(
         await asyncio.to_thread(own_etcd.compact)
         with pytest.raises(LimitExceeded, match="no longer has that revision"):
             await second.watch([b"/a/"], since=seen.revision)
+
+
+async def test_writes_expiring_in_the_same_second_share_one_lease(own_etcd: EtcdServer) -> None:
+    """One lease grant a second, not one a write: 200 heartbeats leave etcd a lease or two."""
+    async with await EtcdBackend.open(settings(own_etcd.url)) as backend:
+        expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=10)
+        await asyncio.gather(*(backend.put(Item(b"/hb/%d" % n, b"v", expires))
+                               for n in range(100)))
+        for n in range(100):  # overwrites too: nothing is left behind per write
+            await backend.put(Item(b"/hb/%d" % n, b"again", expires))
+        async with aiohttp.ClientSession() as http, \
+                http.post(own_etcd.url + "/v3/lease/leases", json={}) as answer:
+            leases = (await answer.json()).get("leases", [])
+        assert 1 <= len(leases) <= 2, leases
+        assert len(await backend.get_range(b"/hb/", range_end(b"/hb/"))) == 100
