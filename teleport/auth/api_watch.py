@@ -195,7 +195,8 @@ async def _resume(backend: Backend, prefixes: list[bytes], since: str) -> Watche
     (a transaction's deletes share one) may not have reached it, so they are all sent again.
     """
     store, _, revision = since.rpartition(":")
-    if not revision.isdigit() or int(revision) < 1 or store != backend.store_id:
+    if not (revision.isascii() and revision.isdigit() and len(revision) <= 19) \
+            or int(revision) < 1 or store != backend.store_id:
         return None
     try:
         return await backend.watch(prefixes, since=str(int(revision) - 1))

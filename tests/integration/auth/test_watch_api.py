@@ -340,7 +340,8 @@ async def test_a_fresh_streams_init_carries_a_cursor_that_resumes(api: Api) -> N
         await events.aclose()  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("since", ["another-store:3", "garbage", ":", "memory:"])
+@pytest.mark.parametrize("since", ["another-store:3", "garbage", ":", "memory:", "x:" + "9" * 5000,
+                                   "x:\u0661\u0662"])
 async def test_a_cursor_the_store_cannot_resume_gets_a_snapshot(api: Api, since: str) -> None:
     """A cursor of another store (a restarted sqlite auth server, a migrated cluster) or one
     that is not a cursor at all: a snapshot, as a fresh watcher gets."""
