@@ -2,9 +2,11 @@
 
 Every statement runs on a single dedicated thread that owns the connection, so concurrent
 coroutines are serialised in submission order and the loop never blocks on disk. Writes are
-transactions that also purge expired items; the worker hands their events to the loop before
-the writer resumes, so watchers in this process see events in commit order. Writes from other
-processes sharing the file are not watched.
+committed in groups: those queued while a commit is on its way to disk share the next
+transaction (each in a savepoint, so a refusal rolls back alone), which also purges expired
+items; the loop hands their events to watchers before any writer resumes, so watchers in this
+process see events in commit order. Writes from other processes sharing the file are not
+watched.
 """
 
 from __future__ import annotations
@@ -239,8 +241,8 @@ class SqliteBackend(Backend):
             error = _map_error(self.path, err) if isinstance(err, sqlite3.Error) else err
             self._loop.call_soon_threadsafe(self._settle, [], [(d, error) for *_, d in batch])
             return
-        self._loop.call_soon_threadsafe(
-            self._settle, events, [(d, outcome) for (*_, d), outcome in zip(batch, outcomes, strict=True)])
+        settled = [(done, outcome) for (*_, done), outcome in zip(batch, outcomes, strict=True)]
+        self._loop.call_soon_threadsafe(self._settle, events, settled)
 
     def _settle(self, events: list[Event], outcomes: list[tuple[asyncio.Future[Any], Any]]
                 ) -> None:
