@@ -151,7 +151,8 @@ async def test_a_lost_stream_resumes_where_it_stopped_or_takes_a_fresh_snapshot(
     async with following(api) as cache:
         with caplog.at_level(logging.INFO, logger="teleport.cache"):
             await _outage_then_back(api, cache, meanwhile)
-        assert _names(cache) == {"gamma"}
+            # Live again; a resumed stream's missed changes follow its init within moments.
+            await arrives(lambda: _names(cache) == {"gamma"}, "the changes made meanwhile")
         assert not cache.outage
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and "serving the last known copy" in warnings[0].message
