@@ -39,7 +39,15 @@ from aiohttp import web
 from teleport.auth import access
 from teleport.auth.api import NODE, ON_SHUTDOWN, PROXY, Call, route
 from teleport.auth.server import AuthServer
-from teleport.backend.base import Backend, Event, EventType, Watcher, key, range_end
+from teleport.backend.base import (
+    Backend,
+    Event,
+    EventType,
+    Watcher,
+    key,
+    range_end,
+    revision_number,
+)
 from teleport.errors import BadParameter, LimitExceeded, TeleportError
 from teleport.services.store import ResourceStore
 from teleport.types.codec import to_dict
@@ -195,11 +203,11 @@ async def _resume(backend: Backend, prefixes: list[bytes], since: str) -> Watche
     (a transaction's deletes share one) may not have reached it, so they are all sent again.
     """
     store, _, revision = since.rpartition(":")
-    if not (revision.isascii() and revision.isdigit() and len(revision) <= 19) \
-            or int(revision) < 1 or store != backend.store_id:
+    number = revision_number(revision)
+    if number < 1 or store != backend.store_id:
         return None
     try:
-        return await backend.watch(prefixes, since=str(int(revision) - 1))
+        return await backend.watch(prefixes, since=str(number - 1))
     except LimitExceeded as err:
         log.debug("cannot resume a watch stream, sending a snapshot: %s", err)
         return None

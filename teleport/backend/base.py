@@ -125,6 +125,14 @@ class Backend(abc.ABC):
         await self.close()
 
 
+def revision_number(revision: str) -> int:
+    """Read a revision as the stores hand them out (at most 19 ASCII digits); -1 for anything
+    else, which no store has: a cursor from a client is checked with this before any use."""
+    if revision.isascii() and revision.isdigit() and len(revision) <= 19:
+        return int(revision)
+    return -1
+
+
 def key(*parts: str) -> bytes:
     """Build `/a/b/c` from parts; parts must not contain `/`."""
     return ("/" + "/".join(parts)).encode()

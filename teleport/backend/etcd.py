@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from teleport.backend.base import Backend, Item, Watcher, range_end
+from teleport.backend.base import Backend, Item, Watcher, range_end, revision_number
 from teleport.backend.etcd_client import GatewayClient, b64, unb64
 from teleport.backend.etcd_watch import EtcdWatcher
 from teleport.backend.fanout import check_item, show_key
@@ -358,7 +358,7 @@ class EtcdBackend(Backend):
             raise ConnectionProblem("the etcd backend is closed")
         start = None
         if since is not None:
-            start = int(since) if since.isdigit() else 0
+            start = revision_number(since)
             if start < 1:
                 raise LimitExceeded(f"revision {since!r} is not an etcd revision; read again")
             # etcd answers OUT_OF_RANGE (LimitExceeded) when it compacted that revision or never

@@ -52,10 +52,9 @@ class EtcdWatcher(QueuedWatcher):
     def __init__(self, client: GatewayClient, root: bytes, prefixes: Sequence[bytes],
                  decode: ItemDecoder, on_close: Callable[[EtcdWatcher], None],
                  capacity: int = WATCH_BUFFER) -> None:
-        super().__init__(capacity)
+        super().__init__(prefixes, capacity)
         self._client = client
         self._root = root
-        self._prefixes = tuple(bytes(p) for p in prefixes)
         self._decode = decode
         self._on_close = on_close
         self._task: asyncio.Task[None] | None = None
@@ -67,9 +66,6 @@ class EtcdWatcher(QueuedWatcher):
             return self._root, range_end(self._root)
         return (self._root + min(self._prefixes),
                 self._root + max(range_end(p) for p in self._prefixes))
-
-    def _wants(self, key: bytes) -> bool:
-        return not self._prefixes or key.startswith(self._prefixes)
 
     async def start(self, since: int | None = None) -> None:
         """Establish the etcd watch (after revision since, if given), then queue INIT and follow
@@ -206,7 +202,7 @@ class EtcdWatcher(QueuedWatcher):
             kv = raw.get("kv", {})
             revision = int(kv.get("mod_revision", 0))
             key = unb64(kv.get("key"))[len(self._root):]
-            if self._wants(key):
+            if self.wants(key):
                 if raw.get("type") == "DELETE":
                     self._queue(Event(EventType.DELETE, Item(key, b"", None, str(revision))))
                 else:

@@ -7,7 +7,7 @@ import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from teleport.backend.base import Event, EventType, Item, Watcher
+from teleport.backend.base import Event, EventType, Item, Watcher, revision_number
 from teleport.errors import BadParameter, LimitExceeded, TeleportError
 
 #: Events a watcher may fall behind by before it is closed; the reader then re-reads and re-watches.
@@ -15,7 +15,6 @@ WATCH_BUFFER = 1024
 
 #: Recent events a driver that resumes watches keeps in memory, for this process's lifetime only.
 RESUME_HISTORY = 10_000
-
 
 
 def init_event(revision: int | None) -> Event:
@@ -40,15 +39,20 @@ def show_key(key: bytes) -> str:
 
 
 class QueuedWatcher(Watcher):
-    """The reading end every driver's watcher shares: a bounded queue of events, ended by the
-    driver (with an error when history was lost) or by close()."""
+    """The reading end every driver's watcher shares: the prefixes it follows and a bounded
+    queue of events, ended by the driver (with an error when history was lost) or by close()."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, prefixes: Sequence[bytes], capacity: int) -> None:
+        self._prefixes = tuple(bytes(p) for p in prefixes)
         self._capacity = capacity
         self._events: deque[Event] = deque()
         self._wake = asyncio.Event()
         self._done = False
         self._error: TeleportError | None = None
+
+    def wants(self, key: bytes) -> bool:
+        """Match an empty prefix list to every key, so watch([]) follows the whole backend."""
+        return not self._prefixes or key.startswith(self._prefixes)
 
     def _queue(self, event: Event) -> None:
         """Queue an event; LimitExceeded when the reader is so far behind it must re-sync."""
@@ -85,14 +89,9 @@ class _QueueWatcher(QueuedWatcher):
 
     def __init__(self, prefixes: Sequence[bytes], fanout: EventFanout, capacity: int,
                  init: Event) -> None:
-        super().__init__(capacity)
-        self._prefixes = tuple(bytes(p) for p in prefixes)
+        super().__init__(prefixes, capacity)
         self._fanout = fanout
         self._events.append(init)
-
-    def wants(self, key: bytes) -> bool:
-        """Match an empty prefix list to every key, so watch([]) follows the whole backend."""
-        return not self._prefixes or key.startswith(self._prefixes)
 
     def push(self, event: Event) -> None:
         """Queue an event, or give up on a reader so far behind that it must re-sync anyway."""
@@ -150,7 +149,7 @@ class EventFanout:
         if since is not None:
             if self._history is None:
                 raise LimitExceeded("this backend cannot resume a watch; read again and watch")
-            after = int(since) if since.isdigit() else -1
+            after = revision_number(since)
             if not self._floor <= after <= self._last:
                 raise LimitExceeded(f"revision {since!r} is not in this backend's recent history;"
                                     " read again and watch")

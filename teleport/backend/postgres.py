@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from teleport.backend.base import Backend, Event, EventType, Item, Watcher
+from teleport.backend.base import Backend, Event, EventType, Item, Watcher, revision_number
 from teleport.backend.fanout import EventFanout, check_item, show_key
 from teleport.backend.postgres_conn import Target, parse_conn_string
 from teleport.backend.postgres_schema import (
@@ -75,6 +75,7 @@ _MIGRATION_LOCK = 0x7E1E9087
 _COLUMNS = "key, value, expires, revision"
 _LIVE = "(expires IS NULL OR expires > $%d)"
 _COUNTER = "SELECT value FROM meta WHERE name = 'revision'"
+_CHANGE_COLUMNS = "revision, type, key, value, expires"
 _PRUNE = (
     "DELETE FROM changes WHERE revision <= (SELECT max(revision) FROM changes"
     " WHERE created < now() - $1::interval)")
@@ -89,6 +90,15 @@ def _to_us(when: datetime) -> int:
 
 def _from_us(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + us * _MICROSECOND
+
+
+def _change_event(row: asyncpg.Record) -> Event:
+    """The watch event of a `changes` row read with _CHANGE_COLUMNS."""
+    revision, kind, key, value, expires = row
+    if kind == PUT:
+        return Event(EventType.PUT, Item(bytes(key), bytes(value), _from_us(expires),
+                                         str(revision)))
+    return Event(EventType.DELETE, Item(bytes(key), b"", None, str(revision)))
 
 
 def _row_item(row: Any) -> Item:
@@ -371,18 +381,15 @@ class PostgresBackend(Backend):
 
     async def _replay(self, since: str, last: int) -> list[Event]:
         """The changes in (since, last], all of them, or LimitExceeded so the caller re-reads."""
-        start = int(since) if since.isdigit() else -1
+        start = revision_number(since)
         if not 0 <= start <= last:
             raise LimitExceeded(f"revision {since!r} is not this database's; read again")
         rows = await self._run("watch", lambda conn: conn.fetch(
-            "SELECT revision, type, key, value, expires FROM changes"
+            f"SELECT {_CHANGE_COLUMNS} FROM changes"
             " WHERE revision > $1 AND revision <= $2 ORDER BY revision", start, last))
         if len(rows) != last - start:
             raise LimitExceeded(f"changes after revision {start} were pruned; read again")
-        return [Event(EventType.PUT, Item(bytes(key), bytes(value), _from_us(expires),
-                                          str(revision))) if kind == PUT else
-                Event(EventType.DELETE, Item(bytes(key), b"", None, str(revision)))
-                for revision, kind, key, value, expires in rows]
+        return [_change_event(row) for row in rows]
 
     async def prune_changes(self, keep: timedelta = CHANGE_RETENTION) -> None:
         """Drop change rows older than keep; feeds behind them will end their watchers."""
@@ -560,7 +567,7 @@ class _Feed:
         assert self.last is not None
         counter = await conn.fetchval(_COUNTER)
         rows = await conn.fetch(
-            "SELECT revision, type, key, value, expires FROM changes WHERE revision > $1"
+            f"SELECT {_CHANGE_COLUMNS} FROM changes WHERE revision > $1"
             " ORDER BY revision LIMIT $2", self.last, FEED_BATCH)
         expected = self.last + 1
         if (rows and rows[0][0] != expected) or (not rows and counter > self.last):
@@ -575,14 +582,7 @@ class _Feed:
             return True
         if not rows:
             return False
-        events = []
-        for revision, kind, key, value, expires in rows:
-            if kind == PUT:
-                item = Item(bytes(key), bytes(value), _from_us(expires), str(revision))
-                events.append(Event(EventType.PUT, item))
-            else:
-                events.append(Event(EventType.DELETE, Item(bytes(key), b"", None, str(revision))))
         self.last = rows[-1][0]
-        self._fanout.emit(events)
+        self._fanout.emit(_change_event(row) for row in rows)
         self._advanced.set()
         return len(rows) == FEED_BATCH
