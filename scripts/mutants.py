@@ -252,6 +252,30 @@ MUTATIONS = (
         ("tests/integration/auth/test_bootstrap.py::test_both_with_bootstrap_apply_the_file_once",
          "tests/integration/auth/test_bootstrap.py::"
          "test_two_auth_servers_starting_at_once_make_one_set_of_cas")),
+    Mutation(
+        "step a CA rotation to any phase", "teleport/types/rotation.py",
+        "    if wanted in allowed:\n        return\n",
+        "    return\n",
+        ("tests/unit/types/test_rotation.py::test_a_phase_out_of_order_names_the_allowed_ones",
+         "tests/integration/auth/test_rotation.py::test_refusals_name_the_problem_and_change_nothing")),
+    Mutation(
+        "keep trusting the old CA after a rotation", "teleport/auth/rotation.py",
+        "            extra = CAKeys()\n",
+        "            pass\n",
+        ("tests/integration/auth/test_rotation.py::"
+         "test_manual_rotation_moves_signing_and_trust_phase_by_phase",)),
+    Mutation(
+        "run on a newer stored schema", "teleport/auth/migrations.py",
+        "    if version > SCHEMA_VERSION:\n",
+        "    if False:\n",
+        ("tests/integration/auth/test_migrations.py::"
+         "test_a_newer_schema_is_refused_in_one_line_and_nothing_is_written",)),
+    Mutation(
+        "accept a node newer than its auth server", "teleport/auth/hosts.py",
+        "    if newer:\n        raise NotSupported(",
+        "    if False:\n        raise NotSupported(",
+        ("tests/integration/auth/test_component_versions.py::"
+         "test_a_host_of_a_newer_major_version_cannot_join",)),
 )
 
 

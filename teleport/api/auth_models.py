@@ -124,6 +124,16 @@ class JoinCA(Answer):
     tls_ca_certs: list[str] = Field(min_length=1)
 
 
+class RotateRequest(Request):
+    """`tctl auth rotate`: which CAs (user, host, tls, or all), how, to which phase."""
+
+    type: Literal["user", "host", "tls", "all"] = "all"
+    mode: Literal["auto", "manual"] = "auto"
+    phase: Literal["init", "update_clients", "update_servers", "standby", "rollback"] | None = None
+    #: Go-style duration (`48h`); the default is 48 hours.
+    grace_period: str | None = Field(default=None, max_length=32)
+
+
 class JoinRequest(Request):
     token: str
     host_uuid: str
@@ -131,6 +141,20 @@ class JoinRequest(Request):
     role: str
     ssh_public_key: str
     tls_public_key: str
+    addresses: list[str] | None = Field(default=None, max_length=64)
+    #: The joining host's teleport version (`MAJOR.MINOR.PATCH`); "" from hosts that predate it.
+    version: str = Field(default="", max_length=80)
+
+
+class HostCertsRequest(Request):
+    """A host's new public keys, to re-issue its certificates (it follows a CA rotation).
+
+    No UUID nor role: the auth server takes both from the caller's own certificate.
+    """
+
+    nodename: str = Field(max_length=256)
+    ssh_public_key: str = Field(max_length=16 * 1024)
+    tls_public_key: str = Field(max_length=16 * 1024)
     addresses: list[str] | None = Field(default=None, max_length=64)
 
 

@@ -86,6 +86,20 @@ class HTTPClient:
             return list(self.addrs)
         return [first, *(a for a in self.addrs if a != first)]
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context new connections are made with."""
+        return self._ssl
+
+    def set_ssl_context(self, ssl_context: ssl.SSLContext) -> None:
+        """Make new connections with another context (another certificate or trusted CAs, as
+        a CA rotation needs); requests under way, watch streams too, finish on theirs.
+
+        Each request names the context, and aiohttp pools connections by it, so no pooled
+        connection of the old context is used again; idle ones close on their keep-alive.
+        """
+        self._ssl = ssl_context
+
     async def close(self) -> None:
         """Close pooled connections."""
         if self._session is not None:
@@ -164,7 +178,7 @@ class HTTPClient:
                 resp = await self._session.request(
                     method, f"https://{addr}{path}", json=json_body,
                     data=data() if data is not None else None,
-                    timeout=timeout,
+                    timeout=timeout, ssl=self._ssl,
                     server_hostname=self.server_hostname,
                     proxy=proxy.url if proxy else None, proxy_auth=_basic_auth(proxy))
             except TRANSPORT_ERRORS as exc:

@@ -29,6 +29,7 @@ from teleport.api.auth_models import (
     JoinRequest,
     LoginRequest,
     PingAnswer,
+    RotateRequest,
     ServerSummary,
     SignupRequest,
     TokenList,
@@ -36,6 +37,7 @@ from teleport.api.auth_models import (
 )
 from teleport.api.ratelimit import RateLimiter
 from teleport.auth import access
+from teleport.auth.authority import CA_TYPES
 from teleport.auth.server import AuthServer
 from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
 from teleport.events import emitter as ev
@@ -46,6 +48,7 @@ from teleport.rbac import rules
 from teleport.rbac.subject import Caller, Subject
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resources import Server, User
+from teleport.types.rotation import Mode, Phase
 from teleport.utils.duration import parse_duration
 
 ADMIN, PROXY, NODE, USER, ANONYMOUS = (Caller.ADMIN, Caller.PROXY, Caller.NODE, Caller.USER,
@@ -160,6 +163,17 @@ async def get_authority(call: Call) -> Any:
     if ca_type not in ("user", "host", "tls"):
         raise BadParameter(f"unknown certificate authority type {ca_type!r}")
     return to_dict(await call.auth.certs.get_ca(ca_type))
+
+
+@route("POST", "/v1/authorities/rotate", [ADMIN, USER], rule=("cert_authority", "update"))
+async def rotate_authorities(call: Call) -> Any:
+    """Start, step or roll back a CA rotation (`tctl auth rotate`); answers the changed CAs."""
+    body = await call.body(RotateRequest)
+    types = list(CA_TYPES) if body.type == "all" else [body.type]
+    grace = parse_duration(body.grace_period) if body.grace_period is not None else None
+    changed = await call.auth.rotations.rotate(
+        call.identity.username, types, Mode(body.mode), Phase(body.phase) if body.phase else None, grace)
+    return [to_dict(ca) for ca in changed]
 
 
 @route("GET", "/v1/users", [ADMIN, USER], rule=("user", "list"))
@@ -297,7 +311,8 @@ async def join(call: Call) -> Any:
     certs = await call.auth.hosts.register_host(
         token=body.token, host_uuid=body.host_uuid, nodename=body.nodename, role=body.role,
         ssh_public_key=body.ssh_public_key, tls_public_key=body.tls_public_key.encode(),
-        addresses=list(body.addresses or []), remote_addr=call.request.remote or "")
+        addresses=list(body.addresses or []), remote_addr=call.request.remote or "",
+        version=body.version)
     auth_servers = [s.spec.addr for s in await call.auth.hosts.list_servers("auth_server")]
     return JoinAnswer(**certs.model_dump(), auth_servers=auth_servers,
                       cluster_name=call.auth.cluster_name)
@@ -436,6 +451,7 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
 from teleport.auth import (  # noqa: E402, F401
     api_access,
     api_events,
+    api_hosts,
     api_mfa,
     api_proxy,
     api_resources,

@@ -24,6 +24,8 @@ from teleport.types.resources import (
 from teleport.utils.clock import Clock
 
 CA_TYPES: tuple[Literal["user", "host", "tls"], ...] = ("user", "host", "tls")
+#: `teleport.ca_signature_algo` values that make RSA CAs (SHA-1 `ssh-rsa` is refused at load).
+RSA_SIGNATURE_ALGOS = ("rsa-sha2-256", "rsa-sha2-512")
 
 
 async def ensure_cluster_name(cas: CAService, wanted: str | None) -> str:
@@ -45,23 +47,13 @@ async def ensure_cluster_name(cas: CAService, wanted: str | None) -> str:
 async def ensure_authorities(cas: CAService, cluster: str, clock: Clock,
                              signature_algo: str | None) -> None:
     """Create whichever of the user, host and TLS CAs does not exist yet."""
-    rsa = signature_algo == "rsa-sha2-512"
     for ca_type in CA_TYPES:
         try:
             await cas.get(ca_type, cluster)
             continue
         except NotFound:
             pass
-        if ca_type == "tls":
-            key, cert = await asyncio.to_thread(
-                tlskeys.generate_tls_ca, cluster, algo="rsa" if rsa else "ecdsa", now=clock.now())
-            keys = CAKeys(tls=[TLSKeyPair(cert=cert.decode(), key=key.decode())])
-            alg = "rsa" if rsa else "ecdsa-p256"
-        else:
-            private = await asyncio.to_thread(sshkeys.generate_private_key, "rsa" if rsa else "ed25519")
-            keys = CAKeys(ssh=[SSHKeyPair(public_key=sshkeys.public_key_of(private),
-                                          private_key=private.decode())])
-            alg = "rsa-sha2-512" if rsa else "ssh-ed25519"
+        keys, alg = await new_keys(ca_type, cluster, clock, signature_algo)
         ca = CertAuthority(
             metadata=Metadata(name=cluster),
             spec=CertAuthoritySpec(type=ca_type, cluster_name=cluster, active_keys=keys,
@@ -73,9 +65,41 @@ async def ensure_authorities(cas: CAService, cluster: str, clock: Clock,
             pass
 
 
+async def new_keys(ca_type: str, cluster: str, clock: Clock,
+                   signature_algo: str | None) -> tuple[CAKeys, str]:
+    """Generate a CA's key pair (a new CA, or the next one of a rotation) and name how it
+    signs: RSA when `ca_signature_algo` asks for an RSA signature, else Ed25519 / ECDSA P-256."""
+    rsa = signature_algo in RSA_SIGNATURE_ALGOS
+    if ca_type == "tls":
+        key, cert = await asyncio.to_thread(
+            tlskeys.generate_tls_ca, cluster, algo="rsa" if rsa else "ecdsa", now=clock.now())
+        keys = CAKeys(tls=[TLSKeyPair(cert=cert.decode(), key=key.decode())])
+    else:
+        private = await asyncio.to_thread(sshkeys.generate_private_key,
+                                          "rsa" if rsa else "ed25519")
+        keys = CAKeys(ssh=[SSHKeyPair(public_key=sshkeys.public_key_of(private),
+                                      private_key=private.decode())])
+    return keys, signing_alg(keys, signature_algo)
+
+
+def signing_alg(keys: CAKeys, signature_algo: str | None) -> str:
+    """Name how a key pair signs: an RSA SSH key with the configured RSA signature (SHA-512
+    unless `ca_signature_algo` says SHA-256), the others by their type."""
+    if keys.tls:
+        return "rsa" if tlskeys.is_rsa_cert(keys.tls[0].cert.encode()) else "ecdsa-p256"
+    if keys.ssh and keys.ssh[0].public_key.startswith("ssh-rsa "):
+        return signature_algo if signature_algo in RSA_SIGNATURE_ALGOS else "rsa-sha2-512"
+    return "ssh-ed25519"
+
+
 def ssh_signer(ca: CertAuthority) -> bytes:
     """Return the active SSH private key of a CA."""
     return ca.spec.active_keys.ssh[0].private_key.encode()
+
+
+def ssh_hash(ca: CertAuthority) -> sshkeys.RSAHash:
+    """The hash an RSA CA signs with (`rsa-sha2-256` or, by default, `rsa-sha2-512`)."""
+    return "sha256" if ca.spec.signing_alg == "rsa-sha2-256" else "sha512"
 
 
 def tls_signer(ca: CertAuthority) -> tuple[bytes, bytes]:

@@ -4,7 +4,8 @@ The file is `tctl get all --with-secrets` output (the manual's "Migrating Backen
 read and checked whole before anything is written: every document through the registry's
 models, names, users' roles, and the CAs complete (user, host and TLS, each with its private
 keys) and for the configured cluster. A bad file is one line naming the document, and the
-backend is left untouched.
+backend is left untouched. A backup made by an earlier version is read too: each document is
+first upgraded as the stored state is (`teleport.auth.migrations`).
 
 It is applied only to a backend no auth server initialised yet (no cluster name stored), under
 an init lock every first start takes, so of several auth servers starting at once on one empty
@@ -28,7 +29,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from teleport.auth.hosts import JOIN_ROLES
+from teleport.auth.migrations import upgrade_record
 from teleport.backend.base import Backend, Item, key
+from teleport.config import yamlsafe
 from teleport.errors import AlreadyExists, BadParameter, NotFound, TeleportError
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
@@ -40,7 +43,7 @@ from teleport.services.mfa_devices import MFADeviceService
 from teleport.services.roles import RoleService
 from teleport.services.tokens import TokenService
 from teleport.services.users import UserService
-from teleport.types.codec import parse_yaml, to_dict
+from teleport.types.codec import from_dict, to_dict
 from teleport.types.presets import PRESET_NAMES
 from teleport.types.registry import KINDS_REGISTRY, ResourceKind
 from teleport.types.resource import Metadata, Resource
@@ -96,7 +99,7 @@ def load(path: Path, cluster_name: str | None, static_tokens: Sequence[str] = ()
     except UnicodeDecodeError:
         raise BadParameter(f"--bootstrap: {source} is not UTF-8 text") from None
     try:
-        documents = parse_yaml(text, source)
+        documents = _parse(text, source)
     except BadParameter as err:
         raise BadParameter(f"--bootstrap: {err}") from None
     order = {name: i for i, name in enumerate(KINDS_REGISTRY)}
@@ -132,6 +135,17 @@ def load(path: Path, cluster_name: str | None, static_tokens: Sequence[str] = ()
     _check_user_roles(source, planned)
     planned.sort(key=lambda p: (order[p[1].name], p[0]))
     return Bootstrap(source, [(k, r) for _, k, r in planned], authorities, skipped)
+
+
+def _parse(text: str, source: str) -> list[Resource]:
+    """Parse the documents as `tctl create` does, each first brought to the current format:
+    a backup made by an earlier version restores (`migrations.upgrade_record`)."""
+    docs = yamlsafe.load_all(text, source)
+    if not docs:
+        raise BadParameter(f"{source}: no resources found")
+    return [from_dict(upgrade_record(d) if isinstance(d, dict) else d,
+                      f"{source} (document {i + 1})" if len(docs) > 1 else source)
+            for i, d in enumerate(docs)]
 
 
 def _check_authorities(source: str, cas: dict[str, tuple[int, CertAuthority]],
@@ -284,7 +298,7 @@ async def initialise(backend: Backend, clock: Clock, plan: Bootstrap | None,
         _ignored(plan)
         await first_start()
         return
-    async with _init_lock(backend, clock):
+    async with init_lock(backend, clock):
         if await initialised(backend):  # another auth server did it while we waited
             _ignored(plan)
         elif plan is not None:
@@ -321,8 +335,9 @@ async def _apply(backend: Backend, plan: Bootstrap) -> None:
 
 
 @asynccontextmanager
-async def _init_lock(backend: Backend, clock: Clock) -> AsyncIterator[None]:
-    """Hold the init lock: taken with one create, so one holder; it expires after a crash."""
+async def init_lock(backend: Backend, clock: Clock) -> AsyncIterator[None]:
+    """Hold the init lock: taken with one create, so one holder; it expires after a crash.
+    First starts and migrations (`teleport.auth.migrations`) take it."""
     mine = secrets.token_hex(16).encode()
     waited = False
     while True:

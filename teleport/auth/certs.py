@@ -85,6 +85,7 @@ class CertIssuer:
         now = self.ctx.clock.now()
         ssh_cert = await asyncio.to_thread(
             sshkeys.sign_host_cert, authority.ssh_signer(host_ca), ssh_public_key,
+            rsa_hash=authority.ssh_hash(host_ca),
             host_uuid=host_uuid, nodename=nodename, cluster=cluster, principals=principals,
             system_role=system_role, valid_before=None)
         ca_key, ca_cert = authority.tls_signer(tls_ca)
@@ -112,6 +113,7 @@ class CertIssuer:
         try:
             ssh_cert = await asyncio.to_thread(
                 sshkeys.sign_user_cert, authority.ssh_signer(user_ca), ssh_public_key,
+                rsa_hash=authority.ssh_hash(user_ca),
                 key_id=user.metadata.name,
                 # Never no principal at all: OpenSSH takes an empty list as "every login".
                 principals=logins or [f"{rules.NO_LOGIN}-{uuid.uuid4()}"],
@@ -156,6 +158,7 @@ class CertIssuer:
         try:
             return await asyncio.to_thread(
                 sshkeys.sign_host_cert, authority.ssh_signer(host_ca), ssh_public_key,
+                rsa_hash=authority.ssh_hash(host_ca),
                 host_uuid=node_id, nodename=node.spec.hostname or node_id, cluster=cluster,
                 principals=principals, system_role="Node", valid_before=now + PROXY_CERT_TTL)
         except ValueError as err:
@@ -175,6 +178,7 @@ class CertIssuer:
         try:
             return await asyncio.to_thread(
                 sshkeys.sign_user_cert, authority.ssh_signer(user_ca), ssh_public_key,
+                rsa_hash=authority.ssh_hash(user_ca),
                 key_id=info.key_id, principals=info.principals,
                 valid_after=now - timedelta(minutes=1),
                 valid_before=min(now + PROXY_CERT_TTL, info.valid_before),

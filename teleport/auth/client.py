@@ -15,7 +15,7 @@ from teleport.api import auth_models as m
 from teleport.api.http import HTTPClient
 from teleport.auth.client_mfa import MFACalls
 from teleport.auth.identity_file import IdentityFile
-from teleport.errors import ConnectionProblem
+from teleport.errors import BadParameter, ConnectionProblem
 from teleport.keys.tls import auth_server_name, identity_from_cert, ssl_client_context
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
@@ -46,6 +46,9 @@ class AuthClient(MFACalls):
         self._http = HTTPClient(addrs, ssl_context, peer="auth server", timeout=timeout,
                                 server_hostname=self.server_name)
         self._addrs = list(addrs)
+        #: The certificate, key and trusted CAs (PEM) behind the context, when known
+        #: (`from_identity`), so that `use_tls` can change one of them.
+        self._tls: tuple[bytes | None, bytes | None, list[bytes]] | None = None
 
     @property
     def addrs(self) -> list[HostPort]:
@@ -59,9 +62,38 @@ class AuthClient(MFACalls):
 
     @classmethod
     def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> Self:
-        ctx = ssl_client_context(identity.tls_cert.encode(), identity.tls_private_key.encode(),
-                                 [c.encode() for c in identity.tls_ca_certs])
-        return cls(addrs, ctx, cluster=identity_cluster(identity))
+        return cls.from_tls(identity.tls_cert.encode(), identity.tls_private_key.encode(),
+                            [c.encode() for c in identity.tls_ca_certs], addrs)
+
+    @classmethod
+    def from_tls(cls, cert: bytes, key: bytes, ca_pems: Sequence[bytes],
+                 addrs: list[HostPort]) -> Self:
+        """Call as the holder of this certificate (PEM) and key, trusting these TLS CAs; the
+        cluster is the certificate's. `use_tls` may change any of the three later."""
+        client = cls(addrs, ssl_client_context(cert, key, ca_pems),
+                     cluster=identity_from_cert(cert).cluster)
+        client._tls = (cert, key, list(ca_pems))
+        return client
+
+    @property
+    def tls_ca_pems(self) -> list[bytes]:
+        """The TLS CA certificates the auth server is checked against now ([] if unknown)."""
+        return list(self._tls[2]) if self._tls is not None else []
+
+    def use_tls(self, *, cert: bytes | None = None, key: bytes | None = None,
+                ca_pems: Sequence[bytes] | None = None) -> None:
+        """Present another certificate and/or trust other TLS CAs on new connections (a CA
+        rotation: the host's re-issued identity, the CA's new trusted certificates); calls and
+        streams under way finish on the connections they have."""
+        if self._tls is None:
+            raise BadParameter("this auth client was not made from an identity: its "
+                               "credentials cannot be changed")
+        old_cert, old_key, old_cas = self._tls
+        if (cert is None) != (key is None):
+            raise BadParameter("a new certificate needs its key, and a new key its certificate")
+        new = (cert or old_cert, key or old_key, list(ca_pems) if ca_pems is not None else old_cas)
+        self._http.set_ssl_context(ssl_client_context(*new))
+        self._tls = new
 
     async def __aenter__(self) -> AuthClient:
         return self
@@ -85,6 +117,15 @@ class AuthClient(MFACalls):
 
     async def get_ca(self, ca_type: str) -> CertAuthority:
         return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
+
+    async def rotate(self, ca_type: str, *, mode: str, phase: str | None,
+                     grace_period: str | None) -> list[CertAuthority]:
+        """Start, step or roll back CA rotations (`tctl auth rotate`); the CAs as changed."""
+        body = {"type": ca_type, "mode": mode, "phase": phase, "grace_period": grace_period}
+        answer = await self.call("POST", "/v1/authorities/rotate", body)
+        if not isinstance(answer, list):
+            raise ConnectionProblem("auth server answered a rotation with something else than a list")
+        return [_typed(item, CertAuthority) for item in answer]
 
     async def list_users(self) -> list[User]:
         return [_typed(u, User) for u in await self._http.call(
@@ -289,6 +330,16 @@ class AuthClient(MFACalls):
         query = f"?user={_q(user)}" if user else ""
         return await self._http.call("GET", f"/v1/active_sessions{query}",
                                      answer=list[m.ActiveSession])
+
+    # --- a host's own certificates (teleport.auth.api_hosts) ---------------------------------
+
+    async def reissue_host_certs(self, *, nodename: str, ssh_public_key: str,
+                                 tls_public_key: bytes, addresses: list[str]) -> m.IssuedCerts:
+        """Get this host's certificates again for new keys, signed by the CAs' active keys
+        (Node and Proxy, following a CA rotation); UUID and role are our certificate's."""
+        body = m.HostCertsRequest(nodename=nodename, ssh_public_key=ssh_public_key,
+                                  tls_public_key=tls_public_key.decode(), addresses=addresses)
+        return await self._http.call("POST", "/v1/hosts/certs", body, answer=m.IssuedCerts)
 
     # --- recording proxy (teleport.auth.api_proxy) -------------------------------------------
 

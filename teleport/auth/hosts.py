@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import timedelta
 
+from teleport import __version__
 from teleport.api.auth_models import IssuedCerts
 from teleport.auth import passwords
 from teleport.auth.certs import CertIssuer
 from teleport.auth.context import AuthContext, redact
-from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound, NotSupported
 from teleport.events import emitter as ev
 from teleport.rbac.subject import HOST_KINDS, Caller
 from teleport.services.presence import PresenceService
 from teleport.services.tokens import TokenService
 from teleport.types.resource import Metadata
 from teleport.types.resources import ProvisionToken, ProvisionTokenSpec, Server, UserToken
+from teleport.utils.versions import newer_major
 
+log = logging.getLogger("teleport.auth")
 #: The roles a join token may grant, as `tctl tokens add --type` spells them.
 JOIN_ROLES = frozenset(kind.lower() for kind in HOST_KINDS)
 MAX_TOKEN_TTL = timedelta(days=365)
@@ -102,15 +106,20 @@ class Hosts:
 
     async def register_host(self, *, token: str, host_uuid: str, nodename: str, role: str,
                             ssh_public_key: str, tls_public_key: bytes, addresses: list[str],
-                            remote_addr: str) -> IssuedCerts:
-        """Let a new host join with a token: check it, audit the decision, sign its identity."""
+                            remote_addr: str, version: str = "") -> IssuedCerts:
+        """Let a new host join with a token: check it, audit the decision, sign its identity.
+
+        version: the host's teleport version ("" from hosts that do not say), which may not be
+        of a newer major version than ours.
+        """
         if role not in HOST_KINDS:
             raise BadParameter(f"a host cannot join as {role!r}")
         who = f"{nodename} ({host_uuid})"
         try:
             await self._check_join_token(token, role)
+            check_version(HOST_KINDS[Caller(role)], version)
             await self._check_host_is_new(host_uuid, nodename, Caller(role), addresses)
-        except (AccessDenied, AlreadyExists) as err:
+        except (AccessDenied, AlreadyExists, NotSupported) as err:
             await self.ctx.audit(ev.AUTH, who, method="token", role=role, success=False,
                                  error=str(err), addr_remote=remote_addr, token=redact(token))
             if isinstance(err, AccessDenied):
@@ -121,6 +130,27 @@ class Hosts:
             ssh_public_key=ssh_public_key, tls_public_key=tls_public_key, addresses=addresses)
         await self.ctx.audit(ev.HOST_JOIN, who, method="token", role=role, success=True,
                              addr_remote=remote_addr, token=redact(token))
+        return certs
+
+    async def reissue_host_certs(self, *, host_uuid: str, role: str, nodename: str,
+                                 ssh_public_key: str, tls_public_key: bytes,
+                                 addresses: list[str]) -> IssuedCerts:
+        """Sign new certificates for a host that proves it holds valid ones (a CA rotation).
+
+        UUID and role are the caller certificate's; the name and addresses it asks for are
+        checked as at join: nothing reserved, and no name another live host holds.
+        """
+        if role not in (Caller.NODE, Caller.PROXY) or not host_uuid:
+            raise AccessDenied(f"{role or 'this caller'} may not re-issue host certificates")
+        check_not_reserved([nodename, *addresses])
+        owner = await self.presence.hostname_owner(nodename) if nodename else None
+        if owner is not None and owner != host_uuid:
+            raise AlreadyExists(f"host name {nodename!r} is in use by host {owner}, which is "
+                                "online")
+        certs = await self.certs.issue_host_certs(
+            host_uuid=host_uuid, nodename=nodename, system_role=role,
+            ssh_public_key=ssh_public_key, tls_public_key=tls_public_key, addresses=addresses)
+        log.info("Re-issued the %s certificates of %s (%s).", role.lower(), nodename, host_uuid)
         return certs
 
     async def _check_host_is_new(self, host_uuid: str, nodename: str, role: Caller,
@@ -149,9 +179,12 @@ class Hosts:
     # --- presence -----------------------------------------------------------------------------
 
     async def upsert_server(self, server: Server) -> None:
-        """Store a host's announcement; its host name must be free or already its own."""
+        """Store a host's announcement; its host name must be free or already its own, and
+        a node or proxy may not be of a newer major version than this auth server."""
         host_uuid, hostname = server.metadata.name, server.spec.hostname
         check_not_reserved([hostname])
+        if server.kind in ("node", "proxy"):  # auth servers of one store upgrade one by one
+            check_version(server.kind, server.spec.version)
         store = self.presence.store(server.kind)
         try:
             previous: Server | None = await store.get(host_uuid)
@@ -175,3 +208,19 @@ def check_not_reserved(names: list[str]) -> None:
         if plain == RESERVED_NAME_SUFFIX or plain.endswith("." + RESERVED_NAME_SUFFIX):
             raise AccessDenied(f"{name!r} is reserved for the cluster's own identities: "
                                "a host may not use it as its name or address")
+
+
+def check_version(kind: str, version: str) -> None:
+    """Refuse a node or proxy of a newer major version than this auth server, naming both
+    (the manual's component compatibility: the auth server is upgraded first); "" (a host
+    that does not say) passes."""
+    if not version:
+        return
+    try:
+        newer = newer_major(version, __version__)
+    except BadParameter as err:
+        raise BadParameter(f"{kind.replace('_', ' ')} version: {err}") from None
+    if newer:
+        raise NotSupported(f"this {kind.replace('_', ' ')} runs teleport {version}, newer than "
+                           f"its auth server's {__version__}: upgrade the auth server first "
+                           "(it must be the same major version or newer)")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from teleport import __version__
 from teleport.api.auth_models import JoinAnswer, JoinCA, JoinRequest
 from teleport.api.http import HTTPClient
 from teleport.auth.identity_file import IdentityFile
@@ -46,14 +47,17 @@ class JoinResult:
 
 async def join(addrs: Sequence[HostPort], *, token: str, role: str, host_uuid: str,
                nodename: str, addresses: list[str], ca_pins: Sequence[str],
-               warn: Callable[[str], None]) -> JoinResult:
-    """Join through the first auth server that answers; write nothing, return the identity."""
+               warn: Callable[[str], None], version: str = __version__) -> JoinResult:
+    """Join through the first auth server that answers; write nothing, return the identity.
+
+    version: the teleport version the host says it runs, which the auth server checks.
+    """
     problems: list[str] = []
     for addr in addrs:
         try:
             return await _join_one(addr, token=token, role=role, host_uuid=host_uuid,
                                    nodename=nodename, addresses=addresses, ca_pins=ca_pins,
-                                   warn=warn)
+                                   warn=warn, version=version)
         except ConnectionProblem as err:
             problems.append(str(err))
     raise ConnectionProblem("cannot join the cluster: " + "; ".join(problems or ["no auth server"]))
@@ -61,7 +65,7 @@ async def join(addrs: Sequence[HostPort], *, token: str, role: str, host_uuid: s
 
 async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, nodename: str,
                     addresses: list[str], ca_pins: Sequence[str],
-                    warn: Callable[[str], None]) -> JoinResult:
+                    warn: Callable[[str], None], version: str) -> JoinResult:
     unverified = tlskeys.unverified_client_context()
     # The cluster's name (and so the auth server's) is not known yet: the domain routes alone.
     ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA,
@@ -78,11 +82,18 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     body = JoinRequest(token=token, role=role, host_uuid=host_uuid, nodename=nodename,
                        ssh_public_key=sshkeys.public_key_of(ssh_key),
                        tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(),
-                       addresses=addresses)
+                       addresses=addresses, version=version)
     answer = await _call(addr, verified, "POST", "/v1/join", answer=JoinAnswer, body=body,
                          server_hostname=tlskeys.auth_server_name(cluster))
     identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, answer)
     return JoinResult(identity, answer.auth_servers or [str(addr)], cluster, addr)
+
+
+async def cluster_ca(addr: HostPort) -> JoinCA:
+    """Fetch the cluster's trusted TLS CA certificates anonymously, as joining does first (a
+    host whose certificate is refused learns this way whether the CA was rotated without it)."""
+    return await _call(addr, tlskeys.unverified_client_context(), "GET", "/v1/join/ca",
+                       answer=JoinCA, server_hostname=tlskeys.RESERVED_DOMAIN)
 
 
 def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -> None:

@@ -11,11 +11,12 @@ the caller (`teleport.rbac`) and then call one method of one part.
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
-from teleport.auth import coherence, passwords
+from teleport.auth import coherence, migrations, passwords, rotation
 from teleport.auth.accounts import Accounts
-from teleport.auth.bootstrap import initialise
+from teleport.auth.bootstrap import init_lock, initialise
 from teleport.auth.bootstrap import load as load_bootstrap
 from teleport.auth.certs import CertIssuer
 from teleport.auth.context import AuthContext, AuthSettings
@@ -23,10 +24,12 @@ from teleport.auth.hosts import Hosts
 from teleport.auth.logins import LOGIN_POLICY, Logins
 from teleport.auth.mfa import MFA
 from teleport.auth.resources import Resources
+from teleport.auth.rotation import Rotations
 from teleport.auth.sessions import Sessions
 from teleport.auth.sso import SSO
 from teleport.auth.websessions import WebSessions
 from teleport.backend.base import Backend
+from teleport.errors import TeleportError
 from teleport.events import emitter as ev
 from teleport.services.authorities import CAService
 from teleport.services.connectors import ConnectorService
@@ -45,6 +48,8 @@ from teleport.utils.clock import Clock
 __all__ = ["AuthServer", "AuthSettings"]
 
 
+log = logging.getLogger("teleport.auth")
+
 class AuthServer:
     def __init__(self, backend: Backend, emitter: ev.Emitter, clock: Clock,
                  settings: AuthSettings) -> None:
@@ -58,6 +63,7 @@ class AuthServer:
         self.accounts = Accounts(self.ctx, UserService(backend), tokens, attempts, web_sessions,
                                  check_roles=roles.require, locks=locks)
         self.certs = CertIssuer(self.ctx, CAService(backend), presence, self.accounts)
+        self.rotations = Rotations(self.ctx, self.certs.cas)
         self.logins = Logins(self.ctx, self.accounts, attempts, self.certs)
         self.hosts = Hosts(self.ctx, tokens, presence, self.certs)
         self.sessions = Sessions(self.ctx, presence, LiveSessionService(backend))
@@ -73,11 +79,14 @@ class AuthServer:
 
     async def init(self, bootstrap: Path | None = None) -> None:
         """Create the cluster name and CAs on first start (from a `--bootstrap` backup when
-        given and the backend is empty: `teleport.auth.bootstrap`); later starts load them."""
+        given and the backend is empty: `teleport.auth.bootstrap`); later starts load them,
+        once the stored state is at this build's schema version (`teleport.auth.migrations`)."""
         plan = None
         if bootstrap is not None:  # checked whole before anything is written
             plan = load_bootstrap(bootstrap, self.settings.cluster_name,
                                   [t.token for t in self.settings.static_tokens])
+        # Before anything reads a record: an older format is moved forward, a newer refused.
+        await migrations.migrate(self.backend, lambda: init_lock(self.backend, self.clock))
         await initialise(self.backend, self.clock, plan, self.certs.init)
         await self.resources.init()  # the preset roles, before any user may name them
         # Ready before the first login, so even that one takes the time of any other.
@@ -87,6 +96,20 @@ class AuthServer:
         """Run for as long as the server does: changes other auth servers write to the shared
         backend reach what this one reuses between calls (`teleport.auth.coherence`)."""
         await coherence.follow_changes(self)
+
+    async def rotate_when_due(self) -> None:
+        """Run for as long as the server does: move automatic CA rotations to their next
+        phase when the schedule says so (`teleport.auth.rotation`)."""
+        failing = False
+        while True:
+            try:
+                await self.rotations.advance_due()
+                failing = False
+            except TeleportError as err:  # the store is away: try again at the next tick
+                if not failing:
+                    log.warning("cannot advance CA rotations: %s", err)
+                failing = True
+            await asyncio.sleep(rotation.TICK)
 
     @property
     def backend(self) -> Backend:

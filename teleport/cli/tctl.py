@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from teleport.api.auth_models import AuditEvent
     from teleport.auth.client import AuthClient
+    from teleport.types.rotation import Rotation
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,7 +46,17 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--type", choices=["user", "host", "tls"],
                         help="user: a line for sshd's TrustedUserCAKeys; host: a known_hosts "
                              "@cert-authority line; tls: the PEM certificate (default: user and host)")
-    sub.add_parser("status", help="Show the cluster status and CA pin")
+    rotate = auth.add_parser("rotate", help="Rotate certificate authorities in the cluster")
+    rotate.add_argument("--type", choices=["user", "host", "tls", "all"], default="all",
+                        help="which CA to rotate (default: all)")
+    rotate.add_argument("--grace-period", default=None,
+                        help="how long the old CA stays trusted (default 48h)")
+    rotate.add_argument("--manual", action="store_true",
+                        help="step the phases yourself with --phase instead of automatically")
+    rotate.add_argument("--phase", choices=["init", "update_clients", "update_servers", "standby",
+                                            "rollback"],
+                        help="the phase to move to (with --manual)")
+    sub.add_parser("status", help="Show the cluster status, CA rotations and the CA pin")
     sub.add_parser("version", help="Print the version")
 
     audit = sub.add_parser("audit", help="Search the audit log").add_subparsers(dest="action", metavar="<action>")
@@ -140,18 +151,30 @@ async def _nodes_add(args: argparse.Namespace, client: AuthClient) -> int:
 
 
 async def _auth_export(args: argparse.Namespace, client: AuthClient) -> int:
-    cluster = (await client.ping()).cluster_name
     for ca_type in [args.type] if args.type else ["user", "host"]:
-        ca = await client.get_ca(ca_type)
-        if ca_type == "tls":
-            sys.stdout.write("".join(ca.trusted_tls_certs()))
-            continue
-        for key in ca.trusted_ssh_public_keys():
-            if ca_type == "user":
-                # The line sshd's TrustedUserCAKeys takes as is; the comment names the cluster.
-                print(f"{key} clustername={cluster}&type=user")
-            else:
-                print(f"@cert-authority *.{cluster} {key} type=host")
+        sys.stdout.write((await client.get_ca(ca_type)).export())
+    return 0
+
+
+async def _auth(args: argparse.Namespace, client: AuthClient) -> int:
+    return await (_auth_rotate if args.action == "rotate" else _auth_export)(args, client)
+
+
+async def _auth_rotate(args: argparse.Namespace, client: AuthClient) -> int:
+    from teleport.errors import BadParameter
+    from teleport.utils.duration import parse_duration
+
+    if args.phase and not args.manual:
+        raise BadParameter("--phase needs --manual: an automatic rotation moves its phases itself")
+    if args.grace_period is not None:
+        parse_duration(args.grace_period)  # a typo is one line here, before any request
+    changed = await client.rotate(args.type, mode="manual" if args.manual else "auto",
+                                  phase=args.phase, grace_period=args.grace_period)
+    names = [ca.spec.type for ca in changed]
+    phase = changed[0].spec.rotation.phase if changed else args.phase
+    which = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    print(f'Updated rotation phase of the {which} CA{"" if len(names) == 1 else "s"} to "{phase}". '
+          "To check status use 'tctl status'")
     return 0
 
 
@@ -159,16 +182,35 @@ async def _status(args: argparse.Namespace, client: AuthClient) -> int:
     from teleport.keys.pin import ca_pin
 
     cluster = (await client.ping()).cluster_name
-    tls = await client.get_ca("tls")
     rows = [("Cluster", cluster)]
-    for ca_type, label in (("user", "User CA"), ("host", "Host CA")):
+    pins: list[tuple[str, str]] = []
+    for ca_type in ("user", "host", "tls"):
         ca = await client.get_ca(ca_type)
-        last = ca.spec.last_rotated
-        rows.append((label, "never updated" if last.year == 1 else f"rotated {last:%Y-%m-%d %H:%M} UTC"))
-    rows.append(("CA pin", ca_pin(tls.trusted_tls_certs()[0].encode())))
-    for key, value in rows:
+        rows.append((f"{ca_type.capitalize() if ca_type != 'tls' else 'TLS'} CA",
+                     rotation_status(ca.spec.rotation)))
+        if ca_type == "tls":
+            active = [k.cert for k in ca.spec.active_keys.tls]
+            other = [k.cert for k in ca.spec.additional_trusted_keys.tls]
+            pins = [("CA pin", ca_pin(c.encode())) for c in active]
+            role = "new" if ca.spec.rotation.phase == "init" else "old" \
+                if ca.spec.rotation.phase in ("update_clients", "update_servers") else "new, rolled back"
+            pins += [("CA pin", f"{ca_pin(c.encode())} ({role}, also trusted)") for c in other]
+    for key, value in rows + pins:
         print(f"{key.ljust(8)} {value}")
     return 0
+
+
+def rotation_status(rotation: Rotation) -> str:
+    """One line on a CA's rotation: never, when it last rotated, or where it is now."""
+    if not rotation.in_progress:
+        last = rotation.last_rotated
+        return "never updated" if last.year == 1 else f"rotated {last:%Y-%m-%d %H:%M:%S} UTC"
+    ends = rotation.ends()
+    line = (f"rotating in {rotation.mode} mode, phase {rotation.phase}, "
+            f"started {rotation.started:%Y-%m-%d %H:%M:%S} UTC")
+    if ends is not None:
+        line += f", grace period ends {ends:%Y-%m-%d %H:%M:%S} UTC"
+    return line
 
 
 async def _audit_events(args: argparse.Namespace, client: AuthClient) -> int:
@@ -239,7 +281,7 @@ def _cell(value: Any) -> str:
 
 HANDLERS = {"users": tctl_users.users, "get": tctl_resources.get, "create": tctl_resources.create,
             "rm": tctl_resources.rm, "lock": tctl_resources.lock, "tokens": _tokens,
-            "nodes": _nodes, "auth": _auth_export, "status": _status, "audit": _audit_events}
+            "nodes": _nodes, "auth": _auth, "status": _status, "audit": _audit_events}
 
 
 async def _dispatch(args: argparse.Namespace) -> int:

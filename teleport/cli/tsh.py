@@ -222,12 +222,15 @@ def _profile(args: argparse.Namespace) -> Profile:
 
 async def _ls(args: argparse.Namespace) -> int:
     from teleport.client.fanout import matching_nodes, parse_label_selector
+    from teleport.client.trust import following
     from teleport.errors import BadParameter
 
     selector = parse_label_selector(args.labels or "")
     if args.labels and selector is None:
         raise BadParameter(f"invalid label filter {args.labels!r}: expected key=value[,key=value]")
-    nodes = await matching_nodes(_profile(args), selector or {})
+    profile = _profile(args)
+    async with following(profile):  # trust follows a CA rotation; warns before it bites
+        nodes = await matching_nodes(profile, selector or {})
     rows = [[n.name, TUNNEL_ADDR if n.tunnel else n.addr, ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))]
             for n in nodes]
     print(table(["Node Name", "Address", "Labels"], rows))
@@ -238,6 +241,7 @@ async def _ssh(args: argparse.Namespace) -> int:
     import getpass as gp
 
     from teleport.client import fanout, forwarding, ssh
+    from teleport.client.trust import following
     from teleport.errors import BadParameter
 
     # Bad flags are named before anything else is looked at.
@@ -251,23 +255,29 @@ async def _ssh(args: argparse.Namespace) -> int:
     if (selector := fanout.parse_label_selector(host)) is not None:
         if remote or dynamic or args.forward_agent:
             raise BadParameter("-R, -D and -A need one node: name it instead of a label selector")
-        return await fanout.run_on_matching(profile, login, selector, args.cmd, tty_mode=args.tty,
-                                            forwards=forwards, no_command=args.no_command)
+        async with following(profile):
+            return await fanout.run_on_matching(profile, login, selector, args.cmd,
+                                                tty_mode=args.tty, forwards=forwards,
+                                                no_command=args.no_command)
     if args.port:
         host = f"{host}:{args.port}"
-    return await ssh.run(profile, login, host, args.cmd, tty_mode=args.tty, forwards=forwards,
-                         no_command=args.no_command, remote=remote, dynamic=dynamic,
-                         agent=args.forward_agent)
+    async with following(profile):  # trust follows a CA rotation; warns before it bites
+        return await ssh.run(profile, login, host, args.cmd, tty_mode=args.tty,
+                             forwards=forwards, no_command=args.no_command, remote=remote,
+                             dynamic=dynamic, agent=args.forward_agent)
 
 
 async def _scp(args: argparse.Namespace) -> int:
     import getpass as gp
 
     from teleport.client import scp
+    from teleport.client.trust import following
 
-    return await scp.copy(_profile(args), args.paths, gp.getuser(), recursive=args.recursive,
-                          preserve=args.preserve, port=args.port, quiet=args.quiet,
-                          every_match=args.every_match)
+    profile = _profile(args)
+    async with following(profile):
+        return await scp.copy(profile, args.paths, gp.getuser(), recursive=args.recursive,
+                              preserve=args.preserve, port=args.port, quiet=args.quiet,
+                              every_match=args.every_match)
 
 
 async def _play(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ commands accept that certificate and no other, instead of accepting any.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -110,15 +111,32 @@ def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str,
     write_secret(profile.tls_key_path, tls_key)
     write_secret(profile.tls_cert_path, tls_cert)
     write_secret(profile.ca_path, "".join(tls_cas))
-    patterns = f"{profile.proxy_host},*.{profile.cluster}"
-    lines = "".join(f"@cert-authority {patterns} {key} type=host\n" for key in host_ca_keys)
-    write_secret(profile.known_hosts_path, lines)
+    write_known_hosts(profile, host_ca_keys)
     if web_cert is not None:
         write_secret(profile.web_cert_path, web_cert)
     else:
         profile.web_cert_path.unlink(missing_ok=True)
     saved = {k: v for k, v in asdict(profile).items() if k != "insecure"}
     write_secret(home / "profile", json.dumps(saved, indent=1) + "\n")
+
+
+def write_known_hosts(profile: Profile, host_ca_keys: list[str]) -> None:
+    """Trust these host CA keys for the proxy and the cluster's nodes (`tsh ssh`, and stock
+    OpenSSH through `tsh config`'s `UserKnownHostsFile`)."""
+    patterns = f"{profile.proxy_host},*.{profile.cluster}"
+    write_secret(profile.known_hosts_path,
+                 "".join(f"@cert-authority {patterns} {key} type=host\n" for key in host_ca_keys))
+
+
+def known_host_keys(profile: Profile) -> list[str]:
+    """The host CA keys known_hosts trusts now (`<type> <base64>` each)."""
+    keys = []
+    with contextlib.suppress(FileNotFoundError):
+        for line in profile.known_hosts_path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[0] == "@cert-authority":
+                keys.append(" ".join(fields[2:4]))
+    return keys
 
 
 def current_profile() -> Profile:

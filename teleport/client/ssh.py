@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import asyncssh
 
 from teleport.api import proxydial
-from teleport.client import forwarding, stdio
-from teleport.client.profile import Profile
+from teleport.client import forwarding, stdio, trust
+from teleport.client.profile import Profile, known_host_keys
 from teleport.errors import BadParameter, NotFound
 from teleport.sshutils import hop
 from teleport.utils.addr import parse_addr
@@ -43,12 +43,7 @@ def parse_forward(spec: str) -> Forward:
 
 
 def _host_ca_keys(profile: Profile) -> list[asyncssh.SSHKey]:
-    keys = []
-    for line in profile.known_hosts_path.read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[0] == "@cert-authority":
-            keys.append(asyncssh.import_public_key(" ".join(fields[2:4])))
-    return keys
+    return [asyncssh.import_public_key(key) for key in known_host_keys(profile)]
 
 
 def _options(profile: Profile, username: str,
@@ -65,8 +60,27 @@ def _options(profile: Profile, username: str,
 @contextlib.asynccontextmanager
 async def connect_node(profile: Profile, login: str, host: str,
                        agent_forward: str | None = None) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    """Open an SSH connection to a node, tunnelled through the proxy (agent_forward: `-A`)."""
+    """Open an SSH connection to a node, tunnelled through the proxy (agent_forward: `-A`).
+
+    A host certificate of a host CA we do not trust yet (the cluster is rotating it) makes us
+    refresh known_hosts from the proxy and try once more (`teleport.client.trust`).
+    """
     profile.check_valid()
+    connected = False
+    for attempt in (1, 2):
+        try:
+            async with _connect_node(profile, login, host, agent_forward) as conn:
+                connected = True
+                yield conn
+                return
+        except hop.UntrustedHost:
+            if connected or attempt == 2 or not await trust.refresh_host_cas(profile):
+                raise
+
+
+@contextlib.asynccontextmanager
+async def _connect_node(profile: Profile, login: str, host: str,
+                        agent_forward: str | None) -> AsyncIterator[asyncssh.SSHClientConnection]:
     target = parse_addr(host, NODE_PORT)
     proxy = parse_addr(profile.ssh_proxy_addr, 3023)
     via = f"cannot connect to proxy {proxy}"

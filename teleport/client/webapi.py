@@ -24,6 +24,8 @@ from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
 from teleport.keys.tls import load_cert_chain, unverified_client_context
+from teleport.types.codec import from_dict
+from teleport.types.resources import CertAuthority
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
 
@@ -45,8 +47,9 @@ class WebClient:
                                 connect_timeout=10, describe=self._describe, unreachable="")
 
     @classmethod
-    def for_profile(cls, profile: Profile) -> WebClient:
-        """Return a client that trusts the cluster and presents the login's certificate.
+    def for_profile(cls, profile: Profile, *, present_cert: bool = True) -> WebClient:
+        """Return a client that trusts the cluster and presents the login's certificate
+        (unless present_cert is False: public calls, which work with a dropped certificate).
 
         After `tsh login --insecure` the proxy must present the very certificate accepted
         then; `--insecure` on this command (profile.insecure) accepts any, for this command.
@@ -58,7 +61,7 @@ class WebClient:
         return cls(profile.web_proxy_addr, insecure=profile.insecure,
                    ca_pems=[profile.ca_path.read_bytes()],
                    client_cert=(profile.tls_cert_path.read_bytes(),
-                                profile.tls_key_path.read_bytes()),
+                                profile.tls_key_path.read_bytes()) if present_cert else None,
                    pinned_cert=pinned)
 
     async def __aenter__(self) -> WebClient:
@@ -102,6 +105,15 @@ class WebClient:
     async def ping(self) -> w.WebPing:
         """Learn the cluster name, its second factor and the SSH proxy address."""
         return await self._http.call("GET", "/webapi/ping", answer=w.WebPing)
+
+    async def authorities(self) -> list[CertAuthority]:
+        """The cluster's public CA records, with their rotation (no login needed)."""
+        answer = await self._http.call("GET", "/webapi/authorities")
+        if not isinstance(answer, list):
+            raise ConnectionProblem(f"proxy {self.proxy_addr} answered the CAs with something "
+                                    "else than a list")
+        cas = [from_dict(item, "proxy response") for item in answer]
+        return [ca for ca in cas if isinstance(ca, CertAuthority)]
 
     async def ssh_login(self, user: str, password: str, otp_token: str, pub_key: str,
                         tls_pub_key: str, ttl: timedelta | None) -> LoginResponse:

@@ -305,7 +305,7 @@ class TeleportSection(_Model):
     auth_servers: Annotated[list[AuthAddr], BeforeValidator(_one_or_many)] = []
     log: Log = Log()
     storage: Storage = Storage()
-    ca_signature_algo: Literal["rsa-sha2-512"] | None = None
+    ca_signature_algo: Literal["rsa-sha2-256", "rsa-sha2-512"] | None = None
     cache: Cache = Cache()
     connection_limits: ConnectionLimits = ConnectionLimits()
     diag_addr: DiagAddr | None = None

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
@@ -95,6 +96,11 @@ def key_matches_cert(key_pem: bytes, cert_pem: bytes) -> bool:
 
 
 # --- certificate authority --------------------------------------------------------------------
+
+def is_rsa_cert(cert_pem: bytes) -> bool:
+    """Tell whether a certificate's key is RSA (a CA's signing algorithm follows its key)."""
+    return isinstance(_load_cert(cert_pem).public_key(), rsa.RSAPublicKey)
+
 
 def generate_tls_ca(cluster: str, *, algo: TLSKeyAlgo = "ecdsa", now: datetime,
                     ttl: timedelta = CA_TTL) -> tuple[bytes, bytes]:
@@ -203,6 +209,19 @@ def identity_from_cert(cert_pem_or_der: bytes) -> Identity:
         raise BadParameter(f"malformed Teleport identity in certificate: {err}") from None
 
 
+def issued_by(cert_pem: bytes, ca_cert_pems: Sequence[bytes]) -> bool:
+    """Tell whether one of these CA certificates signed cert_pem (a host follows a rotation by
+    which CA signed its own certificate; the subjects of an old and a new CA are alike)."""
+    cert = _load_cert(cert_pem)
+    for ca_pem in ca_cert_pems:
+        try:
+            cert.verify_directly_issued_by(_load_cert(ca_pem))
+            return True
+        except (ValueError, TypeError, InvalidSignature, BadParameter):
+            continue
+    return False
+
+
 def self_signed_web_cert(hostnames: Sequence[str], *, now: datetime) -> tuple[bytes, bytes]:
     """Make a (key_pem, cert_pem) so the proxy can serve HTTPS before real certificates exist."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -258,6 +277,50 @@ def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence
     elif require_client_cert:
         raise BadParameter("requiring client certificates needs at least one client CA")
     return ctx
+
+
+class LiveServerContext:
+    """A TLS server context whose certificate and client CAs can change while it serves.
+
+    The listener keeps `context` for its life; each new handshake is moved (from its SNI
+    callback, which runs for every ClientHello, with or without a name) to the context built
+    by the last `update`. Connections already open keep what they negotiated: a CA rotation
+    swaps what the auth server presents and trusts without dropping anyone.
+    """
+
+    def __init__(self, cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence[bytes],
+                 *, require_client_cert: bool) -> None:
+        self._require = require_client_cert
+        self._cert, self._key, self._cas = cert_pem, key_pem, list(client_ca_pems)
+        self.context = ssl_server_context(cert_pem, key_pem, client_ca_pems, require_client_cert)
+        self._current = self.context
+        self.context.sni_callback = self._select
+
+    @property
+    def cert_pem(self) -> bytes:
+        """The certificate new connections are served."""
+        return self._cert
+
+    @property
+    def client_ca_pems(self) -> list[bytes]:
+        """The CA certificates new connections' client certificates are checked against."""
+        return list(self._cas)
+
+    def update(self, *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
+               client_ca_pems: Sequence[bytes] | None = None) -> None:
+        """Serve new connections another certificate and/or check them against other CAs.
+
+        Built (and so checked) first: a pair that does not load raises and changes nothing.
+        """
+        cert, key = cert_pem or self._cert, key_pem or self._key
+        cas = list(client_ca_pems) if client_ca_pems is not None else self._cas
+        fresh = ssl_server_context(cert, key, cas, self._require)
+        self._cert, self._key, self._cas, self._current = cert, key, cas, fresh
+
+    def _select(self, ssl_object: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                context: ssl.SSLContext) -> None:
+        if self._current is not context:
+            ssl_object.context = self._current
 
 
 def unverified_client_context() -> ssl.SSLContext:

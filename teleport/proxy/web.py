@@ -48,7 +48,7 @@ from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
-from teleport.proxy import web_pages, webadmin, webmfa, websso, webterminal, webtls
+from teleport.proxy import web_pages, webadmin, webmfa, websso, webterminal, webtls, webtrust
 from teleport.proxy.websession import (
     WebSessions,
     check_origin,
@@ -156,6 +156,13 @@ class WebProxy:
         if not self.plain_http:
             self._ssl = context
 
+    def refresh_client_cas(self) -> None:
+        """Check client certificates of new connections against the cluster's TLS CAs as they
+        are now (a CA rotation trusts a new one, then drops the old one); connections taken
+        through the multiplexer (`serve_socket`), as the process serves the web port."""
+        if not self.plain_http and self._ssl is not None:
+            self._ssl = webtls.server_context(self._keypairs, self._client_ca_pems())
+
     async def start(self, host: str, port: int, sock: socket.socket | None = None, *,
                     bind: bool = True) -> None:
         """Listen on host:port (0 picks a free port), or on a socket handed down by a restart.
@@ -233,6 +240,7 @@ class WebProxy:
         app.router.add_get("/webapi/sites/{cluster}/sessions/{sid}/stream", self.stream_recording)
         app.router.add_get("/webapi/sites/{cluster}/active_sessions", self.list_active_sessions)
         webadmin.WebAdmin(self).add_routes(app)  # admin pages and the audit log
+        webtrust.WebTrust(self).add_routes(app)  # the CAs' public keys, for tsh and sshd
         websso.WebSSO(self).add_routes(app)  # GitHub and OIDC logins
         webmfa.WebMFA(self).add_routes(app)  # security keys: signup, login, account page
         return app

@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from teleport.api.auth_models import WebSession
 from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, NotFound
-from teleport.keys.tls import identity_from_cert, ssl_client_context
 from teleport.services.web_sessions import bearer_matches
 from teleport.utils.clock import Clock
 
@@ -143,14 +142,17 @@ class WebSessions:
             self._drop_client(sid)
         lapses = min(session.idle_expires, session.expires)
         entry = self._clients.get(session.id)
+        # The auth server is checked against the CAs the proxy trusts now, not those of the
+        # session's login: a CA rotation's update_servers must not cut browser sessions off.
+        cas = self.auth.tls_ca_pems or [ca.encode() for ca in session.tls_ca_certs]
         if entry is not None and entry.tls_cert == session.tls_cert:
             entry.lapses = lapses
+            if entry.client.tls_ca_pems != cas:
+                entry.client.use_tls(ca_pems=cas)
             return entry.client
         self._drop_client(session.id)
-        cert = session.tls_cert.encode()
-        context = ssl_client_context(cert, session.tls_private_key.encode(),
-                                     [ca.encode() for ca in session.tls_ca_certs])
-        client = AuthClient(self.auth.addrs, context, cluster=identity_from_cert(cert).cluster)
+        client = AuthClient.from_tls(session.tls_cert.encode(),
+                                     session.tls_private_key.encode(), cas, self.auth.addrs)
         self._clients[session.id] = _UserClient(client, session.tls_cert, lapses)
         return client
 

@@ -52,6 +52,14 @@ from teleport.service.labels import DynamicLabels
 from teleport.service.listeners import Listeners
 from teleport.service.resolve import NodeResolver
 from teleport.service.revocations import RevocationWatch
+from teleport.service.rotation import (
+    IdentityFollower,
+    Issue,
+    client_identity,
+    local_issuer,
+    refused_since_rotation,
+    watch_local_cas,
+)
 from teleport.service.storage import open_backend
 from teleport.service.trust import TrustedCAs
 from teleport.service.tunnels import (
@@ -109,6 +117,9 @@ class TeleportProcess:
         #: The auth servers a node or proxy of its own follows (None: auth in this process,
         #: or reached through a proxy's tunnel).
         self._auth_list: AuthServerList | None = None
+        #: What follows the CA rotations for each role identity held here (Auth, Admin, Proxy,
+        #: Node): their hooks swap certificates and trust live (`teleport.service.rotation`).
+        self.rotation: dict[str, IdentityFollower] = {}
 
     async def __aenter__(self) -> TeleportProcess:
         try:
@@ -159,6 +170,8 @@ class TeleportProcess:
             await self._start_proxy(data_dir)
         if cfg.ssh.enabled:
             await self._start_node(data_dir)
+        for role, follower in self.rotation.items():  # once every hook is in place
+            self._supervise(f"{role.lower()}-certs", follower.run)
         self.listeners.close_unused()
         if cfg.pid_file:
             # Atomic (temp file + rename): across a graceful restart the file always exists and
@@ -304,14 +317,16 @@ class TeleportProcess:
         identity = await issue_local_identity(auth, data_dir, "Auth", self.host_uuid,
                                               cfg.nodename, addresses)
         # tctl on this host talks to the API with this Admin identity.
-        await issue_local_identity(auth, data_dir, "Admin", self.host_uuid, cfg.nodename, [])
-        ctx = tlskeys.ssl_server_context(identity.tls_cert.encode(),
-                                         identity.tls_private_key.encode(),
-                                         [c.encode() for c in identity.tls_ca_certs],
-                                         # Optional only so that a new host can join with a
-                                         # token; every other route refuses a caller without one.
-                                         require_client_cert=False)
-        runner = await auth_api.serve(auth, ctx, listen.host, listen.port,
+        admin = await issue_local_identity(auth, data_dir, "Admin", self.host_uuid,
+                                           cfg.nodename, [])
+        # Its certificate and client CAs change for new connections as the CAs rotate.
+        tls = tlskeys.LiveServerContext(identity.tls_cert.encode(),
+                                        identity.tls_private_key.encode(),
+                                        [c.encode() for c in identity.tls_ca_certs],
+                                        # Optional only so that a new host can join with a
+                                        # token; every other route refuses a caller without one.
+                                        require_client_cert=False)
+        runner = await auth_api.serve(auth, tls.context, listen.host, listen.port,
                                       sock=self._listen("auth", listen))
         self.runners.append(runner)
         self.stack.push_async_callback(runner.cleanup)
@@ -340,6 +355,16 @@ class TeleportProcess:
         self._supervise("auth-heartbeat", announce_auth)
         # Several auth servers may share the backend: follow what the others change.
         self._supervise("auth-changes", auth.follow_changes)
+        self._supervise("auth-rotation", auth.rotate_when_due)
+        # The auth server's own identities follow its CAs' rotations (teleport.service.rotation).
+        follower = self._follow_rotation(identity, local_issuer(
+            auth, "Auth", self.host_uuid, cfg.nodename, addresses), fresh=True)
+        follower.on_server(lambda i: tls.update(cert_pem=i.tls_cert.encode(),
+                                                key_pem=i.tls_private_key.encode()))
+        follower.on_trust(lambda cas: tls.update(client_ca_pems=cas))
+        self._follow_rotation(admin, local_issuer(auth, "Admin", self.host_uuid, cfg.nodename,
+                                                  []), serves=False)
+        self._supervise("auth-ca-watch", lambda: watch_local_cas(auth, self._rotation_changed))
         logging.getLogger("teleport.auth").info("Auth service %s is starting on %s.", __version__,
                  HostPort(listen.host, self.ports["auth"]))
 
@@ -393,6 +418,58 @@ class TeleportProcess:
             "Joined cluster %s as %s.", result.cluster_name, self.host_uuid)
         return result.identity
 
+    def _follow_rotation(self, identity: IdentityFile, issue: Issue, *,
+                         fetch_ca: Callable[[str], Awaitable[Any]] | None = None,
+                         **options: Any) -> IdentityFollower:
+        """Make what keeps a role's identity in step with the CAs (run once the process has
+        started, every hook in place); `fetch_ca` defaults to the auth server in this process."""
+        role = identity.role
+        assert fetch_ca is not None or self.auth is not None
+        component = f"{role.lower()} certificates"
+
+        def lost(reason: str | None) -> None:
+            if reason is None:
+                self.health.ok(component)
+            else:
+                self.health.degraded(component, reason)
+
+        follower = IdentityFollower(
+            identity, self.config.data_dir, fetch_ca=fetch_ca or self.auth.certs.get_ca,  # type: ignore[union-attr]
+            issue=issue, now=self.clock.now, on_lost=lost, **options)
+        self.rotation[role] = follower
+        return follower
+
+    def _rotation_changed(self) -> None:
+        for follower in self.rotation.values():
+            follower.check_soon()
+
+    def _host_follower(self, identity: IdentityFile, client: AuthClient, addresses: list[str],
+                       reach: Callable[[], list[HostPort]]) -> IdentityFollower:
+        """Follow the CAs with a node's or proxy's identity: certificates re-issued through the
+        auth API (in-process when auth runs here), used by its auth client at once.
+
+        reach: where the cluster's CA can be fetched anonymously when the auth server refuses
+        us, to tell a CA rotated while we were away from an outage.
+        """
+        nodename = self.config.nodename
+        if self.auth is not None:
+            follower = self._follow_rotation(identity, local_issuer(
+                self.auth, identity.role, self.host_uuid, nodename, addresses), fresh=True)
+        else:
+            async def issue(ssh_public_key: str, tls_public_key: bytes) -> Any:
+                return await client.reissue_host_certs(
+                    nodename=nodename, ssh_public_key=ssh_public_key,
+                    tls_public_key=tls_public_key, addresses=addresses)
+
+            follower = self._follow_rotation(
+                identity, issue, fetch_ca=client.get_ca,
+                diagnose=refused_since_rotation(reach, identity.role, self.config.data_dir))
+        follower.on_client(lambda i: client.use_tls(cert=i.tls_cert.encode(),
+                                                    key=i.tls_private_key.encode()))
+        follower.on_trust(lambda cas: client.use_tls(ca_pems=cas))
+        self._revocation_watch(client).on_ca_change(follower.check_soon)
+        return follower
+
     async def _client(self, identity: IdentityFile, cached: bool = False) -> AuthClient:
         client: AuthClient
         if cached:
@@ -444,9 +521,11 @@ class TeleportProcess:
         addresses = _host_addresses(self.config.nodename, cfg.listen_addr,
                                     [web_public, ssh_public])
         identity = await self._identity(data_dir, "Proxy", addresses)
+        # Presented by its servers; `using` is what it is as a client (mid-rotation, newer).
+        using = identity if self.auth is not None else client_identity(data_dir, identity)
         # Routing and node lists fall back on the cache's copy, CAs and ping come from it;
         # writes still reach the auth server.
-        client = await self._client(identity, cached=self.config.cache.enabled)
+        client = await self._client(using, cached=self.config.cache.enabled)
         trust = TrustedCAs(client, identity)
         self._supervise("proxy-trust", trust.run)
         if isinstance(client, CachedAuth):  # the cache hears of a CA change within a second
@@ -468,13 +547,13 @@ class TeleportProcess:
                             bind=not tunnel_on_web)
         self.tunnels = tunnels
         peers = await self.stack.enter_async_context(PeerDialer(
-            TunnelCredentials(host_uuid=self.host_uuid, private_key=identity.ssh_private_key,
-                            cert=identity.ssh_cert, cluster=self.cluster_name,
+            TunnelCredentials(host_uuid=self.host_uuid, private_key=using.ssh_private_key,
+                            cert=using.ssh_cert, cluster=self.cluster_name,
                             trusted_host_cas=trust.host_keys),
             lambda: client.list_servers("proxy"), self.clock))
         resolver = NodeResolver(client, self.cluster_name, tunnels, peers,
-                                signer=clientaddr.Signer(identity.ssh_private_key,
-                                                         identity.ssh_cert), clock=self.clock)
+                                signer=clientaddr.Signer(using.ssh_private_key,
+                                                         using.ssh_cert), clock=self.clock)
         # --- recording proxy (issue 5): `session_recording: proxy` records here, not on nodes ---
         # Its own spool: a node in this process uploads whatever finished files sit in its spool.
         recordings = Recordings(data_dir / "log" / "upload" / "proxy" / "sessions" / "default",
@@ -527,6 +606,9 @@ class TeleportProcess:
                        trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls,
                        roles=lambda: revocations.roles)
         await self.stack.enter_async_context(web)
+        trust.on_tls_change(web.refresh_client_cas)  # a rotated TLS CA's users' certificates
+        self._follow_proxy_rotation(identity, client, addresses, ssh_server, tunnels, peers,
+                                    resolver)
         if cfg.insecure_no_tls:
             log.warning("The web port serves plain HTTP (--insecure-no-tls): terminate TLS "
                         "in front of it.")
@@ -577,6 +659,29 @@ class TeleportProcess:
         logging.getLogger("teleport.proxy").info("SSH proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.listen_addr.host, self.ports["proxy_ssh"]))
 
+    def _follow_proxy_rotation(self, identity: IdentityFile, client: AuthClient,
+                               addresses: list[str], ssh_server: ProxySSHServer,
+                               tunnels: TunnelServer, peers: PeerDialer,
+                               resolver: NodeResolver) -> None:
+        """Swap the proxy's certificates as the CAs rotate: its SSH and tunnel servers' host
+        key for new connections, what it dials peers and signs users' addresses with."""
+        follower = self._host_follower(identity, client, addresses, self._auth_addrs)
+
+        def serve(new: IdentityFile) -> None:
+            for server in (ssh_server, tunnels):
+                server.set_host_key(new.ssh_private_key.encode(), new.ssh_cert)
+
+        def dial(new: IdentityFile) -> None:
+            peers.creds = dataclasses.replace(peers.creds, private_key=new.ssh_private_key,
+                                              cert=new.ssh_cert)
+            resolver.signer = clientaddr.Signer(new.ssh_private_key, new.ssh_cert)
+
+        follower.on_server(serve)
+        follower.on_client(dial)
+        if isinstance(client, CachedAuth):  # the cache hears of a CA change within a second
+            client.subscribe(lambda kind: follower.check_soon() if kind == "cert_authority"
+                             else None)
+
     async def _multiplex(self, sock: socket.socket,
                          handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]]) -> int:
         """Serve the web port's protocols from one listener (teleport.proxy.mux); its port."""
@@ -623,9 +728,11 @@ class TeleportProcess:
         cfg = self.config.ssh
         addresses = _host_addresses(self.config.nodename, cfg.listen_addr, cfg.public_addrs)
         identity = await self._identity(data_dir, "Node", addresses)
+        # Presented by its SSH server; `using` is what it is as a client (mid-rotation, newer).
+        using = identity if self.auth is not None else client_identity(data_dir, identity)
         proxy = None if self.auth is not None else load_join_proxy(data_dir)
-        pool = await self._start_tunnels(identity, proxy) if proxy is not None else None
-        client = await self._client(identity)
+        pool = await self._start_tunnels(using, proxy) if proxy is not None else None
+        client = await self._client(using)
         trust = TrustedCAs(client, identity)
         self._supervise("node-trust", trust.run)
         # A CA change reaches the node's trust within a second, not at its 30 s re-read.
@@ -678,6 +785,7 @@ class TeleportProcess:
         await self.stack.enter_async_context(node)
         self.node = node
         revocations.enforce_on(node)
+        self._follow_node_rotation(identity, client, addresses, node, pool, proxy)
         node_log = logging.getLogger("teleport.node")
         if pool is not None:
             # Behind NAT: no port; users come in over the tunnels (ssh_service.listen_addr unused).
@@ -716,6 +824,26 @@ class TeleportProcess:
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._supervise("node-heartbeat", node_heartbeat)
+
+
+    def _follow_node_rotation(self, identity: IdentityFile, client: AuthClient,
+                              addresses: list[str], node: NodeServer, pool: TunnelPool | None,
+                              proxy: HostPort | None) -> None:
+        """Swap the node's certificates as the CAs rotate: its SSH server's host key for new
+        connections, and what its tunnel agent dials the proxies with."""
+        # Behind a proxy the auth server is reached through the tunnel, which a dropped CA
+        # closes too; the proxy's web port still answers anonymously.
+        follower = self._host_follower(identity, client, addresses,
+                                       (lambda: [proxy]) if proxy is not None
+                                       else self._auth_addrs)
+        follower.on_server(lambda new: node.set_host_key(new.ssh_private_key.encode(),
+                                                         new.ssh_cert))
+        if pool is not None:
+            def dial(new: IdentityFile) -> None:
+                pool.creds = dataclasses.replace(pool.creds, private_key=new.ssh_private_key,
+                                                 cert=new.ssh_cert)
+
+            follower.on_client(dial)
 
 
 def _warn(message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from teleport.auth.client import AuthClient
 from teleport.auth.identity_file import IdentityFile
@@ -22,6 +23,7 @@ class TrustedCAs:
         self._host = list(identity.host_ca_keys)
         self._tls = [c.encode() for c in identity.tls_ca_certs]
         self._wake = asyncio.Event()
+        self._tls_changed: list[Callable[[], None]] = []
 
     def user_keys(self) -> list[str]:
         return self._user
@@ -32,10 +34,19 @@ class TrustedCAs:
     def tls_certs(self) -> list[bytes]:
         return self._tls
 
+    def on_tls_change(self, call: Callable[[], None]) -> None:
+        """Call call() after a refresh that changed the TLS CA certificates (a CA rotation's
+        init and standby), e.g. to check new client certificates against them."""
+        self._tls_changed.append(call)
+
     async def refresh(self) -> None:
         self._user = (await self.client.get_ca("user")).trusted_ssh_public_keys()
         self._host = (await self.client.get_ca("host")).trusted_ssh_public_keys()
-        self._tls = [c.encode() for c in (await self.client.get_ca("tls")).trusted_tls_certs()]
+        tls = [c.encode() for c in (await self.client.get_ca("tls")).trusted_tls_certs()]
+        changed, self._tls = tls != self._tls, tls
+        if changed:
+            for call in self._tls_changed:
+                call()
 
     def refresh_soon(self) -> None:
         """Refresh now rather than at the next interval: the CAs just changed (the proxy's

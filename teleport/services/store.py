@@ -45,6 +45,22 @@ class ResourceStore(Generic[R]):
         except NotFound:
             raise NotFound(f"{self.noun} {name!r} not found") from None
 
+    async def get_with_item(self, name: str) -> tuple[R, Item]:
+        """The resource and the stored item it came from, to change it with `swap`."""
+        try:
+            item = await self.backend.get(self.key(name))
+        except NotFound:
+            raise NotFound(f"{self.noun} {name!r} not found") from None
+        return self._decode(item), item
+
+    async def swap(self, expected: Item, resource: R) -> R:
+        """Replace the resource only if it is still what `expected` held (CompareFailed if not)."""
+        try:
+            await self.backend.compare_and_swap(expected, self._item(resource))
+        except NotFound:
+            raise NotFound(f"{self.noun} {resource.metadata.name!r} not found") from None
+        return resource
+
     async def list(self) -> list[R]:
         start = key(*self.prefix) + b"/"
         return [self._decode(i) for i in await self.backend.get_range(start, range_end(start))]

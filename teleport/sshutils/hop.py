@@ -78,8 +78,8 @@ async def connect_node(sock: socket.socket | None, proxy: tuple[str, int],
         except asyncssh.ChannelOpenError as err:
             raise NotFound(f"cannot reach {name}: {err.reason}") from None
         except asyncssh.HostKeyNotVerifiable as err:
-            raise AccessDenied(f"host key of {name} is not signed by the cluster: "
-                               f"{err.reason}") from None
+            raise UntrustedHost(f"host key of {name} is not signed by the cluster: "
+                                f"{err.reason}") from None
         except asyncssh.DisconnectError as err:
             raise ConnectionProblem(f"{name}: {err.reason}") from None
         except OSError as err:
@@ -92,6 +92,11 @@ async def connect_node(sock: socket.socket | None, proxy: tuple[str, int],
                 await asyncio.wait_for(proxy_conn.wait_closed(), 1.0)
             raise ConnectionProblem(f"{name}: {node_ends.reason or proxy_ends.reason or err.reason}") \
                 from None
+
+
+class UntrustedHost(AccessDenied):
+    """The proxy's or node's host certificate is not signed by a host CA we trust (a client
+    whose trust predates a host CA rotation refreshes it and tries again)."""
 
 
 class _Ending(asyncssh.SSHClient):

@@ -49,22 +49,36 @@ def server_options(*, host_private_key: bytes, host_cert: str,
         keepalive_interval=300, login_timeout=60)
 
 
-async def listen(host: str, port: int, options: asyncssh.SSHServerConnectionOptions,
+def with_host_key(options: asyncssh.SSHServerConnectionOptions, *, host_private_key: bytes,
+                  host_cert: str) -> asyncssh.SSHServerConnectionOptions:
+    """Return options that present another host key and certificate, all else unchanged."""
+    key = asyncssh.import_private_key(host_private_key)
+    cert = asyncssh.import_certificate(host_cert)
+    return asyncssh.SSHServerConnectionOptions(
+        options=options, server_host_keys=asyncssh.load_keypairs([(key, cert)]))
+
+
+Options = asyncssh.SSHServerConnectionOptions | Callable[[], asyncssh.SSHServerConnectionOptions]
+
+
+async def listen(host: str, port: int, options: Options,
                  sock: socket.socket | None = None,
                  client_addr: clientaddr.Check | None = None) -> asyncio.Server:
     """Start accepting SSH on host:port (0 picks a free port) with our connection class.
 
     asyncssh.listen() has no way to choose the connection class, so we create the asyncio
     server ourselves with the same factory shape it uses; asyncssh sets TCP_NODELAY itself.
+    options: fixed, or read for each new connection (a host key that changes while serving).
     client_addr: a node's check of the line a proxy may send first with the user's address.
     """
     loop = asyncio.get_running_loop()
+    current = options if callable(options) else (lambda: options)
 
     def connection() -> asyncio.Protocol:
+        now = current()
         if client_addr is not None:
-            return clientaddr.AddressPreamble(lambda: CertAuthConnection(loop, options),
-                                              client_addr)
-        return CertAuthConnection(loop, options)
+            return clientaddr.AddressPreamble(lambda: CertAuthConnection(loop, now), client_addr)
+        return CertAuthConnection(loop, now)
 
     if sock is not None:
         return await loop.create_server(connection, sock=sock, backlog=BACKLOG)
@@ -165,7 +179,7 @@ class SSHListener(Generic[C]):
             await self.tasks.start()
         if not bind:
             return
-        self._server = await listen(host, port, self._options, sock, self.client_addr)
+        self._server = await listen(host, port, lambda: self._options, sock, self.client_addr)
         self._port = bound_port(self._server)
 
     async def serve_socket(self, sock: socket.socket, peer: tuple[str, int] | None = None) -> None:
@@ -182,6 +196,12 @@ class SSHListener(Generic[C]):
         if peer is not None:
             conn.set_extra_info(peername=peer if peer[0] else ("0.0.0.0", 0),
                                 sockname=("0.0.0.0", 0))
+
+    def set_host_key(self, host_private_key: bytes, host_cert: str) -> None:
+        """Present another host key and certificate to new connections (a CA rotation's
+        update_servers phase); open connections keep the key they negotiated."""
+        self._options = with_host_key(self._options, host_private_key=host_private_key,
+                                      host_cert=host_cert)
 
     @property
     def port(self) -> int:

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from teleport.errors import BadParameter
 from teleport.types.mfa import MFADevice
 from teleport.types.resource import ZERO_TIME, Model, Resource, Time
+from teleport.types.rotation import Rotation
 
 
 class LoginStatus(Model):
@@ -187,7 +188,7 @@ class CertAuthoritySpec(Model):
     active_keys: CAKeys = Field(default_factory=CAKeys)
     additional_trusted_keys: CAKeys = Field(default_factory=CAKeys)
     signing_alg: str = ""
-    last_rotated: Time = ZERO_TIME
+    rotation: Rotation = Rotation()
 
 
 class CertAuthority(Resource):
@@ -217,6 +218,19 @@ class CertAuthority(Resource):
     def trusted_tls_certs(self) -> list[str]:
         keys = self.spec.active_keys.tls + self.spec.additional_trusted_keys.tls
         return [k.cert for k in keys]
+
+    def export(self) -> str:
+        """What stock tools take, every trusted key (both during a rotation): sshd's
+        `TrustedUserCAKeys` lines for the user CA (the comment names the cluster), known_hosts
+        `@cert-authority` lines for the host CA, PEM for the TLS CA."""
+        cluster = self.spec.cluster_name
+        if self.spec.type == "tls":
+            return "".join(self.trusted_tls_certs())
+        if self.spec.type == "user":
+            return "".join(f"{k} clustername={cluster}&type=user\n"
+                           for k in self.trusted_ssh_public_keys())
+        return "".join(f"@cert-authority *.{cluster} {k} type=host\n"
+                       for k in self.trusted_ssh_public_keys())
 
 
 class CommandLabelValue(Model):

@@ -1,0 +1,125 @@
+"""What tsh trusts follows the cluster's CA rotations, from the proxy's public CA records
+(`GET /webapi/authorities`, no login needed):
+
+- known_hosts gets every trusted host CA key (both during a rotation), so `tsh ssh` and stock
+  OpenSSH through `tsh config` accept nodes and proxies whichever CA signed their certificate;
+  `tsh ssh` also refreshes it when a host certificate is not trusted yet, and tries again.
+- the CA file (`certs.pem`) gets every trusted TLS CA certificate.
+- when the user's own certificate comes from a key the rotation is about to drop, one line says
+  to log in again (and when it was dropped already, that this is why access is refused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from teleport.client.profile import Profile, known_host_keys, write_known_hosts
+from teleport.client.webapi import WebClient
+from teleport.errors import TeleportError
+from teleport.keys.ssh import parse_cert
+from teleport.keys.tls import issued_by
+from teleport.types.resources import CertAuthority
+from teleport.utils.fs import write_secret
+
+log = logging.getLogger("teleport.client")
+#: How long a command waits at its end for the refresh it started with it.
+FINISH_WITHIN = 3.0
+
+
+async def fetch_authorities(profile: Profile) -> dict[str, CertAuthority]:
+    """The cluster's public CA records, by type, from the profile's proxy."""
+    async with WebClient.for_profile(profile, present_cert=False) as web:
+        return {ca.spec.type: ca for ca in await web.authorities()}
+
+
+async def refresh_host_cas(profile: Profile) -> bool:
+    """Bring known_hosts up to the cluster's host CA keys; tell whether anything changed."""
+    try:
+        cas = await fetch_authorities(profile)
+    except TeleportError as err:
+        log.debug("cannot refresh the cluster's CAs: %s", err)
+        return False
+    return _apply(profile, cas)
+
+
+def _apply(profile: Profile, cas: dict[str, CertAuthority]) -> bool:
+    changed = False
+    host = cas.get("host")
+    if host is not None:
+        keys = [" ".join(k.split()[:2]) for k in host.trusted_ssh_public_keys()]
+        if keys and keys != known_host_keys(profile):
+            write_known_hosts(profile, keys)
+            changed = True
+    tls = cas.get("tls")
+    if tls is not None and tls.trusted_tls_certs():
+        pem = "".join(tls.trusted_tls_certs())
+        with contextlib.suppress(FileNotFoundError):
+            if profile.ca_path.read_text() != pem:
+                write_secret(profile.ca_path, pem)
+                changed = True
+    return changed
+
+
+def certificate_warnings(profile: Profile, cas: dict[str, CertAuthority]) -> list[str]:
+    """Say when the login's certificates come from a key a rotation drops (or dropped)."""
+    user, tls = cas.get("user"), cas.get("tls")
+    if user is not None:
+        with contextlib.suppress(TeleportError):
+            signer = _key(parse_cert(profile.ssh_cert()).signature_key)
+            active = [_key(k.public_key) for k in user.spec.active_keys.ssh]
+            extra = [_key(k.public_key) for k in user.spec.additional_trusted_keys.ssh]
+            if line := _judge("SSH", signer in active, signer in extra, user):
+                return [line]
+    if tls is not None:
+        with contextlib.suppress(OSError, TeleportError):
+            cert = profile.tls_cert_path.read_bytes()
+            active_pems = [k.cert.encode() for k in tls.spec.active_keys.tls]
+            extra_pems = [k.cert.encode() for k in tls.spec.additional_trusted_keys.tls]
+            if line := _judge("TLS", issued_by(cert, active_pems), issued_by(cert, extra_pems), tls):
+                return [line]
+    return []
+
+
+def _key(line: str) -> str:
+    return " ".join(line.split()[:2])
+
+
+def _judge(kind: str, by_active: bool, by_extra: bool, ca: CertAuthority) -> str:
+    rotation = ca.spec.rotation
+    if not by_active and not by_extra:
+        return (f"Your {kind} certificate was issued by a {ca.spec.type} CA this cluster no "
+                "longer trusts (it was rotated): run 'tsh login' to get a new one.")
+    if by_extra and not by_active and rotation.phase != "init":
+        ends = rotation.ends()
+        when = f" at {ends:%Y-%m-%d %H:%M:%S} UTC" if ends is not None else ""
+        return (f"Your {kind} certificate was issued by the {ca.spec.type} CA that is being "
+                f"rotated out; it stops working{when}: run 'tsh login' to get a new one.")
+    return ""
+
+
+@contextlib.asynccontextmanager
+async def following(profile: Profile) -> AsyncIterator[None]:
+    """Refresh trust next to a command that reaches the cluster, and print the warnings at its
+    end: known_hosts is current for the next `ssh`, and the user hears about a rotation."""
+    import asyncio
+
+    async def refresh() -> list[str]:
+        cas = await fetch_authorities(profile)
+        _apply(profile, cas)
+        return certificate_warnings(profile, cas)
+
+    task = asyncio.create_task(refresh())
+    try:
+        yield
+    finally:
+        warnings: list[str] = []
+        try:
+            warnings = await asyncio.wait_for(asyncio.shield(task), FINISH_WITHIN)
+        except (TeleportError, TimeoutError) as err:
+            task.cancel()
+            log.debug("cannot refresh the cluster's CAs: %s", err)
+        for line in warnings:
+            print(line, file=sys.stderr, flush=True)

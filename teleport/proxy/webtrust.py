@@ -1,0 +1,44 @@
+"""The cluster's public CA keys from the proxy, no login needed (they are public):
+
+- `GET /webapi/auth/export[?type=user|host|tls]`: as `tctl auth export` prints them (Teleport
+  serves the same path), for a stock `sshd` or `known_hosts` to trust the cluster, both keys
+  during a rotation.
+- `GET /webapi/authorities`: the public CA records with their rotation, for `tsh` to refresh its
+  known_hosts and CA file as a rotation goes, and to say when its certificate's CA is about to
+  be dropped (`teleport.client.trust`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from teleport.errors import BadParameter
+from teleport.types.codec import to_dict
+
+if TYPE_CHECKING:
+    from teleport.proxy.web import WebProxy
+
+CA_TYPES = ("user", "host", "tls")
+
+
+class WebTrust:
+    def __init__(self, proxy: WebProxy) -> None:
+        self.proxy = proxy
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/webapi/auth/export", self.export)
+        app.router.add_get("/webapi/authorities", self.authorities)
+
+    async def export(self, request: web.Request) -> web.Response:
+        wanted = request.query.get("type", "")
+        if wanted and wanted not in CA_TYPES:
+            raise BadParameter(f"type must be user, host or tls, not {wanted[:40]!r}")
+        text = "".join([(await self.proxy.auth.get_ca(t)).export()
+                        for t in ([wanted] if wanted else ["user", "host"])])
+        return web.Response(text=text, content_type="text/plain")
+
+    async def authorities(self, request: web.Request) -> web.Response:
+        cas = [to_dict((await self.proxy.auth.get_ca(t)).without_secrets()) for t in CA_TYPES]
+        return web.json_response(cas)
