@@ -55,7 +55,7 @@ def _schema(data_dir: Path) -> dict[str, object] | None:
 def _spent(totp: pyotp.TOTP) -> set[int]:
     """The time steps around now whose codes the old cluster already took (each is accepted
     once): only when the fixture was made in the last minutes."""
-    conn = sqlite3.connect(f"file:{FIXTURE / 'auth' / 'backend' / 'sqlite.db'}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{FIXTURE / 'auth' / 'backend' / 'sqlite.db'}?mode=ro&immutable=1", uri=True)
     try:
         keys = [bytes(k) for (k,) in conn.execute("SELECT key FROM kv")]
         used = {k.rsplit(b"-", 1)[1].decode() for k in keys if b"/otp-used-" in k}
