@@ -12,7 +12,6 @@ rollback brings back the old CA.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import subprocess
@@ -21,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
 import pyotp
 import pytest
 
@@ -36,6 +34,7 @@ from tests.e2e.cluster import (
     wait_started,
     write_node_config,
 )
+from tests.host_certs import host_ca
 
 pytestmark = pytest.mark.slow
 
@@ -158,27 +157,7 @@ class LiveSession:
 
 
 def _host_ca_of(port: int) -> str:
-    """The host CA key (`<type> <base64>`) that signed the certificate a node presents to a new
-    client on port (the node speaks after the client, so asyncssh rather than ssh-keyscan)."""
-    seen: list[str] = []
-
-    class Probe(asyncssh.SSHClient):
-        def validate_host_ca_key(self, host: str, addr: str, port: int,
-                                 key: asyncssh.SSHKey) -> bool:
-            seen.append(key.export_public_key().decode())
-            return True
-
-    async def probe() -> None:
-        with contextlib.suppress(asyncssh.PermissionDenied):  # its certificate was all we wanted
-            conn = await asyncssh.connect(
-                "127.0.0.1", port, username="probe", client_factory=Probe,
-                known_hosts=([], [], []), client_keys=[], agent_path=None, config=None,
-                server_host_key_algs=["ssh-ed25519-cert-v01@openssh.com"])
-            conn.close()
-
-    asyncio.run(probe())
-    assert seen, f"no host certificate from port {port}"
-    return " ".join(seen[0].split()[:2])
+    return asyncio.run(host_ca(port))
 
 
 def _exported_host_key(cluster: Cluster) -> str:

@@ -36,6 +36,7 @@ from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
 from teleport.types.rotation import Mode, Phase
 from teleport.utils.addr import HostPort
+from tests.host_certs import host_ca
 
 TOKEN = "rotation-static-token"
 CLUSTER = "rotation.test"
@@ -122,28 +123,6 @@ auth_service:
         done = subprocess.run([str(BIN / "tctl"), "-c", str(config), *args], text=True,
                               capture_output=True, timeout=30, env={**os.environ})
         return done.returncode, done.stdout + done.stderr
-
-
-async def host_ca(port: int) -> str:
-    """The CA key that signed the host certificate an SSH server on port shows a new client."""
-    seen: list[str] = []
-
-    class Probe(asyncssh.SSHClient):
-        def validate_host_ca_key(self, host: str, addr: str, port: int,
-                                 key: asyncssh.SSHKey) -> bool:
-            seen.append(key.export_public_key().decode())
-            return True
-
-    try:
-        conn = await asyncssh.connect(
-            "127.0.0.1", port, username="probe", client_factory=Probe, known_hosts=([], [], []),
-            server_host_key_algs=["ssh-ed25519-cert-v01@openssh.com"], client_keys=[],
-            agent_path=None, config=None, preferred_auth=["publickey"])
-        conn.close()
-    except asyncssh.PermissionDenied:
-        pass  # we only wanted its host certificate
-    assert seen, f"no host certificate from port {port}"
-    return seen[0]
 
 
 def signed_by(cert: str, ca_keys: list[str]) -> bool:
