@@ -89,13 +89,6 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     return JoinResult(identity, answer.auth_servers or [str(addr)], cluster, addr)
 
 
-async def cluster_ca(addr: HostPort) -> JoinCA:
-    """Fetch the cluster's trusted TLS CA certificates anonymously, as joining does first (a
-    host whose certificate is refused learns this way whether the CA was rotated without it)."""
-    return await _call(addr, tlskeys.unverified_client_context(), "GET", "/v1/join/ca",
-                       answer=JoinCA, server_hostname=tlskeys.RESERVED_DOMAIN)
-
-
 def _check_any_pin(ca_certs: list[bytes], pins: Sequence[str], addr: HostPort) -> None:
     for cert in ca_certs:
         try:

@@ -32,6 +32,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +41,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from teleport.api.auth_models import IssuedCerts
 from teleport.auth.identity_file import IdentityFile
-from teleport.auth.join import cluster_ca
 from teleport.auth.server import AuthServer
 from teleport.backend.base import key
 from teleport.errors import AccessDenied, BadParameter, TeleportError
@@ -63,6 +63,8 @@ FOLLOWED = ("host", "tls")
 #: those in which servers must present them too; otherwise any trusted key will do.
 CLIENT_ACTIVE = frozenset({Phase.UPDATE_CLIENTS, Phase.UPDATE_SERVERS, Phase.ROLLBACK})
 SERVER_ACTIVE = frozenset({Phase.UPDATE_SERVERS, Phase.ROLLBACK})
+#: How long the handshake that tells a dropped CA from an outage may take.
+DIAGNOSE_TIMEOUT = 10.0
 #: A backend watch on the CAs that fails is opened again after this long (doubling to 5 s).
 WATCH_RETRY = 0.5
 
@@ -403,21 +405,32 @@ def local_issuer(auth: AuthServer, role: str, host_uuid: str, nodename: str,
 
 def refused_since_rotation(addrs: Callable[[], Sequence[HostPort]], role: str,
                            data_dir: Path) -> Diagnose:
-    """Tell, from the cluster's CA as anyone may fetch it, whether our certificate's CA was
-    dropped: the host was away for a whole rotation and must join again."""
+    """Tell whether the auth server refuses us because the cluster's TLS CA was dropped while
+    we were away (we must join again): its certificate is then signed by no CA we trust.
+
+    Only a TLS handshake, verified against the CAs we trust, and no request: whoever answers
+    at the address learns nothing, whether the auth server or an impostor (which the line
+    names as the other possibility)."""
 
     async def diagnose(identity: IdentityFile) -> str | None:
+        cluster = tlskeys.identity_from_cert(identity.tls_cert.encode()).cluster
+        ctx = tlskeys.ssl_client_context(None, None, [c.encode() for c in identity.tls_ca_certs])
         for addr in addrs():
             try:
-                ca = await cluster_ca(addr)
-            except TeleportError:
+                async with asyncio.timeout(DIAGNOSE_TIMEOUT):
+                    _, writer = await asyncio.open_connection(
+                        addr.host, addr.port, ssl=ctx,
+                        server_hostname=tlskeys.auth_server_name(cluster))
+            except ssl.SSLCertVerificationError:
+                return (f"The auth server at {addr} presents a certificate no CA this "
+                        f"{role.lower()} trusts has signed: the cluster's certificate authority "
+                        f"was rotated while this {role.lower()} was away (or something else "
+                        f"answers at that address). Join again: remove {data_dir / 'identity'} "
+                        "and start with a new token from 'tctl tokens add'.")
+            except (OSError, TimeoutError):
                 continue
-            if tlskeys.issued_by(identity.tls_cert.encode(), [c.encode() for c in ca.tls_ca_certs]):
-                return None
-            return (f"The cluster's certificate authority was rotated while this {role.lower()} "
-                    f"was away: its certificates are no longer trusted by {ca.cluster_name}. "
-                    f"Join again: remove {data_dir / 'identity'} and start with a new token "
-                    "from 'tctl tokens add'.")
+            writer.close()
+            return None  # the server is ours: the refusal is something else
         return None
 
     return diagnose
