@@ -276,6 +276,25 @@ MUTATIONS = (
         "    if False:\n        raise NotSupported(",
         ("tests/integration/auth/test_component_versions.py::"
          "test_a_host_of_a_newer_major_version_cannot_join",)),
+    Mutation(
+        "accept a broken SSH algorithm in teleport.yaml", "teleport/config/sshalgos.py",
+        "        if BROKEN.fullmatch(name):\n",
+        "        if False:\n",
+        ("tests/unit/config/test_ssh_algorithms.py::"
+         "test_broken_algorithms_are_refused_in_one_located_line",)),
+    Mutation(
+        "offer SHA-1 ssh-rsa host keys", "teleport/sshutils/listener.py",
+        "        pair.host_key_algorithms = sshalgos.host_key_algorithms(pair.host_key_algorithms)\n",
+        "        pass\n",
+        ("tests/unit/sshutils/test_algorithms.py::"
+         "test_sha1_and_other_algorithms_outside_the_set_are_refused",)),
+    Mutation(
+        "serve asyncssh's default SSH algorithms", "teleport/config/sshalgos.py",
+        '        "kex_algs": list(algorithms.kex_algos), "encryption_algs": list(algorithms.ciphers),\n'
+        '        "mac_algs": list(algorithms.mac_algos), "compression_algs": ["none"],\n',
+        '        "compression_algs": ["none"],\n',
+        ("tests/unit/sshutils/test_algorithms.py::"
+         "test_sha1_and_other_algorithms_outside_the_set_are_refused",)),
 )
 
 

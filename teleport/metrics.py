@@ -37,3 +37,7 @@ REVERSE_TUNNELS = Gauge("teleport_reverse_tunnels_connected",
 TUNNEL_AGENTS = Gauge("teleport_reverse_tunnel_agents",
                       "A node's reverse tunnels to proxies, by state", ["state"],
                       registry=REGISTRY)
+HANDSHAKES_THROTTLED = Counter("teleport_handshakes_throttled_total",
+                               "New connections a listener's per-source throttle refused at "
+                               "once or made wait for their turn (teleport.api.throttle)",
+                               ["listener", "action"], registry=REGISTRY)

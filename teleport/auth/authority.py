@@ -108,4 +108,7 @@ def tls_signer(ca: CertAuthority) -> tuple[bytes, bytes]:
     return pair.key.encode(), pair.cert.encode()
 
 
-HOST_CERT_TTL = timedelta(days=365 * 10)
+#: A host's X.509 certificate (the auth server's serves the auth API): at most the year Mozilla's
+#: TLS profiles allow. A running host renews it through its rotation follower two thirds into
+#: its life (`service.rotation.RENEW_AT`); the SSH host certificate does not expire, as in Teleport.
+HOST_TLS_CERT_TTL = timedelta(days=365)

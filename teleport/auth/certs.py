@@ -95,7 +95,7 @@ class CertIssuer:
         ips = [n for n in principals if is_ip(n)]
         tls_cert = await asyncio.to_thread(
             tlskeys.issue_tls_cert, ca_key, ca_cert, tls_public_key, identity, now=now,
-            not_after=now + authority.HOST_CERT_TTL, dns_names=dns, ip_addresses=ips)
+            not_after=now + authority.HOST_TLS_CERT_TTL, dns_names=dns, ip_addresses=ips)
         return await self._issued(ssh_cert, tls_cert)
 
     async def issue_user_certs(self, user: User, ssh_public_key: str, tls_public_key: bytes,

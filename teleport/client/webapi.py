@@ -23,7 +23,7 @@ from teleport.api.http import HTTPClient, one_line
 from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
-from teleport.keys.tls import load_cert_chain, unverified_client_context
+from teleport.keys.tls import load_cert_chain, tls_context, unverified_client_context
 from teleport.types.codec import from_dict
 from teleport.types.resources import CertAuthority
 from teleport.utils.addr import HostPort
@@ -177,8 +177,8 @@ class WebClient:
 
 def _client_context(insecure: bool, ca_pems: Sequence[bytes],
                     client_cert: tuple[bytes, bytes] | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = tls_context(server=False)
+    ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -196,8 +196,7 @@ def _pinned_context(pinned_pem: bytes,
     The pinned certificate is the only trust anchor (no system CAs), so the name it was issued
     for does not matter: the address was the user's choice at login, as with `--insecure`.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = tls_context(server=False)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf of a chain can be the anchor

@@ -3,6 +3,7 @@
     parse_file_config / load_file_config   YAML -> FileConfig (schema.py, loader.py)
     make_config / load_config              FileConfig + StartFlags -> Config (runtime.py)
     sample_config                          the `teleport configure` text (sample.py)
+    sshalgos                               SSH algorithm sets: defaults, checks, asyncssh options
 """
 
 from teleport.config.loader import load_file_config, parse_file_config

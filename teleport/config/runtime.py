@@ -38,6 +38,7 @@ from teleport.config.schema import (
     split_static_token,
 )
 from teleport.config.secondfactor import SecondFactorSettings
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort, parse_addr
 
@@ -132,6 +133,8 @@ class Config(_Frozen):
     auth_token: str | None
     ca_pins: list[str]
     ca_signature_algo: str | None
+    #: `ciphers`, `kex_algos`, `mac_algos`: every SSH server and client of the process.
+    ssh_algorithms: SSHAlgorithms = SSHAlgorithms()
     storage: Storage
     log: Log
     cache: Cache
@@ -181,6 +184,7 @@ def make_config(file: FileConfig | None, flags: StartFlags) -> Config:
         auth_token=_read_token(token, "auth token") if token else None,
         ca_pins=pins,
         ca_signature_algo=section.ca_signature_algo,
+        ssh_algorithms=section.ssh_algorithms(),
         storage=storage,
         log=section.log.model_copy(update={"severity": "DEBUG"}) if flags.debug else section.log,
         cache=section.cache,

@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from teleport.config import secondfactor
+from teleport.config import secondfactor, sshalgos
 from teleport.config.modes import SessionRecording
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort, parse_addr
@@ -291,9 +291,38 @@ class Cache(_Model):
     enabled: Flag = True
 
 
+class ConnectionRate(_Model):
+    """Teleport's `connection_limits.rates` entry: `average` new connections per `period` from
+    one address, `burst` at once. Ours count unauthenticated handshakes (teleport.api.throttle)."""
+
+    period: Duration
+    average: int = Field(ge=1)
+    burst: int = Field(ge=1)
+
+    @field_validator("period")
+    @classmethod
+    def _positive(cls, period: timedelta) -> timedelta:
+        if period <= timedelta(0):
+            raise _invalid("period must be longer than 0s")
+        return period
+
+
 class ConnectionLimits(_Model):
     max_connections: int = Field(default=15000, ge=1)
     max_users: int = Field(default=250, ge=1)
+    #: None: the throttle's defaults (10 a second, burst 10); [] turns the pacing off.
+    rates: list[ConnectionRate] | None = None
+    #: Ours, not Teleport's: unauthenticated connections one address may hold at once on each
+    #: listener (None: the throttle's default, 32), like OpenSSH's PerSourceMaxStartups.
+    max_unauthenticated_per_source: int | None = Field(default=None, ge=1)
+
+
+def _ssh_algorithms(kind: sshalgos.Kind) -> AfterValidator:
+    """Check a teleport.yaml list of SSH algorithms with `sshalgos.check`."""
+    return AfterValidator(_checked(lambda names: sshalgos.check(kind, names)))
+
+
+AlgorithmList = Annotated[tuple[str, ...] | None, BeforeValidator(_one_or_many)]
 
 
 class TeleportSection(_Model):
@@ -309,6 +338,15 @@ class TeleportSection(_Model):
     cache: Cache = Cache()
     connection_limits: ConnectionLimits = ConnectionLimits()
     diag_addr: DiagAddr | None = None
+    # SSH algorithms of every SSH server and client of this process (absent: sshalgos' defaults)
+    ciphers: Annotated[AlgorithmList, _ssh_algorithms("ciphers")] = None
+    kex_algos: Annotated[AlgorithmList, _ssh_algorithms("kex_algos")] = None
+    mac_algos: Annotated[AlgorithmList, _ssh_algorithms("mac_algos")] = None
+
+    def ssh_algorithms(self) -> sshalgos.SSHAlgorithms:
+        """The SSH algorithm set these keys choose, the defaults for those left out."""
+        chosen = {"ciphers": self.ciphers, "kex_algos": self.kex_algos, "mac_algos": self.mac_algos}
+        return sshalgos.SSHAlgorithms(**{k: v for k, v in chosen.items() if v is not None})
 
 
 class U2F(_Model):

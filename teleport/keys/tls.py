@@ -209,6 +209,12 @@ def identity_from_cert(cert_pem_or_der: bytes) -> Identity:
         raise BadParameter(f"malformed Teleport identity in certificate: {err}") from None
 
 
+def validity(cert_pem: bytes) -> tuple[datetime, datetime]:
+    """Return a certificate's (not before, not after), UTC: when a host must renew it."""
+    cert = _load_cert(cert_pem)
+    return cert.not_valid_before_utc, cert.not_valid_after_utc
+
+
 def issued_by(cert_pem: bytes, ca_cert_pems: Sequence[bytes]) -> bool:
     """Tell whether one of these CA certificates signed cert_pem (a host follows a rotation by
     which CA signed its own certificate; the subjects of an old and a new CA are alike)."""
@@ -262,11 +268,42 @@ def self_signed_cert_fits(cert_pem: bytes, host: str, *, now: datetime,
 
 # --- TLS contexts -----------------------------------------------------------------------------
 
+#: TLS 1.2 suites of Mozilla's "intermediate" profile (5.7) without DHE, which would need DH
+#: parameters of our own: forward secrecy by ECDHE, AEAD ciphers only (no CBC, no RSA key exchange).
+TLS12_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+])
+#: The one key-exchange group servers accept. The profile allows X25519, P-256 and P-384, but
+#: Python 3.11's `set_ecdh_curve` sets exactly one group (there is no `set_groups`); X25519 is
+#: the key share every client we know sends first (OpenSSL, Go, browsers, so no HelloRetryRequest)
+#: and OpenSSL's default would also accept X448, P-521 and the FFDHE groups.
+TLS_SERVER_GROUP = "X25519"
+
+
+def tls_context(*, server: bool) -> ssl.SSLContext:
+    """Start every TLS context of ours, server or client, from the same profile.
+
+    TLS 1.2 minimum with the suites above; TLS 1.3 keeps OpenSSL's suites (all AEAD). Servers
+    also accept one group only and let the client pick its preferred suite (the profile says no
+    server order: a client without AES hardware picks ChaCha20). Clients keep OpenSSL's groups,
+    which offer X25519 first: they also meet a balancer in front of a proxy.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    if server:
+        ctx.set_ecdh_curve(TLS_SERVER_GROUP)
+        ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
+    return ctx
+
+
 def ssl_server_context(cert_pem: bytes, key_pem: bytes, client_ca_pems: Sequence[bytes] | None,
                        require_client_cert: bool) -> ssl.SSLContext:
-    """Build a TLS 1.2+ server context that verifies client certificates against our CAs."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    """Build a server context of our TLS profile that verifies client certificates against our
+    CAs: the one builder of every TLS listener (auth API, the proxy's web port)."""
+    ctx = tls_context(server=True)
     # A connection's client certificate is read once (the auth API keeps its identity for the
     # connection's life), so TLS 1.2 renegotiation must not swap it.
     ctx.options |= ssl.OP_NO_RENEGOTIATION
@@ -326,7 +363,7 @@ class LiveServerContext:
 def unverified_client_context() -> ssl.SSLContext:
     """A client context that checks nothing: only for answers verified another way (a CA
     pin, a host certificate on the next connection, a pinned web certificate)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = tls_context(server=False)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
@@ -334,7 +371,8 @@ def unverified_client_context() -> ssl.SSLContext:
 
 def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None,
                        ca_pems: Sequence[bytes]) -> ssl.SSLContext:
-    """Build a TLS 1.2+ client context that trusts only our CAs and presents our certificate.
+    """Build a client context of our TLS profile that trusts only our CAs and presents our
+    certificate.
 
     Names are always checked: connections must name the server they expect (for the auth API,
     `server_hostname=auth_server_name(cluster)`), since a valid certificate of our CA alone
@@ -343,8 +381,7 @@ def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None,
     """
     if not ca_pems:
         raise BadParameter("a TLS client needs at least one trusted CA")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = tls_context(server=False)
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.load_verify_locations(cadata=_cadata(ca_pems))

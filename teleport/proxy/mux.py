@@ -34,9 +34,11 @@ import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 
+from teleport.api.throttle import Slot, Throttle
 from teleport.errors import BadParameter
 from teleport.keys.tls import is_reserved_name
 from teleport.proxy import clienthello
+from teleport.sshutils.gate import ACCEPTED_SLOT
 from teleport.sshutils.reversetunnel import TUNNEL_BANNER
 from teleport.utils.supervisor import Supervisor
 
@@ -129,16 +131,22 @@ class Multiplexer:
     """
 
     def __init__(self, handlers: dict[Protocol, Handler], *, name: str = "proxy web",
-                 wait: float = DETECT_TIMEOUT, max_pending: int = MAX_PENDING) -> None:
+                 wait: float = DETECT_TIMEOUT, max_pending: int = MAX_PENDING,
+                 throttle: Throttle | None = None) -> None:
         self.handlers = handlers
         self.name = name
         self.wait = wait
         self.max_pending = max_pending
+        #: Per-source limits (`teleport.api.throttle`): a connection is counted from accept,
+        #: and handed over only on its turn. An SSH connection carries its slot on (given up
+        #: when its user authenticates); TLS gives it up once its handshake is done.
+        self.throttle = throttle
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._pending: set[socket.socket] = set()
         self.tasks = Supervisor(f"{name} multiplexer")
-        #: Refused connections by reason (silent, unknown, PROXY protocol, full), for tests and the dump.
+        #: Refused connections by reason (silent, unknown, PROXY protocol, full, throttled),
+        #: for tests and the dump.
         self.refused: dict[str, int] = {}
 
     async def __aenter__(self) -> Multiplexer:
@@ -180,12 +188,24 @@ class Multiplexer:
                 self._refuse(conn, "full", f"{self.max_pending} connections are already "
                              "waiting for their first bytes")
                 continue
+            slot = None
+            if self.throttle is not None:
+                try:
+                    slot = self.throttle.enter(conn.getpeername()[0])
+                except OSError:
+                    conn.close()  # reset before we looked
+                    continue
+                if slot is None:
+                    self._refuse(conn, "throttled", "has too many unauthenticated connections")
+                    continue
             self._pending.add(conn)
-            if self.tasks.spawn(self._route(conn), f"{self.name} detect") is None:
+            if self.tasks.spawn(self._route(conn, slot), f"{self.name} detect") is None:
                 self._pending.discard(conn)
                 conn.close()
+                if slot is not None:
+                    slot.release()
 
-    async def _route(self, conn: socket.socket) -> None:
+    async def _route(self, conn: socket.socket, slot: Slot | None = None) -> None:
         handed = False
         try:
             proto = await self._sniff(conn)
@@ -197,13 +217,27 @@ class Multiplexer:
                 self._refuse(conn, proto.name.lower(), f"speaks {proto.value}, which this port "
                              "does not serve")
                 return
+            if slot is not None:
+                await slot.ready()  # its turn: nothing is said to it before
             self._pending.discard(conn)
             handed = True
-            await handler(conn)
+            if proto in (Protocol.SSH, Protocol.TUNNEL):
+                token = ACCEPTED_SLOT.set(slot)  # the SSH connection ends it when it logs in
+                try:
+                    await handler(conn)
+                finally:
+                    ACCEPTED_SLOT.reset(token)
+                slot = None
+            else:
+                await handler(conn)  # returns once TLS is up (the relay's: at once)
+                if slot is not None:
+                    slot.handshake_done()
         finally:
             self._pending.discard(conn)
             if not handed:
                 conn.close()
+            if slot is not None:
+                slot.release()
 
     async def _sniff(self, conn: socket.socket) -> Protocol | None:
         """Peek until the first bytes name a protocol; None if they do not come in time."""

@@ -23,7 +23,9 @@ from typing import Any, Protocol, cast
 
 import asyncssh
 
+from teleport.config import sshalgos
 from teleport.config.modes import records_at
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.sshutils.auth import (
@@ -34,7 +36,7 @@ from teleport.sshutils.auth import (
     key_line,
     never_revoked,
 )
-from teleport.sshutils.listener import CIPHERS, server_options
+from teleport.sshutils.listener import server_options
 from teleport.sshutils.monitor import watch
 from teleport.sshutils.recorder import Recordings, SessionRecorder
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession, _TCPSide
@@ -68,8 +70,11 @@ class RecordingProxy:
                  dial_node: Callable[[Server, tuple[str, int]], Awaitable[socket.socket]],
                  trusted_user_cas: Callable[[], Sequence[str]],
                  trusted_host_cas: Callable[[], Sequence[str]], emitter: Emitter,
-                 clock: Clock, revoked: RevocationCheck | None = None) -> None:
+                 clock: Clock, revoked: RevocationCheck | None = None,
+                 algorithms: SSHAlgorithms = sshalgos.DEFAULT) -> None:
         self.auth = auth
+        #: Offered to the user and to the node (teleport.yaml's `kex_algos`, ...).
+        self.algorithms = algorithms
         self.recordings = recordings
         self.resolve_node = resolve_node
         #: A connected socket to the node: its address, or a channel on its reverse tunnel.
@@ -117,7 +122,8 @@ class RecordingProxy:
         node = await self.resolve_node(host, port)
         cert = await self._host_cert(node.metadata.name)
         options = server_options(host_private_key=self._host_key.export_private_key(),
-                                 host_cert=cert, server_factory=lambda: RelayConnection(self, node))
+                                 host_cert=cert, server_factory=lambda: RelayConnection(self, node),
+                                 algorithms=self.algorithms)
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         try:
@@ -234,8 +240,8 @@ class RelayConnection(CertAuthServer):
             sock=sock, username=self.identity.login,
             client_keys=[(key, asyncssh.import_certificate(cert))],
             known_hosts=([], host_cas, []), host_key_alias=self.node.metadata.name,
-            agent_path=None, config=None, encryption_algs=list(CIPHERS), connect_timeout=15,
-            preferred_auth=["publickey"])
+            agent_path=None, config=None, connect_timeout=15, preferred_auth=["publickey"],
+            **sshalgos.asyncssh_kwargs(self.proxy.algorithms, "client"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

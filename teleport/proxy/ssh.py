@@ -16,6 +16,8 @@ from typing import Any
 
 import asyncssh
 
+from teleport.config.sshalgos import DEFAULT as DEFAULT_ALGORITHMS
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.proxy.recording import RecordingProxy
@@ -52,7 +54,8 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  max_users: int = DEFAULT_MAX_USERS,
                  recording: RecordingProxy | None = None,
-                 revoked: RevocationCheck | None = None) -> None:
+                 revoked: RevocationCheck | None = None,
+                 algorithms: SSHAlgorithms = DEFAULT_ALGORITHMS) -> None:
         self.cluster_name = cluster_name
         #: Terminates SSH here when sessions are recorded at the proxy (teleport.proxy.recording).
         self.recording = recording
@@ -62,7 +65,8 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                                    clock=self.clock, check_login=False,
                                    revoked=revoked or never_revoked)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
-                                       server_factory=lambda: ProxyConnection(self))
+                                       server_factory=lambda: ProxyConnection(self),
+                                       algorithms=algorithms)
         super().__init__("proxy", max_connections, max_users)
 
     async def dial(self, host: str, port: int, cluster: str = "",

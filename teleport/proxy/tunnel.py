@@ -18,6 +18,8 @@ from typing import Any
 
 import asyncssh
 
+from teleport.config.sshalgos import DEFAULT as DEFAULT_ALGORITHMS
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import ConnectionProblem
 from teleport.events.emitter import Emitter
 from teleport.metrics import REVERSE_TUNNELS
@@ -59,7 +61,8 @@ class TunnelServer(SSHListener["TunnelConnection"]):
                  trusted_host_cas: Callable[[], Sequence[str]], cluster_name: str,
                  auth_addrs: Callable[[], Sequence[HostPort]], emitter: Emitter,
                  clock: Clock | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 algorithms: SSHAlgorithms = DEFAULT_ALGORITHMS) -> None:
         self.cluster_name = cluster_name
         self.auth_addrs = auth_addrs
         self.clock = clock or RealClock()
@@ -69,7 +72,8 @@ class TunnelServer(SSHListener["TunnelConnection"]):
         #: The ready tunnel of each host UUID (the newest when a node reconnected).
         self.tunnels: dict[str, TunnelConnection] = {}
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
-                                       server_factory=lambda: TunnelConnection(self))
+                                       server_factory=lambda: TunnelConnection(self),
+                                       algorithms=algorithms)
         # Every agent is one user to the connection limits; max_users would cap nodes.
         super().__init__("reversetunnel", max_connections, max_connections)
 

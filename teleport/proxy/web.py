@@ -44,6 +44,8 @@ from teleport.api.web_models import (
     WebRenewAnswer,
 )
 from teleport.auth.client import AuthClient
+from teleport.config import sshalgos
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
@@ -97,8 +99,11 @@ class WebProxy:
                  serve_ssh: webterminal.ServeSSH | None = None,
                  trusted_host_cas: Callable[[], Sequence[str]] = lambda: (),
                  plain_http: bool = False,
-                 roles: Callable[[], Mapping[str, Role] | None] = lambda: None) -> None:
+                 roles: Callable[[], Mapping[str, Role] | None] = lambda: None,
+                 ssh_algorithms: SSHAlgorithms = sshalgos.DEFAULT) -> None:
         self.auth = auth
+        #: What web terminals' SSH hops offer (teleport.yaml's `kex_algos`, `ciphers`, ...).
+        self.ssh_algorithms = ssh_algorithms
         #: The browser sessions: cookie plus bearer token, stored by the auth server.
         self.sessions = WebSessions(auth, clock, revoked)
         #: The proxy's own SSH server, which web terminals go through like `tsh ssh`.
@@ -410,7 +415,8 @@ class WebProxy:
         terminals.add(ended)
         try:
             async with webterminal.connect(self._serve_ssh, session, target,
-                                           _peer(request), self._host_cas()) as conn:
+                                           _peer(request), self._host_cas(),
+                                           self.ssh_algorithms) as conn:
                 await webterminal.serve(ws, conn, target, ended)
         except TeleportError as err:
             if not ws.closed:

@@ -29,6 +29,8 @@ from aiohttp import WSMsgType, web
 
 from teleport.api.auth_models import WebSession
 from teleport.api.constants import SESSION_ENV
+from teleport.config import sshalgos
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.sshutils import hop
 from teleport.sshutils.terminal import clamp_term_size
 
@@ -62,8 +64,12 @@ class Target:
 @contextlib.asynccontextmanager
 async def connect(serve_ssh: ServeSSH, session: WebSession, target: Target,
                   client_addr: tuple[str, int],
-                  host_cas: Sequence[str]) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    """Open the user's two hops to the node (proxy, then node), closed on leaving."""
+                  host_cas: Sequence[str], algorithms: SSHAlgorithms = sshalgos.DEFAULT
+                  ) -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """Open the user's two hops to the node (proxy, then node), closed on leaving.
+
+    algorithms: the proxy's teleport.yaml choice, for both hops (its own server, then the node).
+    """
     key = asyncssh.import_private_key(session.ssh_private_key)
     cert = asyncssh.import_certificate(session.ssh_cert)
     cas = [asyncssh.import_public_key(k) for k in host_cas]
@@ -77,9 +83,9 @@ async def connect(serve_ssh: ServeSSH, session: WebSession, target: Target,
     # Our own server at the other end of a socket pair: no host to check (the name stands
     # in for the address a socket pair does not have).
     async with hop.connect_node(ours, ("proxy", 22),
-                                hop.user_options(session.user, key, cert, None),
+                                hop.user_options(session.user, key, cert, None, algorithms=algorithms),
                                 (target.node, NODE_PORT),
-                                hop.user_options(target.login, key, cert, cas),
+                                hop.user_options(target.login, key, cert, cas, algorithms=algorithms),
                                 name=target.node, via=target.node) as conn:
         yield conn
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from teleport import __version__
+from teleport.api import throttle as handshake_throttle
 from teleport.auth import api as auth_api
 from teleport.auth.client import AuthClient
 from teleport.auth.identity_file import IdentityFile
@@ -177,6 +178,16 @@ class TeleportProcess:
             # Atomic (temp file + rename): across a graceful restart the file always exists and
             # names a live process, which systemd's PIDFile= relies on.
             write_secret(cfg.pid_file, f"{os.getpid()}\n", mode=0o644)
+
+    def _throttle(self, listener: str) -> handshake_throttle.Throttle:
+        """Make a listener's per-source handshake limits from `teleport.connection_limits`."""
+        limits = self.config.connection_limits
+        rates = (handshake_throttle.DEFAULT_RATES if limits.rates is None else tuple(
+            handshake_throttle.Rate(r.period.total_seconds(), r.average, r.burst)
+            for r in limits.rates))
+        return handshake_throttle.Throttle(
+            listener, rates, limits.max_unauthenticated_per_source
+            or handshake_throttle.DEFAULT_MAX_PENDING)  # paced by the monotonic clock
 
     def _listen(self, service: str, addr: HostPort) -> socket.socket:
         """Take the inherited listener for service, or bind addr; a failure is one line."""
@@ -539,8 +550,10 @@ class TeleportProcess:
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_host_cas=trust.host_keys, cluster_name=self.cluster_name,
             auth_addrs=self._auth_addrs, emitter=audit, clock=self.clock,
-            max_connections=self.config.connection_limits.max_connections)
+            max_connections=self.config.connection_limits.max_connections,
+            algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(tunnels)
+        tunnels.throttle = self._throttle("reversetunnel")
         await tunnels.start(cfg.tunnel_listen_addr.host, cfg.tunnel_listen_addr.port,
                             sock=None if tunnel_on_web else self._listen(
                                 "reverse tunnel", cfg.tunnel_listen_addr),
@@ -549,7 +562,8 @@ class TeleportProcess:
         peers = await self.stack.enter_async_context(PeerDialer(
             TunnelCredentials(host_uuid=self.host_uuid, private_key=using.ssh_private_key,
                             cert=using.ssh_cert, cluster=self.cluster_name,
-                            trusted_host_cas=trust.host_keys),
+                            trusted_host_cas=trust.host_keys,
+                            algorithms=self.config.ssh_algorithms),
             lambda: client.list_servers("proxy"), self.clock))
         resolver = NodeResolver(client, self.cluster_name, tunnels, peers,
                                 signer=clientaddr.Signer(using.ssh_private_key,
@@ -565,7 +579,8 @@ class TeleportProcess:
                                    dial_node=resolver.dial_node,
                                    trusted_user_cas=trust.user_keys,
                                    trusted_host_cas=trust.host_keys, emitter=audit,
-                                   clock=self.clock, revoked=revocations.refusal)
+                                   clock=self.clock, revoked=revocations.refusal,
+                                   algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(recording)
         # --- end recording proxy ---
 
@@ -575,13 +590,14 @@ class TeleportProcess:
             dial=resolver.dial, emitter=audit, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, recording=recording,
-            revoked=revocations.refusal)
+            revoked=revocations.refusal, algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(ssh_server)
         self.proxy_ssh = ssh_server
         revocations.enforce_on(ssh_server)
         # The SSH port may be the web port: then the web port's multiplexer serves it alone.
         # Port 0 twice asks for two free ports (tests), not for one shared port.
         ssh_on_web = cfg.listen_addr == cfg.web_listen_addr and cfg.listen_addr.port != 0
+        ssh_server.throttle = self._throttle("proxy")
         await ssh_server.start(cfg.listen_addr.host, cfg.listen_addr.port,
                                sock=None if ssh_on_web else self._listen("proxy SSH",
                                                                          cfg.listen_addr),
@@ -604,7 +620,8 @@ class TeleportProcess:
                        clock=self.clock, hsts=bool(cfg.https_keypairs),
                        revoked=revocations.tls_refusal, serve_ssh=ssh_server.serve_socket,
                        trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls,
-                       roles=lambda: revocations.roles)
+                       roles=lambda: revocations.roles,
+                       ssh_algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(web)
         trust.on_tls_change(web.refresh_client_cas)  # a rotated TLS CA's users' certificates
         self._follow_proxy_rotation(identity, client, addresses, ssh_server, tunnels, peers,
@@ -685,7 +702,7 @@ class TeleportProcess:
     async def _multiplex(self, sock: socket.socket,
                          handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]]) -> int:
         """Serve the web port's protocols from one listener (teleport.proxy.mux); its port."""
-        mux = Multiplexer(handlers)
+        mux = Multiplexer(handlers, throttle=self._throttle("proxy web"))
         await self.stack.enter_async_context(mux)
         await mux.start(sock)
         self.mux = mux
@@ -703,7 +720,8 @@ class TeleportProcess:
         trusted: list[str] = list(identity.host_ca_keys)
         creds = TunnelCredentials(host_uuid=self.host_uuid, private_key=identity.ssh_private_key,
                                   cert=identity.ssh_cert, cluster=cluster,
-                                  trusted_host_cas=lambda: trusted)
+                                  trusted_host_cas=lambda: trusted,
+                                  algorithms=self.config.ssh_algorithms)
 
         async def serve_ssh(sock: socket.socket, peer: tuple[str, int]) -> None:
             if self.node is None:
@@ -763,7 +781,8 @@ class TeleportProcess:
             emitter=audit, proxy_addr=lambda: proxy_addr, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, registry=client,
-            revoked=revocations.node_check(self.host_uuid), roles=lambda: revocations.roles)
+            revoked=revocations.node_check(self.host_uuid), roles=lambda: revocations.roles,
+            algorithms=self.config.ssh_algorithms)
         # A proxy dialling this node over TCP names the user's address in a signed line first.
         node.client_addr = clientaddr.checker(trusted_host_cas=trust.host_keys,
                                               cluster=self.cluster_name,
@@ -782,6 +801,7 @@ class TeleportProcess:
         if cfg.pam.enabled:  # account and session stacks for every session (teleport.srv.pam)
             node.pam = PamService(cfg.pam.service_name)
             node.pam.warn_if_missing()
+        node.throttle = self._throttle("node")
         await self.stack.enter_async_context(node)
         self.node = node
         revocations.enforce_on(node)

@@ -22,8 +22,13 @@ last followed. Each step is decided by which CA key signed the certificates held
 once per phase and rotation, also after a restart or a missed phase. Connections already open
 keep their certificates: live sessions survive.
 
+The same re-issue renews a role's certificates two thirds into its X.509 certificate's life
+(`RENEW_AT`; a year, `auth.authority.HOST_TLS_CERT_TTL`), so a running host never serves or
+presents an expired one without any rotation.
+
 A host whose certificates were signed by a CA that was dropped while it was away (offline for
-the whole grace period) can no longer reach the auth server; it says why in one line.
+the whole grace period), or whose certificate expired meanwhile, can no longer reach the auth
+server; it says why in one line.
 """
 
 from __future__ import annotations
@@ -34,12 +39,13 @@ import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from teleport.api.auth_models import IssuedCerts
+from teleport.auth import authority
 from teleport.auth.identity_file import IdentityFile
 from teleport.auth.server import AuthServer
 from teleport.backend.base import key
@@ -63,6 +69,12 @@ FOLLOWED = ("host", "tls")
 #: those in which servers must present them too; otherwise any trusted key will do.
 CLIENT_ACTIVE = frozenset({Phase.UPDATE_CLIENTS, Phase.UPDATE_SERVERS, Phase.ROLLBACK})
 SERVER_ACTIVE = frozenset({Phase.UPDATE_SERVERS, Phase.ROLLBACK})
+#: How far into its life a host's X.509 certificate is renewed (through the same re-issue as a
+#: rotation), so that a running host never presents an expired one: a third of it is left to
+#: retry through an outage of the auth server.
+RENEW_AT = 2 / 3
+#: A certificate longer-lived than a host's by more than this is renewed at once (an upgrade).
+LONGER = timedelta(days=1)
 #: How long the handshake that tells a dropped CA from an outage may take.
 DIAGNOSE_TIMEOUT = 10.0
 #: A backend watch on the CAs that fails is opened again after this long (doubling to 5 s).
@@ -231,9 +243,26 @@ class IdentityFollower:
             self.next = None
             next_path(self.data_dir, self.role).unlink(missing_ok=True)
             self._call(self._client_hooks, self.current)
+        if self.next is None and (due := self._renewal_due(self.current, cas)) is not None:
+            await self._reissue(cas, server=True, why=due)
         self._keep_trust_lists(cas)
         self._follow(rotations)
         self._back()
+
+    def _renewal_due(self, identity: IdentityFile, cas: dict[str, CertAuthority]) -> str | None:
+        """Say why the identity must be renewed now, if so: its TLS certificate nears its end,
+        or lives longer than a host's may now (issued by an older version, for ten years).
+
+        Not while a rotation holds new client certificates (they replace these soon anyway),
+        nor when the certificate already ends with the CA (only a rotation extends it)."""
+        start, end = tlskeys.validity(identity.tls_cert.encode())
+        ca_end = min((tlskeys.validity(k.cert.encode())[1]
+                      for k in cas["tls"].spec.active_keys.tls), default=end)
+        if end - start > authority.HOST_TLS_CERT_TTL + LONGER:
+            return "its TLS certificate lives longer than a host's may now"
+        if end >= ca_end or self._now() < start + (end - start) * RENEW_AT:
+            return None
+        return f"its TLS certificate expires on {end:%Y-%m-%d %H:%M} UTC"
 
     def _fits(self, identity: IdentityFile, cas: dict[str, CertAuthority],
               active_in: frozenset[Phase]) -> bool:
@@ -332,9 +361,16 @@ class IdentityFollower:
     # --- refused ------------------------------------------------------------------------------
 
     async def _refused(self, err: TeleportError) -> None:
-        """Say once why the check failed; when the CA was rotated without us, say so."""
+        """Say once why the check failed; when the CA was rotated without us, or our TLS
+        certificate expired (the host was away past its renewal), say so."""
         reason = None
-        if self._diagnose is not None:
+        end = tlskeys.validity(self.client_identity.tls_cert.encode())[1]
+        if end <= self._now():
+            reason = (f"The {self.role.lower()}'s TLS certificate expired on "
+                      f"{end:%Y-%m-%d %H:%M} UTC (it was away past its renewal): the auth "
+                      f"server refuses it. Join again: remove {self.data_dir / 'identity'} and "
+                      "start with a new token from 'tctl tokens add'.")
+        elif self._diagnose is not None:
             try:
                 reason = await self._diagnose(self.client_identity)
             except TeleportError:

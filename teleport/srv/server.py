@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncssh
 
+from teleport.config.sshalgos import DEFAULT as DEFAULT_ALGORITHMS
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
 from teleport.keys.ssh import SSHCertInfo
@@ -55,7 +57,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                  registry: SessionRegistry | None = None,
                  revoked: RevocationCheck | None = None,
                  policy: PolicySource = no_policy,
-                 roles: RoleSource | None = None) -> None:
+                 roles: RoleSource | None = None,
+                 algorithms: SSHAlgorithms = DEFAULT_ALGORITHMS) -> None:
         self.cluster_name = cluster_name
         self.server_id = server_id
         self.nodename = nodename
@@ -82,7 +85,8 @@ class NodeServer(SSHListener["NodeConnection"]):
                                    revoked=revoked or never_revoked,
                                    accept=self.check_access if roles is not None else None)
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
-                                       server_factory=lambda: NodeConnection(self))
+                                       server_factory=lambda: NodeConnection(self),
+                                       algorithms=algorithms)
         super().__init__("node", max_connections, max_users)
         #: Running children of every session, so close() can kill the ones ignoring SIGHUP.
         self.children: set[Child] = set()

@@ -20,6 +20,7 @@ from typing import cast
 import asyncssh
 from asyncssh.packet import String
 
+from teleport.api.throttle import Slot
 from teleport.errors import AccessDenied, BadParameter, TeleportError
 from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
 from teleport.keys.ssh import CertType, SSHCertInfo, parse_cert, verify_cert
@@ -236,6 +237,15 @@ class CertAuthServer(asyncssh.SSHServer):
 class CertAuthConnection(asyncssh.SSHServerConnection):
     """asyncssh server connection whose public key step is decided by `CertChecker`."""
 
+    #: Its place among its source's unauthenticated connections (`teleport.api.throttle`),
+    #: given up once the user (or tunnel agent) is authenticated or the connection is gone.
+    throttle_slot: Slot | None = None
+
+    def connection_lost(self, exc: Exception | None = None) -> None:
+        if self.throttle_slot is not None:
+            self.throttle_slot.release()
+        super().connection_lost(exc)
+
     async def create_agent_listener(self) -> bool:
         """Let the server object decide agent forwarding: asyncssh's own socket would be ours
         (the node's user), not the login's, and would skip the audit."""
@@ -260,6 +270,8 @@ class CertAuthConnection(asyncssh.SSHServerConnection):
             return False
         if msg:
             owner.identity = identity
+            if self.throttle_slot is not None:
+                self.throttle_slot.authenticated()
         return True
 
 

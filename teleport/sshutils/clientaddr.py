@@ -31,6 +31,7 @@ from typing import Any
 
 import asyncssh
 
+from teleport.api.throttle import Slot, Throttle
 from teleport.errors import AccessDenied, BadParameter
 from teleport.keys.ssh import host_role, verify_cert
 from teleport.rbac import rules
@@ -120,11 +121,16 @@ class AddressPreamble(asyncio.Protocol):
     wait, is closed.
     """
 
-    def __init__(self, make: Callable[[], asyncssh.SSHServerConnection], check: Check,
-                 wait: float = FIRST_BYTES_WAIT) -> None:
+    def __init__(self, make: Callable[[tuple[str, int] | None, Slot | None], asyncio.Protocol],
+                 check: Check, wait: float = FIRST_BYTES_WAIT,
+                 throttle: Throttle | None = None) -> None:
         self._make = make
         self._check = check
         self._wait = wait
+        #: Counts this connection as pending under its TCP peer while it waits for its first
+        #: bytes, then under the user's address a proxy's line names (see `teleport.api.throttle`).
+        self._throttle = throttle
+        self._slot: Slot | None = None
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -132,6 +138,14 @@ class AddressPreamble(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if self._throttle is not None:
+            peer = transport.get_extra_info("peername")
+            self._slot = self._throttle.enter(peer[0] if peer else "")
+            if self._slot is None:
+                self._handed = True
+                transport.write(b"Exceeded MaxStartups\r\n")  # type: ignore[attr-defined]
+                transport.close()
+                return
         self._timer = asyncio.get_running_loop().call_later(self._wait, transport.abort)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
@@ -161,15 +175,21 @@ class AddressPreamble(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._slot is not None:
+            self._slot.release()
 
     def _hand(self, peer: tuple[str, int] | None, rest: bytes) -> None:
         assert self._transport is not None
         if self._timer is not None:
             self._timer.cancel()
         self._handed = True
-        conn = self._make()
-        if peer is not None:
-            conn.set_extra_info(peername=peer)
+        slot, self._slot = self._slot, None
+        if slot is not None and peer is not None and not slot.move(peer[0]):
+            # The user's address has too many unauthenticated connections here already.
+            log.warning("closed a connection for %s: too many pending from that address", peer)
+            self._transport.abort()
+            return
+        conn = self._make(peer, slot)
         self._transport.set_protocol(conn)
         conn.connection_made(self._transport)
         if rest:

@@ -16,19 +16,26 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import asyncssh
 
+from teleport.config import sshalgos
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, ConnectionProblem, NotFound
-from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
 
 
 def user_options(username: str, key: asyncssh.SSHKey, cert: asyncssh.SSHCertificate,
                  host_cas: Sequence[asyncssh.SSHKey] | None,
-                 agent_forward: str | None = None) -> asyncssh.SSHClientConnectionOptions:
-    """Options of a user's hop: the certificate only, hosts trusted by the host CA (None: any)."""
+                 agent_forward: str | None = None,
+                 algorithms: SSHAlgorithms = sshalgos.DEFAULT) -> asyncssh.SSHClientConnectionOptions:
+    """Options of a user's hop: the certificate only, hosts trusted by the host CA (None: any).
+
+    algorithms: `tsh` uses the defaults; the proxy's web terminal what its teleport.yaml chose.
+    """
     return asyncssh.SSHClientConnectionOptions(
         username=username, client_keys=[(key, cert)],
         known_hosts=None if host_cas is None else ([], list(host_cas), []),
         agent_path=None, agent_forwarding=agent_forward or False, config=None,
-        encryption_algs=list(CIPHERS), connect_timeout=15, preferred_auth=["publickey"])
+        connect_timeout=15, preferred_auth=["publickey"],
+        **sshalgos.asyncssh_kwargs(algorithms, "client"))
 
 
 class ChannelTunnel:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import asyncssh
 
+from teleport.api.throttle import Slot, Throttle
+from teleport.config import sshalgos
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.metrics import CONNECTIONS, CONNECTIONS_REFUSED
 from teleport.sshutils import clientaddr
 from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
+from teleport.sshutils.gate import ACCEPTED_SLOT, Gate
 from teleport.utils.supervisor import Supervisor
 
 #: Teleport's default `connection_limits.max_connections`.
@@ -21,9 +25,6 @@ DEFAULT_MAX_CONNECTIONS = 15000
 DEFAULT_MAX_USERS = 250
 #: The prototype dropped SYNs at 200 concurrent clients with asyncio's default backlog of 100.
 BACKLOG = 1024
-#: AES-GCM first: it is hardware-accelerated and measured fastest; ChaCha20 for CPUs without AES-NI.
-CIPHERS = ("aes128-gcm@openssh.com", "chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com",
-           "aes128-ctr", "aes192-ctr", "aes256-ctr")
 #: Per-channel receive window: the most a client can have in flight on one channel.
 WINDOW = 2 * 1024 * 1024
 #: Packet size of channels that carry another SSH connection (tsh through the proxy). An inner
@@ -33,15 +34,13 @@ TUNNEL_PKTSIZE = 128 * 1024
 
 
 def server_options(*, host_private_key: bytes, host_cert: str,
-                   server_factory: Callable[[], CertAuthServer]) -> asyncssh.SSHServerConnectionOptions:
-    """Build asyncssh options: host key with its certificate, user certs only, fast ciphers."""
-    key = asyncssh.import_private_key(host_private_key)
-    cert = asyncssh.import_certificate(host_cert)
+                   server_factory: Callable[[], CertAuthServer],
+                   algorithms: SSHAlgorithms = sshalgos.DEFAULT) -> asyncssh.SSHServerConnectionOptions:
+    """Build asyncssh options: host key with its certificate, user certs only, `algorithms`."""
     return asyncssh.SSHServerConnectionOptions(
         server_factory=server_factory,
-        server_host_keys=asyncssh.load_keypairs([(key, cert)]),
-        encryption_algs=list(CIPHERS),
-        compression_algs=["none"],
+        server_host_keys=host_keys(host_private_key, host_cert),
+        **sshalgos.asyncssh_kwargs(algorithms, "server"),
         # Authentication is ours (see CertAuthConnection): no authorized_keys, GSS or host-based.
         authorized_client_keys=None, gss_host=None, known_client_hosts=None,
         # Terminals are real PTYs on the node; asyncssh's line editor would get in the way.
@@ -52,10 +51,22 @@ def server_options(*, host_private_key: bytes, host_cert: str,
 def with_host_key(options: asyncssh.SSHServerConnectionOptions, *, host_private_key: bytes,
                   host_cert: str) -> asyncssh.SSHServerConnectionOptions:
     """Return options that present another host key and certificate, all else unchanged."""
+    return asyncssh.SSHServerConnectionOptions(
+        options=options, server_host_keys=host_keys(host_private_key, host_cert))
+
+
+def host_keys(host_private_key: bytes, host_cert: str) -> Sequence[asyncssh.SSHKeyPair]:
+    """Load a host key with its certificate, offered only under algorithms without SHA-1.
+
+    asyncssh offers every algorithm a key can sign with (`ssh-rsa-cert-v01@openssh.com` for
+    an RSA host certificate) and has no option to narrow the offer, so the key pair's list is.
+    """
     key = asyncssh.import_private_key(host_private_key)
     cert = asyncssh.import_certificate(host_cert)
-    return asyncssh.SSHServerConnectionOptions(
-        options=options, server_host_keys=asyncssh.load_keypairs([(key, cert)]))
+    pairs = asyncssh.load_keypairs([(key, cert)])
+    for pair in pairs:
+        pair.host_key_algorithms = sshalgos.host_key_algorithms(pair.host_key_algorithms)
+    return pairs
 
 
 Options = asyncssh.SSHServerConnectionOptions | Callable[[], asyncssh.SSHServerConnectionOptions]
@@ -63,22 +74,39 @@ Options = asyncssh.SSHServerConnectionOptions | Callable[[], asyncssh.SSHServerC
 
 async def listen(host: str, port: int, options: Options,
                  sock: socket.socket | None = None,
-                 client_addr: clientaddr.Check | None = None) -> asyncio.Server:
+                 client_addr: clientaddr.Check | None = None,
+                 throttle: Throttle | None = None) -> asyncio.Server:
     """Start accepting SSH on host:port (0 picks a free port) with our connection class.
 
     asyncssh.listen() has no way to choose the connection class, so we create the asyncio
     server ourselves with the same factory shape it uses; asyncssh sets TCP_NODELAY itself.
     options: fixed, or read for each new connection (a host key that changes while serving).
     client_addr: a node's check of the line a proxy may send first with the user's address.
+    throttle: the per-source limits on handshakes (`teleport.api.throttle`); the banner waits
+    for its turn. With a proxy's address line the user's address is the source, so a proxy
+    carrying many users' sessions is not slowed as one address.
     """
     loop = asyncio.get_running_loop()
     current = options if callable(options) else (lambda: options)
 
     def connection() -> asyncio.Protocol:
         now = current()
+
+        def ssh(peer: tuple[str, int] | None, slot: Slot | None) -> asyncio.Protocol:
+            conn = CertAuthConnection(loop, now)
+            conn.throttle_slot = slot
+            if peer is not None:
+                conn.set_extra_info(peername=peer)
+            return conn
+
+        def gated(peer: tuple[str, int] | None, slot: Slot | None) -> asyncio.Protocol:
+            if throttle is None:
+                return ssh(peer, None)
+            return Gate(throttle, lambda slot: ssh(peer, slot), slot)
+
         if client_addr is not None:
-            return clientaddr.AddressPreamble(lambda: CertAuthConnection(loop, now), client_addr)
-        return CertAuthConnection(loop, now)
+            return clientaddr.AddressPreamble(gated, client_addr, throttle=throttle)
+        return gated(None, None)
 
     if sock is not None:
         return await loop.create_server(connection, sock=sock, backlog=BACKLOG)
@@ -117,6 +145,9 @@ class SSHListener(Generic[C]):
         self.tasks = Supervisor(f"{service} SSH")
         #: A node's check of the user's address a proxy sends first (None: not accepted).
         self.client_addr: clientaddr.Check | None = None
+        #: Per-source limits on unauthenticated connections and handshake rate; the process
+        #: sets the configured one (`teleport.connection_limits`) before `start`.
+        self.throttle = Throttle(service)
 
     def admit(self, conn: C) -> None:
         """Track a new connection, or mark it to be hung up with the reason over the limit."""
@@ -179,7 +210,8 @@ class SSHListener(Generic[C]):
             await self.tasks.start()
         if not bind:
             return
-        self._server = await listen(host, port, lambda: self._options, sock, self.client_addr)
+        self._server = await listen(host, port, lambda: self._options, sock, self.client_addr,
+                                    self.throttle)
         self._port = bound_port(self._server)
 
     async def serve_socket(self, sock: socket.socket, peer: tuple[str, int] | None = None) -> None:
@@ -188,14 +220,29 @@ class SSHListener(Generic[C]):
         The same connection class as our own port, so the connection limits and tracking apply.
         peer: the client's address when the socket has none of its own (a reverse tunnel's
         socket pair; the proxy sent the user's address along), for SSH_CLIENT and the audit log.
+        The acceptor's throttle slot (`gate.ACCEPTED_SLOT`, the multiplexer's) goes on with the
+        connection; a tunnel's connection is throttled here by the user's address.
         """
         loop = asyncio.get_running_loop()
         options = self._options
-        _, conn = await loop.connect_accepted_socket(lambda: CertAuthConnection(loop, options),
-                                                     sock)
-        if peer is not None:
-            conn.set_extra_info(peername=peer if peer[0] else ("0.0.0.0", 0),
-                                sockname=("0.0.0.0", 0))
+
+        def ssh(slot: Slot | None) -> asyncio.Protocol:
+            conn = CertAuthConnection(loop, options)
+            conn.throttle_slot = slot
+            if peer is not None:
+                conn.set_extra_info(peername=peer if peer[0] else ("0.0.0.0", 0),
+                                    sockname=("0.0.0.0", 0))
+            return conn
+
+        accepted = ACCEPTED_SLOT.get()
+        if accepted is not None or peer is None:
+            await loop.connect_accepted_socket(lambda: ssh(accepted), sock)
+            return
+        slot = self.throttle.enter(peer[0])
+        if slot is None:
+            sock.close()
+            return
+        await loop.connect_accepted_socket(lambda: Gate(self.throttle, ssh, slot), sock)
 
     def set_host_key(self, host_private_key: bytes, host_cert: str) -> None:
         """Present another host key and certificate to new connections (a CA rotation's

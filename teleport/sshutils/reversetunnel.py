@@ -24,12 +24,14 @@ from typing import Any
 
 import asyncssh
 
+from teleport.config import sshalgos
+from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, BadParameter
 from teleport.keys.ssh import SSHCertInfo, host_role, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
 from teleport.sshutils.auth import key_line
-from teleport.sshutils.listener import CIPHERS, TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
 
 #: The virtual listener the node asks the proxy to forward: connections to the node's SSH server.
 NODE_LISTEN = ("@local-node", 3022)
@@ -68,6 +70,8 @@ class TunnelCredentials:
     cert: str
     cluster: str
     trusted_host_cas: Callable[[], Sequence[str]]
+    #: The SSH algorithms the host's teleport.yaml chose (`kex_algos`, `ciphers`, `mac_algos`).
+    algorithms: SSHAlgorithms = sshalgos.DEFAULT
 
 
 class TunnelClientConnection(asyncssh.SSHClientConnection):
@@ -111,7 +115,7 @@ async def connect(sock: socket.socket, creds: TunnelCredentials, *, host: str, p
         host=host, port=port, username=creds.host_uuid, client_version=CLIENT_VERSION,
         client_keys=[(key, asyncssh.import_certificate(creds.cert))],
         known_hosts=None, agent_path=None, config=None, preferred_auth=["publickey"],
-        encryption_algs=list(CIPHERS), compression_algs=["none"],
+        **sshalgos.asyncssh_kwargs(creds.algorithms, "client"),
         keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT)
     waiter: asyncio.Future[Any] = loop.create_future()
     options.waiter = waiter

@@ -8,9 +8,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from teleport.api.throttle import Rate, Throttle
 from teleport.errors import AccessDenied
 from teleport.keys import ssh
 from teleport.sshutils import clientaddr
+from teleport.utils.clock import FakeClock
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 CLUSTER = "example.com"
@@ -107,13 +109,15 @@ async def test_the_node_takes_ssh_as_is_and_a_checked_line_before_it(ca: bytes) 
     def preamble() -> tuple[clientaddr.AddressPreamble, _Transport, list[_Conn]]:
         made: list[_Conn] = []
 
-        def make() -> _Conn:
+        def make(peer: tuple[str, int] | None, slot: object) -> _Conn:
             made.append(_Conn())
+            if peer is not None:
+                made[-1].set_extra_info(peername=peer)
             return made[-1]
 
         check = clientaddr.checker(trusted_host_cas=lambda: [ssh.public_key_of(ca)],
                                    cluster=CLUSTER, node_uuid=NODE, now=lambda: NOW)
-        protocol = clientaddr.AddressPreamble(make, check)  # type: ignore[arg-type]
+        protocol = clientaddr.AddressPreamble(make, check)
         transport = _Transport()
         protocol.connection_made(transport)
         return protocol, transport, made
@@ -132,3 +136,39 @@ async def test_the_node_takes_ssh_as_is_and_a_checked_line_before_it(ca: bytes) 
     protocol, transport, made = preamble()
     protocol.data_received(_host(ca, "Node").header(CLIENT, NODE, NOW))
     assert transport.aborted and not made
+
+
+class _Written(_Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_preamble_counts_by_tcp_peer_then_by_the_users_address(ca: bytes) -> None:
+    """Silent connections count against their TCP source; a proxy's line moves the count to
+    the user's address, so a proxy carrying many users is not one throttled source."""
+    throttle = Throttle("node", [Rate(1.0, 10, 10)], max_pending=1, clock=FakeClock())
+    check = clientaddr.checker(trusted_host_cas=lambda: [ssh.public_key_of(ca)],
+                               cluster=CLUSTER, node_uuid=NODE, now=lambda: NOW)
+    made: list[object] = []
+
+    def make(peer: tuple[str, int] | None, slot: object) -> _Conn:
+        made.append(slot)
+        return _Conn()
+
+    first = clientaddr.AddressPreamble(make, check, throttle=throttle)
+    first.connection_made(_Written())
+    assert throttle.pending("192.0.2.1") == 1  # the TCP peer, still silent
+    second_transport = _Written()
+    clientaddr.AddressPreamble(make, check, throttle=throttle).connection_made(second_transport)
+    assert second_transport.written == b"Exceeded MaxStartups\r\n" and second_transport.closed
+    first.data_received(_host(ca, "Proxy").header(CLIENT, NODE, NOW) + b"SSH-2.0-x\r\n")
+    assert throttle.pending("192.0.2.1") == 0 and throttle.pending(CLIENT[0]) == 1
+    assert made and made[0] is not None
