@@ -20,7 +20,8 @@ import pyotp
 import pytest
 import yaml
 
-from teleport.auth import passwords
+from teleport.auth import migrations, passwords
+from teleport.auth.bootstrap import init_lock
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.base import Backend, Item
@@ -247,14 +248,49 @@ async def test_bootstrap_restores_the_state_with_the_same_cas_and_credentials(
     assert await new.hosts.list_servers("node") == []  # announcements are not restored
 
 
+class _Waiting(logging.Handler):
+    """Counts the auth servers that found the backend uninitialised and wait for its lock."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.count = 0
+        self.both = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Waiting for another auth server initialising"):
+            self.count += 1
+            if self.count == 2:
+                self.both.set()
+
+
 async def _racing(path: Path, bootstraps: tuple[Path | None, Path | None],
                   clock: FakeClock) -> tuple[AuthServer, AuthServer]:
-    backends = [await SqliteBackend.open(path, clock) for _ in range(2)]
-    servers = [_auth(b, clock) for b in backends]
+    """Start two auth servers on one empty backend so that both find it uninitialised first:
+    the test holds the init lock until both wait for it, so the one that takes it second
+    must notice the other's work (left to timing, the second often started after the first
+    had finished, and the check under the lock went untested)."""
+    backends = [await SqliteBackend.open(path, clock) for _ in range(3)]
+    servers = [_auth(b, clock) for b in backends[:2]]
+    logger = logging.getLogger("teleport.auth")
+    waiting, level = _Waiting(), logger.level
+    logger.addHandler(waiting)
+    logger.setLevel(logging.INFO)
     try:
-        await asyncio.gather(*(s.init(bootstrap=f) for s, f in zip(servers, bootstraps, strict=True)))
+        # The schema version first, so neither waits for the lock in its migrations instead.
+        await migrations.migrate(backends[2], lambda: init_lock(backends[2], clock))
+        async with init_lock(backends[2], clock):
+            tasks = [asyncio.create_task(s.init(bootstrap=f))
+                     for s, f in zip(servers, bootstraps, strict=True)]
+            both = asyncio.create_task(waiting.both.wait())
+            # Both waiting, or one failed early (gather below raises its error).
+            await asyncio.wait([both, *tasks], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            both.cancel()
+            assert waiting.count == 2 or any(t.done() for t in tasks), "they did not race"
+        await asyncio.gather(*tasks)
         return servers[0], servers[1]
     finally:
+        logger.removeHandler(waiting)
+        logger.setLevel(level)
         for b in backends:
             await b.close()
 
