@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -65,6 +67,25 @@ def make_runner(app: web.Application) -> web.AppRunner:
     """Return a runner that closes connections whose request head is late (see module doc)."""
     return web.AppRunner(app, access_log=None, keepalive_timeout=app[DEADLINES].headers,
                          logger=_ProtocolLog(logging.getLogger("aiohttp.server"), {}))
+
+
+async def serve_accepted(runner: web.AppRunner, sock: socket.socket,
+                         ssl_context: ssl.SSLContext | None, handshake_timeout: float) -> bool:
+    """Serve a connection accepted elsewhere (a port's multiplexer, which paces handshakes per
+    source) as the runner's own, TLS handshake first; once TLS is up, whether the peer
+    presented a client certificate the context verified. The runner's cleanup ends it too."""
+    if runner.server is None:  # cleaned up already
+        sock.close()
+        return False
+    try:
+        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(
+            runner.server, sock, ssl=ssl_context,
+            ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None)
+    except OSError as err:  # a failed or late handshake (TLS errors and timeouts are OSErrors)
+        log.debug("TLS handshake failed: %s", err)
+        sock.close()
+        return False
+    return bool(transport.get_extra_info("peercert"))
 
 
 def json_answer(answer: BaseModel | Sequence[BaseModel]) -> web.Response:
@@ -210,4 +231,5 @@ class _ProtocolLog(logging.LoggerAdapter[logging.Logger]):
 
 
 __all__ = ["DEADLINES", "DEFAULT_DEADLINES", "STATE_CHANGING", "Deadlines", "json_answer", "make_app", "make_runner",
-           "parse_json_object", "parse_model", "read_json", "require_json"]
+           "parse_json_object", "parse_model", "read_json", "require_json",
+           "serve_accepted"]

@@ -433,10 +433,17 @@ def _who(request: web.Request) -> str:
 
 async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: int,
                 sock: socket.socket | None = None,
-                deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES) -> web.AppRunner:
-    """Start the API on host:port or sock; the caller owns the returned runner and cleans it up."""
+                deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES, *,
+                bind: bool = True) -> web.AppRunner:
+    """Start the API on host:port or sock; the caller owns the returned runner and cleans it up.
+
+    With bind=False nothing listens: connections come from the port's multiplexer, which paces
+    them per source, through `serve_socket` (the process serves 3025 so).
+    """
     runner = httpserver.make_runner(make_app(auth, deadlines))
     await runner.setup()
+    if not bind:
+        return runner
     site: web.BaseSite
     if sock is not None:
         site = web.SockSite(runner, sock, ssl_context=ssl_context)
@@ -444,6 +451,15 @@ async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: 
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
     await site.start()
     return runner
+
+
+async def serve_socket(runner: web.AppRunner, ssl_context: ssl.SSLContext,
+                       sock: socket.socket) -> bool:
+    """Serve the API on a connection accepted elsewhere, TLS handshake first (in the request
+    head's deadline); whether the caller's client certificate was verified: nodes, proxies,
+    tctl and users get their throttle token back, anonymous callers (joins) do not."""
+    return await httpserver.serve_accepted(runner, sock, ssl_context,
+                                           runner.app[httpserver.DEADLINES].headers)
 
 
 

@@ -22,6 +22,9 @@ is closed; a PROXY protocol header is refused too (no load balancer support yet)
 still waiting for their first bytes belong to the multiplexer and are closed by `close()`;
 once handed over they belong to the server that took them (aiohttp's runner, the SSH
 listener), whose own close ends them.
+
+The auth API's port (3025) is accepted here too, with a TLS handler only, so its new
+connections are paced per source (`throttle`) before any TLS handshake; other bytes are closed.
 """
 
 from __future__ import annotations
@@ -120,7 +123,9 @@ def detect_ssh(data: bytes) -> Protocol | None:
     return Protocol.SSH
 
 
-Handler = Callable[[socket.socket], Awaitable[None]]
+#: Takes the socket; a TLS handler returns once TLS is up, True when the peer presented a
+#: client certificate the server verified (its throttle token is given back), else False/None.
+Handler = Callable[[socket.socket], Awaitable[bool | None]]
 
 
 class Multiplexer:
@@ -139,7 +144,8 @@ class Multiplexer:
         self.max_pending = max_pending
         #: Per-source limits (`teleport.api.throttle`): a connection is counted from accept,
         #: and handed over only on its turn. An SSH connection carries its slot on (given up
-        #: when its user authenticates); TLS gives it up once its handshake is done.
+        #: when its user authenticates); TLS gives it up once its handshake is done, with
+        #: its token back when the peer's client certificate was verified.
         self.throttle = throttle
         self._sock: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
@@ -229,9 +235,9 @@ class Multiplexer:
                     ACCEPTED_SLOT.reset(token)
                 slot = None
             else:
-                await handler(conn)  # returns once TLS is up (the relay's: at once)
+                verified = await handler(conn)  # once TLS is up (the relay's: at once)
                 if slot is not None:
-                    slot.handshake_done()
+                    (slot.authenticated if verified else slot.handshake_done)()
         finally:
             self._pending.discard(conn)
             if not handed:
@@ -315,4 +321,4 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket) -> Non
         loop.remove_reader(fd)
 
 
-__all__ = ["DETECT_TIMEOUT", "Multiplexer", "Protocol", "detect", "detect_ssh", "detect_tls"]
+__all__ = ["DETECT_TIMEOUT", "Handler", "Multiplexer", "Protocol", "detect", "detect_ssh", "detect_tls"]

@@ -193,18 +193,17 @@ class WebProxy:
         self._runner = runner
         self._port = runner.addresses[0][1]
 
-    async def serve_socket(self, sock: socket.socket) -> None:
-        """Serve HTTPS on a connection accepted elsewhere (the multiplexer), TLS handshake first.
+    async def serve_socket(self, sock: socket.socket) -> bool:
+        """Serve HTTPS on a connection accepted elsewhere (the multiplexer), TLS handshake first;
+        whether the peer's client certificate (tsh's) was verified.
 
         The runner's server tracks it like its own, so close() ends it with the others.
         """
-        if self._runner is None or self._runner.server is None:
+        if self._runner is None:
             sock.close()
-            return
-        loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(
-            self._runner.server, sock, ssl=self._ssl,
-            ssl_handshake_timeout=self.deadlines.headers if self._ssl is not None else None)
+            return False
+        return await httpserver.serve_accepted(self._runner, sock, self._ssl,
+                                               self.deadlines.headers)
 
     async def stop_accepting(self) -> None:
         """Stop taking new connections (graceful restart); close() ends the open ones."""

@@ -32,7 +32,7 @@ from teleport.events.sinks import build_audit_log, sessions_dir
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
 from teleport.proxy.authrelay import AuthRelay
-from teleport.proxy.mux import Multiplexer, Protocol
+from teleport.proxy.mux import Handler, Multiplexer, Protocol
 from teleport.proxy.peers import PeerDialer
 from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
@@ -108,6 +108,8 @@ class TeleportProcess:
         self.web: WebProxy | None = None
         #: The web port's protocol multiplexer, when tunnel_listen_addr is web_listen_addr.
         self.mux: Multiplexer | None = None
+        #: The auth API port's: it paces new connections per source before their TLS handshake.
+        self.auth_mux: Multiplexer | None = None
         #: One revocation list per process, enforced by the proxy and the node alike.
         self._revocations: RevocationWatch | None = None
         self.runners: list[Any] = []
@@ -235,8 +237,9 @@ class TeleportProcess:
             self.tunnels.stop_accepting()
         if self.web is not None:
             await self.web.stop_accepting()
-        if self.mux is not None:
-            self.mux.stop_accepting()
+        for mux in (self.mux, self.auth_mux):
+            if mux is not None:
+                mux.stop_accepting()
         for runner in self.runners:
             for site in list(runner.sites):
                 await site.stop()
@@ -337,11 +340,16 @@ class TeleportProcess:
                                         # Optional only so that a new host can join with a
                                         # token; every other route refuses a caller without one.
                                         require_client_cert=False)
-        runner = await auth_api.serve(auth, tls.context, listen.host, listen.port,
-                                      sock=self._listen("auth", listen))
-        self.runners.append(runner)
+        # Served through a TLS-only multiplexer, so each source's new connections are paced
+        # before their handshake; a verified client certificate gives its token back.
+        runner = await auth_api.serve(auth, tls.context, listen.host, listen.port, bind=False)
         self.stack.push_async_callback(runner.cleanup)
-        self.ports["auth"] = _bound_port(runner)
+        self.auth_mux = mux = Multiplexer(
+            {Protocol.TLS: lambda sock: auth_api.serve_socket(runner, tls.context, sock)},
+            name="auth", throttle=self._throttle("auth"))
+        await self.stack.enter_async_context(mux)
+        await mux.start(self._listen("auth", listen))
+        self.ports["auth"] = mux.port
         self.health.ok("auth")
         advertise = cfg.auth.public_addrs[0] if cfg.auth.public_addrs else HostPort(
             cfg.nodename if listen.host in ("0.0.0.0", "::", "") else listen.host,
@@ -639,7 +647,7 @@ class TeleportProcess:
         await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port, bind=False)
         self.web = web
         relay = await self.stack.enter_async_context(AuthRelay(self._auth_addrs))
-        handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]] = {
+        handlers: dict[Protocol, Handler] = {
             Protocol.HTTP if cfg.insecure_no_tls else Protocol.TLS: web.serve_socket,
             Protocol.AUTH: relay.serve_socket}
         if tunnel_on_web:
@@ -700,7 +708,7 @@ class TeleportProcess:
                              else None)
 
     async def _multiplex(self, sock: socket.socket,
-                         handlers: dict[Protocol, Callable[[socket.socket], Awaitable[None]]]) -> int:
+                         handlers: dict[Protocol, Handler]) -> int:
         """Serve the web port's protocols from one listener (teleport.proxy.mux); its port."""
         mux = Multiplexer(handlers, throttle=self._throttle("proxy web"))
         await self.stack.enter_async_context(mux)
@@ -909,11 +917,3 @@ def _host_addresses(nodename: str, listen: HostPort, public: list[HostPort]) -> 
     with contextlib.suppress(OSError):
         names.append(socket.gethostname())
     return list(dict.fromkeys(n for n in names if n))
-
-
-def _bound_port(runner: Any) -> int:
-    for site in runner.sites:
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            return int(server.sockets[0].getsockname()[1])
-    raise BadParameter("auth API did not bind")
