@@ -10,16 +10,7 @@ import pytest
 
 from teleport.config import parse_file_config, sample_config
 from teleport.config.modes import SessionRecording, parse_mode, records_at, streams
-from teleport.errors import BadParameter
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(BadParameter) as info:
-        parse_file_config(text, "teleport.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
+from tests.unit.config.errors import error_of
 
 UNSUPPORTED = [
     ("auth_service:\n  authentication:\n    type: saml\n", 3, "auth_service.authentication.type"),

@@ -10,16 +10,9 @@ import pytest
 from teleport.config import FileConfig, load_file_config, parse_file_config
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort
+from tests.unit.config.errors import error_of
 
 HERE = Path(__file__).parent
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(BadParameter) as info:
-        parse_file_config(text, "teleport.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def test_manual_sample_parses_once_its_placeholders_are_replaced() -> None:

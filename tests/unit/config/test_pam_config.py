@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teleport.config import StartFlags, make_config, parse_file_config
-from teleport.errors import BadParameter
-
-
-def error_of(text: str) -> str:
-    with pytest.raises(BadParameter) as info:
-        parse_file_config(text, "teleport.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from tests.unit.config.errors import error_of
 
 
 def test_pam_is_off_with_sshd_service_by_default() -> None:

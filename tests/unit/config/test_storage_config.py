@@ -10,6 +10,7 @@ from teleport.config import parse_file_config
 from teleport.errors import BadParameter
 from teleport.service.storage import open_backend
 from teleport.utils.clock import FakeClock
+from tests.unit.config.errors import error_of as config_error
 
 
 def storage(text: str) -> str:
@@ -17,11 +18,7 @@ def storage(text: str) -> str:
 
 
 def error_of(text: str) -> str:
-    with pytest.raises(BadParameter) as info:
-        parse_file_config(storage(text), "teleport.yaml")
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+    return config_error(storage(text))
 
 
 def test_the_manuals_etcd_example_loads() -> None:

@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from teleport.errors import BadParameter
 from teleport.keys import tls
 from teleport.keys.identity import Identity
+from tests.unit.keys import memory_tls
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 CLUSTER = "example.com"
@@ -149,27 +150,8 @@ def test_self_signed_web_cert_names() -> None:
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
                server_hostname: str = tls.auth_server_name(CLUSTER)) -> bytes | None:
     """Run a TLS handshake through memory buffers and return the client cert the server saw."""
-    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname)
-    done = {"server": False, "client": False}
-    for _ in range(10):
-        for name, end in (("client", client), ("server", server)):
-            if not done[name]:
-                try:
-                    end.do_handshake()
-                    done[name] = True
-                except ssl.SSLWantReadError:
-                    pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if all(done.values()):
-            # TLS 1.3 checks the client certificate after the client thinks it is done.
-            client.write(b"ping")
-            s_in.write(c_out.read())
-            assert server.read(4) == b"ping"
-            return server.getpeercert(binary_form=True)
-    raise AssertionError("handshake did not finish")
+    return memory_tls.handshake(server_ctx, client_ctx, server_hostname).server.getpeercert(
+        binary_form=True)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import pytest
 from teleport.client import webapi
 from teleport.keys import tls
 from teleport.keys.identity import Identity
+from tests.unit.keys import memory_tls
 
 NOW = datetime.now(timezone.utc)
 CLUSTER = "profile.test"
@@ -55,28 +56,10 @@ def _raw_client(*, ciphers: str | None = None, group: str | None = None,
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
                server_hostname: str = tls.auth_server_name(CLUSTER)) -> tuple[str, str, int]:
     """Handshake through memory buffers; return (version, suite, flights the client sent)."""
-    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
-    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
-    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=server_hostname)
-    done = {"server": False, "client": False}
-    flights = 0
-    for _ in range(10):
-        for name, end in (("client", client), ("server", server)):
-            if not done[name]:
-                try:
-                    end.do_handshake()
-                    done[name] = True
-                except ssl.SSLWantReadError:
-                    pass
-        sent = c_out.read()
-        flights += bool(sent)
-        s_in.write(sent)
-        c_in.write(s_out.read())
-        if all(done.values()):
-            cipher = client.cipher()
-            assert cipher is not None
-            return cipher[1], cipher[0], flights
-    raise AssertionError("handshake did not finish")
+    done = memory_tls.handshake(server_ctx, client_ctx, server_hostname)
+    cipher = done.client.cipher()
+    assert cipher is not None
+    return cipher[1], cipher[0], done.flights
 
 
 def test_servers_refuse_tls_1_1(served: tuple[bytes, bytes, bytes]) -> None:

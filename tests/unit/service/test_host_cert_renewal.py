@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from teleport.api.auth_models import IssuedCerts
 from teleport.auth.identity_file import IdentityFile
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
-from teleport.errors import AccessDenied
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import tls as tlskeys
 from teleport.keys.identity import Identity
 from teleport.service.identities import issue_local_identity
-from teleport.service.rotation import IdentityFollower, local_issuer
+from teleport.service.rotation import IdentityFollower
 from teleport.utils.clock import FakeClock
+from tests.unit.service.issuers import Counted
 
 YEAR = timedelta(days=365)
 
@@ -34,21 +33,6 @@ async def auth(tmp_path: Path) -> AuthServer:
                         AuthSettings(cluster_name="renew.test", recordings_dir=tmp_path / "rec"))
     await server.init()
     return server
-
-
-class Counted:
-    """The in-process issuer (what `POST /v1/hosts/certs` runs), counting its calls."""
-
-    def __init__(self, auth: AuthServer, refuse: bool = False) -> None:
-        self.calls = 0
-        self.refuse = refuse
-        self._issue = local_issuer(auth, "Node", "node-1", "node1", [])
-
-    async def __call__(self, ssh_public_key: str, tls_public_key: bytes) -> IssuedCerts:
-        self.calls += 1
-        if self.refuse:
-            raise AccessDenied("the auth server refuses this certificate")
-        return await self._issue(ssh_public_key, tls_public_key)
 
 
 async def _follower(auth: AuthServer, data_dir: Path, issue: Counted,

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from teleport.api.auth_models import IssuedCerts
 from teleport.auth.identity_file import IdentityFile
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
 from teleport.events.emitter import MemoryEmitter
 from teleport.service.identities import issue_local_identity
-from teleport.service.rotation import IdentityFollower, local_issuer, next_path, state_path
+from teleport.service.rotation import IdentityFollower, next_path, state_path
 from teleport.types.rotation import Mode, Phase
 from teleport.utils.clock import RealClock
+from tests.unit.service.issuers import Counted
 
 
 @pytest.fixture
@@ -27,18 +27,6 @@ async def auth(tmp_path: Path) -> AuthServer:
                         AuthSettings(cluster_name="follow.test", recordings_dir=tmp_path / "rec"))
     await server.init()
     return server
-
-
-class Counted:
-    """The in-process issuer, counting its calls."""
-
-    def __init__(self, auth: AuthServer) -> None:
-        self.calls = 0
-        self._issue = local_issuer(auth, "Node", "node-1", "node1", [])
-
-    async def __call__(self, ssh_public_key: str, tls_public_key: bytes) -> IssuedCerts:
-        self.calls += 1
-        return await self._issue(ssh_public_key, tls_public_key)
 
 
 async def _follower(auth: AuthServer, data_dir: Path, issue: Counted) -> IdentityFollower:
