@@ -295,6 +295,21 @@ MUTATIONS = (
         '        "compression_algs": ["none"],\n',
         ("tests/unit/sshutils/test_algorithms.py::"
          "test_sha1_and_other_algorithms_outside_the_set_are_refused",)),
+    Mutation(
+        "serve TLS with CBC suites", "teleport/keys/tls.py",
+        "    ctx.set_ciphers(TLS12_CIPHERS)\n",
+        "    pass\n",
+        ("tests/unit/keys/test_tls_profile.py::test_servers_refuse_cbc_and_non_ecdhe_suites",)),
+    Mutation(
+        "let one address hold any number of unauthenticated connections", "teleport/api/throttle.py",
+        "        if state.pending >= self.max_pending:\n",
+        "        if False:\n",
+        ("tests/unit/api/test_throttle.py::test_over_the_pending_cap_is_refused_until_one_leaves",)),
+    Mutation(
+        "pace no handshakes", "teleport/api/throttle.py",
+        "        if any(t < 1.0 for t in state.tokens):\n",
+        "        if False:\n",
+        ("tests/unit/api/test_throttle.py::test_burst_goes_at_once_then_one_per_token",)),
 )
 
 
