@@ -84,6 +84,9 @@ from teleport.utils.supervisor import Supervisor
 
 log = logging.getLogger("teleport")
 
+#: How often a node re-reads the proxy address its sessions name, once it knows one.
+PROXY_ADDR_REFRESH = 60.0
+
 
 class TeleportProcess:
     """Run auth, proxy and node as the config says; an async context manager."""
@@ -776,10 +779,16 @@ class TeleportProcess:
         proxy_addr = ""
         revocations = self._revocation_watch(client)
 
-        async def refresh_proxy_addr() -> None:
+        async def follow_proxy_addr() -> None:
+            """Keep the proxy address sessions name (`teleport status`'s Session URL): every
+            second until a proxy has announced itself (in one process the node may ask
+            first), then every minute."""
             nonlocal proxy_addr
-            proxies = await client.list_servers("proxy")
-            proxy_addr = proxies[0].spec.public_addr if proxies else ""
+            while True:
+                with contextlib.suppress(TeleportError):
+                    proxies = await client.list_servers("proxy")
+                    proxy_addr = proxies[0].spec.public_addr if proxies else ""
+                await asyncio.sleep(PROXY_ADDR_REFRESH if proxy_addr else 1.0)
 
         audit = await self._audit(client, data_dir, "node")
         node = NodeServer(
@@ -847,11 +856,10 @@ class TeleportProcess:
                                           cmd_labels=dynamic.snapshot(), version=__version__))
 
         async def node_heartbeat() -> None:
-            with contextlib.suppress(Exception):
-                await refresh_proxy_addr()
             await heartbeat_forever(client, node_record, self.clock, self.health)
 
         self._supervise("node-heartbeat", node_heartbeat)
+        self._supervise("node-proxy-addr", follow_proxy_addr)
 
 
     def _follow_node_rotation(self, identity: IdentityFile, client: AuthClient,
