@@ -310,6 +310,12 @@ MUTATIONS = (
         "        if any(t < 1.0 for t in state.tokens):\n",
         "        if False:\n",
         ("tests/unit/api/test_throttle.py::test_burst_goes_at_once_then_one_per_token",)),
+    Mutation(
+        "let a session that ignores its hang-up go on unrecorded", "teleport/srv/session.py",
+        "        child.signal(signal.SIGKILL)  # a no-op once it has exited\n",
+        "        pass\n",
+        ("tests/integration/srv/test_sync_recording.py::"
+         "test_a_session_that_ignores_its_hang_up_is_killed_when_it_cannot_be_recorded",)),
 )
 
 

@@ -46,6 +46,8 @@ log = logging.getLogger("teleport.node")
 
 #: Output quiet for this long after the shell exited belongs to jobs it left behind.
 EXIT_DRAIN_SECONDS = 1.0
+#: How long a session that cannot be recorded has to end on its hang-up before it is killed.
+UNRECORDED_GRACE_SECONDS = 2.0
 #: Send buffer above which we stop reading the child's output until the client catches up.
 SEND_HIGH_WATER = 256 * 1024
 
@@ -237,12 +239,22 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 size=f"{self.size[0]}:{self.size[1]}")
 
     def _recording_failed(self, reason: str) -> None:
-        """End a session a sync mode cannot record: it does not go on unrecorded."""
+        """End a session a sync mode cannot record: it does not go on unrecorded.
+
+        A hang-up first, so the shell ends as when its terminal closes; what is still running
+        after `UNRECORDED_GRACE_SECONDS` (a shell that ignores SIGHUP, `trap '' HUP`) is killed.
+        """
         if self.chan is not None:
             with contextlib.suppress(OSError):
                 self.chan.write_stderr(f"\r\nteleport: {reason}\r\n".encode())
         if self.child is not None:
             self.child.hang_up()
+            self.conn.node.spawn(self._kill_unrecorded(self.child), f"unrecorded {self.sid}")
+
+    @staticmethod
+    async def _kill_unrecorded(child: Child) -> None:
+        await asyncio.sleep(UNRECORDED_GRACE_SECONDS)
+        child.signal(signal.SIGKILL)  # a no-op once it has exited
 
     def _env(self, login: OSLogin) -> dict[str, str]:
         assert self.chan is not None

@@ -32,6 +32,8 @@ class StreamingAuth:
         self.folder = folder
         self.mode = mode
         self.down = False
+        #: Set: streams in progress fail then (the auth server goes away mid-session).
+        self.goes_down: asyncio.Event | None = None
 
     async def ping(self) -> PingAnswer:
         return PingAnswer(cluster_name="test", server_version="", session_recording=self.mode)
@@ -42,6 +44,9 @@ class StreamingAuth:
     async def stream_recording_part(self, sid: str, part: str,
                                     pieces: AsyncIterator[bytes]) -> None:
         if self.down:
+            raise ConnectionProblem("cannot reach the auth server")
+        if self.goes_down is not None:
+            await self.goes_down.wait()
             raise ConnectionProblem("cannot reach the auth server")
         await self.store.receive(sid, part, "node", pieces)
 
@@ -113,3 +118,18 @@ async def test_node_sync_ends_a_session_it_cannot_record(
     stderr = await proc.stderr.read()
     assert "session recording failed: cannot reach the auth server" in output + stderr
     assert list(spool.iterdir()) == [] and await auth.store.list() == []
+
+
+async def test_a_session_that_ignores_its_hang_up_is_killed_when_it_cannot_be_recorded(
+        exits: AsyncExitStack, trust: Trust, node: NodeServer, tmp_path: Path) -> None:
+    auth = StreamingAuth(tmp_path / "sessions", "node-sync")
+    auth.goes_down = asyncio.Event()
+    await _recordings(exits, node, tmp_path / "upload", auth)
+    alice = trust.user(["root"])
+    async with await trust.connect(alice, node.port, "root") as conn:
+        proc = await conn.create_process("trap '' HUP; echo armed; sleep 60",
+                                         term_type="xterm", term_size=(80, 25))
+        assert "armed" in await asyncio.wait_for(proc.stdout.readuntil("armed"), 10)
+        auth.goes_down.set()  # the recording fails now, with SIGHUP ignored by the shell
+        await asyncio.wait_for(proc.wait_closed(), 10)
+    assert proc.exit_signal is not None and proc.exit_signal[0] == "KILL", proc.exit_signal
