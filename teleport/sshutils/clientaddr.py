@@ -36,6 +36,7 @@ from teleport.errors import AccessDenied, BadParameter
 from teleport.keys.ssh import host_role, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
+from teleport.sshutils import gate
 
 log = logging.getLogger("teleport.ssh")
 
@@ -143,8 +144,7 @@ class AddressPreamble(asyncio.Protocol):
             self._slot = self._throttle.enter(peer[0] if peer else "")
             if self._slot is None:
                 self._handed = True
-                transport.write(b"Exceeded MaxStartups\r\n")  # type: ignore[attr-defined]
-                transport.close()
+                gate.refuse(transport)
                 return
         self._timer = asyncio.get_running_loop().call_later(self._wait, transport.abort)  # type: ignore[attr-defined]
 
