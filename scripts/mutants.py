@@ -316,6 +316,25 @@ MUTATIONS = (
         "        pass\n",
         ("tests/integration/srv/test_sync_recording.py::"
          "test_a_session_that_ignores_its_hang_up_is_killed_when_it_cannot_be_recorded",)),
+    Mutation(
+        "let a leaf's host CA vouch for any tunnel agent", "teleport/sshutils/reversetunnel.py",
+        "                                allowed=(Caller.PROXY,), cluster=leaf, login=login)\n",
+        "                                allowed=(Caller.NODE, Caller.PROXY), cluster=authority, "
+        "login=login)\n",
+        ("tests/unit/sshutils/test_cluster_trust.py::"
+         "test_a_leaf_cannot_pass_for_one_of_our_hosts_nor_tunnel_a_node",)),
+    Mutation(
+        "skip the validation token of a trusted cluster", "teleport/auth/trustedclusters.py",
+        "            await self.hosts.check_token(request.token, TRUSTED_CLUSTER)\n",
+        "            pass\n",
+        ("tests/integration/auth/test_trusted_clusters.py::"
+         "test_a_wrong_token_is_refused_and_audited_by_the_root",)),
+    Mutation(
+        "let a root user in with the root's roles, unmapped", "teleport/service/trust.py",
+        "                mapped = map_roles(root.spec.role_map, cert.roles)\n",
+        "                mapped = list(cert.roles)\n",
+        ("tests/e2e/test_trusted_clusters.py::"
+         "test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf",)),
 )
 
 

@@ -354,3 +354,31 @@ class SSOCallbackDone(Answer):
     #: console: tsh's callback with `response=` (sealed certificates) or `error=`.
     client_redirect_url: str = ""
     web_session: WebSession | None = None
+
+
+# --- trusted clusters -------------------------------------------------------------------------
+
+class TrustedClusterValidation(Request):
+    """A leaf's request to trust a root (`POST /webapi/trustedclusters/validate` on the root's
+    proxy, relayed to `POST /v1/trustedclusters/validate`): the root's join token and the
+    leaf's host, user and TLS CAs, public halves only."""
+
+    token: str = Field(min_length=1, max_length=512)
+    certificate_authorities: list[ResourceJSON] = Field(max_length=3)
+    teleport_version: str = ""
+    #: Set by the root's proxy: who asked, for the root's audit log.
+    remote_addr: str = ""
+
+
+class TrustedClusterValidationAnswer(Answer):
+    """The root's host, user and TLS CAs (public halves), for the leaf to trust."""
+
+    certificate_authorities: list[ResourceJSON]
+
+
+class LeafTunnel(Answer):
+    """Where a leaf's proxies keep a tunnel to a root (`GET /v1/trustedclusters/tunnels`)."""
+
+    name: str
+    web_proxy_addr: str
+    tunnel_addr: str = ""

@@ -244,3 +244,15 @@ class SSOLoginResponse(LoginResponse):
     """What tsh's local callback receives, sealed: the login answer and who logged in."""
 
     username: str
+
+
+class ClusterInfo(Answer):
+    """A cluster as `tsh clusters` and the web UI's picker list it (`GET /webapi/sites`)."""
+
+    name: str
+    #: "online" or "offline" (a leaf whose tunnel is down).
+    status: str
+    #: When the leaf's tunnel was last heard of (the root itself: now).
+    last_connected: datetime = Field(alias="lastConnected")
+    #: Which side this cluster is: "root" (the proxy's own) or "leaf".
+    kind: str = "leaf"

@@ -473,6 +473,7 @@ from teleport.auth import (  # noqa: E402, F401
     api_resources,
     api_sessions,
     api_sso,
+    api_trust,
     api_watch,
     api_web,
 )

@@ -21,6 +21,7 @@ from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken
 from teleport.types.roles import Role
+from teleport.types.trusted import RemoteCluster
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
 
@@ -117,6 +118,31 @@ class AuthClient(MFACalls):
 
     async def get_ca(self, ca_type: str) -> CertAuthority:
         return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
+
+    async def list_cas(self, ca_type: str) -> list[CertAuthority]:
+        """Every CA of a type: this cluster's and the trusted clusters' (public halves)."""
+        return [_typed(ca, CertAuthority) for ca in await self._http.call(
+            "GET", f"/v1/authorities?type={_q(ca_type)}", answer=list[m.ResourceJSON])]
+
+    # --- trusted clusters (teleport.auth.api_trust) -------------------------------------------
+
+    async def validate_trusted_cluster(self, request: m.TrustedClusterValidation
+                                       ) -> m.TrustedClusterValidationAnswer:
+        """Relay a leaf's request to trust us (the root's proxy, for its web route)."""
+        return await self._http.call("POST", "/v1/trustedclusters/validate", request,
+                                     answer=m.TrustedClusterValidationAnswer)
+
+    async def leaf_tunnels(self) -> list[m.LeafTunnel]:
+        """The roots this (leaf) cluster's proxies keep tunnels to."""
+        return await self._http.call("GET", "/v1/trustedclusters/tunnels",
+                                     answer=list[m.LeafTunnel])
+
+    async def remote_cluster_heartbeat(self, name: str) -> None:
+        await self._http.call("POST", f"/v1/remoteclusters/{_q(name)}/heartbeat", {})
+
+    async def list_remote_clusters(self) -> list[RemoteCluster]:
+        return [_typed(rc, RemoteCluster) for rc in await self._http.call(
+            "GET", "/v1/remoteclusters", answer=list[m.ResourceJSON])]
 
     async def rotate(self, ca_type: str, *, mode: str, phase: str | None,
                      grace_period: str | None) -> list[CertAuthority]:

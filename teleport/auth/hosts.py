@@ -21,8 +21,10 @@ from teleport.types.resources import ProvisionToken, ProvisionTokenSpec, Server,
 from teleport.utils.versions import newer_major
 
 log = logging.getLogger("teleport.auth")
-#: The roles a join token may grant, as `tctl tokens add --type` spells them.
-JOIN_ROLES = frozenset(kind.lower() for kind in HOST_KINDS)
+#: What a join token may be for, as `tctl tokens add --type` spells it: a host's role, or a
+#: leaf cluster's trust in this one (`trusted_cluster`, which no host can join with).
+TRUSTED_CLUSTER = "trusted_cluster"
+JOIN_ROLES = frozenset({*(kind.lower() for kind in HOST_KINDS), TRUSTED_CLUSTER})
 MAX_TOKEN_TTL = timedelta(days=365)
 #: Names under this suffix identify the cluster's own services in certificates; no host takes them.
 RESERVED_NAME_SUFFIX = "teleport.cluster.local"
@@ -85,7 +87,7 @@ class Hosts:
 
     # --- joining ------------------------------------------------------------------------------
 
-    async def _check_join_token(self, token: str, role: str) -> None:
+    async def check_token(self, token: str, role: str) -> None:
         """Accept a static or unexpired dynamic token that allows the role; else AccessDenied."""
         roles: set[str] | None = None
         raw = passwords.utf8(token, "join token")
@@ -116,7 +118,7 @@ class Hosts:
             raise BadParameter(f"a host cannot join as {role!r}")
         who = f"{nodename} ({host_uuid})"
         try:
-            await self._check_join_token(token, role)
+            await self.check_token(token, role)
             check_version(HOST_KINDS[Caller(role)], version)
             await self._check_host_is_new(host_uuid, nodename, Caller(role), addresses)
         except (AccessDenied, AlreadyExists, NotSupported) as err:

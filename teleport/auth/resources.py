@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from teleport.auth.accounts import Accounts
     from teleport.auth.certs import CertIssuer
     from teleport.auth.hosts import Hosts
+    from teleport.auth.trustedclusters import TrustedClusters
 
 CA_TYPES = ("user", "host", "tls")
 
@@ -72,7 +73,7 @@ class Resources:
 
     def __init__(self, ctx: AuthContext, roles: RoleService, locks: LockService,
                  accounts: Accounts, hosts: Hosts, certs: CertIssuer,
-                 connectors: ConnectorService) -> None:
+                 connectors: ConnectorService, trusted: TrustedClusters) -> None:
         self.ctx = ctx
         self.roles = roles
         self.locks = locks
@@ -82,6 +83,7 @@ class Resources:
             "cert_authority": _Authorities(certs), "lock": _Locks(self), "node": _Nodes(hosts),
             "github": _Connectors(ctx, connectors, "github"),
             "oidc": _Connectors(ctx, connectors, "oidc"),
+            "trusted_cluster": trusted.trusted_store(), "remote_cluster": trusted.remote_store(),
         }
         missing = set(KINDS_REGISTRY) - set(self._stores)
         assert not missing, f"registry kinds without a store: {missing}"

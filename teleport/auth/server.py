@@ -3,7 +3,8 @@
 `accounts` (users and signup), `logins` (password, OTP, lockout), `certs` (CAs and every
 certificate), `hosts` (join tokens, joining, presence), `sessions` (recordings, live
 sessions), `web` (the proxies' browser sessions), `resources` (roles, locks, connectors, and the one
-store per kind behind the resource routes), `sso` (GitHub and OIDC logins) and `mfa`
+store per kind behind the resource routes), `trusted_clusters` (both sides of trust between
+clusters), `sso` (GitHub and OIDC logins) and `mfa`
 (WebAuthn keys at signup, at login and as a user's own devices). Handlers in `teleport.auth.api` authorize
 the caller (`teleport.rbac`) and then call one method of one part.
 """
@@ -27,6 +28,7 @@ from teleport.auth.resources import Resources
 from teleport.auth.rotation import Rotations
 from teleport.auth.sessions import Sessions
 from teleport.auth.sso import SSO
+from teleport.auth.trustedclusters import TrustedClusters
 from teleport.auth.websessions import WebSessions
 from teleport.backend.base import Backend
 from teleport.errors import TeleportError
@@ -68,8 +70,9 @@ class AuthServer:
         self.hosts = Hosts(self.ctx, tokens, presence, self.certs)
         self.sessions = Sessions(self.ctx, presence, LiveSessionService(backend))
         self.web = WebSessions(self.ctx, self.accounts, self.logins, self.certs, web_sessions)
+        self.trusted_clusters = TrustedClusters(self.ctx, self.certs.cas, self.hosts, roles)
         self.resources = Resources(self.ctx, roles, locks, self.accounts, self.hosts, self.certs,
-                                   connectors)
+                                   connectors, self.trusted_clusters)
         self.certs.roleset = self.resources.roleset  # certificates carry what the roles allow
         self.sso = SSO(self.ctx, connectors, SSORequestService(backend), self.accounts,
                        self.certs, self.web)

@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
 
     tokens = sub.add_parser("tokens", help="Manage invitation tokens").add_subparsers(dest="action", metavar="<action>")
     tokens.add_parser("ls", help="List tokens")
+    tadd = tokens.add_parser("add", help="Create an invitation token")
+    tadd.add_argument("--type", required=True, metavar="node|proxy|auth|trusted_cluster",
+                      help="what the token is for: hosts of these roles (comma-separated), or a "
+                           "leaf cluster's trust in this one")
+    tadd.add_argument("--ttl", default="30m", help="how long the token is valid (default 30m)")
+    tadd.add_argument("--value", help="use this token instead of a random one")
     for name in ("rm", "del"):
         t = tokens.add_parser(name, help="Delete a token")
         t.add_argument("token")
@@ -102,6 +108,8 @@ async def _client(args: argparse.Namespace) -> AuthClient:
 
 
 async def _tokens(args: argparse.Namespace, client: AuthClient) -> int:
+    if args.action == "add":
+        return await _tokens_add(args, client)
     if args.action == "ls":
         provision, signup = await client.list_tokens()
         rows = []
@@ -129,12 +137,32 @@ async def _nodes(args: argparse.Namespace, client: AuthClient) -> int:
     return 0
 
 
+async def _tokens_add(args: argparse.Namespace, client: AuthClient) -> int:
+    from teleport.utils.duration import format_duration, parse_duration
+
+    roles = csv_list(args.type)
+    if "trusted_cluster" not in roles:
+        return await _invite_hosts(client, roles, args.ttl, args.value)
+    ttl = parse_duration(args.ttl)
+    token = await client.create_token(roles, ttl, args.value)
+    print(f"The cluster invite token: {token.metadata.name}")
+    print(f"This token will expire in {format_duration(ttl)}.\n")
+    print("Use this token when defining a trusted cluster resource on a remote cluster.")
+    return 0
+
+
 async def _nodes_add(args: argparse.Namespace, client: AuthClient) -> int:
+    return await _invite_hosts(client, csv_list(args.roles), args.ttl, args.token)
+
+
+async def _invite_hosts(client: AuthClient, roles: list[str], ttl_text: str,
+                        value: str | None) -> int:
+    """Make a join token for hosts and print how to start one with it."""
     from teleport.keys.pin import ca_pin
     from teleport.utils.duration import format_duration, parse_duration
 
-    ttl = parse_duration(args.ttl)
-    token = await client.create_token(csv_list(args.roles), ttl, args.token)
+    ttl = parse_duration(ttl_text)
+    token = await client.create_token(roles, ttl, value)
     pin = ca_pin((await client.get_ca("tls")).trusted_tls_certs()[0].encode())
     # The proxy's public web address when there is one (the node joins and tunnels through it,
     # as the manual shows), else the auth server's.

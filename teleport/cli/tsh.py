@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     _login_flags(login, quiet)
     login.add_argument("--ttl", help="certificate lifetime: minutes or a duration like 12h (default 12h)")
     sub.add_parser("logout", help="Delete the profile and its keys")
+    clusters = sub.add_parser("clusters", help="List the cluster and its leaf clusters")
+    _common(clusters, quiet)
     sub.add_parser("status", help="Show the current login")
     ls = sub.add_parser("ls", help="List nodes")
     _common(ls, quiet)
@@ -57,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     ssh = sub.add_parser("ssh", help="Run a shell or a command on a node")
     _common(ssh, quiet)
     ssh.add_argument("-l", "--login", help="remote OS login")
+    ssh.add_argument("--cluster", default="",
+                     help="the cluster of the node: a leaf cluster of the proxy's (default: its own)")
     ssh.add_argument("-p", "--port", type=int, help="node SSH port")
     ssh.add_argument("-L", "--forward", action="append", default=[], metavar="[bind:]port:host:hostport",
                      help="forward a local port to a host reachable from the node")
@@ -264,7 +268,19 @@ async def _ssh(args: argparse.Namespace) -> int:
     async with following(profile):  # trust follows a CA rotation; warns before it bites
         return await ssh.run(profile, login, host, args.cmd, tty_mode=args.tty,
                              forwards=forwards, no_command=args.no_command, remote=remote,
-                             dynamic=dynamic, agent=args.forward_agent)
+                             dynamic=dynamic, agent=args.forward_agent, cluster=args.cluster)
+
+
+async def _clusters(args: argparse.Namespace) -> int:
+    from teleport.client.webapi import WebClient
+
+    profile = _profile(args)
+    async with WebClient.for_profile(profile) as web:
+        clusters = await web.clusters()
+    rows = [[c.name, c.status, c.kind, "*" if c.name == profile.cluster else ""]
+            for c in clusters]
+    print(table(["Cluster Name", "Status", "Cluster Type", "Selected"], rows))
+    return 0
 
 
 async def _scp(args: argparse.Namespace) -> int:
@@ -375,10 +391,14 @@ async def _logout() -> int:
 
 
 async def _config() -> int:
-    from teleport.client.profile import current_profile
+    from teleport.client.profile import current_profile, leaf_host_keys
     from teleport.client.sshconfig import ssh_config
+    from teleport.client.trust import refresh_host_cas
 
-    sys.stdout.write(ssh_config(current_profile()))
+    profile = current_profile()
+    # The leaves and their host CAs as the proxy says now (kept as they were if it is away).
+    await refresh_host_cas(profile)
+    sys.stdout.write(ssh_config(profile, sorted(leaf_host_keys(profile))))
     return 0
 
 
@@ -393,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scp": lambda: _scp(args),
                 "play": lambda: _play(args), "recordings": lambda: _recordings(args),
                 "sessions": lambda: _sessions(args), "join": lambda: _join(args),
-                "mfa": lambda: _mfa(args),
+                "mfa": lambda: _mfa(args), "clusters": lambda: _clusters(args),
                 "status": _status, "logout": _logout, "config": _config}
     if args.command not in commands:
         parser.print_help()

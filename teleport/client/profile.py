@@ -2,7 +2,8 @@
 
 Layout (all files 0600, folders 0700), `TELEPORT_HOME` overrides `~/.tsh`:
     profile                      the current profile (JSON)
-    known_hosts                  `@cert-authority` lines for the cluster's host CA
+    known_hosts                  `@cert-authority` lines for the cluster's host CA, and for
+                                 each leaf cluster's (`*.<leaf>` only)
     keys/<proxy>/<user>          SSH private key (OpenSSH)
     keys/<proxy>/<user>.pub      SSH public key
     keys/<proxy>/<user>-cert.pub SSH certificate
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,23 +122,42 @@ def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str,
     write_secret(home / "profile", json.dumps(saved, indent=1) + "\n")
 
 
-def write_known_hosts(profile: Profile, host_ca_keys: list[str]) -> None:
+def write_known_hosts(profile: Profile, host_ca_keys: list[str],
+                      leaves: Mapping[str, list[str]] | None = None) -> None:
     """Trust these host CA keys for the proxy and the cluster's nodes (`tsh ssh`, and stock
-    OpenSSH through `tsh config`'s `UserKnownHostsFile`)."""
+    OpenSSH through `tsh config`'s `UserKnownHostsFile`), and each leaf cluster's host CA for
+    that leaf's nodes only (`*.<leaf>`): a leaf's CA never vouches for another cluster's hosts."""
     patterns = f"{profile.proxy_host},*.{profile.cluster}"
-    write_secret(profile.known_hosts_path,
-                 "".join(f"@cert-authority {patterns} {key} type=host\n" for key in host_ca_keys))
+    lines = [f"@cert-authority {patterns} {key} type=host\n" for key in host_ca_keys]
+    for leaf, keys in sorted((leaves or {}).items()):
+        lines += [f"@cert-authority *.{leaf} {key} type=host clustername={leaf}\n" for key in keys]
+    write_secret(profile.known_hosts_path, "".join(lines))
 
 
-def known_host_keys(profile: Profile) -> list[str]:
-    """The host CA keys known_hosts trusts now (`<type> <base64>` each)."""
+def known_host_keys(profile: Profile, cluster: str = "") -> list[str]:
+    """The host CA keys known_hosts trusts now for one cluster's hosts (`<type> <base64>`
+    each): this profile's cluster unless another is named."""
+    wanted = f"*.{cluster or profile.cluster}"
     keys = []
     with contextlib.suppress(FileNotFoundError):
         for line in profile.known_hosts_path.read_text().splitlines():
             fields = line.split()
-            if len(fields) >= 4 and fields[0] == "@cert-authority":
+            if len(fields) >= 4 and fields[0] == "@cert-authority" and \
+                    wanted in fields[1].split(","):
                 keys.append(" ".join(fields[2:4]))
     return keys
+
+
+def leaf_host_keys(profile: Profile) -> dict[str, list[str]]:
+    """The leaf clusters' host CA keys known_hosts trusts now, by leaf."""
+    leaves: dict[str, list[str]] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for line in profile.known_hosts_path.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[0] == "@cert-authority" and \
+                    fields[1].startswith("*.") and "," not in fields[1]:
+                leaves.setdefault(fields[1][2:], []).append(" ".join(fields[2:4]))
+    return leaves
 
 
 def current_profile() -> Profile:

@@ -42,16 +42,17 @@ def parse_forward(spec: str) -> Forward:
     return Forward(parts[0] or "127.0.0.1", int(parts[1]), parts[2], int(parts[3]))
 
 
-def _host_ca_keys(profile: Profile) -> list[asyncssh.SSHKey]:
-    return [asyncssh.import_public_key(key) for key in known_host_keys(profile)]
+def _host_ca_keys(profile: Profile, cluster: str = "") -> list[asyncssh.SSHKey]:
+    return [asyncssh.import_public_key(key) for key in known_host_keys(profile, cluster)]
 
 
-def _options(profile: Profile, username: str,
-             agent_forward: str | None = None) -> asyncssh.SSHClientConnectionOptions:
+def _options(profile: Profile, username: str, agent_forward: str | None = None,
+             cluster: str = "") -> asyncssh.SSHClientConnectionOptions:
+    """Our keys, and the host CAs of the cluster the host belongs to (the proxy: ours)."""
     try:
         key = asyncssh.import_private_key(profile.key_path.read_bytes())
         cert = asyncssh.import_certificate(profile.ssh_cert())
-        host_cas = _host_ca_keys(profile)
+        host_cas = _host_ca_keys(profile, cluster)
     except (OSError, asyncssh.KeyImportError) as err:
         raise NotFound(f"cannot load your keys ({err}), run 'tsh login'") from None
     return hop.user_options(username, key, cert, host_cas, agent_forward)
@@ -59,29 +60,38 @@ def _options(profile: Profile, username: str,
 
 @contextlib.asynccontextmanager
 async def connect_node(profile: Profile, login: str, host: str,
-                       agent_forward: str | None = None) -> AsyncIterator[asyncssh.SSHClientConnection]:
-    """Open an SSH connection to a node, tunnelled through the proxy (agent_forward: `-A`).
+                       agent_forward: str | None = None,
+                       cluster: str = "") -> AsyncIterator[asyncssh.SSHClientConnection]:
+    """Open an SSH connection to a node, tunnelled through the proxy (agent_forward: `-A`);
+    cluster: a leaf cluster of the proxy's, whose node it is (its proxy routes `host.<leaf>`).
 
-    A host certificate of a host CA we do not trust yet (the cluster is rotating it) makes us
-    refresh known_hosts from the proxy and try once more (`teleport.client.trust`).
+    A host certificate of a host CA we do not trust yet (the cluster is rotating it, or a leaf
+    we have not met) makes us refresh known_hosts from the proxy and try once more, if the keys
+    trusted for the host's cluster changed meanwhile (here, or by the refresh `tsh` runs beside
+    every command: `teleport.client.trust`).
     """
     profile.check_valid()
     connected = False
     for attempt in (1, 2):
+        before = known_host_keys(profile, cluster)
         try:
-            async with _connect_node(profile, login, host, agent_forward) as conn:
+            async with _connect_node(profile, login, host, agent_forward, cluster) as conn:
                 connected = True
                 yield conn
                 return
         except hop.UntrustedHost:
-            if connected or attempt == 2 or not await trust.refresh_host_cas(profile):
+            if connected or attempt == 2:
+                raise
+            await trust.refresh_host_cas(profile)
+            if known_host_keys(profile, cluster) == before:
                 raise
 
 
 @contextlib.asynccontextmanager
-async def _connect_node(profile: Profile, login: str, host: str,
-                        agent_forward: str | None) -> AsyncIterator[asyncssh.SSHClientConnection]:
+async def _connect_node(profile: Profile, login: str, host: str, agent_forward: str | None,
+                        cluster: str) -> AsyncIterator[asyncssh.SSHClientConnection]:
     target = parse_addr(host, NODE_PORT)
+    leaf = cluster if cluster and cluster != profile.cluster else ""
     proxy = parse_addr(profile.ssh_proxy_addr, 3023)
     via = f"cannot connect to proxy {proxy}"
     try:
@@ -90,8 +100,8 @@ async def _connect_node(profile: Profile, login: str, host: str,
     except OSError as err:
         raise hop.unreachable(via, err) from None
     async with hop.connect_node(sock, (proxy.host, proxy.port), _options(profile, profile.user),
-                                (target.host, target.port),
-                                _options(profile, login, agent_forward), name=host,
+                                (f"{target.host}.{leaf}" if leaf else target.host, target.port),
+                                _options(profile, login, agent_forward, leaf), name=host,
                                 via=via) as conn:
         yield conn
 
@@ -99,10 +109,11 @@ async def _connect_node(profile: Profile, login: str, host: str,
 async def run(profile: Profile, login: str, host: str, command: list[str], *,
               tty_mode: bool | None = None, forwards: list[Forward] = (),  # type: ignore[assignment]
               no_command: bool = False, remote: Sequence[forwarding.RemoteForward] = (),
-              dynamic: Sequence[forwarding.DynamicForward] = (), agent: bool = False) -> int:
+              dynamic: Sequence[forwarding.DynamicForward] = (), agent: bool = False,
+              cluster: str = "") -> int:
     """Run a command or an interactive shell; return the exit code to exit with."""
     agent_forward = forwarding.agent_to_forward() if agent else None
-    async with connect_node(profile, login, host, agent_forward) as conn:
+    async with connect_node(profile, login, host, agent_forward, cluster) as conn:
         for fwd in forwards:
             try:
                 await conn.forward_local_port(fwd.bind, fwd.port, fwd.dest_host, fwd.dest_port)

@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 
-from teleport.client.profile import Profile, known_host_keys, write_known_hosts
+from teleport.client.profile import Profile, known_host_keys, leaf_host_keys, write_known_hosts
 from teleport.client.webapi import WebClient
 from teleport.errors import TeleportError
 from teleport.keys.ssh import parse_cert
@@ -30,9 +30,15 @@ FINISH_WITHIN = 3.0
 
 
 async def fetch_authorities(profile: Profile) -> dict[str, CertAuthority]:
-    """The cluster's public CA records, by type, from the profile's proxy."""
+    """The cluster's public CA records, by type, from the profile's proxy (and its leaves'
+    host CAs under `leaf:<name>`)."""
     async with WebClient.for_profile(profile, present_cert=False) as web:
-        return {ca.spec.type: ca for ca in await web.authorities()}
+        cas = await web.authorities()
+    own: dict[str, CertAuthority] = {ca.spec.type: ca for ca in cas
+                                     if ca.spec.cluster_name == profile.cluster}
+    leaves = {f"leaf:{ca.spec.cluster_name}": ca for ca in cas
+              if ca.spec.cluster_name != profile.cluster and ca.spec.type == "host"}
+    return {**own, **leaves}
 
 
 async def refresh_host_cas(profile: Profile) -> bool:
@@ -48,10 +54,12 @@ async def refresh_host_cas(profile: Profile) -> bool:
 def _apply(profile: Profile, cas: dict[str, CertAuthority]) -> bool:
     changed = False
     host = cas.get("host")
+    leaves = {name.removeprefix("leaf:"): [_key(k) for k in ca.trusted_ssh_public_keys()]
+              for name, ca in cas.items() if name.startswith("leaf:")}
     if host is not None:
-        keys = [" ".join(k.split()[:2]) for k in host.trusted_ssh_public_keys()]
-        if keys and keys != known_host_keys(profile):
-            write_known_hosts(profile, keys)
+        keys = [_key(k) for k in host.trusted_ssh_public_keys()]
+        if keys and (keys != known_host_keys(profile) or leaves != leaf_host_keys(profile)):
+            write_known_hosts(profile, keys, leaves)
             changed = True
     tls = cas.get("tls")
     if tls is not None and tls.trusted_tls_certs():

@@ -106,6 +106,10 @@ class WebClient:
         """Learn the cluster name, its second factor and the SSH proxy address."""
         return await self._http.call("GET", "/webapi/ping", answer=w.WebPing)
 
+    async def clusters(self) -> list[w.ClusterInfo]:
+        """This cluster and its leaves, with their status (`tsh clusters`)."""
+        return await self._http.call("GET", "/webapi/sites", answer=list[w.ClusterInfo])
+
     async def authorities(self) -> list[CertAuthority]:
         """The cluster's public CA records, with their rotation (no login needed)."""
         answer = await self._http.call("GET", "/webapi/authorities")

@@ -46,11 +46,19 @@ OIDC_CREATED = "oidc.created"
 OIDC_DELETED = "oidc.deleted"
 MFA_ADD = "mfa.add"  # a user's second-factor device added or removed (`tsh mfa`, the web UI)
 MFA_DELETE = "mfa.delete"
+# Trusted clusters: a leaf's trust created, changed or removed; on the root, a leaf's token
+# validated (or refused) and a leaf removed (`tctl rm rc/<leaf>`).
+TRUSTED_CLUSTER_CREATE = "trusted_cluster.create"
+TRUSTED_CLUSTER_DELETE = "trusted_cluster.delete"
+TRUSTED_CLUSTER_VALIDATE = "trusted_cluster_token.validate"
+REMOTE_CLUSTER_DELETE = "remote_cluster.delete"
 ADMIN_CHANGES = frozenset({USER_CREATE, USER_UPDATE, USER_DELETE, JOIN_TOKEN_CREATE,
                            JOIN_TOKEN_DELETE, RESET_PASSWORD_TOKEN_CREATE,
                            RESET_PASSWORD_TOKEN_DELETE, ROLE_CREATED, ROLE_DELETED,
                            LOCK_CREATED, LOCK_DELETED, GITHUB_CREATED, GITHUB_DELETED,
-                           OIDC_CREATED, OIDC_DELETED})
+                           OIDC_CREATED, OIDC_DELETED, TRUSTED_CLUSTER_CREATE,
+                           TRUSTED_CLUSTER_DELETE, TRUSTED_CLUSTER_VALIDATE,
+                           REMOTE_CLUSTER_DELETE})
 #: Recorded by the auth server itself only: a host sending one would be forging it.
 AUTH_SERVER_ONLY = frozenset({USER_LOGIN, HOST_JOIN, MFA_ADD, MFA_DELETE, *ADMIN_CHANGES})
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -207,6 +207,14 @@ def host_role(info: SSHCertInfo) -> tuple[str, str]:
     return role, authority
 
 
+def signed_by(info: SSHCertInfo, ca_keys: Sequence[str]) -> bool:
+    """Tell whether one of these CA keys signed the certificate: which cluster's CA vouches for
+    it, whatever the certificate itself claims (trusted clusters hold several CAs)."""
+    signer = _key_blob(info.signature_key)
+    return signer is not None and any(
+        hmac.compare_digest(signer, blob) for blob in map(_key_blob, ca_keys) if blob is not None)
+
+
 def parse_cert(cert: str | bytes) -> SSHCertInfo:
     """Decode a certificate without trusting it, to show or route on what it claims."""
     return _decode(_load_cert(cert))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any
 
 import asyncssh
@@ -39,6 +39,9 @@ log = logging.getLogger("teleport.proxy")
 #: or a TeleportError saying why not (unknown node, no tunnel, unreachable).
 #: The third argument is the user's address, which a tunnelled node shows as the client's.
 NodeDialer = Callable[[str, int, tuple[str, int]], Awaitable[socket.socket]]
+#: Connect to a node of a leaf cluster (cluster, host, port, the user's address) through the
+#: leaf's tunnel (`teleport.proxy.tunnel.TunnelServer.dial_cluster`).
+ClusterDialer = Callable[[str, str, int, tuple[str, int]], Awaitable[socket.socket]]
 
 SUBSYSTEM_PREFIX = "proxy:"
 NO_SHELL = ("teleport: this is a proxy, it runs no shells or commands; reach a node through it "
@@ -55,8 +58,13 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
                  max_users: int = DEFAULT_MAX_USERS,
                  recording: RecordingProxy | None = None,
                  revoked: RevocationCheck | None = None,
+                 dial_cluster: ClusterDialer | None = None,
+                 leaves: Callable[[], Collection[str]] = tuple,
                  algorithms: SSHAlgorithms = DEFAULT_ALGORITHMS) -> None:
         self.cluster_name = cluster_name
+        self._dial_cluster = dial_cluster
+        #: The leaf clusters connected now, whose nodes `name.<leaf>` names.
+        self.leaves = leaves
         #: Terminates SSH here when sessions are recorded at the proxy (teleport.proxy.recording).
         self.recording = recording
         self._dial = dial
@@ -71,7 +79,14 @@ class ProxySSHServer(SSHListener["ProxyConnection"]):
 
     async def dial(self, host: str, port: int, cluster: str = "",
                    orig: tuple[str, int] = ("", 0)) -> socket.socket:
-        """Connect to the node a request names, or raise NotFound or ConnectionProblem."""
+        """Connect to the node a request names, or raise NotFound or ConnectionProblem: one of
+        ours, or a leaf cluster's (`@leaf` in the subsystem, or a name ending in `.<leaf>`)."""
+        if not cluster:
+            leaf = next((name for name in self.leaves() if host.endswith(f".{name}")), "")
+            if leaf:
+                cluster, host = leaf, host[: -len(leaf) - 1]
+        if cluster and cluster != self.cluster_name and self._dial_cluster is not None:
+            return await self._dial_cluster(cluster, host, port, orig)
         self.check_cluster(cluster)
         return await self._dial(host, port, orig)
 

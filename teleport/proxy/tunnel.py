@@ -5,7 +5,8 @@ reversetunnel` has the wire contract) and stay connected. The proxy keeps the ne
 per host UUID and reaches the node by opening a channel on it (`dial`); the node reaches the
 auth API through it. A tunnel serves only the host UUID of its certificate. Other proxies of
 the cluster connect here too, with their own certificate, to reach the nodes tunnelled here
-(`teleport.proxy.peers`).
+(`teleport.proxy.peers`), and so do the proxies of leaf clusters that trust this one: the root
+reaches a leaf's nodes through it (`teleport.sshutils.clusterdial`), the leaf reaches nothing here.
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncssh
 
 from teleport.config.sshalgos import DEFAULT as DEFAULT_ALGORITHMS
 from teleport.config.sshalgos import SSHAlgorithms
-from teleport.errors import ConnectionProblem
+from teleport.errors import ConnectionProblem, NotFound
 from teleport.events.emitter import Emitter
 from teleport.metrics import REVERSE_TUNNELS
 from teleport.rbac.subject import Caller
+from teleport.sshutils import clusterdial
 from teleport.sshutils.auth import CertAuthServer, CertChecker
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
@@ -61,16 +63,23 @@ class TunnelServer(SSHListener["TunnelConnection"]):
                  trusted_host_cas: Callable[[], Sequence[str]], cluster_name: str,
                  auth_addrs: Callable[[], Sequence[HostPort]], emitter: Emitter,
                  clock: Clock | None = None,
+                 remote_host_cas: Callable[[], Mapping[str, Sequence[str]]] = dict,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
                  algorithms: SSHAlgorithms = DEFAULT_ALGORITHMS) -> None:
         self.cluster_name = cluster_name
         self.auth_addrs = auth_addrs
         self.clock = clock or RealClock()
-        self.checker = CertChecker(trusted_cas=trusted_host_cas, emitter=emitter,
+        def every_host_ca() -> list[str]:
+            return [*trusted_host_cas(), *(k for keys in remote_host_cas().values() for k in keys)]
+
+        self.checker = CertChecker(trusted_cas=every_host_ca, emitter=emitter,
                                    clock=self.clock, check_login=False, cert_type="host",
-                                   accept=check_agent(cluster_name))
+                                   accept=check_agent(cluster_name, trusted_host_cas,
+                                                      remote_host_cas))
         #: The ready tunnel of each host UUID (the newest when a node reconnected).
         self.tunnels: dict[str, TunnelConnection] = {}
+        #: The ready tunnel of each leaf cluster (the newest when its proxy reconnected).
+        self.clusters: dict[str, TunnelConnection] = {}
         self._options = server_options(host_private_key=host_private_key, host_cert=host_cert,
                                        server_factory=lambda: TunnelConnection(self),
                                        algorithms=algorithms)
@@ -94,7 +103,21 @@ class TunnelServer(SSHListener["TunnelConnection"]):
             REVERSE_TUNNELS.inc()
         log.info("reverse tunnel from node %s (%s) is up", host_uuid, conn.remote_addr())
 
+    def register_cluster(self, conn: TunnelConnection) -> None:
+        """Make conn the route to its leaf cluster; an older tunnel of the leaf is closed."""
+        old = self.clusters.get(conn.remote_cluster)
+        if old is conn:
+            return
+        self.clusters[conn.remote_cluster] = conn
+        if old is not None:
+            old.close()
+        log.info("leaf cluster %s connected its tunnel (%s)", conn.remote_cluster,
+                 conn.remote_addr())
+
     def unregister(self, conn: TunnelConnection) -> None:
+        if conn.remote_cluster and self.clusters.get(conn.remote_cluster) is conn:
+            del self.clusters[conn.remote_cluster]
+            log.info("leaf cluster %s's tunnel is down", conn.remote_cluster)
         if conn.host_uuid and self.tunnels.get(conn.host_uuid) is conn:
             del self.tunnels[conn.host_uuid]
             REVERSE_TUNNELS.dec()
@@ -117,6 +140,28 @@ class TunnelServer(SSHListener["TunnelConnection"]):
         except (asyncssh.Error, OSError, TimeoutError) as err:
             reason = str(err) or "timed out"
             raise ConnectionProblem(f"cannot reach node {host_uuid} over its tunnel: {reason}") from None
+
+    async def dial_cluster(self, cluster: str, host: str, port: int,
+                           orig: tuple[str, int] = ("", 0)) -> socket.socket:
+        """Return a socket whose far end is a leaf cluster's node, through the leaf's proxy."""
+        conn = self.clusters.get(cluster)
+        if conn is None or conn.conn is None:
+            raise NotFound(f"cluster {cluster!r} is offline or not a leaf of this cluster")
+        ssh = conn.conn
+        try:
+            sock = await asyncio.wait_for(channel_socket(lambda session: ssh.create_connection(
+                session, *clusterdial.CLUSTER_LISTEN, *orig, window=WINDOW,
+                max_pktsize=TUNNEL_PKTSIZE)), OPEN_TIMEOUT)
+        except (asyncssh.Error, OSError, TimeoutError) as err:
+            reason = str(err) or "timed out"
+            raise ConnectionProblem(f"cannot reach cluster {cluster!r} over its tunnel: "
+                                    f"{reason}") from None
+        try:
+            await clusterdial.request(sock, clusterdial.DialRequest(host, port, orig))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def snapshot(self) -> list[str]:
         """The host UUIDs tunnelled here now."""
@@ -149,6 +194,8 @@ class TunnelConnection(CertAuthServer):
         self.host_uuid = ""
         #: Another proxy of the cluster, connected to reach the nodes tunnelled here.
         self.peer_proxy = ""
+        #: A leaf cluster whose proxy connected, so that we reach its nodes.
+        self.remote_cluster = ""
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         super().connection_made(conn)
@@ -156,8 +203,10 @@ class TunnelConnection(CertAuthServer):
 
     def auth_completed(self) -> None:
         assert self.identity is not None
-        role, _ = host_role(self.identity.cert)
-        if role == Caller.PROXY.value:
+        role, authority = host_role(self.identity.cert)
+        if role == Caller.PROXY.value and authority != self.server.cluster_name:
+            self.remote_cluster = authority  # the checker tied it to the leaf's host CA
+        elif role == Caller.PROXY.value:
             self.peer_proxy = self.identity.cert.key_id
         else:
             self.host_uuid = self.identity.cert.key_id
@@ -168,8 +217,14 @@ class TunnelConnection(CertAuthServer):
         self.server.forget(self)
 
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
-        """Take the node's `tcpip-forward` for NODE_LISTEN as its word that it serves SSH now."""
-        if self.refusal is not None or not self.host_uuid:
+        """Take the node's `tcpip-forward` for NODE_LISTEN as its word that it serves SSH now
+        (a leaf's proxy: CLUSTER_LISTEN, that it dials its nodes for us)."""
+        if self.refusal is not None:
+            return False
+        if self.remote_cluster and (listen_host, listen_port) == clusterdial.CLUSTER_LISTEN:
+            self.server.register_cluster(self)
+            return _VirtualListener(listen_port)
+        if not self.host_uuid:
             return False
         if (listen_host, listen_port) != NODE_LISTEN:
             log.info("node %s asked to forward %s:%s; refused", self.host_uuid, listen_host,

@@ -50,7 +50,16 @@ from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 from teleport.events.recording import check_sid
 from teleport.keys.identity import Identity
 from teleport.keys.tls import identity_from_cert
-from teleport.proxy import web_pages, webadmin, webmfa, websso, webterminal, webtls, webtrust
+from teleport.proxy import (
+    web_pages,
+    webadmin,
+    webclusters,
+    webmfa,
+    websso,
+    webterminal,
+    webtls,
+    webtrust,
+)
 from teleport.proxy.websession import (
     WebSessions,
     check_origin,
@@ -247,6 +256,7 @@ class WebProxy:
         webtrust.WebTrust(self).add_routes(app)  # the CAs' public keys, for tsh and sshd
         websso.WebSSO(self).add_routes(app)  # GitHub and OIDC logins
         webmfa.WebMFA(self).add_routes(app)  # security keys: signup, login, account page
+        webclusters.WebClusters(self).add_routes(app)  # trusted clusters: validation, picker
         return app
 
     # --- pages -----------------------------------------------------------------------------
@@ -431,7 +441,7 @@ class WebProxy:
 
     async def list_nodes(self, request: web.Request) -> web.Response:
         """List the cluster's nodes for a logged-in user (`tsh ls`, the nodes page)."""
-        user, roles, traits = await self._caller(request)
+        user, roles, traits = await self.caller(request)
         self.check_cluster(request)
         defined = self._roles()
         if defined is None:  # the roles are not fetched yet: the auth server judges
@@ -480,9 +490,9 @@ class WebProxy:
 
     async def _user(self, request: web.Request) -> str:
         """Return the user a call speaks for: tsh's client certificate, else the web session."""
-        return (await self._caller(request))[0]
+        return (await self.caller(request))[0]
 
-    async def _caller(self, request: web.Request
+    async def caller(self, request: web.Request
                       ) -> tuple[str, Sequence[str], Mapping[str, Sequence[str]]]:
         """Return the user a call speaks for and the roles and traits they logged in with."""
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None

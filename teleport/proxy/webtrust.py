@@ -5,7 +5,8 @@
   during a rotation.
 - `GET /webapi/authorities`: the public CA records with their rotation, for `tsh` to refresh its
   known_hosts and CA file as a rotation goes, and to say when its certificate's CA is about to
-  be dropped (`teleport.client.trust`).
+  be dropped (`teleport.client.trust`); and the host CAs of the leaf clusters that trust this
+  one, each for its own cluster's hosts.
 """
 
 from __future__ import annotations
@@ -41,4 +42,8 @@ class WebTrust:
 
     async def authorities(self, request: web.Request) -> web.Response:
         cas = [to_dict((await self.proxy.auth.get_ca(t)).without_secrets()) for t in CA_TYPES]
+        # The leaves' host CAs too, each naming its cluster: tsh trusts each for its own
+        # cluster's hosts only (`*.<leaf>` in known_hosts).
+        cas += [to_dict(ca.without_secrets()) for ca in await self.proxy.auth.list_cas("host")
+                if ca.spec.cluster_name != self.proxy.cluster_name]
         return web.json_response(cas)

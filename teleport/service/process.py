@@ -38,7 +38,7 @@ from teleport.proxy.recording import RecordingProxy
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.tunnel import TunnelServer
 from teleport.proxy.web import WebProxy
-from teleport.service import diag, webcerts
+from teleport.service import diag, leafclusters, webcerts
 from teleport.service.authservers import (
     AuthServerList,
     load_join_proxy,
@@ -561,6 +561,7 @@ class TeleportProcess:
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_host_cas=trust.host_keys, cluster_name=self.cluster_name,
             auth_addrs=self._auth_addrs, emitter=audit, clock=self.clock,
+            remote_host_cas=trust.remote_host_keys,
             max_connections=self.config.connection_limits.max_connections,
             algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(tunnels)
@@ -599,6 +600,7 @@ class TeleportProcess:
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             dial=resolver.dial, emitter=audit, clock=self.clock,
+            dial_cluster=tunnels.dial_cluster, leaves=lambda: tunnels.clusters,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, recording=recording,
             revoked=revocations.refusal, algorithms=self.config.ssh_algorithms)
@@ -682,6 +684,17 @@ class TeleportProcess:
 
         self._supervise("proxy-heartbeat",
                         lambda: heartbeat_forever(client, proxy_record, self.clock, self.health))
+        # Trusted clusters: as a root, report the leaves whose tunnels we hold; as a leaf, keep
+        # a tunnel to each root, dialling our nodes for it (teleport.service.leafclusters).
+        self._supervise("proxy-leaf-heartbeats",
+                        lambda: leafclusters.report_leaves(client, tunnels))
+        leaves = await self.stack.enter_async_context(leafclusters.RootTunnels(
+            client, TunnelCredentials(host_uuid=self.host_uuid, private_key=using.ssh_private_key,
+                                      cert=using.ssh_cert, cluster="",
+                                      trusted_host_cas=list,
+                                      algorithms=self.config.ssh_algorithms),
+            trust.remote_host_keys, resolver.dial, self.clock))
+        self._supervise("proxy-root-tunnels", leaves.run)
         logging.getLogger("teleport.proxy").info("Web proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.web_listen_addr.host, self.ports["proxy_web"]))
         logging.getLogger("teleport.proxy").info("SSH proxy service %s is starting on %s.", __version__,
@@ -799,7 +812,7 @@ class TeleportProcess:
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, registry=client,
             revoked=revocations.node_check(self.host_uuid), roles=lambda: revocations.roles,
-            algorithms=self.config.ssh_algorithms)
+            roles_of=trust.local_roles, algorithms=self.config.ssh_algorithms)
         # A proxy dialling this node over TCP names the user's address in a signed line first.
         node.client_addr = clientaddr.checker(trusted_host_cas=trust.host_keys,
                                               cluster=self.cluster_name,

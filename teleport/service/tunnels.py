@@ -161,7 +161,11 @@ class TunnelPool:
     def __init__(self, locate: Callable[[], Awaitable[HostPort]], creds: TunnelCredentials,
                  clock: Clock,
                  serve_ssh: Callable[[socket.socket, tuple[str, int]], Awaitable[None]],
-                 on_change: Callable[[int], None] | None = None) -> None:
+                 on_change: Callable[[int], None] | None = None,
+                 listen: tuple[str, int] = NODE_LISTEN) -> None:
+        #: What the proxies are asked to forward to us: a node's SSH server, or a leaf
+        #: cluster's dialler (`teleport.sshutils.clusterdial.CLUSTER_LISTEN`).
+        self.listen = listen
         #: Where to dial (the proxy's ping says), asked first and again after a failed dial.
         self.locate = locate
         self.addr: HostPort | None = None
@@ -234,7 +238,7 @@ class TunnelPool:
                 attempt += 1
                 continue
             try:
-                await asyncio.wait_for(tunnel.conn.create_server(self._accept, *NODE_LISTEN),
+                await asyncio.wait_for(tunnel.conn.create_server(self._accept, *self.listen),
                                        FORWARD_TIMEOUT)
             except (asyncssh.Error, OSError, TimeoutError) as err:
                 log.warning("proxy %s refused to forward to this node: %s", tunnel.proxy_uuid,

@@ -58,8 +58,12 @@ class NodeServer(SSHListener["NodeConnection"]):
                  revoked: RevocationCheck | None = None,
                  policy: PolicySource = no_policy,
                  roles: RoleSource | None = None,
+                 roles_of: Callable[[SSHCertInfo], Sequence[str]] | None = None,
                  algorithms: SSHAlgorithms = DEFAULT_ALGORITHMS) -> None:
         self.cluster_name = cluster_name
+        #: Which of our roles a certificate stands for: its own, or a trusted root's user's
+        #: after the role map (`teleport.service.trust`); may refuse (AccessDenied).
+        self.roles_of = roles_of or (lambda cert: cert.roles)
         self.server_id = server_id
         self.nodename = nodename
         self.labels = labels
@@ -97,7 +101,7 @@ class NodeServer(SSHListener["NodeConnection"]):
         defined = self.roles() if self.roles is not None else None
         if defined is None:
             raise AccessDenied("this node has not loaded the cluster's roles yet")
-        return RoleSet.of(cert.roles, defined, cert.traits)
+        return RoleSet.of(self.roles_of(cert), defined, cert.traits)
 
     def check_access(self, cert: SSHCertInfo, login: str) -> None:
         """Let a user log in as login only if their roles reach this node's labels with it."""

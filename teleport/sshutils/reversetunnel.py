@@ -8,7 +8,9 @@ client, authenticating with its host certificate, and keeps that connection open
 - it opens `direct-tcpip` channels to `AUTH_TARGET`, which the proxy splices to the auth API:
   the node's mutual TLS with the auth server runs inside, so the proxy reads none of it.
 Another proxy of the cluster may connect the same way with its own certificate, only to open
-`direct-tcpip` channels to (node UUID, `PEER_PORT`) for nodes tunnelled here.
+`direct-tcpip` channels to (node UUID, `PEER_PORT`) for nodes tunnelled here. The proxy of a
+leaf cluster (a trusted cluster, its certificate signed by the leaf's host CA) connects the same
+way and asks for `clusterdial.CLUSTER_LISTEN`: the root reaches the leaf's nodes through it.
 Nothing else is accepted either way. The proxy's host key must be a proxy certificate of the
 cluster's host CA, checked here before the node authenticates.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +29,7 @@ import asyncssh
 from teleport.config import sshalgos
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, BadParameter
-from teleport.keys.ssh import SSHCertInfo, host_role, verify_cert
+from teleport.keys.ssh import SSHCertInfo, host_role, signed_by, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
 from teleport.sshutils.auth import key_line
@@ -50,13 +52,29 @@ KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT = 2
 
 
-def check_agent(cluster: str) -> Callable[[SSHCertInfo, str], None]:
-    """The proxy's rule for a tunnel agent's certificate (see `CertChecker.accept`)."""
+def check_agent(cluster: str, local_cas: Callable[[], Sequence[str]] = list,
+                remote_cas: Callable[[], Mapping[str, Sequence[str]]] = dict
+                ) -> Callable[[SSHCertInfo, str], None]:
+    """The proxy's rule for a tunnel agent's certificate (see `CertChecker.accept`).
+
+    The CA that signed the certificate decides what it may be, not what it claims: our host
+    CA's nodes and proxies, or the proxy of a leaf cluster whose host CA we trust (its own
+    authority, checked against that CA), so a leaf can never register as one of our nodes.
+    """
 
     def accept(info: SSHCertInfo, login: str) -> None:
         role, authority = host_role(info)
+        if signed_by(info, local_cas()):
+            rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
+                                    allowed=(Caller.NODE, Caller.PROXY), cluster=cluster,
+                                    login=login)
+            return
+        leaf = next((name for name, keys in remote_cas().items()
+                     if name != cluster and signed_by(info, keys)), None)
+        if leaf is None:
+            raise AccessDenied("certificate not signed by a trusted authority")
         rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
-                                allowed=(Caller.NODE, Caller.PROXY), cluster=cluster, login=login)
+                                allowed=(Caller.PROXY,), cluster=leaf, login=login)
 
     return accept
 

@@ -22,6 +22,7 @@ from teleport.types.resources import (
     UserToken,
 )
 from teleport.types.roles import Role
+from teleport.types.trusted import RemoteCluster, TrustedCluster
 
 #: A resource (`kind`/`version`/`metadata`/`spec`) as `to_dict` writes it: how it travels.
 ResourceJSON = dict[str, Any]
@@ -39,6 +40,8 @@ KINDS: dict[str, type[Resource]] = {
     "lock": Lock,
     "github": GithubConnector,
     "oidc": OIDCConnector,
+    "trusted_cluster": TrustedCluster,
+    "remote_cluster": RemoteCluster,
 }
 
 

@@ -30,7 +30,8 @@ PRESETS: tuple[Role, ...] = (
     _role("editor", "Edit cluster configuration", {
         "options": {"max_session_ttl": "30h0m0s"},
         "allow": {"rules": [
-            {"resources": ["user", "role", "token", "lock", "github", "oidc"],
+            {"resources": ["user", "role", "token", "lock", "github", "oidc",
+                           "trusted_cluster", "remote_cluster"],
              "verbs": ALL_VERBS},
             {"resources": ["cert_authority", "node", "cluster_name", "event"], "verbs": READ_VERBS},
         ]},

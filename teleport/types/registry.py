@@ -17,6 +17,7 @@ from teleport.types.locks import Lock
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User
 from teleport.types.roles import Role
+from teleport.types.trusted import RemoteCluster, TrustedCluster
 
 SecretsTo = Literal["reader", "admin"]
 READER: SecretsTo = "reader"
@@ -59,11 +60,16 @@ _KINDS = (
     ResourceKind("role", Role, ("roles",), "role"),  # before users, who name roles
     ResourceKind("user", User, ("users",), "user", has_secrets=True, secrets_to=ADMIN),
     ResourceKind("token", ProvisionToken, ("tokens",), "token"),
+    ResourceKind("trusted_cluster", TrustedCluster, ("trusted_clusters", "tc", "cluster", "clusters"),
+                 # Not restored yet: a backup would need the root's CAs with it (planned).
+                 "trusted_cluster", has_secrets=True, restored=False),
     ResourceKind("cert_authority", CertAuthority, ("cert_authorities", "cas", "ca"),
                  "cert_authority", has_secrets=True, secrets_to=ADMIN, creatable=False),
     ResourceKind("lock", Lock, ("locks",), "lock", auto_name=True),
     # Announcements: listed, never restored (a node announces itself again within seconds).
     ResourceKind("node", Server, ("nodes",), "node", creatable=False, restored=False),
+    ResourceKind("remote_cluster", RemoteCluster, ("remote_clusters", "rc"), "remote_cluster",
+                 creatable=False, restored=False),
     ResourceKind("github", GithubConnector, ("githubs",), "github", has_secrets=True),
     ResourceKind("oidc", OIDCConnector, ("oidcs",), "oidc", has_secrets=True),
 )

@@ -13,6 +13,7 @@ from teleport.errors import BadParameter
 from teleport.types.mfa import MFADevice
 from teleport.types.resource import ZERO_TIME, Model, Resource, Time
 from teleport.types.rotation import Rotation
+from teleport.types.trusted import RoleMapping
 
 
 class LoginStatus(Model):
@@ -189,6 +190,8 @@ class CertAuthoritySpec(Model):
     additional_trusted_keys: CAKeys = Field(default_factory=CAKeys)
     signing_alg: str = ""
     rotation: Rotation = Rotation()
+    #: On a leaf, for a root's CAs it trusts: what the root's users' roles become here.
+    role_map: list[RoleMapping] = Field(default_factory=list)
 
 
 class CertAuthority(Resource):

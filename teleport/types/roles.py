@@ -26,7 +26,7 @@ VERBS = frozenset({"list", "read", "create", "update", "delete"})
 #: audit log) and `session_tracker` (live sessions). `*` is every resource.
 RULE_RESOURCES = frozenset({
     "user", "role", "token", "lock", "cert_authority", "node", "cluster_name",
-    "session", "event", "session_tracker", "github", "oidc",
+    "session", "event", "session_tracker", "github", "oidc", "trusted_cluster", "remote_cluster",
 })
 #: Template namespaces: `{{internal.logins}}` (the user's own traits) and `{{external.x}}`
 #: (traits an identity provider asserted; for local users the same trait map).

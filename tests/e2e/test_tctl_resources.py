@@ -144,7 +144,8 @@ def test_get_formats(cluster: Cluster) -> None:
     access = next(line for line in text if line.startswith("access "))
     assert "{{internal.logins}}" in access and "<all nodes>" in access
     editor = next(line for line in text if line.startswith("editor "))
-    assert "user,role,token,lock,github,oidc:list,read,create,update,delete" in editor
+    assert ("user,role,token,lock,github,oidc,trusted_cluster,remote_cluster:"
+            "list,read,create,update,delete") in editor
     # `get all` as text: one table per kind.
     everything = cluster.tctl("get", "all", "--format=text").stdout
     for header in ("User", "Role", "Token", "Cluster Name", "ID", "Host"):

@@ -1,0 +1,225 @@
+"""Trusted clusters: a root user reaches a leaf cluster's node through the root's proxy alone.
+
+Two all-in-one clusters (auth, proxy and node each). The leaf runs in a network namespace made
+by the test (tests/e2e/netns.py): inside, 127.0.0.1 is its own loopback, and the one address
+it reaches outside is the veth address where the root listens. So the test's user, in this
+namespace, cannot reach the leaf at all: every `tsh` and `ssh` goes to the root's proxy, which
+reaches the leaf's nodes over the tunnel the leaf's proxy keeps to it. The root's proxy serves a
+certificate of the test's own CA, which the leaf trusts through `SSL_CERT_FILE` (as a real leaf
+trusts a root's publicly issued certificate).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+import pytest
+import yaml
+
+from tests.e2e.cluster import (
+    BIN,
+    CLUSTER,
+    NODENAME,
+    Cluster,
+    make_cluster,
+    pin_ports,
+    wait_started,
+)
+from tests.e2e.netns import IsolatedHost, isolated_host
+from tests.e2e.webca import TestCA
+
+LEAF = "leaf"
+LEAF_NODE = "leafnode"
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class Pair:
+    root: Cluster
+    leaf: Cluster
+    host: IsolatedHost
+    totp: pyotp.TOTP
+
+    def leaf_tctl(self, *args: str, input: str | None = None,
+                  check: bool = True) -> subprocess.CompletedProcess[str]:
+        """tctl on the leaf's auth host (inside its namespace)."""
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.host.name, str(BIN / "tctl"), "-c",
+             str(self.leaf.config), *args], input=input, capture_output=True, text=True,
+            timeout=60, stdin=None if input is not None else subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"leaf tctl {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}\n{result.stderr}")
+        return result
+
+    def trust(self, token: str, *, enabled: bool = True, force: bool = False,
+              name: str = CLUSTER) -> subprocess.CompletedProcess[str]:
+        """Create (or with force, change) the leaf's trusted_cluster naming the root."""
+        resource = {"kind": "trusted_cluster", "version": "v2", "metadata": {"name": name},
+                    "spec": {"enabled": enabled, "token": token,
+                             "web_proxy_addr": self.root.web_addr,
+                             "role_map": [{"remote": "admin", "local": ["access"]}]}}
+        return self.leaf_tctl("create", *(["-f"] if force else []), "-",
+                              input=yaml.safe_dump(resource), check=False)
+
+    def ssh(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.root.tsh("ssh", *args, check=check, timeout=60)
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _token(root: Cluster) -> str:
+    out = root.tctl("tokens", "add", "--type=trusted_cluster", "--ttl=1h").stdout
+    found = re.search(r"The cluster invite token: (\S+)", out)
+    assert found, out
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    base = tmp_path_factory.mktemp("trusted")
+    ca = TestCA()
+    with isolated_host() as host:
+        (base / "root").mkdir()
+        certs = base / "certs"
+        certs.mkdir()
+        ca.issue([host.host_addr], certs / "web.key", certs / "web.crt")
+        (certs / "ca.pem").write_bytes(ca.pem)
+        # The root listens on the veth address: the test's user and the leaf both reach it.
+        root = make_cluster(base / "root", host=host.host_addr)
+        root.write_config(f"  https_keypairs:\n  - key_file: {certs / 'web.key'}\n"
+                          f"    cert_file: {certs / 'web.crt'}\n")
+        root.start()
+        try:
+            (base / "leaf").mkdir()
+            leaf = make_cluster(base / "leaf")  # 127.0.0.1: the namespace's own loopback
+            leaf.config.write_text(leaf.config.read_text()
+                                   .replace(f"cluster_name: {CLUSTER}", f"cluster_name: {LEAF}")
+                                   .replace(f"nodename: {NODENAME}", f"nodename: {LEAF_NODE}"))
+            log = leaf.root / "teleport.log"
+            with open(log, "ab") as out:
+                proc = host.run([str(BIN / "teleport"), "start", "-c", str(leaf.config)],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "SSL_CERT_FILE": str(certs / "ca.pem")})
+            leaf.ports = wait_started(log, proc)
+            pin_ports(leaf.config, leaf.ports)
+            totp = root.signup("alice", "root,nobody", PASSWORD)
+            root.login("alice", PASSWORD, totp)
+            pair = Pair(root, leaf, host, totp)
+            wait_for(lambda: pair.leaf_tctl("status", check=False).returncode == 0,
+                     "the leaf's auth server")
+            # The leaf's admin keeps the last word: its `access` allows the login root only.
+            access = yaml.safe_load(pair.leaf_tctl("get", "role/access").stdout)
+            access["spec"]["allow"]["logins"] = ["root"]
+            pair.leaf_tctl("create", "-f", "-", input=yaml.safe_dump(access))
+            yield pair
+        finally:
+            root.stop()
+
+
+def _clusters(pair: Pair) -> dict[str, str]:
+    out = pair.root.tsh("clusters", check=False).stdout
+    return {line.split()[0]: line.split()[1] for line in out.splitlines()[2:] if line.split()}
+
+
+def test_a_wrong_token_is_refused_in_one_line_and_audited_by_the_root(pair: Pair) -> None:
+    result = pair.trust("not-the-right-token")
+    assert result.returncode != 0
+    assert "token" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    refused = [e for e in pair.root.audit_events() if e["event"] == "trusted_cluster_token.validate"]
+    assert refused and refused[-1]["success"] is False and refused[-1]["user"] == LEAF
+    assert "tc" not in pair.leaf_tctl("get", "trusted_cluster").stdout.split()
+
+
+def test_a_resource_named_other_than_the_root_is_refused(pair: Pair) -> None:
+    result = pair.trust(_token(pair.root), name="not-the-root")
+    assert result.returncode != 0
+    assert f"named {CLUSTER!r}" in result.stderr, result.stderr
+
+
+def test_the_leaf_joins_and_a_root_user_sees_both_clusters(pair: Pair) -> None:
+    result = pair.trust(_token(pair.root))
+    assert result.returncode == 0, result.stderr + pair.leaf.log()[-3000:]
+    wait_for(lambda: _clusters(pair).get(LEAF) == "online", "the leaf online in tsh clusters")
+    assert _clusters(pair)[CLUSTER] == "online"
+    remote = yaml.safe_load(pair.root.tctl("get", "rc").stdout)
+    assert remote["kind"] == "remote_cluster" and remote["metadata"]["name"] == LEAF
+    # The leaf keeps the resource; its token is a secret `tctl get` does not print.
+    trusted = yaml.safe_load(pair.leaf_tctl("get", "tc").stdout)
+    assert trusted["spec"]["token"] == "" and trusted["spec"]["enabled"] is True
+
+
+def test_a_root_user_runs_a_command_on_a_leaf_node(pair: Pair) -> None:
+    result = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "echo on $(hostname -s); exit 3")
+    assert result.returncode == 3, result.stderr + pair.leaf.log()[-3000:]
+    assert "on " in result.stdout
+
+
+def test_stock_ssh_reaches_the_leaf_node_through_tsh_config(pair: Pair) -> None:
+    config = pair.root.root / "ssh_config"
+    config.write_text(pair.root.tsh("config").stdout)
+    result = subprocess.run(
+        ["ssh", "-F", str(config), "-o", "BatchMode=yes", f"root@{LEAF_NODE}.{LEAF}",
+         "echo stock ssh made it"], capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL, env={**os.environ, **pair.root.env})
+    assert result.returncode == 0, result.stderr
+    assert "stock ssh made it" in result.stdout
+
+
+def test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf(pair: Pair) -> None:
+    # `nobody` is in alice's certificate (the root's admin role allows it); the leaf's
+    # `access`, which the role map makes of admin, does not.
+    result = pair.ssh("--cluster=leaf", f"nobody@{LEAF_NODE}", "true")
+    assert result.returncode != 0
+    assert "nobody" in result.stderr and "access" in result.stderr, result.stderr
+    refused = [e for e in pair.leaf.audit_events() if e["event"] == "auth"
+               and e.get("login") == "nobody" and e["user"] == "alice"]
+    assert refused and refused[-1]["success"] is False and "access" in refused[-1]["error"]
+
+
+def test_leaf_sessions_are_audited_in_the_leaf_not_the_root(pair: Pair) -> None:
+    marker = "recorded-in-the-leaf"
+    result = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", f"echo {marker}", check=True)
+    assert marker in result.stdout
+    started = [e for e in pair.leaf.audit_events() if e["event"] in ("session.start", "exec")
+               and e.get("user") == "alice"]
+    assert started, json.dumps(pair.leaf.audit_events()[-5:])
+    assert not [e for e in pair.root.audit_events() if e["event"] in ("session.start", "exec")
+                and e.get("server_hostname") == LEAF_NODE]
+
+
+def test_disabling_the_trust_cuts_access_and_enabling_restores_it(pair: Pair) -> None:
+    token = _token(pair.root)
+    assert pair.trust(token, enabled=False, force=True).returncode == 0
+    wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
+             "access cut", timeout=20)
+    wait_for(lambda: _clusters(pair).get(LEAF) == "offline", "the leaf offline", timeout=30)
+    assert pair.trust(token, enabled=True, force=True).returncode == 0
+    wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0,
+             "access back")
+
+
+def test_removing_the_trust_refuses_root_users_within_seconds(pair: Pair) -> None:
+    assert pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0
+    pair.leaf_tctl("rm", f"trusted_cluster/{CLUSTER}")
+    removed = time.monotonic()
+    wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
+             "root users refused", timeout=15)
+    assert time.monotonic() - removed < 15
+    deleted = [e for e in pair.leaf.audit_events() if e["event"] == "trusted_cluster.delete"]
+    assert deleted and deleted[-1]["name"] == CLUSTER
