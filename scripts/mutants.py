@@ -335,6 +335,18 @@ MUTATIONS = (
         "                mapped = list(cert.roles)\n",
         ("tests/e2e/test_trusted_clusters.py::"
          "test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf",)),
+    Mutation(
+        "take a root's hosts and admins on a leaf's auth API", "teleport/auth/trustedclusters.py",
+        "        if identity.system_role or identity.cluster != cluster:\n",
+        "        if False:\n",
+        ("tests/integration/auth/test_trusted_clusters.py::"
+         "test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api",)),
+    Mutation(
+        "believe the cluster a client certificate claims", "teleport/auth/api.py",
+        "        root = await auth.trusted_clusters.issuing_root(der)\n",
+        "        root = None\n",
+        ("tests/integration/auth/test_trusted_clusters.py::"
+         "test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api",)),
 )
 
 

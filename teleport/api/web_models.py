@@ -19,6 +19,7 @@ from teleport.api.auth_models import (
     RecordingInfo,
     Request,
 )
+from teleport.types.resources import Server
 
 
 class SSOConnectorInfo(Answer):
@@ -117,6 +118,11 @@ class NodeInfo(Answer):
     labels: dict[str, str] = {}
     #: Reached over its reverse tunnel (addr is empty): lists show `constants.TUNNEL_ADDR`.
     tunnel: bool = False
+
+    @classmethod
+    def of(cls, server: Server) -> NodeInfo:
+        return cls(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
+                   labels=server.all_labels(), tunnel=server.spec.use_tunnel)
 
 
 class WebLoginRequest(Request):

@@ -329,12 +329,13 @@ def _version() -> str:
 #: What each open TLS connection's client certificate says, read once per connection: a
 #: certificate cannot change within a connection, and parsing it was a fifth of a busy auth
 #: server's CPU. Entries go with their connection.
-_peer_certs: weakref.WeakKeyDictionary[Any, tuple[Identity, datetime]] = \
+_peer_certs: weakref.WeakKeyDictionary[Any, tuple[Identity, datetime, bytes]] = \
     weakref.WeakKeyDictionary()
 
 
-def _peer_cert(request: web.Request) -> tuple[Identity, datetime]:
-    """Return the identity in the verified client certificate and when it was issued, or refuse.
+def _peer_cert(request: web.Request) -> tuple[Identity, datetime, bytes]:
+    """Return the identity in the verified client certificate, when it was issued and the
+    certificate itself (DER), or refuse.
 
     The TLS layer has already checked any certificate against the cluster CA (CERT_OPTIONAL),
     so a request without one can only reach the anonymous join routes.
@@ -348,7 +349,7 @@ def _peer_cert(request: web.Request) -> tuple[Identity, datetime]:
         if not der:
             raise AccessDenied("a client certificate is required")
         known = _peer_certs[ssl_object] = (identity_from_cert(der),
-                                           access.tls_cert_issued_at(der))
+                                           access.tls_cert_issued_at(der), der)
     return known
 
 
@@ -400,11 +401,18 @@ def make_app(auth: AuthServer,
         if ANONYMOUS in allow:
             limiter.check(request.remote or "")
             return Identity(username=""), Subject(ANONYMOUS)
-        identity, issued_at = _peer_cert(request)
-        if identity.cluster != auth.cluster_name:
+        identity, issued_at, der = _peer_cert(request)
+        # Which CA issued it decides, never what it claims: a trusted root's CA makes only that
+        # root's users, with the roles our role map gives them (`teleport.auth.trustedclusters`).
+        root = await auth.trusted_clusters.issuing_root(der)
+        if root is not None:
+            identity, roleset = await auth.trusted_clusters.remote_user(identity, root)
+            subject = Subject.of(identity, roleset)
+        elif identity.cluster != auth.cluster_name:
             raise AccessDenied("certificate is for another cluster")
-        subject = Subject.of(identity)
-        if subject.kind == USER:
+        else:
+            subject = Subject.of(identity)
+        if subject.kind == USER and root is None:
             # Decide with the user and roles as stored now: deleted, locked or demoted users
             # lose access at once, not when the certificate expires.
             identity = await access.check_caller(auth.accounts, identity, issued_at)

@@ -70,7 +70,8 @@ class AuthServer:
         self.hosts = Hosts(self.ctx, tokens, presence, self.certs)
         self.sessions = Sessions(self.ctx, presence, LiveSessionService(backend))
         self.web = WebSessions(self.ctx, self.accounts, self.logins, self.certs, web_sessions)
-        self.trusted_clusters = TrustedClusters(self.ctx, self.certs.cas, self.hosts, roles)
+        self.trusted_clusters = TrustedClusters(self.ctx, self.certs.cas, self.hosts, roles,
+                                                locks)
         self.resources = Resources(self.ctx, roles, locks, self.accounts, self.hosts, self.certs,
                                    connectors, self.trusted_clusters)
         self.certs.roleset = self.resources.roleset  # certificates carry what the roles allow

@@ -12,20 +12,26 @@ leaf's tunnel.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 from teleport import __version__
 from teleport.api.auth_models import TrustedClusterValidation, TrustedClusterValidationAnswer
 from teleport.api.http import HTTPClient
+from teleport.auth.access import lock_refusal
 from teleport.auth.context import AuthContext, redact
 from teleport.auth.hosts import TRUSTED_CLUSTER, Hosts
 from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from teleport.events import emitter as ev
-from teleport.keys.tls import tls_context
-from teleport.rbac.rolemap import check_role_map, fixed_local_roles
+from teleport.keys.identity import Identity
+from teleport.keys.tls import issued_by, tls_context
+from teleport.rbac.rolemap import check_role_map, fixed_local_roles, map_roles
+from teleport.rbac.roles import RoleSet
 from teleport.services.authorities import CAService
+from teleport.services.locks import LockService
 from teleport.services.roles import RoleService
 from teleport.services.store import ResourceStore
 from teleport.types.codec import from_dict, to_dict
@@ -41,6 +47,8 @@ CA_TYPES = ("host", "user", "tls")
 #: root's proxies report every `HEARTBEAT_INTERVAL`).
 HEARTBEAT_INTERVAL = 5.0
 OFFLINE_AFTER = timedelta(seconds=3 * HEARTBEAT_INTERVAL)
+#: How long one read of the trusted roots' TLS CAs is reused by the auth API.
+ROOTS_REUSE = 1.0
 #: The web port of a root proxy named without one.
 DEFAULT_WEB_PORT = 3080
 
@@ -66,13 +74,17 @@ class TrustedClusters:
     """Both sides of trust between clusters, each change audited where it is made."""
 
     def __init__(self, ctx: AuthContext, cas: CAService, hosts: Hosts, roles: RoleService,
-                 ask: AskRoot = ask_root) -> None:
+                 locks: LockService, ask: AskRoot = ask_root) -> None:
         backend = ctx.backend
         self.ctx = ctx
         self.cas = cas
         self.hosts = hosts
         self.roles = roles
+        self.locks = locks
         self.ask = ask
+        #: The trusted roots' TLS CAs as last read, and when (reused for ROOTS_REUSE seconds:
+        #: every new connection to the auth API asks).
+        self._roots: tuple[float, list[CertAuthority]] = (-ROOTS_REUSE, [])
         self.trusted = ResourceStore(backend, TrustedCluster, "trustedclusters",
                                      noun="trusted cluster")
         self.remote = ResourceStore(backend, RemoteCluster, "remoteClusters",
@@ -192,6 +204,47 @@ class TrustedClusters:
     async def tunnels(self) -> list[TrustedCluster]:
         """The enabled trusted clusters, without their tokens: where the leaf's proxies dial."""
         return [tc.without_secrets() for tc in await self.trusted.list() if tc.spec.enabled]
+
+    # --- the leaf's auth API: a root's users ---------------------------------------------------
+
+    async def root_tls_cas(self) -> list[CertAuthority]:
+        """The TLS CAs of the roots we trust (enabled, with a role map): whose users' client
+        certificates our auth API takes, as those users, with the roles the map gives them."""
+        now = time.monotonic()
+        read_at, roots = self._roots
+        if now - read_at >= ROOTS_REUSE:
+            roots = [ca for ca in await self.cas.store("tls").list()
+                     if ca.spec.cluster_name != self.ctx.cluster_name and ca.spec.role_map]
+            self._roots = (now, roots)
+        return roots
+
+    async def issuing_root(self, der: bytes) -> CertAuthority | None:
+        """The trusted root whose TLS CA issued a verified client certificate, or None (ours:
+        the TLS layer trusts only our CA and the roots')."""
+        for root in await self.root_tls_cas():
+            if issued_by(der, [c.encode() for c in root.trusted_tls_certs()]):
+                return root
+        return None
+
+    async def remote_user(self, identity: Identity, root: CertAuthority) -> tuple[Identity, RoleSet]:
+        """A root's user as our roles see them: only users (no host or admin of the root), only
+        under the root's own name, their roles mapped (none: refused), locks applied."""
+        cluster = root.spec.cluster_name
+        if identity.system_role or identity.cluster != cluster:
+            raise AccessDenied(f"cluster {cluster!r}'s certificates are taken here for its "
+                               "users only")
+        mapped = map_roles(root.spec.role_map, identity.roles)
+        if not mapped:
+            raise AccessDenied(f"roles {', '.join(identity.roles) or '(none)'} of cluster "
+                               f"{cluster!r} map to no role of this cluster")
+        now = self.ctx.clock.now()
+        reason = lock_refusal(await self.locks.in_force(now), now, user=identity.username,
+                              roles=mapped)
+        if reason is not None:
+            raise AccessDenied(reason)
+        roleset = RoleSet.of(mapped, await self.roles.by_name(), identity.traits)
+        return dataclasses.replace(identity, roles=tuple(mapped),
+                                   logins=tuple(roleset.logins())), roleset
 
     # --- the root's side ----------------------------------------------------------------------
 

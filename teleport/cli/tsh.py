@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", help="List nodes")
     _common(ls, quiet)
     ls.add_argument("labels", nargs="?", help="filter by labels: k=v,k2=v2")
+    ls.add_argument("--cluster", default="", help="list a leaf cluster's nodes")
     ssh = sub.add_parser("ssh", help="Run a shell or a command on a node")
     _common(ssh, quiet)
     ssh.add_argument("-l", "--login", help="remote OS login")
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     play.add_argument("--format", choices=["pty", "json"], default="pty",
                       help="pty replays in the terminal, json prints the session's events")
     play.add_argument("sid", metavar="session-id")
+    play.add_argument("--cluster", default="", help="the leaf cluster that recorded the session")
     recordings = sub.add_parser("recordings", help="Recorded sessions")
     _common(recordings, quiet)
     recordings_sub = recordings.add_subparsers(dest="recordings_command", metavar="<command>")
@@ -234,7 +236,7 @@ async def _ls(args: argparse.Namespace) -> int:
         raise BadParameter(f"invalid label filter {args.labels!r}: expected key=value[,key=value]")
     profile = _profile(args)
     async with following(profile):  # trust follows a CA rotation; warns before it bites
-        nodes = await matching_nodes(profile, selector or {})
+        nodes = await matching_nodes(profile, selector or {}, args.cluster)
     rows = [[n.name, TUNNEL_ADDR if n.tunnel else n.addr, ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))]
             for n in nodes]
     print(table(["Node Name", "Address", "Labels"], rows))
@@ -300,8 +302,8 @@ async def _play(args: argparse.Namespace) -> int:
     from teleport.client import play
 
     if args.format == "json":
-        return await play.print_json(_profile(args), args.sid)
-    return await play.play(_profile(args), args.sid, speed=args.speed)
+        return await play.print_json(_profile(args), args.sid, args.cluster)
+    return await play.play(_profile(args), args.sid, speed=args.speed, cluster=args.cluster)
 
 
 async def _recordings(args: argparse.Namespace) -> int:

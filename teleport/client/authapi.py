@@ -15,8 +15,11 @@ from teleport.keys.tls import identity_from_cert, ssl_client_context
 from teleport.utils.addr import parse_addr
 
 
-def profile_auth_client(profile: Profile) -> AuthClient:
-    """Return an AuthClient that presents the profile's certificate to the proxy's web address."""
+def profile_auth_client(profile: Profile, leaf: str = "",
+                        leaf_ca_pems: list[bytes] | None = None) -> AuthClient:
+    """Return an AuthClient that presents the profile's certificate to the proxy's web address:
+    to our auth server, or (leaf, with its TLS CA) to a leaf cluster's, which the proxy reaches
+    over the leaf's tunnel and which judges us with its role map."""
     from datetime import datetime, timezone
 
     try:
@@ -31,5 +34,17 @@ def profile_auth_client(profile: Profile) -> AuthClient:
     identity = identity_from_cert(cert)
     if identity.expires is not None and identity.expires <= datetime.now(timezone.utc):
         raise AccessDenied("your certificate has expired, run 'tsh login'")
-    ctx = ssl_client_context(cert, key, [cas])
-    return AuthClient([parse_addr(profile.web_proxy_addr, 3080)], ctx, cluster=identity.cluster)
+    ctx = ssl_client_context(cert, key, leaf_ca_pems if leaf and leaf_ca_pems else [cas])
+    return AuthClient([parse_addr(profile.web_proxy_addr, 3080)], ctx,
+                      cluster=leaf or identity.cluster)
+
+
+async def leaf_auth_client(profile: Profile, leaf: str) -> AuthClient:
+    """An AuthClient to a leaf cluster's auth server, trusting the leaf's TLS CA as the proxy
+    lists it (`GET /webapi/authorities`)."""
+    from teleport.client.trust import fetch_authorities
+
+    tls = (await fetch_authorities(profile)).get(f"tls:{leaf}")
+    if tls is None:
+        raise NotFound(f"cluster {leaf!r} is not a leaf of {profile.cluster!r} (see tsh clusters)")
+    return profile_auth_client(profile, leaf, [c.encode() for c in tls.trusted_tls_certs()])

@@ -73,11 +73,20 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
     return next((code for code in (r.result() for r in results) if code != 0), 0)
 
 
-async def matching_nodes(profile: Profile, selector: dict[str, str]) -> list[NodeInfo]:
-    """List the nodes the proxy shows this user whose labels include every selector pair."""
+async def matching_nodes(profile: Profile, selector: dict[str, str],
+                         cluster: str = "") -> list[NodeInfo]:
+    """List the nodes the proxy shows this user whose labels include every selector pair (of a
+    leaf cluster: as the leaf's auth server shows them to us, after its role map)."""
     profile.check_valid()
-    async with WebClient.for_profile(profile) as web:
-        nodes = await web.list_nodes(profile.cluster)
+    if cluster and cluster != profile.cluster:
+        from teleport.client.authapi import leaf_auth_client
+
+        async with await leaf_auth_client(profile, cluster) as leaf:
+            servers = await leaf.list_servers("node")
+        nodes = sorted((NodeInfo.of(s) for s in servers), key=lambda n: (n.name, n.id))
+    else:
+        async with WebClient.for_profile(profile) as web:
+            nodes = await web.list_nodes(profile.cluster)
     return [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
 
 

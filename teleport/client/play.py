@@ -34,12 +34,28 @@ async def list_recordings(profile: Profile) -> list[RecordingInfo]:
         return await web.list_recordings(profile.cluster)
 
 
-async def session_events(profile: Profile, sid: str) -> AsyncIterator[dict[str, Any]]:
-    """Yield a recording's events as they arrive, `data` as bytes."""
-    rec.check_sid(sid)
+@contextlib.asynccontextmanager
+async def _replay_stream(profile: Profile, sid: str,
+                         cluster: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    """The replay stream of a session of ours (from the proxy's web API), or of a leaf
+    cluster's (from the leaf's auth server, as ourselves, through the proxy)."""
+    if cluster and cluster != profile.cluster:
+        from teleport.client.authapi import leaf_auth_client
+
+        async with await leaf_auth_client(profile, cluster) as leaf:
+            yield leaf.stream_recording(sid)
+        return
     async with WebClient.for_profile(profile) as web:
+        yield web.stream_recording(profile.cluster, sid)
+
+
+async def session_events(profile: Profile, sid: str,
+                         cluster: str = "") -> AsyncIterator[dict[str, Any]]:
+    """Yield a recording's events as they arrive, `data` as bytes (cluster: a leaf's)."""
+    rec.check_sid(sid)
+    async with _replay_stream(profile, sid, cluster) as stream:
         pending = b""
-        async for piece in web.stream_recording(profile.cluster, sid):
+        async for piece in stream:
             pending += piece
             *lines, pending = pending.split(b"\n")
             for line in lines:
@@ -55,13 +71,13 @@ def _damaged(sid: str, event: dict[str, Any]) -> int:
     return EXIT_DAMAGED
 
 
-async def print_json(profile: Profile, sid: str) -> int:
+async def print_json(profile: Profile, sid: str, cluster: str = "") -> int:
     """Print the session's events as one JSON array, output and input as text."""
     decoders = {kind: codecs.getincrementaldecoder("utf-8")("replace")
                 for kind in (rec.PRINT, rec.INPUT)}
     code, first = 0, True
     sys.stdout.write("[")
-    async for event in session_events(profile, sid):
+    async for event in session_events(profile, sid, cluster):
         if isinstance(event.get("data"), bytes):
             event["data"] = decoders[event["event"]].decode(event["data"])
         sys.stdout.write(("\n" if first else ",\n") + json.dumps(event))
@@ -130,12 +146,12 @@ def _keys(pacer: Pacer) -> Iterator[None]:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def play(profile: Profile, sid: str, speed: float = 1.0) -> int:
+async def play(profile: Profile, sid: str, speed: float = 1.0, cluster: str = "") -> int:
     """Write the session's output to this terminal with its original timing."""
     out = sys.stdout.buffer
     pacer = Pacer(speed)
     with _keys(pacer):
-        async for event in session_events(profile, sid):
+        async for event in session_events(profile, sid, cluster):
             if event["event"] == rec.DAMAGED:
                 out.flush()
                 return _damaged(sid, event)

@@ -31,13 +31,13 @@ FINISH_WITHIN = 3.0
 
 async def fetch_authorities(profile: Profile) -> dict[str, CertAuthority]:
     """The cluster's public CA records, by type, from the profile's proxy (and its leaves'
-    host CAs under `leaf:<name>`)."""
+    host and TLS CAs under `host:<leaf>` and `tls:<leaf>`)."""
     async with WebClient.for_profile(profile, present_cert=False) as web:
         cas = await web.authorities()
     own: dict[str, CertAuthority] = {ca.spec.type: ca for ca in cas
                                      if ca.spec.cluster_name == profile.cluster}
-    leaves = {f"leaf:{ca.spec.cluster_name}": ca for ca in cas
-              if ca.spec.cluster_name != profile.cluster and ca.spec.type == "host"}
+    leaves = {f"{ca.spec.type}:{ca.spec.cluster_name}": ca for ca in cas
+              if ca.spec.cluster_name != profile.cluster and ca.spec.type in ("host", "tls")}
     return {**own, **leaves}
 
 
@@ -54,8 +54,8 @@ async def refresh_host_cas(profile: Profile) -> bool:
 def _apply(profile: Profile, cas: dict[str, CertAuthority]) -> bool:
     changed = False
     host = cas.get("host")
-    leaves = {name.removeprefix("leaf:"): [_key(k) for k in ca.trusted_ssh_public_keys()]
-              for name, ca in cas.items() if name.startswith("leaf:")}
+    leaves = {name.removeprefix("host:"): [_key(k) for k in ca.trusted_ssh_public_keys()]
+              for name, ca in cas.items() if name.startswith("host:")}
     if host is not None:
         keys = [_key(k) for k in host.trusted_ssh_public_keys()]
         if keys and (keys != known_host_keys(profile) or leaves != leaf_host_keys(profile)):

@@ -7,6 +7,11 @@ and name check see the auth server's own certificate, and the proxy holds no key
 stand in for it. Nothing is parsed or terminated here; the auth API authenticates every caller
 itself, as on its own port.
 
+A ClientHello naming a leaf cluster's auth server (`auth.<leaf>.teleport.cluster.local`, a leaf
+of ours whose tunnel is up) goes to that leaf's auth server the same way, over the leaf's
+tunnel (`leaf_auth`): a root's user calls the leaf's auth API with their own certificate, which
+the leaf judges with its role map; nothing here reads it either.
+
 Each relay is a task of this component: `close()` ends the live ones.
 """
 
@@ -16,10 +21,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
-from teleport.errors import ConnectionProblem
+from teleport.errors import BadParameter, ConnectionProblem, TeleportError
+from teleport.proxy import clienthello
 from teleport.utils.addr import HostPort
 from teleport.utils.supervisor import Supervisor
 
@@ -27,6 +33,9 @@ log = logging.getLogger("teleport.proxy.authrelay")
 
 #: How long one auth address may take to accept before the next is tried.
 DIAL_TIMEOUT = 15.0
+#: Given a ClientHello's server name: a connection to a leaf cluster's auth server when the name
+#: is one (over the leaf's tunnel), else None.
+LeafAuth = Callable[[str], "Awaitable[socket.socket] | None"]
 #: Bytes moved per read; each write is drained before the next read (backpressure).
 CHUNK = 64 * 1024
 
@@ -39,8 +48,9 @@ class AuthRelay:
     """
 
     def __init__(self, auth_addrs: Callable[[], Sequence[HostPort]], *,
-                 dial_timeout: float = DIAL_TIMEOUT) -> None:
+                 dial_timeout: float = DIAL_TIMEOUT, leaf_auth: LeafAuth | None = None) -> None:
         self.auth_addrs = auth_addrs
+        self.leaf_auth = leaf_auth
         self.dial_timeout = dial_timeout
         self.tasks = Supervisor("auth relay")
         #: Relays open now, relays ever opened, and connections no auth server took (the dump).
@@ -92,10 +102,24 @@ class AuthRelay:
         raise ConnectionProblem("cannot reach the auth server: "
                                 + ("; ".join(problems) or "no auth server address known"))
 
+    async def _dial_for(self, sock: socket.socket
+                        ) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to the auth server the ClientHello names: a leaf's, else ours."""
+        leaf = self.leaf_auth(_server_name(sock)) if self.leaf_auth is not None else None
+        if leaf is None:
+            addr, reader, writer = await self.dial()
+            return str(addr), reader, writer
+        try:
+            up = await leaf
+        except TeleportError as err:
+            raise ConnectionProblem(f"cannot reach the leaf cluster's auth server: {err}") from None
+        reader, writer = await asyncio.open_connection(sock=up)
+        return "a leaf cluster's auth server", reader, writer
+
     async def _relay(self, sock: socket.socket) -> None:
         peer = _peer(sock)
         try:
-            addr, up_reader, up_writer = await self.dial()
+            addr, up_reader, up_writer = await self._dial_for(sock)
         except ConnectionProblem as err:
             self.failed += 1
             log.warning("relaying %s to the auth server: %s", peer, err)
@@ -143,6 +167,17 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sent
     if writer.can_write_eof() and not writer.is_closing():
         with contextlib.suppress(OSError):
             writer.write_eof()
+
+
+def _server_name(sock: socket.socket) -> str:
+    """The server name of the ClientHello waiting unread in sock (the multiplexer peeked the
+    whole record before handing it over), or ""."""
+    try:
+        data = sock.recv(clienthello.MAX_RECORD_SIZE, socket.MSG_PEEK)
+        size = clienthello.record_size(data)
+        return (clienthello.server_name(data[:size]) or "") if size else ""
+    except (OSError, BadParameter):
+        return ""
 
 
 def _peer(sock: socket.socket) -> str:

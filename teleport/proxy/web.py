@@ -68,7 +68,6 @@ from teleport.proxy.websession import (
     set_cookie,
 )
 from teleport.rbac.roles import RoleSet
-from teleport.types.resources import Server
 from teleport.types.roles import Role
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock
@@ -454,7 +453,7 @@ class WebProxy:
                       if access.can_see_node(s.all_labels())]
         nodes = sorted(listed,
                        key=lambda s: (s.spec.hostname, s.metadata.name))
-        return httpserver.json_answer([_node_info(s) for s in nodes])
+        return httpserver.json_answer([NodeInfo.of(s) for s in nodes])
 
     async def list_recordings(self, request: web.Request) -> web.Response:
         """List the recorded sessions this user may play (`tsh recordings ls`)."""
@@ -598,11 +597,6 @@ def _terminal_target(request: web.Request) -> webterminal.Target:
 
     return webterminal.Target(node=node, login=login, cols=size("cols", 80),
                               rows=size("rows", 24), sid=sid)
-
-
-def _node_info(server: Server) -> NodeInfo:
-    return NodeInfo(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
-                    labels=server.all_labels(), tunnel=server.spec.use_tunnel)
 
 
 

@@ -5,8 +5,8 @@
   during a rotation.
 - `GET /webapi/authorities`: the public CA records with their rotation, for `tsh` to refresh its
   known_hosts and CA file as a rotation goes, and to say when its certificate's CA is about to
-  be dropped (`teleport.client.trust`); and the host CAs of the leaf clusters that trust this
-  one, each for its own cluster's hosts.
+  be dropped (`teleport.client.trust`); and the host and TLS CAs of the leaf clusters that
+  trust this one, each for its own cluster's hosts and auth server.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ class WebTrust:
 
     async def authorities(self, request: web.Request) -> web.Response:
         cas = [to_dict((await self.proxy.auth.get_ca(t)).without_secrets()) for t in CA_TYPES]
-        # The leaves' host CAs too, each naming its cluster: tsh trusts each for its own
-        # cluster's hosts only (`*.<leaf>` in known_hosts).
-        cas += [to_dict(ca.without_secrets()) for ca in await self.proxy.auth.list_cas("host")
-                if ca.spec.cluster_name != self.proxy.cluster_name]
+        # The leaves' host and TLS CAs too, each naming its cluster: tsh trusts each for its
+        # own cluster's hosts only (`*.<leaf>` in known_hosts) and its auth server.
+        cas += [to_dict(ca.without_secrets()) for t in ("host", "tls")
+                for ca in await self.proxy.auth.list_cas(t)
+                if ca.spec.cluster_name != self.proxy.cluster_name and not ca.spec.role_map]
         return web.json_response(cas)

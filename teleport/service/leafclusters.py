@@ -7,6 +7,10 @@ asks for `clusterdial.CLUSTER_LISTEN`. On each channel the root opens it reads t
 dials our node as for our own users and splices. A root disabled or removed has its tunnel
 closed at the next look.
 
+As a leaf's auth server, `AuthClientCAs` keeps the roots' TLS CAs among those its API checks
+client certificates against (the roots' users call it through the tunnel with their own
+certificates: `tsh ls --cluster`, `tsh play`), next to its own CAs as they rotate.
+
 As a root, `report_leaves` tells our auth server every few seconds which leaves' tunnels this
 proxy holds (their `remote_cluster` status); a leaf the auth server no longer knows (`tctl rm
 rc/<leaf>`) has its tunnel closed.
@@ -19,16 +23,19 @@ import contextlib
 import dataclasses
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from teleport.api.auth_models import LeafTunnel
+from teleport.api.proxydial import connect_tcp
 from teleport.auth.client import AuthClient
-from teleport.auth.trustedclusters import HEARTBEAT_INTERVAL
-from teleport.errors import NotFound, TeleportError
+from teleport.auth.server import AuthServer
+from teleport.auth.trustedclusters import HEARTBEAT_INTERVAL, ROOTS_REUSE
+from teleport.errors import ConnectionProblem, NotFound, TeleportError
+from teleport.keys.tls import LiveServerContext, auth_server_name
 from teleport.proxy.tunnel import TunnelServer
 from teleport.service.tunnels import DEFAULT_TUNNEL_PORT, TunnelPool, tunnel_addr
 from teleport.sshutils import clusterdial
-from teleport.sshutils.reversetunnel import TunnelCredentials
+from teleport.sshutils.reversetunnel import AUTH_TARGET, TunnelCredentials
 from teleport.utils.addr import HostPort, parse_addr
 from teleport.utils.clock import Clock
 from teleport.utils.supervisor import Supervisor
@@ -46,8 +53,11 @@ class RootTunnels:
     """A leaf proxy's tunnels to its roots; an async context manager whose `run` is supervised."""
 
     def __init__(self, client: AuthClient, creds: TunnelCredentials,
-                 host_cas: Callable[[], dict[str, list[str]]], dial: Dial, clock: Clock) -> None:
+                 host_cas: Callable[[], dict[str, list[str]]], dial: Dial, clock: Clock, *,
+                 dial_auth: Callable[[], Awaitable[socket.socket]]) -> None:
         self.client = client
+        #: Our auth server, for a root's users calling our auth API (`AUTH_TARGET`).
+        self.dial_auth = dial_auth
         self.creds = creds
         self.host_cas = host_cas
         self.dial = dial
@@ -116,7 +126,10 @@ class RootTunnels:
         """Read the root's dial line, dial our node, answer, then copy both ways."""
         try:
             want = clusterdial.DialRequest.decode(await clusterdial.read_line(sock))
-            node = await self.dial(want.host, want.port, want.client)
+            if (want.host, want.port) == AUTH_TARGET:
+                node = await self.dial_auth()
+            else:
+                node = await self.dial(want.host, want.port, want.client)
         except TeleportError as err:
             with contextlib.suppress(OSError):
                 await clusterdial.answer(sock, str(err))
@@ -148,6 +161,56 @@ async def _splice(a: socket.socket, b: socket.socket) -> None:
     await asyncio.gather(copy(ra, wb), copy(rb, wa))
     wa.close()
     wb.close()
+
+
+def leaf_auth_dialer(tunnels: TunnelServer) -> Callable[[str], Awaitable[socket.socket] | None]:
+    """For the web port's auth relay: a TLS server name naming a connected leaf's auth server
+    is dialled over that leaf's tunnel."""
+
+    def dial(server_name: str) -> Awaitable[socket.socket] | None:
+        for leaf in list(tunnels.clusters):
+            if server_name == auth_server_name(leaf):
+                return tunnels.dial_cluster(leaf, *AUTH_TARGET)
+        return None
+
+    return dial
+
+
+async def dial_first(addrs: Sequence[HostPort]) -> socket.socket:
+    """Connect to the first of our auth servers that accepts."""
+    problems = []
+    for addr in addrs:
+        try:
+            return await connect_tcp(addr.host, addr.port)
+        except (OSError, TimeoutError) as err:
+            problems.append(f"{addr}: {err}")
+    raise ConnectionProblem("cannot reach the auth server: " + ("; ".join(problems) or
+                                                                 "no address known"))
+
+
+class AuthClientCAs:
+    """The CA certificates the auth API checks client certificates against: ours (as a
+    rotation changes them) and the trusted roots' TLS CAs (as trust is made or removed)."""
+
+    def __init__(self, auth: AuthServer, tls: LiveServerContext) -> None:
+        self.auth = auth
+        self.tls = tls
+        self.own = tls.client_ca_pems
+        self.roots: list[bytes] = []
+
+    def set_own(self, pems: Sequence[bytes]) -> None:
+        self.own = list(pems)
+        self.tls.update(client_ca_pems=[*self.own, *self.roots])
+
+    async def follow(self) -> None:
+        """Follow the roots' TLS CAs, within ROOTS_REUSE of a change."""
+        while True:
+            roots = [c.encode() for ca in await self.auth.trusted_clusters.root_tls_cas()
+                     for c in ca.trusted_tls_certs()]
+            if roots != self.roots:
+                self.roots = roots
+                self.tls.update(client_ca_pems=[*self.own, *self.roots])
+            await asyncio.sleep(ROOTS_REUSE)
 
 
 async def report_leaves(client: AuthClient, tunnels: TunnelServer) -> None:

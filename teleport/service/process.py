@@ -383,7 +383,10 @@ class TeleportProcess:
             auth, "Auth", self.host_uuid, cfg.nodename, addresses), fresh=True)
         follower.on_server(lambda i: tls.update(cert_pem=i.tls_cert.encode(),
                                                 key_pem=i.tls_private_key.encode()))
-        follower.on_trust(lambda cas: tls.update(client_ca_pems=cas))
+        # Our TLS CAs as they rotate, and the trusted roots' for their users (trusted clusters).
+        client_cas = leafclusters.AuthClientCAs(auth, tls)
+        follower.on_trust(client_cas.set_own)
+        self._supervise("auth-root-cas", client_cas.follow)
         self._follow_rotation(admin, local_issuer(auth, "Admin", self.host_uuid, cfg.nodename,
                                                   []), serves=False)
         self._supervise("auth-ca-watch", lambda: watch_local_cas(auth, self._rotation_changed))
@@ -651,7 +654,8 @@ class TeleportProcess:
         # server's, SSH the tunnel server's or the SSH proxy's when either shares the port.
         await web.start(cfg.web_listen_addr.host, cfg.web_listen_addr.port, bind=False)
         self.web = web
-        relay = await self.stack.enter_async_context(AuthRelay(self._auth_addrs))
+        relay = await self.stack.enter_async_context(AuthRelay(
+            self._auth_addrs, leaf_auth=leafclusters.leaf_auth_dialer(tunnels)))
         handlers: dict[Protocol, Handler] = {
             Protocol.HTTP if cfg.insecure_no_tls else Protocol.TLS: web.serve_socket,
             Protocol.AUTH: relay.serve_socket}
@@ -693,7 +697,8 @@ class TeleportProcess:
                                       cert=using.ssh_cert, cluster="",
                                       trusted_host_cas=list,
                                       algorithms=self.config.ssh_algorithms),
-            trust.remote_host_keys, resolver.dial, self.clock))
+            trust.remote_host_keys, resolver.dial, self.clock,
+            dial_auth=lambda: leafclusters.dial_first(self._auth_addrs())))
         self._supervise("proxy-root-tunnels", leaves.run)
         logging.getLogger("teleport.proxy").info("Web proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.web_listen_addr.host, self.ports["proxy_web"]))

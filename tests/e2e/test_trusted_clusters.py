@@ -73,6 +73,20 @@ class Pair:
     def ssh(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return self.root.tsh("ssh", *args, check=check, timeout=60)
 
+    def clusters(self) -> dict[str, str]:
+        """`tsh clusters` as {name: status}."""
+        out = self.root.tsh("clusters", check=False).stdout
+        return {line.split()[0]: line.split()[1] for line in out.splitlines()[2:] if line.split()}
+
+    def ensure_trusted(self) -> None:
+        """Make the leaf trust the root (again) unless it does, and wait for its tunnel."""
+        if self.clusters().get(LEAF) == "online" and \
+                CLUSTER in self.leaf_tctl("get", "tc", check=False).stdout:
+            return
+        result = self.trust(_token(self.root), force=True)
+        assert result.returncode == 0, result.stderr + self.leaf.log()[-3000:]
+        wait_for(lambda: self.clusters().get(LEAF) == "online", "the leaf online in tsh clusters")
+
 
 def wait_for(predicate: Any, what: str, timeout: float = 45.0) -> None:
     deadline = time.monotonic() + timeout
@@ -87,6 +101,14 @@ def _token(root: Cluster) -> str:
     found = re.search(r"The cluster invite token: (\S+)", out)
     assert found, out
     return found.group(1)
+
+
+@pytest.fixture
+def trusted(pair: Pair) -> Pair:
+    """The pair with the leaf trusting the root and its tunnel up (made again if a test
+    removed it)."""
+    pair.ensure_trusted()
+    return pair
 
 
 @pytest.fixture(scope="module")
@@ -126,24 +148,19 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             access = yaml.safe_load(pair.leaf_tctl("get", "role/access").stdout)
             access["spec"]["allow"]["logins"] = ["root"]
             pair.leaf_tctl("create", "-f", "-", input=yaml.safe_dump(access))
+            pair.ensure_trusted()
             yield pair
         finally:
             root.stop()
 
 
-def _clusters(pair: Pair) -> dict[str, str]:
-    out = pair.root.tsh("clusters", check=False).stdout
-    return {line.split()[0]: line.split()[1] for line in out.splitlines()[2:] if line.split()}
-
-
 def test_a_wrong_token_is_refused_in_one_line_and_audited_by_the_root(pair: Pair) -> None:
-    result = pair.trust("not-the-right-token")
+    result = pair.trust("not-the-right-token", force=True)
     assert result.returncode != 0
     assert "token" in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     refused = [e for e in pair.root.audit_events() if e["event"] == "trusted_cluster_token.validate"]
     assert refused and refused[-1]["success"] is False and refused[-1]["user"] == LEAF
-    assert "tc" not in pair.leaf_tctl("get", "trusted_cluster").stdout.split()
 
 
 def test_a_resource_named_other_than_the_root_is_refused(pair: Pair) -> None:
@@ -152,11 +169,9 @@ def test_a_resource_named_other_than_the_root_is_refused(pair: Pair) -> None:
     assert f"named {CLUSTER!r}" in result.stderr, result.stderr
 
 
-def test_the_leaf_joins_and_a_root_user_sees_both_clusters(pair: Pair) -> None:
-    result = pair.trust(_token(pair.root))
-    assert result.returncode == 0, result.stderr + pair.leaf.log()[-3000:]
-    wait_for(lambda: _clusters(pair).get(LEAF) == "online", "the leaf online in tsh clusters")
-    assert _clusters(pair)[CLUSTER] == "online"
+def test_the_leaf_joins_and_a_root_user_sees_both_clusters(trusted: Pair) -> None:
+    pair = trusted
+    assert pair.clusters() == {CLUSTER: "online", LEAF: "online"}
     remote = yaml.safe_load(pair.root.tctl("get", "rc").stdout)
     assert remote["kind"] == "remote_cluster" and remote["metadata"]["name"] == LEAF
     # The leaf keeps the resource; its token is a secret `tctl get` does not print.
@@ -164,13 +179,15 @@ def test_the_leaf_joins_and_a_root_user_sees_both_clusters(pair: Pair) -> None:
     assert trusted["spec"]["token"] == "" and trusted["spec"]["enabled"] is True
 
 
-def test_a_root_user_runs_a_command_on_a_leaf_node(pair: Pair) -> None:
+def test_a_root_user_runs_a_command_on_a_leaf_node(trusted: Pair) -> None:
+    pair = trusted
     result = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "echo on $(hostname -s); exit 3")
     assert result.returncode == 3, result.stderr + pair.leaf.log()[-3000:]
     assert "on " in result.stdout
 
 
-def test_stock_ssh_reaches_the_leaf_node_through_tsh_config(pair: Pair) -> None:
+def test_stock_ssh_reaches_the_leaf_node_through_tsh_config(trusted: Pair) -> None:
+    pair = trusted
     config = pair.root.root / "ssh_config"
     config.write_text(pair.root.tsh("config").stdout)
     result = subprocess.run(
@@ -181,7 +198,8 @@ def test_stock_ssh_reaches_the_leaf_node_through_tsh_config(pair: Pair) -> None:
     assert "stock ssh made it" in result.stdout
 
 
-def test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf(pair: Pair) -> None:
+def test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf(trusted: Pair) -> None:
+    pair = trusted
     # `nobody` is in alice's certificate (the root's admin role allows it); the leaf's
     # `access`, which the role map makes of admin, does not.
     result = pair.ssh("--cluster=leaf", f"nobody@{LEAF_NODE}", "true")
@@ -192,7 +210,8 @@ def test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf(pair: Pai
     assert refused and refused[-1]["success"] is False and "access" in refused[-1]["error"]
 
 
-def test_leaf_sessions_are_audited_in_the_leaf_not_the_root(pair: Pair) -> None:
+def test_leaf_sessions_are_audited_in_the_leaf_not_the_root(trusted: Pair) -> None:
+    pair = trusted
     marker = "recorded-in-the-leaf"
     result = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", f"echo {marker}", check=True)
     assert marker in result.stdout
@@ -203,18 +222,46 @@ def test_leaf_sessions_are_audited_in_the_leaf_not_the_root(pair: Pair) -> None:
                 and e.get("server_hostname") == LEAF_NODE]
 
 
-def test_disabling_the_trust_cuts_access_and_enabling_restores_it(pair: Pair) -> None:
+def test_a_root_user_lists_the_leafs_nodes_through_the_root(trusted: Pair) -> None:
+    pair = trusted
+    listed = pair.root.tsh("ls", "--cluster=leaf").stdout
+    assert LEAF_NODE in listed and NODENAME not in listed, listed
+    assert NODENAME in pair.root.tsh("ls").stdout
+
+
+def test_a_leaf_session_is_played_from_the_root(trusted: Pair) -> None:
+    pair = trusted
+    result = pair.ssh("-t", "--cluster=leaf", f"root@{LEAF_NODE}",
+                      "echo SID=$SSH_SESSION_ID; echo played-$((40+2))", check=True)
+    sid = re.search(r"SID=([0-9a-f-]{36})", result.stdout)
+    assert sid, result.stdout
+    played: list[str] = []
+
+    def replayed() -> bool:
+        out = pair.root.tsh("play", "--cluster=leaf", "--format=json", sid.group(1), check=False)
+        played[:] = [out.stdout + out.stderr]
+        return out.returncode == 0 and "played-42" in out.stdout
+
+    wait_for(replayed, f"the leaf's recording to replay from the root: {played}", timeout=30)
+    # Kept by the leaf, not the root.
+    assert list((pair.leaf.data_dir / "log" / "sessions" / "default").glob(f"{sid.group(1)}*"))
+    assert not list(pair.root.data_dir.glob(f"**/{sid.group(1)}*"))
+
+
+def test_disabling_the_trust_cuts_access_and_enabling_restores_it(trusted: Pair) -> None:
+    pair = trusted
     token = _token(pair.root)
     assert pair.trust(token, enabled=False, force=True).returncode == 0
     wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
              "access cut", timeout=20)
-    wait_for(lambda: _clusters(pair).get(LEAF) == "offline", "the leaf offline", timeout=30)
+    wait_for(lambda: pair.clusters().get(LEAF) == "offline", "the leaf offline", timeout=30)
     assert pair.trust(token, enabled=True, force=True).returncode == 0
     wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0,
              "access back")
 
 
-def test_removing_the_trust_refuses_root_users_within_seconds(pair: Pair) -> None:
+def test_removing_the_trust_refuses_root_users_within_seconds(trusted: Pair) -> None:
+    pair = trusted
     assert pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0
     pair.leaf_tctl("rm", f"trusted_cluster/{CLUSTER}")
     removed = time.monotonic()

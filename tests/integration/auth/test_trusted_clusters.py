@@ -4,23 +4,30 @@ and every refusal audited on the side that refused."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from aiohttp import web
 
 from teleport.api.auth_models import TrustedClusterValidation, TrustedClusterValidationAnswer
+from teleport.auth import api as auth_api
+from teleport.auth import authority
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
-from teleport.auth.trustedclusters import OFFLINE_AFTER
+from teleport.auth.trustedclusters import OFFLINE_AFTER, ROOTS_REUSE
 from teleport.backend.memory import MemoryBackend
 from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys.identity import Identity
 from teleport.types.resource import Metadata
+from teleport.types.resources import User, UserSpec
 from teleport.types.trusted import RoleMapping, TrustedCluster, TrustedClusterSpec
+from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
 
@@ -184,3 +191,98 @@ async def test_a_leaf_is_online_while_a_proxy_reports_its_tunnel(pair: Pair) -> 
         await pair.proxy.remote_cluster_heartbeat(LEAF)
     with pytest.raises(NotFound):
         await pair.root.auth.certs.cas.get("user", LEAF)
+
+
+# --- the leaf's auth API and the root's certificates ------------------------------------------
+
+async def _leaf_api(pair: Pair) -> tuple[web.AppRunner, HostPort]:
+    """Serve the leaf's API trusting its own TLS CA and the root's, as the leaf's auth service
+    does once it trusts the root (`service.leafclusters.AuthClientCAs`)."""
+    tls_key = tlskeys.generate_tls_key()
+    certs = await pair.leaf.auth.certs.issue_host_certs(
+        host_uuid="auth-1", nodename="auth", system_role="Auth",
+        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
+        tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
+    roots = [c.encode() for ca in await pair.leaf.auth.trusted_clusters.root_tls_cas()
+             for c in ca.trusted_tls_certs()]
+    assert roots, "the leaf trusts no root yet"
+    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
+                                     [*(c.encode() for c in certs.tls_ca_certs), *roots],
+                                     require_client_cert=False)
+    runner = await auth_api.serve(pair.leaf.auth, ctx, "127.0.0.1", 0)
+    return runner, HostPort("127.0.0.1", runner.addresses[0][1])
+
+
+async def _as_root(pair: Pair, addr: HostPort, cert: str, key: bytes) -> AuthClient:
+    """A client presenting a root-issued certificate to the leaf's auth server."""
+    leaf_tls = await pair.leaf.auth.certs.get_ca("tls")
+    return AuthClient([addr], tlskeys.ssl_client_context(
+        cert.encode(), key, [c.encode() for c in leaf_tls.trusted_tls_certs()]),
+        timeout=10, cluster=LEAF)
+
+
+async def _root_user(pair: Pair, roles: list[str]) -> tuple[str, bytes]:
+    key = tlskeys.generate_tls_key()
+    user = User(metadata=Metadata(name="alice"),
+                spec=UserSpec(roles=roles, traits={"logins": ["root"]}))
+    await pair.root.auth.accounts.users.users.put(user)
+    issued = await pair.root.auth.certs.issue_user_certs(
+        user, sshkeys.public_key_of(sshkeys.generate_private_key()),
+        tlskeys.tls_public_key_pem(key), timedelta(hours=1))
+    return issued.tls_cert, key
+
+
+async def test_a_root_user_calls_the_leafs_api_with_the_mapped_roles_only(pair: Pair) -> None:
+    await pair.leaf.auth.trusted_clusters.save(pair.trusted(), "admin", overwrite=False)
+    runner, addr = await _leaf_api(pair)
+    try:
+        cert, key = await _root_user(pair, ["admin"])
+        async with await _as_root(pair, addr, cert, key) as alice:
+            await alice.list_servers("node")  # `access` sees nodes
+            # The root's admin role is not the leaf's: `access` has no rule over users.
+            with pytest.raises(AccessDenied, match="no role allows list on 'user'"):
+                await alice.list_users()
+        cert, key = await _root_user(pair, ["auditor"])
+        async with await _as_root(pair, addr, cert, key) as unmapped:
+            with pytest.raises(AccessDenied, match="map to no role of this cluster"):
+                await unmapped.list_servers("node")
+        # Once the leaf stops trusting the root, its users are refused on the next call.
+        cert, key = await _root_user(pair, ["admin"])
+        async with await _as_root(pair, addr, cert, key) as alice:
+            await alice.list_servers("node")
+            await pair.leaf.auth.trusted_clusters.remove(ROOT, "admin")
+            pair.clock.advance(timedelta(seconds=2))
+            await asyncio.sleep(ROOTS_REUSE)
+            with pytest.raises(AccessDenied):
+                await alice.list_servers("node")
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api(pair: Pair) -> None:
+    await pair.leaf.auth.trusted_clusters.save(pair.trusted(), "admin", overwrite=False)
+    runner, addr = await _leaf_api(pair)
+    try:
+        for role in ("Proxy", "Node", "Admin"):
+            key = tlskeys.generate_tls_key()
+            # The root's CA signing a host of the root, or one claiming to be of the leaf.
+            host = await pair.root.auth.certs.issue_host_certs(
+                host_uuid=f"{role.lower()}-9", nodename=role.lower(), system_role=role,
+                ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
+                tls_public_key=tlskeys.tls_public_key_pem(key), addresses=[])
+            async with await _as_root(pair, addr, host.tls_cert, key) as client:
+                with pytest.raises(AccessDenied, match="taken here for its users only"):
+                    await client.list_servers("node")
+        root_tls = await pair.root.auth.certs.get_ca("tls", with_secrets=True)
+        ca_key, ca_cert = authority.tls_signer(root_tls)
+        key = tlskeys.generate_tls_key()
+        forged = tlskeys.issue_tls_cert(
+            ca_key, ca_cert, tlskeys.tls_public_key_pem(key),
+            Identity(username="admin", roles=("Admin",), cluster=LEAF, system_role="Admin",
+                     host_uuid="x"), now=pair.clock.now(),
+            not_after=pair.clock.now() + timedelta(hours=1))
+        async with await _as_root(pair, addr, forged.decode(), key) as client:
+            with pytest.raises(AccessDenied, match="taken here for its users only"):
+                await client.list_users()
+    finally:
+        await runner.cleanup()
