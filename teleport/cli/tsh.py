@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     scp.add_argument("--all", dest="every_match", action="store_true",
                      help="upload to every node a label selector matches (default: refuse many)")
     scp.add_argument("paths", nargs="+", metavar="src... dst")
+    scp.add_argument("--cluster", default="", help="the cluster of the node: a leaf cluster of "
+                     "the proxy's (default: its own)")
     play = sub.add_parser("play", help="Replay a recorded session (space pauses and resumes)")
     _common(play, quiet)
     play.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
@@ -100,10 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     sessions = sub.add_parser("sessions", help="Live sessions")
     _common(sessions, quiet)
     sessions_sub = sessions.add_subparsers(dest="sessions_command", metavar="<command>")
-    sessions_sub.add_parser("ls", help="List live sessions you may join")
+    sessions_ls = sessions_sub.add_parser("ls", help="List live sessions you may join")
+    sessions_ls.add_argument("--cluster", default="", help="list a leaf cluster's sessions")
     join = sub.add_parser("join", help="Join a live session (its owner and admins only)")
     _common(join, quiet)
     join.add_argument("sid", metavar="session-id")
+    join.add_argument("--cluster", default="", help="the leaf cluster running the session")
     sub.add_parser("config", help="Print an OpenSSH configuration for this cluster")
     mfa = sub.add_parser("mfa", help="Your second-factor devices (security keys)")
     _common(mfa, quiet)
@@ -295,7 +299,7 @@ async def _scp(args: argparse.Namespace) -> int:
     async with following(profile):
         return await scp.copy(profile, args.paths, gp.getuser(), recursive=args.recursive,
                               preserve=args.preserve, port=args.port, quiet=args.quiet,
-                              every_match=args.every_match)
+                              every_match=args.every_match, cluster=args.cluster)
 
 
 async def _play(args: argparse.Namespace) -> int:
@@ -328,7 +332,7 @@ async def _sessions(args: argparse.Namespace) -> int:
         raise BadParameter("usage: tsh sessions ls")
     rows = [[s.sid, s.user, s.server_hostname, s.login,
              s.created[:19].replace("T", " "), ", ".join(s.parties)]
-            for s in await list_sessions(_profile(args))]
+            for s in await list_sessions(_profile(args), getattr(args, "cluster", ""))]
     print(table(["ID", "User", "Node", "Login", "Created (UTC)", "Parties"], rows))
     return 0
 
@@ -336,7 +340,7 @@ async def _sessions(args: argparse.Namespace) -> int:
 async def _join(args: argparse.Namespace) -> int:
     from teleport.client.join import join
 
-    return await join(_profile(args), args.sid)
+    return await join(_profile(args), args.sid, args.cluster)
 
 
 def _uses_keys(second_factor: str, webauthn: object) -> bool:

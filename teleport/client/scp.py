@@ -96,24 +96,26 @@ def plan(paths: Sequence[str], default_login: str) -> Plan:
 
 async def copy(profile: Profile, paths: Sequence[str], default_login: str, *,
                recursive: bool = False, preserve: bool = False, port: int | None = None,
-               quiet: bool = False, every_match: bool = False) -> int:
+               quiet: bool = False, every_match: bool = False, cluster: str = "") -> int:
     """Copy between this machine and one node (or, asked with `every_match`, upload to every
-    node a label selector matches); a remote failure raises with the node's reason."""
+    node a label selector matches) of ours or of a leaf cluster; a remote failure raises with
+    the node's reason."""
     job = plan(paths, default_login)
     progress = None if quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr.fileno())
     if (selector := fanout.parse_label_selector(job.host)) is None:
-        await _copy_with(profile, job, _with_port(job.host, port), recursive, preserve, progress)
+        await _copy_with(profile, job, _with_port(job.host, port), recursive, preserve, progress,
+                         cluster)
         return 0
-    nodes = await _matching(profile, selector, job.upload, every_match)
+    nodes = await _matching(profile, selector, job.upload, every_match, cluster)
     if len(nodes) == 1:
         await _copy_with(profile, job, _with_port(nodes[0].id, port), recursive, preserve,
-                         progress)
+                         progress, cluster)
         return 0
     failed = 0
     for node in nodes:  # one at a time: a progress bar and an error line per node
         try:
             await _copy_with(profile, job, _with_port(node.id, port), recursive, preserve,
-                             progress)
+                             progress, cluster)
         except TeleportError as err:
             failed += 1
             print(f"[{node.name}] ERROR: {err}", file=sys.stderr)
@@ -125,8 +127,8 @@ def _with_port(host: str, port: int | None) -> str:
 
 
 async def _copy_with(profile: Profile, job: Plan, host: str, recursive: bool, preserve: bool,
-                     progress: ProgressBar | None) -> None:
-    async with ssh.connect_node(profile, job.login, host) as conn:
+                     progress: ProgressBar | None, cluster: str) -> None:
+    async with ssh.connect_node(profile, job.login, host, cluster=cluster) as conn:
         try:
             if job.upload:
                 await asyncssh.scp(list(job.local), (conn, remote_path(job.remote[0])),
@@ -146,9 +148,9 @@ async def _copy_with(profile: Profile, job: Plan, host: str, recursive: bool, pr
 
 
 async def _matching(profile: Profile, selector: dict[str, str], upload: bool,
-                    every_match: bool) -> list[NodeInfo]:
+                    every_match: bool, cluster: str) -> list[NodeInfo]:
     """Resolve labels to nodes: one, or every match for an upload the user asked to fan out."""
-    nodes = await fanout.matching_nodes(profile, selector)
+    nodes = await fanout.matching_nodes(profile, selector, cluster)
     labels = ",".join(f"{k}={v}" for k, v in selector.items())
     if not nodes:
         raise NotFound(f"no nodes match labels {labels}")

@@ -14,10 +14,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -34,6 +38,7 @@ from tests.e2e.cluster import (
     wait_started,
 )
 from tests.e2e.netns import IsolatedHost, isolated_host
+from tests.e2e.test_interactive import Terminal
 from tests.e2e.webca import TestCA
 
 LEAF = "leaf"
@@ -94,6 +99,12 @@ def wait_for(predicate: Any, what: str, timeout: float = 45.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _token(root: Cluster) -> str:
@@ -246,6 +257,71 @@ def test_a_leaf_session_is_played_from_the_root(trusted: Pair) -> None:
     # Kept by the leaf, not the root.
     assert list((pair.leaf.data_dir / "log" / "sessions" / "default").glob(f"{sid.group(1)}*"))
     assert not list(pair.root.data_dir.glob(f"**/{sid.group(1)}*"))
+
+
+def test_tsh_scp_copies_to_and_from_a_leaf_node(trusted: Pair, tmp_path: Path) -> None:
+    pair = trusted
+    source = tmp_path / "up.txt"
+    source.write_text("to the leaf and back\n")
+    remote = f"/tmp/trusted-{os.getpid()}.txt"
+    pair.root.tsh("scp", "--cluster=leaf", str(source), f"root@{LEAF_NODE}:{remote}", timeout=60)
+    back = tmp_path / "back.txt"
+    pair.root.tsh("scp", "--cluster=leaf", f"root@{LEAF_NODE}:{remote}", str(back), timeout=60)
+    assert back.read_text() == "to the leaf and back\n"
+    pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", f"rm -f {remote}", check=True)
+
+
+def test_a_port_forward_leaves_from_the_leaf_node(trusted: Pair) -> None:
+    # The leaf's own web port listens on the namespace's 127.0.0.1: reachable from the leaf
+    # node only, so an answer naming the leaf proves the forward left from there.
+    local = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "tsh"), "ssh", "--cluster=leaf", "-N", "-L",
+         f"{local}:127.0.0.1:{trusted.leaf.ports['web']}", f"root@{LEAF_NODE}"],
+        env={**os.environ, **trusted.root.env}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        answer: list[Any] = []
+
+        def pinged() -> bool:
+            try:
+                with urllib.request.urlopen(f"https://127.0.0.1:{local}/webapi/ping",
+                                            context=ctx, timeout=5) as resp:
+                    answer[:] = [json.loads(resp.read())]
+                return True
+            except OSError:
+                return False
+
+        wait_for(pinged, "the forwarded port", timeout=30)
+        assert answer[0]["cluster_name"] == LEAF
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_a_root_user_joins_their_live_session_on_a_leaf_node(trusted: Pair) -> None:
+    env = {**os.environ, **trusted.root.env, "TERM": "xterm"}
+    owner = Terminal([str(BIN / "tsh"), "ssh", "--cluster=leaf", f"root@{LEAF_NODE}"], env)
+    joiner: Terminal | None = None
+    try:
+        owner.expect("#")
+        owner.type("echo SID=$SSH_SESSION_ID; echo sid-$((1+1))\n")
+        match = re.search(r"SID=([0-9a-f-]{36})", owner.expect("sid-2"))
+        assert match, owner.output
+        sid = match.group(1)
+        listed = trusted.root.tsh("sessions", "ls", "--cluster=leaf").stdout
+        assert sid in listed and LEAF_NODE in listed, listed
+        joiner = Terminal([str(BIN / "tsh"), "join", "--cluster=leaf", sid], env)
+        time.sleep(1.0)
+        owner.type("echo from-owner-$((40+2))\n")
+        joiner.expect("from-owner-42")
+        owner.type("exit\n")
+    finally:
+        assert owner.close() == 0
+        if joiner is not None:
+            joiner.close()
 
 
 def test_disabling_the_trust_cuts_access_and_enabling_restores_it(trusted: Pair) -> None:
