@@ -347,6 +347,18 @@ MUTATIONS = (
         "        root = None\n",
         ("tests/integration/auth/test_trusted_clusters.py::"
          "test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api",)),
+    Mutation(
+        "stop following a leaf's CA rotations", "teleport/service/leafclusters.py",
+        "                await client.update_leaf_cas(name, json.loads(await tunnels.leaf_cas(name)))\n",
+        "                pass\n",
+        ("tests/e2e/test_trusted_clusters.py::"
+         "test_a_rotation_on_either_side_is_followed_by_the_other",)),
+    Mutation(
+        "stop following a root's CA rotations", "teleport/auth/trustedclusters.py",
+        "                    await self.refresh_root(tc)\n",
+        "                    pass\n",
+        ("tests/e2e/test_trusted_clusters.py::"
+         "test_a_rotation_on_either_side_is_followed_by_the_other",)),
 )
 
 

@@ -376,6 +376,12 @@ class TrustedClusterValidationAnswer(Answer):
     certificate_authorities: list[ResourceJSON]
 
 
+class LeafCAs(Request):
+    """A leaf's host, user and TLS CAs (public halves), as its proxy told them over its tunnel."""
+
+    certificate_authorities: list[ResourceJSON] = Field(max_length=3)
+
+
 class LeafTunnel(Answer):
     """Where a leaf's proxies keep a tunnel to a root (`GET /v1/trustedclusters/tunnels`)."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from teleport.api.auth_models import LeafTunnel, TrustedClusterValidation
+from teleport.api.auth_models import LeafCAs, LeafTunnel, TrustedClusterValidation
 from teleport.auth.api import ADMIN, NODE, PROXY, USER, Call, route
 from teleport.errors import BadParameter
 from teleport.types.codec import to_dict
@@ -34,6 +34,15 @@ async def leaf_tunnels(call: Call) -> Any:
 async def remote_cluster_heartbeat(call: Call) -> Any:
     """A proxy of ours holds this leaf's tunnel (NotFound: the leaf was removed, drop it)."""
     await call.auth.trusted_clusters.heartbeat(call.param("name"))
+    return {}
+
+
+@route("PUT", "/v1/remoteclusters/{name}/authorities", [PROXY])
+async def update_leaf_cas(call: Call) -> Any:
+    """A proxy of ours relays a leaf's CAs as the leaf's proxy told them over its tunnel."""
+    body = await call.body(LeafCAs)
+    await call.auth.trusted_clusters.update_leaf_cas(call.param("name"),
+                                                     body.certificate_authorities)
     return {}
 
 

@@ -140,6 +140,11 @@ class AuthClient(MFACalls):
     async def remote_cluster_heartbeat(self, name: str) -> None:
         await self._http.call("POST", f"/v1/remoteclusters/{_q(name)}/heartbeat", {})
 
+    async def update_leaf_cas(self, name: str, cas: Any) -> None:
+        """Report a leaf's CAs as its proxy told them over the tunnel (a root's proxy)."""
+        await self._http.call("PUT", f"/v1/remoteclusters/{_q(name)}/authorities",
+                              {"certificate_authorities": cas})
+
     async def list_remote_clusters(self) -> list[RemoteCluster]:
         return [_typed(rc, RemoteCluster) for rc in await self._http.call(
             "GET", "/v1/remoteclusters", answer=list[m.ResourceJSON])]

@@ -12,6 +12,7 @@ leaf's tunnel.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -24,7 +25,14 @@ from teleport.api.http import HTTPClient
 from teleport.auth.access import lock_refusal
 from teleport.auth.context import AuthContext, redact
 from teleport.auth.hosts import TRUSTED_CLUSTER, Hosts
-from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from teleport.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    ConnectionProblem,
+    NotFound,
+    TeleportError,
+)
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
 from teleport.keys.tls import issued_by, tls_context
@@ -52,17 +60,39 @@ ROOTS_REUSE = 1.0
 #: The web port of a root proxy named without one.
 DEFAULT_WEB_PORT = 3080
 
+#: A root's proxy's public CA records (its web address).
+FetchRootCAs = Callable[[str], Awaitable[list[object]]]
+#: How often a leaf reads its roots' CAs, and a root's proxy its leaves': shorter than any
+#: phase of a rotation, so the other side trusts a new key before it signs.
+ROOT_CA_REFRESH = 5.0
 #: Ask a root cluster's proxy (its web address) to validate our request; its answer.
 AskRoot = Callable[[str, TrustedClusterValidation], Awaitable[TrustedClusterValidationAnswer]]
+
+
+async def root_cas(web_proxy_addr: str) -> list[object]:
+    """The public CA records a root's proxy lists (`GET /webapi/authorities`), over HTTPS
+    checked as `ask_root` checks it."""
+    http = _root_http(web_proxy_addr)
+    try:
+        answer = await http.call("GET", "/webapi/authorities")
+    finally:
+        await http.close()
+    if not isinstance(answer, list):
+        raise ConnectionProblem("the root's proxy answered its CAs with something else than a list")
+    return answer
+
+
+def _root_http(web_proxy_addr: str) -> HTTPClient:
+    addr = parse_addr(web_proxy_addr, DEFAULT_WEB_PORT)
+    ctx = tls_context(server=False)
+    ctx.load_default_certs()  # SSL_CERT_FILE / SSL_CERT_DIR, else the system's CAs
+    return HTTPClient([addr], ctx, peer=f"root cluster's proxy {addr}", timeout=15.0)
 
 
 async def ask_root(web_proxy_addr: str,
                    request: TrustedClusterValidation) -> TrustedClusterValidationAnswer:
     """Validate with the root's proxy over HTTPS, its certificate checked as a browser would."""
-    addr = parse_addr(web_proxy_addr, DEFAULT_WEB_PORT)
-    ctx = tls_context(server=False)
-    ctx.load_default_certs()  # SSL_CERT_FILE / SSL_CERT_DIR, else the system's CAs
-    http = HTTPClient([addr], ctx, peer=f"root cluster's proxy {addr}", timeout=15.0)
+    http = _root_http(web_proxy_addr)
     try:
         return await http.call("POST", "/webapi/trustedclusters/validate", request,
                                answer=TrustedClusterValidationAnswer)
@@ -74,7 +104,8 @@ class TrustedClusters:
     """Both sides of trust between clusters, each change audited where it is made."""
 
     def __init__(self, ctx: AuthContext, cas: CAService, hosts: Hosts, roles: RoleService,
-                 locks: LockService, ask: AskRoot = ask_root) -> None:
+                 locks: LockService, ask: AskRoot = ask_root,
+                 fetch: FetchRootCAs = root_cas) -> None:
         backend = ctx.backend
         self.ctx = ctx
         self.cas = cas
@@ -82,6 +113,7 @@ class TrustedClusters:
         self.roles = roles
         self.locks = locks
         self.ask = ask
+        self.fetch = fetch
         #: The trusted roots' TLS CAs as last read, and when (reused for ROOTS_REUSE seconds:
         #: every new connection to the auth API asks).
         self._roots: tuple[float, list[CertAuthority]] = (-ROOTS_REUSE, [])
@@ -308,6 +340,58 @@ class TrustedClusters:
         rc = await self.remote.get(name)
         status = RemoteClusterStatus(connection="online", last_heartbeat=self.ctx.clock.now())
         await self.remote.put(rc.model_copy(update={"status": status}))
+
+    async def update_leaf_cas(self, name: str, raw: Sequence[object]) -> None:
+        """Keep a leaf's CAs as its proxy says them now (its rotations), for that leaf only."""
+        await self.remote.get(name)
+        cas = parse_cas(raw)
+        if cas[0].spec.cluster_name != name:
+            raise AccessDenied(f"leaf cluster {name!r} cannot speak for cluster "
+                               f"{cas[0].spec.cluster_name!r}")
+        if await self._changed(cas):
+            for ca in cas:
+                await self.cas.store(ca.spec.type).put(ca)
+            log.info("Leaf cluster %s changed its certificate authorities (a rotation); "
+                     "following.", name)
+
+    async def _changed(self, cas: Sequence[CertAuthority]) -> bool:
+        """Tell whether these CAs' keys differ from the ones stored (active or set aside)."""
+        for ca in cas:
+            try:
+                stored = await self.cas.get(ca.spec.type, ca.spec.cluster_name)
+            except NotFound:
+                try:
+                    stored = await self.set_aside[ca.spec.type].get(ca.spec.cluster_name)
+                except NotFound:
+                    return True
+            if (stored.trusted_ssh_public_keys(), stored.trusted_tls_certs()) != \
+                    (ca.trusted_ssh_public_keys(), ca.trusted_tls_certs()):
+                return True
+        return False
+
+    async def follow_roots(self) -> None:
+        """Keep the enabled roots' CAs as their proxies list them now (their rotations), every
+        ROOT_CA_REFRESH seconds; a root away keeps what we have."""
+        while True:
+            for tc in await self.trusted.list():
+                if not tc.spec.enabled:
+                    continue
+                try:
+                    await self.refresh_root(tc)
+                except TeleportError as err:
+                    log.warning("cannot refresh the CAs of root cluster %s: %s",
+                                tc.metadata.name, err)
+            await asyncio.sleep(ROOT_CA_REFRESH)
+
+    async def refresh_root(self, tc: TrustedCluster) -> None:
+        name = tc.metadata.name
+        listed = await self.fetch(tc.spec.web_proxy_addr)
+        cas = parse_cas([c for c in listed if isinstance(c, dict)
+                         and c.get("spec", {}).get("cluster_name") == name])
+        if await self._changed(cas):
+            await self._file(cas, tc)
+            log.info("Root cluster %s changed its certificate authorities (a rotation); "
+                     "following.", name)
 
     async def remove_remote(self, name: str, actor: str) -> None:
         """Stop trusting a leaf: its CAs and record go, our proxies drop its tunnel."""

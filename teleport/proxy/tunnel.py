@@ -163,6 +163,16 @@ class TunnelServer(SSHListener["TunnelConnection"]):
             raise
         return sock
 
+    async def leaf_cas(self, cluster: str) -> bytes:
+        """The leaf's own host, user and TLS CAs as its proxy tells them (a JSON list)."""
+        sock = await self.dial_cluster(cluster, *clusterdial.CAS_TARGET)
+        try:
+            return await clusterdial.read_all(sock)
+        except OSError as err:
+            raise ConnectionProblem(f"cannot read cluster {cluster!r}'s CAs: {err}") from None
+        finally:
+            sock.close()
+
     def snapshot(self) -> list[str]:
         """The host UUIDs tunnelled here now."""
         return sorted(self.tunnels)

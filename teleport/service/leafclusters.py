@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,6 +37,7 @@ from teleport.proxy.tunnel import TunnelServer
 from teleport.service.tunnels import DEFAULT_TUNNEL_PORT, TunnelPool, tunnel_addr
 from teleport.sshutils import clusterdial
 from teleport.sshutils.reversetunnel import AUTH_TARGET, TunnelCredentials
+from teleport.types.codec import to_dict
 from teleport.utils.addr import HostPort, parse_addr
 from teleport.utils.clock import Clock
 from teleport.utils.supervisor import Supervisor
@@ -126,6 +128,9 @@ class RootTunnels:
         """Read the root's dial line, dial our node, answer, then copy both ways."""
         try:
             want = clusterdial.DialRequest.decode(await clusterdial.read_line(sock))
+            if (want.host, want.port) == clusterdial.CAS_TARGET:
+                await self._send_cas(sock)
+                return
             if (want.host, want.port) == AUTH_TARGET:
                 node = await self.dial_auth()
             else:
@@ -141,6 +146,17 @@ class RootTunnels:
         finally:
             sock.close()
             node.close()
+
+
+    async def _send_cas(self, sock: socket.socket) -> None:
+        """Tell the root our own CAs (public halves), so it follows our rotations."""
+        try:
+            cas = [to_dict((await self.client.get_ca(t)).without_secrets())
+                   for t in ("host", "user", "tls")]
+            await clusterdial.answer(sock, None)
+            await asyncio.get_running_loop().sock_sendall(sock, json.dumps(cas).encode())
+        finally:
+            sock.close()
 
 
 async def _splice(a: socket.socket, b: socket.socket) -> None:
@@ -214,14 +230,16 @@ class AuthClientCAs:
 
 
 async def report_leaves(client: AuthClient, tunnels: TunnelServer) -> None:
-    """Tell our auth server which leaves' tunnels we hold; close those it no longer knows."""
+    """Tell our auth server which leaves' tunnels we hold and their CAs as they say them now
+    (a leaf's CA rotation reaches us so); close the tunnels of leaves it no longer knows."""
     while True:
         for name, conn in list(tunnels.clusters.items()):
             try:
                 await client.remote_cluster_heartbeat(name)
+                await client.update_leaf_cas(name, json.loads(await tunnels.leaf_cas(name)))
             except NotFound:
                 log.info("leaf cluster %s was removed; closing its tunnel", name)
                 conn.close()
-            except TeleportError as err:
-                log.debug("cannot report leaf cluster %s: %s", name, err)
+            except (TeleportError, ValueError) as err:
+                log.warning("cannot follow leaf cluster %s: %s", name, err)
         await asyncio.sleep(HEARTBEAT_INTERVAL)

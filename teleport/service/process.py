@@ -378,6 +378,8 @@ class TeleportProcess:
         # Several auth servers may share the backend: follow what the others change.
         self._supervise("auth-changes", auth.follow_changes)
         self._supervise("auth-rotation", auth.rotate_when_due)
+        # As a leaf: follow the trusted roots' CAs as they rotate (trusted clusters).
+        self._supervise("auth-follow-roots", auth.trusted_clusters.follow_roots)
         # The auth server's own identities follow its CAs' rotations (teleport.service.rotation).
         follower = self._follow_rotation(identity, local_issuer(
             auth, "Auth", self.host_uuid, cfg.nodename, addresses), fresh=True)

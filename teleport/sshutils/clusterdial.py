@@ -9,7 +9,10 @@ A leaf cluster's proxy keeps a reverse tunnel to its root cluster's proxy (the a
 
 The leaf proxy dials the node as it does for its own users (by name, UUID or address, over the
 node's own tunnel when it has one, the user's address signed for the node) and answers one
-line, `OK` or `ERR <reason>` (then it hangs up). From there the channel carries the user's SSH
+line, `OK` or `ERR <reason>` (then it hangs up). Two targets are not nodes: `AUTH_TARGET`
+(`@remote-auth-server:3025`), the leaf's auth server, for a root user's TLS to it; and
+`CAS_TARGET`, after whose `OK` the leaf writes its host, user and TLS CAs (public halves, a JSON
+list, at most `MAX_CAS` bytes) and hangs up, so the root follows the leaf's CA rotations. From there the channel carries the user's SSH
 end to end to the leaf node, which authenticates the user against the root's user CA and
 judges them with the leaf's roles after the role map: neither proxy reads the session.
 """
@@ -32,6 +35,9 @@ PREFIX = b"Teleport-Dial "
 MAX_LINE = 4096
 #: How long the leaf may take to dial its node and answer (its own dial waits 15 s at most).
 ANSWER_TIMEOUT = 20.0
+#: The target whose answer is the leaf's public CAs.
+CAS_TARGET = ("@remote-cluster-cas", 0)
+MAX_CAS = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,21 @@ async def request(sock: socket.socket, want: DialRequest) -> None:
         return
     reason = answer.removeprefix(b"ERR ").decode("utf-8", "replace").strip()
     raise ConnectionProblem(reason or "the leaf cluster refused the connection")
+
+
+async def read_all(sock: socket.socket, limit: int = MAX_CAS) -> bytes:
+    """Read to the end (the leaf's CAs), at most limit bytes, within ANSWER_TIMEOUT."""
+    loop = asyncio.get_running_loop()
+    data = bytearray()
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT):
+            while chunk := await loop.sock_recv(sock, 65536):
+                data.extend(chunk)
+                if len(data) > limit:
+                    raise BadParameter("the leaf's answer is too long")
+    except TimeoutError:
+        raise ConnectionProblem("timed out waiting on the cluster tunnel") from None
+    return bytes(data)
 
 
 async def answer(sock: socket.socket, error: str | None) -> None:

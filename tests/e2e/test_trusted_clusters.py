@@ -75,6 +75,21 @@ class Pair:
         return self.leaf_tctl("create", *(["-f"] if force else []), "-",
                               input=yaml.safe_dump(resource), check=False)
 
+    def login_again(self) -> None:
+        """`tsh login` once more, with a code no earlier login used (each is accepted once)."""
+        used = getattr(self.totp, "_used", set())
+        for offset in (0, -30, 30):
+            code = self.totp.at(time.time() + offset)
+            if code in used:
+                continue
+            used.add(code)
+            self.totp._used = used  # type: ignore[attr-defined]
+            out = self.root.tsh("login", f"--proxy={self.root.web_addr}", "--user=alice",
+                                "--insecure", input=f"{PASSWORD}\n{code}\n", check=False)
+            if out.returncode == 0:
+                return
+        raise AssertionError(f"tsh login failed: {out.stderr}")
+
     def ssh(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return self.root.tsh("ssh", *args, check=check, timeout=60)
 
@@ -152,6 +167,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             pin_ports(leaf.config, leaf.ports)
             totp = root.signup("alice", "root,nobody", PASSWORD)
             root.login("alice", PASSWORD, totp)
+            totp._used = {totp.at(time.time() + 30)}  # type: ignore[attr-defined]
             pair = Pair(root, leaf, host, totp)
             wait_for(lambda: pair.leaf_tctl("status", check=False).returncode == 0,
                      "the leaf's auth server")
@@ -346,3 +362,27 @@ def test_removing_the_trust_refuses_root_users_within_seconds(trusted: Pair) -> 
     assert time.monotonic() - removed < 15
     deleted = [e for e in pair.leaf.audit_events() if e["event"] == "trusted_cluster.delete"]
     assert deleted and deleted[-1]["name"] == CLUSTER
+
+
+@pytest.mark.slow
+def test_a_rotation_on_either_side_is_followed_by_the_other(trusted: Pair) -> None:
+    """Every CA of the root, then of the leaf, stepped through every phase: after each, a root
+    user still lists and reaches the leaf's node (new keys cross over the tunnel and the root
+    proxy's public CA list before they sign anything)."""
+    pair = trusted
+
+    def reaches() -> bool:
+        ran = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "echo rotated")
+        listed = pair.root.tsh("ls", "--cluster=leaf", check=False)
+        return ran.returncode == 0 and "rotated" in ran.stdout and LEAF_NODE in listed.stdout
+
+    for side in ("root", "leaf"):
+        for phase in ("init", "update_clients", "update_servers", "standby"):
+            if side == "root":
+                pair.root.tctl("auth", "rotate", "--manual", f"--phase={phase}")
+            else:
+                pair.leaf_tctl("auth", "rotate", "--manual", f"--phase={phase}")
+            if side == "root" and phase == "standby":
+                pair.login_again()  # the old user CA is gone
+            wait_for(reaches, f"the leaf node after the {side}'s {phase}", timeout=60)
+    assert pair.clusters()[LEAF] == "online"
