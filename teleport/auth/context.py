@@ -39,6 +39,9 @@ class AuthSettings:
     webauthn_rp_id: str = ""
     webauthn_origins: tuple[str, ...] = ()
     passwordless: bool = False
+    #: `teleport start --insecure`: a trusted root's web proxy certificate is not checked
+    #: (a root serving a self-signed one); anyone on the way could then pose as the root.
+    insecure: bool = False
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,7 +36,7 @@ from teleport.errors import (
 )
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
-from teleport.keys.tls import issued_by, tls_context
+from teleport.keys.tls import issued_by, tls_context, unverified_client_context
 from teleport.rbac.rolemap import check_role_map, fixed_local_roles, map_roles
 from teleport.rbac.roles import RoleSet
 from teleport.services.authorities import CAService
@@ -69,10 +70,10 @@ ROOT_CA_REFRESH = 5.0
 AskRoot = Callable[[str, TrustedClusterValidation], Awaitable[TrustedClusterValidationAnswer]]
 
 
-async def root_cas(web_proxy_addr: str) -> list[object]:
+async def root_cas(web_proxy_addr: str, *, insecure: bool = False) -> list[object]:
     """The public CA records a root's proxy lists (`GET /webapi/authorities`), over HTTPS
     checked as `ask_root` checks it."""
-    http = _root_http(web_proxy_addr)
+    http = _root_http(web_proxy_addr, insecure)
     try:
         answer = await http.call("GET", "/webapi/authorities")
     finally:
@@ -82,17 +83,21 @@ async def root_cas(web_proxy_addr: str) -> list[object]:
     return answer
 
 
-def _root_http(web_proxy_addr: str) -> HTTPClient:
+def _root_http(web_proxy_addr: str, insecure: bool) -> HTTPClient:
     addr = parse_addr(web_proxy_addr, DEFAULT_WEB_PORT)
-    ctx = tls_context(server=False)
-    ctx.load_default_certs()  # SSL_CERT_FILE / SSL_CERT_DIR, else the system's CAs
+    if insecure:
+        ctx = unverified_client_context()
+    else:
+        ctx = tls_context(server=False)
+        ctx.load_default_certs()  # SSL_CERT_FILE / SSL_CERT_DIR, else the system's CAs
     return HTTPClient([addr], ctx, peer=f"root cluster's proxy {addr}", timeout=15.0)
 
 
-async def ask_root(web_proxy_addr: str,
-                   request: TrustedClusterValidation) -> TrustedClusterValidationAnswer:
-    """Validate with the root's proxy over HTTPS, its certificate checked as a browser would."""
-    http = _root_http(web_proxy_addr)
+async def ask_root(web_proxy_addr: str, request: TrustedClusterValidation, *,
+                   insecure: bool = False) -> TrustedClusterValidationAnswer:
+    """Validate with the root's proxy over HTTPS, its certificate checked as a browser would
+    (unless the leaf's admin started it `--insecure`)."""
+    http = _root_http(web_proxy_addr, insecure)
     try:
         return await http.call("POST", "/webapi/trustedclusters/validate", request,
                                answer=TrustedClusterValidationAnswer)
@@ -104,16 +109,17 @@ class TrustedClusters:
     """Both sides of trust between clusters, each change audited where it is made."""
 
     def __init__(self, ctx: AuthContext, cas: CAService, hosts: Hosts, roles: RoleService,
-                 locks: LockService, ask: AskRoot = ask_root,
-                 fetch: FetchRootCAs = root_cas) -> None:
+                 locks: LockService, ask: AskRoot | None = None,
+                 fetch: FetchRootCAs | None = None) -> None:
         backend = ctx.backend
         self.ctx = ctx
         self.cas = cas
         self.hosts = hosts
         self.roles = roles
         self.locks = locks
-        self.ask = ask
-        self.fetch = fetch
+        insecure = ctx.settings.insecure
+        self.ask: AskRoot = ask or functools.partial(ask_root, insecure=insecure)
+        self.fetch: FetchRootCAs = fetch or functools.partial(root_cas, insecure=insecure)
         #: The trusted roots' TLS CAs as last read, and when (reused for ROOTS_REUSE seconds:
         #: every new connection to the auth API asks).
         self._roots: tuple[float, list[CertAuthority]] = (-ROOTS_REUSE, [])
@@ -147,7 +153,7 @@ class TrustedClusters:
                 cas = await self._validate_with_root(tc)
             else:
                 cas = await self._root_cas(name)
-        except (AccessDenied, BadParameter, AlreadyExists, NotFound) as err:
+        except TeleportError as err:  # refused here or by the root, or the root unreachable
             await self.ctx.audit(ev.TRUSTED_CLUSTER_CREATE, actor, name=name, success=False,
                                  error=str(err))
             raise

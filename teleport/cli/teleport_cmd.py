@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     start.add_argument("--bootstrap", metavar="FILE",
                        help="initialise an empty backend from `tctl get all --with-secrets` "
                             "output (ignored once the backend is initialised)")
+    start.add_argument("--insecure", action="store_true",
+                       help="do not verify the HTTPS certificate of a trusted root cluster's "
+                            "proxy (one serving a self-signed certificate): anyone between "
+                            "could pose as the root")
     start.add_argument("--insecure-no-tls", action="store_true",
                        help="serve the proxy's web port as plain HTTP: only behind a load "
                             "balancer that terminates TLS")
@@ -57,7 +61,8 @@ async def _start(args: argparse.Namespace) -> int:
                        nodename=args.nodename, data_dir=args.data_dir, pid_file=args.pid_file,
                        labels=args.labels, token=args.token, auth_servers=args.auth_server,
                        ca_pin=args.ca_pin, diag_addr=args.diag_addr,
-                       insecure_no_tls=args.insecure_no_tls, bootstrap=args.bootstrap)
+                       insecure=args.insecure, insecure_no_tls=args.insecure_no_tls,
+                       bootstrap=args.bootstrap)
     config = load_config(flags)
     if config.bootstrap is not None and not config.auth.enabled:
         raise BadParameter("--bootstrap initialises the auth service's backend, which this "

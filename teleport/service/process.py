@@ -324,7 +324,11 @@ class TeleportProcess:
                                  if cfg.auth.client_idle_timeout else 0.0),
             recordings_dir=sessions_dir(cfg.storage.audit_sessions_uri, data_dir),
             # --- end session recordings ---
+            insecure=cfg.insecure,
         )
+        if cfg.insecure:
+            log.warning("--insecure: the HTTPS certificates of trusted root clusters' proxies "
+                        "are not verified; anyone between could pose as a root cluster.")
         auth = AuthServer(backend, audit, self.clock, settings)
         await auth.init(bootstrap=cfg.bootstrap)  # ignored once the backend is initialised
         self.auth = auth

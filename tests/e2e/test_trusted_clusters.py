@@ -196,6 +196,21 @@ def test_a_resource_named_other_than_the_root_is_refused(pair: Pair) -> None:
     assert f"named {CLUSTER!r}" in result.stderr, result.stderr
 
 
+def test_a_root_proxy_whose_certificate_the_leaf_does_not_trust_is_refused(pair: Pair) -> None:
+    # The leaf's own proxy serves a self-signed certificate, which the leaf's host does not trust.
+    resource = {"kind": "trusted_cluster", "version": "v2", "metadata": {"name": "selfsigned"},
+                "spec": {"token": _token(pair.root),
+                         "web_proxy_addr": f"127.0.0.1:{pair.leaf.ports['web']}",
+                         "role_map": [{"remote": "admin", "local": ["access"]}]}}
+    result = pair.leaf_tctl("create", "-", input=yaml.safe_dump(resource), check=False)
+    assert result.returncode != 0
+    assert "certificate verify failed" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    refused = [e for e in pair.leaf.audit_events() if e["event"] == "trusted_cluster.create"
+               and e.get("name") == "selfsigned"]
+    assert refused and refused[-1]["success"] is False
+
+
 def test_the_leaf_joins_and_a_root_user_sees_both_clusters(trusted: Pair) -> None:
     pair = trusted
     assert pair.clusters() == {CLUSTER: "online", LEAF: "online"}
@@ -354,14 +369,33 @@ def test_disabling_the_trust_cuts_access_and_enabling_restores_it(trusted: Pair)
 
 def test_removing_the_trust_refuses_root_users_within_seconds(trusted: Pair) -> None:
     pair = trusted
-    assert pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0
-    pair.leaf_tctl("rm", f"trusted_cluster/{CLUSTER}")
-    removed = time.monotonic()
-    wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
-             "root users refused", timeout=15)
-    assert time.monotonic() - removed < 15
+    env = {**os.environ, **pair.root.env, "TERM": "xterm"}
+    live = Terminal([str(BIN / "tsh"), "ssh", "--cluster=leaf", f"root@{LEAF_NODE}"], env)
+    try:
+        live.expect("#")
+        pair.leaf_tctl("rm", f"trusted_cluster/{CLUSTER}")
+        removed = time.monotonic()
+        wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
+                 "root users refused", timeout=15)
+        assert time.monotonic() - removed < 15
+        # The session already open ends too (the node hangs it up, or the leaf's proxy closes
+        # the tunnel it came through, whichever is first).
+        wait_for(lambda: live.proc.poll() is not None, "the live session to end", timeout=20)
+    finally:
+        live.close()
     deleted = [e for e in pair.leaf.audit_events() if e["event"] == "trusted_cluster.delete"]
     assert deleted and deleted[-1]["name"] == CLUSTER
+
+
+def test_removing_the_leaf_on_the_root_cuts_it_off(trusted: Pair) -> None:
+    pair = trusted
+    pair.root.tctl("rm", f"rc/{LEAF}")
+    wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
+             "root users refused", timeout=15)
+    wait_for(lambda: LEAF not in pair.clusters(), "the leaf gone from tsh clusters", timeout=15)
+    assert "rc" not in pair.root.tctl("get", "remote_clusters").stdout.split()
+    deleted = [e for e in pair.root.audit_events() if e["event"] == "remote_cluster.delete"]
+    assert deleted and deleted[-1]["name"] == LEAF
 
 
 @pytest.mark.slow

@@ -17,9 +17,15 @@ from teleport.auth import api as auth_api
 from teleport.auth import authority
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
-from teleport.auth.trustedclusters import OFFLINE_AFTER, ROOTS_REUSE
+from teleport.auth.trustedclusters import OFFLINE_AFTER, ROOTS_REUSE, ask_root, root_cas
 from teleport.backend.memory import MemoryBackend
-from teleport.errors import AccessDenied, AlreadyExists, BadParameter, NotFound
+from teleport.errors import (
+    AccessDenied,
+    AlreadyExists,
+    BadParameter,
+    ConnectionProblem,
+    NotFound,
+)
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
@@ -286,3 +292,33 @@ async def test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api(pair: Pair
                 await client.list_users()
     finally:
         await runner.cleanup()
+
+
+# --- the root's web certificate ---------------------------------------------------------------
+
+@pytest.fixture
+async def self_signed_root() -> AsyncIterator[str]:
+    """An HTTPS server on loopback with a self-signed certificate (a root proxy without
+    `https_keypairs`), answering every path with 404 JSON; its address."""
+    key, cert = tlskeys.self_signed_web_cert(["127.0.0.1"], now=datetime.now(timezone.utc))
+    ctx = tlskeys.ssl_server_context(cert, key, None, False)
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    try:
+        yield f"127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_root_whose_certificate_is_not_trusted_is_refused(self_signed_root: str) -> None:
+    request = TrustedClusterValidation(token="t" * 16, certificate_authorities=[])
+    with pytest.raises(ConnectionProblem, match="certificate verify failed"):
+        await ask_root(self_signed_root, request)
+    with pytest.raises(ConnectionProblem, match="certificate verify failed"):
+        await root_cas(self_signed_root)
+    # `teleport start --insecure`: the TLS handshake passes, the server's answer decides.
+    with pytest.raises(ConnectionProblem, match="HTTP 404"):
+        await ask_root(self_signed_root, request, insecure=True)
