@@ -14,7 +14,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlencode
@@ -108,8 +108,17 @@ class WebProxy:
                  trusted_host_cas: Callable[[], Sequence[str]] = lambda: (),
                  plain_http: bool = False,
                  roles: Callable[[], Mapping[str, Role] | None] = lambda: None,
+                 leaves: Callable[[], Collection[str]] = tuple,
+                 leaf_host_cas: Callable[[], Mapping[str, Sequence[str]]] = dict,
                  ssh_algorithms: SSHAlgorithms = sshalgos.DEFAULT) -> None:
         self.auth = auth
+        #: The leaf clusters whose tunnels this proxy holds now, and their host CAs: a browser
+        #: session reaches their nodes as `tsh --cluster` does (`teleport.proxy.webclusters`).
+        self.leaves = leaves
+        self.leaf_host_cas = leaf_host_cas
+        #: Where this proxy's own web port answers on this host (set once it listens): a browser
+        #: session's calls to a leaf's auth server go through it, relayed like tsh's.
+        self.self_addr: HostPort | None = None
         #: What web terminals' SSH hops offer (teleport.yaml's `kex_algos`, `ciphers`, ...).
         self.ssh_algorithms = ssh_algorithms
         #: The browser sessions: cookie plus bearer token, stored by the auth server.
@@ -389,18 +398,20 @@ class WebProxy:
         return httpserver.json_answer(WebRenewAnswer(expires=session.idle_expires))
 
     async def web_context(self, request: web.Request) -> web.Response:
-        """Tell the page who is logged in, the logins they may use and whether they administer."""
-        self.check_cluster(request)
+        """Tell the page who is logged in, the logins they may use and whether they administer
+        (in a leaf cluster: its nodes only, the leaf's admin pages are the leaf's)."""
+        leaf = self.site(request)
         session = await self.sessions.authenticate(request)
         access = RoleSet.of(session.roles, self._roles() or {})
         return httpserver.json_answer(WebContext(
-            user=session.user, cluster=self.cluster_name, logins=session.logins,
-            roles=session.roles, admin=access.allows("user", "list"),
-            audit=access.allows("event", "list")))
+            user=session.user, cluster=leaf or self.cluster_name, logins=session.logins,
+            roles=session.roles, admin=not leaf and access.allows("user", "list"),
+            audit=not leaf and access.allows("event", "list")))
 
     async def web_terminal(self, request: web.Request) -> web.StreamResponse:
-        """Serve a terminal on a node (or a live session) over a websocket."""
-        self.check_cluster(request)
+        """Serve a terminal on a node (or a live session) over a websocket; a leaf's node is
+        reached as `<node>.<leaf>` and checked against the leaf's host CA."""
+        leaf = self.site(request)
         check_origin(request, required=True)
         session = await self.sessions.from_cookie(request)
         if session is None:
@@ -408,6 +419,9 @@ class WebProxy:
         target = _terminal_target(request)
         if not target.login:  # joining: any login of the user's reaches the node
             target = dataclasses.replace(target, login=session.logins[0])
+        host_cas = self._host_cas() if not leaf else self.leaf_host_cas().get(leaf, ())
+        if leaf:
+            target = dataclasses.replace(target, node=f"{target.node}.{leaf}")
         if self._serve_ssh is None:
             raise NotFound("this proxy serves no terminals")
         ws = web.WebSocketResponse(max_msg_size=webterminal.MAX_MESSAGE, heartbeat=30.0)
@@ -423,7 +437,7 @@ class WebProxy:
         terminals.add(ended)
         try:
             async with webterminal.connect(self._serve_ssh, session, target,
-                                           _peer(request), self._host_cas(),
+                                           _peer(request), host_cas,
                                            self.ssh_algorithms) as conn:
                 await webterminal.serve(ws, conn, target, ended)
         except TeleportError as err:
@@ -439,9 +453,13 @@ class WebProxy:
     # --- tsh and the page ------------------------------------------------------------------
 
     async def list_nodes(self, request: web.Request) -> web.Response:
-        """List the cluster's nodes for a logged-in user (`tsh ls`, the nodes page)."""
+        """List the cluster's nodes for a logged-in user (`tsh ls`, the nodes page); a leaf's as
+        its auth server lists them to the browser session's user."""
+        if leaf := self.site(request):
+            session = await self.sessions.authenticate(request)
+            nodes = await webclusters.leaf_nodes(self, session, leaf)
+            return httpserver.json_answer([NodeInfo.of(s) for s in nodes])
         user, roles, traits = await self.caller(request)
-        self.check_cluster(request)
         defined = self._roles()
         if defined is None:  # the roles are not fetched yet: the auth server judges
             listed = await self.auth.list_servers("node", user=user)
@@ -480,6 +498,16 @@ class WebProxy:
         user = await self._user(request)
         self.check_cluster(request)
         return httpserver.json_answer(await self.auth.list_active_sessions(user))
+
+    def site(self, request: web.Request) -> str:
+        """Read `/webapi/sites/{cluster}/...`: "" for ours, the name of a leaf whose tunnel is
+        up here, or NotFound."""
+        cluster = request.match_info["cluster"]
+        if cluster == self.cluster_name:
+            return ""
+        if cluster in self.leaves():
+            return cluster
+        raise NotFound(f"cluster {cluster!r} not found")
 
     def check_cluster(self, request: web.Request) -> None:
         """Refuse a `/webapi/sites/{cluster}/...` path naming a cluster other than ours."""

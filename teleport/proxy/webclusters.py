@@ -4,7 +4,11 @@
   a `trusted_cluster` token (no login: the token is the credential, relayed to the auth server
   with the caller's address; rate-limited per address as logins are);
 - `GET /webapi/sites`: the clusters a logged-in user may pick, this one and its leaves, with
-  their status (`tsh clusters`).
+  their status (`tsh clusters`, the web UI's picker).
+
+A browser session lists a leaf's nodes with its own certificate, from the leaf's auth server,
+the way `tsh ls --cluster` does: through this proxy's own web port, whose auth relay sends TLS
+naming the leaf's auth server over the leaf's tunnel (`leaf_nodes`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,12 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from teleport.api import httpserver
-from teleport.api.auth_models import TrustedClusterValidation
+from teleport.api.auth_models import TrustedClusterValidation, WebSession
 from teleport.api.web_models import ClusterInfo
+from teleport.auth.client import AuthClient
+from teleport.errors import ConnectionProblem, NotFound
+from teleport.keys.tls import ssl_client_context
+from teleport.types.resources import Server
 
 if TYPE_CHECKING:
     from teleport.proxy.web import WebProxy
@@ -47,3 +55,17 @@ class WebClusters:
                      for rc in sorted(await self.proxy.auth.list_remote_clusters(),
                                       key=lambda rc: rc.metadata.name)]
         return web.json_response([c.model_dump(mode="json", by_alias=True) for c in clusters])
+
+
+async def leaf_nodes(proxy: WebProxy, session: WebSession, leaf: str) -> list[Server]:
+    """The leaf's nodes its auth server shows the session's user (after its role map)."""
+    if proxy.self_addr is None:
+        raise ConnectionProblem("this proxy's web port is not listening yet")
+    cas = [c.encode() for ca in await proxy.auth.list_cas("tls")
+           if ca.spec.cluster_name == leaf for c in ca.trusted_tls_certs()]
+    if not cas:
+        raise NotFound(f"cluster {leaf!r} is not a leaf of this cluster")
+    ctx = ssl_client_context(session.tls_cert.encode(), session.tls_private_key.encode(), cas)
+    async with AuthClient([proxy.self_addr], ctx, cluster=leaf) as client:
+        return sorted(await client.list_servers("node"),
+                      key=lambda s: (s.spec.hostname, s.metadata.name))

@@ -643,6 +643,7 @@ class TeleportProcess:
                        revoked=revocations.tls_refusal, serve_ssh=ssh_server.serve_socket,
                        trusted_host_cas=trust.host_keys, plain_http=cfg.insecure_no_tls,
                        roles=lambda: revocations.roles,
+                       leaves=lambda: tunnels.clusters, leaf_host_cas=trust.remote_host_keys,
                        ssh_algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(web)
         trust.on_tls_change(web.refresh_client_cas)  # a rotated TLS CA's users' certificates
@@ -670,6 +671,7 @@ class TeleportProcess:
         if tunnel_on_web or ssh_on_web:
             handlers[Protocol.SSH] = ssh_server.serve_socket
         self.ports["proxy_web"] = await self._multiplex(web_sock, handlers)
+        web.self_addr = HostPort(_loopback_for(cfg.web_listen_addr.host), self.ports["proxy_web"])
         if ssh_on_web:
             self.ports["proxy_ssh"] = self.ports["proxy_web"]
             if ssh_public.port == 0:
@@ -937,6 +939,11 @@ def _prepare_data_dir(path: Path) -> Path:
     except OSError as err:
         raise BadParameter(f"data_dir {path} is not writable: {err.strerror}") from None
     return path
+
+
+def _loopback_for(host: str) -> str:
+    """Where this host reaches a listener bound to host: itself, or loopback for a wildcard."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def _advertise_host(host: str) -> str:

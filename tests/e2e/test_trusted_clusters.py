@@ -27,7 +27,12 @@ from typing import Any
 import pyotp
 import pytest
 import yaml
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.select import Select
 
+from tests.e2e import test_web_ui as web_ui
+from tests.e2e.browser import check_page, wait_text, wait_until, wait_visible
 from tests.e2e.cluster import (
     BIN,
     CLUSTER,
@@ -353,6 +358,32 @@ def test_a_root_user_joins_their_live_session_on_a_leaf_node(trusted: Pair) -> N
         assert owner.close() == 0
         if joiner is not None:
             joiner.close()
+
+
+def test_the_web_ui_picks_the_leaf_and_opens_a_terminal_on_its_node(
+        trusted: Pair, browser: webdriver.Chrome) -> None:
+    pair = trusted
+    totp = web_ui.sign_up(pair.root, "webby")
+    web_ui.log_in(browser, pair.root, "webby", totp)
+    picker = Select(wait_visible(browser, "#cluster-picker"))
+    assert [o.text for o in picker.options] == [CLUSTER, LEAF]
+    assert picker.first_selected_option.text == CLUSTER
+    picker.select_by_value(LEAF)
+    wait_until(browser, lambda d: d.current_url.endswith(f"/web/cluster/{LEAF}/nodes"),
+               "picking the leaf did not open its nodes")
+    row = wait_visible(browser, f'#nodes-table tr[data-node="{LEAF_NODE}"]')
+    assert not browser.find_elements(By.CSS_SELECTOR, f'#nodes-table tr[data-node="{NODENAME}"]')
+    # The leaf's admin pages are the leaf's: none offered here, nor its sessions yet.
+    assert web_ui.nav_links(browser) == ["Nodes", "Account"]
+    check_page(browser, "leaf-nodes", widths=("laptop",), schemes=("light",))
+    node_id = row.get_attribute("data-node-id")
+    browser.get(f"https://{pair.root.web_addr}/web/cluster/{LEAF}/console/node/{node_id}/root")
+    wait_text(browser, "#status-state", "connected")
+    web_ui.wait_screen_line(browser, r".*# ?")
+    web_ui.type_in_terminal(browser, "echo leaf-$((6*7))\n")
+    web_ui.wait_screen_line(browser, "leaf-42")
+    web_ui.type_in_terminal(browser, "exit\n")
+    wait_text(browser, "#status-state", "session ended (exit status 0)")
 
 
 def test_disabling_the_trust_cuts_access_and_enabling_restores_it(trusted: Pair) -> None:

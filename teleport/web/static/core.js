@@ -179,8 +179,9 @@ export function navigate(path, replace = false) {
 
 const NAV = [
   {page: "nodes", label: "Nodes", href: (c) => `/web/cluster/${c}/nodes`},
-  {page: "sessions", label: "Sessions", href: (c) => `/web/cluster/${c}/sessions`},
-  {page: "recordings", label: "Recordings", href: (c) => `/web/cluster/${c}/recordings`},
+  // A leaf cluster's sessions and recordings are not shown here yet (tsh takes --cluster).
+  {page: "sessions", label: "Sessions", href: (c) => `/web/cluster/${c}/sessions`, own: true},
+  {page: "recordings", label: "Recordings", href: (c) => `/web/cluster/${c}/recordings`, own: true},
   // Listed only when the user's roles allow what the page shows (the auth server refuses
   // others anyway): `need` names the context's flag.
   {page: "audit", label: "Audit log", href: (c) => `/web/cluster/${c}/audit`, need: "audit"},
@@ -194,9 +195,11 @@ const NAV = [
 export function layout(cluster, current, title) {
   setTitle(title);
   const c = encodeURIComponent(cluster);
+  const leaf = cluster !== SHELL.cluster;
   const navList = h("ul", {class: "nav-list"});
   const drawNav = (context) => {
-    navList.replaceChildren(...NAV.filter((item) => !item.need || context[item.need]).map((item) =>
+    const shown = NAV.filter((item) => (!item.need || context[item.need]) && !(leaf && item.own));
+    navList.replaceChildren(...shown.map((item) =>
       h("li", {}, h("a", {href: item.href(c), "data-route": true,
         "aria-current": item.page === current ? "page" : false}, item.label))));
   };
@@ -208,7 +211,8 @@ export function layout(cluster, current, title) {
       h("div", {class: "brand"},
         h("span", {class: "logo", "aria-hidden": "true"}, "⟶"),
         h("span", {class: "brand-name"}, "Teleport"),
-        h("span", {class: "cluster", id: "cluster-name", title: "Cluster"}, cluster)),
+        h("span", {class: "cluster", id: "cluster-name", title: "Cluster"}, cluster),
+        clusterPicker(cluster)),
       h("nav", {"aria-label": "Main", class: "mainnav"}, navList),
       h("div", {class: "account"},
         h("span", {class: "user", id: "current-user"}, SHELL.user),
@@ -216,6 +220,26 @@ export function layout(cluster, current, title) {
           "Log out"))),
     main);
   return {main, drawNav};
+}
+
+/**
+ * The cluster picker: this proxy's cluster and the leaf clusters that trust it (trusted
+ * clusters), shown once the list says there is more than one; picking one opens its nodes.
+ */
+function clusterPicker(cluster) {
+  const picker = h("select", {id: "cluster-picker", class: "cluster-picker", hidden: true,
+    "aria-label": "Cluster",
+    onchange: (event) => navigate(`/web/cluster/${encodeURIComponent(event.target.value)}/nodes`)});
+  api("GET", "/webapi/sites").then((sites) => {
+    if (sites.length < 2) return;
+    picker.replaceChildren(...sites.map((site) => h("option",
+      {value: site.name, selected: site.name === cluster},
+      site.status === "online" ? site.name : `${site.name} (offline)`)));
+    picker.hidden = false;
+    const name = document.getElementById("cluster-name");
+    if (name) name.hidden = true;  // the picker shows the cluster now
+  }).catch(() => {});  // no picker: the page itself says what went wrong
+  return picker;
 }
 
 /** Fetches the user's context in the cluster; a refused session sends the user to log in. */
