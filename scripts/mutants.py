@@ -359,6 +359,12 @@ MUTATIONS = (
         "                    pass\n",
         ("tests/e2e/test_trusted_clusters.py::"
          "test_a_rotation_on_either_side_is_followed_by_the_other",)),
+    Mutation(
+        "let a lock on a leaf's mapped role miss a root's users", "teleport/service/revocations.py",
+        "                    roles += [r for r in roles_of(cert) if r not in roles]\n",
+        "                    pass\n",
+        ("tests/e2e/test_trusted_clusters.py::"
+         "test_a_lock_on_the_mapped_role_in_the_leaf_holds_for_root_users",)),
 )
 
 

@@ -824,7 +824,8 @@ class TeleportProcess:
             emitter=audit, proxy_addr=lambda: proxy_addr, clock=self.clock,
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, registry=client,
-            revoked=revocations.node_check(self.host_uuid), roles=lambda: revocations.roles,
+            revoked=revocations.node_check(self.host_uuid, trust.local_roles),
+            roles=lambda: revocations.roles,
             roles_of=trust.local_roles, algorithms=self.config.ssh_algorithms)
         # A proxy dialling this node over TCP names the user's address in a signed line first.
         node.client_addr = clientaddr.checker(trusted_host_cas=trust.host_keys,

@@ -12,17 +12,23 @@ knew instead of refusing everyone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
-from teleport.auth.access import Revocations, fetch_revocations, tls_cert_issued_at
+from teleport.auth.access import (
+    Revocations,
+    fetch_revocations,
+    ssh_cert_issued_at,
+    tls_cert_issued_at,
+)
 from teleport.auth.client import AuthClient
-from teleport.errors import TeleportError
+from teleport.errors import AccessDenied, TeleportError
 from teleport.keys.ssh import SSHCertInfo
 from teleport.keys.tls import identity_from_cert
 from teleport.sshutils.listener import SSHListener
@@ -114,12 +120,23 @@ class RevocationWatch:
         """Return why a user certificate is refused now, or None (the check SSH listeners run)."""
         return self.current.ssh_refusal(cert, self.clock.now())
 
-    def node_check(self, host_uuid: str) -> Callable[[SSHCertInfo], str | None]:
+    def node_check(self, host_uuid: str,
+                   roles_of: Callable[[SSHCertInfo], Sequence[str]] | None = None
+                   ) -> Callable[[SSHCertInfo], str | None]:
         """Return the check a node runs: the user's refusal, or a lock on the node itself (then
-        it serves no one, and its live sessions end at the next refresh)."""
+        it serves no one, and its live sessions end at the next refresh).
+
+        roles_of: the roles of ours a certificate stands for (a trusted root's user: after
+        the role map), so a lock on one of them holds as on the certificate's own."""
 
         def refusal(cert: SSHCertInfo) -> str | None:
-            return self.refusal(cert) or self.current.node_refusal(host_uuid, self.clock.now())
+            now = self.clock.now()
+            roles = list(cert.roles)
+            if roles_of is not None:
+                with contextlib.suppress(AccessDenied):  # the role check says why itself
+                    roles += [r for r in roles_of(cert) if r not in roles]
+            return (self.current.refusal(cert.key_id, ssh_cert_issued_at(cert), now, roles)
+                    or self.current.node_refusal(host_uuid, now))
 
         return refusal
 

@@ -31,6 +31,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 
+from tests.e2e import people
 from tests.e2e import test_web_ui as web_ui
 from tests.e2e.browser import check_page, wait_text, wait_until, wait_visible
 from tests.e2e.cluster import (
@@ -255,6 +256,38 @@ def test_a_login_the_mapped_role_does_not_allow_is_refused_by_the_leaf(trusted: 
     refused = [e for e in pair.leaf.audit_events() if e["event"] == "auth"
                and e.get("login") == "nobody" and e["user"] == "alice"]
     assert refused and refused[-1]["success"] is False and "access" in refused[-1]["error"]
+
+
+def test_a_root_user_whose_roles_map_to_nothing_is_refused_by_the_leaf(
+        trusted: Pair, tmp_path: Path) -> None:
+    pair = trusted
+    # `access` on the root: the role map names only admin.
+    ann = people.sign_up(pair.root, "ann", "root", "access", tmp_path, PASSWORD)
+    assert people.login_as(pair.root, ann, PASSWORD).returncode == 0
+    assert people.tsh_as(pair.root, ann, "ssh", "root@" + NODENAME, "true").returncode == 0
+    refused = people.tsh_as(pair.root, ann, "ssh", "--cluster=leaf", f"root@{LEAF_NODE}",
+                            "true", timeout=60)
+    assert refused.returncode != 0
+    assert "map to no role of this cluster" in refused.stderr, refused.stderr
+    audited = [e for e in pair.leaf.audit_events() if e["event"] == "auth"
+               and e["user"] == "ann" and not e["success"]]
+    assert audited and "map to no role" in audited[-1]["error"]
+    listed = people.tsh_as(pair.root, ann, "ls", "--cluster=leaf", timeout=60)
+    assert listed.returncode != 0 and "map to no role" in listed.stderr, listed.stderr
+
+
+def test_a_lock_on_the_mapped_role_in_the_leaf_holds_for_root_users(trusted: Pair) -> None:
+    pair = trusted
+    out = pair.leaf_tctl("lock", "--role=access", "--message=leaf maintenance").stdout
+    name = re.search(r'"(.+)"', out)[1]  # type: ignore[index]
+    try:
+        wait_for(lambda: "leaf maintenance" in pair.ssh(
+            "--cluster=leaf", f"root@{LEAF_NODE}", "true").stderr, "the lock to hold",
+            timeout=20)
+    finally:
+        pair.leaf_tctl("rm", f"lock/{name}")
+    wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0,
+             "the lock to lift", timeout=20)
 
 
 def test_leaf_sessions_are_audited_in_the_leaf_not_the_root(trusted: Pair) -> None:
