@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from teleport.auth.client import AuthClient
 from teleport.client.profile import Profile
-from teleport.errors import AccessDenied, BadParameter, NotFound
+from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
 from teleport.keys.tls import identity_from_cert, ssl_client_context
 from teleport.utils.addr import parse_addr
 
@@ -43,8 +43,14 @@ async def leaf_auth_client(profile: Profile, leaf: str) -> AuthClient:
     """An AuthClient to a leaf cluster's auth server, trusting the leaf's TLS CA as the proxy
     lists it (`GET /webapi/authorities`)."""
     from teleport.client.trust import fetch_authorities
+    from teleport.client.webapi import WebClient
 
     tls = (await fetch_authorities(profile)).get(f"tls:{leaf}")
     if tls is None:
         raise NotFound(f"cluster {leaf!r} is not a leaf of {profile.cluster!r} (see tsh clusters)")
+    async with WebClient.for_profile(profile) as web:
+        status = next((c.status for c in await web.clusters() if c.name == leaf), "offline")
+    if status != "online":
+        raise ConnectionProblem(f"cluster {leaf!r} is offline: its tunnel to "
+                                f"{profile.cluster!r} is down (see tsh clusters)")
     return profile_auth_client(profile, leaf, [c.encode() for c in tls.trusted_tls_certs()])

@@ -16,7 +16,7 @@ import asyncssh
 
 from teleport.api import proxydial
 from teleport.client import forwarding, stdio, trust
-from teleport.client.profile import Profile, known_host_keys
+from teleport.client.profile import Profile, known_host_keys, leaf_host_keys
 from teleport.errors import BadParameter, NotFound
 from teleport.sshutils import hop
 from teleport.utils.addr import parse_addr
@@ -71,6 +71,11 @@ async def connect_node(profile: Profile, login: str, host: str,
     every command: `teleport.client.trust`).
     """
     profile.check_valid()
+    if cluster and cluster != profile.cluster and cluster not in leaf_host_keys(profile):
+        await trust.refresh_host_cas(profile)  # a leaf added since we last looked?
+        if cluster not in leaf_host_keys(profile):
+            raise NotFound(f"cluster {cluster!r} is not a leaf of {profile.cluster!r} "
+                           "(see tsh clusters)")
     connected = False
     for attempt in (1, 2):
         before = known_host_keys(profile, cluster)

@@ -609,7 +609,9 @@ class TeleportProcess:
             host_private_key=identity.ssh_private_key.encode(), host_cert=identity.ssh_cert,
             trusted_user_cas=trust.user_keys, cluster_name=self.cluster_name,
             dial=resolver.dial, emitter=audit, clock=self.clock,
-            dial_cluster=tunnels.dial_cluster, leaves=lambda: tunnels.clusters,
+            # Every cluster of a trust names its nodes `<node>.<cluster>`; one whose tunnel
+            # is down is said to be offline, not mistaken for one of our node names.
+            dial_cluster=tunnels.dial_cluster, leaves=lambda: trust.remote_host_keys(),
             max_connections=self.config.connection_limits.max_connections,
             max_users=self.config.connection_limits.max_users, recording=recording,
             revoked=revocations.refusal, algorithms=self.config.ssh_algorithms)

@@ -426,6 +426,12 @@ def test_disabling_the_trust_cuts_access_and_enabling_restores_it(trusted: Pair)
     wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode != 0,
              "access cut", timeout=20)
     wait_for(lambda: pair.clusters().get(LEAF) == "offline", "the leaf offline", timeout=30)
+    refused = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true")
+    assert "cluster 'leaf' is offline" in refused.stderr, refused.stderr
+    listed = pair.root.tsh("ls", "--cluster=leaf", check=False)
+    assert listed.returncode != 0 and "cluster 'leaf' is offline" in listed.stderr, listed.stderr
+    unknown = pair.ssh("--cluster=nope", f"root@{LEAF_NODE}", "true")
+    assert "cluster 'nope' is not a leaf of" in unknown.stderr, unknown.stderr
     assert pair.trust(token, enabled=True, force=True).returncode == 0
     wait_for(lambda: pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "true").returncode == 0,
              "access back")
