@@ -253,6 +253,17 @@ def _ca_row(ca: Any) -> list[str]:
     return [ca.spec.cluster_name, ca.spec.type, ",".join(prints)]
 
 
+def _trusted_row(tc: Any) -> list[str]:
+    roles = ", ".join(f"{m.remote} -> {','.join(m.local)}" for m in tc.spec.role_map)
+    return [tc.metadata.name, "yes" if tc.spec.enabled else "no", tc.spec.web_proxy_addr, roles]
+
+
+def _remote_row(rc: Any) -> list[str]:
+    beat = rc.status.last_heartbeat
+    return [rc.metadata.name, rc.status.connection,
+            beat.strftime("%Y-%m-%d %H:%M:%S UTC") if beat.year > 1 else "never"]
+
+
 def _when(value: datetime | None) -> str:
     return value.strftime("%d %b %y %H:%M UTC") if value else "never"
 
@@ -269,6 +280,8 @@ TEXT_TABLES: dict[str, tuple[list[str], Callable[[Any], list[str]]]] = {
     "lock": (["ID", "Target", "Message", "Expires"], _lock_row),
     "node": (["Host", "UUID", "Public Address", "Labels", "Version"], _node_row),
     "cert_authority": (["Cluster Name", "CA Type", "Fingerprint"], _ca_row),
+    "trusted_cluster": (["Name", "Enabled", "Proxy Address", "Role Map"], _trusted_row),
+    "remote_cluster": (["Remote Cluster", "Status", "Last Heartbeat"], _remote_row),
 }
 
 

@@ -222,6 +222,12 @@ def test_the_leaf_joins_and_a_root_user_sees_both_clusters(trusted: Pair) -> Non
     assert pair.clusters() == {CLUSTER: "online", LEAF: "online"}
     remote = yaml.safe_load(pair.root.tctl("get", "rc").stdout)
     assert remote["kind"] == "remote_cluster" and remote["metadata"]["name"] == LEAF
+    assert remote["status"]["connection"] == "online"
+    table = pair.root.tctl("get", "rc", "--format=text").stdout.splitlines()
+    assert re.fullmatch(r"Remote Cluster +Status +Last Heartbeat", table[0])
+    assert re.match(rf"{LEAF} +online +\d{{4}}-\d\d-\d\d ", table[2]), table
+    text = pair.leaf_tctl("get", "tc", "--format=text").stdout
+    assert re.search(rf"{CLUSTER} +yes +{re.escape(pair.root.web_addr)} +admin -> access", text)
     # The leaf keeps the resource; its token is a secret `tctl get` does not print.
     trusted = yaml.safe_load(pair.leaf_tctl("get", "tc").stdout)
     assert trusted["spec"]["token"] == "" and trusted["spec"]["enabled"] is True
