@@ -365,6 +365,13 @@ MUTATIONS = (
         "                    pass\n",
         ("tests/e2e/test_trusted_clusters.py::"
          "test_a_lock_on_the_mapped_role_in_the_leaf_holds_for_root_users",)),
+    Mutation(
+        "dial the roots with a leaf proxy's certificate of before a rotation",
+        "teleport/service/process.py",
+        "            leaves.use_identity(new.ssh_private_key, new.ssh_cert)\n",
+        "            pass\n",
+        ("tests/e2e/test_trusted_clusters.py::"
+         "test_a_rotation_on_either_side_is_followed_by_the_other",)),
 )
 
 

@@ -2,18 +2,19 @@
 
 As a leaf, each of our proxies keeps one reverse tunnel to every enabled root (`RootTunnels`,
 the roots as our auth server lists them every few seconds): it dials the root's tunnel address
-with its own proxy certificate, accepts only a proxy certificate of that root's host CA, and
-asks for `clusterdial.CLUSTER_LISTEN`. On each channel the root opens it reads the dial line,
-dials our node as for our own users and splices. A root disabled or removed has its tunnel
-closed at the next look.
+with its own proxy certificate (the re-issued one after our host CA's rotation), accepts only a
+proxy certificate of that root's host CA, and asks for `clusterdial.CLUSTER_LISTEN`. On each
+channel the root opens it reads the dial line and dials our node as for our own users (or our
+auth server, for a root user's own TLS), then splices; or it answers our CAs, so the root
+follows our rotations. A root disabled or removed has its tunnel closed at the next look.
 
 As a leaf's auth server, `AuthClientCAs` keeps the roots' TLS CAs among those its API checks
 client certificates against (the roots' users call it through the tunnel with their own
 certificates: `tsh ls --cluster`, `tsh play`), next to its own CAs as they rotate.
 
 As a root, `report_leaves` tells our auth server every few seconds which leaves' tunnels this
-proxy holds (their `remote_cluster` status); a leaf the auth server no longer knows (`tctl rm
-rc/<leaf>`) has its tunnel closed.
+proxy holds (their `remote_cluster` status) and the CAs each leaf says it has now; a leaf the
+auth server no longer knows (`tctl rm rc/<leaf>`) has its tunnel closed.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ class RootTunnels:
         for name in list(self.pools):
             await self._stop(name)
         await self.tasks.close()
+
+    def use_identity(self, private_key: str, cert: str) -> None:
+        """Dial with a re-issued certificate from now on (our host CA's rotation)."""
+        self.creds = dataclasses.replace(self.creds, private_key=private_key, cert=cert)
+        for _, pool, _ in self.pools.values():
+            pool.creds = dataclasses.replace(pool.creds, private_key=private_key, cert=cert)
 
     async def run(self) -> None:
         while True:

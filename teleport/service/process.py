@@ -649,8 +649,16 @@ class TeleportProcess:
                        ssh_algorithms=self.config.ssh_algorithms)
         await self.stack.enter_async_context(web)
         trust.on_tls_change(web.refresh_client_cas)  # a rotated TLS CA's users' certificates
+        # As a leaf: a tunnel to each trusted root, dialling our nodes for it (started below).
+        leaves = await self.stack.enter_async_context(leafclusters.RootTunnels(
+            client, TunnelCredentials(host_uuid=self.host_uuid, private_key=using.ssh_private_key,
+                                      cert=using.ssh_cert, cluster="",
+                                      trusted_host_cas=list,
+                                      algorithms=self.config.ssh_algorithms),
+            trust.remote_host_keys, resolver.dial, self.clock,
+            dial_auth=lambda: leafclusters.dial_first(self._auth_addrs())))
         self._follow_proxy_rotation(identity, client, addresses, ssh_server, tunnels, peers,
-                                    resolver)
+                                    resolver, leaves)
         if cfg.insecure_no_tls:
             log.warning("The web port serves plain HTTP (--insecure-no-tls): terminate TLS "
                         "in front of it.")
@@ -702,13 +710,6 @@ class TeleportProcess:
         # a tunnel to each root, dialling our nodes for it (teleport.service.leafclusters).
         self._supervise("proxy-leaf-heartbeats",
                         lambda: leafclusters.report_leaves(client, tunnels))
-        leaves = await self.stack.enter_async_context(leafclusters.RootTunnels(
-            client, TunnelCredentials(host_uuid=self.host_uuid, private_key=using.ssh_private_key,
-                                      cert=using.ssh_cert, cluster="",
-                                      trusted_host_cas=list,
-                                      algorithms=self.config.ssh_algorithms),
-            trust.remote_host_keys, resolver.dial, self.clock,
-            dial_auth=lambda: leafclusters.dial_first(self._auth_addrs())))
         self._supervise("proxy-root-tunnels", leaves.run)
         logging.getLogger("teleport.proxy").info("Web proxy service %s is starting on %s.", __version__,
                  HostPort(cfg.web_listen_addr.host, self.ports["proxy_web"]))
@@ -718,7 +719,7 @@ class TeleportProcess:
     def _follow_proxy_rotation(self, identity: IdentityFile, client: AuthClient,
                                addresses: list[str], ssh_server: ProxySSHServer,
                                tunnels: TunnelServer, peers: PeerDialer,
-                               resolver: NodeResolver) -> None:
+                               resolver: NodeResolver, leaves: leafclusters.RootTunnels) -> None:
         """Swap the proxy's certificates as the CAs rotate: its SSH and tunnel servers' host
         key for new connections, what it dials peers and signs users' addresses with."""
         follower = self._host_follower(identity, client, addresses, self._auth_addrs)
@@ -731,6 +732,7 @@ class TeleportProcess:
             peers.creds = dataclasses.replace(peers.creds, private_key=new.ssh_private_key,
                                               cert=new.ssh_cert)
             resolver.signer = clientaddr.Signer(new.ssh_private_key, new.ssh_cert)
+            leaves.use_identity(new.ssh_private_key, new.ssh_cert)
 
         follower.on_server(serve)
         follower.on_client(dial)

@@ -496,3 +496,9 @@ def test_a_rotation_on_either_side_is_followed_by_the_other(trusted: Pair) -> No
                 pair.login_again()  # the old user CA is gone
             wait_for(reaches, f"the leaf node after the {side}'s {phase}", timeout=60)
     assert pair.clusters()[LEAF] == "online"
+    # A tunnel dialled afresh now presents the leaf proxy's re-issued certificate.
+    token = _token(pair.root)
+    assert pair.trust(token, enabled=False, force=True).returncode == 0
+    wait_for(lambda: pair.clusters().get(LEAF) == "offline", "the leaf offline", timeout=30)
+    assert pair.trust(token, enabled=True, force=True).returncode == 0
+    wait_for(reaches, "the leaf node over a new tunnel", timeout=60)
