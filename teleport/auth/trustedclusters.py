@@ -318,15 +318,16 @@ class TrustedClusters:
         return TrustedClusterValidationAnswer(certificate_authorities=ours)
 
     async def _check_new_leaf(self, leaf: str, cas: Sequence[CertAuthority]) -> None:
-        """A leaf name is taken by one set of keys: the same leaf may validate again (after
-        removing its side), another cluster of that name may not replace it."""
+        """A leaf name is taken by one cluster's keys: the same leaf may validate again (after
+        removing its side, or with a new token), its CAs sharing a key with those we hold (a
+        rotation since keeps one); another cluster of that name may not replace it."""
         for ca in cas:
             try:
                 stored = await self.cas.get(ca.spec.type, leaf)
             except NotFound:
                 continue
-            if stored.trusted_ssh_public_keys() != ca.trusted_ssh_public_keys() or \
-                    stored.trusted_tls_certs() != ca.trusted_tls_certs():
+            held = {*stored.trusted_ssh_public_keys(), *stored.trusted_tls_certs()}
+            if not held & {*ca.trusted_ssh_public_keys(), *ca.trusted_tls_certs()}:
                 raise AlreadyExists(f"a cluster named {leaf!r} is already a leaf of this "
                                     f"cluster: remove it first with `tctl rm rc/{leaf}`")
 
