@@ -77,8 +77,10 @@ async def connect_node(profile: Profile, login: str, host: str,
             raise NotFound(f"cluster {cluster!r} is not a leaf of {profile.cluster!r} "
                            "(see tsh clusters)")
     connected = False
+    named = (host, cluster)
     for attempt in (1, 2):
-        before = known_host_keys(profile, cluster)
+        host, cluster = named if named[1] else _leaf_named(profile, named[0])
+        before = (cluster, known_host_keys(profile, cluster))
         try:
             async with _connect_node(profile, login, host, agent_forward, cluster) as conn:
                 connected = True
@@ -88,8 +90,20 @@ async def connect_node(profile: Profile, login: str, host: str,
             if connected or attempt == 2:
                 raise
             await trust.refresh_host_cas(profile)
-            if known_host_keys(profile, cluster) == before:
+            again = named[1] or _leaf_named(profile, named[0])[1]
+            if (again, known_host_keys(profile, again)) == before:
                 raise
+
+
+def _leaf_named(profile: Profile, host: str) -> tuple[str, str]:
+    """Read `node.<leaf>` as (node, leaf) for a leaf we know (`tsh ssh root@web1.leaf`, as
+    stock ssh through `tsh config`); any other name as (name, "")."""
+    target = parse_addr(host, NODE_PORT)
+    for leaf in leaf_host_keys(profile):
+        if target.host.endswith(f".{leaf}") and len(target.host) > len(leaf) + 1:
+            name = target.host[: -len(leaf) - 1]
+            return (f"{name}:{target.port}" if ":" in host.rsplit("]", 1)[-1] else name), leaf
+    return host, ""
 
 
 @contextlib.asynccontextmanager

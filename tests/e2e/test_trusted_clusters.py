@@ -238,6 +238,11 @@ def test_a_root_user_runs_a_command_on_a_leaf_node(trusted: Pair) -> None:
     result = pair.ssh("--cluster=leaf", f"root@{LEAF_NODE}", "echo on $(hostname -s); exit 3")
     assert result.returncode == 3, result.stderr + pair.leaf.log()[-3000:]
     assert "on " in result.stdout
+    # `<node>.<leaf>` names the leaf's node too, as it does for stock ssh; tsh learns the leaf
+    # on the way (here its known_hosts starts without it).
+    (pair.root.root / "tsh-home" / "known_hosts").unlink()
+    named = pair.ssh(f"root@{LEAF_NODE}.{LEAF}", "echo by name")
+    assert named.returncode == 0 and named.stdout == "by name\n", named.stderr
 
 
 def test_stock_ssh_reaches_the_leaf_node_through_tsh_config(trusted: Pair) -> None:
