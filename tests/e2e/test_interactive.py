@@ -64,6 +64,21 @@ class Terminal:
         return code
 
 
+def open_session(argv: list[str], env: dict[str, str]) -> tuple[Terminal, str]:
+    """Start an interactive `tsh ssh` (argv) in a terminal; return it and its session id."""
+    term = Terminal(argv, env)
+    try:
+        term.expect("#")
+        term.type("echo SID=$SSH_SESSION_ID; echo sid-$((1+1))\n")
+        match = re.search(r"SID=([0-9a-f-]{36})", term.expect("sid-2"))
+        assert match, term.output
+    except BaseException:
+        term.proc.kill()
+        term.close()
+        raise
+    return term, match.group(1)
+
+
 def session_url(term: Terminal) -> tuple[str, ...]:
     """Run `teleport status` in the session; return its Session URL and the URL's parts.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pyotp
 
 from tests.e2e.cluster import BIN, NODENAME, Cluster
-from tests.e2e.test_interactive import Terminal
+from tests.e2e.test_interactive import Terminal, open_session
 
 
 def _user(cluster: Cluster, name: str, roles: str) -> dict[str, str]:
@@ -58,15 +57,9 @@ def test_admin_joins_a_live_session_and_others_are_refused(cluster: Cluster,
     ann = _user(cluster, "ann", "admin")
     eve = _user(cluster, "eve", "access")
     joe_env = {**os.environ, **cluster.env, "TERM": "xterm"}
-    owner = Terminal([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], joe_env)
+    owner, sid = open_session([str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], joe_env)
     joiner: Terminal | None = None
     try:
-        owner.expect("#")
-        owner.type("echo SID=$SSH_SESSION_ID; echo sid-$((1+1))\n")
-        match = re.search(r"SID=([0-9a-f-]{36})", owner.expect("sid-2"))
-        assert match, owner.output
-        sid = match.group(1)
-
         row = _wait_for("joe's session to be listed", lambda: _row(joe_env, sid))
         assert "joe" in row and NODENAME in row and "root" in row
         assert _row(eve, sid) == ""

@@ -44,7 +44,7 @@ from tests.e2e.cluster import (
     wait_started,
 )
 from tests.e2e.netns import IsolatedHost, isolated_host
-from tests.e2e.test_interactive import Terminal
+from tests.e2e.test_interactive import Terminal, open_session
 from tests.e2e.webca import TestCA
 
 LEAF = "leaf"
@@ -383,14 +383,10 @@ def test_a_port_forward_leaves_from_the_leaf_node(trusted: Pair) -> None:
 
 def test_a_root_user_joins_their_live_session_on_a_leaf_node(trusted: Pair) -> None:
     env = {**os.environ, **trusted.root.env, "TERM": "xterm"}
-    owner = Terminal([str(BIN / "tsh"), "ssh", "--cluster=leaf", f"root@{LEAF_NODE}"], env)
+    owner, sid = open_session([str(BIN / "tsh"), "ssh", "--cluster=leaf", f"root@{LEAF_NODE}"],
+                              env)
     joiner: Terminal | None = None
     try:
-        owner.expect("#")
-        owner.type("echo SID=$SSH_SESSION_ID; echo sid-$((1+1))\n")
-        match = re.search(r"SID=([0-9a-f-]{36})", owner.expect("sid-2"))
-        assert match, owner.output
-        sid = match.group(1)
         listed = trusted.root.tsh("sessions", "ls", "--cluster=leaf").stdout
         assert sid in listed and LEAF_NODE in listed, listed
         joiner = Terminal([str(BIN / "tsh"), "join", "--cluster=leaf", sid], env)

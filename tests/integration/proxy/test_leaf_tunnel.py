@@ -16,7 +16,12 @@ from teleport.errors import ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
 from teleport.proxy.tunnel import TunnelServer
 from teleport.sshutils import clusterdial
-from teleport.sshutils.reversetunnel import AUTH_TARGET, NODE_LISTEN, PEER_PORT
+from teleport.sshutils.reversetunnel import (
+    AUTH_TARGET,
+    NODE_LISTEN,
+    PEER_PORT,
+    TunnelClientConnection,
+)
 from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession
 from teleport.utils.addr import HostPort
 from tests.integration.proxy.test_tunnel import WAIT, _host, agent, eventually
@@ -51,11 +56,16 @@ async def _dialler(sock_pair: list[socket.socket]) -> None:
     sock.close()
 
 
+async def _leaf_proxy(server: TunnelServer, root: Trust, leaf: Trust) -> TunnelClientConnection:
+    """The leaf's proxy dialling the root's tunnel port with its own proxy certificate."""
+    lproxy = _host(leaf, "leafproxy", "Proxy", cluster=LEAF)
+    return await agent(root, server.port, lproxy.key, lproxy.cert, lproxy.uuid)
+
+
 async def test_the_root_reaches_a_leaf_node_through_the_leafs_proxy(
         root_and_leaf: tuple[TunnelServer, Trust, Trust]) -> None:
     server, root, leaf = root_and_leaf
-    lproxy = _host(leaf, "leafproxy", "Proxy", cluster=LEAF)
-    conn = await agent(root, server.port, lproxy.key, lproxy.cert, lproxy.uuid)
+    conn = await _leaf_proxy(server, root, leaf)
     tasks: set[asyncio.Task[None]] = set()
 
     async def accept(orig_host: str, orig_port: int) -> SpliceTCPSession:
@@ -86,8 +96,7 @@ async def test_the_root_reaches_a_leaf_node_through_the_leafs_proxy(
 async def test_a_leafs_tunnel_reaches_nothing_of_the_root(
         root_and_leaf: tuple[TunnelServer, Trust, Trust]) -> None:
     server, root, leaf = root_and_leaf
-    lproxy = _host(leaf, "leafproxy", "Proxy", cluster=LEAF)
-    conn = await agent(root, server.port, lproxy.key, lproxy.cert, lproxy.uuid)
+    conn = await _leaf_proxy(server, root, leaf)
     try:
         for target in (AUTH_TARGET, ("some-node-uuid", PEER_PORT)):
             with pytest.raises(asyncssh.ChannelOpenError):
