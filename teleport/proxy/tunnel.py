@@ -74,8 +74,7 @@ class TunnelServer(SSHListener["TunnelConnection"]):
 
         self.checker = CertChecker(trusted_cas=every_host_ca, emitter=emitter,
                                    clock=self.clock, check_login=False, cert_type="host",
-                                   accept=check_agent(cluster_name, trusted_host_cas,
-                                                      remote_host_cas))
+                                   accept=check_agent(cluster_name, remote_host_cas))
         #: The ready tunnel of each host UUID (the newest when a node reconnected).
         self.tunnels: dict[str, TunnelConnection] = {}
         #: The ready tunnel of each leaf cluster (the newest when its proxy reconnected).

@@ -52,27 +52,27 @@ KEEPALIVE_INTERVAL = 30.0
 KEEPALIVE_COUNT = 2
 
 
-def check_agent(cluster: str, local_cas: Callable[[], Sequence[str]] = list,
-                remote_cas: Callable[[], Mapping[str, Sequence[str]]] = dict
+def check_agent(cluster: str, remote_cas: Callable[[], Mapping[str, Sequence[str]]] = dict
                 ) -> Callable[[SSHCertInfo, str], None]:
     """The proxy's rule for a tunnel agent's certificate (see `CertChecker.accept`).
 
-    The CA that signed the certificate decides what it may be, not what it claims: our host
-    CA's nodes and proxies, or the proxy of a leaf cluster whose host CA we trust (its own
-    authority, checked against that CA), so a leaf can never register as one of our nodes.
+    The CA that signed the certificate decides what it may be, not what it claims: the proxy
+    of a leaf cluster whose host CA signed it (its own authority, checked against that CA), so
+    a leaf can never register as one of our nodes; anything else the listener's CA check let
+    in is ours, a node or a proxy of our cluster. (The rule runs again on a live tunnel's
+    every channel: one of ours keeps working with a key a rotation has since dropped, a
+    leaf's stops once that leaf is no longer trusted, its authority not ours.)
     """
 
     def accept(info: SSHCertInfo, login: str) -> None:
         role, authority = host_role(info)
-        if signed_by(info, local_cas()):
+        leaf = next((name for name, keys in remote_cas().items()
+                     if name != cluster and signed_by(info, keys)), None)
+        if leaf is None:
             rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
                                     allowed=(Caller.NODE, Caller.PROXY), cluster=cluster,
                                     login=login)
             return
-        leaf = next((name for name, keys in remote_cas().items()
-                     if name != cluster and signed_by(info, keys)), None)
-        if leaf is None:
-            raise AccessDenied("certificate not signed by a trusted authority")
         rules.check_tunnel_peer(role, authority, info.key_id, info.principals,
                                 allowed=(Caller.PROXY,), cluster=leaf, login=login)
 

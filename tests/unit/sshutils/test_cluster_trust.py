@@ -22,8 +22,7 @@ def _host_cert(ca: bytes, *, cluster: str, role: str, uuid: str = "host-1") -> o
     return parse_cert(cert)
 
 
-ACCEPT = check_agent(ROOT, lambda: [public_key_of(ROOT_CA)],
-                     lambda: {LEAF: [public_key_of(LEAF_CA)]})
+ACCEPT = check_agent(ROOT, lambda: {LEAF: [public_key_of(LEAF_CA)]})
 
 
 def test_our_nodes_and_proxies_and_a_leafs_proxy_may_open_tunnels() -> None:
@@ -45,10 +44,15 @@ def test_a_leaf_cannot_pass_for_one_of_our_hosts_nor_tunnel_a_node(role: str, cl
         ACCEPT(_host_cert(LEAF_CA, cluster=claimed, role=role), "host-1")  # type: ignore[arg-type]
 
 
-def test_a_certificate_of_an_unknown_ca_is_refused() -> None:
-    stranger = generate_private_key()
-    with pytest.raises(AccessDenied, match="not signed by a trusted authority"):
-        ACCEPT(_host_cert(stranger, cluster=LEAF, role="Proxy"), "host-1")  # type: ignore[arg-type]
+def test_a_leaf_no_longer_trusted_is_nobody_here() -> None:
+    # The listener's CA check refuses its new connections; on a tunnel still open, the rule
+    # (run again on each channel) no longer finds the leaf's CA and refuses its authority.
+    forgotten = check_agent(ROOT, dict)
+    with pytest.raises(AccessDenied, match="of cluster 'leaf.example', not 'root.example'"):
+        forgotten(_host_cert(LEAF_CA, cluster=LEAF, role="Proxy"), "host-1")  # type: ignore[arg-type]
+    # One of ours whose key a rotation has since dropped keeps its live tunnel.
+    check_agent(ROOT, dict)(_host_cert(generate_private_key(), cluster=ROOT, role="Node"),
+                            "host-1")  # type: ignore[arg-type]
 
 
 def test_a_leaf_proxy_tunnels_only_as_itself() -> None:
