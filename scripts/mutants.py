@@ -163,8 +163,8 @@ MUTATIONS = (
          "test_users_and_the_proxy_acting_for_them_list_only_nodes_their_roles_reach",)),
     Mutation(
         "ignore a node lock", "teleport/service/revocations.py",
-        "            return self.refusal(cert) or self.current.node_refusal(host_uuid, self.clock.now())\n",
-        "            return self.refusal(cert)\n",
+        "                    or self.current.node_refusal(host_uuid, now))\n",
+        "                    or None)\n",
         ("tests/integration/srv/test_revocation.py::"
          "test_a_node_lock_ends_every_session_on_the_node_and_refuses_new_ones",)),
     Mutation(
