@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from teleport.auth.client import AuthClient
 from teleport.auth.identity_file import IdentityFile
-from teleport.errors import AccessDenied, TeleportError
+from teleport.errors import AccessDenied, NotFound, TeleportError
 from teleport.keys.ssh import SSHCertInfo, signed_by
 from teleport.rbac.rolemap import map_roles
 from teleport.types.resources import CertAuthority
@@ -80,17 +80,19 @@ class TrustedCAs:
         self._tls_changed.append(call)
 
     async def refresh(self) -> None:
-        user = await self.client.get_ca("user")
+        """Read every cluster's user and host CAs (two calls: ours among them) and our TLS CA;
+        nothing changes unless all three answer."""
+        tls_ca = await self.client.get_ca("tls")
+        cluster = tls_ca.spec.cluster_name
+        users, hosts = await self.client.list_cas("user"), await self.client.list_cas("host")
+        user, host = _own(users, cluster), _own(hosts, cluster)
         self._user = user.trusted_ssh_public_keys()
         self._ours_ever += [k for k in self._user if k not in self._ours_ever]
-        self._host = (await self.client.get_ca("host")).trusted_ssh_public_keys()
-        cluster = user.spec.cluster_name
-        self._roots = [ca for ca in await self.client.list_cas("user")
-                       if ca.spec.cluster_name != cluster and ca.spec.role_map]
+        self._host = host.trusted_ssh_public_keys()
+        self._roots = [ca for ca in users if ca.spec.cluster_name != cluster and ca.spec.role_map]
         self._other_hosts = {ca.spec.cluster_name: ca.trusted_ssh_public_keys()
-                             for ca in await self.client.list_cas("host")
-                             if ca.spec.cluster_name != cluster}
-        tls = [c.encode() for c in (await self.client.get_ca("tls")).trusted_tls_certs()]
+                             for ca in hosts if ca.spec.cluster_name != cluster}
+        tls = [c.encode() for c in tls_ca.trusted_tls_certs()]
         changed, self._tls = tls != self._tls, tls
         if changed:
             for call in self._tls_changed:
@@ -113,3 +115,11 @@ class TrustedCAs:
                 await self.refresh()
             except TeleportError as err:
                 log.warning("cannot refresh certificate authorities: %s", err)
+
+
+def _own(cas: list[CertAuthority], cluster: str) -> CertAuthority:
+    """Our cluster's CA among every cluster's of one type."""
+    for ca in cas:
+        if ca.spec.cluster_name == cluster:
+            return ca
+    raise NotFound(f"the auth server lists no CA of cluster {cluster!r}")
