@@ -28,6 +28,8 @@ _DAY_FILE = re.compile(r"^(\d{4}-\d{2}-\d{2})" + re.escape(DAY_FILE_SUFFIX) + "$
 _CURSOR = re.compile(r"^(\d{4}-\d{2}-\d{2}):(\d+)$")
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 10_000
+#: The longest cursor a page may hand back (a store's key, encoded).
+MAX_START_KEY = 1024
 #: Free text is matched against every event it reaches; a short bound keeps that cheap.
 MAX_TEXT = 256
 #: How much of a day file one backward read takes.
@@ -60,8 +62,9 @@ class EventQuery:
             raise BadParameter("the start of the search range is after its end")
         if not 1 <= self.limit <= MAX_LIMIT:
             raise BadParameter(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.start_key and not _CURSOR.match(self.start_key):
-            raise BadParameter(f"invalid start key {self.start_key!r}")
+        # Each log reads its own cursors (a day file's offset, a table's key); bound them here.
+        if len(self.start_key) > MAX_START_KEY or not self.start_key.isprintable():
+            raise BadParameter(f"invalid start key {self.start_key[:64]!r}")
         if len(self.text) > MAX_TEXT:
             raise BadParameter(f"the search text is longer than {MAX_TEXT} characters")
 
@@ -161,7 +164,8 @@ def _parse_cursor(key: str) -> tuple[date | None, int]:
         return None, 0
     m = _CURSOR.match(key)
     try:
-        assert m is not None  # EventQuery checked the shape
+        if m is None:
+            raise ValueError(key)
         return date.fromisoformat(m.group(1)), int(m.group(2))
     except ValueError:
         raise BadParameter(f"invalid start key {key!r}") from None
