@@ -33,7 +33,7 @@ def _viewer(call: Call) -> Subject:
 
 @route("GET", "/v1/sessions/{sid}/recording", [NODE, PROXY])
 async def recording_status(call: Call) -> Any:
-    return Stored(stored=call.auth.sessions.recordings.exists(check_sid(call.param("sid"))))
+    return Stored(stored=await call.auth.sessions.recordings.stored(check_sid(call.param("sid"))))
 
 
 @route("PUT", "/v1/sessions/{sid}/recording/{part}", [NODE, PROXY], raw_body=True)

@@ -9,6 +9,7 @@ from typing import Any
 from teleport.backend.base import Backend
 from teleport.config import StaticToken
 from teleport.events import emitter as ev
+from teleport.events.objectstore import ObjectStore
 from teleport.events.sessions_store import MAX_RECORDING_BYTES
 from teleport.utils.clock import Clock
 
@@ -27,6 +28,9 @@ class AuthSettings:
     session_recording: str = "node"
     #: Where recordings are stored (`data_dir/log/sessions/default`); None: not stored here.
     recordings_dir: Path | None = None
+    #: The object store all auth servers share (`audit_sessions_uri: s3://`, `gs://`): then
+    #: recordings_dir only stages what this server received until the store has it.
+    recordings_store: ObjectStore | None = None
     #: Largest recording a host may upload (both compressed parts); bigger ones get a 413.
     max_recording_bytes: int = MAX_RECORDING_BYTES
     #: Cut live sessions when the user's certificate expires (nodes and proxies enforce it).

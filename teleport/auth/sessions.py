@@ -13,6 +13,7 @@ from teleport.api.auth_models import AnnouncedSession
 from teleport.auth.context import AuthContext
 from teleport.errors import NotFound, NotSupported
 from teleport.events.sessions_store import SessionStore
+from teleport.events.shared_recordings import SharedSessionStore
 from teleport.rbac import rules
 from teleport.rbac.subject import Subject
 from teleport.services.live_sessions import LiveSession, LiveSessionService
@@ -34,10 +35,20 @@ class Sessions:
     @functools.cached_property
     def recordings(self) -> SessionStore:
         """Open the recordings folder on first use, so hosts without one never create it."""
-        if self.ctx.settings.recordings_dir is None:
+        settings = self.ctx.settings
+        if settings.recordings_dir is None:
             raise NotSupported("this auth server does not store session recordings")
-        return SessionStore(self.ctx.settings.recordings_dir,
-                            max_bytes=self.ctx.settings.max_recording_bytes)
+        if settings.recordings_store is not None:
+            return SharedSessionStore(settings.recordings_dir, settings.recordings_store,
+                                      max_bytes=settings.max_recording_bytes)
+        return SessionStore(settings.recordings_dir, max_bytes=settings.max_recording_bytes)
+
+    async def ship_recordings(self) -> None:
+        """Run for as long as the server does when recordings go to a shared object store:
+        move the ones this server received into it (`teleport.events.shared_recordings`)."""
+        store = self.recordings
+        if isinstance(store, SharedSessionStore):
+            await store.ship()
 
     async def check_play(self, sid: str, subject: Subject) -> None:
         """Refuse to replay a recording to anyone the rules do not let see it."""

@@ -54,8 +54,10 @@ class BufferedEmitter:
     def __init__(self, sink: Emitter, spool_dir: Path, *, component: str = "node",
                  max_queue: int = 1000, max_spool_bytes: int = 64 << 20,
                  close_grace: float = 2.0, min_retry: float = 0.5,
-                 max_retry: float = 5.0) -> None:
+                 max_retry: float = 5.0, target: str = "the auth server") -> None:
         self.sink = sink
+        #: Who the sink delivers to, for messages.
+        self.target = target
         self.component = component
         self.max_queue = max_queue
         self.close_grace = close_grace
@@ -195,8 +197,8 @@ class BufferedEmitter:
                 self._note_failure(err)
                 return False
             AUDIT_FAILURES.inc()
-            log.warning("the auth server refused a %s audit event, dropping it: %s",
-                        event.get("event"), err)
+            log.warning("%s refused a %s audit event, dropping it: %s",
+                        self.target, event.get("event"), err)
             return True
         except Exception as err:  # noqa: BLE001 - a transport failure not mapped yet: try again
             self._note_failure(err)
@@ -205,8 +207,8 @@ class BufferedEmitter:
 
     def _note_failure(self, err: BaseException) -> None:
         if not self._spooling:
-            log.warning("cannot send audit events to the auth server (%s); keeping them in %s",
-                        err or type(err).__name__, self.spool.path)
+            log.warning("cannot send audit events to %s (%s); keeping them in %s",
+                        self.target, err or type(err).__name__, self.spool.path)
         else:
             log.debug("audit events still pending: %s", err)
 

@@ -18,13 +18,13 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from teleport.errors import AccessDenied, BadParameter, LimitExceeded, NotFound
+from teleport.errors import AccessDenied, BadParameter, LimitExceeded, NotFound, TeleportError
 from teleport.events import recording as rec
 from teleport.utils.fs import ensure_private_dir
 
@@ -142,8 +142,13 @@ class SessionStore:
             self._owner_file(sid).unlink()
 
     def exists(self, sid: str) -> bool:
+        """Tell whether the recording is in this folder."""
         chunks, events = rec.paths(self.folder, sid)
         return chunks.exists() and events.exists()
+
+    async def stored(self, sid: str) -> bool:
+        """Tell whether the recording is stored, so a host need not upload it again."""
+        return self.exists(sid)
 
     async def receive(self, sid: str, part: str, uploader: str,
                       pieces: AsyncIterator[bytes]) -> None:
@@ -234,7 +239,7 @@ class SessionStore:
         cached = self._summaries.get(sid)
         if cached is not None and cached[0] == mtime:
             return cached[1]
-        summary = await asyncio.to_thread(_summarize, sid, events)
+        summary = await asyncio.to_thread(summarize, sid, rec.read_file(events))
         self._summaries[sid] = (mtime, summary)
         return summary
 
@@ -248,12 +253,33 @@ class SessionStore:
                 found.append(await self.summary(sid))
         return sorted(found, key=lambda s: (s.start, s.sid))
 
+    def open_local(self, sid: str) -> tuple[Iterator[bytes], Iterator[bytes]] | None:
+        """Open a stored recording's events and chunks for reading, or None if it is not here.
+
+        Both files are opened at once, so a reader keeps them even if they are moved away
+        meanwhile (a shared store's shipper removes them once uploaded).
+        """
+        chunks, events = rec.paths(self.folder, sid)
+        try:
+            events_file = open(events, "rb")  # noqa: SIM115 (closed by its reader)
+        except FileNotFoundError:
+            return None
+        try:
+            chunks_file = open(chunks, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            chunks_file = None
+        return _pieces(events_file), _pieces(chunks_file)
+
+    async def open_recording(self, sid: str) -> tuple[Iterator[bytes], Iterator[bytes]]:
+        """Open a recording's events and chunks streams; NotFound if there is none."""
+        opened = await asyncio.to_thread(self.open_local, sid)
+        if opened is None:
+            raise NotFound(f"session recording {sid} not found")
+        return opened
+
     async def replay(self, sid: str) -> AsyncIterator[bytes]:
         """Stream the recording as wire lines, ending with a damage marker if it is damaged."""
-        chunks, events = rec.paths(self.folder, sid)
-        if not events.exists():
-            raise NotFound(f"session recording {sid} not found")
-        lines = _wire_lines(events, chunks)
+        lines = wire_lines(*await self.open_recording(sid))
         try:
             while batch := await asyncio.to_thread(_next_batch, lines):
                 yield b"".join(batch)
@@ -261,21 +287,34 @@ class SessionStore:
             lines.close()
 
 
-def _wire_lines(events: Path, chunks: Path) -> Generator[bytes, None, None]:
+def wire_lines(events: Iterator[bytes], chunks: Iterator[bytes]) -> Generator[bytes, None, None]:
+    """Replay a recording's two streams as wire lines, ending with a marker if damaged.
+
+    A store that fails mid-stream (a shared store gone away) also ends the replay with the
+    marker, naming the problem: the lines already sent cannot be taken back.
+    """
     try:
         ended = False
-        for event in rec.replay(rec.read_file(events), _read_or_nothing(chunks)):
+        for event in rec.replay(events, chunks):
             ended = event["event"] == rec.END
             yield rec.to_wire_line(event)
         if not ended:
             raise rec.RecordingDamaged("the recording stops before the session ended")
-    except rec.RecordingDamaged as err:
+    except TeleportError as err:
         yield rec.to_wire_line({"event": rec.DAMAGED, "error": str(err)})
+    finally:
+        for stream in (events, chunks):
+            if isinstance(stream, Generator):
+                stream.close()
 
 
-def _read_or_nothing(path: Path) -> Iterator[bytes]:
-    if path.exists():
-        yield from rec.read_file(path)
+def _pieces(file: BinaryIO | None) -> Generator[bytes, None, None]:
+    """Yield an open file in pieces and close it (nothing for None: a recording with no output)."""
+    if file is None:
+        return
+    with file:
+        while piece := file.read(rec.READ_SIZE):
+            yield piece
 
 
 def _next_batch(lines: Iterator[bytes]) -> list[bytes]:
@@ -298,11 +337,12 @@ def _recorded_on(path: Path) -> str | None:
     return str(first.get("server_id", "")) if first["event"] == rec.START else ""
 
 
-def _summarize(sid: str, path: Path) -> RecordingSummary:
+def summarize(sid: str, events: Iterable[bytes]) -> RecordingSummary:
+    """Describe a recording from its compressed events stream (blocking: run it in a thread)."""
     start: dict[str, Any] = {}
     last_ms, complete = 0, False
     try:
-        for index, event in enumerate(rec.events(rec.read_file(path))):
+        for index, event in enumerate(rec.events(events)):
             if event["event"] == rec.START and index == 0:  # describes the session only first
                 start = event
             last_ms = max(last_ms, int(event.get("ms", 0)))

@@ -28,7 +28,7 @@ from teleport.cache import CachedAuth
 from teleport.config.runtime import Config
 from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportError
 from teleport.events.buffered import BufferedEmitter
-from teleport.events.sinks import build_audit_log, sessions_dir
+from teleport.events.sinks import build_audit_log, sessions_dir, sessions_store
 from teleport.keys import tls as tlskeys
 from teleport.keys.tls import identity_from_cert
 from teleport.proxy.authrelay import AuthRelay
@@ -306,7 +306,9 @@ class TeleportProcess:
     async def _start_auth(self, data_dir: Path) -> None:
         cfg = self.config
         backend = await self._open_backend(data_dir)
-        audit = build_audit_log(cfg.storage.audit_events_uri, data_dir, self.clock)
+        audit = await build_audit_log(cfg.storage.audit_events_uri, data_dir, self.clock,
+                                      region=cfg.storage.region)
+        await self.stack.enter_async_context(audit)
         settings = AuthSettings(
             cluster_name=cfg.auth.cluster_name,
             second_factor=cfg.auth.second_factor,
@@ -323,6 +325,9 @@ class TeleportProcess:
             client_idle_seconds=(cfg.auth.client_idle_timeout.total_seconds()
                                  if cfg.auth.client_idle_timeout else 0.0),
             recordings_dir=sessions_dir(cfg.storage.audit_sessions_uri, data_dir),
+            recordings_store=sessions_store(cfg.storage.audit_sessions_uri,
+                                            region=cfg.storage.region,
+                                            credentials_path=cfg.storage.credentials_path),
             # --- end session recordings ---
             insecure=cfg.insecure,
         )
@@ -382,6 +387,8 @@ class TeleportProcess:
         # Several auth servers may share the backend: follow what the others change.
         self._supervise("auth-changes", auth.follow_changes)
         self._supervise("auth-rotation", auth.rotate_when_due)
+        if settings.recordings_store is not None:  # staged recordings into the shared store
+            self._supervise("auth-recordings", auth.sessions.ship_recordings)
         # As a leaf: follow the trusted roots' CAs as they rotate (trusted clusters).
         self._supervise("auth-follow-roots", auth.trusted_clusters.follow_roots)
         # The auth server's own identities follow its CAs' rotations (teleport.service.rotation).

@@ -59,7 +59,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
     if start + timedelta(hours=3) > now:  # just after midnight: the events must be in the past
         start -= timedelta(days=1)
     clock = FakeClock(start)
-    audit = build_audit_log([f"file://{tmp_path}/events"], tmp_path, clock)
+    audit = await build_audit_log([f"file://{tmp_path}/events"], tmp_path, clock)
     auth = AuthServer(MemoryBackend(clock), audit, clock, AuthSettings(cluster_name="events.test"))
     await auth.init()
     runner, addr = await serve_auth_api(auth)
