@@ -25,7 +25,15 @@ import asyncpg
 
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher, revision_number
 from teleport.backend.fanout import EventFanout, check_item, show_key
-from teleport.backend.postgres_conn import Target, parse_conn_string
+from teleport.backend.postgres_conn import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    RETRYABLE,
+    Target,
+    map_error,
+    open_pool,
+    parse_conn_string,
+)
 from teleport.backend.postgres_schema import (
     CHANGED,
     CHANNEL,
@@ -37,7 +45,6 @@ from teleport.backend.postgres_schema import (
     SCHEMA_VERSION,
 )
 from teleport.errors import (
-    AccessDenied,
     AlreadyExists,
     BadParameter,
     CompareFailed,
@@ -61,12 +68,8 @@ CHANGE_RETENTION = timedelta(minutes=10)
 PRUNE_INTERVAL = 30.0
 #: Seconds between reads of the change table when no notification arrives (a backstop).
 POLL_INTERVAL = 2.0
-#: Seconds to establish a connection; open() fails after this when the server is unreachable.
-CONNECT_TIMEOUT = 5.0
 #: Seconds a call keeps retrying a lost connection before it raises ConnectionProblem.
 RETRY_SECONDS = 5.0
-#: Seconds one statement may run; a silent network partition ends in ConnectionProblem.
-COMMAND_TIMEOUT = 30.0
 #: Change rows read per query by a watch feed.
 FEED_BATCH = 1000
 #: pg_advisory_xact_lock key that serialises schema migrations of one database.
@@ -105,37 +108,6 @@ def _row_item(row: Any) -> Item:
     return Item(bytes(row[0]), bytes(row[1]), _from_us(row[2]), str(row[3]))
 
 
-# --- errors -----------------------------------------------------------------------------------
-
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError,
-)
-#: Retried as a whole transaction: the server refused or lost it before anything was applied.
-_RETRYABLE = (*_UNREACHABLE, asyncpg.exceptions.TransactionRollbackError)
-
-
-def _map_error(target: Target, err: BaseException) -> TeleportError:
-    """Name the server, the user or the database and say what to do; never the password."""
-    where = f"postgres at {target.address}"
-    detail = target.scrub(str(err) or type(err).__name__)
-    if isinstance(err, TimeoutError) and not str(err):
-        detail = f"no answer within {CONNECT_TIMEOUT:g}s"
-    if isinstance(err, asyncpg.exceptions.InvalidAuthorizationSpecificationError):
-        return AccessDenied(f"{where} refused user {target.user!r}: {detail}")
-    if isinstance(err, asyncpg.exceptions.InsufficientPrivilegeError):
-        return AccessDenied(f"{where}: user {target.user!r} lacks a privilege: {detail}")
-    if isinstance(err, asyncpg.exceptions.InvalidCatalogNameError):
-        return BadParameter(
-            f"{where} has no database {target.database!r}; create it"
-            f" (CREATE DATABASE {target.database} OWNER {target.user}) or fix conn_string")
-    if isinstance(err, asyncpg.exceptions.DiskFullError):
-        return LimitExceeded(f"{where}: the disk is full")
-    if isinstance(err, _UNREACHABLE):
-        return ConnectionProblem(f"{where} is unreachable: {detail}")
-    return ConnectionProblem(f"{where}: {detail}")
-
-
 class _CommitUnknown(Exception):
     """The connection broke while COMMIT was in flight: the write may or may not be applied."""
 
@@ -172,16 +144,7 @@ class PostgresBackend(Backend):
     async def open(cls, conn_string: str, clock: Clock | None = None) -> PostgresBackend:
         """Connect, create or check the schema, and start the expiry sweep."""
         target = parse_conn_string(conn_string)
-        try:
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
-            async with asyncio.timeout(CONNECT_TIMEOUT * 2):
-                pool = await asyncpg.create_pool(
-                    target.dsn, min_size=1, max_size=target.max_conns, timeout=CONNECT_TIMEOUT,
-                    command_timeout=COMMAND_TIMEOUT, reset=_keep_session)
-        except TeleportError:
-            raise
-        except Exception as err:
-            raise _map_error(target, err) from None
+        pool = await open_pool(target)
         try:
             async with pool.acquire() as conn:
                 await _migrate(target, conn)
@@ -189,7 +152,7 @@ class PostgresBackend(Backend):
         except BaseException as err:
             pool.terminate()
             if isinstance(err, Exception) and not isinstance(err, TeleportError):
-                raise _map_error(target, err) from None
+                raise map_error(target, err) from None
             raise
         backend = cls(target, clock or RealClock(), pool)
         backend.store_id = f"postgres-{store}"
@@ -221,15 +184,15 @@ class PostgresBackend(Backend):
                         f"postgres at {self.target.address} was lost while committing;"
                         f" the write may or may not be stored: "
                         f"{self.target.scrub(str(cause))}") from None
-                except _RETRYABLE as err:
+                except RETRYABLE as err:
                     if self._closed or time.monotonic() + delay > deadline:
-                        raise _map_error(self.target, err) from None
+                        raise map_error(self.target, err) from None
                     log.debug("postgres %s failed, retrying: %s", name,
                               self.target.scrub(str(err)))
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
                 except Exception as err:
-                    raise _map_error(self.target, err) from None
+                    raise map_error(self.target, err) from None
         finally:
             BACKEND_LATENCY.labels(name).observe(time.perf_counter() - started)
 
@@ -441,11 +404,6 @@ class PostgresBackend(Backend):
             self._pool.terminate()
 
 
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's per-release session reset (a round trip per call): no call of ours leaves
-    session state behind, and asyncpg still rolls back a transaction left open."""
-
-
 async def _migrate(target: Target, conn: asyncpg.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION; one open at a time per database (an advisory lock)."""
     async with conn.transaction():
@@ -548,7 +506,7 @@ class _Feed:
             except Exception as err:
                 if not lost:
                     log.warning("postgres watch feed lost, reconnecting: %s",
-                                _map_error(self._target, err))
+                                map_error(self._target, err))
                 lost = True
             finally:
                 if conn is not None:

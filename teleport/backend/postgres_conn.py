@@ -1,10 +1,12 @@
 """PostgreSQL conn_string as current Teleport takes it: a libpq URL or key=value DSN.
 
 Parsed once, so every message can name the server and user and none ever shows the password.
+The backend and the audit log connect and map asyncpg's errors here, so they say the same things.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import getpass
 import os
@@ -12,7 +14,15 @@ import re
 import shlex
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from teleport.errors import BadParameter
+import asyncpg
+
+from teleport.errors import (
+    AccessDenied,
+    BadParameter,
+    ConnectionProblem,
+    LimitExceeded,
+    TeleportError,
+)
 
 #: The one pgx pool setting (`pool_*`) we implement: it sizes our pool. asyncpg would send any
 #: `pool_*` key as a server setting, which the server refuses; the other pgx ones
@@ -116,3 +126,73 @@ def parse_conn_string(conn_string: str) -> Target:
     dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, kept, ""))
     target = Target(dsn, address, user, database, max_conns, secrets)
     return dataclasses.replace(target, address=target.scrub(address))
+
+
+# --- connecting and errors --------------------------------------------------------------------
+
+#: Seconds to establish a connection; open() fails after this when the server is unreachable.
+CONNECT_TIMEOUT = 5.0
+#: Seconds one statement may run; a silent network partition ends in ConnectionProblem.
+COMMAND_TIMEOUT = 30.0
+
+UNREACHABLE: tuple[type[BaseException], ...] = (
+    OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.TooManyConnectionsError,
+)
+#: Retried as a whole transaction: the server refused or lost it before anything was applied.
+RETRYABLE = (*UNREACHABLE, asyncpg.exceptions.TransactionRollbackError)
+
+
+def map_error(target: Target, err: BaseException, *, what: str = "postgres",
+              setting: str = "conn_string") -> TeleportError:
+    """Name the server, the user or the database and say what to do; never the password.
+
+    `what` names the user of the server in messages, `setting` the option that points at it.
+    """
+    where = f"{what} at {target.address}"
+    detail = " ".join(target.scrub(str(err) or type(err).__name__).split())
+    if isinstance(err, TimeoutError) and not str(err):
+        detail = f"no answer within {CONNECT_TIMEOUT:g}s"
+    if isinstance(err, asyncpg.exceptions.InvalidAuthorizationSpecificationError):
+        return AccessDenied(f"{where} refused user {target.user!r}: {detail}")
+    if isinstance(err, asyncpg.exceptions.InsufficientPrivilegeError):
+        return AccessDenied(f"{where}: user {target.user!r} lacks a privilege: {detail}")
+    if isinstance(err, asyncpg.exceptions.InvalidCatalogNameError):
+        return BadParameter(
+            f"{where} has no database {target.database!r}; create it"
+            f" (CREATE DATABASE {target.database} OWNER {target.user}) or fix {setting}")
+    if isinstance(err, asyncpg.exceptions.DiskFullError):
+        return LimitExceeded(f"{where}: the disk is full")
+    if isinstance(err, UNREACHABLE):
+        return ConnectionProblem(f"{where} is unreachable: {detail}")
+    return ConnectionProblem(f"{where}: {detail}")
+
+
+#: What connecting raises for a bad option on the URL: asyncpg refuses it (say, an unknown
+#: sslmode), or the server refuses the setting asyncpg sent it (an unknown name or a bad value).
+_MISCONFIGURED = (asyncpg.ClientConfigurationError, asyncpg.exceptions.UndefinedObjectError,
+                  asyncpg.exceptions.InvalidParameterValueError)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's per-release session reset (a round trip per call): no call of ours leaves
+    session state behind, and asyncpg still rolls back a transaction left open."""
+
+
+async def open_pool(target: Target, *, what: str = "postgres",
+                    setting: str = "conn_string") -> asyncpg.Pool:
+    """Connect a pool of up to target.max_conns, or raise one of our errors naming the server."""
+    try:
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation.
+        async with asyncio.timeout(CONNECT_TIMEOUT * 2):
+            pool: asyncpg.Pool = await asyncpg.create_pool(
+                target.dsn, min_size=1, max_size=target.max_conns, timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT, reset=_keep_session)
+    except TeleportError:
+        raise
+    except _MISCONFIGURED as err:
+        raise BadParameter(f"{what} at {target.address}: {target.scrub(str(err))}; fix {setting}"
+                           ) from None
+    except Exception as err:
+        raise map_error(target, err, what=what, setting=setting) from None
+    return pool

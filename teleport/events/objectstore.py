@@ -30,6 +30,8 @@ from teleport.utils import aws
 #: Bytes per streamed read and per multipart part: S3's parts must be at least 5 MiB.
 READ_SIZE = 256 * 1024
 PART_SIZE = 8 * 1024 * 1024
+#: How long one call to a store may keep retrying before it reports the store unreachable.
+RETRY_SECONDS = 10.0
 _S3_OPTIONS = frozenset({"region", "endpoint", "path_style", "insecure", "disablesse",
                          "sse_kms_key", "acl", "use_fips_endpoint"})
 _GCS_OPTIONS = frozenset({"credentialsPath", "projectID", "endpoint"})
@@ -196,6 +198,14 @@ class GcsStore:
         self._endpoint = options.get("endpoint") or None
         self._client: Any = None
 
+    @staticmethod
+    def _calls() -> dict[str, Any]:
+        """Short timeouts and retries: the client's defaults retry a dead server for minutes."""
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return {"timeout": (aws.CONNECT_TIMEOUT, aws.READ_TIMEOUT),
+                "retry": DEFAULT_RETRY.with_timeout(RETRY_SECONDS)}
+
     def _bucket(self) -> Any:
         if self._client is None:
             from google.cloud import storage
@@ -223,19 +233,19 @@ class GcsStore:
     def ensure_bucket(self) -> None:
         bucket = self._bucket()
         with self._errors():
-            if not bucket.exists():
-                bucket.create()
+            if not bucket.exists(**self._calls()):
+                bucket.create(**self._calls())
 
     def put_file(self, name: str, path: Path) -> None:
         # A chunk size makes the upload resumable, in parts, rather than one request.
         blob = self._bucket().blob(_key(self.prefix, name), chunk_size=PART_SIZE)
         with self._errors(name):
-            blob.upload_from_filename(str(path))
+            blob.upload_from_filename(str(path), **self._calls())
 
     def read(self, name: str) -> Iterator[bytes]:
         blob = self._bucket().blob(_key(self.prefix, name))
         with self._errors(name):
-            reader = blob.open("rb", chunk_size=READ_SIZE * 4)
+            reader = blob.open("rb", chunk_size=READ_SIZE * 4, **self._calls())
         try:
             with self._errors(name):
                 while piece := reader.read(READ_SIZE):
@@ -247,13 +257,14 @@ class GcsStore:
     def exists(self, name: str) -> bool:
         blob = self._bucket().blob(_key(self.prefix, name))
         with self._errors(name):
-            return bool(blob.exists())
+            return bool(blob.exists(**self._calls()))
 
     def names(self, suffix: str) -> list[str]:
         start = _key(self.prefix, "")
         bucket = self._bucket()
         with self._errors():
-            return [name for blob in bucket.client.list_blobs(bucket, prefix=start)
+            return [name for blob in bucket.client.list_blobs(bucket, prefix=start,
+                                                              **self._calls())
                     if (name := blob.name[len(start):]).endswith(suffix) and "/" not in name]
 
 

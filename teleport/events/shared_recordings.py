@@ -31,6 +31,9 @@ log = logging.getLogger("teleport.audit")
 
 #: Longest wait between two tries while the store is unreachable.
 MAX_RETRY_SECONDS = 30.0
+#: How long a host asking whether a recording is stored waits for the store: it uploads
+#: anyway when the store does not say (an outage must not hold the host's upload up).
+STORED_CHECK_SECONDS = 3.0
 #: How often the staging folder is looked at when nothing arrives (a file left by a crash).
 IDLE_SECONDS = 60.0
 
@@ -107,9 +110,10 @@ class SharedSessionStore(SessionStore):
         if self.exists(sid):
             return True
         try:
-            return await asyncio.to_thread(self.remote.exists, _names(sid)[1])
-        except ConnectionProblem:
-            return False  # unknown: the host uploads again, and the store keeps the first one
+            async with asyncio.timeout(STORED_CHECK_SECONDS):
+                return await asyncio.to_thread(self.remote.exists, _names(sid)[1])
+        except (ConnectionProblem, TimeoutError):
+            return False  # unknown: the host uploads it, and the store keeps the first one
 
     async def summary(self, sid: str) -> RecordingSummary:
         with contextlib.suppress(NotFound):

@@ -197,7 +197,7 @@ async def _open(uri: str, clock: Clock, region: str | None) -> Emitter:
     if parts.scheme in ("postgresql", "postgres"):
         from teleport.events.pgevents import PostgresEvents
 
-        return await PostgresEvents.open(uri)
+        return await PostgresEvents.open(uri, clock=clock)
     if parts.scheme == "stdout":
         if parts.netloc or parts.path or parts.query:
             raise BadParameter(f"audit_events_uri {uri!r}: write it as stdout://")

@@ -11,24 +11,21 @@ lists both.
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, stop_process, wait_started
+from tests.e2e.cluster import CLUSTER, Cluster
+from tests.e2e.ha import HA, Daemon, login, signup
 from tests.etcd_server import EtcdServer
 from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "ha-e2e-static-token"
-PASSWORD = "correct horse battery"
 #: A role change must reach the nodes within this long (they follow the auth API's watch).
 PROPAGATION = 1.0
 #: How long a failover may take at most, for every command of a user or an admin.
@@ -48,95 +45,6 @@ ROLE_DENYING_ROOT = ROLE + """\
   deny:
     logins: [root]
 """
-
-
-@dataclass
-class Daemon:
-    name: str
-    root: Path
-    render: Callable[[], str]
-    proc: subprocess.Popen[bytes] | None = None
-    ports: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def config(self) -> Path:
-        return self.root / f"{self.name}.yaml"
-
-    @property
-    def log(self) -> Path:
-        return self.root / f"{self.name}.log"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / self.name
-
-    def launch(self) -> int:
-        """Start the process (the config written on the first start only); return the log
-        offset its start line comes after."""
-        if not self.config.exists():
-            self.config.write_text(self.render())
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(BIN / "teleport"), "start", "-c", str(self.config)],
-                                         stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        return offset
-
-    def wait(self, offset: int) -> None:
-        assert self.proc is not None
-        self.ports = wait_started(self.log, self.proc, offset)
-        pin_ports(self.config, self.ports)  # a restart comes back where the others expect it
-
-    def start(self) -> None:
-        self.wait(self.launch())
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def learned(self) -> list[str]:
-        path = self.data_dir / "authservers.json"
-        return json.loads(path.read_text()) if path.exists() else []
-
-
-@dataclass
-class HA:
-    daemons: dict[str, Daemon]
-    #: tctl on auth host A or B (its config, its admin identity); tsh through the proxy.
-    tools: dict[str, Cluster]
-
-    def eventually(self, check: Callable[[], bool], what: str, timeout: float = 30,
-                   detail: Callable[[], str] = str) -> float:
-        """Wait for check; return how long it took. A daemon that exits fails the test, except
-        the ones killed on purpose."""
-        started = time.monotonic()
-        while not check():
-            for d in self.daemons.values():
-                if d.proc is not None and d.proc.returncode is None:
-                    assert d.proc.poll() is None, f"{d.name} exited:\n{d.output()}"
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"{what} timed out: {detail()}\n" + "\n".join(
-                    f"--- {d.name}\n{d.output()[-4000:]}" for d in self.daemons.values()))
-            time.sleep(0.2)
-        return time.monotonic() - started
-
-    def start(self, *names: str) -> None:
-        """Start daemons at the same time and wait until each has started."""
-        offsets = {name: self.daemons[name].launch() for name in names}
-        for name, offset in offsets.items():
-            self.daemons[name].wait(offset)
-            if name in self.tools:  # tctl on that auth host reads its config
-                self.tools[name].config.write_text(self.daemons[name].config.read_text())
-            if name == "proxy":
-                for cluster in self.tools.values():
-                    cluster.ports["web"] = self.daemons[name].ports["web"]
 
 
 def _storage(kind: str, root: Path) -> Iterator[str]:
@@ -223,19 +131,6 @@ ssh_service:
         storage_lines.close()
 
 
-def _signup(tools: Cluster, name: str, logins: str, roles: str) -> None:
-    """Add a user with tctl and set the password through the proxy's signup page (no second
-    factor here: logins come faster than one-time codes may)."""
-    out = tools.tctl("users", "add", name, logins, f"--roles={roles}").stdout
-    token = next(w for w in out.split() if "/web/newuser/" in w).rsplit("/", 1)[1]
-    tools.web("PUT", "/webapi/users/password/token", {"token": token, "password": PASSWORD})
-
-
-def _login(tools: Cluster, user: str) -> subprocess.CompletedProcess[str]:
-    return tools.tsh("login", f"--proxy={tools.web_addr}", f"--user={user}", "--insecure",
-                     input=f"{PASSWORD}\n", check=False)
-
-
 def _ca_pin(tools: Cluster) -> str:
     out = tools.tctl("status").stdout
     return next(line.split()[-1] for line in out.splitlines() if line.startswith("CA pin"))
@@ -259,8 +154,8 @@ def test_either_auth_server_dying_leaves_the_cluster_working(ha: HA) -> None:
     assert _ca_pin(a) == _ca_pin(b)
 
     a.tctl("create", input=ROLE)
-    _signup(b, "joe", "root", roles="ops")  # through B, the link on the proxy
-    assert _login(a, "joe").returncode == 0
+    signup(b, "joe", "root", roles="ops")  # through B, the link on the proxy
+    assert login(a, "joe").returncode == 0
 
     def ssh_ok(node: str, word: str) -> bool:
         out = a.tsh("ssh", f"root@{node}", "echo", word, check=False, timeout=20)
@@ -298,7 +193,7 @@ def test_either_auth_server_dying_leaves_the_cluster_working(ha: HA) -> None:
         last: list[subprocess.CompletedProcess[str]] = []
 
         def logged_in() -> bool:
-            last.append(_login(alive, "joe"))
+            last.append(login(alive, "joe"))
             return last[-1].returncode == 0
 
         took = ha.eventually(logged_in, "tsh login through the other auth server",
