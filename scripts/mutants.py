@@ -372,6 +372,20 @@ MUTATIONS = (
         "            pass\n",
         ("tests/e2e/test_trusted_clusters.py::"
          "test_a_rotation_on_either_side_is_followed_by_the_other",)),
+    Mutation(
+        "let a host's second upload replace a recording in the shared store",
+        "teleport/events/shared_recordings.py",
+        "        shipped = not self.remote.exists(events_name)\n",
+        "        shipped = True\n",
+        ("tests/integration/events/test_shared_recordings.py::"
+         "test_the_store_keeps_the_first_copy_of_a_recording",)),
+    Mutation(
+        "drop a staged recording although the store never got it",
+        "teleport/events/shared_recordings.py",
+        "            self.remote.put_file(events_name, events)\n",
+        "            pass\n",
+        ("tests/integration/events/test_shared_recordings.py::"
+         "test_a_recording_is_shipped_to_the_store_and_streamed_back",)),
 )
 
 
