@@ -183,3 +183,25 @@ async def test_recordings_wait_while_the_store_is_down_and_arrive_when_it_return
         shipper.cancel()
         if moto.process is None:
             moto.start()
+
+
+async def test_recordings_staged_before_a_restart_are_shipped_after_it(
+        store_uri: str, tmp_path: Path) -> None:
+    """An auth server killed after taking a recording and before shipping it: its next start
+    finds the staged copy and ships it."""
+    sids = [str(uuid.uuid4()) for _ in range(2)]
+    before = SharedSessionStore(tmp_path / "staging", open_object_store(store_uri,
+                                                                        region="us-east-1"))
+    for sid in sids:
+        _record(tmp_path / "node", sid)
+        await _upload(before, sid, tmp_path / "node")
+    after = SharedSessionStore(tmp_path / "staging", open_object_store(store_uri,
+                                                                       region="us-east-1"))
+    shipper = asyncio.create_task(after.ship())
+    try:
+        await _wait(lambda: after.staged() == [])
+    finally:
+        shipper.cancel()
+    for sid in sids:
+        assert await asyncio.to_thread(after.remote.exists, f"{sid}{rec.EVENTS_SUFFIX}")
+        assert await _replay(after, sid) == _expected(tmp_path / "node", sid)
