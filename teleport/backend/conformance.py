@@ -7,7 +7,7 @@ A driver's test module runs them all with two decorated lines::
     async def test_conformance(check: str, tmp_path: Path) -> None:
         await run_check(check, lambda clock: SqliteBackend.open(tmp_path / "db", clock))
 
-Drivers whose expiry follows the injected clock (memory, sqlite, postgres) also run EXPIRY_EVENT_CHECKS;
+Drivers whose expiry follows the injected clock (memory, sqlite, postgres, dynamodb) also run EXPIRY_EVENT_CHECKS;
 servers that expire items on their own time (etcd leases) cannot.
 """
 

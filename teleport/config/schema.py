@@ -206,9 +206,9 @@ class Log(_Model):
     format: Literal["text", "json"] = "text"
 
 
-#: Keys of storage backends that are not built yet; `dir` (sqlite), etcd and PostgreSQL are.
-_AWS = _unset("DynamoDB and S3 storage", "use type dir, etcd or postgresql")
-_GCP = _unset("Firestore and GCS storage", "use type dir, etcd or postgresql")
+#: Keys of storage backends that are not built yet; dir (sqlite), etcd, PostgreSQL and
+#: DynamoDB are.
+_GCP = _unset("Firestore storage", "use type dir, etcd, postgresql or dynamodb")
 #: The keys each built storage type reads; a key of another type is a mistake, said by name.
 STORAGE_KEYS: dict[str, frozenset[str]] = {
     "dir": frozenset({"path"}),
@@ -217,6 +217,8 @@ STORAGE_KEYS: dict[str, frozenset[str]] = {
                        "username", "password_file", "insecure",
                        "etcd_max_client_msg_size_bytes"}),
     "postgresql": frozenset({"conn_string"}),
+    "dynamodb": frozenset({"table_name", "endpoint", "continuous_backups", "billing_mode",
+                           "read_capacity_units", "write_capacity_units"}),
 }
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -234,9 +236,22 @@ def _check_peer(url: str) -> str:
     return url
 
 
+def _check_storage_type(value: str) -> str:
+    if value == "firestore":
+        raise BadParameter("Firestore is not supported yet "
+                           "(use type dir, etcd, postgresql or dynamodb)")
+    return value
+
+
+def _check_endpoint(url: str) -> str:
+    """A DynamoDB-compatible server's URL (AWS itself needs none)."""
+    if not re.fullmatch(r"https?://[^/\s]+/?", url):
+        raise BadParameter(f"endpoint {url!r} must look like https://host:port")
+    return url
+
+
 class Storage(_Model):
-    type: Annotated[StorageType, _only(("dir", "sqlite", "etcd", "postgresql"),
-                                       "use type dir, etcd or postgresql")] = "dir"
+    type: Annotated[StorageType, AfterValidator(_checked(_check_storage_type))] = "dir"
     path: Path | None = None
     # etcd
     peers: list[Annotated[str, AfterValidator(_checked(_check_peer))]] = []
@@ -250,13 +265,20 @@ class Storage(_Model):
     etcd_max_client_msg_size_bytes: Annotated[int | None, Field(ge=1)] = None
     # postgresql
     conn_string: str | None = None
-    # AWS (DynamoDB, S3)
-    region: Annotated[str | None, _AWS] = None
-    table_name: Annotated[str | None, _AWS] = None
-    # GCP (Firestore, GCS)
+    # dynamodb; region is also the default region of s3:// and dynamodb:// audit URIs, so it
+    # goes with every type
+    region: str | None = None
+    table_name: str | None = None
+    endpoint: Annotated[str | None, AfterValidator(_checked(_check_endpoint))] = None
+    continuous_backups: Flag = False
+    billing_mode: Literal["pay_per_request", "provisioned"] = "pay_per_request"
+    read_capacity_units: Annotated[int, Field(ge=1)] = 10
+    write_capacity_units: Annotated[int, Field(ge=1)] = 10
+    # Firestore (not built)
     project_id: Annotated[str | None, _GCP] = None
     collection_name: Annotated[str | None, _GCP] = None
-    credentials_path: Annotated[Path | None, _GCP] = None
+    # the Google credentials of gs:// recordings (audit_sessions_uri), with every type
+    credentials_path: Path | None = None
     # audit log and session recordings, for every storage type; their schemes are checked
     # where they are opened (teleport.events.sinks), which refuses the ones not built yet
     audit_events_uri: StrList = []
@@ -278,6 +300,12 @@ class Storage(_Model):
                 raise _invalid("tls_cert_file and tls_key_file go together")
             if (self.username is None) != (self.password_file is None):
                 raise _invalid("username and password_file go together")
+        if self.type == "dynamodb":
+            if not (self.table_name or "").strip():
+                raise _invalid("type dynamodb needs table_name, e.g. teleport-state")
+            for name in ("read_capacity_units", "write_capacity_units"):
+                if name in self.model_fields_set and self.billing_mode != "provisioned":
+                    raise _invalid(f"{name} is a setting of billing_mode provisioned")
         if self.type == "postgresql" and not (self.conn_string or "").strip():
             raise _invalid("type postgresql needs conn_string, e.g. "
                            "postgresql://teleport@db.example.com:5432/teleport?sslmode=verify-full")

@@ -1,4 +1,5 @@
-"""Open the backend `teleport.storage` names: sqlite in the data dir, etcd or PostgreSQL.
+"""Open the backend `teleport.storage` names: sqlite in the data dir, etcd, PostgreSQL or
+DynamoDB.
 
 The drivers take plain settings (the backend layer does not know the config's models); this is
 where the config's keys become them, and where the files they name are read, so a missing one
@@ -68,5 +69,13 @@ async def _open(storage: Storage, data_dir: Path, clock: Clock) -> Backend:
         from teleport.backend.postgres import PostgresBackend
 
         return await PostgresBackend.open(storage.conn_string or "", clock)
+    if storage.type == "dynamodb":
+        from teleport.backend.dynamodb import DynamoBackend, DynamoSettings
+
+        return await DynamoBackend.open(DynamoSettings(
+            table_name=storage.table_name or "", region=storage.region,
+            endpoint=storage.endpoint, continuous_backups=storage.continuous_backups,
+            billing_mode=storage.billing_mode, read_capacity_units=storage.read_capacity_units,
+            write_capacity_units=storage.write_capacity_units), clock)
     path = Path(storage.path) if storage.path else data_dir / "backend"
     return await SqliteBackend.open(ensure_private_dir(path) / "sqlite.db", clock=clock)

@@ -22,9 +22,7 @@ UNSUPPORTED = [
     ("proxy_service:\n  kubernetes:\n    enabled: yes\n    listen_addr: 0.0.0.0:3026\n", 2,
      "proxy_service.kubernetes"),
     ("teleport:\n  cache:\n    type: sqlite\n", 3, "teleport.cache.type"),
-    ("teleport:\n  storage:\n    type: dynamodb\n", 3, "teleport.storage.type"),
     ("teleport:\n  storage:\n    type: firestore\n", 3, "teleport.storage.type"),
-    ("teleport:\n  storage:\n    region: us-east-1\n", 3, "teleport.storage.region"),
     ("teleport:\n  storage:\n    project_id: p\n", 3, "teleport.storage.project_id"),
 ]
 
@@ -43,6 +41,9 @@ def test_unsupported_key_is_refused_with_one_line(text: str, line: int, key: str
     "auth_service:\n  keep_alive_interval: 5m0s\n  keep_alive_count_max: 3\n",
     "auth_service:\n  authentication:\n    type: local\n    second_factor: 'off'\n",
     "teleport:\n  storage:\n    type: sqlite\n  cache:\n    type: in-memory\n",
+    # DynamoDB (issue 19); region goes with every type, as the audit URIs' default region
+    "teleport:\n  storage:\n    type: dynamodb\n    table_name: teleport\n",
+    "teleport:\n  storage:\n    region: us-east-1\n",
     "auth_service:\n  disconnect_expired_cert: yes\n  client_idle_timeout: 5m\n",
     "auth_service:\n  authentication:\n    type: github\n",
     "auth_service:\n  authentication:\n    type: oidc\n    connector_name: corp\n",

@@ -138,9 +138,9 @@ COMMAND = "ssh_service:\n  commands:\n  - name: up\n"
      "teleport.yaml:2: proxy_service.public_addr[1]: invalid port in address 'b.example.com:x'"),
     ("teleport:\n  diag_addr: 127.0.0.1\n",
      "teleport.yaml:2: teleport.diag_addr: address '127.0.0.1' needs a port"),
-    ("teleport:\n  storage:\n    type: dynamodb\n",
-     "teleport.yaml:3: teleport.storage.type: dynamodb is not supported yet "
-     "(use type dir, etcd or postgresql)"),
+    ("teleport:\n  storage:\n    type: firestore\n",
+     "teleport.yaml:3: teleport.storage.type: Firestore is not supported yet "
+     "(use type dir, etcd, postgresql or dynamodb)"),
     ("teleport:\n  nodename: a\n  nodename: b\n",
      "teleport.yaml:3: teleport.nodename: duplicate key"),
     ("auth_service:\n  tokens:\n  - 'nodes:secret'\n",

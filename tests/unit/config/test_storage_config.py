@@ -1,4 +1,5 @@
-"""`teleport.storage`: sqlite, etcd and PostgreSQL settings are checked at load, one line each."""
+"""`teleport.storage`: sqlite, etcd, PostgreSQL and DynamoDB settings are checked at load, one line
+each."""
 
 from __future__ import annotations
 
@@ -61,10 +62,41 @@ def test_postgresql_takes_a_conn_string() -> None:
      "peers is a setting of storage type etcd, not postgresql"),
     ("peers: [https://e:2379]\n", "peers is a setting of storage type etcd, not dir"),
     ("type: postgres\n", "teleport.storage.type"),
-    ("type: dynamodb\n", "dynamodb is not supported yet (use type dir, etcd or postgresql)"),
+    ("type: dynamodb\n", "teleport.storage: type dynamodb needs table_name"),
+    ("type: dynamodb\ntable_name: t\nread_capacity_units: 5\n",
+     "read_capacity_units is a setting of billing_mode provisioned"),
+    ("type: dynamodb\ntable_name: t\nbilling_mode: free\n", "teleport.storage.billing_mode"),
+    ("type: dynamodb\ntable_name: t\nbilling_mode: provisioned\nwrite_capacity_units: 0\n",
+     "teleport.storage.write_capacity_units"),
+    ("type: dynamodb\ntable_name: t\nendpoint: localhost:8000\n",
+     "endpoint 'localhost:8000' must look like https://host:port"),
+    ("table_name: t\n", "table_name is a setting of storage type dynamodb, not dir"),
+    ("type: postgresql\nconn_string: postgresql://x\ncontinuous_backups: yes\n",
+     "continuous_backups is a setting of storage type dynamodb, not postgresql"),
+    ("type: firestore\n", "teleport.storage.type: Firestore is not supported yet "
+     "(use type dir, etcd, postgresql or dynamodb)"),
+    ("type: dir\nproject_id: p\n", "Firestore storage is not supported yet"),
 ])
 def test_a_wrong_storage_setting_is_one_line_naming_it(text: str, expected: str) -> None:
     assert expected in error_of(text)
+
+
+def test_dynamodb_takes_the_manuals_keys() -> None:
+    config = parse_file_config(storage(
+        "type: dynamodb\nregion: eu-west-1\ntable_name: teleport-state\n"
+        "endpoint: http://127.0.0.1:8000\ncontinuous_backups: yes\nbilling_mode: provisioned\n"
+        "read_capacity_units: 20\nwrite_capacity_units: 5\n"), "t.yaml")
+    dynamo = config.teleport.storage
+    assert (dynamo.region, dynamo.table_name, dynamo.endpoint) == (
+        "eu-west-1", "teleport-state", "http://127.0.0.1:8000")
+    assert dynamo.continuous_backups and dynamo.billing_mode == "provisioned"
+    assert (dynamo.read_capacity_units, dynamo.write_capacity_units) == (20, 5)
+
+
+def test_region_goes_with_every_storage_type() -> None:
+    """The audit URIs (s3://, dynamodb://) take it as their default region."""
+    config = parse_file_config(storage("type: sqlite\nregion: us-west-2\n"), "t.yaml")
+    assert config.teleport.storage.region == "us-west-2"
 
 
 def test_loopback_etcd_may_be_plain_http() -> None:
@@ -84,3 +116,11 @@ async def test_a_missing_file_is_named_before_connecting(key: str, tmp_path: Pat
         + "".join(f"{k}: {v}\n" for k, v in files.items())), "t")
     with pytest.raises(BadParameter, match=f"^storage.{key}: cannot read {files[key]}"):
         await open_backend(config.teleport.storage, tmp_path, FakeClock())
+
+
+def test_credentials_path_goes_with_every_storage_type() -> None:
+    """gs:// recordings (audit_sessions_uri) read their Google credentials from it."""
+    config = parse_file_config(storage(
+        "type: etcd\npeers: [https://e:2379]\ncredentials_path: /var/lib/teleport/gcs.json\n"
+        "audit_sessions_uri: gs://bucket/records\n"), "t.yaml")
+    assert str(config.teleport.storage.credentials_path) == "/var/lib/teleport/gcs.json"
