@@ -25,7 +25,6 @@ from teleport.events import recording as rec
 from tests.cloud_servers import GcsEmulator, MotoServer, aws_env, gcs_env
 from tests.e2e.cluster import BIN, CLUSTER, Cluster
 from tests.e2e.ha import HA, Daemon, login, signup
-from tests.etcd_server import EtcdServer
 from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -121,15 +120,16 @@ ssh_service:
 
 @pytest.fixture
 def s3_dynamodb(tmp_path: Path) -> Iterator[Shared]:
-    """State on etcd, events in DynamoDB and a copy in files, recordings in S3."""
-    with (EtcdServer(tmp_path / "etcd") as etcd, MotoServer(tmp_path / "s3.log") as s3,
-          MotoServer(tmp_path / "dynamodb.log") as dynamodb):
+    """State and events in DynamoDB (two tables), a copy of the events in files, recordings
+    in S3 (another server, to be stopped alone)."""
+    with MotoServer(tmp_path / "s3.log") as s3, MotoServer(tmp_path / "dynamodb.log") as dynamodb:
         s3.make_bucket(BUCKET)
         storage = f"""\
   storage:
-    type: etcd
-    peers: ["{etcd.url}"]
-    prefix: /teleport/
+    type: dynamodb
+    region: us-east-1
+    table_name: teleport-state
+    endpoint: {dynamodb.url}
     audit_events_uri:
     - "dynamodb://teleport-events?endpoint={dynamodb.url}"
     - "file://{tmp_path}/events-copy"
