@@ -156,6 +156,12 @@ def _check(uri: str, region: str | None) -> None:
     elif scheme not in SCHEMES:
         raise BadParameter(f"audit_events_uri {uri!r}: unsupported scheme, use one of "
                            + ", ".join(f"{s}://" for s in SCHEMES))
+    parts = urlsplit(uri)
+    if scheme == "stdout" and (parts.netloc or parts.path or parts.query):
+        raise BadParameter(f"audit_events_uri {uri!r}: write it as stdout://")
+    if scheme == "file" and (parts.netloc or not parts.path.startswith("/") or parts.query):
+        raise BadParameter(f"audit_events_uri {uri!r}: a file:// URI needs an absolute path, "
+                           "e.g. file:///var/lib/teleport/audit/events")
 
 
 class _OpenedLater:
@@ -199,12 +205,7 @@ async def _open(uri: str, clock: Clock, region: str | None) -> Emitter:
 
         return await PostgresEvents.open(uri, clock=clock)
     if parts.scheme == "stdout":
-        if parts.netloc or parts.path or parts.query:
-            raise BadParameter(f"audit_events_uri {uri!r}: write it as stdout://")
         return StdoutSink()
-    if parts.netloc or not parts.path.startswith("/") or parts.query:
-        raise BadParameter(f"audit_events_uri {uri!r}: a file:// URI needs an absolute path, "
-                           "e.g. file:///var/lib/teleport/audit/events")
     try:
         return FileLog(Path(parts.path), clock)
     except OSError as err:

@@ -78,7 +78,9 @@ async def test_a_sink_that_is_down_catches_up_in_order_without_holding_events_up
     (["file:///ok", "s3://bucket/x"], "'s3://bucket/x': unsupported scheme, use one of file://"),
     (["file:///ok", "dynamodb://events?colour=red"], "dynamodb://events"),
     (["file://relative/path"], "needs an absolute path"),
+    (["file:///ok", "file://relative/path"], "'file://relative/path': a file:// URI needs"),
     (["stdout://somewhere"], "write it as stdout://"),
+    (["file:///ok", "stdout://somewhere"], "write it as stdout://"),
     (["stdout://", "file:///var/x"], "the first URI is the one searched"),
 ])
 async def test_bad_uris_are_one_line_errors_naming_the_uri(tmp_path: Path, uris: list[str],
