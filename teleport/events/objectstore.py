@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -30,6 +31,8 @@ from teleport.utils import aws
 #: Bytes per streamed read and per multipart part: S3's parts must be at least 5 MiB.
 READ_SIZE = 256 * 1024
 PART_SIZE = 8 * 1024 * 1024
+#: An unfinished multipart upload older than this belongs to a server that died mid-upload.
+ABANDONED_UPLOAD_AGE = timedelta(days=1)
 #: How long one call to a store may keep retrying before it reports the store unreachable.
 RETRY_SECONDS = 10.0
 _S3_OPTIONS = frozenset({"region", "endpoint", "path_style", "insecure", "disablesse",
@@ -109,6 +112,8 @@ class S3Store:
     def __init__(self, uri: str, bucket: str, prefix: str, options: dict[str, str],
                  region: str | None) -> None:
         self.uri = uri.split("?", 1)[0]
+        #: A multipart upload this old was left by a server that died (see ensure_bucket).
+        self.abandoned_after = ABANDONED_UPLOAD_AGE
         self.bucket = bucket
         self.prefix = prefix
         endpoint = options.get("endpoint") or None
@@ -134,12 +139,23 @@ class S3Store:
         return aws.errors(f"{self.uri}/{name}" if name else self.uri)
 
     def ensure_bucket(self) -> None:
+        """Check the bucket (made if missing), and abort the multipart uploads under our prefix
+        that a server killed mid-upload left behind (S3 keeps, and bills, their parts)."""
         try:
             with self._errors():
                 self.client.head_bucket(Bucket=self.bucket)
         except NotFound:
             with self._errors():
                 self.client.create_bucket(Bucket=self.bucket)
+        cutoff = datetime.now(timezone.utc) - self.abandoned_after
+        with self._errors():
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=_key(self.prefix, ""))
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Initiated"] <= cutoff:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
 
     def put_file(self, name: str, path: Path) -> None:
         from boto3.s3.transfer import TransferConfig

@@ -11,6 +11,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,27 @@ async def test_recordings_staged_before_a_restart_are_shipped_after_it(
     for sid in sids:
         assert await asyncio.to_thread(after.remote.exists, f"{sid}{rec.EVENTS_SUFFIX}")
         assert await _replay(after, sid) == _expected(tmp_path / "node", sid)
+
+
+async def test_s3_multipart_uploads_left_by_a_dead_server_are_aborted(
+        moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in aws_env().items():
+        monkeypatch.setenv(name, value)
+    s3 = moto.client("s3")
+    left = s3.create_multipart_upload(Bucket=BUCKET, Key="dead/x.chunks.gz")["UploadId"]
+    other = s3.create_multipart_upload(Bucket=BUCKET, Key="elsewhere/y")["UploadId"]
+    store = open_object_store(f"s3://{BUCKET}/dead?endpoint={moto.url}", region="us-east-1")
+    # moto says every upload began in 2010: an age longer than that stands for "too young"
+    # (it may be another server's, still uploading).
+    store.abandoned_after = timedelta(days=365 * 50)  # type: ignore[attr-defined]
+    store.ensure_bucket()
+    assert left in _uploads(s3)
+    store.abandoned_after = timedelta(0)  # type: ignore[attr-defined]
+    store.ensure_bucket()
+    assert left not in _uploads(s3) and other in _uploads(s3)  # only under our prefix
+    s3.abort_multipart_upload(Bucket=BUCKET, Key="elsewhere/y", UploadId=other)
+
+
+def _uploads(s3: object) -> list[str]:
+    found = s3.list_multipart_uploads(Bucket=BUCKET)  # type: ignore[attr-defined]
+    return [u["UploadId"] for u in found.get("Uploads", [])]
