@@ -119,7 +119,7 @@ class DynamoEvents:
 
     async def emit(self, event: Mapping[str, Any]) -> None:
         """Write one event; it is stored when this returns."""
-        item = self._item(event)
+        item = self.item(event)
         await asyncio.to_thread(self._put, item)
 
     async def search(self, query: EventQuery) -> EventPage:
@@ -139,7 +139,8 @@ class DynamoEvents:
 
     # Writing.
 
-    def _item(self, event: Mapping[str, Any]) -> dict[str, Any]:
+    def item(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the table item of an event as emit() writes it (also for bulk loads)."""
         fields = dict(event)
         when = (event_time(fields) or self.clock.now()).astimezone(timezone.utc)
         # Taken here, on the event loop, so the stamps follow the order emit() was called in.
