@@ -106,14 +106,14 @@ def test_events_go_to_every_sink_and_the_first_is_searched(two_sinks: Cluster) -
 def test_unknown_sink_scheme_is_a_one_line_error(tmp_path: Path) -> None:
     config = tmp_path / "teleport.yaml"
     config.write_text(f"teleport:\n  data_dir: {tmp_path / 'data'}\n  storage:\n"
-                      "    audit_events_uri: ['file:///tmp/ok', 'dynamodb://events']\n"
+                      "    audit_events_uri: ['file:///tmp/ok', 'kafka://events']\n"
                       "auth_service:\n  listen_addr: 127.0.0.1:0\n"
                       "ssh_service:\n  enabled: no\nproxy_service:\n  enabled: no\n")
     out = subprocess.run([str(BIN / "teleport"), "start", "-c", str(config)], capture_output=True,
                          text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert out.returncode == 2, out
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "'dynamodb://events': unsupported scheme" in lines[0], out.stderr
+    assert len(lines) == 1 and "'kafka://events': unsupported scheme" in lines[0], out.stderr
 
 
 def test_scp_transfers_are_audited_with_path_length_and_action(
