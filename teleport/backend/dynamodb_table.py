@@ -297,20 +297,5 @@ class Table:
             delay = min(delay * 2, 5.0)
 
     async def _ensure_ttl(self) -> None:
-        """Turn on TTL on EXPIRES unless it is on (or being turned on) already."""
-        for attempt in range(2):
-            answer = await self.acall("describe_time_to_live", TableName=self.name)
-            ttl = answer.get("TimeToLiveDescription", {})
-            if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
-                if ttl.get("AttributeName") != EXPIRES:
-                    log.warning("%s expires rows by %r, not %r: expired items and old changes "
-                                "stay until deleted", self.what, ttl.get("AttributeName"), EXPIRES)
-                return
-            try:
-                await self.acall("update_time_to_live", TableName=self.name,
-                                 TimeToLiveSpecification={"Enabled": True,
-                                                          "AttributeName": EXPIRES})
-                return
-            except BadParameter:
-                if attempt:  # not another server's update racing ours: a real refusal
-                    raise
+        await aws.ensure_ttl(self.acall, self.name, EXPIRES, self.what,
+                             "expired items and old changes stay until deleted")

@@ -277,28 +277,8 @@ class DynamoEvents:
             delay = min(delay * 2, 5.0)
 
     async def _ensure_ttl(self) -> None:
-        """Turn on TTL on EXPIRES unless it is on (or being turned on) already."""
-        for attempt in range(2):
-            answer = await self._call("describe_time_to_live", TableName=self.table)
-            ttl = answer.get("TimeToLiveDescription", {})
-            status, attribute = ttl.get("TimeToLiveStatus"), ttl.get("AttributeName")
-            if status in ("ENABLED", "ENABLING"):
-                if attribute != EXPIRES:
-                    log.warning("%s expires items by %r, not %r: audit events are not deleted "
-                                "after %d days", self._what, attribute, EXPIRES, RETENTION.days)
-                return
-            if status == "DISABLING":
-                log.warning("%s: TTL is being turned off; audit events are not deleted after "
-                            "%d days", self._what, RETENTION.days)
-                return
-            try:
-                await self._call("update_time_to_live", TableName=self.table,
-                                 TimeToLiveSpecification={"Enabled": True,
-                                                          "AttributeName": EXPIRES})
-                return
-            except BadParameter:
-                if attempt:  # not another server's update racing ours: a real refusal
-                    raise
+        await aws.ensure_ttl(self._call, self.table, EXPIRES, self._what,
+                             f"audit events are not deleted after {RETENTION.days} days")
 
     async def _call(self, operation: str, **params: Any) -> Any:
         """Run one client call in a thread, raising our error kinds."""

@@ -9,7 +9,8 @@ so the CLIs that never touch AWS do not pay for importing it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ from teleport.errors import (
     NotFound,
     TeleportError,
 )
+
+log = logging.getLogger("teleport.aws")
 
 CONNECT_TIMEOUT = 2.0
 #: Per socket read: long enough for S3 to finish a large multipart upload, short for a dead peer.
@@ -147,3 +150,29 @@ def error_code(err: BaseException) -> str:
 def _one_line(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 3] + "..."
+
+
+async def ensure_ttl(call: Callable[..., Awaitable[Any]], table: str, attribute: str,
+                     what: str, unless: str) -> None:
+    """Turn on DynamoDB's TTL on attribute unless it is on (or being turned on) already.
+
+    call runs one client call (`await call("describe_time_to_live", TableName=...)`); a TTL on
+    another attribute, or being turned off, is logged with unless (what then stays) and left
+    alone: it is the table owner's choice. Two servers turning it on at once both succeed.
+    """
+    for attempt in range(2):
+        answer = await call("describe_time_to_live", TableName=table)
+        ttl = answer.get("TimeToLiveDescription", {})
+        status, name = ttl.get("TimeToLiveStatus"), ttl.get("AttributeName")
+        if status in ("ENABLED", "ENABLING", "DISABLING"):
+            if status == "DISABLING" or name != attribute:
+                log.warning("%s: TTL is %s on %r, not on %r: %s", what, status.lower(), name,
+                            attribute, unless)
+            return
+        try:
+            await call("update_time_to_live", TableName=table,
+                       TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute})
+            return
+        except BadParameter:
+            if attempt:  # not another server's update racing ours: a real refusal
+                raise
