@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.cluster import BIN, Cluster, pin_ports, stop_process, wait_started
+from tests.e2e.cluster import BIN, CLUSTER, Cluster, pin_ports, stop_process, wait_started
 
 PASSWORD = "correct horse battery"
 
@@ -125,3 +125,77 @@ def signup(tools: Cluster, name: str, logins: str, roles: str) -> None:
 def login(tools: Cluster, user: str) -> subprocess.CompletedProcess[str]:
     return tools.tsh("login", f"--proxy={tools.web_addr}", f"--user={user}", "--insecure",
                      input=f"{PASSWORD}\n", check=False)
+
+
+_PROXY = """\
+auth_service:
+  enabled: no
+ssh_service:
+  enabled: no
+proxy_service:
+  listen_addr: 127.0.0.1:0
+  web_listen_addr: 127.0.0.1:0
+  tunnel_listen_addr: 127.0.0.1:0
+  public_addr: 127.0.0.1:0
+"""
+_NODE = """\
+auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  listen_addr: 127.0.0.1:0
+"""
+
+
+def make_ha(root: Path, storage: str, token: str, joins: dict[str, list[str]],
+            env: dict[str, str] | None = None) -> HA:
+    """Two auth servers `auth-a` and `auth-b` on the store `storage` (the `storage:` lines of
+    the teleport section), identical but for their names and data dirs, and the proxies and
+    nodes of joins (a name starting with `proxy` is a proxy), each configured with the auth
+    servers listed for it. env goes to the auth servers and the tools (a store's credentials);
+    tctl runs on either auth host (`tools`), tsh through the proxy."""
+    daemons: dict[str, Daemon] = {}
+
+    def auth(name: str) -> str:
+        return f"""\
+teleport:
+  nodename: {name}
+  data_dir: {root / name}
+  log:
+    severity: INFO
+{storage}auth_service:
+  cluster_name: {CLUSTER}
+  listen_addr: 127.0.0.1:0
+  tokens:
+  - "proxy,node:{token}"
+  authentication:
+    type: local
+    second_factor: "off"
+proxy_service:
+  enabled: no
+ssh_service:
+  enabled: no
+"""
+
+    def joining(name: str, auth_names: list[str]) -> Callable[[], str]:
+        def render() -> str:
+            addrs = ", ".join(f'"127.0.0.1:{daemons[a].ports["auth"]}"' for a in auth_names)
+            services = _PROXY if name.startswith("proxy") else _NODE
+            return (f"teleport:\n  nodename: {name}\n  data_dir: {root / name}\n"
+                    f"  log:\n    severity: INFO\n  auth_token: {token}\n"
+                    f"  auth_servers: [{addrs}]\n{services}")
+        return render
+
+    for name in ("auth-a", "auth-b"):
+        daemons[name] = Daemon(name, root, lambda name=name: auth(name), env=dict(env or {}))
+    for name, auth_names in joins.items():
+        daemons[name] = Daemon(name, root, joining(name, auth_names))
+    (root / "home").mkdir()
+    tools_env = {"TELEPORT_HOME": str(root / "tsh-home"), "HOME": str(root / "home"),
+                 **(env or {})}
+    tools = {name: Cluster(root / f"tools-{name}", env=tools_env)
+             for name in ("auth-a", "auth-b")}
+    for cluster in tools.values():
+        cluster.root.mkdir()
+    return HA(daemons, tools)

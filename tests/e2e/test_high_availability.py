@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.cluster import CLUSTER, Cluster
-from tests.e2e.ha import HA, Daemon, login, signup
+from tests.e2e.cluster import Cluster
+from tests.e2e.ha import HA, login, make_ha, signup
 from tests.etcd_server import EtcdServer
 from tests.postgres_server import PostgresServer
 
@@ -63,71 +63,12 @@ def _storage(kind: str, root: Path) -> Iterator[str]:
 def ha(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HA]:
     storage_lines = _storage(request.param, tmp_path)
     storage = next(storage_lines)
-    daemons: dict[str, Daemon] = {}
-
-    def auth(name: str) -> str:  # identical but for the name and the data dir
-        return f"""\
-teleport:
-  nodename: {name}
-  data_dir: {tmp_path / name}
-  log:
-    severity: INFO
-{storage}auth_service:
-  cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:0
-  tokens:
-  - "proxy,node:{TOKEN}"
-  authentication:
-    type: local
-    second_factor: "off"
-proxy_service:
-  enabled: no
-ssh_service:
-  enabled: no
-"""
-
-    def joining(name: str, auth_names: list[str], services: str) -> Callable[[], str]:
-        def render() -> str:
-            addrs = ", ".join(f'"127.0.0.1:{daemons[a].ports["auth"]}"' for a in auth_names)
-            return (f"teleport:\n  nodename: {name}\n  data_dir: {tmp_path / name}\n"
-                    f"  log:\n    severity: INFO\n  auth_token: {TOKEN}\n"
-                    f"  auth_servers: [{addrs}]\n{services}")
-        return render
-
-    proxy = """\
-auth_service:
-  enabled: no
-ssh_service:
-  enabled: no
-proxy_service:
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: 127.0.0.1:0
-"""
-    node = """\
-auth_service:
-  enabled: no
-proxy_service:
-  enabled: no
-ssh_service:
-  listen_addr: 127.0.0.1:0
-"""
-    for name in ("auth-a", "auth-b"):
-        daemons[name] = Daemon(name, tmp_path, lambda name=name: auth(name))
-    daemons["proxy"] = Daemon("proxy", tmp_path, joining("proxy", ["auth-a"], proxy))
-    daemons["node-1"] = Daemon("node-1", tmp_path, joining("node-1", ["auth-a", "auth-b"], node))
-    daemons["node-2"] = Daemon("node-2", tmp_path, joining("node-2", ["auth-a"], node))
-    (tmp_path / "home").mkdir()
-    env = {"TELEPORT_HOME": str(tmp_path / "tsh-home"), "HOME": str(tmp_path / "home")}
-    tools = {name: Cluster(tmp_path / f"tools-{name}", env=env) for name in ("auth-a", "auth-b")}
-    for cluster in tools.values():
-        cluster.root.mkdir()
+    ha = make_ha(tmp_path, storage, TOKEN, {"proxy": ["auth-a"], "node-1": ["auth-a", "auth-b"],
+                                            "node-2": ["auth-a"]})
     try:
-        yield HA(daemons, tools)
+        yield ha
     finally:
-        for daemon in daemons.values():
-            daemon.stop()
+        ha.stop_all()
         storage_lines.close()
 
 

@@ -23,8 +23,8 @@ import pytest
 
 from teleport.events import recording as rec
 from tests.cloud_servers import GcsEmulator, MotoServer, aws_env, gcs_env
-from tests.e2e.cluster import BIN, CLUSTER, Cluster
-from tests.e2e.ha import HA, Daemon, login, signup
+from tests.e2e.cluster import BIN, Cluster
+from tests.e2e.ha import HA, login, make_ha, signup
 from tests.postgres_server import PostgresServer
 
 pytestmark = pytest.mark.slow
@@ -53,69 +53,8 @@ class Shared:
 
 
 def _cluster(tmp_path: Path, storage: str, env: dict[str, str]) -> HA:
-    daemons: dict[str, Daemon] = {}
-
-    def auth(name: str) -> str:
-        return f"""\
-teleport:
-  nodename: {name}
-  data_dir: {tmp_path / name}
-  log:
-    severity: INFO
-{storage}auth_service:
-  cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:0
-  tokens:
-  - "proxy,node:{TOKEN}"
-  authentication:
-    type: local
-    second_factor: "off"
-proxy_service:
-  enabled: no
-ssh_service:
-  enabled: no
-"""
-
-    def joining(name: str, services: str) -> Callable[[], str]:
-        def render() -> str:
-            addrs = ", ".join(f'"127.0.0.1:{daemons[a].ports["auth"]}"'
-                              for a in ("auth-a", "auth-b"))
-            return (f"teleport:\n  nodename: {name}\n  data_dir: {tmp_path / name}\n"
-                    f"  log:\n    severity: INFO\n  auth_token: {TOKEN}\n"
-                    f"  auth_servers: [{addrs}]\n{services}")
-        return render
-
-    proxy = """\
-auth_service:
-  enabled: no
-ssh_service:
-  enabled: no
-proxy_service:
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: 127.0.0.1:0
-"""
-    node = """\
-auth_service:
-  enabled: no
-proxy_service:
-  enabled: no
-ssh_service:
-  listen_addr: 127.0.0.1:0
-"""
-    for name in ("auth-a", "auth-b"):
-        daemons[name] = Daemon(name, tmp_path, lambda name=name: auth(name), env=env)
-    daemons["proxy"] = Daemon("proxy", tmp_path, joining("proxy", proxy))
-    daemons["node-1"] = Daemon("node-1", tmp_path, joining("node-1", node))
-    (tmp_path / "home").mkdir()
-    tools_env = {"TELEPORT_HOME": str(tmp_path / "tsh-home"), "HOME": str(tmp_path / "home"),
-                 **env}
-    tools = {name: Cluster(tmp_path / f"tools-{name}", env=tools_env)
-             for name in ("auth-a", "auth-b")}
-    for cluster in tools.values():
-        cluster.root.mkdir()
-    return HA(daemons, tools)
+    return make_ha(tmp_path, storage, TOKEN, {"proxy": ["auth-a", "auth-b"],
+                                              "node-1": ["auth-a", "auth-b"]}, env)
 
 
 @pytest.fixture
