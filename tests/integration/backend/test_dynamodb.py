@@ -10,7 +10,7 @@ import itertools
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from teleport.config import parse_file_config
 from teleport.errors import BadParameter, ConnectionProblem, LimitExceeded
 from teleport.service.storage import open_backend
 from teleport.utils.clock import FakeClock
-from tests.cloud_servers import MotoServer, aws_env
+from tests.cloud_servers import MotoServer
 from tests.ports import refused_port
 
 BIN = Path(sys.executable).parent
@@ -32,17 +32,12 @@ BIN = Path(sys.executable).parent
 _names = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    with MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as moto:
-        yield moto
+pytestmark = pytest.mark.usefixtures("aws_credentials")
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Credentials and region from the standard chain, as in production; no metadata lookups."""
-    for name, value in aws_env().items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture
+def server(moto_server: MotoServer) -> MotoServer:
+    return moto_server
 
 
 @pytest.fixture

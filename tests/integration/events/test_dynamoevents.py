@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,22 +19,17 @@ from teleport.events import emitter as ev
 from teleport.events.dynamoevents import EXPIRES, INDEX, RETENTION, DynamoEvents, parse_uri
 from teleport.utils.clock import FakeClock
 from tests.audit_conformance import START, AuditLogConformance, OpenLog, q
-from tests.cloud_servers import MotoServer, aws_env
+from tests.cloud_servers import MotoServer
 
 _names = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    with MotoServer(tmp_path_factory.mktemp("moto") / "moto.log") as moto:
-        yield moto
+pytestmark = pytest.mark.usefixtures("aws_credentials")
 
 
-@pytest.fixture(autouse=True)
-def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Credentials and region from the standard chain, as in production; no metadata lookups."""
-    for name, value in aws_env().items():
-        monkeypatch.setenv(name, value)
+@pytest.fixture
+def server(moto_server: MotoServer) -> MotoServer:
+    return moto_server
 
 
 @pytest.fixture
