@@ -24,6 +24,9 @@ BACKEND_LATENCY = Histogram("teleport_backend_operation_seconds", "Backend opera
                             ["operation"], registry=REGISTRY,
                             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                      0.25, 0.5, 1.0, 2.5))
+BACKEND_COMMITS = Counter("teleport_backend_commits_total",
+                          "Backend transactions committed; with group commit one holds many"
+                          " writes", ["backend"], registry=REGISTRY)
 AUDIT_FAILURES = Counter("teleport_audit_write_failures_total",
                          "Audit events that could not be written", registry=REGISTRY)
 AUDIT_PENDING = Gauge("teleport_audit_events_pending",

@@ -23,11 +23,15 @@ HOME_ENV = "TELEPORT_HOME"
 DEBUG_ENV = "TELEPORT_DEBUG"
 #: Listening sockets a restarted process inherits: `auth=3,node=4`.
 INHERITED_LISTENERS_ENV = "TELEPORT_INHERITED_LISTENERS"
+#: Listen queue of every listening socket; whoever serves a socket must pass it again, as
+#: listen() on a listening socket resets the queue (aiohttp's default would make it 128).
+LISTEN_BACKLOG = 1024
 #: What a node tells the commands of a session about it (as Teleport sets them).
 SSH_USER_ENV = "SSH_TELEPORT_USER"
 SSH_HOST_UUID_ENV = "SSH_TELEPORT_HOST_UUID"
 SSH_CLUSTER_NAME_ENV = "SSH_TELEPORT_CLUSTER_NAME"
 
-__all__ = ["AUTH_PORT", "DEBUG_ENV", "HOME_ENV", "INHERITED_LISTENERS_ENV", "NODE_SSH_PORT",
+__all__ = ["AUTH_PORT", "DEBUG_ENV", "HOME_ENV", "INHERITED_LISTENERS_ENV", "LISTEN_BACKLOG",
+           "NODE_SSH_PORT",
            "PROXY_SSH_PORT", "PROXY_TUNNEL_PORT", "PROXY_WEB_PORT", "SESSION_ENV",
            "SSH_CLUSTER_NAME_ENV", "SSH_HOST_UUID_ENV", "SSH_USER_ENV"]

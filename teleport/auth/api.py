@@ -35,11 +35,12 @@ from teleport.api.auth_models import (
     TokenList,
     TokenRequest,
 )
-from teleport.api.ratelimit import RateLimiter
+from teleport.api.constants import LISTEN_BACKLOG
+from teleport.api.ratelimit import DEFAULT_JOIN_LIMITS, JoinLimiter, JoinLimits
 from teleport.auth import access
 from teleport.auth.authority import CA_TYPES
 from teleport.auth.server import AuthServer
-from teleport.errors import AccessDenied, BadParameter, TeleportError, to_wire
+from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError, to_wire
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
 from teleport.keys.pin import ca_pin
@@ -53,9 +54,9 @@ from teleport.utils.duration import parse_duration
 
 ADMIN, PROXY, NODE, USER, ANONYMOUS = (Caller.ADMIN, Caller.PROXY, Caller.NODE, Caller.USER,
                                        Caller.ANONYMOUS)  # for short route declarations
-# Joining is the one unauthenticated call; a brute-forcer gets a handful of guesses a minute.
-JOIN_RATE_PER_MINUTE = 30
-JOIN_BURST = 10
+# Joining is the one unauthenticated call: a guesser gets a handful of failures a minute per
+# address, a fleet behind one address joins at full speed (`teleport.api.ratelimit`).
+JOIN_BURST = DEFAULT_JOIN_LIMITS.failed_per_source.burst  # failures before an address waits
 #: Bodies are JSON requests of a few fields, or one piece of a recording upload.
 MAX_BODY = 4 * 1024 * 1024
 
@@ -359,11 +360,28 @@ def peer_identity(request: web.Request) -> Identity:
 
 
 def make_app(auth: AuthServer,
-             deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES) -> web.Application:
+             deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES,
+             join_limits: JoinLimits = DEFAULT_JOIN_LIMITS) -> web.Application:
     """Build the aiohttp application serving every registered route."""
     app = httpserver.make_app(component="auth server", max_body=MAX_BODY, deadlines=deadlines)
 
-    limiter = RateLimiter(JOIN_RATE_PER_MINUTE, JOIN_BURST, auth.clock)
+    limiter = JoinLimiter(join_limits, auth.clock)
+
+    def limited(serve: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """Admit an anonymous request past the join limits; charge its address if refused."""
+        async def serve_anonymous(request: web.Request) -> web.StreamResponse:
+            attempt = limiter.admit(request.remote or "")
+            try:
+                return await serve(request)
+            except Exception as err:
+                if _is_failed_attempt(err):
+                    attempt.failed()
+                raise
+            finally:
+                attempt.close()
+
+        return serve_anonymous
 
     def wrap(method: str, path: str, allow: frozenset[Caller], rule: rules.RouteRule | None,
              handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -394,12 +412,11 @@ def make_app(auth: AuthServer,
             # Answers are models of teleport.api.auth_models (or lists of them, or resources).
             return web.json_response(to_jsonable_python(result))
 
-        return serve
+        return limited(serve) if ANONYMOUS in allow else serve
 
     async def authorize(request: web.Request, allow: frozenset[Caller],
                         rule: rules.RouteRule | None) -> tuple[Identity, Subject]:
-        if ANONYMOUS in allow:
-            limiter.check(request.remote or "")
+        if ANONYMOUS in allow:  # limited by `limited`
             return Identity(username=""), Subject(ANONYMOUS)
         identity, issued_at, der = _peer_cert(request)
         # Which CA issued it decides, never what it claims: a trusted root's CA makes only that
@@ -432,6 +449,13 @@ def make_app(auth: AuthServer,
     return app
 
 
+def _is_failed_attempt(err: Exception) -> bool:
+    """Whether a refused anonymous call counts against its address: a wrong, expired or
+    misused token (AccessDenied) or a malformed request. A name conflict (AlreadyExists) or a
+    too-new version (NotSupported) is refused only after the token was accepted: no guess."""
+    return isinstance(err, (AccessDenied, BadParameter, NotFound, web.HTTPClientError))
+
+
 def _who(request: web.Request) -> str:
     try:
         return peer_identity(request).username
@@ -442,21 +466,22 @@ def _who(request: web.Request) -> str:
 async def serve(auth: AuthServer, ssl_context: ssl.SSLContext, host: str, port: int,
                 sock: socket.socket | None = None,
                 deadlines: httpserver.Deadlines = httpserver.DEFAULT_DEADLINES, *,
-                bind: bool = True) -> web.AppRunner:
+                bind: bool = True, join_limits: JoinLimits = DEFAULT_JOIN_LIMITS) -> web.AppRunner:
     """Start the API on host:port or sock; the caller owns the returned runner and cleans it up.
 
     With bind=False nothing listens: connections come from the port's multiplexer, which paces
     them per source, through `serve_socket` (the process serves 3025 so).
     """
-    runner = httpserver.make_runner(make_app(auth, deadlines))
+    runner = httpserver.make_runner(make_app(auth, deadlines, join_limits))
     await runner.setup()
     if not bind:
         return runner
     site: web.BaseSite
     if sock is not None:
-        site = web.SockSite(runner, sock, ssl_context=ssl_context)
+        # SockSite listens again: without the backlog the socket's queue would drop to 128.
+        site = web.SockSite(runner, sock, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
     else:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=1024)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
     await site.start()
     return runner
 

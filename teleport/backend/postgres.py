@@ -25,6 +25,7 @@ import asyncpg
 
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher, revision_number
 from teleport.backend.fanout import EventFanout, check_item, show_key
+from teleport.backend.groupcommit import GroupCommitter
 from teleport.backend.postgres_conn import (
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -53,7 +54,7 @@ from teleport.errors import (
     NotFound,
     TeleportError,
 )
-from teleport.metrics import BACKEND_LATENCY
+from teleport.metrics import BACKEND_COMMITS, BACKEND_LATENCY
 from teleport.utils.clock import Clock, RealClock
 
 T = TypeVar("T")
@@ -134,9 +135,9 @@ class PostgresBackend(Backend):
         self._fanout = EventFanout()
         self._closed = False
         self._feed: _Feed | None = None
-        # Writes waiting for the next group commit, and the task committing them (see _write).
-        self._queue: list[tuple[tuple[Any, ...], asyncio.Future[int]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._committer: GroupCommitter[tuple[Any, ...], int] = GroupCommitter(
+            self._commit_group, name=f"postgres writer {target.address}", max_group=MAX_GROUP,
+            closed=lambda: ConnectionProblem(f"postgres backend at {target.address} is closed"))
         self._sweeper = asyncio.get_running_loop().create_task(
             self._sweep_forever(), name=f"postgres sweep {target.address}")
 
@@ -218,42 +219,23 @@ class PostgresBackend(Backend):
                 want_revision = int(expected.revision) if expected.revision.isdigit() else -1
         args = (op, self._now(), key, end, value, None if expires is None else _to_us(expires),
                 want_value, want_revision)
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(
-                self._write_queued(), name=f"postgres writer {self.target.address}")
-        revision = await asyncio.shield(done)  # a cancelled caller cannot undo a commit
+        revision = await self._committer.submit(args)
         if revision < 0:
             kind, what = _REFUSED[revision]
             raise kind(f"key {show_key(key)} {what}")
         return revision
 
-    async def _write_queued(self) -> None:
-        """Commit queued writes a group at a time until none is left; settle each one."""
-        while self._queue:
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-            try:
-                revisions = await self._run("write", functools.partial(self._commit, group=group))
-            except BaseException as err:
-                failed = err if isinstance(err, Exception) else ConnectionProblem(
-                    f"postgres backend at {self.target.address} is closed")
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(failed)
-                if not isinstance(err, Exception):
-                    raise
-                continue
-            for (_, done), revision in zip(group, revisions, strict=True):
-                if not done.done():
-                    done.set_result(revision)
+    async def _commit_group(self, group: list[tuple[Any, ...]]) -> list[int]:
+        revisions = await self._run("write", functools.partial(self._commit, group=group))
+        BACKEND_COMMITS.labels("postgres").inc()
+        return revisions
 
-    async def _commit(self, conn: asyncpg.Connection, *,
-                      group: list[tuple[tuple[Any, ...], asyncio.Future[int]]]) -> list[int]:
+    async def _commit(self, conn: asyncpg.Connection, *, group: list[tuple[Any, ...]]
+                      ) -> list[int]:
         tx = conn.transaction()
         await tx.start()
         try:
-            revisions: list[int] = [await conn.fetchval(_WRITE, *args) for args, _ in group]
+            revisions: list[int] = [await conn.fetchval(_WRITE, *args) for args in group]
         except BaseException:
             if not conn.is_closed():
                 await tx.rollback()
@@ -394,8 +376,7 @@ class PostgresBackend(Backend):
         for task in tasks:
             task.cancel()
         await asyncio.wait(tasks)
-        if self._writer is not None:  # the group in flight finishes; queued ones are refused
-            await asyncio.wait([self._writer])
+        await self._committer.wait()  # the group in flight finishes; queued ones are refused
         self._fanout.close()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):

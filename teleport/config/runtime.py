@@ -27,6 +27,7 @@ from teleport.config.schema import (
     CommandLabel,
     ConnectionLimits,
     FileConfig,
+    JoinLimits,
     Kubernetes,
     Log,
     ProxyService,
@@ -98,6 +99,8 @@ class AuthConfig(_Frozen):
     disconnect_expired_cert: bool
     keep_alive_interval: timedelta
     keep_alive_count_max: int
+    #: `join_limits`: failed joins per source address, all joins together.
+    join_limits: JoinLimits = JoinLimits()
 
 
 class SSHConfig(_Frozen):
@@ -337,6 +340,7 @@ def _auth(section: AuthService, enabled: bool, data_dir: Path) -> AuthConfig:
         disconnect_expired_cert=section.disconnect_expired_cert,
         keep_alive_interval=section.keep_alive_interval,
         keep_alive_count_max=section.keep_alive_count_max,
+        join_limits=section.join_limits,
     )
 
 

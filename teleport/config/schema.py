@@ -345,6 +345,17 @@ class ConnectionLimits(_Model):
     max_unauthenticated_per_source: int | None = Field(default=None, ge=1)
 
 
+class JoinLimits(_Model):
+    """Ours (Teleport's joins share `connection_limits.rates`): `failed_per_source` limits the
+    failed join attempts (wrong or expired token, malformed request) of one address, so a
+    guesser waits while a fleet behind one NAT address is not held back; `total` bounds all
+    join requests of every address together (each host makes two: the CA, then the join)."""
+
+    failed_per_source: ConnectionRate = ConnectionRate(
+        period=timedelta(minutes=1), average=10, burst=10)
+    total: ConnectionRate = ConnectionRate(period=timedelta(seconds=1), average=200, burst=1000)
+
+
 def _ssh_algorithms(kind: sshalgos.Kind) -> AfterValidator:
     """Check a teleport.yaml list of SSH algorithms with `sshalgos.check`."""
     return AfterValidator(_checked(lambda names: sshalgos.check(kind, names)))
@@ -432,6 +443,7 @@ class AuthService(_Model):
         timedelta(minutes=5), "a keep-alive interval other than 5m0s")] = timedelta(minutes=5)
     keep_alive_count_max: Annotated[int, Field(ge=1), _default_only(
         3, "a keep-alive count other than 3")] = 3
+    join_limits: JoinLimits = JoinLimits()
 
 
 class CommandLabel(_Model):

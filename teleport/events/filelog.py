@@ -2,8 +2,8 @@
 returns.
 
 Emits that arrive while a write is in flight are written together by the next one, with one
-fsync per file (group commit): the promise is the same (an acknowledged event is on disk), and a
-busy auth server pays one disk flush per batch instead of one per event.
+fsync per file (group commit, backend.groupcommit): the promise is the same (an acknowledged
+event is on disk), and a busy auth server pays one disk flush per batch instead of one per event.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from teleport.backend.groupcommit import GroupCommitter
 from teleport.errors import ConnectionProblem
 from teleport.events.search import DAY_FILE_SUFFIX, EventPage, EventQuery, event_time, search_folder
 from teleport.utils.clock import Clock, RealClock
@@ -40,52 +41,32 @@ class FileLog:
     def __init__(self, folder: Path, clock: Clock | None = None) -> None:
         self.folder = ensure_private_dir(folder)
         self.clock = clock or RealClock()
-        self._pending: list[tuple[Path, bytes, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._committer: GroupCommitter[tuple[Path, bytes], None] = GroupCommitter(
+            _write_batch, name="audit log writer",
+            closed=lambda: ConnectionProblem("the audit log was closed"))
 
     async def emit(self, event: Mapping[str, Any]) -> None:
         line = encode_line(event)
         # The day the event happened, which search looks in: a host's spooled event arrives late.
         path = self.folder / day_file_name(event_time(dict(event)) or self.clock.now())
-        written = asyncio.get_running_loop().create_future()
-        self._pending.append((path, line.encode(), written))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_pending(), name="audit log writer")
-        await asyncio.shield(written)  # a cancelled emitter does not take the batch down
-
-    async def _write_pending(self) -> None:
-        """Write what is pending, one batch at a time in arrival order, until nothing is."""
-        while self._pending:
-            batch, self._pending = self._pending, []
-            files: dict[Path, list[bytes]] = {}
-            for path, data, _ in batch:
-                files.setdefault(path, []).append(data)
-            error: BaseException | None = None
-            try:
-                for path, lines in files.items():
-                    try:
-                        await asyncio.to_thread(_append, path, b"".join(lines))
-                    except OSError as err:
-                        raise ConnectionProblem(
-                            f"cannot write audit log {path}: {err.strerror}") from None
-            except BaseException as err:  # cancelled too: no emitter is left waiting
-                error = err
-            if error is not None and not isinstance(error, Exception):
-                batch, self._pending = batch + self._pending, []
-            for _, _, written in batch:
-                if written.done():
-                    continue
-                if error is None:
-                    written.set_result(None)
-                else:
-                    written.set_exception(error if isinstance(error, Exception)
-                                          else ConnectionProblem("the audit log was closed"))
-            if error is not None and not isinstance(error, Exception):
-                raise error
+        await self._committer.submit((path, line.encode()))
 
     async def search(self, query: EventQuery) -> EventPage:
         """Return one page of matching events, reading the day files off the event loop."""
         return await asyncio.to_thread(search_folder, self.folder, query)
+
+
+async def _write_batch(batch: list[tuple[Path, bytes]]) -> list[None]:
+    """Append a batch in arrival order, one write and fsync per day file, off the event loop."""
+    files: dict[Path, list[bytes]] = {}
+    for path, data in batch:
+        files.setdefault(path, []).append(data)
+    for path, lines in files.items():
+        try:
+            await asyncio.to_thread(_append, path, b"".join(lines))
+        except OSError as err:
+            raise ConnectionProblem(f"cannot write audit log {path}: {err.strerror}") from None
+    return [None] * len(batch)
 
 
 def _append(path: Path, data: bytes) -> None:

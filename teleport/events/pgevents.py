@@ -33,6 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from teleport.backend.groupcommit import GroupCommitter
 from teleport.backend.postgres_conn import (
     CONNECT_TIMEOUT,
     RETRYABLE,
@@ -183,8 +184,10 @@ class PostgresEvents:
         self.clock = clock or RealClock()
         self._pool = pool
         self._closed = False
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._committer: GroupCommitter[tuple[Any, ...], None] = GroupCommitter(
+            self._insert_group, name=f"postgres audit writer {target.address}",
+            max_group=MAX_GROUP,
+            closed=lambda: ConnectionProblem(f"{_WHAT} at {target.address} is closed"))
         self._cleaner: asyncio.Task[None] | None = None
         if options.cleanup:
             self._cleaner = asyncio.get_running_loop().create_task(
@@ -258,32 +261,11 @@ class PostgresEvents:
             raise BadParameter(f"audit event cannot be written as JSON: {err}") from None
         row = (event_time(data) or self.clock.now(), _column(data.get("event")),
                _column(data.get("user")), text)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((row, done))
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(
-                self._write_pending(), name=f"postgres audit writer {self.target.address}")
-        await asyncio.shield(done)  # a cancelled emitter cannot undo a commit
+        await self._committer.submit(row)
 
-    async def _write_pending(self) -> None:
-        """Commit pending events a group at a time, in arrival order, until none is left."""
-        while self._pending:
-            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            try:
-                await self._run(functools.partial(_insert, rows=[row for row, _ in group]))
-            except BaseException as err:
-                failed = err if isinstance(err, Exception) else ConnectionProblem(
-                    f"{_WHAT} at {self.target.address} is closed")
-                for _, done in group:
-                    if not done.done():
-                        done.set_exception(failed)
-                if not isinstance(err, Exception):
-                    raise
-                continue
-            for _, done in group:
-                if not done.done():
-                    done.set_result(None)
+    async def _insert_group(self, rows: list[tuple[Any, ...]]) -> list[None]:
+        await self._run(functools.partial(_insert, rows=rows))
+        return [None] * len(rows)
 
     # --- search ---------------------------------------------------------------------------------
 
@@ -355,8 +337,7 @@ class PostgresEvents:
         if self._cleaner is not None:
             self._cleaner.cancel()
             await asyncio.wait([self._cleaner])
-        if self._writer is not None:
-            await asyncio.wait([self._writer])
+        await self._committer.wait()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await self._pool.close()

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from teleport import __version__
 from teleport.api import httpserver
+from teleport.api.constants import LISTEN_BACKLOG
 from teleport.api.mfa_models import MFASignupComplete
 from teleport.api.ratelimit import RateLimiter
 from teleport.api.web_models import (
@@ -200,9 +201,12 @@ class WebProxy:
         try:
             site: web.BaseSite
             if sock is not None:
-                site = web.SockSite(runner, sock, ssl_context=self.ssl_context())
+                # SockSite listens again: without the backlog the queue would drop to 128.
+                site = web.SockSite(runner, sock, ssl_context=self.ssl_context(),
+                                    backlog=LISTEN_BACKLOG)
             else:
-                site = web.TCPSite(runner, host, port, ssl_context=self.ssl_context(), backlog=1024)
+                site = web.TCPSite(runner, host, port, ssl_context=self.ssl_context(),
+                                   backlog=LISTEN_BACKLOG)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -7,6 +7,7 @@ import socket
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from teleport.api.constants import LISTEN_BACKLOG
 from teleport.metrics import REGISTRY
 from teleport.service.health import Health
 
@@ -39,6 +40,7 @@ async def serve(health: Health, host: str, port: int,
     """Start the endpoints; the caller owns the runner. Returns it and the bound port."""
     runner = web.AppRunner(make_app(health), access_log=None)
     await runner.setup()
-    site: web.BaseSite = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+    site: web.BaseSite = (web.SockSite(runner, sock, backlog=LISTEN_BACKLOG) if sock is not None
+                          else web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG))
     await site.start()
     return runner, int(runner.addresses[0][1])

@@ -12,11 +12,11 @@ import socket
 import subprocess
 import sys
 
-from teleport.api.constants import INHERITED_LISTENERS_ENV
+from teleport.api.constants import INHERITED_LISTENERS_ENV, LISTEN_BACKLOG
 from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort
 
-BACKLOG = 1024
+BACKLOG = LISTEN_BACKLOG  # servers of these sockets pass it again when they listen
 
 
 class Listeners:

@@ -18,6 +18,7 @@ from typing import Any
 
 from teleport import __version__
 from teleport.api import throttle as handshake_throttle
+from teleport.api.ratelimit import JoinLimits
 from teleport.auth import api as auth_api
 from teleport.auth.client import AuthClient
 from teleport.auth.identity_file import IdentityFile
@@ -354,7 +355,10 @@ class TeleportProcess:
                                         require_client_cert=False)
         # Served through a TLS-only multiplexer, so each source's new connections are paced
         # before their handshake; a verified client certificate gives its token back.
-        runner = await auth_api.serve(auth, tls.context, listen.host, listen.port, bind=False)
+        rates = [handshake_throttle.Rate(r.period.total_seconds(), r.average, r.burst)
+                 for r in (cfg.auth.join_limits.failed_per_source, cfg.auth.join_limits.total)]
+        runner = await auth_api.serve(auth, tls.context, listen.host, listen.port, bind=False,
+                                      join_limits=JoinLimits(*rates))
         self.stack.push_async_callback(runner.cleanup)
         self.auth_mux = mux = Multiplexer(
             {Protocol.TLS: lambda sock: auth_api.serve_socket(runner, tls.context, sock)},

@@ -1,0 +1,117 @@
+"""Group commit in the sqlite backend: one transaction for writes that arrive together, with
+each one's own outcome, commit-order events, and nothing acknowledged that is not on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from teleport.backend.base import Event, EventType, Item
+from teleport.backend.conformance import next_event
+from teleport.backend.sqlite import SqliteBackend
+from teleport.errors import AlreadyExists, CompareFailed, NotFound
+from teleport.metrics import REGISTRY
+
+WRITERS = 200
+
+
+def commits() -> float:
+    return REGISTRY.get_sample_value("teleport_backend_commits_total", {"backend": "sqlite"}) or 0.0
+
+
+async def test_concurrent_puts_share_a_few_transactions(tmp_path: Path) -> None:
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        before = commits()
+        stored = await asyncio.gather(*(backend.put(Item(f"/n/{i}".encode(), b"up"))
+                                        for i in range(WRITERS)))
+        used = commits() - before
+        # Without grouping each put is its own transaction (and fsync): WRITERS of them.
+        assert 1 <= used <= WRITERS // 20, used
+        # Revisions follow arrival order: the queue is committed in order.
+        revisions = [int(item.revision) for item in stored]
+        assert revisions == sorted(revisions) and len(set(revisions)) == WRITERS
+
+
+async def test_a_refused_write_fails_alone_in_its_group(tmp_path: Path) -> None:
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        await backend.put(Item(b"/taken", b"old"))
+        async with await backend.watch([b"/"]) as watcher:
+            events = aiter(watcher)
+            await next_event(events)
+            before = commits()
+            outcomes = await asyncio.gather(
+                backend.put(Item(b"/a", b"1")),
+                backend.create(Item(b"/taken", b"new")),
+                backend.compare_and_swap(Item(b"/taken", b"wrong"), Item(b"/taken", b"new")),
+                backend.update(Item(b"/missing", b"x")),
+                backend.delete(b"/missing"),
+                backend.put(Item(b"/b", b"2")),
+                return_exceptions=True)
+            assert commits() - before == 1  # all six were in the same transaction
+            kinds = [type(o) for o in outcomes]
+            assert kinds == [Item, AlreadyExists, CompareFailed, NotFound, NotFound, Item]
+            got = [await next_event(events) for _ in range(2)]
+        assert [(e.type, e.item.key) for e in got] == [(EventType.PUT, b"/a"),
+                                                      (EventType.PUT, b"/b")]
+        assert (await backend.get(b"/taken")).value == b"old"
+        assert [i.key for i in await backend.get_range(b"/", b"0")] == [b"/a", b"/b", b"/taken"]
+
+
+async def test_watchers_see_every_group_in_commit_order(tmp_path: Path) -> None:
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        async with await backend.watch([b"/k"]) as watcher:
+            events = aiter(watcher)
+            await next_event(events)
+
+            async def writer(n: int) -> list[Item]:
+                return [await backend.put(Item(b"/k", f"{n}.{i}".encode())) for i in range(20)]
+
+            stored = sum(await asyncio.gather(*(writer(n) for n in range(10))), [])
+            seen: list[Event] = [await next_event(events) for _ in stored]
+        # One event per write, none lost or repeated, in revision (commit) order.
+        assert [int(e.item.revision) for e in seen] == sorted({int(i.revision) for i in stored})
+        assert seen[-1].item.value == (await backend.get(b"/k")).value
+
+
+async def test_writes_queued_before_close_are_committed(tmp_path: Path) -> None:
+    path = tmp_path / "sqlite.db"
+    backend = await SqliteBackend.open(path)
+    puts = [asyncio.create_task(backend.put(Item(b"/q/first", b"v")))]
+    for _ in range(3):
+        await asyncio.sleep(0)  # its group is on its way to disk
+    puts += [asyncio.create_task(backend.put(Item(f"/q/{i}".encode(), b"v"))) for i in range(50)]
+    await asyncio.sleep(0)  # these wait for the next group
+    await backend.close()
+    assert all(isinstance(p.result(), Item) for p in puts)
+    async with await SqliteBackend.open(path) as backend:
+        assert len(await backend.get_range(b"/q/", b"/q0")) == 51
+
+
+async def test_a_cancelled_writer_does_not_undo_its_write(tmp_path: Path) -> None:
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        put = asyncio.create_task(backend.put(Item(b"/c", b"kept")))
+        await asyncio.sleep(0)
+        put.cancel()
+        await backend.put(Item(b"/after", b"x"))  # committed after the cancelled one's group
+        assert (await backend.get(b"/c")).value == b"kept"
+
+
+async def test_an_acknowledged_group_survives_a_killed_process(tmp_path: Path) -> None:
+    path = tmp_path / "sqlite.db"
+    script = (
+        "import asyncio, os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from teleport.backend.base import Item\n"
+        "from teleport.backend.sqlite import SqliteBackend\n"
+        "async def main():\n"
+        "    backend = await SqliteBackend.open(Path(sys.argv[1]))\n"
+        f"    await asyncio.gather(*(backend.put(Item(b'/acked/%d' % i, b'yes'))"
+        f" for i in range({WRITERS})))\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, str(path))
+    assert await proc.wait() == -9
+    async with await SqliteBackend.open(path) as backend:
+        assert len(await backend.get_range(b"/acked/", b"/acked0")) == WRITERS
