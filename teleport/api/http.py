@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
-import aiohttp
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from teleport.api import proxydial, proxyenv
+from teleport.api import h1, proxydial, proxyenv
 from teleport.api.auth_models import AuditEvent, ResourceJSON
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.utils.addr import HostPort, parse_addr
@@ -32,9 +31,9 @@ T = TypeVar("T")
 
 #: A request body: a model, or a resource or audit event in its JSON form.
 Body = BaseModel | ResourceJSON | AuditEvent | None
-#: What aiohttp, ssl and the OS raise when a peer cannot be reached, hangs up or is too slow.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError,
-                                                    ssl.SSLError, OSError)
+#: What the transport (`h1`), ssl and the OS raise when a peer cannot be reached, hangs up or
+#: is too slow (`ssl.SSLError` and h1's errors are `OSError`s).
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError)
 #: How much of an answer that is not ours is quoted in the error.
 _QUOTE = 160
 
@@ -67,14 +66,15 @@ class HTTPClient:
         self.peer = peer
         self.server_hostname = server_hostname
         self._ssl = ssl_context
-        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=connect_timeout)
+        self._timeout = h1.Timeouts(total=timeout, connect=connect_timeout, read=None)
         # Replays can be long: only connecting and each read are bounded.
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout,
-                                                     sock_read=timeout)
+        self._stream_timeout = h1.Timeouts(total=None, connect=connect_timeout, read=timeout)
         self._describe = describe or _describe
         #: Put before the problems of all addresses when none answered ("": the problems alone).
         self._unreachable = f"cannot reach the {peer}: " if unreachable is None else unreachable
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: h1.Pool | None = None
+        #: Where each address leads with the current TLS context (pooled connections by it).
+        self._dests: dict[str, h1.Destination] = {}
         #: The address that answered last: tried first, so after a failover every call does
         #: not wait on the dead server first (a connect timeout, for a host that is gone).
         self.preferred: str | None = None
@@ -95,16 +95,19 @@ class HTTPClient:
         """Make new connections with another context (another certificate or trusted CAs, as
         a CA rotation needs); requests under way, watch streams too, finish on theirs.
 
-        Each request names the context, and aiohttp pools connections by it, so no pooled
-        connection of the old context is used again; idle ones close on their keep-alive.
+        Connections are pooled by context, so no pooled connection of the old context is
+        used again; idle ones are closed now.
         """
         self._ssl = ssl_context
+        self._dests.clear()
+        if self._pool is not None:
+            self._pool.drop_idle()
 
     async def close(self) -> None:
         """Close pooled connections."""
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close()
 
     @overload
     async def call(self, method: str, path: str, body: Body = None,
@@ -118,7 +121,8 @@ class HTTPClient:
                    *, answer: type[T] | None = None) -> Any:
         """Send a JSON request; return the JSON answer, validated as `answer` when given."""
         payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
-        addr, resp = await self._open(method, path, json_body=payload)
+        addr, resp = await self._open(
+            method, path, json_body=None if payload is None else json.dumps(payload).encode())
         async with resp:
             raw = await self._read(addr, method, path, resp)
         data = self._decode(addr, method, path, resp, raw)
@@ -150,7 +154,7 @@ class HTTPClient:
                 raw = await self._read(addr, method, path, resp)
                 raise self._refusal(addr, method, path, resp, raw)
             try:
-                async for piece in resp.content.iter_any():
+                async for piece in resp.iter_any():
                     yield piece
             except TRANSPORT_ERRORS as exc:
                 raise ConnectionProblem(
@@ -159,44 +163,52 @@ class HTTPClient:
 
     # --- one request, one answer ------------------------------------------------------------
 
-    async def _open(self, method: str, path: str, *, json_body: Any = None,
+    async def _open(self, method: str, path: str, *, json_body: bytes | None = None,
                     data: BodyFactory | None = None, streamed: bool = False,
-                    idle: float | None = None) -> tuple[str, aiohttp.ClientResponse]:
+                    idle: float | None = None) -> tuple[str, h1.Response]:
         """Return the first answer's head; only a failure before it tries the next address."""
         timeout = self._stream_timeout if streamed else self._timeout
         if idle is not None:
-            timeout = aiohttp.ClientTimeout(total=None, connect=timeout.connect, sock_read=idle)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl))
+            timeout = h1.Timeouts(total=None, connect=timeout.connect, read=idle)
+        if self._pool is None:
+            self._pool = h1.Pool()
+        headers = [("Content-Type", "application/json")] if json_body is not None else []
         problems: list[str] = []
         for addr in self._order():
-            if addr not in self._proxies:
-                self._proxies[addr] = _proxy_for(addr, self._proxy_env)
-            proxy = self._proxies[addr]
             try:
-                resp = await self._session.request(
-                    method, f"https://{addr}{path}", json=json_body,
-                    data=data() if data is not None else None,
-                    timeout=timeout, ssl=self._ssl,
-                    server_hostname=self.server_hostname,
-                    proxy=proxy.url if proxy else None, proxy_auth=_basic_auth(proxy))
+                resp = await self._pool.request(
+                    self._destination(addr), method, path, headers=headers,
+                    body=json_body if data is None else data(), timeouts=timeout)
+            except ConnectionProblem as err:  # the HTTP proxy's refusal, named by proxydial
+                problems.append(str(err))
+                continue
             except TRANSPORT_ERRORS as exc:
-                problems.append(_describe_proxy(addr, proxy, exc) or self._describe(addr, exc))
+                problems.append(self._describe(addr, exc))
                 continue
             self.preferred = addr
             return addr, resp
         raise ConnectionProblem(self._unreachable + "; ".join(problems))
 
+    def _destination(self, addr: str) -> h1.Destination:
+        dest = self._dests.get(addr)
+        if dest is None:
+            host, port = parse_addr(addr, 443)
+            if addr not in self._proxies:
+                self._proxies[addr] = proxyenv.proxy_for(host, port, self._proxy_env)
+            dest = self._dests[addr] = h1.Destination(
+                host, port, self._ssl, self.server_hostname,
+                _tunnel(self._proxies[addr], host, port))
+        return dest
+
     async def _read(self, addr: str, method: str, path: str,
-                    resp: aiohttp.ClientResponse) -> bytes:
+                    resp: h1.Response) -> bytes:
         try:
             return await resp.read()
         except TRANSPORT_ERRORS as exc:
             raise ConnectionProblem(f"{self.peer} {addr} broke off its answer to {method} "
                                     f"{_path(path)}: {one_line(exc)}") from None
 
-    def _decode(self, addr: str, method: str, path: str, resp: aiohttp.ClientResponse,
+    def _decode(self, addr: str, method: str, path: str, resp: h1.Response,
                 raw: bytes) -> Any:
         if resp.status >= 400:
             raise self._refusal(addr, method, path, resp, raw)
@@ -207,7 +219,7 @@ class HTTPClient:
                 f"HTTP {resp.status} from {addr}: the answer to {method} {_path(path)} is not "
                 f"JSON ({_quote(raw)}): is it a Teleport {self.peer}?") from None
 
-    def _refusal(self, addr: str, method: str, path: str, resp: aiohttp.ClientResponse,
+    def _refusal(self, addr: str, method: str, path: str, resp: h1.Response,
                  raw: bytes) -> TeleportError:
         """Rebuild a Teleport error answer; anything else names the status and the server."""
         try:
@@ -241,28 +253,12 @@ def _adapter(model: type[T]) -> TypeAdapter[T]:
     return adapter
 
 
-def _proxy_for(addr: str, env: Mapping[str, str] | None) -> proxyenv.ProxyURL | None:
-    host, port = parse_addr(addr, 443)
-    return proxyenv.proxy_for(host, port, env)
-
-
-def _basic_auth(proxy: proxyenv.ProxyURL | None) -> aiohttp.BasicAuth | None:
-    if proxy is None or proxy.username is None:
-        return None
-    return aiohttp.BasicAuth(proxy.username, proxy.password or "")
-
-
-def _describe_proxy(addr: str, proxy: proxyenv.ProxyURL | None,
-                    exc: BaseException) -> str | None:
-    """Name the HTTP proxy when it, not the server behind it, failed."""
+def _tunnel(proxy: proxyenv.ProxyURL | None, host: str,
+            port: int) -> Callable[[], Awaitable[object]] | None:
+    """Open the TCP connection through the HTTP proxy (CONNECT), when there is one."""
     if proxy is None:
         return None
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        return (f"HTTP proxy {proxy} refused CONNECT {addr}: "
-                f"'{exc.status} {one_line(exc.message)}'{proxydial.auth_hint(proxy, exc.status)}")
-    if isinstance(exc, aiohttp.ClientProxyConnectionError):
-        return f"cannot reach HTTP proxy {proxy} ({proxy.source}): {one_line(exc.os_error)}"
-    return None
+    return lambda: proxydial.open_tunnel(proxy, host, port)
 
 
 def _describe(addr: str, exc: BaseException) -> str:

@@ -15,8 +15,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
+from teleport.api import h1
 from teleport.api import mfa_models as mfa
 from teleport.api import web_models as w
 from teleport.api.http import HTTPClient, one_line
@@ -80,20 +79,20 @@ class WebClient:
 
     def _describe(self, addr: str, exc: BaseException) -> str:
         """Say what went wrong reaching the proxy, and what to try next."""
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        if isinstance(exc, ssl.SSLCertVerificationError):
             if self.pinned:
                 return (f"proxy {addr} presented an HTTPS certificate other than the one "
                         "accepted at 'tsh login --insecure': it has changed, or someone is in the "
                         "middle; if you expect the change, run 'tsh login --insecure' again")
             return (f"cannot verify the HTTPS certificate of proxy {addr} "
-                    f"({_verify_reason(exc.certificate_error)}); if the proxy uses a self-signed "
+                    f"({_verify_reason(exc)}); if the proxy uses a self-signed "
                     "certificate, pass --insecure")
-        if isinstance(exc, aiohttp.ClientSSLError):
+        if isinstance(exc, ssl.SSLError):
             return (f"TLS handshake with proxy {addr} failed ({one_line(exc)}); "
                     "if the proxy uses a self-signed certificate, pass --insecure")
-        if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc, h1.ConnectFailed):
             return f"cannot connect to proxy {addr}: {_os_reason(exc.os_error)}"
-        if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        if isinstance(exc, h1.ServerDisconnected):
             if self._presents_cert:
                 # TLS 1.3 refuses a client certificate after the handshake, with no error
                 # surfacing here, so name the likely cause.

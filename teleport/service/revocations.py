@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from pydantic import BaseModel, ConfigDict, Field
 
 from teleport.auth.access import (
@@ -50,7 +49,7 @@ COALESCE = 0.2
 WATCH_RETRY_MIN = 0.5
 WATCH_RETRY_MAX = 10.0
 # A server dying mid-answer shows up as a payload or JSON error, not only as one of ours.
-_FAILED = (TeleportError, aiohttp.ClientError, ValueError)
+_FAILED = (TeleportError, OSError, ValueError)
 
 
 class KeptAccess(BaseModel):
