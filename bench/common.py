@@ -13,6 +13,10 @@ and on exit kills the process group of everything it started and removes the dir
   openssh        ssh -J root@localhost:P -p P root@127.0.0.1      (stock sshd -> stock sshd)
   tsh            tsh ssh root@<node>                              (Teleport proxy -> node)
   ssh-teleport   ssh -J <user>@<proxy> root@<node>.<cluster>      (stock ssh, tsh cert)
+
+`SplitCluster` runs auth, proxy (and a node) as separate processes, so each one's CPU and
+memory can be measured; `join_host` joins simulated hosts for real from their own loopback
+source addresses (`source_address`), as tunnels.py and scale.py need.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -337,28 +342,14 @@ proxy_service:
 
     def _run(self, argv: list[str], input: str | None = None, check: bool = True,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(argv, input=input, capture_output=True, text=True,
-                                timeout=timeout, env=self.env,
-                                stdin=None if input is not None else subprocess.DEVNULL)
-        if check and result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise BenchError(f"`{_argv_str([Path(argv[0]).name, *argv[1:3]])} ...` exited "
-                             f"{result.returncode}: {last}")
-        return result
+        return run_checked(argv, env=self.env, input=input, check=check, timeout=timeout)
 
     def _tctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self._run([str(BIN / "tctl"), "-c", str(self.root / "teleport.yaml"), *args],
                          check=check, timeout=30)
 
     def _web(self, method: str, path: str, body: Any = None) -> Any:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(f"https://{self.web_addr}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-            return json.loads(resp.read())
+        return web_json(self.web_addr, method, path, body)
 
     def _web_up(self) -> bool:
         try:
@@ -368,25 +359,10 @@ proxy_service:
             return False
 
     def _signup_and_login(self) -> None:
-        import pyotp
-
-        out = self._tctl("users", "add", USER, f"{USER},root").stdout
-        url = next((w for w in out.split() if "/web/newuser/" in w), None)
-        if url is None:
-            raise BenchError("`tctl users add` printed no signup link")
-        token = url.rsplit("/", 1)[1]
-        info = self._web("GET", f"/webapi/users/password/token/{token}")
-        totp = pyotp.TOTP(info["otp_secret"])
-        self._web("PUT", "/webapi/users/password/token",
-                  {"token": token, "password": PASSWORD, "second_factor_token": totp.now()})
-        # The signup code cannot be replayed: log in with the next window's code.
-        code = totp.at(time.time() + 30)
-        self._run([str(BIN / "tsh"), "login", f"--proxy={self.web_addr}", f"--user={USER}",
-                   "--insecure"], input=f"{PASSWORD}\n{code}\n")
+        key = signup_and_login(self.web_addr,
+                               [str(BIN / "tctl"), "-c", str(self.root / "teleport.yaml")],
+                               self.env)
         home = Path(self.env["TELEPORT_HOME"])
-        key = home / "keys" / "127.0.0.1" / USER
-        if not key.exists():
-            raise BenchError(f"tsh login left no key at {key}")
         (self.root / "ssh_config.teleport").write_text(f"""\
 Host *
     BatchMode yes
@@ -517,3 +493,264 @@ Host *
             raise BenchError(f"{path.name}: `{' '.join(remote)}` exited {result.returncode}: "
                              f"{last}")
         return result.stdout
+
+
+# --- shared by every cluster: running the CLIs, signing a user up -------------------------------
+
+def run_checked(argv: list[str], *, env: dict[str, str] | None = None, input: str | None = None,
+                check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a CLI to completion; unless it exits 0 (and check), raise its last stderr line."""
+    result = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
+                            env=env, stdin=None if input is not None else subprocess.DEVNULL)
+    if check and result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BenchError(f"`{_argv_str([Path(argv[0]).name, *argv[1:3]])} ...` exited "
+                         f"{result.returncode}: {last}")
+    return result
+
+
+def web_json(web_addr: str, method: str, path: str, body: Any = None) -> Any:
+    """Call the proxy's web API as the browser does (the proxy's certificate is self-signed)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"https://{web_addr}{path}", data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def signup_and_login(web_addr: str, tctl: list[str], env: dict[str, str]) -> Path:
+    """Add USER (logins USER and root) with `tctl`, complete its signup with an OTP through the
+    web API and `tsh login` into env's TELEPORT_HOME; return the key path tsh left."""
+    import pyotp
+
+    out = run_checked([*tctl, "users", "add", USER, f"{USER},root"], env=env, timeout=30).stdout
+    url = next((w for w in out.split() if "/web/newuser/" in w), None)
+    if url is None:
+        raise BenchError("`tctl users add` printed no signup link")
+    token = url.rsplit("/", 1)[1]
+    info = web_json(web_addr, "GET", f"/webapi/users/password/token/{token}")
+    totp = pyotp.TOTP(info["otp_secret"])
+    web_json(web_addr, "PUT", "/webapi/users/password/token",
+             {"token": token, "password": PASSWORD, "second_factor_token": totp.now()})
+    # The signup code cannot be replayed: log in with the next window's code.
+    code = totp.at(time.time() + 30)
+    run_checked([str(BIN / "tsh"), "login", f"--proxy={web_addr}", f"--user={USER}",
+                 "--insecure"], env=env, input=f"{PASSWORD}\n{code}\n")
+    key = Path(env["TELEPORT_HOME"]) / "keys" / web_addr.rsplit(":", 1)[0] / USER
+    if not key.exists():
+        raise BenchError(f"tsh login left no key at {key}")
+    return key
+
+
+def raise_fd_limit(want: int) -> None:
+    """Raise this process's soft limit of open files to `want` (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want > hard != resource.RLIM_INFINITY:
+        raise BenchError(f"this needs about {want} open files; the hard limit is {hard} "
+                         "(raise it, e.g. `ulimit -Hn`, or use fewer --nodes)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+
+
+def sigterm_as_interrupt() -> None:
+    """Turn SIGTERM into Ctrl-C, so the same clean-up runs (`finally` blocks kill children)."""
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+
+
+# --- a split cluster: auth, proxy (and a node) in their own processes (tunnels.py, scale.py) ----
+
+class SplitCluster:
+    """`teleport start` as an auth-only process, then a proxy-only one (and, with `node`, an
+    SSH-only node named NODENAME) joining it with a static token: each process's CPU and
+    memory are its own.
+
+    `profile` ("auth" or "proxy") runs that process under cProfile (`<name>.prof` on exit).
+    """
+
+    def __init__(self, root: Path, cluster: str, token: str, *, tunnel_on_web: bool = False,
+                 node: bool = False, profile: str = "") -> None:
+        self.root = root
+        self.cluster = cluster
+        self.token = token
+        self.tunnel_on_web = tunnel_on_web
+        self.with_node = node
+        self.profile = profile
+        auth, ssh, web, tunnel, node_port = free_ports(5)
+        self.ports = {"auth": auth, "proxy_ssh": ssh, "web": web, "node": node_port,
+                      "tunnel": web if tunnel_on_web else tunnel}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        (root / "home").mkdir(exist_ok=True)
+        #: For tsh: its profile lives in the directory, not in the caller's home.
+        self.env = {**os.environ, "TELEPORT_HOME": str(root / "tsh-home"),
+                    "HOME": str(root / "home")}
+
+    @property
+    def web_addr(self) -> str:
+        return f"127.0.0.1:{self.ports['web']}"
+
+    def start(self) -> None:
+        p = self.ports
+        self._start("auth", f"""\
+auth_service:
+  enabled: yes
+  cluster_name: {self.cluster}
+  listen_addr: 127.0.0.1:{p['auth']}
+  tokens:
+  - "node,proxy:{self.token}"
+ssh_service:
+  enabled: no
+proxy_service:
+  enabled: no
+""")
+        self._wait("auth", lambda: self.tctl("status", check=False).returncode == 0)
+        join = (f"  auth_token: {self.token}\n  ca_pin: {self._ca_pin()}\n"
+                f"  auth_servers: [\"127.0.0.1:{p['auth']}\"]\n")
+        self._start("proxy", f"""\
+auth_service:
+  enabled: no
+ssh_service:
+  enabled: no
+proxy_service:
+  enabled: yes
+  listen_addr: 127.0.0.1:{p['proxy_ssh']}
+  web_listen_addr: 127.0.0.1:{p['web']}
+  tunnel_listen_addr: 127.0.0.1:{p['tunnel']}
+  public_addr: 127.0.0.1:{p['web']}
+""", extra=join)
+        if self.with_node:
+            self._start("node", f"""\
+auth_service:
+  enabled: no
+proxy_service:
+  enabled: no
+ssh_service:
+  enabled: yes
+  listen_addr: 127.0.0.1:{p['node']}
+""", extra=join, nodename=NODENAME)
+        self._wait("proxy", lambda: listening(p["tunnel"]) and listening(p["web"]))
+        if self.with_node:
+            self._wait("node", lambda: listening(p["node"]))
+
+    def login(self) -> Path:
+        """Sign USER up and `tsh login` through the proxy; return the key path."""
+        return signup_and_login(self.web_addr, self.tctl_argv(), self.env)
+
+    def _ca_pin(self) -> str:
+        found = re.search(r"sha256:[0-9a-f]{64}", self.tctl("status").stdout)
+        if found is None:
+            raise BenchError("`tctl status` shows no CA pin")
+        return found.group(0)
+
+    def _start(self, name: str, services: str, extra: str = "", nodename: str = "") -> None:
+        config = self.root / f"{name}.yaml"
+        config.write_text(f"teleport:\n  nodename: {nodename or 'bench-' + name}\n"
+                          f"  data_dir: {self.root / name}\n"
+                          f"  log:\n    output: stderr\n    severity: WARN\n{extra}{services}")
+        argv = [str(BIN / "teleport"), "start", "-c", str(config)]
+        if name == self.profile:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(self.root / f"{name}.prof"), *argv]
+        with open(self.root / f"{name}.log", "wb") as log:
+            self.procs[name] = subprocess.Popen(
+                argv, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _wait(self, name: str, ready: Callable[[], bool], limit: float = 60) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if ready():
+                return
+            time.sleep(0.3)
+        raise BenchError(f"the {name} process was not ready within {limit:.0f}s; see {name}.log")
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise BenchError(f"the {name} process exited with status {proc.returncode}: "
+                                 f"{_last_line(self.root / f'{name}.log')}")
+
+    def pid(self, name: str) -> int:
+        return self.procs[name].pid
+
+    def tctl_argv(self, *args: str) -> list[str]:
+        return [str(BIN / "tctl"), "-c", str(self.root / "auth.yaml"), *args]
+
+    def tctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_checked(self.tctl_argv(*args), check=check)
+
+    def stop(self) -> None:
+        for name in ("node", "proxy", "auth"):
+            kill_group(self.procs.get(name), grace=15)
+
+
+def listening(port: int) -> bool:
+    """True if something accepts connections on 127.0.0.1:port."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+# --- simulated hosts: real joins from their own loopback addresses ------------------------------
+
+def source_address(index: int, per_address: int) -> str:
+    """127.0.x.y for host `index`, `per_address` hosts to an address (never 127.0.0.1): the
+    join limiter and the handshake throttle count per source address, as for separate hosts."""
+    n = index // per_address
+    return f"127.0.{1 + n // 250}.{2 + n % 250}"
+
+
+async def fetch_join_ca(auth: str) -> list[bytes]:
+    """The cluster's TLS CA certificates, as a joining host fetches them (we started the
+    cluster: no pin to check)."""
+    import aiohttp
+
+    from teleport.api.auth_models import JoinCA
+    from teleport.keys import tls as tlskeys
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    async with aiohttp.ClientSession() as http, http.get(
+            f"https://{auth}/v1/join/ca", ssl=ctx,
+            server_hostname=tlskeys.RESERVED_DOMAIN) as resp:
+        resp.raise_for_status()
+        ca = JoinCA.model_validate(await resp.json())
+    return [c.encode() for c in ca.tls_ca_certs]
+
+
+async def join_host(auth: str, ca_certs: list[bytes], *, token: str, cluster: str,
+                    nodename: str, source: str, addresses: list[str]) -> Any:
+    """Join as a node through `POST /v1/join` from `source`; return its `IdentityFile`.
+
+    The keys are made here and only their public halves are sent, as a real node does.
+    """
+    import uuid
+
+    import aiohttp
+
+    from teleport.api.auth_models import JoinAnswer, JoinRequest
+    from teleport.auth.identity_file import IdentityFile
+    from teleport.keys import ssh as sshkeys
+    from teleport.keys import tls as tlskeys
+
+    host_uuid = str(uuid.uuid4())
+    ssh_key = sshkeys.generate_private_key("ed25519")
+    tls_key = tlskeys.generate_tls_key()
+    body = JoinRequest(token=token, role="Node", host_uuid=host_uuid, nodename=nodename,
+                       ssh_public_key=sshkeys.public_key_of(ssh_key),
+                       tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(),
+                       addresses=addresses)
+    ctx = tlskeys.ssl_client_context(None, None, ca_certs)
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), ssl=ctx)
+    async with aiohttp.ClientSession(connector=connector) as http, http.post(
+            f"https://{auth}/v1/join", json=body.model_dump(mode="json"),
+            server_hostname=tlskeys.auth_server_name(cluster)) as resp:
+        if resp.status != 200:
+            raise BenchError(f"join of {nodename} from {source} refused ({resp.status}): "
+                             f"{(await resp.text())[:200]}")
+        answer = JoinAnswer.model_validate(await resp.json())
+    return IdentityFile.from_issued("Node", host_uuid, ssh_key, tls_key, answer)

@@ -27,42 +27,38 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import resource
 import shutil
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import aiohttp  # noqa: E402
 from common import (  # noqa: E402
     BIN,
     BenchError,
-    free_ports,
-    kill_group,
+    SplitCluster,
+    fetch_join_ca,
+    join_host,
     positive_int,
     proc_cpu_seconds,
     proc_status_kb,
+    raise_fd_limit,
     run_main,
 )
+from common import source_address as common_source_address  # noqa: E402
 
 from teleport import __version__  # noqa: E402
-from teleport.api.auth_models import JoinAnswer, JoinCA, JoinRequest  # noqa: E402
 from teleport.auth.api import JOIN_BURST  # noqa: E402
 from teleport.auth.client import AuthClient  # noqa: E402
 from teleport.auth.identity_file import IdentityFile  # noqa: E402
-from teleport.keys import ssh as sshkeys  # noqa: E402
-from teleport.keys import tls as tlskeys  # noqa: E402
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL  # noqa: E402
 from teleport.service.tunnels import AuthLoopback, TunnelPool, tunnel_addr  # noqa: E402
 from teleport.sshutils.reversetunnel import TunnelCredentials  # noqa: E402
@@ -79,163 +75,23 @@ IDLE_SECONDS = 10.0
 POLL_SECONDS = 1.0
 
 
-# --- the cluster: auth-only and proxy-only processes -----------------------------------------
-
-class Cluster:
-    """`teleport start` twice: auth only, then a proxy only that joins it with a static token."""
-
-    def __init__(self, root: Path, tunnel_on_web: bool, profile: str = "") -> None:
-        self.root = root
-        self.tunnel_on_web = tunnel_on_web
-        #: "auth" or "proxy": run that process under cProfile (written to <name>.prof on exit).
-        self.profile = profile
-        auth, ssh, web, tunnel = free_ports(4)
-        self.ports = {"auth": auth, "proxy_ssh": ssh, "web": web,
-                      "tunnel": web if tunnel_on_web else tunnel}
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    @property
-    def web(self) -> HostPort:
-        return HostPort("127.0.0.1", self.ports["web"])
-
-    def start(self) -> None:
-        p = self.ports
-        self._start("auth", f"""\
-auth_service:
-  enabled: yes
-  cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:{p['auth']}
-  tokens:
-  - "node,proxy:{TOKEN}"
-ssh_service:
-  enabled: no
-proxy_service:
-  enabled: no
-""")
-        self._wait("auth", lambda: self.tctl("status", check=False).returncode == 0)
-        self._start("proxy", f"""\
-auth_service:
-  enabled: no
-ssh_service:
-  enabled: no
-proxy_service:
-  enabled: yes
-  listen_addr: 127.0.0.1:{p['proxy_ssh']}
-  web_listen_addr: 127.0.0.1:{p['web']}
-  tunnel_listen_addr: 127.0.0.1:{p['tunnel']}
-  public_addr: 127.0.0.1:{p['web']}
-""", extra=f"  auth_token: {TOKEN}\n  ca_pin: {self._ca_pin()}\n"
-           f"  auth_servers: [\"127.0.0.1:{p['auth']}\"]\n")
-        self._wait("proxy", lambda: self._listening(p["tunnel"]) and self._listening(p["web"]))
-
-    def _ca_pin(self) -> str:
-        found = re.search(r"sha256:[0-9a-f]{64}", self.tctl("status").stdout)
-        if found is None:
-            raise BenchError("`tctl status` shows no CA pin")
-        return found.group(0)
-
-    def _start(self, name: str, services: str, extra: str = "") -> None:
-        config = self.root / f"{name}.yaml"
-        config.write_text(f"teleport:\n  nodename: bench-{name}\n  data_dir: {self.root / name}\n"
-                          f"  log:\n    output: stderr\n    severity: WARN\n{extra}{services}")
-        argv = [str(BIN / "teleport"), "start", "-c", str(config)]
-        if name == self.profile:
-            argv = [sys.executable, "-m", "cProfile", "-o", str(self.root / f"{name}.prof"), *argv]
-        with open(self.root / f"{name}.log", "wb") as log:
-            self.procs[name] = subprocess.Popen(
-                argv, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def _wait(self, name: str, ready: Any, limit: float = 60) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if ready():
-                return
-            time.sleep(0.3)
-        raise BenchError(f"the {name} process was not ready within {limit:.0f}s; see {name}.log")
-
-    @staticmethod
-    def _listening(port: int) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), 0.5):
-                return True
-        except OSError:
-            return False
-
-    def check_alive(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise BenchError(f"the {name} process exited with status {proc.returncode}; "
-                                 f"see {name}.log")
-
-    def pid(self, name: str) -> int:
-        return self.procs[name].pid
-
-    def tctl_argv(self, *args: str) -> list[str]:
-        return [str(BIN / "tctl"), "-c", str(self.root / "auth.yaml"), *args]
-
-    def tctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(self.tctl_argv(*args), capture_output=True, text=True,
-                                timeout=60, stdin=subprocess.DEVNULL)
-        if check and result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise BenchError(f"`tctl {' '.join(args)}` exited {result.returncode}: {last}")
-        return result
-
-    def stop(self) -> None:
-        for name in ("proxy", "auth"):
-            kill_group(self.procs.get(name), grace=15)
-
-
 # --- joining: real POST /v1/join, one loopback source address per few agents ----------------
 
 def source_address(index: int) -> str:
     """127.0.x.y for agent `index`: PER_ADDRESS agents share one (never 127.0.0.1)."""
-    n = index // PER_ADDRESS
-    return f"127.0.{1 + n // 250}.{2 + n % 250}"
-
-
-async def fetch_ca(auth: HostPort) -> list[bytes]:
-    """The cluster's TLS CA, as a joining host fetches it (we started the cluster: no pin)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    async with aiohttp.ClientSession() as http, http.get(
-            f"https://{auth}/v1/join/ca", ssl=ctx,
-            server_hostname=tlskeys.RESERVED_DOMAIN) as resp:
-        resp.raise_for_status()
-        ca = JoinCA.model_validate(await resp.json())
-    return [c.encode() for c in ca.tls_ca_certs]
-
-
-async def join_one(auth: HostPort, ca_certs: list[bytes], index: int) -> IdentityFile:
-    """Join as node `sim-<index>` from its own source address; return its identity."""
-    host_uuid = str(uuid.uuid4())
-    ssh_key = sshkeys.generate_private_key("ed25519")
-    tls_key = tlskeys.generate_tls_key()
-    body = JoinRequest(token=TOKEN, role="Node", host_uuid=host_uuid, nodename=f"sim-{index:05d}",
-                       ssh_public_key=sshkeys.public_key_of(ssh_key),
-                       tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(), addresses=[])
-    ctx = tlskeys.ssl_client_context(None, None, ca_certs)
-    connector = aiohttp.TCPConnector(local_addr=(source_address(index), 0), ssl=ctx)
-    async with aiohttp.ClientSession(connector=connector) as http, http.post(
-            f"https://{auth}/v1/join", json=body.model_dump(mode="json"),
-            server_hostname=tlskeys.auth_server_name(CLUSTER)) as resp:
-        if resp.status != 200:
-            raise BenchError(f"join of sim-{index:05d} refused ({resp.status}): "
-                             f"{(await resp.text())[:200]}")
-        answer = JoinAnswer.model_validate(await resp.json())
-    return IdentityFile.from_issued("Node", host_uuid, ssh_key, tls_key, answer)
+    return common_source_address(index, PER_ADDRESS)
 
 
 async def join_all(auth: HostPort, count: int, parallel: int) -> list[IdentityFile]:
-    ca_certs = await fetch_ca(auth)
+    ca_certs = await fetch_join_ca(str(auth))
     gate = asyncio.Semaphore(parallel)
 
     async def one(i: int) -> IdentityFile:
         async with gate:
-            return await join_one(auth, ca_certs, i)
+            identity: IdentityFile = await join_host(
+                str(auth), ca_certs, token=TOKEN, cluster=CLUSTER, nodename=f"sim-{i:05d}",
+                source=source_address(i), addresses=[])
+            return identity
 
     return list(await asyncio.gather(*(one(i) for i in range(count))))
 
@@ -315,7 +171,7 @@ class Agent:
 
 # --- measuring ----------------------------------------------------------------------------------
 
-async def tctl_nodes(cluster: Cluster, *args: str) -> tuple[float, int]:
+async def tctl_nodes(cluster: SplitCluster, *args: str) -> tuple[float, int]:
     """Run `tctl nodes ls` (or args); return (seconds, simulated nodes listed).
 
     In a thread, timed there: the agents' event loop may be busy (the ramp), and its delay in
@@ -337,28 +193,18 @@ async def tctl_nodes(cluster: Cluster, *args: str) -> tuple[float, int]:
     return took, listed
 
 
-def rss_kib(cluster: Cluster) -> dict[str, int]:
+def rss_kib(cluster: SplitCluster) -> dict[str, int]:
     return {name: proc_status_kb(cluster.pid(name), "VmRSS") for name in ("proxy", "auth")}
 
 
-def cpu_seconds(cluster: Cluster) -> dict[str, float]:
+def cpu_seconds(cluster: SplitCluster) -> dict[str, float]:
     own = resource.getrusage(resource.RUSAGE_SELF)
     return {"proxy": proc_cpu_seconds(cluster.pid("proxy")),
             "auth": proc_cpu_seconds(cluster.pid("auth")),
             "agents": own.ru_utime + own.ru_stime}
 
 
-def raise_fd_limit(count: int) -> None:
-    """Each agent holds about five descriptors here and two in the proxy; children inherit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = 6 * count + 1024
-    if want > hard != resource.RLIM_INFINITY:
-        raise BenchError(f"{count} agents need about {want} open files; the hard limit is "
-                         f"{hard} (raise it, e.g. `ulimit -Hn`, or use fewer --nodes)")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
-
-
-async def poll_listed(cluster: Cluster, agents: list[Agent], start: float,
+async def poll_listed(cluster: SplitCluster, agents: list[Agent], start: float,
                       args: argparse.Namespace) -> tuple[float, int]:
     """Run `tctl nodes ls` until it lists every agent; return (seconds since start, listed)."""
     listed = 0
@@ -375,9 +221,9 @@ async def poll_listed(cluster: Cluster, agents: list[Agent], start: float,
                      f"listed ({sum(a.up.is_set() for a in agents)} tunnels up)")
 
 
-async def measure(cluster: Cluster, args: argparse.Namespace) -> None:
+async def measure(cluster: SplitCluster, args: argparse.Namespace) -> None:
     n = args.nodes
-    tunnel = await tunnel_addr(cluster.web)
+    tunnel = await tunnel_addr(HostPort("127.0.0.1", cluster.ports["web"]))
     print(f"cluster: auth pid {cluster.pid('auth')}, proxy pid {cluster.pid('proxy')} "
           f"(separate processes), tunnels on {tunnel}"
           f"{' (multiplexed on the web port)' if cluster.tunnel_on_web else ' (own port)'}")
@@ -478,11 +324,13 @@ def main() -> None:
         if not (BIN / tool).exists():
             raise BenchError(f"{BIN / tool} not found; run with the project's python "
                              "(.venv/bin/python bench/tunnels.py)")
-    raise_fd_limit(args.nodes)
+    # Each agent holds about five descriptors here and two in the proxy; children inherit.
+    raise_fd_limit(6 * args.nodes + 1024)
     # The agents' pools log every tunnel going down at the end; only errors are news here.
     logging.getLogger("teleport").setLevel(logging.ERROR)
     root = Path(tempfile.mkdtemp(prefix="teleport-bench-tunnels-"))
-    cluster = Cluster(root, args.tunnel_on_web, args.profile)
+    cluster = SplitCluster(root, CLUSTER, TOKEN, tunnel_on_web=args.tunnel_on_web,
+                           profile=args.profile)
     keep = args.keep or bool(args.profile)
     try:
         cluster.start()
