@@ -9,7 +9,11 @@ shared etcd or PostgreSQL); when it no longer can (an sqlite auth server restart
 compacted or pruned, a migrated store), the copy is replaced by the new stream's snapshot, and a
 stream that fell behind (the auth server ends it) heals the same way. The ping answer (the cluster's
 authentication settings and connectors) is not a watched kind: it is fetched at each
-(re)connection and every PING_INTERVAL seconds, so a new connector shows within seconds.
+(re)connection and every PING_INTERVAL seconds, so a new connector shows within seconds; it
+carries no records, so nothing here re-reads the nodes on a timer, however many there are.
+
+Each kind's records are kept in a `ServerIndex` (by UUID, hostname and address), so routing a
+connection to a node is a lookup in the copy (`nodes`), never a list of every node.
 
 While the stream is not live, presence is read through when the auth server answers; when it
 does not, the last copy serves routing, even past expiry: nobody can heartbeat during an outage,
@@ -25,10 +29,9 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
 from teleport.api.auth_models import PingAnswer, WatchEvent
 from teleport.auth.client import AuthClient
+from teleport.cache.index import ServerIndex
 from teleport.errors import ConnectionProblem, TeleportError
 from teleport.types.codec import from_dict
 from teleport.types.resources import CertAuthority, Server
@@ -45,9 +48,9 @@ RETRY_MIN = 0.5
 RETRY_MAX = 5.0
 PING_INTERVAL = 5.0
 # A server dying mid-answer shows up as a payload or JSON error, not only as one of ours.
-_FAILED = (TeleportError, aiohttp.ClientError, ValueError)
+_FAILED = (TeleportError, OSError, ValueError)
 
-Servers = dict[str, dict[str, Server]]
+Servers = dict[str, ServerIndex]
 
 
 class CachedAuth(AuthClient):
@@ -80,13 +83,14 @@ class CachedAuth(AuthClient):
 
     def copy(self, kind: str) -> list[Server]:
         """Return the copy's records of kind as they are, without asking the auth server."""
-        return list(self._servers.get(kind, {}).values())
+        copy = self._servers.get(kind)
+        return [] if copy is None else copy.values()
 
     async def refresh(self) -> bool:
         """Read everything from the auth server at once; on failure keep the last good copy."""
         try:
             ping = await AuthClient.ping(self)
-            servers = {kind: _by_name(await AuthClient.list_servers(self, kind))
+            servers = {kind: ServerIndex(await AuthClient.list_servers(self, kind))
                        for kind in SERVER_KINDS}
             cas = {ca_type: await AuthClient.get_ca(self, ca_type) for ca_type in CA_TYPES}
         except _FAILED as err:
@@ -132,7 +136,7 @@ class CachedAuth(AuthClient):
         """Take the stream's snapshot as the new copy, then apply its changes as they come; a
         stream resumed from the last change applied keeps the copy and sends what it missed."""
         ping = await AuthClient.ping(self)
-        servers: Servers = {kind: {} for kind in SERVER_KINDS}
+        servers: Servers = {kind: ServerIndex() for kind in SERVER_KINDS}
         cas: dict[str, CertAuthority] = {}
         async for event in self.watch(FOLLOWED, since=self._cursor):
             if self.live:
@@ -154,9 +158,9 @@ class CachedAuth(AuthClient):
         """Apply one put or delete (a repeat of one already applied changes nothing)."""
         if event.kind in SERVER_KINDS:
             if event.type == "delete":
-                servers[event.kind].pop(event.name, None)
+                servers[event.kind].delete(event.name)
             elif event.type == "put":
-                servers[event.kind][event.name] = _resource(event, Server)
+                servers[event.kind].put(_resource(event, Server))
         elif event.kind == "cert_authority" and event.sub_kind in CA_TYPES \
                 and event.name == self.cluster_name:
             if event.type == "delete":
@@ -211,21 +215,31 @@ class CachedAuth(AuthClient):
             return await super().list_servers(kind, user)
         copy = self._servers.get(kind)
         if copy is not None and (self.live or self.outage):
-            return list(copy.values())
+            return copy.values()
         try:
             servers = await super().list_servers(kind)
         except _FAILED as err:
             if copy is None:
                 raise
             self._lost(err)
-            return list(copy.values())
+            return copy.values()
         if kind in SERVER_KINDS and not self.live:  # a live stream's copy is newer by now
-            self._servers[kind] = _by_name(servers)
+            self._servers[kind] = ServerIndex(servers)
         return servers
 
+    async def nodes(self) -> ServerIndex:
+        """Return the nodes indexed for routing: the copy's, with no request, while the stream
+        is live or the auth server unreachable; else read through (as list_servers does).
 
-def _by_name(servers: list[Server]) -> dict[str, Server]:
-    return {s.metadata.name: s for s in servers}
+        Routing looks a node up here for every connection, so this never lists every node
+        while the stream is live.
+        """
+        copy = self._servers.get("node")
+        if copy is not None and (self.live or self.outage):
+            return copy
+        listed = await self.list_servers("node")
+        copy = self._servers.get("node")
+        return copy if copy is not None else ServerIndex(listed)
 
 
 def _resource(event: WatchEvent, model: type[Any]) -> Any:

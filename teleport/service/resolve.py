@@ -7,6 +7,8 @@ import socket
 
 from teleport.api.proxydial import connect_tcp
 from teleport.auth.client import AuthClient
+from teleport.cache import CachedAuth
+from teleport.cache.index import ServerIndex
 from teleport.errors import BadParameter, ConnectionProblem, NotFound
 from teleport.proxy.peers import PeerDialer
 from teleport.proxy.tunnel import TunnelServer
@@ -68,14 +70,18 @@ class NodeResolver:
         """
         suffix = f".{self.cluster_name}"
         name = host[: -len(suffix)] if host.endswith(suffix) else host
-        nodes = await self.client.list_servers("node")
-        by_name = [n for n in nodes if name in (n.spec.hostname, n.metadata.name)]
-        direct = [n for n in nodes if not n.spec.use_tunnel]
-        by_addr = [n for n in direct if parse_addr(n.spec.addr, 3022).host == host]
-        exact = [n for n in by_addr if parse_addr(n.spec.addr, 3022).port == port]
+        nodes = await self._nodes()
+        by_name, exact, by_addr = nodes.named(name), nodes.at(host, port), nodes.at(host)
         for matches in (by_name, exact, by_addr):
             if len(matches) == 1:
                 return matches[0]
             if len(matches) > 1:
                 raise BadParameter(f"{host!r} matches {len(matches)} nodes; use the node's UUID")
         raise NotFound(f"node {host!r} is not registered in cluster {self.cluster_name!r}")
+
+    async def _nodes(self) -> ServerIndex:
+        """The nodes to route with: the proxy's cache's index (no request while its stream is
+        live), else the auth server's list, indexed for this one lookup."""
+        if isinstance(self.client, CachedAuth):
+            return await self.client.nodes()
+        return ServerIndex(await self.client.list_servers("node"))

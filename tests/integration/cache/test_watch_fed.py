@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
@@ -22,32 +20,7 @@ from teleport.cache import CachedAuth
 from teleport.events.emitter import MemoryEmitter
 from teleport.service.trust import TrustedCAs
 from teleport.types.resources import CAKeys, SSHKeyPair
-from tests.integration.cache.conftest import Api
-
-#: A change must reach the cache within this many seconds.
-WITHIN = 1.0
-
-
-@asynccontextmanager
-async def following(api: Api, also: tuple[int, ...] = ()) -> AsyncIterator[CachedAuth]:
-    """A cache following the stream (as the proxy runs it), once its first snapshot is in."""
-    async with await api.cache(retry_max=0.5, also=also) as cache:
-        task = asyncio.create_task(cache.run())
-        try:
-            await arrives(lambda: cache.live, "the first snapshot", within=5)
-            yield cache
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-
-
-async def arrives(check: Callable[[], bool], what: str, within: float = WITHIN) -> float:
-    """Wait until check() holds; return how long it took."""
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < within, f"{what} did not arrive within {within} s"
-        await asyncio.sleep(0.01)
-    return time.monotonic() - start
+from tests.integration.cache.conftest import WITHIN, Api, arrives, following
 
 
 def _names(cache: CachedAuth, kind: str = "node") -> set[str]:
