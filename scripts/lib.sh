@@ -20,4 +20,8 @@ install_python_env() {
     fi
     echo "Installing Python packages into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -e ".[$extra]"
+    # The project is installed in place (editable): compile its bytecode now, as pip does for
+    # the packages it installs, so no CLI call compiles modules at start-up (with
+    # PYTHONDONTWRITEBYTECODE set, or a checkout it may not write to, it would on every call).
+    .venv/bin/python -m compileall -q -j 0 teleport >/dev/null
 }

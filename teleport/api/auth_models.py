@@ -21,13 +21,13 @@ from teleport.types.event import AuditEvent
 class Request(BaseModel):
     """A request body: strict types, unknown fields ignored (older clients, newer servers)."""
 
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", defer_build=True)
 
 
 class Answer(BaseModel):
     """An answer body: unknown fields ignored, so a newer server can add some."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 # --- certificates ------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ class SSHProxySettings(Answer):
 
 
 class ProxySettings(Answer):
-    ssh: SSHProxySettings = SSHProxySettings()
+    ssh: SSHProxySettings = Field(default_factory=SSHProxySettings)
 
 
 class WebPing(Answer):
@@ -60,8 +60,8 @@ class WebPing(Answer):
 
     cluster_name: str
     server_version: str = ""
-    auth: AuthSettingsAnswer = AuthSettingsAnswer()
-    proxy: ProxySettings = ProxySettings()
+    auth: AuthSettingsAnswer = Field(default_factory=AuthSettingsAnswer)
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
 
 
 class SignupInfoAnswer(Answer):

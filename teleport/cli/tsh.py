@@ -231,7 +231,7 @@ def _profile(args: argparse.Namespace) -> Profile:
 
 
 async def _ls(args: argparse.Namespace) -> int:
-    from teleport.client.fanout import matching_nodes, parse_label_selector
+    from teleport.client.nodes import matching_nodes, parse_label_selector
     from teleport.client.trust import following
     from teleport.errors import BadParameter
 
@@ -250,7 +250,7 @@ async def _ls(args: argparse.Namespace) -> int:
 async def _ssh(args: argparse.Namespace) -> int:
     import getpass as gp
 
-    from teleport.client import fanout, forwarding, ssh
+    from teleport.client import fanout, forwarding, nodes, ssh
     from teleport.client.trust import following
     from teleport.errors import BadParameter
 
@@ -262,7 +262,7 @@ async def _ssh(args: argparse.Namespace) -> int:
     login, sep, host = args.target.rpartition("@")
     if not sep:
         login, host = args.login or gp.getuser(), args.target
-    if (selector := fanout.parse_label_selector(host)) is not None:
+    if (selector := nodes.parse_label_selector(host)) is not None:
         if remote or dynamic or args.forward_agent:
             raise BadParameter("-R, -D and -A need one node: name it instead of a label selector")
         async with following(profile):

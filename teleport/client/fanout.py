@@ -15,9 +15,9 @@ import asyncssh
 
 from teleport.api.web_models import NodeInfo
 from teleport.client import ssh
+from teleport.client.nodes import format_selector, matching_nodes
 from teleport.client.profile import Profile
 from teleport.client.stdio import CHUNK
-from teleport.client.webapi import WebClient
 from teleport.errors import BadParameter, NotFound, TeleportError
 
 #: How many nodes a fan-out talks to at once, to bound connections through the proxy.
@@ -27,37 +27,18 @@ _MAX_LINE = 65536
 _CONNECTION_FAILED = 255
 
 
-def parse_label_selector(host: str) -> dict[str, str] | None:
-    """Read `k=v[,k2=v2]` as labels to match; None for a node name, UUID or address."""
-    if "=" not in host:
-        return None
-    selector: dict[str, str] = {}
-    for pair in host.split(","):
-        key, sep, value = (part.strip() for part in pair.partition("="))
-        if not sep or not key:
-            raise BadParameter(f"invalid label selector {host!r}: expected key=value[,key=value]")
-        if selector.get(key, value) != value:
-            raise BadParameter(f"invalid label selector {host!r}: {key} is given twice")
-        selector[key] = value
-    return selector
-
-
-def _format(selector: dict[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in selector.items())
-
-
 async def run_on_matching(profile: Profile, login: str, selector: dict[str, str],
                           command: list[str], *, tty_mode: bool | None = None,
                           forwards: Sequence[ssh.Forward] = (), no_command: bool = False) -> int:
     """Run the command on every matching node, or open a session on the only one."""
     nodes = await matching_nodes(profile, selector)
     if not nodes:
-        raise NotFound(f"no nodes match labels {_format(selector)}")
+        raise NotFound(f"no nodes match labels {format_selector(selector)}")
     if not command or forwards or no_command:
         # A terminal or a forwarded port can only be attached to one node.
         if len(nodes) != 1:
             raise BadParameter(
-                f"labels {_format(selector)} match {len(nodes)} nodes; an interactive "
+                f"labels {format_selector(selector)} match {len(nodes)} nodes; an interactive "
                 "session or port forwarding needs exactly one: add labels or name the node")
         return await ssh.run(profile, login, nodes[0].id, command, tty_mode=tty_mode,
                              forwards=list(forwards), no_command=no_command)
@@ -71,23 +52,6 @@ async def run_on_matching(profile: Profile, login: str, selector: dict[str, str]
     async with asyncio.TaskGroup() as tasks:
         results = [tasks.create_task(one(node)) for node in nodes]
     return next((code for code in (r.result() for r in results) if code != 0), 0)
-
-
-async def matching_nodes(profile: Profile, selector: dict[str, str],
-                         cluster: str = "") -> list[NodeInfo]:
-    """List the nodes the proxy shows this user whose labels include every selector pair (of a
-    leaf cluster: as the leaf's auth server shows them to us, after its role map)."""
-    profile.check_valid()
-    if cluster and cluster != profile.cluster:
-        from teleport.client.authapi import leaf_auth_client
-
-        async with await leaf_auth_client(profile, cluster) as leaf:
-            servers = await leaf.list_servers("node")
-        nodes = sorted((NodeInfo.of(s) for s in servers), key=lambda n: (n.name, n.id))
-    else:
-        async with WebClient.for_profile(profile) as web:
-            nodes = await web.list_nodes(profile.cluster)
-    return [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
 
 
 async def _run_on_node(profile: Profile, login: str, node: NodeInfo, command: str,

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import asyncssh
 
 from teleport.api.web_models import NodeInfo
-from teleport.client import fanout, ssh
+from teleport.client import nodes as node_selection
+from teleport.client import ssh
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, NotFound, TeleportError
 
@@ -102,7 +103,7 @@ async def copy(profile: Profile, paths: Sequence[str], default_login: str, *,
     the node's reason."""
     job = plan(paths, default_login)
     progress = None if quiet or not sys.stderr.isatty() else ProgressBar(sys.stderr.fileno())
-    if (selector := fanout.parse_label_selector(job.host)) is None:
+    if (selector := node_selection.parse_label_selector(job.host)) is None:
         await _copy_with(profile, job, _with_port(job.host, port), recursive, preserve, progress,
                          cluster)
         return 0
@@ -150,7 +151,7 @@ async def _copy_with(profile: Profile, job: Plan, host: str, recursive: bool, pr
 async def _matching(profile: Profile, selector: dict[str, str], upload: bool,
                     every_match: bool, cluster: str) -> list[NodeInfo]:
     """Resolve labels to nodes: one, or every match for an upload the user asked to fan out."""
-    nodes = await fanout.matching_nodes(profile, selector, cluster)
+    nodes = await node_selection.matching_nodes(profile, selector, cluster)
     labels = ",".join(f"{k}={v}" for k, v in selector.items())
     if not nodes:
         raise NotFound(f"no nodes match labels {labels}")

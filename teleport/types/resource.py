@@ -30,7 +30,7 @@ Time = Annotated[datetime, BeforeValidator(_to_utc), PlainSerializer(format_time
 class Model(BaseModel):
     """Frozen, strict about unknown keys: a typo in `tctl create` YAML is an error."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Metadata(Model):

@@ -189,7 +189,7 @@ class CertAuthoritySpec(Model):
     active_keys: CAKeys = Field(default_factory=CAKeys)
     additional_trusted_keys: CAKeys = Field(default_factory=CAKeys)
     signing_alg: str = ""
-    rotation: Rotation = Rotation()
+    rotation: Rotation = Field(default_factory=Rotation)
     #: On a leaf, for a root's CAs it trusts: what the root's users' roles become here.
     role_map: list[RoleMapping] = Field(default_factory=list)
 

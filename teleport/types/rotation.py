@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Literal
 
+from pydantic import Field
+
 from teleport.errors import BadParameter
 from teleport.types.resource import ZERO_TIME, Model, Time
 from teleport.types.roles import Duration
@@ -95,7 +97,7 @@ class Rotation(Model):
     started: Time = ZERO_TIME
     grace_period: Duration = timedelta(0)
     last_rotated: Time = ZERO_TIME
-    schedule: RotationSchedule = RotationSchedule()
+    schedule: RotationSchedule = Field(default_factory=RotationSchedule)
 
     @property
     def in_progress(self) -> bool:

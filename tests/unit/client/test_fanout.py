@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from teleport.client import fanout
-from teleport.client.fanout import parse_label_selector
+from teleport.client.nodes import parse_label_selector
 from teleport.errors import BadParameter, NotFound
 
 
