@@ -16,8 +16,7 @@ from teleport.auth.context import AuthContext, unique
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
-from teleport.keys.identity import Identity
-from teleport.rbac import rules
+from teleport.keys.identity import NO_LOGIN, Identity
 from teleport.rbac.subject import SYSTEM_ROLES
 from teleport.services.authorities import CAService
 from teleport.services.presence import PresenceService
@@ -116,7 +115,7 @@ class CertIssuer:
                 rsa_hash=authority.ssh_hash(user_ca),
                 key_id=user.metadata.name,
                 # Never no principal at all: OpenSSH takes an empty list as "every login".
-                principals=logins or [f"{rules.NO_LOGIN}-{uuid.uuid4()}"],
+                principals=logins or [f"{NO_LOGIN}-{uuid.uuid4()}"],
                 valid_after=now - timedelta(minutes=1),
                 valid_before=now + ttl, roles=user.spec.roles,
                 traits={k: v for k, v in user.spec.traits.items()},

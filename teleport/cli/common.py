@@ -19,19 +19,12 @@ EXIT_BAD_INPUT = 2
 EXIT_CLOSED_PIPE = 128 + 13
 
 
-def run(coro: Coroutine[Any, Any, int | None]) -> int:
-    """Run a command's coroutine on asyncio (uvloop when installed); errors become one line."""
-    import asyncio  # imported here: `tsh version` and `--help` must not pay for it
-
+def run(command: Coroutine[Any, Any, int | None] | Callable[[], int | None]) -> int:
+    """Run a command, a coroutine on asyncio (uvloop when installed) or a plain function (one
+    that reads only local files: `tsh status` does not pay for an event loop); errors become
+    one line."""
     try:
-        import uvloop
-
-        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            code = runner.run(coro) or 0
+        code = _on_loop(command) if isinstance(command, Coroutine) else command() or 0
         sys.stdout.flush()  # here, so that a reader gone meanwhile is seen below
         return code
     except BrokenPipeError:
@@ -47,6 +40,19 @@ def run(coro: Coroutine[Any, Any, int | None]) -> int:
         print(f"ERROR: internal error: {type(err).__name__}: {err} "
               "(set TELEPORT_DEBUG=1 for a traceback)", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _on_loop(coro: Coroutine[Any, Any, int | None]) -> int:
+    import asyncio  # imported here: `tsh version`, `--help` and `status` must not pay for it
+
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(coro) or 0
 
 
 def quiet_on_closed_pipe(main: Callable[_P, int]) -> Callable[_P, int]:

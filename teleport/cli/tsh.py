@@ -10,7 +10,9 @@ from teleport.api.constants import TUNNEL_ADDR
 from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
     from datetime import timedelta
+    from typing import Any
 
     from teleport.client.profile import Profile
 
@@ -197,8 +199,8 @@ async def _login(args: argparse.Namespace) -> int:
 def _print_status(profile: Profile) -> None:
     from datetime import datetime, timezone
 
+    from teleport.keys.identity import NO_LOGIN
     from teleport.keys.ssh import parse_cert
-    from teleport.rbac.rules import NO_LOGIN
     from teleport.utils.duration import format_duration
 
     info = parse_cert(profile.ssh_cert())
@@ -211,6 +213,12 @@ def _print_status(profile: Profile) -> None:
     logins = [p for p in dict.fromkeys(info.principals) if not p.startswith(NO_LOGIN)]
     print(f"  Logins:       {', '.join(logins) or '(none: your roles allow no login)'}")
     print(f"  Valid until:  {info.valid_before:%Y-%m-%d %H:%M:%S} UTC [{validity}]")
+
+
+def _ssh_stack() -> None:
+    from teleport.client import sshstack
+
+    sshstack.load()
 
 
 def _profile(args: argparse.Namespace) -> Profile:
@@ -248,6 +256,7 @@ async def _ls(args: argparse.Namespace) -> int:
 
 
 async def _ssh(args: argparse.Namespace) -> int:
+    _ssh_stack()
     import getpass as gp
 
     from teleport.client import fanout, forwarding, nodes, ssh
@@ -290,6 +299,7 @@ async def _clusters(args: argparse.Namespace) -> int:
 
 
 async def _scp(args: argparse.Namespace) -> int:
+    _ssh_stack()
     import getpass as gp
 
     from teleport.client import scp
@@ -338,6 +348,7 @@ async def _sessions(args: argparse.Namespace) -> int:
 
 
 async def _join(args: argparse.Namespace) -> int:
+    _ssh_stack()
     from teleport.client.join import join
 
     return await join(_profile(args), args.sid, args.cluster)
@@ -382,7 +393,7 @@ async def _mfa(args: argparse.Namespace) -> int:
     raise BadParameter("usage: tsh mfa ls|add|rm")
 
 
-async def _status() -> int:
+def _status() -> int:
     from teleport.client.profile import current_profile
 
     _print_status(current_profile())
@@ -415,12 +426,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(version_line())
         return 0
-    commands = {"login": lambda: _login(args), "ls": lambda: _ls(args), "ssh": lambda: _ssh(args),
+    if args.command == "status":  # local files only: no event loop
+        return run(_status)
+    commands: dict[str, Callable[[], Coroutine[Any, Any, int]]] = {"login": lambda: _login(args), "ls": lambda: _ls(args), "ssh": lambda: _ssh(args),
                 "scp": lambda: _scp(args),
                 "play": lambda: _play(args), "recordings": lambda: _recordings(args),
                 "sessions": lambda: _sessions(args), "join": lambda: _join(args),
                 "mfa": lambda: _mfa(args), "clusters": lambda: _clusters(args),
-                "status": _status, "logout": _logout, "config": _config}
+                "logout": _logout, "config": _config}
     if args.command not in commands:
         parser.print_help()
         return 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from teleport.api.constants import SESSION_ENV
 from teleport.api.web_models import ActiveSession
-from teleport.client import ssh
 from teleport.client.profile import Profile
 from teleport.client.webapi import WebClient
 from teleport.errors import NotFound
@@ -36,6 +35,8 @@ async def join(profile: Profile, sid: str, cluster: str = "") -> int:
     session = next((s for s in await list_sessions(profile, cluster) if s.sid == sid), None)
     if session is None:
         raise NotFound(f"session {sid} is not running, or you may not join it")
+    from teleport.client import ssh  # the SSH stack, only to join (not to list)
+
     # Any login the certificate allows gets us onto the node: joining starts no shell as it.
     login = parse_cert(profile.ssh_cert()).principals[0]
     async with ssh.connect_node(profile, login, session.server_id, cluster=cluster) as conn:

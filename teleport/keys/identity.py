@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+#: The principal a certificate without logins carries: an empty principal list would let
+#: OpenSSH's sshd accept it for every account, so it names a login no system has.
+NO_LOGIN = "-teleport-nologin"
+
 
 def _empty_traits() -> Mapping[str, tuple[str, ...]]:
     return MappingProxyType({})

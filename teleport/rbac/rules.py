@@ -62,11 +62,6 @@ def check_login(principals: Collection[str], login: str) -> None:
         raise AccessDenied(f"login {login!r} is not in the certificate's principals")
 
 
-#: The principal a certificate without logins carries: an empty principal list would let
-#: OpenSSH's sshd accept it for every account, so it names a login no system has.
-NO_LOGIN = "-teleport-nologin"
-
-
 # --- sessions: recordings and live sessions ---------------------------------------------------
 
 

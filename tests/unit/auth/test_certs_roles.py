@@ -8,7 +8,7 @@ from typing import Any
 from teleport.auth.server import AuthServer
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
-from teleport.rbac.rules import NO_LOGIN
+from teleport.keys.identity import NO_LOGIN
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
 from teleport.types.roles import Role
