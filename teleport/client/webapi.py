@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
@@ -180,11 +181,21 @@ class WebClient:
 
 def _client_context(insecure: bool, ca_pems: Sequence[bytes],
                     client_cert: tuple[bytes, bytes] | None) -> ssl.SSLContext:
+    return _cached_client_context(insecure, tuple(ca_pems), client_cert)
+
+
+@functools.cache
+def _cached_client_context(insecure: bool, ca_pems: tuple[bytes, ...],
+                           client_cert: tuple[bytes, bytes] | None) -> ssl.SSLContext:
+    """One context per trust and certificate for the process: the system CA bundle is read
+    once (a `tsh` command talks to its proxy with several clients), and not at all when
+    nothing is verified."""
     ctx = tls_context(server=False)
-    ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if insecure:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     for pem in ca_pems:
         ctx.load_verify_locations(cadata=pem.decode())
     if client_cert is not None:
