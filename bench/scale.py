@@ -8,8 +8,9 @@ script (one event loop each). Each agent
 - joins for real (`POST /v1/join` with the static token) from its own loopback source
   address (127.0.x.y, a few agents to an address: the join limiter and the handshake throttle
   count per address, as for separate hosts behind no NAT); nothing is signed here;
-- heartbeats `PUT /v1/servers` every interval (a direct node: its address, TTL three
-  intervals) as `teleport.service.heartbeat` does: sleep the interval after each answer, over
+- heartbeats every interval (a direct node: its address, TTL three intervals) as
+  `teleport.service.heartbeat` does: its whole record (`PUT /v1/servers`) first and after a
+  failure, else a keep-alive (`PUT /v1/servers/keepalive`); sleep the interval after each answer, over
   its own keep-alive mutual TLS connection with its own host certificate, from its address.
   The request is written by hand (HTTP/1.1) instead of through `AuthClient`, so the generator
   costs little; the auth server sees the same request a node sends.
@@ -70,6 +71,7 @@ from common import (  # noqa: E402
 )
 
 from teleport import __version__  # noqa: E402
+from teleport.api.presence_models import ServerKeepAlive  # noqa: E402
 from teleport.auth.api import JOIN_BURST  # noqa: E402
 from teleport.keys import tls as tlskeys  # noqa: E402
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL  # noqa: E402
@@ -217,27 +219,38 @@ class Worker:
         """As `teleport.service.heartbeat.heartbeat_forever`: upsert, then sleep the interval."""
         spec = self.spec
         src = source_address(index, PER_ADDRESS)
-        ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
-                                         [c.encode() for c in ident.tls_ca_certs])
-        conn = AuthConn(spec, ctx, src)
-        self.conns.append(conn)
         ttl = SERVER_TTL * (spec.interval / HEARTBEAT_INTERVAL)
         clock = RealClock()
         spec_part = ServerSpec(addr=f"{src}:{AGENT_PORT}", hostname=f"sim-{index:05d}",
                                version=__version__)
         await asyncio.sleep(random.uniform(0, spec.ramp))
+        # After the ramp's sleep: thousands of contexts built at once held the worker's loop
+        # for a minute, and it missed the parent's questions.
+        ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
+                                         [c.encode() for c in ident.tls_ca_certs])
+        conn = AuthConn(spec, ctx, src)
+        self.conns.append(conn)
+        announced = False  # as `Heartbeat`: the whole record first and after a failure
         while True:
-            server = Server(kind="node", version="v2", spec=spec_part, metadata=Metadata(
-                name=ident.host_uuid, expires=clock.now() + ttl))
-            body = json.dumps(to_dict(server)).encode()
+            expires = clock.now() + ttl
+            if announced:
+                path, body = "/v1/servers/keepalive", json.dumps(ServerKeepAlive(
+                    kind="node", name=ident.host_uuid, expires=expires).model_dump(
+                        mode="json")).encode()
+            else:
+                path, body = "/v1/servers", json.dumps(to_dict(Server(
+                    kind="node", version="v2", spec=spec_part,
+                    metadata=Metadata(name=ident.host_uuid, expires=expires)))).encode()
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    await conn.put("/v1/servers", body)
+                    await conn.put(path, body)
                 self.latencies.append(time.perf_counter() - start)
+                announced = True
             except Exception as exc:  # noqa: BLE001 - counted; the next beat redials
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                announced = False
                 conn.close()
             await asyncio.sleep(spec.interval)
 

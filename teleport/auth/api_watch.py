@@ -51,6 +51,7 @@ from teleport.backend.base import (
 from teleport.errors import BadParameter, LimitExceeded, TeleportError
 from teleport.services.store import ResourceStore
 from teleport.types.codec import to_dict
+from teleport.types.resource import format_time
 from teleport.types.resources import CertAuthority, Server
 
 log = logging.getLogger("teleport.auth.watch")
@@ -146,6 +147,9 @@ def _line(event: Event, source: _Source) -> Line | None:
     if source.content is not None and event.type is EventType.PUT:
         try:
             line["resource"] = source.content(event.item.value)
+            if source.content is _server and event.item.expires is not None:
+                # A keep-alive moves the item's expiry, not the `expires` in its value.
+                line["resource"]["metadata"]["expires"] = format_time(event.item.expires)
         except ValueError as err:  # one unreadable record must not end everyone's stream
             log.warning("not announcing an unreadable %s %r: %s", source.kind, name,
                         str(err).splitlines()[0])

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 from teleport.api import auth_models as m
 from teleport.api.http import HTTPClient
+from teleport.api.presence_models import ServerKeepAlive
 from teleport.auth.client_mfa import MFACalls
 from teleport.auth.identity_file import IdentityFile
 from teleport.errors import BadParameter, ConnectionProblem
@@ -232,6 +233,11 @@ class AuthClient(MFACalls):
 
     async def upsert_server(self, server: Server) -> None:
         await self._http.call("PUT", "/v1/servers", to_dict(server), answer=m.Empty)
+
+    async def keep_alive_server(self, kind: str, name: str, expires: datetime) -> None:
+        """Extend this host's unchanged record to expires; NotFound when it is gone."""
+        body = ServerKeepAlive(kind=kind, name=name, expires=expires)  # type: ignore[arg-type]
+        await self._http.call("PUT", "/v1/servers/keepalive", body, answer=m.Empty)
 
     async def list_servers(self, kind: str = "node", user: str = "") -> list[Server]:
         """List live hosts of kind; the nodes a user's roles reach for a user (a proxy names

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from teleport import __version__
 from teleport.api.auth_models import IssuedCerts
@@ -198,9 +199,20 @@ class Hosts:
         if previous is not None and previous.spec.hostname.lower() != hostname.lower():
             await self.presence.release_hostname(previous.spec.hostname, host_uuid)
 
+    async def keep_alive_server(self, kind: str, host_uuid: str, expires: datetime) -> None:
+        """Extend a host's unchanged announcement to expires (its heartbeat's keep-alive);
+        NotFound when the record is gone, and the host must announce itself whole again.
+
+        Nothing is checked again: the record was checked when it was announced whole."""
+        await self.presence.keep_alive(kind, host_uuid, expires)
+
     async def list_servers(self, kind: str) -> list[Server]:
         now = self.ctx.clock.now()
         return [s for s in await self.presence.store(kind).list() if not s.expired(now)]
+
+    async def list_servers_json(self, kind: str) -> list[dict[str, Any]]:
+        """Return the live hosts of kind as JSON objects, to relay without decoding them."""
+        return await self.presence.store(kind).list_json(self.ctx.clock.now())
 
 
 def check_not_reserved(names: list[str]) -> None:
