@@ -13,7 +13,9 @@ script (one event loop each). Each agent
   failure, else a keep-alive (`PUT /v1/servers/keepalive`); sleep the interval after each answer, over
   its own keep-alive mutual TLS connection with its own host certificate, from its address.
   The request is written by hand (HTTP/1.1) instead of through `AuthClient`, so the generator
-  costs little; the auth server sees the same request a node sends.
+  costs little; the auth server sees the same request a node sends. A worker has at most
+  `HANDSHAKES_PER_WORKER` TLS handshakes in flight, so its own delay never looks like the
+  server's (the auth server resets handshakes its client does not finish in time).
 Prints, per N: the join rate; the time until `tctl nodes ls` lists every node; over a window of
 pure heartbeating the heartbeats/s that arrived, heartbeat p50/p99 (from writing the request to
 reading the answer, as the node sees it), the auth process's CPU (median and p95 of per-second
@@ -89,6 +91,12 @@ AGENT_PORT = 3022
 #: Heartbeats one worker process is given at most per second (one event loop, one core).
 BEATS_PER_WORKER = 800.0
 REQUEST_TIMEOUT = 30.0
+#: TLS handshakes one worker has in flight at once. Real nodes each have their own CPU; the
+#: worker has one event loop for thousands of agents, and with every agent of the ramp mid-
+#: handshake at once a starved worker answered the server's handshake messages after the
+#: auth server's handshake deadline, which then reset those connections (thousands at
+#: N=5,000 on a loaded machine): the generator's own delay, not the server's.
+HANDSHAKES_PER_WORKER = 32
 #: A worker above this share of one core delays its own heartbeats: its latencies lie.
 SATURATED = 0.85
 
@@ -110,21 +118,28 @@ class WorkerSpec:
 class AuthConn:
     """One agent's keep-alive HTTP/1.1 mutual-TLS connection to the auth server."""
 
-    def __init__(self, spec: WorkerSpec, ctx: ssl.SSLContext, source: str) -> None:
+    def __init__(self, spec: WorkerSpec, ctx: ssl.SSLContext, source: str,
+                 gate: asyncio.Semaphore) -> None:
         self.spec = spec
         self.ctx = ctx
         self.source = source
+        self.gate = gate
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def put(self, path: str, body: bytes) -> None:
-        """Send one request and read its whole answer; raise on anything but 200."""
+    async def connect(self) -> None:
+        """Dial and shake hands unless connected (one of the worker's few handshakes at once)."""
         if self.writer is None:
             host, port = self.spec.auth
-            self.reader, self.writer = await asyncio.open_connection(
-                host, port, ssl=self.ctx, local_addr=(self.source, 0),
-                server_hostname=tlskeys.auth_server_name(CLUSTER))
-        assert self.reader is not None
+            async with self.gate:
+                self.reader, self.writer = await asyncio.open_connection(
+                    host, port, ssl=self.ctx, local_addr=(self.source, 0),
+                    server_hostname=tlskeys.auth_server_name(CLUSTER))
+
+    async def put(self, path: str, body: bytes) -> None:
+        """Send one request and read its whole answer; raise on anything but 200."""
+        await self.connect()
+        assert self.reader is not None and self.writer is not None
         self.writer.write(b"PUT %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
                           b"Content-Length: %d\r\n\r\n%s" % (
                               path.encode(), self.spec.auth[0].encode(), self.spec.auth[1],
@@ -159,9 +174,15 @@ class Worker:
     last_error: str = ""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     conns: list[AuthConn] = field(default_factory=list)
+    gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(
+        HANDSHAKES_PER_WORKER))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        # uvloop leaves a reset handshake's inner future unread: the failure is counted in
+        # `failures` already, so do not print a traceback per connection.
+        loop.set_exception_handler(lambda lp, ctx: None if isinstance(
+            ctx.get("exception"), ConnectionError) else lp.default_exception_handler(ctx))
         inbox: asyncio.Queue[Any] = asyncio.Queue()
 
         def readable() -> None:
@@ -226,12 +247,25 @@ class Worker:
         await asyncio.sleep(random.uniform(0, spec.ramp))
         # After the ramp's sleep: thousands of contexts built at once held the worker's loop
         # for a minute, and it missed the parent's questions.
-        ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
-                                         [c.encode() for c in ident.tls_ca_certs])
-        conn = AuthConn(spec, ctx, src)
+        async with self.gate:  # contexts are built at the pace handshakes finish
+            ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(),
+                                             ident.tls_private_key.encode(),
+                                             [c.encode() for c in ident.tls_ca_certs])
+        conn = AuthConn(spec, ctx, src, self.gate)
         self.conns.append(conn)
         announced = False  # as `Heartbeat`: the whole record first and after a failure
         while True:
+            try:
+                # Connected before the expiry is set: a record whose TTL was spent waiting for
+                # the worker's handshake turn expired before its first keep-alive (404s).
+                async with asyncio.timeout(REQUEST_TIMEOUT):
+                    await conn.connect()
+            except Exception as exc:  # noqa: BLE001 - counted; the next beat redials
+                self.failures += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                conn.close()
+                await asyncio.sleep(spec.interval)
+                continue
             expires = clock.now() + ttl
             if announced:
                 path, body = "/v1/servers/keepalive", json.dumps(ServerKeepAlive(
@@ -527,8 +561,11 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
         print(f"  ... while listing                   p50 {ms(statistics.median(lat_busy))} ms, "
               f"p99 {ms(percentile(lat_busy, 99))} ms, {failed_busy} failed"
               f"{f' (last: {error_busy})' if error_busy else ''}")
-    if ramp_fail:
-        print(f"  ... during the ramp                 {ramp_fail} failed (last: {ramp_err})")
+    if ramp_lat or ramp_fail:
+        ramp_lat.sort()
+        print(f"  ... during the ramp                 p50 {ms(statistics.median(ramp_lat)) if ramp_lat else '-'} ms, "
+              f"p99 {ms(percentile(ramp_lat, 99)) if ramp_lat else '-'} ms, {ramp_fail} failed"
+              f"{f' (last: {ramp_err})' if ramp_err else ''}")
     print(f"auth CPU (per-second samples)         median {statistics.median(cpu):.0f}%, "
           f"p95 {percentile(cpu, 95):.0f}% of one core over {len(cpu)} s (target median < 100%)")
     print(f"agents' CPU (this script's workers)   {100 * sum(agent_cpu) / window:.0f}% in total, "
