@@ -4,8 +4,9 @@ Not a script. `Bench` is a context manager that, in a temporary directory,
 - starts `teleport start` (auth + proxy + node in one process) on free 127.0.0.1 ports,
 - adds a user with `tctl users add`, completes signup through the web API with an OTP code
   and logs in with `tsh login` (the same steps as tests/e2e/cluster.py),
-- starts a stock `sshd -D` on a free port that accepts a throwaway ed25519 key for root; that
-  one sshd is both the jump host and the target of the OpenSSH reference path,
+- starts a stock `sshd -D` on a free port that accepts a certificate for root from a throwaway
+  user CA and presents a host certificate (as Teleport does both); that one sshd is both the
+  jump host and the target of the OpenSSH reference path,
 - writes ssh_config files so `ssh -F <file> -J ...` needs no other options,
 and on exit kills the process group of everything it started and removes the directory.
 
@@ -53,6 +54,9 @@ NODENAME = "bench-node"
 USER = "bench"
 PASSWORD = "correct horse battery staple"
 BASELINE = "openssh"
+#: What `tsh` negotiates (its first preference, teleport.config.sshalgos.CIPHERS), and what the
+#: benches pin on the stock clients by default, so every path runs the same cipher.
+TSH_CIPHER = "aes128-gcm@openssh.com"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -380,10 +384,15 @@ Host *
     def _start_sshd(self) -> None:
         d = self.root / "sshd"
         d.mkdir(mode=0o700)
-        for name in ("host_ed25519", "client_ed25519"):
+        for name in ("host_ed25519", "client_ed25519", "user_ca", "host_ca"):
             self._run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name,
                        "-f", str(d / name)])
-        (d / "authorized_keys").write_text((d / "client_ed25519.pub").read_text())
+        # Certificates both ways, as Teleport uses: the user logs in with a certificate from a
+        # user CA, the host presents one from a host CA, so the baseline pays the same checks.
+        self._run(["ssh-keygen", "-q", "-s", str(d / "user_ca"), "-I", "bench-user", "-n", "root",
+                   "-V", "-5m:+1d", str(d / "client_ed25519.pub")])
+        self._run(["ssh-keygen", "-q", "-s", str(d / "host_ca"), "-I", "bench-host", "-h",
+                   "-n", "127.0.0.1,localhost", "-V", "-5m:+1d", str(d / "host_ed25519.pub")])
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         (port,) = free_ports(1)
         self.ports["sshd"] = port
@@ -391,8 +400,10 @@ Host *
 Port {port}
 ListenAddress 127.0.0.1
 HostKey {d / 'host_ed25519'}
+HostCertificate {d / 'host_ed25519-cert.pub'}
 PidFile {d / 'sshd.pid'}
-AuthorizedKeysFile {d / 'authorized_keys'}
+AuthorizedKeysFile none
+TrustedUserCAKeys {d / 'user_ca.pub'}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -403,14 +414,15 @@ AllowTcpForwarding yes
 MaxStartups 100
 Subsystem sftp {SFTP_SERVER}
 """)
-        host_pub = (d / "host_ed25519.pub").read_text().split()
-        (d / "known_hosts").write_text(f"[127.0.0.1]:{port},[localhost]:{port} "
-                                       f"{host_pub[0]} {host_pub[1]}\n")
+        ca_pub = (d / "host_ca.pub").read_text().split()
+        (d / "known_hosts").write_text(f"@cert-authority [127.0.0.1]:{port},[localhost]:{port} "
+                                       f"{ca_pub[0]} {ca_pub[1]}\n")
         (self.root / "ssh_config.openssh").write_text(f"""\
 Host *
     BatchMode yes
     IdentitiesOnly yes
     IdentityFile {d / 'client_ed25519'}
+    CertificateFile {d / 'client_ed25519-cert.pub'}
     UserKnownHostsFile {d / 'known_hosts'}
     StrictHostKeyChecking yes
     AddressFamily inet
@@ -449,16 +461,32 @@ Host *
         assert self.teleport is not None
         return self.teleport.pid
 
-    def paths(self) -> list[Route]:
+    def ssh_config(self, name: str, cipher: str | None) -> Path:
+        """The ssh_config file for `name` (openssh, teleport), with `Ciphers` pinned if asked.
+
+        A config file, not `-c`: ssh hands `-F` (not `-c`) to its `-J` jump process, so only
+        a file pins the cipher of both hops.
+        """
+        base = self.root / f"ssh_config.{name}"
+        if cipher is None:
+            return base
+        pinned = self.root / f"ssh_config.{name}.{cipher}"
+        if not pinned.exists():
+            pinned.write_text(base.read_text() + f"    Ciphers {cipher}\n")
+        return pinned
+
+    def paths(self, cipher: str | None = None) -> list[Route]:
         """The compared paths, the OpenSSH baseline first; append the remote command.
 
+        cipher: pin it on the stock ssh clients (both hops); None leaves each client's default
+        (chacha20-poly1305 for OpenSSH). `tsh` always uses its own first choice, `TSH_CIPHER`.
         The baseline names the jump hop `localhost` (AddressFamily inet: still 127.0.0.1)
         because ssh refuses a jump host spelled exactly like the target ("jumphost loop").
         """
         assert self.teleport is not None and self.sshd is not None
         sshd = self.ports["sshd"]
         result = [
-            Route(BASELINE, ["ssh", "-F", str(self.root / "ssh_config.openssh"),
+            Route(BASELINE, ["ssh", "-F", str(self.ssh_config("openssh", cipher)),
                              "-J", f"root@localhost:{sshd}", "-p", str(sshd), "root@127.0.0.1"],
                   self.sshd.pid),
             Route("tsh", [str(BIN / "tsh"), "ssh", f"root@{NODENAME}"], self.teleport.pid),
@@ -466,7 +494,7 @@ Host *
         if self.want_ssh_teleport:
             result.append(Route(
                 "ssh-teleport",
-                ["ssh", "-F", str(self.root / "ssh_config.teleport"),
+                ["ssh", "-F", str(self.ssh_config("teleport", cipher)),
                  "-J", f"{USER}@127.0.0.1:{self.ports['proxy_ssh']}", "-p", "3022",
                  f"root@{NODENAME}.{CLUSTER}"],
                 self.teleport.pid))

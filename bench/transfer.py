@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """File transfer with stock `scp` and `sftp`: through the Teleport proxy to the node vs. OpenSSH.
 
-Usage: .venv/bin/python bench/transfer.py [--size 512M] [--runs 1] [--keep]
+Usage: .venv/bin/python bench/transfer.py [--size 512M] [--runs 1] [--cipher C] [--keep]
 
 Starts a single-host cluster and a stock sshd on 127.0.0.1 (see bench/common.py), writes one
 file of --size bytes (default 512 MiB), and copies it up and back down with OpenSSH's own
@@ -10,12 +10,16 @@ clients over two paths:
                                                          SFTP is the same sftp-server binary)
   ssh-teleport  -J <user>@<proxy> root@<node>.<cluster>  (the Teleport proxy, then the node,
                                                          with the certificate tsh issued)
-`scp` is OpenSSH 9's default (SFTP underneath); `sftp` runs `put` and `get` from a batch. Per
-tool, direction and path it prints the wall time from starting the client to its exit
-(connection set-up included), MiB/s, the ratio against openssh (above 1 is faster than
-OpenSSH) and the server side's CPU seconds (the teleport process, which is proxy + node +
-auth, or the sshd listener with its per-connection children, each with their reaped children
-such as sftp-server). Every copy is checked: same size, same first and last MiB.
+Both log in with a certificate and pin the same cipher on both hops (--cipher, default
+aes128-gcm@openssh.com, what tsh negotiates; `--cipher default` leaves OpenSSH's own choice).
+`scp` is OpenSSH 9's default (SFTP underneath); `sftp` runs `put` and `get` from a batch; each
+run rotates the order of the paths. Per tool, direction and path it prints the wall time from
+starting the client to its exit (connection set-up included), MiB/s, the ratio against openssh
+(above 1 is faster than OpenSSH), the server side's CPU seconds (the teleport process, which is
+proxy + node + auth, or the sshd listener with its per-connection children, each with their
+reaped children such as sftp-server) and the CPU seconds per GiB of both sides (the client and
+its jump-hop child too) with its ratio against openssh's. Every copy is checked: same size, same
+first and last MiB.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from pathlib import Path
 
 from common import (
     BASELINE,
+    TSH_CIPHER,
     Bench,
     BenchError,
     Route,
     child_pids,
+    children_cpu_seconds,
     kill_group,
     parse_size,
     positive_int,
@@ -76,8 +82,8 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def copy(bench: Bench, route: Route, tool: str, direction: str, src: Path, dst: Path,
-         size: int) -> tuple[float, float]:
-    """Copy src to dst with `tool` over `route`; return wall and server CPU seconds."""
+         size: int) -> tuple[float, float, float]:
+    """Copy src to dst with `tool` over `route`; return wall, server and client CPU seconds."""
     opts, target = _opts_and_target(route)
     remote_src = direction == "download"
     if tool == "scp":
@@ -90,6 +96,7 @@ def copy(bench: Bench, route: Route, tool: str, direction: str, src: Path, dst: 
     timeout = SETUP_TIMEOUT + size / MIN_RATE
     server_children = child_pids(route.server_pid)
     server_cpu0 = proc_cpu_seconds(route.server_pid)
+    client_cpu0 = children_cpu_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=bench.env, start_new_session=True)
@@ -102,6 +109,7 @@ def copy(bench: Bench, route: Route, tool: str, direction: str, src: Path, dst: 
     finally:
         if proc.poll() is None:
             kill_group(proc, grace=1)
+    client_cpu = children_cpu_seconds() - client_cpu0
     bench.check_alive()
     wait_children_reaped(route.server_pid, server_children)
     server_cpu = proc_cpu_seconds(route.server_pid) - server_cpu0
@@ -110,7 +118,7 @@ def copy(bench: Bench, route: Route, tool: str, direction: str, src: Path, dst: 
         raise BenchError(f"{route.name}: {tool} {direction} exited {proc.returncode}: {last}")
     if not _same(src, dst):
         raise BenchError(f"{route.name}: {tool} {direction}: {dst} differs from {src}")
-    return wall, server_cpu
+    return wall, server_cpu, client_cpu
 
 
 def main() -> None:
@@ -120,23 +128,27 @@ def main() -> None:
                         help="bytes per file: 512M (default), 64M, 1G, ... (binary units)")
     parser.add_argument("--runs", type=positive_int, default=1,
                         help="copies per tool, direction and path; the median is reported")
+    parser.add_argument("--cipher", default=TSH_CIPHER,
+                        help=f"cipher pinned on both paths (default {TSH_CIPHER}); "
+                             "`default` for each client's own choice")
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (configs, teleport.log, sshd.log)")
     args = parser.parse_args()
     size: int = args.size
 
     with Bench(keep=args.keep, ssh_teleport=True) as bench:
-        routes = [r for r in bench.paths() if r.name in (BASELINE, "ssh-teleport")]
+        cipher = None if args.cipher == "default" else args.cipher
+        routes = [r for r in bench.paths(cipher) if r.name in (BASELINE, "ssh-teleport")]
         for route in routes:  # warm up, and fail early with the route's own message
             bench.check(route, ["true"], SETUP_TIMEOUT)
         work = bench.root / "transfer"
         work.mkdir()
         source = work / "source.bin"
         _write_source(source, size)
-        results: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
-        for _ in range(args.runs):
+        results: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+        for run in range(args.runs):
             for tool in TOOLS:
-                for route in routes:
+                for route in routes[run % 2:] + routes[:run % 2]:
                     remote = work / f"remote-{route.name}-{tool}.bin"
                     back = work / f"back-{route.name}-{tool}.bin"
                     results.setdefault((tool, "upload", route.name), []).append(
@@ -147,21 +159,26 @@ def main() -> None:
                     back.unlink()
 
     mib = size / 2**20
-    print(f"{mib:.0f} MiB file, stock OpenSSH clients, {args.runs} run(s) each, median shown")
+    print(f"{mib:.0f} MiB file, stock OpenSSH clients, certificate logins, cipher "
+          f"{args.cipher}, {args.runs} run(s) each, median shown")
     print(f"{'tool':<5} {'direction':<9} {'path':<14} {'wall s':>8} {'MiB/s':>8}"
-          f" {'x openssh':>10} {'server cpu s':>13}")
+          f" {'x openssh':>10} {'server cpu s':>13} {'cpu s/GiB':>10} {'x openssh':>10}")
     ratios: list[float] = []
     for tool in TOOLS:
         for direction in DIRECTIONS:
-            base = mib / statistics.median(r[0] for r in results[(tool, direction, BASELINE)])
+            base_runs = results[(tool, direction, BASELINE)]
+            base = mib / statistics.median(r[0] for r in base_runs)
+            base_cpu = statistics.median(r[1] + r[2] for r in base_runs)
             for route in routes:
                 runs = results[(tool, direction, route.name)]
                 wall = statistics.median(r[0] for r in runs)
                 rate = mib / wall
                 if route.name != BASELINE:
                     ratios.append(rate / base)
+                cpu = statistics.median(r[1] + r[2] for r in runs)
                 print(f"{tool:<5} {direction:<9} {route.name:<14} {wall:8.2f} {rate:8.1f}"
-                      f" {rate / base:10.2f} {statistics.median(r[1] for r in runs):13.2f}")
+                      f" {rate / base:10.2f} {statistics.median(r[1] for r in runs):13.2f}"
+                      f" {cpu / (size / 2**30):10.2f} {cpu / base_cpu:10.2f}")
     print(f"ratio teleport/openssh (MiB/s), geometric mean of the {len(ratios)} copies: "
           f"{statistics.geometric_mean(ratios):.2f}")
 

@@ -35,7 +35,13 @@ from teleport.srv.process import (
 from teleport.srv.scp import parse_scp
 from teleport.srv.sftp import SFTPAudit
 from teleport.sshutils.auth import Identity
-from teleport.sshutils.fdio import ChannelInput, FdReader, FdWriter
+from teleport.sshutils.fdio import (
+    PIPE_READ_SIZE,
+    ChannelInput,
+    FdReader,
+    FdWriter,
+    widen_pipe,
+)
 from teleport.sshutils.recorder import SessionRecorder
 from teleport.sshutils.terminal import clamp_term_size
 
@@ -207,6 +213,7 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                 in_r, in_w = os.pipe()
                 child_ends.append(in_r)
                 out_r, out_w = os.pipe()
+                widen_pipe(out_r)
                 self._fds.append(out_r)
                 child_ends.append(out_w)
                 err_r, err_w = os.pipe()
@@ -224,7 +231,8 @@ class NodeSession(asyncssh.SSHServerSession[bytes]):
                     os.close(fd)
             flow = ChannelInput(self.chan)
             self.stdin = FdWriter(in_w, pause=flow.pause, resume=flow.resume)
-            self.readers = [FdReader(out_r, self._output), FdReader(err_r, self._errors)]
+            self.readers = [FdReader(out_r, self._output, PIPE_READ_SIZE),
+                            FdReader(err_r, self._errors)]
         for reader in self.readers:
             reader.start()
 

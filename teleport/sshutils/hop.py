@@ -19,6 +19,7 @@ import asyncssh
 from teleport.config import sshalgos
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, ConnectionProblem, NotFound
+from teleport.sshutils import ciphers
 from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
 
 
@@ -30,6 +31,7 @@ def user_options(username: str, key: asyncssh.SSHKey, cert: asyncssh.SSHCertific
 
     algorithms: `tsh` uses the defaults; the proxy's web terminal what its teleport.yaml chose.
     """
+    ciphers.install()
     return asyncssh.SSHClientConnectionOptions(
         username=username, client_keys=[(key, cert)],
         known_hosts=None if host_cas is None else ([], list(host_cas), []),

@@ -15,7 +15,7 @@ from teleport.api.throttle import Slot, Throttle
 from teleport.config import sshalgos
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.metrics import CONNECTIONS, CONNECTIONS_REFUSED
-from teleport.sshutils import clientaddr
+from teleport.sshutils import ciphers, clientaddr
 from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
 from teleport.sshutils.gate import ACCEPTED_SLOT, Gate
 from teleport.utils.supervisor import Supervisor
@@ -37,6 +37,7 @@ def server_options(*, host_private_key: bytes, host_cert: str,
                    server_factory: Callable[[], CertAuthServer],
                    algorithms: SSHAlgorithms = sshalgos.DEFAULT) -> asyncssh.SSHServerConnectionOptions:
     """Build asyncssh options: host key with its certificate, user certs only, `algorithms`."""
+    ciphers.install()
     return asyncssh.SSHServerConnectionOptions(
         server_factory=server_factory,
         server_host_keys=host_keys(host_private_key, host_cert),

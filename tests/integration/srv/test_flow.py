@@ -14,7 +14,7 @@ import asyncssh
 
 from teleport.srv import NodeServer
 from teleport.srv.session import EXIT_DRAIN_SECONDS, SEND_HIGH_WATER
-from teleport.sshutils.fdio import READ_SIZE
+from teleport.sshutils.fdio import PIPE_READ_SIZE
 from tests.integration.srv.sshenv import Trust, peak_rss_while
 
 SIZE = 200 * 1024 * 1024
@@ -50,9 +50,10 @@ async def test_output_tail_waits_for_a_paused_client(trust: Trust, node: NodeSer
     """The command exits while its last bytes are still in our pipe, held back by the client.
 
     The size fills the client's window, our send buffer (paused after one more read past the
-    high-water mark) and half the 64 KiB pipe, so the tail is in the pipe when `head` exits.
+    high-water mark) and part of the child's 1 MiB pipe, so the tail is in the pipe when `head`
+    exits.
     """
-    size = 2 * 1024 * 1024 + SEND_HIGH_WATER + READ_SIZE + 32 * 1024
+    size = 2 * 1024 * 1024 + SEND_HIGH_WATER + PIPE_READ_SIZE + 32 * 1024
     received = 0
 
     class PausedClient(asyncssh.SSHClientSession[bytes]):
