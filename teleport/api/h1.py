@@ -181,20 +181,43 @@ class _Connection:
         self.writer.close()
 
 
+def _drop_stale(idle: list[_Connection]) -> None:
+    """Close the idle connections that are no longer usable, oldest (first put) first."""
+    while idle and not idle[0].usable():
+        idle.pop(0).close()
+
+
 class Pool:
     """Kept-alive connections per destination; one request at a time on each connection."""
 
-    def __init__(self, limit: int = 100) -> None:
+    def __init__(self) -> None:
         self._idle: dict[Destination, list[_Connection]] = {}
-        self._slots = asyncio.Semaphore(limit) if limit else None
         self._closed = False
+        self._prune_timer: asyncio.TimerHandle | None = None
 
     def put(self, conn: _Connection) -> None:
         idle = self._idle.setdefault(conn.dest, [])
+        _drop_stale(idle)
         if self._closed or len(idle) >= MAX_IDLE:
             conn.close()
         else:
             idle.append(conn)
+            self._schedule_prune()
+
+    def _schedule_prune(self) -> None:
+        """Close what outlived IDLE_SECONDS even if no request comes: `_take` reuses the newest
+        connection, so after a burst (sessions ending together, each with its audit and
+        unlisting calls) the others would stay open for good, ~0.5 MiB of TLS buffers each
+        counting both ends."""
+        if self._prune_timer is None and not self._closed:
+            self._prune_timer = asyncio.get_running_loop().call_later(IDLE_SECONDS, self._prune)
+
+    def _prune(self) -> None:
+        self._prune_timer = None
+        for idle in self._idle.values():
+            _drop_stale(idle)
+        if any(self._idle.values()):
+            self._schedule_prune()
 
     def _take(self, dest: Destination) -> _Connection | None:
         idle = self._idle.get(dest)
@@ -214,6 +237,9 @@ class Pool:
 
     def close(self) -> None:
         self._closed = True
+        if self._prune_timer is not None:
+            self._prune_timer.cancel()
+            self._prune_timer = None
         self.drop_idle()
 
     async def request(self, dest: Destination, method: str, target: str, *,
