@@ -146,7 +146,7 @@ MUTATIONS = (
          "test_a_role_change_ends_sessions_it_no_longer_admits_and_refuses_new_ones",)),
     Mutation(
         "issue a certificate with no principal", "teleport/auth/certs.py",
-        "                principals=logins or [f\"{rules.NO_LOGIN}-{uuid.uuid4()}\"],\n",
+        "                principals=logins or [f\"{NO_LOGIN}-{uuid.uuid4()}\"],\n",
         "                principals=logins,\n",
         ("tests/unit/auth/test_certs_roles.py::"
          "test_a_user_without_logins_gets_a_principal_no_system_has",)),
