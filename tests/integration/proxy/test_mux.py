@@ -35,7 +35,7 @@ class Echo(asyncio.Protocol):
 
 
 @contextlib.asynccontextmanager
-async def open_mux(tmp_path: Path, max_connections: int = 100) -> AsyncIterator[
+async def open_mux(tmp_path: Path, max_connections: int = 100, wait: float = WAIT) -> AsyncIterator[
         tuple[Multiplexer, ProxySSHServer, Trust]]:
     """A node, a proxy SSH server that binds nothing, a TLS echo server, one multiplexed port."""
     trust = Trust(tmp_path)
@@ -66,7 +66,7 @@ async def open_mux(tmp_path: Path, max_connections: int = 100) -> AsyncIterator[
                                   max_connections=max_connections) as proxy:
             await proxy.start("127.0.0.1", 0, bind=False)
             mux = Multiplexer({Protocol.TLS: serve_tls, Protocol.SSH: proxy.serve_socket},
-                              wait=WAIT)
+                              wait=wait)
             async with mux:
                 await mux.start(socket.create_server(("127.0.0.1", 0)))
                 yield mux, proxy, trust
@@ -162,19 +162,21 @@ async def test_other_protocols_are_closed_at_once(
     assert await _tls_echo(mux.port, b"after") == b"after"
 
 
-async def test_many_concurrent_connections(muxed: tuple[Multiplexer, ProxySSHServer, Trust]) -> None:
-    mux, _, trust = muxed
-    alice = trust.user(["root"])
+async def test_many_concurrent_connections(tmp_path: Path) -> None:
+    # 75 clients in this one process: on a loaded machine some say their first bytes later
+    # than the other tests' short first-bytes deadline, which is not what this test is about.
+    async with open_mux(tmp_path, wait=10.0) as (mux, _, trust):
+        alice = trust.user(["root"])
 
-    async def ssh_one() -> None:
-        async with await trust.connect(alice, mux.port, "alice"):
-            pass
+        async def ssh_one() -> None:
+            async with await trust.connect(alice, mux.port, "alice"):
+                pass
 
-    texts = [f"echo {i}".encode() for i in range(60)]
-    answers = await asyncio.gather(*(_tls_echo(mux.port, t) for t in texts),
-                                   *(ssh_one() for _ in range(15)))
-    assert answers[:60] == texts
-    assert mux.pending == 0
+        texts = [f"echo {i}".encode() for i in range(60)]
+        answers = await asyncio.gather(*(_tls_echo(mux.port, t) for t in texts),
+                                       *(ssh_one() for _ in range(15)))
+        assert answers[:60] == texts
+        assert mux.pending == 0
 
 
 async def test_connection_limit_applies_on_the_multiplexed_port(tmp_path: Path) -> None:
