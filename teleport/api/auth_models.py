@@ -12,23 +12,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from teleport.types.codec import ResourceJSON
-from teleport.types.event import AuditEvent
-
-
-class Request(BaseModel):
-    """A request body: strict types, unknown fields ignored (older clients, newer servers)."""
-
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", defer_build=True)
-
-
-class Answer(BaseModel):
-    """An answer body: unknown fields ignored, so a newer server can add some."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
-
+from teleport.api.wire import Answer, Request
+from teleport.types.shapes import AuditEvent, ResourceJSON
 
 # --- certificates ------------------------------------------------------------------------------
 
@@ -180,19 +167,6 @@ class Stored(Answer):
     stored: bool
 
 
-class RecordingInfo(Answer):
-    """A recorded session as `tsh recordings ls` lists it."""
-
-    sid: str
-    user: str
-    login: str
-    server_id: str
-    server_hostname: str
-    start: str
-    duration_ms: int
-    complete: bool
-
-
 class AnnouncedSession(Request):
     """A live session as its node announces it (the node's UUID and name are the server's)."""
 
@@ -201,18 +175,6 @@ class AnnouncedSession(Request):
     server_hostname: str = Field(min_length=1)
     created: str = Field(min_length=1)
     parties: list[str] = []
-
-
-class ActiveSession(Answer):
-    """A live session as users list it to join (`tsh sessions ls`)."""
-
-    sid: str
-    user: str
-    login: str
-    server_hostname: str
-    created: str
-    parties: list[str] = []
-    server_id: str = ""
 
 
 # --- recording proxy ---------------------------------------------------------------------------
@@ -265,28 +227,6 @@ class WebSession(Answer):
     roles: list[str]
 
 
-# --- cluster status (the web UI's status page) ----------------------------------------------------
-
-class ServerSummary(Answer):
-    """An auth server or proxy as the status page lists it."""
-
-    id: str
-    hostname: str
-    addr: str
-    public_addr: str = ""
-
-
-class ClusterStatus(Answer):
-    """What `tctl status` tells an admin, and who is online."""
-
-    cluster: str
-    version: str
-    ca_pin: str
-    auth_servers: list[ServerSummary]
-    proxies: list[ServerSummary]
-    nodes_online: int
-
-
 class WatchEvent(Answer):
     """One line of the watch stream (`GET /v1/watch`): a `put` per resource stored when the
     stream opened, `init` once that snapshot is complete, then `put` or `delete` of a resource's
@@ -307,11 +247,10 @@ class WatchEvent(Answer):
     resumed: bool = False
 
 
-__all__ = ["ActiveSession", "AnnouncedSession", "Answer", "AuditEvent", "CertAnswer",
-           "ClusterStatus", "CompleteSignupRequest", "Empty", "EventPage", "ServerSummary", "IssuedCerts", "JoinAnswer", "JoinCA",
-           "JoinRequest", "LoginRequest", "NodeCertRequest", "PingAnswer", "RecordingInfo",
-           "Request", "ResourceJSON", "SignupInfo", "SignupRequest", "Stored", "TokenList",
-           "TokenRequest", "UserCertRequest", "WatchEvent", "WebSession", "WebSessionCreate"]
+__all__ = ["AnnouncedSession", "CertAnswer", "CompleteSignupRequest", "Empty", "EventPage",
+           "IssuedCerts", "JoinAnswer", "JoinCA", "JoinRequest", "LoginRequest", "NodeCertRequest",
+           "PingAnswer", "SignupInfo", "SignupRequest", "Stored", "TokenList", "TokenRequest",
+           "UserCertRequest", "WatchEvent", "WebSession", "WebSessionCreate"]
 
 
 # --- single sign-on (teleport.auth.sso) ------------------------------------------------------------

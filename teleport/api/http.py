@@ -23,8 +23,8 @@ from typing import Any, TypeVar, overload
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from teleport.api import h1, proxydial, proxyenv
-from teleport.api.auth_models import AuditEvent, ResourceJSON
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
+from teleport.types.shapes import AuditEvent, ResourceJSON
 from teleport.utils.addr import HostPort, parse_addr
 
 T = TypeVar("T")
@@ -128,6 +128,18 @@ class HTTPClient:
         data = self._decode(addr, method, path, resp, raw)
         return data if answer is None else self._validate(addr, method, path, data, answer)
 
+    async def get_if_changed(self, path: str, etag: str) -> tuple[str, Any] | None:
+        """GET a JSON answer unless the server says it still has the entity tag the caller
+        kept from the last one (HTTP 304): None then, and nothing to read or decode. An answer
+        comes with its tag ("" when the server gives none)."""
+        addr, resp = await self._open("GET", path,
+                                      headers=[("If-None-Match", etag)] if etag else [])
+        async with resp:
+            raw = await self._read(addr, "GET", path, resp)
+        if resp.status == 304:
+            return None
+        return resp.headers.get("etag", ""), self._decode(addr, "GET", path, resp, raw)
+
     async def upload(self, method: str, path: str, pieces: BodyFactory, *,
                      answer: type[T], streamed: bool = False) -> T:
         """Send a raw streamed body (a recording part); each attempt reads it from the start.
@@ -164,6 +176,7 @@ class HTTPClient:
     # --- one request, one answer ------------------------------------------------------------
 
     async def _open(self, method: str, path: str, *, json_body: bytes | None = None,
+                    headers: list[tuple[str, str]] | None = None,
                     data: BodyFactory | None = None, streamed: bool = False,
                     idle: float | None = None) -> tuple[str, h1.Response]:
         """Return the first answer's head; only a failure before it tries the next address."""
@@ -172,7 +185,8 @@ class HTTPClient:
             timeout = h1.Timeouts(total=None, connect=timeout.connect, read=idle)
         if self._pool is None:
             self._pool = h1.Pool()
-        headers = [("Content-Type", "application/json")] if json_body is not None else []
+        headers = [*(headers or []),
+                   *([("Content-Type", "application/json")] if json_body is not None else [])]
         problems: list[str] = []
         for addr in self._order():
             try:

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ConfigDict, Field
 
-from teleport.api.auth_models import Answer, IssuedCerts, Request
+from teleport.api.auth_models import IssuedCerts
+from teleport.api.wire import Answer, Request
 
 #: The refusal of a key login for a user who has no key but an authenticator app (`on`): tsh
 #: then asks the app's code. One constant for both sides, so the wording cannot drift apart.

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from teleport.api.auth_models import Request
+from teleport.api.wire import Request
 from teleport.types.resource import Time
 
 

@@ -7,19 +7,16 @@ and the web UI speak. Recordings and live sessions travel as the auth API lists 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from teleport.api.auth_models import (
-    ActiveSession,
-    Answer,
-    AuditEvent,
-    ClusterStatus,
-    RecordingInfo,
-    Request,
-)
-from teleport.types.resources import Server
+from teleport.api.listing_models import ActiveSession, ClusterStatus, RecordingInfo
+from teleport.api.wire import Answer, Request
+from teleport.types.shapes import AuditEvent
+
+if TYPE_CHECKING:
+    from teleport.types.resources import Server
 
 
 class SSOConnectorInfo(Answer):

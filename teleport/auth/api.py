@@ -21,7 +21,6 @@ from pydantic_core import to_jsonable_python
 
 from teleport.api import httpserver
 from teleport.api.auth_models import (
-    ClusterStatus,
     CompleteSignupRequest,
     ConnectorInfo,
     JoinAnswer,
@@ -30,12 +29,12 @@ from teleport.api.auth_models import (
     LoginRequest,
     PingAnswer,
     RotateRequest,
-    ServerSummary,
     SignupRequest,
     TokenList,
     TokenRequest,
 )
 from teleport.api.constants import LISTEN_BACKLOG
+from teleport.api.listing_models import ClusterStatus, ServerSummary
 from teleport.api.presence_models import ServerKeepAlive
 from teleport.api.ratelimit import DEFAULT_JOIN_LIMITS, JoinLimiter, JoinLimits
 from teleport.auth import access

@@ -15,11 +15,12 @@ from teleport.auth.api import ADMIN, NODE, PROXY, USER, Call, route
 from teleport.auth.resources import KindStore, fresh_name
 from teleport.errors import AlreadyExists, BadParameter, NotFound
 from teleport.rbac import rules
-from teleport.types.codec import ResourceJSON, from_dict, to_dict
+from teleport.types.codec import from_dict, to_dict
 from teleport.types.registry import ADMIN as ADMIN_ONLY
 from teleport.types.registry import ResourceKind, lookup
 from teleport.types.resource import Resource
 from teleport.types.resources import Server
+from teleport.types.shapes import ResourceJSON
 
 CALLERS = [ADMIN, USER]
 

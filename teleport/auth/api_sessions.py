@@ -12,7 +12,8 @@ from typing import Any
 
 from aiohttp import web
 
-from teleport.api.auth_models import ActiveSession, AnnouncedSession, RecordingInfo, Stored
+from teleport.api.auth_models import AnnouncedSession, Stored
+from teleport.api.listing_models import ActiveSession, RecordingInfo
 from teleport.auth.api import ADMIN, NODE, PROXY, USER, Call, route
 from teleport.errors import BadParameter
 from teleport.events.recording import check_sid

@@ -12,6 +12,7 @@ from typing import Any, Self
 from urllib.parse import quote, urlencode
 
 from teleport.api import auth_models as m
+from teleport.api import listing_models as listing
 from teleport.api.http import HTTPClient
 from teleport.api.presence_models import ServerKeepAlive
 from teleport.auth.client_mfa import MFACalls
@@ -22,6 +23,7 @@ from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken
 from teleport.types.roles import Role
+from teleport.types.shapes import AuditEvent, ResourceJSON
 from teleport.types.trusted import RemoteCluster
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
@@ -113,9 +115,9 @@ class AuthClient(MFACalls):
     async def ping(self) -> m.PingAnswer:
         return await self._http.call("GET", "/v1/ping", answer=m.PingAnswer)
 
-    async def cluster_status(self) -> m.ClusterStatus:
+    async def cluster_status(self) -> listing.ClusterStatus:
         """Return the cluster's name, version, CA pin and online servers (admins only)."""
-        return await self._http.call("GET", "/v1/status", answer=m.ClusterStatus)
+        return await self._http.call("GET", "/v1/status", answer=listing.ClusterStatus)
 
     async def get_ca(self, ca_type: str) -> CertAuthority:
         return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
@@ -123,7 +125,7 @@ class AuthClient(MFACalls):
     async def list_cas(self, ca_type: str) -> list[CertAuthority]:
         """Every CA of a type: this cluster's and the trusted clusters' (public halves)."""
         return [_typed(ca, CertAuthority) for ca in await self._http.call(
-            "GET", f"/v1/authorities?type={_q(ca_type)}", answer=list[m.ResourceJSON])]
+            "GET", f"/v1/authorities?type={_q(ca_type)}", answer=list[ResourceJSON])]
 
     # --- trusted clusters (teleport.auth.api_trust) -------------------------------------------
 
@@ -148,7 +150,7 @@ class AuthClient(MFACalls):
 
     async def list_remote_clusters(self) -> list[RemoteCluster]:
         return [_typed(rc, RemoteCluster) for rc in await self._http.call(
-            "GET", "/v1/remoteclusters", answer=list[m.ResourceJSON])]
+            "GET", "/v1/remoteclusters", answer=list[ResourceJSON])]
 
     async def rotate(self, ca_type: str, *, mode: str, phase: str | None,
                      grace_period: str | None) -> list[CertAuthority]:
@@ -161,7 +163,7 @@ class AuthClient(MFACalls):
 
     async def list_users(self) -> list[User]:
         return [_typed(u, User) for u in await self._http.call(
-            "GET", "/v1/users", answer=list[m.ResourceJSON])]
+            "GET", "/v1/users", answer=list[ResourceJSON])]
 
     async def get_user(self, name: str) -> User:
         return _typed(await self.call("GET", f"/v1/users/{_q(name)}"), User)
@@ -210,7 +212,7 @@ class AuthClient(MFACalls):
 
     async def search_events(self, since: datetime, until: datetime, types: list[str], user: str,
                             limit: int, start_key: str = "", *, text: str = "",
-                            newest_first: bool = False) -> tuple[list[m.AuditEvent], str]:
+                            newest_first: bool = False) -> tuple[list[AuditEvent], str]:
         """Return one page of audit events, oldest first (or newest), and the key of the next
         page ("" = done); text: a case-insensitive substring of the event's JSON."""
         stamp = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -244,7 +246,7 @@ class AuthClient(MFACalls):
         the user it asks for)."""
         query = f"?user={_q(user)}" if user else ""
         return [_typed(s, Server) for s in await self._http.call(
-            "GET", f"/v1/servers/{_q(kind)}{query}", answer=list[m.ResourceJSON])]
+            "GET", f"/v1/servers/{_q(kind)}{query}", answer=list[ResourceJSON])]
 
     # --- resources of every registry kind (teleport.auth.api_resources) ----------------------
 
@@ -253,7 +255,7 @@ class AuthClient(MFACalls):
         client secret only `with_secrets`."""
         return [from_dict(r, "auth server response") for r in await self._http.call(
             "GET", f"/v1/resources/{_q(kind)}{_secrets(with_secrets)}",
-            answer=list[m.ResourceJSON])]
+            answer=list[ResourceJSON])]
 
     async def get_resource(self, kind: str, name: str, *, with_secrets: bool = False) -> Resource:
         return from_dict(await self.call(
@@ -271,7 +273,7 @@ class AuthClient(MFACalls):
     async def list_roles(self) -> list[Role]:
         """Return every role (Node and Proxy: their role cache)."""
         return [_typed(r, Role) for r in await self._http.call(
-            "GET", "/v1/roles", answer=list[m.ResourceJSON])]
+            "GET", "/v1/roles", answer=list[ResourceJSON])]
 
     async def watch(self, kinds: Sequence[str], since: str = "") -> AsyncIterator[m.WatchEvent]:
         """Yield a `put` per resource of the kinds stored now, `init`, then a `put` or `delete`
@@ -337,11 +339,11 @@ class AuthClient(MFACalls):
         return (await self._http.call("POST", f"/v1/sessions/{_q(sid)}/recording/complete",
                                       answer=m.Stored)).stored
 
-    async def list_recordings(self, user: str = "") -> list[m.RecordingInfo]:
+    async def list_recordings(self, user: str = "") -> list[listing.RecordingInfo]:
         """List the recordings user may play (a proxy names the user; others are themselves)."""
         query = f"?user={_q(user)}" if user else ""
         return await self._http.call("GET", f"/v1/sessions{query}",
-                                     answer=list[m.RecordingInfo])
+                                     answer=list[listing.RecordingInfo])
 
     def stream_recording(self, sid: str, user: str = "") -> AsyncIterator[bytes]:
         """Yield a recording's replay stream (JSON lines) as it arrives.
@@ -362,11 +364,11 @@ class AuthClient(MFACalls):
         """Stop listing a live session of this node."""
         await self._http.call("DELETE", f"/v1/active_sessions/{_q(sid)}", answer=m.Empty)
 
-    async def list_active_sessions(self, user: str = "") -> list[m.ActiveSession]:
+    async def list_active_sessions(self, user: str = "") -> list[listing.ActiveSession]:
         """List the live sessions user may join (a proxy names the user; others are themselves)."""
         query = f"?user={_q(user)}" if user else ""
         return await self._http.call("GET", f"/v1/active_sessions{query}",
-                                     answer=list[m.ActiveSession])
+                                     answer=list[listing.ActiveSession])
 
     # --- a host's own certificates (teleport.auth.api_hosts) ---------------------------------
 

@@ -14,9 +14,9 @@ from teleport.cli.common import csv_list, quiet_on_closed_pipe, run, table, vers
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from teleport.api.auth_models import AuditEvent
     from teleport.auth.client import AuthClient
     from teleport.types.rotation import Rotation
+    from teleport.types.shapes import AuditEvent
 
 
 def _parser() -> argparse.ArgumentParser:

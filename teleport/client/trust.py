@@ -7,22 +7,32 @@
 - the CA file (`certs.pem`) gets every trusted TLS CA certificate.
 - when the user's own certificate comes from a key the rotation is about to drop, one line says
   to log in again (and when it was dropped already, that this is why access is refused).
+
+The records come with an entity tag, kept with the warnings they gave for this login
+(`authorities.json` beside the keys): while the proxy answers that they did not change, a
+command neither reads nor decodes them, nor builds the CA models.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from teleport.client.profile import Profile, known_host_keys, leaf_host_keys, write_known_hosts
 from teleport.client.webapi import WebClient
 from teleport.errors import TeleportError
 from teleport.keys.ssh import parse_cert
 from teleport.keys.tls import issued_by
-from teleport.types.resources import CertAuthority
 from teleport.utils.fs import write_secret
+
+if TYPE_CHECKING:
+    from teleport.types.resources import CertAuthority
 
 log = logging.getLogger("teleport.client")
 #: How long a command waits at its end for the refresh it started with it.
@@ -32,13 +42,23 @@ FINISH_WITHIN = 3.0
 async def fetch_authorities(profile: Profile) -> dict[str, CertAuthority]:
     """The cluster's public CA records, by type, from the profile's proxy (and its leaves'
     host and TLS CAs under `host:<leaf>` and `tls:<leaf>`)."""
+    got = await _fetch(profile, "")
+    assert got is not None  # no tag asked about: the records come
+    return got[1]
+
+
+async def _fetch(profile: Profile, etag: str) -> tuple[str, dict[str, CertAuthority]] | None:
+    """`fetch_authorities` with their entity tag; None when they still have `etag`."""
     async with WebClient.for_profile(profile, present_cert=False) as web:
-        cas = await web.authorities()
+        got = await web.authorities(etag)
+    if got is None:
+        return None
+    etag, cas = got
     own: dict[str, CertAuthority] = {ca.spec.type: ca for ca in cas
                                      if ca.spec.cluster_name == profile.cluster}
     leaves = {f"{ca.spec.type}:{ca.spec.cluster_name}": ca for ca in cas
               if ca.spec.cluster_name != profile.cluster and ca.spec.type in ("host", "tls")}
-    return {**own, **leaves}
+    return etag, {**own, **leaves}
 
 
 async def refresh_host_cas(profile: Profile) -> bool:
@@ -115,9 +135,18 @@ async def following(profile: Profile) -> AsyncIterator[None]:
     import asyncio
 
     async def refresh() -> list[str]:
-        cas = await fetch_authorities(profile)
+        login = _login_digest(profile)
+        kept = _load_kept(profile)
+        got = await _fetch(profile, kept.get("etag", "") if kept.get("login") == login else "")
+        if got is None:
+            return [str(line) for line in kept.get("warnings", [])]
+        etag, cas = got
         _apply(profile, cas)
-        return certificate_warnings(profile, cas)
+        warnings = certificate_warnings(profile, cas)
+        if etag:
+            write_secret(_kept_path(profile),
+                         json.dumps({"etag": etag, "login": login, "warnings": warnings}))
+        return warnings
 
     task = asyncio.create_task(refresh())
     try:
@@ -131,3 +160,25 @@ async def following(profile: Profile) -> AsyncIterator[None]:
             log.debug("cannot refresh the cluster's CAs: %s", err)
         for line in warnings:
             print(line, file=sys.stderr, flush=True)
+
+
+def _kept_path(profile: Profile) -> Path:
+    return profile.key_dir / "authorities.json"
+
+
+def _load_kept(profile: Profile) -> dict[str, Any]:
+    """The tag of the CA records last applied, for which login, and the warnings they gave."""
+    try:
+        kept = json.loads(_kept_path(profile).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
+def _login_digest(profile: Profile) -> str:
+    """Which certificates the kept warnings are about: a new login judges its own."""
+    digest = hashlib.sha256()
+    for path in (profile.cert_path, profile.tls_cert_path):
+        with contextlib.suppress(OSError):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

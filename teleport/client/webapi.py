@@ -13,21 +13,22 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from teleport.api import h1
-from teleport.api import mfa_models as mfa
 from teleport.api import web_models as w
 from teleport.api.http import HTTPClient, one_line
 from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
 from teleport.keys.tls import load_cert_chain, tls_context, unverified_client_context
-from teleport.types.codec import from_dict
-from teleport.types.resources import CertAuthority
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
+
+if TYPE_CHECKING:  # loaded by the calls that need them: `tsh ls` builds neither model set
+    from teleport.api import mfa_models as mfa
+    from teleport.types.resources import CertAuthority
 
 
 class WebClient:
@@ -110,14 +111,21 @@ class WebClient:
         """This cluster and its leaves, with their status (`tsh clusters`)."""
         return await self._http.call("GET", "/webapi/sites", answer=list[w.ClusterInfo])
 
-    async def authorities(self) -> list[CertAuthority]:
-        """The cluster's public CA records, with their rotation (no login needed)."""
-        answer = await self._http.call("GET", "/webapi/authorities")
+    async def authorities(self, etag: str = "") -> tuple[str, list[CertAuthority]] | None:
+        """The cluster's public CA records, with their rotation (no login needed), and their
+        entity tag; None when they still have `etag` (the records are then not sent)."""
+        from teleport.types.codec import from_dict
+        from teleport.types.resources import CertAuthority
+
+        got = await self._http.get_if_changed("/webapi/authorities", etag)
+        if got is None:
+            return None
+        etag, answer = got
         if not isinstance(answer, list):
             raise ConnectionProblem(f"proxy {self.proxy_addr} answered the CAs with something "
                                     "else than a list")
         cas = [from_dict(item, "proxy response") for item in answer]
-        return [ca for ca in cas if isinstance(ca, CertAuthority)]
+        return etag, [ca for ca in cas if isinstance(ca, CertAuthority)]
 
     async def ssh_login(self, user: str, password: str, otp_token: str, pub_key: str,
                         tls_pub_key: str, ttl: timedelta | None) -> LoginResponse:
@@ -130,6 +138,8 @@ class WebClient:
     async def mfa_login_begin(self, user: str, password: str) -> mfa.WebauthnChallenge:
         """A security key's challenge: the user's keys after the password is checked, or (no
         user) any passkey; options None: the cluster wants no key of this user."""
+        from teleport.api import mfa_models as mfa
+
         body = {"user": user, "pass": password, "passwordless": not user}  # WebMFALoginBegin
         return await self._http.call("POST", "/webapi/mfa/login/begin", body,
                                      answer=mfa.WebauthnChallenge)

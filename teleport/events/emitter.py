@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 from teleport.errors import AccessDenied, BadParameter
-from teleport.types.event import AuditEvent
+from teleport.types.shapes import AuditEvent
 from teleport.utils.clock import Clock, RealClock
 
 # Event types from the manual's table.

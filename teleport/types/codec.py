@@ -22,10 +22,8 @@ from teleport.types.resources import (
     UserToken,
 )
 from teleport.types.roles import Role
+from teleport.types.shapes import ResourceJSON
 from teleport.types.trusted import RemoteCluster, TrustedCluster
-
-#: A resource (`kind`/`version`/`metadata`/`spec`) as `to_dict` writes it: how it travels.
-ResourceJSON = dict[str, Any]
 
 KINDS: dict[str, type[Resource]] = {
     "user": User,

@@ -7,6 +7,7 @@ import json
 import re
 import ssl
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,20 @@ def _get(cluster: Cluster, path: str) -> str:
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     with urllib.request.urlopen(f"https://{cluster.web_addr}{path}", context=ctx, timeout=10) as resp:
         return str(resp.read().decode())
+
+
+def _authorities_status(cluster: Cluster, etag: str = "") -> tuple[int, str]:
+    """GET the public CA records (conditionally when etag is given): status and tag."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    req = urllib.request.Request(f"https://{cluster.web_addr}/webapi/authorities",
+                                 headers={"If-None-Match": etag} if etag else {})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            json.loads(resp.read())
+            return resp.status, str(resp.headers["ETag"])
+    except urllib.error.HTTPError as err:
+        return err.code, str(err.headers["ETag"])
 
 
 def _status(cluster: Cluster) -> dict[str, str]:
@@ -69,6 +84,10 @@ def test_a_user_ca_rotation_step_by_step(rotating: Cluster) -> None:
     cluster.login("rita", "rotation password", totp)
     _ssh_until(cluster, ok=True)
     old_key = cluster.tctl("auth", "export", "--type=user").stdout.split()[:2]
+    # The CA records come with a tag: a client that holds them is told they did not change.
+    status, before = _authorities_status(cluster)
+    assert status == 200 and before.startswith('"'), before
+    assert _authorities_status(cluster, before) == (304, before)
 
     out = cluster.tctl("auth", "rotate", "--type=user", "--manual", "--phase=init",
                        "--grace-period=1h")
@@ -78,6 +97,8 @@ def test_a_user_ca_rotation_step_by_step(rotating: Cluster) -> None:
     assert re.fullmatch(r"rotating in manual mode, phase init, started \S+ \S+ UTC, "
                         r"grace period ends \S+ \S+ UTC", status), status
     assert _status(cluster)["Host CA"] == "never updated"
+    status, during = _authorities_status(cluster, before)  # a new phase: new records, new tag
+    assert status == 200 and during != before
     # During the grace period a stock sshd can trust both keys: export prints both.
     exported = cluster.tctl("auth", "export", "--type=user").stdout.splitlines()
     assert len(exported) == 2 and exported[0].split()[:2] == old_key
@@ -89,6 +110,8 @@ def test_a_user_ca_rotation_step_by_step(rotating: Cluster) -> None:
     assert re.fullmatch(r"Your SSH certificate was issued by the user CA that is being rotated "
                         r"out; it stops working at \S+ \S+ UTC: run 'tsh login' to get a new one.\n",
                         warned), warned
+    # The next command is told the records did not change: the warning stays all the same.
+    assert cluster.tsh("ls").stderr == warned
     cluster.tsh("logout")
     _login_again(cluster, "rita", "rotation password", totp)  # a certificate of the new key
     assert _ssh_until(cluster, ok=True) == ""  # the node trusts the new key too; no warning
