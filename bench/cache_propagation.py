@@ -41,6 +41,7 @@ from teleport.cache import CachedAuth
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.service import revocations
 from teleport.service.revocations import RevocationWatch
 from teleport.types.resource import Metadata
@@ -81,8 +82,8 @@ class Auth:
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(key), addresses=["127.0.0.1"])
         cas = [c.encode() for c in certs.tls_ca_certs]
-        ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), key, cas,
-                                         require_client_cert=False)
+        ctx = tlsconfig.ssl_server_context(certs.tls_cert.encode(), key, cas,
+                                           require_client_cert=False)
         return cls(auth, await auth_api.serve(auth, ctx, "127.0.0.1", 0), cas)
 
     async def stop(self) -> None:
@@ -97,7 +98,7 @@ class Auth:
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), key, self.cas)
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), key, self.cas)
         return cls([self.addr], ctx, timeout=10, cluster=CLUSTER)
 
 

@@ -18,7 +18,8 @@ from teleport.api.presence_models import ServerKeepAlive
 from teleport.auth.client_mfa import MFACalls
 from teleport.auth.identity_file import IdentityFile
 from teleport.errors import BadParameter, ConnectionProblem
-from teleport.keys.tls import auth_server_name, identity_from_cert, ssl_client_context
+from teleport.keys.tls import auth_server_name, identity_from_cert
+from teleport.keys.tlsconfig import ssl_client_context
 from teleport.types.codec import from_dict, to_dict
 from teleport.types.resource import Resource
 from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken

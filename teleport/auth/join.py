@@ -25,6 +25,7 @@ from teleport.auth.identity_file import IdentityFile
 from teleport.errors import AccessDenied, ConnectionProblem
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.pin import check_pins
 from teleport.utils.addr import HostPort
 
@@ -66,7 +67,7 @@ async def join(addrs: Sequence[HostPort], *, token: str, role: str, host_uuid: s
 async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, nodename: str,
                     addresses: list[str], ca_pins: Sequence[str],
                     warn: Callable[[str], None], version: str) -> JoinResult:
-    unverified = tlskeys.unverified_client_context()
+    unverified = tlsconfig.unverified_client_context()
     # The cluster's name (and so the auth server's) is not known yet: the domain routes alone.
     ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA,
                      server_hostname=tlskeys.RESERVED_DOMAIN)
@@ -78,7 +79,7 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
         warn(UNPINNED_WARNING)
     ssh_key = await asyncio.to_thread(sshkeys.generate_private_key, "ed25519")
     tls_key = await asyncio.to_thread(tlskeys.generate_tls_key)
-    verified = tlskeys.ssl_client_context(None, None, ca_certs)
+    verified = tlsconfig.ssl_client_context(None, None, ca_certs)
     body = JoinRequest(token=token, role=role, host_uuid=host_uuid, nodename=nodename,
                        ssh_public_key=sshkeys.public_key_of(ssh_key),
                        tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(),

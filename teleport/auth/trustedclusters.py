@@ -36,7 +36,8 @@ from teleport.errors import (
 )
 from teleport.events import emitter as ev
 from teleport.keys.identity import Identity
-from teleport.keys.tls import issued_by, tls_context, unverified_client_context
+from teleport.keys.tls import issued_by
+from teleport.keys.tlsconfig import tls_context, unverified_client_context
 from teleport.rbac.rolemap import check_role_map, fixed_local_roles, map_roles
 from teleport.rbac.roles import RoleSet
 from teleport.services.authorities import CAService
@@ -123,6 +124,9 @@ class TrustedClusters:
         #: The trusted roots' TLS CAs as last read, and when (reused for ROOTS_REUSE seconds:
         #: every new connection to the auth API asks).
         self._roots: tuple[float, list[CertAuthority]] = (-ROOTS_REUSE, [])
+        #: The read under way: callers that find the last one old share it (at a thousand
+        #: requests a second, each started its own while the first waited on the store).
+        self._roots_read: asyncio.Future[list[CertAuthority]] | None = None
         self.trusted = ResourceStore(backend, TrustedCluster, "trustedclusters",
                                      noun="trusted cluster")
         self.remote = ResourceStore(backend, RemoteCluster, "remoteClusters",
@@ -248,12 +252,18 @@ class TrustedClusters:
     async def root_tls_cas(self) -> list[CertAuthority]:
         """The TLS CAs of the roots we trust (enabled, with a role map): whose users' client
         certificates our auth API takes, as those users, with the roles the map gives them."""
-        now = time.monotonic()
         read_at, roots = self._roots
-        if now - read_at >= ROOTS_REUSE:
-            roots = [ca for ca in await self.cas.store("tls").list()
-                     if ca.spec.cluster_name != self.ctx.cluster_name and ca.spec.role_map]
-            self._roots = (now, roots)
+        if time.monotonic() - read_at < ROOTS_REUSE:
+            return roots
+        if self._roots_read is None or self._roots_read.done():
+            self._roots_read = asyncio.ensure_future(self._read_roots())
+        return await asyncio.shield(self._roots_read)
+
+    async def _read_roots(self) -> list[CertAuthority]:
+        started = time.monotonic()
+        roots = [ca for ca in await self.cas.store("tls").list()
+                 if ca.spec.cluster_name != self.ctx.cluster_name and ca.spec.role_map]
+        self._roots = (started, roots)
         return roots
 
     async def issuing_root(self, der: bytes) -> CertAuthority | None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from teleport.auth.client import AuthClient
 from teleport.client.profile import Profile
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, NotFound
-from teleport.keys.tls import identity_from_cert, ssl_client_context
+from teleport.keys.tls import identity_from_cert
+from teleport.keys.tlsconfig import ssl_client_context
 from teleport.utils.addr import parse_addr
 
 

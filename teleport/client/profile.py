@@ -22,13 +22,12 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from teleport.api.constants import HOME_ENV
 from teleport.errors import AccessDenied, BadParameter, NotFound
-from teleport.keys.ssh import parse_cert
 from teleport.utils.fs import ensure_private_dir, write_secret
 
 
@@ -42,6 +41,9 @@ class Profile:
     ssh_proxy_addr: str
     user: str
     cluster: str
+    #: When the login's SSH certificate expires (ISO 8601), noted at login so that a command
+    #: checks it without loading the certificate parser; "" from an older tsh.
+    valid_before: str = ""
     #: This command only (`--insecure`): accept any proxy certificate. Never saved.
     insecure: bool = field(default=False, compare=False)
 
@@ -90,10 +92,15 @@ class Profile:
 
     def check_valid(self, now: datetime | None = None) -> datetime:
         """Return when the certificate expires; raise AccessDenied if it already has."""
-        info = parse_cert(self.ssh_cert())
-        if info.valid_before <= (now or datetime.now(timezone.utc)):
+        try:
+            valid_before = datetime.fromisoformat(self.valid_before)
+        except ValueError:  # noted by no login of this tsh: ask the certificate
+            from teleport.keys.ssh import parse_cert
+
+            valid_before = parse_cert(self.ssh_cert()).valid_before
+        if valid_before <= (now or datetime.now(timezone.utc)):
             raise AccessDenied("your certificate has expired, run 'tsh login'")
-        return info.valid_before
+        return valid_before
 
 
 def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str, tls_key: bytes,
@@ -118,7 +125,11 @@ def save_login(profile: Profile, *, ssh_key: bytes, ssh_pub: str, ssh_cert: str,
         write_secret(profile.web_cert_path, web_cert)
     else:
         profile.web_cert_path.unlink(missing_ok=True)
-    saved = {k: v for k, v in asdict(profile).items() if k != "insecure"}
+    from teleport.keys.ssh import parse_cert
+
+    expires = parse_cert(ssh_cert).valid_before.isoformat()
+    saved = {k: v for k, v in asdict(replace(profile, valid_before=expires)).items()
+             if k != "insecure"}
     write_secret(home / "profile", json.dumps(saved, indent=1) + "\n")
 
 

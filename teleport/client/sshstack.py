@@ -3,14 +3,15 @@
 At import asyncssh looks for optional native libraries with `ctypes.util.find_library`
 (liboqs twice, nettle twice), which on Linux runs `ldconfig -p` and then, for each library not
 installed, `gcc` and `ld`: seven processes, 40-60 ms of every `tsh ssh`. It also imports
-python-fido2 for hardware-backed (`sk-`) SSH keys, another 50 ms; `tsh` signs with the
-software key of its profile and runs python-fido2 itself only for WebAuthn (`teleport.client.
-keyflow`, which imports it when a login asks for a key).
+python-fido2 for hardware-backed (`sk-`) SSH keys, another 50 ms, and pyOpenSSL for X.509
+certificates in SSH (RFC 6187), ~15 ms; `tsh` signs with the software key and OpenSSH
+certificate of its profile, and runs python-fido2 itself only for WebAuthn
+(`teleport.client.keyflow`, which imports it when a login asks for a key).
 
 `load()` imports asyncssh once with both answered cheaply: the native libraries from one
 `ldconfig -p` (what find_library reads first anyway; a library it does not list is taken as
-absent, as asyncssh then does without it), and python-fido2 taken as absent for asyncssh's
-own import only. The daemon imports asyncssh plainly. The lasting fix is upstream: asyncssh
+absent, as asyncssh then does without it), and python-fido2 and pyOpenSSL taken as absent for
+asyncssh's own import only. The daemon imports asyncssh plainly. The lasting fix is upstream: asyncssh
 could look these up on first use of post-quantum key exchange, UMAC or an `sk-` key.
 """
 
@@ -28,7 +29,7 @@ def load() -> None:
     """Import asyncssh (a no-op once it is imported)."""
     if "asyncssh" in sys.modules:
         return
-    with _libraries_from_ldconfig(), _without("fido2"):
+    with _libraries_from_ldconfig(), _without("fido2"), _without("OpenSSL"):
         import asyncssh  # noqa: F401
 
 

@@ -27,8 +27,6 @@ from typing import TYPE_CHECKING, Any
 from teleport.client.profile import Profile, known_host_keys, leaf_host_keys, write_known_hosts
 from teleport.client.webapi import WebClient
 from teleport.errors import TeleportError
-from teleport.keys.ssh import parse_cert
-from teleport.keys.tls import issued_by
 from teleport.utils.fs import write_secret
 
 if TYPE_CHECKING:
@@ -93,6 +91,9 @@ def _apply(profile: Profile, cas: dict[str, CertAuthority]) -> bool:
 
 def certificate_warnings(profile: Profile, cas: dict[str, CertAuthority]) -> list[str]:
     """Say when the login's certificates come from a key a rotation drops (or dropped)."""
+    from teleport.keys.ssh import parse_cert
+    from teleport.keys.tls import issued_by
+
     user, tls = cas.get("user"), cas.get("tls")
     if user is not None:
         with contextlib.suppress(TeleportError):

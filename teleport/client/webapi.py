@@ -22,7 +22,7 @@ from teleport.api.http import HTTPClient, one_line
 from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
-from teleport.keys.tls import load_cert_chain, tls_context, unverified_client_context
+from teleport.keys.tlsconfig import load_cert_chain, tls_context, unverified_client_context
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
 
@@ -114,12 +114,12 @@ class WebClient:
     async def authorities(self, etag: str = "") -> tuple[str, list[CertAuthority]] | None:
         """The cluster's public CA records, with their rotation (no login needed), and their
         entity tag; None when they still have `etag` (the records are then not sent)."""
-        from teleport.types.codec import from_dict
-        from teleport.types.resources import CertAuthority
-
         got = await self._http.get_if_changed("/webapi/authorities", etag)
         if got is None:
             return None
+        from teleport.types.codec import from_dict
+        from teleport.types.resources import CertAuthority
+
         etag, answer = got
         if not isinstance(answer, list):
             raise ConnectionProblem(f"proxy {self.proxy_addr} answered the CAs with something "

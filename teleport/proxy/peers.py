@@ -20,7 +20,7 @@ import asyncssh
 from teleport.api import proxydial
 from teleport.errors import ConnectionProblem
 from teleport.sshutils import reversetunnel
-from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 from teleport.sshutils.reversetunnel import PEER_PORT, TunnelClientConnection, TunnelCredentials
 from teleport.sshutils.splice import channel_socket
 from teleport.types.resources import Server

@@ -22,11 +22,10 @@ from teleport.errors import BadParameter, NotFound, TeleportError
 from teleport.events.emitter import Emitter
 from teleport.proxy.recording import RecordingProxy
 from teleport.sshutils.auth import CertAuthServer, CertChecker, RevocationCheck, never_revoked
+from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_USERS,
-    TUNNEL_PKTSIZE,
-    WINDOW,
     SSHListener,
     server_options,
 )

@@ -27,10 +27,9 @@ from teleport.metrics import REVERSE_TUNNELS
 from teleport.rbac.subject import Caller
 from teleport.sshutils import clusterdial
 from teleport.sshutils.auth import CertAuthServer, CertChecker
+from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 from teleport.sshutils.listener import (
     DEFAULT_MAX_CONNECTIONS,
-    TUNNEL_PKTSIZE,
-    WINDOW,
     SSHListener,
     server_options,
 )

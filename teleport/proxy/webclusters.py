@@ -22,7 +22,7 @@ from teleport.api.auth_models import TrustedClusterValidation, WebSession
 from teleport.api.web_models import ClusterInfo
 from teleport.auth.client import AuthClient
 from teleport.errors import ConnectionProblem, NotFound
-from teleport.keys.tls import ssl_client_context
+from teleport.keys.tlsconfig import ssl_client_context
 from teleport.types.resources import Server
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from cryptography import x509
 
 from teleport.errors import BadParameter
-from teleport.keys.tls import ssl_server_context
+from teleport.keys.tlsconfig import ssl_server_context
 
 #: (key PEM, certificate PEM), as read from the configured files.
 KeyPair = tuple[bytes, bytes]

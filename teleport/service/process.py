@@ -30,7 +30,7 @@ from teleport.config.runtime import Config
 from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportError
 from teleport.events.buffered import BufferedEmitter
 from teleport.events.sinks import build_audit_log, sessions_dir, sessions_store
-from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.tls import identity_from_cert
 from teleport.proxy.authrelay import AuthRelay
 from teleport.proxy.mux import Handler, Multiplexer, Protocol
@@ -347,12 +347,12 @@ class TeleportProcess:
         admin = await issue_local_identity(auth, data_dir, "Admin", self.host_uuid,
                                            cfg.nodename, [])
         # Its certificate and client CAs change for new connections as the CAs rotate.
-        tls = tlskeys.LiveServerContext(identity.tls_cert.encode(),
-                                        identity.tls_private_key.encode(),
-                                        [c.encode() for c in identity.tls_ca_certs],
-                                        # Optional only so that a new host can join with a
-                                        # token; every other route refuses a caller without one.
-                                        require_client_cert=False)
+        tls = tlsconfig.LiveServerContext(identity.tls_cert.encode(),
+                                          identity.tls_private_key.encode(),
+                                          [c.encode() for c in identity.tls_ca_certs],
+                                          # Optional only so that a new host can join with a
+                                          # token; every other route refuses a caller without one.
+                                          require_client_cert=False)
         # Served through a TLS-only multiplexer, so each source's new connections are paced
         # before their handshake; a verified client certificate gives its token back.
         rates = [handshake_throttle.Rate(r.period.total_seconds(), r.average, r.burst)

@@ -52,6 +52,7 @@ from teleport.backend.base import key
 from teleport.errors import AccessDenied, BadParameter, TeleportError
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resources import CertAuthority
 from teleport.types.rotation import Phase, Rotation
 from teleport.utils.addr import HostPort
@@ -450,7 +451,7 @@ def refused_since_rotation(addrs: Callable[[], Sequence[HostPort]], role: str,
 
     async def diagnose(identity: IdentityFile) -> str | None:
         cluster = tlskeys.identity_from_cert(identity.tls_cert.encode()).cluster
-        ctx = tlskeys.ssl_client_context(None, None, [c.encode() for c in identity.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(None, None, [c.encode() for c in identity.tls_ca_certs])
         for addr in addrs():
             try:
                 async with asyncio.timeout(DIAGNOSE_TIMEOUT):

@@ -28,7 +28,7 @@ from teleport.api import proxydial
 from teleport.api.http import HTTPClient
 from teleport.api.web_models import WebPing
 from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportError
-from teleport.keys.tls import unverified_client_context
+from teleport.keys.tlsconfig import unverified_client_context
 from teleport.metrics import TUNNEL_AGENTS
 from teleport.sshutils import reversetunnel
 from teleport.sshutils.reversetunnel import (

@@ -1,7 +1,2 @@
-"""asyncssh glue shared by the node and the proxy: certificate auth, listener settings, fd pumps."""
-
-from teleport.sshutils.auth import CertAuthConnection, CertAuthServer, CertChecker, Identity
-from teleport.sshutils.listener import bound_port, listen, server_options
-
-__all__ = ["CertAuthConnection", "CertAuthServer", "CertChecker", "Identity", "bound_port",
-           "listen", "server_options"]
+"""asyncssh glue shared by the node, the proxy and `tsh`: certificate auth, listener settings,
+hops, fd pumps. Import each from its module: `tsh` needs the hop, not the listener."""

@@ -20,7 +20,7 @@ from teleport.config import sshalgos
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, ConnectionProblem, NotFound
 from teleport.sshutils import ciphers
-from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 
 
 def user_options(username: str, key: asyncssh.SSHKey, cert: asyncssh.SSHCertificate,

@@ -25,12 +25,6 @@ DEFAULT_MAX_CONNECTIONS = 15000
 DEFAULT_MAX_USERS = 250
 #: The prototype dropped SYNs at 200 concurrent clients with asyncio's default backlog of 100.
 BACKLOG = 1024
-#: Per-channel receive window: the most a client can have in flight on one channel.
-WINDOW = 2 * 1024 * 1024
-#: Packet size of channels that carry another SSH connection (tsh through the proxy). An inner
-#: packet holds 32 KiB of data plus ~40 bytes of framing; with the default 32 KiB outer limit
-#: every one was split into a full packet and a tiny one, costing a cipher call each.
-TUNNEL_PKTSIZE = 128 * 1024
 
 
 def server_options(*, host_private_key: bytes, host_cert: str,

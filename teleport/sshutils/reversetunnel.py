@@ -33,7 +33,7 @@ from teleport.keys.ssh import SSHCertInfo, host_role, signed_by, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
 from teleport.sshutils.auth import key_line
-from teleport.sshutils.listener import TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 
 #: The virtual listener the node asks the proxy to forward: connections to the node's SSH server.
 NODE_LISTEN = ("@local-node", 3022)

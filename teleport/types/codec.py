@@ -1,45 +1,29 @@
-"""YAML and JSON round trip of resources, with one-line errors for bad input."""
+"""YAML and JSON round trip of resources, with one-line errors for bad input.
+
+Each kind's model and the YAML parser load on first use: listing nodes builds neither the role
+nor the connector models, and JSON needs no YAML.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from teleport.config import yamlsafe
 from teleport.errors import BadParameter
-from teleport.types.connectors import GithubConnector, OIDCConnector
-from teleport.types.locks import Lock
+from teleport.types.registry import KINDS_REGISTRY, load_model
 from teleport.types.resource import Resource
-from teleport.types.resources import (
-    CertAuthority,
-    ClusterName,
-    ProvisionToken,
-    Server,
-    User,
-    UserToken,
-)
-from teleport.types.roles import Role
 from teleport.types.shapes import ResourceJSON
-from teleport.types.trusted import RemoteCluster, TrustedCluster
 
-KINDS: dict[str, type[Resource]] = {
-    "user": User,
-    "token": ProvisionToken,
-    "user_token": UserToken,
-    "cert_authority": CertAuthority,
-    "node": Server,
-    "proxy": Server,
-    "auth_server": Server,
-    "cluster_name": ClusterName,
-    "role": Role,
-    "lock": Lock,
-    "github": GithubConnector,
-    "oidc": OIDCConnector,
-    "trusted_cluster": TrustedCluster,
-    "remote_cluster": RemoteCluster,
+#: Where each kind that travels has its model: the registry's kinds (what tctl manages) and
+#: the records the cluster keeps for itself.
+MODEL_PATHS: dict[str, str] = {
+    **{kind.name: kind.model_path for kind in KINDS_REGISTRY.values()},
+    "user_token": "teleport.types.resources:UserToken",
+    "proxy": "teleport.types.resources:Server",
+    "auth_server": "teleport.types.resources:Server",
+    "cluster_name": "teleport.types.resources:ClusterName",
 }
 
 
@@ -50,9 +34,11 @@ def from_dict(data: Any, where: str = "resource") -> Resource:
     kind = data.get("kind")
     if not isinstance(kind, str) or not kind:
         raise BadParameter(f"{where}: missing 'kind'")
-    model = KINDS.get(kind)
-    if model is None:
-        raise BadParameter(f"{where}: unsupported kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    path = MODEL_PATHS.get(kind)
+    if path is None:
+        raise BadParameter(f"{where}: unsupported kind {kind!r} "
+                           f"(known: {', '.join(sorted(MODEL_PATHS))})")
+    model = load_model(path)
     try:
         return model.model_validate(data)
     except ValidationError as err:
@@ -80,6 +66,8 @@ def to_dict(resource: Resource) -> ResourceJSON:
 
 def parse_yaml(text: str, source: str = "<stdin>") -> list[Resource]:
     """Parse one or more `---`-separated resources."""
+    from teleport.config import yamlsafe
+
     docs = yamlsafe.load_all(text, source)  # no aliases, no control characters
     if not docs:
         raise BadParameter(f"{source}: no resources found")
@@ -90,6 +78,8 @@ def parse_yaml(text: str, source: str = "<stdin>") -> list[Resource]:
 
 def dump_yaml(resources: Iterable[Resource]) -> str:
     """Print resources the way `tctl get` shows them."""
+    import yaml
+
     return "---\n".join(
         yaml.safe_dump(to_dict(r), sort_keys=False, default_flow_style=False) for r in resources
     )

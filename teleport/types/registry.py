@@ -8,16 +8,15 @@ this table, never through a branch per kind.
 
 from __future__ import annotations
 
+import functools
+import importlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from teleport.errors import BadParameter
-from teleport.types.connectors import GithubConnector, OIDCConnector
-from teleport.types.locks import Lock
-from teleport.types.resource import Resource
-from teleport.types.resources import CertAuthority, ProvisionToken, Server, User
-from teleport.types.roles import Role
-from teleport.types.trusted import RemoteCluster, TrustedCluster
+
+if TYPE_CHECKING:
+    from teleport.types.resource import Resource
 
 SecretsTo = Literal["reader", "admin"]
 READER: SecretsTo = "reader"
@@ -29,7 +28,9 @@ class ResourceKind:
     """One kind: its model, the names users may call it, and how the rules judge it."""
 
     name: str
-    model: type[Resource]
+    #: Where its model lives (`module:Class`), imported on first use: a command that handles
+    #: one kind does not build every kind's model (`tctl nodes ls` needs no role or connector).
+    model_path: str
     #: Other names `tctl` accepts (`roles`, `cas`...); the first is the plural.
     aliases: tuple[str, ...]
     #: The resource a role's rules name for it (`teleport.types.roles.RULE_RESOURCES`).
@@ -55,23 +56,38 @@ class ResourceKind:
     def plural(self) -> str:
         return self.aliases[0] if self.aliases else self.name
 
+    @property
+    def model(self) -> type[Resource]:
+        return load_model(self.model_path)
+
+
+@functools.cache
+def load_model(path: str) -> type[Resource]:
+    """The model class at `module:Class`."""
+    module, _, name = path.partition(":")
+    model: type[Resource] = getattr(importlib.import_module(module), name)
+    return model
+
+
+_RESOURCES = "teleport.types.resources"
+
 
 _KINDS = (
-    ResourceKind("role", Role, ("roles",), "role"),  # before users, who name roles
-    ResourceKind("user", User, ("users",), "user", has_secrets=True, secrets_to=ADMIN),
-    ResourceKind("token", ProvisionToken, ("tokens",), "token"),
-    ResourceKind("trusted_cluster", TrustedCluster, ("trusted_clusters", "tc", "cluster", "clusters"),
+    ResourceKind("role", "teleport.types.roles:Role", ("roles",), "role"),  # before users, who name roles
+    ResourceKind("user", f"{_RESOURCES}:User", ("users",), "user", has_secrets=True, secrets_to=ADMIN),
+    ResourceKind("token", f"{_RESOURCES}:ProvisionToken", ("tokens",), "token"),
+    ResourceKind("trusted_cluster", "teleport.types.trusted:TrustedCluster", ("trusted_clusters", "tc", "cluster", "clusters"),
                  # Not restored yet: a backup would need the root's CAs with it (planned).
                  "trusted_cluster", has_secrets=True, restored=False),
-    ResourceKind("cert_authority", CertAuthority, ("cert_authorities", "cas", "ca"),
+    ResourceKind("cert_authority", f"{_RESOURCES}:CertAuthority", ("cert_authorities", "cas", "ca"),
                  "cert_authority", has_secrets=True, secrets_to=ADMIN, creatable=False),
-    ResourceKind("lock", Lock, ("locks",), "lock", auto_name=True),
+    ResourceKind("lock", "teleport.types.locks:Lock", ("locks",), "lock", auto_name=True),
     # Announcements: listed, never restored (a node announces itself again within seconds).
-    ResourceKind("node", Server, ("nodes",), "node", creatable=False, restored=False),
-    ResourceKind("remote_cluster", RemoteCluster, ("remote_clusters", "rc"), "remote_cluster",
+    ResourceKind("node", f"{_RESOURCES}:Server", ("nodes",), "node", creatable=False, restored=False),
+    ResourceKind("remote_cluster", "teleport.types.trusted:RemoteCluster", ("remote_clusters", "rc"), "remote_cluster",
                  creatable=False, restored=False),
-    ResourceKind("github", GithubConnector, ("githubs",), "github", has_secrets=True),
-    ResourceKind("oidc", OIDCConnector, ("oidcs",), "oidc", has_secrets=True),
+    ResourceKind("github", "teleport.types.connectors:GithubConnector", ("githubs",), "github", has_secrets=True),
+    ResourceKind("oidc", "teleport.types.connectors:OIDCConnector", ("oidcs",), "oidc", has_secrets=True),
 )
 #: Names that stand for several kinds in `tctl get` (the manual's `tctl get connectors`).
 GROUPS: dict[str, tuple[str, ...]] = {"connectors": ("github", "oidc"),

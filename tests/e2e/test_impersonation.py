@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from tests.e2e.cluster import Cluster, start_node, stop_process, write_node_config
 
 
@@ -28,11 +28,11 @@ class Interceptor:
     """Terminate TLS with a stolen certificate, record the plaintext, relay to the real server."""
 
     def __init__(self, cert: bytes, key: bytes, upstream: tuple[str, int]) -> None:
-        self.server_ctx = tlskeys.ssl_server_context(cert, key, None, require_client_cert=False)
+        self.server_ctx = tlsconfig.ssl_server_context(cert, key, None, require_client_cert=False)
         self.upstream_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.upstream_ctx.check_hostname = False
         self.upstream_ctx.verify_mode = ssl.CERT_NONE
-        tlskeys.load_cert_chain(self.upstream_ctx, cert, key)
+        tlsconfig.load_cert_chain(self.upstream_ctx, cert, key)
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]

@@ -16,6 +16,7 @@ import pytest
 from cryptography import x509
 
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from tests.e2e.cluster import CLUSTER, Cluster, make_cluster
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
@@ -100,7 +101,7 @@ def test_groups_outside_the_profile_are_refused(cluster: Cluster, target: tuple[
 
 def test_the_auth_server_certificate_lives_a_year(cluster: Cluster) -> None:
     """Mozilla's profiles allow 366 days at most; it used to be 3,650."""
-    ctx = tlskeys.unverified_client_context()
+    ctx = tlsconfig.unverified_client_context()
     with socket.create_connection(("127.0.0.1", cluster.ports["auth"]), timeout=10) as raw, \
             ctx.wrap_socket(raw, server_hostname=tlskeys.auth_server_name(CLUSTER)) as conn:
         der = conn.getpeercert(binary_form=True)

@@ -34,6 +34,7 @@ from teleport.backend.memory import MemoryBackend
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.proxy.web import WebProxy
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
@@ -186,14 +187,14 @@ async def target(tmp_path: Path) -> AsyncIterator[Target]:
     contexts: dict[str, ssl.SSLContext] = {}
     for role in ROLES:
         if role == auth_api.ANONYMOUS:
-            contexts[role] = tlskeys.ssl_client_context(None, None, cas)
+            contexts[role] = tlsconfig.ssl_client_context(None, None, cas)
             continue
         key = tlskeys.generate_tls_key()
         certs = await auth.certs.issue_host_certs(
             host_uuid=f"{role.lower()}-uuid", nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(key), addresses=["127.0.0.1"])
-        contexts[role] = tlskeys.ssl_client_context(certs.tls_cert.encode(), key, cas)
+        contexts[role] = tlsconfig.ssl_client_context(certs.tls_cert.encode(), key, cas)
     proxy_client = AuthClient([addr], contexts[auth_api.PROXY], cluster=CLUSTER)
     web_key, web_cert = tlskeys.self_signed_web_cert(["127.0.0.1"], now=clock.now())
     proxy = WebProxy(auth=proxy_client, cluster_name=CLUSTER, keypairs=[(web_key, web_cert)],

@@ -31,6 +31,7 @@ from teleport.errors import BadParameter, ConnectionProblem, NotFound, TeleportE
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.proxy.web import WebProxy
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
@@ -67,7 +68,7 @@ class Wire:
             host_uuid=role.lower(), nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        return tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, self.cas)
+        return tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key, self.cas)
 
     async def client(self, role: str, addrs: list[HostPort] | None = None) -> AuthClient:
         return AuthClient(addrs or [self.addr], await self.context(role), timeout=10,
@@ -98,8 +99,8 @@ async def wire(tmp_path: Path) -> AsyncIterator[Wire]:
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
     cas = [c.encode() for c in certs.tls_ca_certs]
-    server_ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key, cas,
-                                            require_client_cert=False)
+    server_ctx = tlsconfig.ssl_server_context(certs.tls_cert.encode(), tls_key, cas,
+                                              require_client_cert=False)
     app = auth_api.make_app(auth)
     app.router.add_get("/v1/test/crash", _crash)  # test-only: a handler with a bug
     runner, addr = await _serve(app, server_ctx)
@@ -218,8 +219,8 @@ async def test_a_server_without_the_auth_name_is_refused_before_anything_is_sent
         host_uuid="node-1", nodename="node-1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
-    impostor_ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key, wire.cas,
-                                              require_client_cert=False)
+    impostor_ctx = tlsconfig.ssl_server_context(certs.tls_cert.encode(), tls_key, wire.cas,
+                                                require_client_cert=False)
     runner, impostor = await _serve(auth_api.make_app(wire.auth), impostor_ctx)
     try:
         async with await wire.client("Admin", [impostor]) as admin:

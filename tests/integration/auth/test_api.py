@@ -18,6 +18,7 @@ from teleport.errors import AccessDenied, ConnectionProblem, LimitExceeded
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.pin import ca_pin
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec, User, UserSpec
@@ -43,7 +44,7 @@ class Api:
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
         ours = (await self.auth.certs.get_ca("tls")).trusted_tls_certs()
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in ours])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in ours])
         return AuthClient(addrs or [self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
 
@@ -115,8 +116,8 @@ async def _user_client(api: Api, name: str, roles: list[str]) -> AuthClient:
     certs = await api.auth.certs.issue_user_certs(
         user, sshkeys.public_key_of(sshkeys.generate_private_key()),
         tlskeys.tls_public_key_pem(tls_key), None)
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs])
     return AuthClient([api.addr], ctx, timeout=10, cluster=api.auth.cluster_name)
 
 
@@ -155,7 +156,7 @@ async def test_a_demoted_or_deleted_admin_loses_admin_calls_at_once(api: Api) ->
 
 async def test_callers_without_a_certificate_reach_only_join(api: Api) -> None:
     ours = [c.encode() for c in (await api.auth.certs.get_ca("tls")).trusted_tls_certs()]
-    anonymous = AuthClient([api.addr], tlskeys.ssl_client_context(None, None, ours), timeout=10,
+    anonymous = AuthClient([api.addr], tlsconfig.ssl_client_context(None, None, ours), timeout=10,
                            cluster=api.auth.cluster_name)
     async with anonymous:
         with pytest.raises(AccessDenied, match="client certificate is required"):

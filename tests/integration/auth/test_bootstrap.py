@@ -32,6 +32,7 @@ from teleport.errors import AccessDenied, BadParameter, ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.services.mfa_devices import MFADeviceService
 from teleport.types.codec import dump_yaml, to_dict
 from teleport.types.connectors import GithubConnector
@@ -67,7 +68,7 @@ def _auth(backend: Backend, clock: FakeClock, **changes: Any) -> AuthServer:
 
 async def _client(auth: AuthServer, addr: Any, cert: str, tls_key: bytes) -> AuthClient:
     ours = (await auth.certs.get_ca("tls")).trusted_tls_certs()
-    ctx = tlskeys.ssl_client_context(cert.encode(), tls_key, [c.encode() for c in ours])
+    ctx = tlsconfig.ssl_client_context(cert.encode(), tls_key, [c.encode() for c in ours])
     return AuthClient([addr], ctx, timeout=10, cluster=auth.cluster_name)
 
 

@@ -27,6 +27,7 @@ from teleport.errors import BadParameter, NotSupported
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.pin import ca_pin
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
@@ -57,8 +58,8 @@ class Api:
 
     async def client(self, result: JoinResult) -> AuthClient:
         ident = result.identity
-        ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
-                                         [c.encode() for c in ident.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
+                                           [c.encode() for c in ident.tls_ca_certs])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
     def announcement(self, kind: Kind, host_uuid: str, version: str) -> Server:
@@ -106,7 +107,7 @@ async def test_the_same_major_an_older_one_and_a_host_that_does_not_say_join(api
     await api.join("default")  # the joining code says its own version
     # A host from before the version field: its request has none, and still parses.
     ca = [c.encode() for c in (await api.auth.certs.get_ca("tls")).trusted_tls_certs()]
-    http = HTTPClient([api.addr], tlskeys.ssl_client_context(None, None, ca), peer="auth server",
+    http = HTTPClient([api.addr], tlsconfig.ssl_client_context(None, None, ca), peer="auth server",
                       server_hostname=tlskeys.auth_server_name("versions.test"), unreachable="")
     tls_key = tlskeys.generate_tls_key()
     try:

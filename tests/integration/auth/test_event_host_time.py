@@ -20,6 +20,7 @@ from teleport.events import emitter as ev
 from teleport.events.emitter import HOST_TIME_MAX_AGE, TIME_FORMAT, MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
 
@@ -37,8 +38,8 @@ async def node(tmp_path: Path) -> AsyncIterator[tuple[AuthClient, MemoryEmitter,
         host_uuid="node-a", nodename="node-a", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs])
     try:
         async with AuthClient([addr], ctx, timeout=10, cluster=auth.cluster_name) as client:
             yield client, audit, clock

@@ -18,6 +18,7 @@ from teleport.events import emitter as ev
 from teleport.events.sinks import FanOut, build_audit_log
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
 from teleport.utils.addr import HostPort
@@ -45,8 +46,8 @@ class Api:
             certs = await self.auth.certs.issue_user_certs(User(metadata=Metadata(name="joe")), ssh_key,
                                                      tlskeys.tls_public_key_pem(tls_key),
                                                      timedelta(hours=54))
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in certs.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                           [c.encode() for c in certs.tls_ca_certs])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
 

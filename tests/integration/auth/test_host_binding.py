@@ -35,6 +35,7 @@ from teleport.events.emitter import MemoryEmitter
 from teleport.events.sessions_store import SessionStore
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.pin import ca_pin
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
@@ -62,8 +63,8 @@ class Api:
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        return tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                          [c.encode() for c in certs.tls_ca_certs])
+        return tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                            [c.encode() for c in certs.tls_ca_certs])
 
     async def client(self, role: str, host_uuid: str) -> AuthClient:
         return AuthClient([self.addr], await self.context(role, host_uuid), timeout=10,

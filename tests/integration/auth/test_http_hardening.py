@@ -24,6 +24,7 @@ from teleport.backend.memory import MemoryBackend
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
@@ -43,13 +44,13 @@ class Api:
         """Return a client TLS context holding a fresh identity of role (None: no certificate)."""
         cas = [c.encode() for c in (await self.auth.certs.get_ca("tls")).trusted_tls_certs()]
         if role is None:
-            return tlskeys.ssl_client_context(None, None, cas)
+            return tlsconfig.ssl_client_context(None, None, cas)
         tls_key = tlskeys.generate_tls_key()
         certs = await self.auth.certs.issue_host_certs(
             host_uuid=f"{role.lower()}-1", nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        return tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, cas)
+        return tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key, cas)
 
     async def send(self, role: str | None, method: str, path: str, body: bytes | None = None,
                    content_type: str | None = "application/json") -> Reply:

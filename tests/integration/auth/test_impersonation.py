@@ -27,6 +27,7 @@ from teleport.errors import ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.pin import ca_pin
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
@@ -88,7 +89,7 @@ async def _certificate(auth: AuthServer, kind: str) -> tuple[bytes, bytes]:
 async def impostor(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIterator[Impostor]:
     cert, key = await _certificate(cluster.auth, request.param)
     cas = [c.encode() for c in (await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()]
-    real = AuthClient([cluster.addr], tlskeys.ssl_client_context(cert, key, cas),
+    real = AuthClient([cluster.addr], tlsconfig.ssl_client_context(cert, key, cas),
                       cluster=cluster.auth.cluster_name)
     seen: list[tuple[str, str, bytes]] = []
 
@@ -104,7 +105,7 @@ async def impostor(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIte
     app.router.add_route("*", "/{tail:.*}", relay)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    ctx = tlskeys.ssl_server_context(cert, key, cas, require_client_cert=False)
+    ctx = tlsconfig.ssl_server_context(cert, key, cas, require_client_cert=False)
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
     await site.start()
     try:
@@ -117,7 +118,7 @@ async def impostor(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIte
 async def _node_client(cluster: Cluster, addrs: list[HostPort]) -> AuthClient:
     cert, key = await _certificate(cluster.auth, "Node")
     cas = [c.encode() for c in (await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()]
-    return AuthClient(addrs, tlskeys.ssl_client_context(cert, key, cas), timeout=10,
+    return AuthClient(addrs, tlsconfig.ssl_client_context(cert, key, cas), timeout=10,
                       cluster=cluster.auth.cluster_name)
 
 
@@ -177,7 +178,7 @@ async def test_plain_tls_client_without_the_name_cannot_be_fooled_either(
     """The name check lives in the context: a caller who forgets the name fails closed."""
     cert, key = await _certificate(cluster.auth, "Node")
     cas = [c.encode() for c in (await cluster.auth.certs.get_ca("tls")).trusted_tls_certs()]
-    ctx = tlskeys.ssl_client_context(cert, key, cas)
+    ctx = tlsconfig.ssl_client_context(cert, key, cas)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectorCertificateError):
             await session.get(f"https://{impostor.addr}/v1/ping", ssl=ctx)

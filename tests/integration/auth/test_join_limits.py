@@ -25,6 +25,7 @@ from teleport.errors import AccessDenied, LimitExceeded
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
@@ -58,7 +59,7 @@ async def _post_join(addr: HostPort, token: str, n: int, source: str = "127.0.0.
     body = JoinRequest(token=token, host_uuid=f"raw-{n}", nodename=f"raw-{n}", role="Node",
                        ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
                        tls_public_key=tlskeys.tls_public_key_pem(tlskeys.generate_tls_key()).decode())
-    connector = aiohttp.TCPConnector(ssl=tlskeys.unverified_client_context(),
+    connector = aiohttp.TCPConnector(ssl=tlsconfig.unverified_client_context(),
                                      local_addr=(source, 0))
     async with aiohttp.ClientSession(connector=connector) as http:
         async with http.post(f"https://{addr}/v1/join", json=body.model_dump()) as resp:
@@ -89,7 +90,7 @@ async def test_repeated_bad_tokens_block_the_address_even_for_a_valid_token(
 
 
 async def test_malformed_join_requests_count_as_failures(api: HostPort) -> None:
-    connector = aiohttp.TCPConnector(ssl=tlskeys.unverified_client_context())
+    connector = aiohttp.TCPConnector(ssl=tlsconfig.unverified_client_context())
     async with aiohttp.ClientSession(connector=connector) as http:
         statuses = []
         for _ in range(FAILURES + 1):

@@ -19,6 +19,7 @@ from teleport.errors import AccessDenied, BadParameter
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
 from teleport.utils.addr import HostPort
@@ -41,8 +42,8 @@ class Api:
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in certs.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                           [c.encode() for c in certs.tls_ca_certs])
         return AuthClient([self.addr], ctx, timeout=60, cluster=self.auth.cluster_name)
 
     def fresh_code(self, totp: pyotp.TOTP) -> str:

@@ -25,6 +25,7 @@ from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
@@ -57,8 +58,8 @@ class Rig:
                 host_uuid=name, nodename=name, system_role=role,
                 ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
                 tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in cas])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                           [c.encode() for c in cas])
         return AuthClient([self.addr], ctx, timeout=60, cluster=self.auth.cluster_name)
 
     async def token(self, name: str) -> str:

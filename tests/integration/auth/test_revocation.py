@@ -24,6 +24,7 @@ from teleport.errors import AccessDenied
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resource import Metadata
 from teleport.types.resources import LoginStatus, Server, ServerSpec, User, UserSpec
 from teleport.utils.addr import HostPort
@@ -39,7 +40,7 @@ class Api:
 
     async def _client(self, cert: str, tls_key: bytes) -> AuthClient:
         ours = (await self.auth.certs.get_ca("tls")).trusted_tls_certs()
-        ctx = tlskeys.ssl_client_context(cert.encode(), tls_key, [c.encode() for c in ours])
+        ctx = tlsconfig.ssl_client_context(cert.encode(), tls_key, [c.encode() for c in ours])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
     async def host(self, role: str, host_uuid: str) -> AuthClient:

@@ -16,6 +16,7 @@ from teleport.errors import AccessDenied, BadParameter
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resource import Metadata
 from teleport.types.resources import CertAuthority, User, UserSpec
 from teleport.utils.addr import HostPort
@@ -36,8 +37,8 @@ class Cluster:
             host_uuid=f"{role.lower()}-1", nodename=role.lower(), system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in certs.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                           [c.encode() for c in certs.tls_ca_certs])
         return AuthClient([self.addr], ctx, timeout=10, cluster=self.auth.cluster_name)
 
     async def ca(self, ca_type: str) -> CertAuthority:

@@ -29,6 +29,7 @@ from teleport.errors import (
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.identity import Identity
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
@@ -79,7 +80,7 @@ async def pair() -> AsyncIterator[Pair]:
         host_uuid="proxy-1", nodename="proxy", system_role="Proxy",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-    proxy = AuthClient([addr], tlskeys.ssl_client_context(
+    proxy = AuthClient([addr], tlsconfig.ssl_client_context(
         certs.tls_cert.encode(), tls_key, [c.encode() for c in certs.tls_ca_certs]),
         timeout=10, cluster=ROOT)
 
@@ -212,9 +213,9 @@ async def _leaf_api(pair: Pair) -> tuple[web.AppRunner, HostPort]:
     roots = [c.encode() for ca in await pair.leaf.auth.trusted_clusters.root_tls_cas()
              for c in ca.trusted_tls_certs()]
     assert roots, "the leaf trusts no root yet"
-    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
-                                     [*(c.encode() for c in certs.tls_ca_certs), *roots],
-                                     require_client_cert=False)
+    ctx = tlsconfig.ssl_server_context(certs.tls_cert.encode(), tls_key,
+                                       [*(c.encode() for c in certs.tls_ca_certs), *roots],
+                                       require_client_cert=False)
     runner = await auth_api.serve(pair.leaf.auth, ctx, "127.0.0.1", 0)
     return runner, HostPort("127.0.0.1", runner.addresses[0][1])
 
@@ -222,7 +223,7 @@ async def _leaf_api(pair: Pair) -> tuple[web.AppRunner, HostPort]:
 async def _as_root(pair: Pair, addr: HostPort, cert: str, key: bytes) -> AuthClient:
     """A client presenting a root-issued certificate to the leaf's auth server."""
     leaf_tls = await pair.leaf.auth.certs.get_ca("tls")
-    return AuthClient([addr], tlskeys.ssl_client_context(
+    return AuthClient([addr], tlsconfig.ssl_client_context(
         cert.encode(), key, [c.encode() for c in leaf_tls.trusted_tls_certs()]),
         timeout=10, cluster=LEAF)
 
@@ -301,7 +302,7 @@ async def self_signed_root() -> AsyncIterator[str]:
     """An HTTPS server on loopback with a self-signed certificate (a root proxy without
     `https_keypairs`), answering every path with 404 JSON; its address."""
     key, cert = tlskeys.self_signed_web_cert(["127.0.0.1"], now=datetime.now(timezone.utc))
-    ctx = tlskeys.ssl_server_context(cert, key, None, False)
+    ctx = tlsconfig.ssl_server_context(cert, key, None, False)
     app = web.Application()
     runner = web.AppRunner(app)
     await runner.setup()

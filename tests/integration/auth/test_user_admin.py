@@ -20,6 +20,7 @@ from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resource import ZERO_TIME
 from teleport.types.resources import LoginStatus
 from teleport.utils.clock import FakeClock
@@ -85,8 +86,8 @@ async def api() -> AsyncIterator[tuple[Api, AuthClient, AuthClient]]:
             host_uuid=host_uuid, nodename=host_uuid, system_role=role,
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in certs.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                           [c.encode() for c in certs.tls_ca_certs])
         return AuthClient([addr], ctx, timeout=60, cluster=auth.cluster_name)
 
     admin, proxy = await client("Admin", "ops-host"), await client("Proxy", "proxy-1")

@@ -27,6 +27,7 @@ from teleport.errors import AccessDenied, BadParameter, ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.locks import Lock, LockSpec, LockTarget
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec, User, UserSpec
@@ -64,7 +65,7 @@ class Api:
         return self._client(certs.tls_cert, tls_key)
 
     def _client(self, cert: str, tls_key: bytes) -> AuthClient:
-        ctx = tlskeys.ssl_client_context(cert.encode(), tls_key, self.cas)
+        ctx = tlsconfig.ssl_client_context(cert.encode(), tls_key, self.cas)
         return AuthClient([self.addr], ctx, timeout=5, cluster=self.auth.cluster_name)
 
 
@@ -150,7 +151,7 @@ async def test_lines_carry_names_only_never_secrets(api: Api) -> None:
         host_uuid="node-1", nodename="node1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, api.cas)
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key, api.cas)
     hashed = passwords.hash_password("correct horse battery")
     lines: list[dict[str, str]] = []
     async with aiohttp.ClientSession() as http, http.get(

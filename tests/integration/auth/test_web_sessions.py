@@ -24,6 +24,7 @@ from teleport.errors import AccessDenied, NotFound
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.services.login_attempts import LOGIN_LOCK_MESSAGE
 from teleport.services.web_sessions import IDLE_TIMEOUT
 from teleport.types.resources import LoginStatus
@@ -44,7 +45,7 @@ class Api:
 
     async def tls_client(self, cert: str, key: bytes) -> AuthClient:
         cas = (await self.auth.certs.get_ca("tls")).trusted_tls_certs()
-        ctx = tlskeys.ssl_client_context(cert.encode(), key, [c.encode() for c in cas])
+        ctx = tlsconfig.ssl_client_context(cert.encode(), key, [c.encode() for c in cas])
         return AuthClient([self.addr], ctx, timeout=60, cluster=self.auth.cluster_name)
 
     async def client(self, role: str, host_uuid: str) -> AuthClient:

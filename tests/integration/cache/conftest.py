@@ -24,6 +24,7 @@ from teleport.cache.replica import RETRY_MAX
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
@@ -59,8 +60,8 @@ class Api:
             host_uuid="proxy-1", nodename="proxy", system_role="Proxy",
             ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
             tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-        ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                         [c.encode() for c in certs.tls_ca_certs])
+        ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                           [c.encode() for c in certs.tls_ca_certs])
         return CachedAuth([HostPort("127.0.0.1", p) for p in (self.port, *also)], ctx, timeout=5,
                           cluster=self.auth.cluster_name, retry_max=retry_max)
 
@@ -81,9 +82,9 @@ async def api() -> AsyncIterator[Api]:
         host_uuid="auth-1", nodename="auth", system_role="Auth",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
-    ctx = tlskeys.ssl_server_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs],
-                                     require_client_cert=False)
+    ctx = tlsconfig.ssl_server_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs],
+                                       require_client_cert=False)
     requests: Counter[str] = Counter()
     runner = await serve_counted(auth, ctx, 0, requests)
     api = Api(auth, clock, ctx, runner.addresses[0][1], runner, requests)

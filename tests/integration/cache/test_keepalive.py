@@ -13,6 +13,7 @@ from teleport.auth.client import AuthClient
 from teleport.errors import AccessDenied, NotFound
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.service.heartbeat import SERVER_TTL, Heartbeat
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
@@ -30,8 +31,8 @@ async def node(api: Api) -> AsyncIterator[AuthClient]:
         host_uuid="node-1", nodename="web", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs])
     async with AuthClient([HostPort("127.0.0.1", api.port)], ctx, timeout=5,
                           cluster=api.auth.cluster_name) as client:
         yield client

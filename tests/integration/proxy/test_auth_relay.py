@@ -27,6 +27,7 @@ from teleport.config import StaticToken
 from teleport.errors import AccessDenied, ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.pin import ca_pin
 from teleport.proxy.authrelay import AuthRelay
 from teleport.proxy.mux import Multiplexer, Protocol
@@ -133,8 +134,8 @@ async def test_node_joins_and_reaches_the_auth_api_through_the_web_port(setup: S
     # The joined identity talks to the auth API through the same port, checking the auth
     # server's name and our CA end to end.
     ident = result.identity
-    ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
-                                     [c.encode() for c in ident.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(ident.tls_cert.encode(), ident.tls_private_key.encode(),
+                                       [c.encode() for c in ident.tls_ca_certs])
     async with AuthClient([setup.addr], ctx, timeout=10, cluster=CLUSTER) as client:
         assert (await client.ping()).cluster_name == CLUSTER
     assert setup.relay.relayed >= 3
@@ -174,7 +175,7 @@ async def test_unreachable_auth_server_is_one_clear_error(tmp_path: Path) -> Non
 
 async def test_close_ends_live_relays(setup: Setup) -> None:
     ca = [c.encode() for c in (await setup.auth.certs.get_ca("tls")).trusted_tls_certs()]
-    ctx = tlskeys.ssl_client_context(None, None, ca)
+    ctx = tlsconfig.ssl_client_context(None, None, ca)
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", setup.mux.port, ssl=ctx, server_hostname=tlskeys.auth_server_name(CLUSTER))
     assert setup.relay.active == 1  # the handshake with the auth server went through the relay

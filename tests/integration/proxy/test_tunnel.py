@@ -26,6 +26,7 @@ from teleport.errors import ConnectionProblem, NotFound
 from teleport.events.emitter import AUTH, MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.metrics import REGISTRY
 from teleport.proxy.ssh import ProxySSHServer
 from teleport.proxy.tunnel import TunnelServer
@@ -410,7 +411,7 @@ async def open_site(trust: Trust, tunnels: Proxy) -> AsyncIterator[Site]:
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
     cas = (await auth.certs.get_ca("tls")).trusted_tls_certs()
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in cas])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key, [c.encode() for c in cas])
     node = _host(trust, "natted")
     try:
         async with AuthClient([addr], ctx, timeout=WAIT, cluster=CLUSTER) as client:

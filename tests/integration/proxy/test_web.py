@@ -25,6 +25,7 @@ from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, Limit
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.proxy.web import MAX_BODY, WebProxy
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
@@ -122,12 +123,12 @@ async def make_cluster() -> AsyncIterator[ClusterFactory]:
         await auth.init()
         cert, key, cas = await _host_identity(auth, "Auth")
         runner = await auth_api.serve(
-            auth, tlskeys.ssl_server_context(cert, key, cas, require_client_cert=True),
+            auth, tlsconfig.ssl_server_context(cert, key, cas, require_client_cert=True),
             "127.0.0.1", 0)
         cleanups.append(runner.cleanup)
         proxy_cert, proxy_key, _ = await _host_identity(auth, "Proxy")
         auth_client = AuthClient([HostPort("127.0.0.1", runner.addresses[0][1])],
-                                 tlskeys.ssl_client_context(proxy_cert, proxy_key, cas),
+                                 tlsconfig.ssl_client_context(proxy_cert, proxy_key, cas),
                                  cluster=auth.cluster_name)
         cleanups.append(auth_client.close)
         web_key, web_cert = tlskeys.self_signed_web_cert(["localhost", "127.0.0.1"],

@@ -24,6 +24,7 @@ from teleport.backend.memory import MemoryBackend
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.proxy.authrelay import AuthRelay
 from teleport.service.authservers import FILE_NAME, AuthServerList, starting_auth_servers
 from teleport.types.resource import Metadata
@@ -71,8 +72,8 @@ async def _node_client(auth: AuthServer, addrs: list[HostPort]) -> AuthClient:
         host_uuid="node-1", nodename="node-1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs])
     return AuthClient(addrs, ctx, timeout=10, cluster=auth.cluster_name)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from teleport.auth.identity_file import IdentityFile
 from teleport.config import StartFlags, load_config
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.service.process import TeleportProcess
 
 CLUSTER = "paced.example"
@@ -60,7 +61,7 @@ async def _ping(port: int, ctx: ssl.SSLContext) -> bytes:
 async def _handshake(port: int) -> asyncio.StreamWriter:
     """An anonymous TLS handshake (a joining host's), held open."""
     _, writer = await asyncio.open_connection("127.0.0.1", port,
-                                              ssl=tlskeys.unverified_client_context())
+                                              ssl=tlsconfig.unverified_client_context())
     return writer
 
 
@@ -69,9 +70,9 @@ async def test_3025_paces_anonymous_handshakes_but_not_certified_callers(tmp_pat
         port = process.ports["auth"]
         assert process.auth_mux is not None
         admin = IdentityFile.load(tmp_path / "data", "Admin")
-        certified = tlskeys.ssl_client_context(admin.tls_cert.encode(),
-                                               admin.tls_private_key.encode(),
-                                               [c.encode() for c in admin.tls_ca_certs])
+        certified = tlsconfig.ssl_client_context(admin.tls_cert.encode(),
+                                                 admin.tls_private_key.encode(),
+                                                 [c.encode() for c in admin.tls_ca_certs])
         # tctl's connections, one after the other: far beyond the burst, none waits.
         async with asyncio.timeout(10):
             for _ in range(10):

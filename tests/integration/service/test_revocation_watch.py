@@ -22,6 +22,7 @@ from teleport.backend.memory import MemoryBackend
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.service.revocations import RevocationWatch
 from teleport.types.locks import Lock, LockSpec, LockTarget
 from teleport.types.resource import Metadata
@@ -68,7 +69,7 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         host_uuid="auth-1", nodename="auth", system_role="Auth",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(auth_key), addresses=["127.0.0.1"])
-    server_ctx = tlskeys.ssl_server_context(
+    server_ctx = tlsconfig.ssl_server_context(
         auth_certs.tls_cert.encode(), auth_key, [c.encode() for c in auth_certs.tls_ca_certs],
         require_client_cert=False)
     runner = await auth_api.serve(auth, server_ctx, "127.0.0.1", 0)
@@ -78,8 +79,8 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         host_uuid="node-1", nodename="node1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(sshkeys.generate_private_key()),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=[])
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs])
     refreshes: list[float] = []
     refreshed = asyncio.Event()
 

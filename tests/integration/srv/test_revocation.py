@@ -27,6 +27,7 @@ from teleport.backend.memory import MemoryBackend
 from teleport.events.emitter import CLIENT_DISCONNECT, MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.service.revocations import RevocationWatch
 from teleport.srv import NodeServer
 from teleport.types.locks import Lock, LockSpec, LockTarget
@@ -108,8 +109,8 @@ async def cluster() -> AsyncIterator[Cluster]:
         host_uuid="node-1", nodename="node1", system_role="Node",
         ssh_public_key=sshkeys.public_key_of(host_key),
         tls_public_key=tlskeys.tls_public_key_pem(tls_key), addresses=["127.0.0.1"])
-    ctx = tlskeys.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                     [c.encode() for c in certs.tls_ca_certs])
+    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
+                                       [c.encode() for c in certs.tls_ca_certs])
     client = AuthClient([addr], ctx, timeout=5, cluster=auth.cluster_name)
     refreshed = asyncio.Event()
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from teleport.errors import BadParameter
-from teleport.keys import tls
+from teleport.keys import tls, tlsconfig
 from teleport.keys.identity import Identity
 from tests.unit.keys import memory_tls
 
@@ -144,7 +144,7 @@ def test_self_signed_web_cert_names() -> None:
     assert san.get_values_for_type(x509.DNSName) == ["proxy.example.com", "localhost"]
     assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {
         "10.1.2.3", "127.0.0.1", "::1"}
-    tls.ssl_server_context(cert_pem, key_pem, None, require_client_cert=False)
+    tlsconfig.ssl_server_context(cert_pem, key_pem, None, require_client_cert=False)
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
@@ -164,8 +164,8 @@ def mtls(ca: tuple[bytes, bytes]) -> dict[str, tuple[bytes, bytes]]:
 
 def test_mtls_handshake_carries_the_client_identity(ca: tuple[bytes, bytes],
                                                     mtls: dict[str, tuple[bytes, bytes]]) -> None:
-    server = tls.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=True)
-    client = tls.ssl_client_context(*mtls["client"], [ca[1]])
+    server = tlsconfig.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=True)
+    client = tlsconfig.ssl_client_context(*mtls["client"], [ca[1]])
     assert server.minimum_version == client.minimum_version == ssl.TLSVersion.TLSv1_2
     der = _handshake(server, client)
     assert der is not None and tls.identity_from_cert(der).username == "alice"
@@ -180,9 +180,9 @@ def test_only_the_auth_server_can_serve_tls(ca: tuple[bytes, bytes], role: str |
     key = tls.generate_tls_key()
     cert = _host(ca, key, role) if role else _user(ca, key)
     assert tls.auth_server_name(CLUSTER) not in _dns_names(_cert(cert))
-    impostor = tls.ssl_server_context(cert, key, [ca[1]], require_client_cert=False)
+    impostor = tlsconfig.ssl_server_context(cert, key, [ca[1]], require_client_cert=False)
     client_key = tls.generate_tls_key()
-    client = tls.ssl_client_context(_host(ca, client_key, "Node"), client_key, [ca[1]])
+    client = tlsconfig.ssl_client_context(_host(ca, client_key, "Node"), client_key, [ca[1]])
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(impostor, client)
     # Even when the impostor's certificate names the address the client dials.
@@ -225,24 +225,24 @@ def test_auth_server_name_is_a_valid_dns_name_for_any_cluster() -> None:
 
 def test_mtls_refuses_peers_of_another_ca(ca: tuple[bytes, bytes], other_ca: tuple[bytes, bytes],
                                           mtls: dict[str, tuple[bytes, bytes]]) -> None:
-    server = tls.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=True)
+    server = tlsconfig.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=True)
     stranger_key = tls.generate_tls_key()
     stranger = (_user(other_ca, stranger_key), stranger_key)
     with pytest.raises(ssl.SSLError):
-        _handshake(server, tls.ssl_client_context(*stranger, [ca[1]]))
+        _handshake(server, tlsconfig.ssl_client_context(*stranger, [ca[1]]))
     with pytest.raises(ssl.SSLError):  # the client does not trust the server either
-        _handshake(server, tls.ssl_client_context(*mtls["client"], [other_ca[1]]))
+        _handshake(server, tlsconfig.ssl_client_context(*mtls["client"], [other_ca[1]]))
 
 
 def test_tls_contexts_leave_no_key_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                            ca: tuple[bytes, bytes],
                                            mtls: dict[str, tuple[bytes, bytes]]) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    tls.ssl_client_context(*mtls["client"], [ca[1]])
-    tls.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=False)
+    tlsconfig.ssl_client_context(*mtls["client"], [ca[1]])
+    tlsconfig.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=False)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BadParameter, match="invalid TLS certificate or key"):
-        tls.ssl_client_context(mtls["client"][0], mtls["server"][1], [ca[1]])
+        tlsconfig.ssl_client_context(mtls["client"][0], mtls["server"][1], [ca[1]])
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(BadParameter):
-        tls.ssl_server_context(*mtls["server"], None, require_client_cert=True)
+        tlsconfig.ssl_server_context(*mtls["server"], None, require_client_cert=True)

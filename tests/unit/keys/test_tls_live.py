@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 import pytest
 
 from teleport.keys import tls as tlskeys
+from teleport.keys import tlsconfig
 from teleport.keys.identity import Identity
 
 CLUSTER = "live.test"
@@ -31,7 +32,7 @@ def _issue(ca: tuple[bytes, bytes], role: str) -> tuple[bytes, bytes]:
 
 @dataclass
 class Served:
-    live: tlskeys.LiveServerContext
+    live: tlsconfig.LiveServerContext
     port: int
     old_ca: tuple[bytes, bytes]
 
@@ -41,7 +42,7 @@ async def served() -> AsyncIterator[Served]:
     """An echo server over TLS whose context is live, started with the old CA's certificate."""
     old_ca = tlskeys.generate_tls_ca(CLUSTER, now=NOW)
     cert, key = _issue(old_ca, "Auth")
-    live = tlskeys.LiveServerContext(cert, key, [old_ca[1]], require_client_cert=False)
+    live = tlsconfig.LiveServerContext(cert, key, [old_ca[1]], require_client_cert=False)
 
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -59,7 +60,7 @@ async def served() -> AsyncIterator[Served]:
 
 async def _connect(port: int, client: tuple[bytes, bytes], cas: list[bytes]
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    ctx = tlskeys.ssl_client_context(client[0], client[1], cas)
+    ctx = tlsconfig.ssl_client_context(client[0], client[1], cas)
     return await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
                                          server_hostname=tlskeys.auth_server_name(CLUSTER))
 

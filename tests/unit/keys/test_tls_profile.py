@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from teleport.client import webapi
-from teleport.keys import tls
+from teleport.keys import tls, tlsconfig
 from teleport.keys.identity import Identity
 from tests.unit.keys import memory_tls
 
@@ -35,7 +35,7 @@ def served(request: pytest.FixtureRequest) -> tuple[bytes, bytes, bytes]:
 
 def _server(served: tuple[bytes, bytes, bytes]) -> ssl.SSLContext:
     ca_cert, cert, key = served
-    return tls.ssl_server_context(cert, key, [ca_cert], require_client_cert=False)
+    return tlsconfig.ssl_server_context(cert, key, [ca_cert], require_client_cert=False)
 
 
 def _raw_client(*, ciphers: str | None = None, group: str | None = None,
@@ -112,8 +112,8 @@ def test_servers_accept_one_group_alone(served: tuple[bytes, bytes, bytes], grou
 
 def _client_contexts(ca_cert: bytes) -> dict[str, Callable[[], ssl.SSLContext]]:
     return {
-        "auth client": lambda: tls.ssl_client_context(None, None, [ca_cert]),
-        "unverified": tls.unverified_client_context,
+        "auth client": lambda: tlsconfig.ssl_client_context(None, None, [ca_cert]),
+        "unverified": tlsconfig.unverified_client_context,
         "tsh web client": lambda: webapi._client_context(True, [ca_cert], None),
         "tsh pinned web client": lambda: webapi._pinned_context(ca_cert, None),
     }
@@ -126,12 +126,12 @@ def test_our_clients_offer_only_the_profile(served: tuple[bytes, bytes, bytes]) 
     cbc = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     cbc.maximum_version = ssl.TLSVersion.TLSv1_2
     cbc.set_ciphers("ECDHE+AES+SHA256:ECDHE+AES+SHA384:!AESGCM")
-    tls.load_cert_chain(cbc, served[1], served[2])
+    tlsconfig.load_cert_chain(cbc, served[1], served[2])
     old = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     old.minimum_version = ssl.TLSVersion.TLSv1
     old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("ALL:@SECLEVEL=0")
-    tls.load_cert_chain(old, served[1], served[2])
+    tlsconfig.load_cert_chain(old, served[1], served[2])
     p256 = _server(served)
     p256.set_ecdh_curve("prime256v1")
     for name, make in _client_contexts(ca_cert).items():

@@ -58,3 +58,16 @@ def test_bad_input_is_one_line(text: str, message: str) -> None:
         parse_yaml(text, "f.yaml")
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_every_kind_that_travels_decodes_to_its_own_model() -> None:
+    """Kinds name their models by import path (loaded on first use): each path must lead to a
+    resource model of that very kind, or a kind would fail only when first met."""
+    from teleport.types.codec import MODEL_PATHS
+    from teleport.types.registry import load_model
+    from teleport.types.resource import Resource
+
+    for kind, path in MODEL_PATHS.items():
+        model = load_model(path)
+        assert issubclass(model, Resource), kind
+        assert kind in (model.model_fields["kind"].default, "proxy", "auth_server"), (kind, path)
