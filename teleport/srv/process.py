@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import functools
 import grp
+import json
 import os
 import pwd
-import resource
 import signal
 import struct
 import subprocess
+import sys
 import termios
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from teleport.errors import AccessDenied, NotFound
@@ -99,11 +99,6 @@ class Pty:
             self.master = -1
 
 
-def _take_controlling_tty() -> None:
-    """Make the PTY on stdin the new session's controlling terminal (job control, ^C)."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 #: /proc/self/loginuid's "not set" value ((uid_t)-1).
 UNSET_LOGINUID = 4294967295
 
@@ -132,39 +127,30 @@ class ProcessAttrs:
         return bool(self.limits) or self.loginuid is not None or self.nice is not None
 
 
-def _enter_session(attrs: ProcessAttrs, login: OSLogin | None, tty: bool) -> None:
-    """In the child, before exec: take on PAM's attributes while still root, then drop to login.
+#: The child's first program when it must change identity before exec (teleport.srv.enter).
+ENTER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "enter.py")
 
-    subprocess.Popen would drop privileges before any preexec_fn runs, so the drop is done here,
-    in the order Popen uses (groups, gid, uid).
-    """
-    for number, soft, hard in attrs.limits:
-        resource.setrlimit(number, (soft, hard))
+
+def enter_argv(argv: list[str], executable: str, login: OSLogin, *, switch: bool, tty: bool,
+               attrs: ProcessAttrs, env: Mapping[str, str]) -> list[str]:
+    """The argv that starts `argv` through `teleport.srv.enter`, which switches in the child."""
+    spec: dict[str, object] = {"login": login.name, "tty": tty, "lc_ctype": "LC_CTYPE" in env}
+    if switch:
+        spec.update(uid=login.uid, gid=login.gid, groups=list(login.groups))
+    if attrs.limits:
+        spec["limits"] = [list(limit) for limit in attrs.limits]
     if attrs.nice is not None:
-        os.setpriority(os.PRIO_PROCESS, 0, attrs.nice)
+        spec["nice"] = attrs.nice
     if attrs.loginuid is not None:
-        try:
-            fd = os.open("/proc/self/loginuid", os.O_WRONLY)
-            try:
-                os.write(fd, str(attrs.loginuid).encode())
-            finally:
-                os.close(fd)
-        except OSError:
-            pass  # a kernel without audit support; pam_loginuid tolerated the same
-    if login is not None:
-        os.setgroups(list(login.groups))
-        os.setregid(login.gid, login.gid)
-        os.setreuid(login.uid, login.uid)
-    if tty:
-        _take_controlling_tty()
+        spec["loginuid"] = attrs.loginuid
+    return [sys.executable, "-I", "-S", ENTER, json.dumps(spec), executable, *argv]
 
 
 def _already(login: OSLogin) -> bool:
     """Tell whether this process already runs with the login's uid, gid and groups.
 
-    Then Popen is not asked to switch: without a uid, gid or groups to set (and no preexec_fn)
-    CPython starts the child with vfork instead of fork, which for a node of 100+ MiB is
-    ~0.2 ms instead of 10-25 ms with the event loop (and the GIL) held.
+    Then the child needs no switch, so it is started directly rather than through
+    `teleport.srv.enter` (saving that program's start, ~10 ms of the child's own time).
     """
     return (os.getuid() == os.geteuid() == login.uid and os.getgid() == os.getegid() == login.gid
             and {*os.getgroups(), login.gid} == {*login.groups, login.gid})
@@ -179,22 +165,17 @@ class Child:
         switch = os.geteuid() == 0 and not _already(login)
         attrs = attrs or ProcessAttrs()
         cwd = login.home if os.path.isdir(login.home) else "/"
-        preexec: Callable[[], None] | None = _take_controlling_tty if tty else None
-        if attrs.needs_privilege:  # we drop privileges ourselves, after applying them
-            preexec = functools.partial(_enter_session, attrs, login if switch else None, tty)
-            switch = False
-        try:
-            self.proc = subprocess.Popen(
-                argv, executable=executable, stdin=stdin, stdout=stdout, stderr=stderr,
-                env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
-                user=login.uid if switch else None, group=login.gid if switch else None,
-                extra_groups=list(login.groups) if switch else None, preexec_fn=preexec,
-                umask=-1 if attrs.umask is None else attrs.umask)
-        except subprocess.SubprocessError:  # preexec_fn failed; Popen keeps no detail
-            if not attrs.needs_privilege:
-                raise
-            raise AccessDenied(f"cannot start {login.name}'s session with the limits, priority "
-                               "and login uid PAM set (see the node's PAM setup)") from None
+        if switch or tty or attrs.needs_privilege:
+            # Never a uid, gid, groups or preexec_fn for Popen: any of them makes CPython fork
+            # the node instead of vfork (10-75 ms with the loop and the GIL held, for every
+            # session); the switch happens in the child, in teleport.srv.enter.
+            argv = enter_argv(argv, executable, login, switch=switch, tty=tty, attrs=attrs,
+                              env=env)
+            executable = sys.executable
+        self.proc = subprocess.Popen(
+            argv, executable=executable, stdin=stdin, stdout=stdout, stderr=stderr,
+            env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
+            umask=-1 if attrs.umask is None else attrs.umask)
         self.pid = self.proc.pid
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = self._loop.create_future()

@@ -11,7 +11,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,6 @@ from teleport.api.constants import LISTEN_BACKLOG
 from teleport.auth import api as auth_api
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
-from teleport.config import StartFlags, load_config
 from teleport.events.emitter import MemoryEmitter
 from teleport.service import diag
 from teleport.service.health import Health
@@ -27,6 +25,7 @@ from teleport.service.listeners import Listeners
 from teleport.service.process import TeleportProcess
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
+from tests.integration.service.conftest import LoopbackConfig
 
 pytestmark = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 
@@ -71,28 +70,9 @@ async def test_diag_and_auth_api_keep_the_backlog_of_a_socket_they_are_handed() 
         await api_runner.cleanup()
 
 
-async def test_every_listener_of_a_running_process_has_the_full_backlog(tmp_path: Path) -> None:
-    path = tmp_path / "teleport.yaml"
-    path.write_text(f"""\
-teleport:
-  nodename: backlog
-  data_dir: {tmp_path / "data"}
-  diag_addr: 127.0.0.1:0
-auth_service:
-  enabled: yes
-  cluster_name: backlog.example
-  listen_addr: 127.0.0.1:0
-proxy_service:
-  enabled: yes
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: 127.0.0.1:0
-ssh_service:
-  enabled: yes
-  listen_addr: 127.0.0.1:0
-""")
-    async with TeleportProcess(load_config(StartFlags(config_path=str(path)))) as process:
+async def test_every_listener_of_a_running_process_has_the_full_backlog(
+        loopback: LoopbackConfig) -> None:
+    async with TeleportProcess(loopback("backlog", "backlog.example", diag=True)) as process:
         ports = {name: port for name, port in process.ports.items() if port}
         assert {"auth", "diag", "node"} <= set(ports), ports
         assert {name: listen_backlog(port) for name, port in ports.items()} == {

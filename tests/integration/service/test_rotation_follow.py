@@ -37,6 +37,7 @@ from teleport.types.resources import User, UserSpec
 from teleport.types.rotation import Mode, Phase
 from teleport.utils.addr import HostPort
 from tests.host_certs import host_ca
+from tests.integration.service.conftest import LoopbackConfig
 
 TOKEN = "rotation-static-token"
 CLUSTER = "rotation.test"
@@ -167,25 +168,9 @@ async def presents(port: int, keys: list[str]) -> bool:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    main = TeleportProcess(_config(tmp_path / "main.yaml", f"""\
-teleport:
-  nodename: rot-auth
-  data_dir: {tmp_path / "main"}
-auth_service:
-  enabled: yes
-  cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:0
-  tokens: ["node:{TOKEN}"]
-proxy_service:
-  enabled: yes
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: 127.0.0.1:0
-ssh_service:
-  enabled: no
-"""))
+async def cluster(tmp_path: Path, loopback: LoopbackConfig) -> AsyncIterator[Cluster]:
+    main = TeleportProcess(loopback("rot-auth", CLUSTER, data="main", ssh=False,
+                                    tokens=[f"node:{TOKEN}"]))
     async with main:
         made = Cluster(tmp_path, main)
         try:

@@ -12,17 +12,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 
 import asyncssh
 import pytest
 
-from teleport.config import StartFlags, load_config
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.service.process import TeleportProcess
 from teleport.types.resource import Metadata
 from teleport.types.resources import User, UserSpec
+from tests.integration.service.conftest import LoopbackConfig
 
 CLUSTER = "state.example"
 #: Enough to tell "kept per session" from a cache filled once.
@@ -34,27 +33,8 @@ SETTLE_SECONDS = 15.0
 
 
 @pytest.fixture
-async def process(tmp_path: Path) -> AsyncIterator[TeleportProcess]:
-    path = tmp_path / "teleport.yaml"
-    path.write_text(f"""\
-teleport:
-  nodename: state-node
-  data_dir: {tmp_path / "data"}
-auth_service:
-  enabled: yes
-  cluster_name: {CLUSTER}
-  listen_addr: 127.0.0.1:0
-proxy_service:
-  enabled: yes
-  listen_addr: 127.0.0.1:0
-  web_listen_addr: 127.0.0.1:0
-  tunnel_listen_addr: 127.0.0.1:0
-  public_addr: 127.0.0.1:0
-ssh_service:
-  enabled: yes
-  listen_addr: 127.0.0.1:0
-""")
-    async with TeleportProcess(load_config(StartFlags(config_path=str(path)))) as proc:
+async def process(loopback: LoopbackConfig) -> AsyncIterator[TeleportProcess]:
+    async with TeleportProcess(loopback("state-node", CLUSTER)) as proc:
         yield proc
 
 

@@ -72,6 +72,26 @@ async def test_stalled_session_does_not_stall_a_short_command(trust: Trust,
     assert took < BOUND_SECONDS
 
 
+async def test_stalled_handshakes_do_not_stall_a_short_command(trust: Trust,
+                                                                node: NodeServer) -> None:
+    """Clients that stop mid-handshake (banner sent, no key exchange) hold nobody up: each is
+    only a connection waiting for bytes, and they take no more than their source's tokens."""
+    bob = trust.user(["root"], name="bob")
+    stalled = []
+    try:
+        for _ in range(8):
+            reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+            writer.write(b"SSH-2.0-stalled\r\n")
+            stalled.append((reader, writer))
+        await asyncio.sleep(0.2)  # the node has answered them and waits for their KEXINIT
+        took = await asyncio.wait_for(_short_command(trust, node, bob), BOUND_SECONDS)
+        assert all(not r.at_eof() for r, _ in stalled), "a stalled client was dropped"
+    finally:
+        for _, writer in stalled:
+            writer.close()
+    assert took < BOUND_SECONDS
+
+
 async def test_login_keeps_the_listener_options(trust: Trust, node: NodeServer) -> None:
     """asyncssh would rebuild the options in its thread pool on every login (for sshd_config
     `Match` blocks, which we do not load): a thread hand-off per connection, for nothing."""
@@ -84,7 +104,7 @@ async def test_login_keeps_the_listener_options(trust: Trust, node: NodeServer) 
 
 
 def test_child_of_the_nodes_own_login_needs_no_identity_switch() -> None:
-    """Then Popen can vfork: a fork of a large node holds its loop for 10-25 ms."""
+    """Then the shell is exec'd directly, without teleport.srv.enter's start in the child."""
     me = lookup_login(pwd.getpwuid(os.geteuid()).pw_name)
     assert _already(me)
     assert not _already(replace(me, gid=me.gid + 1, groups=(*me.groups, me.gid + 1)))
