@@ -18,19 +18,21 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar, overload
-
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from teleport.api import h1, proxydial, proxyenv
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.types.shapes import AuditEvent, ResourceJSON
 from teleport.utils.addr import HostPort, parse_addr
 
+if TYPE_CHECKING:  # pydantic loads with the first answer to validate: a CA refresh that gets
+    # a 304 (`tsh ssh`) needs none of it
+    from pydantic import BaseModel, TypeAdapter
+
 T = TypeVar("T")
 
 #: A request body: a model, or a resource or audit event in its JSON form.
-Body = BaseModel | ResourceJSON | AuditEvent | None
+Body: TypeAlias = "BaseModel | ResourceJSON | AuditEvent | None"
 #: What the transport (`h1`), ssl and the OS raise when a peer cannot be reached, hangs up or
 #: is too slow (`ssl.SSLError` and h1's errors are `OSError`s).
 TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, OSError)
@@ -120,7 +122,7 @@ class HTTPClient:
     async def call(self, method: str, path: str, body: Body = None,
                    *, answer: type[T] | None = None) -> Any:
         """Send a JSON request; return the JSON answer, validated as `answer` when given."""
-        payload = body.model_dump(mode="json") if isinstance(body, BaseModel) else body
+        payload = body if isinstance(body, dict | None) else body.model_dump(mode="json")
         addr, resp = await self._open(
             method, path, json_body=None if payload is None else json.dumps(payload).encode())
         async with resp:
@@ -247,6 +249,8 @@ class HTTPClient:
             f"{_path(path)} ({_quote(raw)}): is it a Teleport {self.peer}?")
 
     def _validate(self, addr: str, method: str, path: str, data: Any, answer: type[T]) -> T:
+        from pydantic import ValidationError
+
         try:
             return _adapter(answer).validate_python(data)
         except ValidationError as err:
@@ -261,6 +265,8 @@ _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
 
 
 def _adapter(model: type[T]) -> TypeAdapter[T]:
+    from pydantic import TypeAdapter
+
     adapter = _ADAPTERS.get(model)
     if adapter is None:
         adapter = _ADAPTERS[model] = TypeAdapter(model)

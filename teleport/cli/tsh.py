@@ -259,7 +259,7 @@ async def _ssh(args: argparse.Namespace) -> int:
     _ssh_stack()
     import getpass as gp
 
-    from teleport.client import fanout, forwarding, nodes, ssh
+    from teleport.client import forwarding, nodes, ssh
     from teleport.client.trust import following
     from teleport.errors import BadParameter
 
@@ -274,6 +274,8 @@ async def _ssh(args: argparse.Namespace) -> int:
     if (selector := nodes.parse_label_selector(host)) is not None:
         if remote or dynamic or args.forward_agent:
             raise BadParameter("-R, -D and -A need one node: name it instead of a label selector")
+        from teleport.client import fanout  # (its node listing's models: not for one node)
+
         async with following(profile):
             return await fanout.run_on_matching(profile, login, selector, args.cmd,
                                                 tty_mode=args.tty, forwards=forwards,

@@ -17,18 +17,21 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from teleport.api import h1
-from teleport.api import web_models as w
 from teleport.api.http import HTTPClient, one_line
-from teleport.api.web_models import LoginResponse
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
 from teleport.keys.tlsconfig import load_cert_chain, tls_context, unverified_client_context
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
+from teleport.utils.lazy import lazy_module
 
-if TYPE_CHECKING:  # loaded by the calls that need them: `tsh ls` builds neither model set
+if TYPE_CHECKING:  # loaded by the calls that need them: `tsh ls` builds neither model set,
+    # and a CA refresh that gets a 304 (beside `tsh ssh`) builds no model at all
     from teleport.api import mfa_models as mfa
+    from teleport.api import web_models as w
     from teleport.types.resources import CertAuthority
+else:
+    w = lazy_module("teleport.api.web_models")
 
 
 class WebClient:
@@ -128,12 +131,12 @@ class WebClient:
         return etag, [ca for ca in cas if isinstance(ca, CertAuthority)]
 
     async def ssh_login(self, user: str, password: str, otp_token: str, pub_key: str,
-                        tls_pub_key: str, ttl: timedelta | None) -> LoginResponse:
+                        tls_pub_key: str, ttl: timedelta | None) -> w.LoginResponse:
         """Trade credentials and public keys for SSH and X.509 certificates."""
         body = w.LoginRequest(user=user, password=password, otp_token=otp_token,
                               pub_key=pub_key, tls_pub_key=tls_pub_key,
                               ttl=format_duration(ttl) if ttl else "")
-        return await self._http.call("POST", "/webapi/ssh/certs", body, answer=LoginResponse)
+        return await self._http.call("POST", "/webapi/ssh/certs", body, answer=w.LoginResponse)
 
     async def mfa_login_begin(self, user: str, password: str) -> mfa.WebauthnChallenge:
         """A security key's challenge: the user's keys after the password is checked, or (no
