@@ -750,11 +750,25 @@ async def fetch_join_ca(auth: str) -> list[bytes]:
     return [c.encode() for c in ca.tls_ca_certs]
 
 
+class JoinRefused(BenchError):
+    """The auth server answered a join with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Worth another try, as a node retries: rate limited, or the server was busy."""
+        return self.status == 429 or self.status >= 500
+
+
 async def join_host(auth: str, ca_certs: list[bytes], *, token: str, cluster: str,
                     nodename: str, source: str, addresses: list[str]) -> Any:
     """Join as a node through `POST /v1/join` from `source`; return its `IdentityFile`.
 
-    The keys are made here and only their public halves are sent, as a real node does.
+    The keys are made here and only their public halves are sent, as a real node does. A
+    refusal raises JoinRefused; the caller bounds the time (`asyncio.timeout`) and retries.
     """
     import uuid
 
@@ -764,6 +778,7 @@ async def join_host(auth: str, ca_certs: list[bytes], *, token: str, cluster: st
     from teleport.auth.identity_file import IdentityFile
     from teleport.keys import ssh as sshkeys
     from teleport.keys import tls as tlskeys
+    from teleport.keys import tlsconfig
 
     host_uuid = str(uuid.uuid4())
     ssh_key = sshkeys.generate_private_key("ed25519")
@@ -772,13 +787,13 @@ async def join_host(auth: str, ca_certs: list[bytes], *, token: str, cluster: st
                        ssh_public_key=sshkeys.public_key_of(ssh_key),
                        tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(),
                        addresses=addresses)
-    ctx = tlskeys.ssl_client_context(None, None, ca_certs)
+    ctx = tlsconfig.ssl_client_context(None, None, ca_certs)
     connector = aiohttp.TCPConnector(local_addr=(source, 0), ssl=ctx)
     async with aiohttp.ClientSession(connector=connector) as http, http.post(
             f"https://{auth}/v1/join", json=body.model_dump(mode="json"),
             server_hostname=tlskeys.auth_server_name(cluster)) as resp:
         if resp.status != 200:
-            raise BenchError(f"join of {nodename} from {source} refused ({resp.status}): "
-                             f"{(await resp.text())[:200]}")
+            raise JoinRefused(f"join of {nodename} from {source} refused ({resp.status}): "
+                              f"{(await resp.text())[:200]}", resp.status)
         answer = JoinAnswer.model_validate(await resp.json())
     return IdentityFile.from_issued("Node", host_uuid, ssh_key, tls_key, answer)

@@ -53,12 +53,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
     BIN,
     NODENAME,
     BenchError,
+    JoinRefused,
     SplitCluster,
     fetch_join_ca,
     join_host,
@@ -76,6 +79,7 @@ from teleport import __version__  # noqa: E402
 from teleport.api.presence_models import ServerKeepAlive  # noqa: E402
 from teleport.auth.api import JOIN_BURST  # noqa: E402
 from teleport.keys import tls as tlskeys  # noqa: E402
+from teleport.keys import tlsconfig  # noqa: E402
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL  # noqa: E402
 from teleport.types.codec import to_dict  # noqa: E402
 from teleport.types.resource import Metadata  # noqa: E402
@@ -91,6 +95,9 @@ AGENT_PORT = 3022
 #: Heartbeats one worker process is given at most per second (one event loop, one core).
 BEATS_PER_WORKER = 800.0
 REQUEST_TIMEOUT = 30.0
+#: One join's whole exchange; tries before the run gives up on an agent.
+JOIN_TIMEOUT = 60.0
+JOIN_ATTEMPTS = 5
 #: TLS handshakes one worker has in flight at once. Real nodes each have their own CPU; the
 #: worker has one event loop for thousands of agents, and with every agent of the ramp mid-
 #: handshake at once a starved worker answered the server's handshake messages after the
@@ -172,6 +179,8 @@ class Worker:
     latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
     failures: int = 0
     last_error: str = ""
+    #: Joins tried again after a timeout, a reset or a busy answer.
+    join_retries: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     conns: list[AuthConn] = field(default_factory=list)
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(
@@ -182,7 +191,8 @@ class Worker:
         # uvloop leaves a reset handshake's inner future unread: the failure is counted in
         # `failures` already, so do not print a traceback per connection.
         loop.set_exception_handler(lambda lp, ctx: None if isinstance(
-            ctx.get("exception"), ConnectionError) else lp.default_exception_handler(ctx))
+            ctx.get("exception"), ConnectionError) or str(ctx.get("message", "")).startswith(
+                "Fatal error on SSL protocol") else lp.default_exception_handler(ctx))
         inbox: asyncio.Queue[Any] = asyncio.Queue()
 
         def readable() -> None:
@@ -198,12 +208,14 @@ class Worker:
         except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
             self.conn.send(("error", f"join failed: {exc}"))
             return
-        self.conn.send(("joined",))
+        self.conn.send(("joined", self.join_retries))
         while True:
             message = await inbox.get()
             if message[0] == "go":
                 for ident, index in agents:
-                    self.tasks.append(loop.create_task(self._beat(ident, index)))
+                    task = loop.create_task(self._beat(ident, index))
+                    task.add_done_callback(self._ended)
+                    self.tasks.append(task)
             elif message[0] == "stats":
                 self.conn.send(("stats", self.latencies.tobytes(), self.failures,
                                 self.last_error, time.process_time()))
@@ -220,17 +232,37 @@ class Worker:
                     self.conn.send(("stopped",))
                 return
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """An agent's loop ends only when stopped: anything else is a bench bug, reported as
+        the stats' last error (it once left every agent silent, and the run waiting)."""
+        if not task.cancelled() and task.exception() is not None:
+            self.failures += 1
+            self.last_error = f"agent crashed: {task.exception()!r}"[:200]
+
     async def _join_all(self) -> list[tuple[Any, int]]:
         gate = asyncio.Semaphore(self.spec.parallel_joins)
         auth = f"{self.spec.auth[0]}:{self.spec.auth[1]}"
 
         async def one(i: int) -> tuple[Any, int]:
-            async with gate:
-                src = source_address(i, PER_ADDRESS)
-                ident = await join_host(auth, self.spec.ca_certs, token=TOKEN, cluster=CLUSTER,
-                                        nodename=f"sim-{i:05d}", source=src,
-                                        addresses=[src])
-                return ident, i
+            src = source_address(i, PER_ADDRESS)
+            for attempt in range(1, JOIN_ATTEMPTS + 1):
+                try:
+                    # Bounded: aiohttp's own limit is five minutes, and a join stuck that
+                    # long on a loaded machine is better tried again than waited for.
+                    async with gate, asyncio.timeout(JOIN_TIMEOUT):
+                        ident = await join_host(auth, self.spec.ca_certs, token=TOKEN,
+                                                cluster=CLUSTER, nodename=f"sim-{i:05d}",
+                                                source=src, addresses=[src])
+                    return ident, i
+                except (JoinRefused, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    # As a node does: a busy or rate-limiting server is tried again later.
+                    if attempt == JOIN_ATTEMPTS or (isinstance(exc, JoinRefused)
+                                                    and not exc.transient):
+                        raise BenchError(f"join of sim-{i:05d} failed after {attempt} "
+                                         f"attempt(s): {type(exc).__name__}: {exc}") from exc
+                    self.join_retries += 1
+                    await asyncio.sleep(random.uniform(1, 2) * attempt)
+            raise AssertionError("unreachable")
 
         first = self.spec.first
         return list(await asyncio.gather(*(one(i) for i in range(first,
@@ -248,9 +280,9 @@ class Worker:
         # After the ramp's sleep: thousands of contexts built at once held the worker's loop
         # for a minute, and it missed the parent's questions.
         async with self.gate:  # contexts are built at the pace handshakes finish
-            ctx = tlskeys.ssl_client_context(ident.tls_cert.encode(),
-                                             ident.tls_private_key.encode(),
-                                             [c.encode() for c in ident.tls_ca_certs])
+            ctx = tlsconfig.ssl_client_context(ident.tls_cert.encode(),
+                                               ident.tls_private_key.encode(),
+                                               [c.encode() for c in ident.tls_ca_certs])
         conn = AuthConn(spec, ctx, src, self.gate)
         self.conns.append(conn)
         announced = False  # as `Heartbeat`: the whole record first and after a failure
@@ -342,8 +374,9 @@ class Fleet:
             answers.append(answer)
         return answers
 
-    def wait_joined(self, timeout: float) -> None:
-        self._ask((), "joined", timeout)
+    def wait_joined(self, timeout: float) -> int:
+        """Wait for every worker's agents to join; return the joins tried again."""
+        return sum(answer[1] for answer in self._ask((), "joined", timeout))
 
     def go(self) -> None:
         for pipe in self.pipes:
@@ -445,15 +478,24 @@ def wait_listed(cluster: SplitCluster, n: int, timeout: float) -> float:
     """Poll `tctl nodes ls` until it lists all N agents and the real node; return seconds."""
     start = time.perf_counter()
     sims = real = 0
+    failed, error = 0, ""
     while time.perf_counter() - start < timeout:
         cluster.check_alive()
-        _, out = timed(cluster.tctl_argv("nodes", "ls"))
+        try:
+            _, out = timed(cluster.tctl_argv("nodes", "ls"))
+        except BenchError as exc:  # the ramp's handshakes can crowd it out: not listed yet
+            failed, error = failed + 1, str(exc)
+            continue
         sims, real = count_listed(out)
         if sims == n and real:
+            if failed:
+                print(f"({failed} `tctl nodes ls` failed while waiting; last: {error})",
+                      flush=True)
             return time.perf_counter() - start
         time.sleep(1.0)
     raise BenchError(f"after {timeout:.0f}s `tctl nodes ls` listed {sims} of {n} agents"
-                     f"{'' if real else ' and not the real node'}")
+                     f"{'' if real else ' and not the real node'}; {failed} failed"
+                     f"{f' (last: {error})' if error else ''}")
 
 
 def ms(seconds: float) -> str:
@@ -488,10 +530,10 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
         ca_certs = asyncio.run(fetch_join_ca(f"127.0.0.1:{cluster.ports['auth']}"))
         t0 = time.perf_counter()
         fleet = Fleet(n, workers, ("127.0.0.1", cluster.ports["auth"]), ca_certs, args)
-        fleet.wait_joined(args.timeout)
+        retries = fleet.wait_joined(args.timeout)
         joined = time.perf_counter() - t0
         print(f"joined {n} agents in {joined:.1f} s ({n / joined:.0f}/s, worker start-up "
-              "included)", flush=True)
+              f"included), {retries} join(s) tried again", flush=True)
 
         sampler = Sampler(auth_pid)
         sampler.start()
@@ -625,9 +667,11 @@ def main() -> None:
                              f"{BEATS_PER_WORKER:.0f} heartbeats/s)")
     parser.add_argument("--parallel", type=positive_int, default=16,
                         help="joins in flight at once, over all workers (default 16)")
-    parser.add_argument("--ramp-rate", type=float, default=1000.0,
-                        help="first heartbeats per second at most while the fleet comes up "
-                             "(default 1000; spread over at least one interval)")
+    parser.add_argument("--ramp-rate", type=float, default=250.0,
+                        help="first heartbeats (each a new TLS connection) per second at most "
+                             "while the fleet comes up (default 250: at 1000 a second the "
+                             "handshakes alone took the auth server's core and `tctl` timed "
+                             "out; spread over at least one interval)")
     parser.add_argument("--timeout", type=float, default=900.0,
                         help="give up when joining or listing all takes longer (seconds)")
     parser.add_argument("--keep", action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 
@@ -15,6 +16,10 @@ WATCH_BUFFER = 1024
 
 #: Recent events a driver that resumes watches keeps in memory, for this process's lifetime only.
 RESUME_HISTORY = 10_000
+#: ... and for this many seconds at most: a watcher away longer reads a snapshot anyway (the
+#: proxy's copy retries within seconds), and an idle server should not hold a burst's events
+#: (10,000 node records) for good.
+RESUME_AGE = 300.0
 
 
 def init_event(revision: int | None) -> Event:
@@ -121,14 +126,19 @@ class _QueueWatcher(QueuedWatcher):
 class EventFanout:
     """Deliver events to every matching in-process watcher, in the order they were emitted."""
 
-    def __init__(self, capacity: int = WATCH_BUFFER, history: int = 0, floor: int = 0) -> None:
-        """history > 0 keeps that many recent events (all with integer revisions) for resuming;
+    def __init__(self, capacity: int = WATCH_BUFFER, history: int = 0, floor: int = 0,
+                 max_age: float = RESUME_AGE) -> None:
+        """history > 0 keeps that many recent events (all with integer revisions) for resuming,
+        none older than max_age seconds (dropped as events arrive, and by prune());
         floor is the store's revision when this process started following it."""
         self._capacity = capacity
         # A dict keeps delivery order across watchers stable; values are unused.
         self._watchers: dict[_QueueWatcher, None] = {}
-        self._history: deque[tuple[int, Event]] | None = deque() if history > 0 else None
+        #: (revision, event, time.monotonic() when emitted), oldest first.
+        self._history: deque[tuple[int, Event, float]] | None = (
+            deque() if history > 0 else None)
         self._history_size = history
+        self._max_age = max_age
         #: Every event with a revision in (floor, last] is in the history.
         self._floor = self._last = floor
         #: A store_id for a driver whose resumable history is this one: it lives as long as the
@@ -150,10 +160,11 @@ class EventFanout:
             if self._history is None:
                 raise LimitExceeded("this backend cannot resume a watch; read again and watch")
             after = revision_number(since)
+            self.prune()
             if not self._floor <= after <= self._last:
                 raise LimitExceeded(f"revision {since!r} is not in this backend's recent history;"
                                     " read again and watch")
-            watcher.backfill(e for revision, e in self._history if revision > after)
+            watcher.backfill(e for revision, e, _ in self._history if revision > after)
         self._watchers[watcher] = None
         return watcher
 
@@ -169,13 +180,22 @@ class EventFanout:
             for watcher in list(self._watchers):
                 if watcher.wants(event.item.key):
                     watcher.push(event)
+        self.prune()
 
     def _remember(self, event: Event) -> None:
         assert self._history is not None
         revision = int(event.item.revision)
-        self._history.append((revision, event))
+        self._history.append((revision, event, time.monotonic()))
         self._last = max(self._last, revision)
         while len(self._history) > self._history_size:
+            self._floor = self._history.popleft()[0]
+
+    def prune(self) -> None:
+        """Drop kept events older than max_age; a driver calls this now and then when idle."""
+        if self._history is None:
+            return
+        oldest = time.monotonic() - self._max_age
+        while self._history and self._history[0][2] <= oldest:
             self._floor = self._history.popleft()[0]
 
     def fail(self, error: LimitExceeded) -> None:

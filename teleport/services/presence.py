@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from datetime import datetime
+from collections import OrderedDict
+from datetime import datetime, timedelta
 from typing import Any
 
 from teleport.backend.base import Backend, Item, key, range_end
@@ -19,19 +20,60 @@ from teleport.services.store import ResourceStore
 from teleport.types.resource import format_time
 from teleport.types.resources import Server
 
+#: How long a host name this process wrote or read is trusted for that host's keep-alives. A
+#: name changes only with a whole announcement, which updates it here when this process takes
+#: it; one taken by another auth server sharing the backend is seen within this time.
+HOSTNAME_MEMORY = timedelta(minutes=2)
+
 
 class ServerStore(ResourceStore[Server]):
     """Host records, whose expiry is the stored item's: a keep-alive moves the item's expiry
-    and leaves the value (and the `expires` written in it) as the last full heartbeat sent it."""
+    and leaves the value (and the `expires` written in it) as the last full heartbeat sent it.
+
+    Remembers the host name of each record it wrote or read for a keep-alive (for
+    HOSTNAME_MEMORY), so a keep-alive needs no read to find the host name claim to extend."""
+
+    def __init__(self, backend: Backend, *prefix: str, noun: str) -> None:
+        super().__init__(backend, Server, *prefix, noun=noun)
+        #: host UUID -> (host name, when learned), oldest first.
+        self._hostnames: OrderedDict[str, tuple[str, datetime]] = OrderedDict()
 
     def _decode(self, item: Item) -> Server:
-        server = super()._decode(item)
-        if item.expires is not None and server.metadata.expires != item.expires:
-            # Set in place: the record was just decoded and nobody else holds it yet, and two
-            # `model_copy` calls tripled the cost of listing 10,000 nodes.
-            object.__setattr__(server.metadata, "expires", item.expires)
-            server.metadata.__pydantic_fields_set__.add("expires")
-        return server
+        if item.expires is None:
+            return super()._decode(item)
+        # The item's expiry goes in before validation: one model, not a copy of a frozen one.
+        record = json.loads(item.value)
+        record.setdefault("metadata", {})["expires"] = format_time(item.expires)
+        return self.model.model_validate(record)
+
+    async def put(self, resource: Server) -> Server:
+        stored = await super().put(resource)
+        self.learn_hostname(resource.metadata.name, resource.spec.hostname)
+        return stored
+
+    def learn_hostname(self, host_uuid: str, hostname: str) -> None:
+        """Remember the host name host_uuid's stored record carries; forget the stale ones."""
+        now = self.backend.clock.now()
+        self._hostnames[host_uuid] = (hostname, now)
+        self._hostnames.move_to_end(host_uuid)
+        self._forget_stale(now)
+
+    def known_hostname(self, host_uuid: str) -> str | None:
+        """The host name learned for host_uuid within HOSTNAME_MEMORY, or None."""
+        now = self.backend.clock.now()
+        self._forget_stale(now)
+        known = self._hostnames.get(host_uuid)
+        return None if known is None else known[0]
+
+    def forget_hostname(self, host_uuid: str) -> None:
+        self._hostnames.pop(host_uuid, None)
+
+    def _forget_stale(self, now: datetime) -> None:
+        while self._hostnames:
+            _, (_, learned) = next(iter(self._hostnames.items()))
+            if now - learned < HOSTNAME_MEMORY:
+                return
+            self._hostnames.popitem(last=False)
 
     async def list_json(self, now: datetime) -> list[dict[str, Any]]:
         """Return the live records as their JSON objects, for an answer that only relays them.
@@ -54,9 +96,9 @@ class ServerStore(ResourceStore[Server]):
 class PresenceService:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
-        self.nodes = ServerStore(backend, Server, "namespaces", "default", "nodes", noun="node")
-        self.proxies = ServerStore(backend, Server, "proxies", noun="proxy")
-        self.auth_servers = ServerStore(backend, Server, "authservers", noun="auth server")
+        self.nodes = ServerStore(backend, "namespaces", "default", "nodes", noun="node")
+        self.proxies = ServerStore(backend, "proxies", noun="proxy")
+        self.auth_servers = ServerStore(backend, "authservers", noun="auth server")
 
     def store(self, kind: str) -> ServerStore:
         """Return the store for `node`, `proxy` or `auth_server` records."""
@@ -74,20 +116,24 @@ class PresenceService:
         claim is gone (expired, `tctl rm`): the host then sends its record whole again.
         """
         store = self.store(kind)
-        try:
-            item = await self.backend.get(store.key(host_uuid))
-        except NotFound:
-            raise NotFound(f"{store.noun} {host_uuid!r} not found") from None
-        # Only the name is needed, from a record validated when it was written: plain JSON is
-        # a fraction of the cost of decoding the model, twice a second per thousand nodes.
-        hostname = json.loads(item.value).get("spec", {}).get("hostname", "")
+        hostname = store.known_hostname(host_uuid)
+        if hostname is None:
+            try:
+                item = await self.backend.get(store.key(host_uuid))
+            except NotFound:
+                raise NotFound(f"{store.noun} {host_uuid!r} not found") from None
+            # Only the name is needed, from a record validated when it was written: plain
+            # JSON is a fraction of the cost of decoding the model.
+            hostname = str(json.loads(item.value).get("spec", {}).get("hostname", ""))
+            store.learn_hostname(host_uuid, hostname)
         # Both at once: they share a group commit, so the heartbeat waits for one fsync.
         record, claim = await asyncio.gather(
-            self.backend.keep_alive(item.key, expires),
+            self.backend.keep_alive(store.key(host_uuid), expires),
             self.backend.keep_alive(self._name_key(hostname), expires) if hostname
             else asyncio.sleep(0), return_exceptions=True)
         for failed in (record, claim):
             if isinstance(failed, NotFound):
+                store.forget_hostname(host_uuid)
                 raise NotFound(f"the record or host name claim of {kind} {host_uuid!r} is "
                                "gone: send the whole record") from None
             if isinstance(failed, BaseException):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from teleport.backend.base import EventType, Item
+from teleport.backend.base import Event, EventType, Item
 from teleport.backend.conformance import CHECKS, EXPIRY_EVENT_CHECKS, run_check
-from teleport.backend.fanout import RESUME_HISTORY, WATCH_BUFFER
+from teleport.backend.fanout import RESUME_HISTORY, WATCH_BUFFER, EventFanout
 from teleport.backend.memory import MemoryBackend
 from teleport.errors import ConnectionProblem, LimitExceeded
 
@@ -49,3 +51,16 @@ async def test_calls_after_close_fail() -> None:
     await backend.close()
     with pytest.raises(ConnectionProblem):
         await backend.get(b"/a")
+
+
+async def test_kept_events_are_forgotten_after_their_age() -> None:
+    """An idle server drops a burst's events after RESUME_AGE (here 50 ms), not never: a
+    watcher resuming from before them reads a snapshot, one resuming from after goes on."""
+    fanout = EventFanout(history=100, max_age=0.05)
+    fanout.emit([Event(EventType.PUT, Item(b"/k/1", b"v", None, "1"))])
+    fanout.watch([b"/k/"], since="0").stop()  # kept: resumable
+    await asyncio.sleep(0.06)
+    fanout.prune()  # the sqlite backend's sweeper does this every second
+    with pytest.raises(LimitExceeded, match="recent history"):
+        fanout.watch([b"/k/"], since="0")
+    fanout.watch([b"/k/"], since="1").stop()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from teleport.backend.base import Event, EventType, Item
@@ -115,3 +117,49 @@ async def test_an_acknowledged_group_survives_a_killed_process(tmp_path: Path) -
     assert await proc.wait() == -9
     async with await SqliteBackend.open(path) as backend:
         assert len(await backend.get_range(b"/acked/", b"/acked0")) == WRITERS
+
+
+async def test_keep_alives_in_a_group_share_one_statement(tmp_path: Path) -> None:
+    """Each sqlite statement (and row) hands the GIL back and forth with the event loop: a
+    group's keep-alives are one UPDATE, without a savepoint or a RETURNING each, and each still
+    gets its own outcome, in order with the group's other writes."""
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        soon = datetime.now(timezone.utc) + timedelta(minutes=1)
+        await asyncio.gather(*(backend.put(Item(f"/h/{i}".encode(), b"v", soon))
+                               for i in range(WRITERS)))
+        statements: list[str] = []
+        await backend._run(backend._conn.set_trace_callback, statements.append)  # its thread
+        later = soon + timedelta(minutes=5)
+        outcomes = await asyncio.gather(
+            *(backend.keep_alive(f"/h/{i}".encode(), later) for i in range(WRITERS)),
+            backend.keep_alive(b"/h/missing", later),
+            backend.delete(b"/h/0"),
+            backend.keep_alive(b"/h/0", later),  # after its delete, in the same group
+            backend.put(Item(b"/h/new", b"v", soon)),
+            backend.keep_alive(b"/h/new", later),  # after its put
+            return_exceptions=True)
+        await backend._run(backend._conn.set_trace_callback, None)
+        assert outcomes[:WRITERS] == [None] * WRITERS
+        assert [type(o) for o in outcomes[WRITERS:]] == [NotFound, type(None), NotFound, Item,
+                                                       type(None)]
+        savepoints = [s for s in statements if s.startswith("SAVEPOINT")]
+        assert len(savepoints) == 2, len(savepoints)  # the delete's and the put's only
+        updates = [s for s in statements if s.startswith("UPDATE kv SET expires")]
+        assert len(updates) <= 3, len(updates)  # a run of keep-alives at a time, not one each
+        assert not [s for s in updates if "RETURNING" in s]
+        items = await backend.get_range(b"/h/", b"/h0")
+        assert len(items) == WRITERS and all(i.expires == later for i in items)
+
+
+async def test_a_commit_does_not_wait_for_a_read_in_progress(tmp_path: Path) -> None:
+    """Reads have their own connection and thread: a listing of every node held all
+    heartbeats' commits behind it. Reads still see every acknowledged write."""
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        reading = threading.Event()
+        slow = backend._reader_executor.submit(reading.wait, 10)  # a long read, in progress
+        try:
+            stored = await asyncio.wait_for(backend.put(Item(b"/w", b"v")), 5)
+        finally:
+            reading.set()
+        assert slow.result(5)
+        assert await backend.get(b"/w") == stored
