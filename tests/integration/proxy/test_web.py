@@ -16,11 +16,12 @@ import aiohttp
 import pyotp
 import pytest
 
+from teleport.api.web_models import LoginResponse
 from teleport.auth import api as auth_api
 from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer, AuthSettings
 from teleport.backend.memory import MemoryBackend
-from teleport.client.webapi import LoginResponse, WebClient
+from teleport.client.webapi import WebClient
 from teleport.errors import AccessDenied, BadParameter, ConnectionProblem, LimitExceeded, NotFound
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
