@@ -179,7 +179,7 @@ MUTATIONS = (
         "        if True:\n",
         ("tests/unit/auth/test_server.py::test_five_failures_lock_the_account_for_twenty_minutes",)),
     Mutation(
-        "accept a non-auth TLS certificate as the auth server", "teleport/keys/tls.py",
+        "accept a non-auth TLS certificate as the auth server", "teleport/keys/tlsconfig.py",
         "    ctx.check_hostname = True\n",
         "    ctx.check_hostname = False\n",
         # Only a certificate with serverAuth and another name tells: every other cluster
@@ -296,7 +296,7 @@ MUTATIONS = (
         ("tests/unit/sshutils/test_algorithms.py::"
          "test_sha1_and_other_algorithms_outside_the_set_are_refused",)),
     Mutation(
-        "serve TLS with CBC suites", "teleport/keys/tls.py",
+        "serve TLS with CBC suites", "teleport/keys/tlsconfig.py",
         "    ctx.set_ciphers(TLS12_CIPHERS)\n",
         "    pass\n",
         ("tests/unit/keys/test_tls_profile.py::test_servers_refuse_cbc_and_non_ecdhe_suites",)),
