@@ -18,7 +18,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -27,6 +27,9 @@ from pydantic_core import to_jsonable_python
 
 from teleport.errors import BadParameter, LimitExceeded, NotFound, TeleportError, to_wire
 from teleport.types.codec import first_error
+
+if TYPE_CHECKING:
+    from teleport.api.listing_models import Listing
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +91,9 @@ async def serve_accepted(runner: web.AppRunner, sock: socket.socket,
     return bool(transport.get_extra_info("peercert"))
 
 
-def json_answer(answer: BaseModel | Sequence[BaseModel]) -> web.Response:
-    """Answer with a wire model (or a list of them) as JSON."""
+def json_answer(answer: BaseModel | Sequence[BaseModel] | Listing | Sequence[Listing]
+                ) -> web.Response:
+    """Answer with a wire model or listing (or a list of them) as JSON."""
     return web.json_response(to_jsonable_python(answer))
 
 

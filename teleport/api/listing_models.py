@@ -1,14 +1,38 @@
-"""What the auth API lists and the proxy's web API relays as it is: recorded sessions, live
-sessions, the cluster's status. Apart from either API's models, so `tsh` reads these without
-importing the auth API's.
+"""What the CLIs list on every call: nodes, recorded sessions, live sessions, the cluster's
+status. Plain frozen dataclasses, not pydantic models: `tsh ls` and its kin decode them with
+msgspec (`api.http`), so a listing does not pay pydantic's import and schema build (more than
+half of `tsh ls`'s start-up). The servers build them from checked records and send them as
+they are; every other wire model is a pydantic model (`api.wire`).
 """
 
 from __future__ import annotations
 
-from teleport.api.wire import Answer
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from teleport.types.resources import Server
 
 
-class RecordingInfo(Answer):
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """A node as `tsh ls` lists it."""
+
+    name: str
+    id: str
+    addr: str
+    labels: dict[str, str] = field(default_factory=dict)
+    #: Reached over its reverse tunnel (addr is empty): lists show `constants.TUNNEL_ADDR`.
+    tunnel: bool = False
+
+    @classmethod
+    def of(cls, server: Server) -> NodeInfo:
+        return cls(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
+                   labels=server.all_labels(), tunnel=server.spec.use_tunnel)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingInfo:
     """A recorded session as `tsh recordings ls` lists it."""
 
     sid: str
@@ -21,7 +45,8 @@ class RecordingInfo(Answer):
     complete: bool
 
 
-class ActiveSession(Answer):
+@dataclass(frozen=True, slots=True)
+class ActiveSession:
     """A live session as users list it to join (`tsh sessions ls`)."""
 
     sid: str
@@ -29,13 +54,14 @@ class ActiveSession(Answer):
     login: str
     server_hostname: str
     created: str
-    parties: list[str] = []
+    parties: list[str] = field(default_factory=list)
     server_id: str = ""
 
 
 # --- cluster status (the web UI's status page) ----------------------------------------------------
 
-class ServerSummary(Answer):
+@dataclass(frozen=True, slots=True)
+class ServerSummary:
     """An auth server or proxy as the status page lists it."""
 
     id: str
@@ -44,7 +70,8 @@ class ServerSummary(Answer):
     public_addr: str = ""
 
 
-class ClusterStatus(Answer):
+@dataclass(frozen=True, slots=True)
+class ClusterStatus:
     """What `tctl status` tells an admin, and who is online."""
 
     cluster: str
@@ -53,3 +80,7 @@ class ClusterStatus(Answer):
     auth_servers: list[ServerSummary]
     proxies: list[ServerSummary]
     nodes_online: int
+
+
+#: Any of the listings, as servers answer with them (`httpserver.json_answer`).
+Listing = NodeInfo | RecordingInfo | ActiveSession | ServerSummary | ClusterStatus

@@ -7,16 +7,13 @@ and the web UI speak. Recordings and live sessions travel as the auth API lists 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
-from teleport.api.listing_models import ActiveSession, ClusterStatus, RecordingInfo
+from teleport.api.listing_models import ActiveSession, ClusterStatus, NodeInfo, RecordingInfo
 from teleport.api.wire import Answer, Request
 from teleport.types.shapes import AuditEvent
-
-if TYPE_CHECKING:
-    from teleport.types.resources import Server
 
 
 class SSOConnectorInfo(Answer):
@@ -104,22 +101,6 @@ class LoginResponse(Answer):
     user_ca_keys: list[str]
     trusted_ca: list[str]
     cluster_name: str
-
-
-class NodeInfo(Answer):
-    """A node as `tsh ls` lists it."""
-
-    name: str
-    id: str
-    addr: str
-    labels: dict[str, str] = {}
-    #: Reached over its reverse tunnel (addr is empty): lists show `constants.TUNNEL_ADDR`.
-    tunnel: bool = False
-
-    @classmethod
-    def of(cls, server: Server) -> NodeInfo:
-        return cls(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
-                   labels=server.all_labels(), tunnel=server.spec.use_tunnel)
 
 
 class WebLoginRequest(Request):

@@ -56,7 +56,7 @@ async def complete_upload(call: Call) -> Any:
 @route("GET", "/v1/sessions", [ADMIN, PROXY, USER])
 async def list_recordings(call: Call) -> Any:
     viewer = _viewer(call)
-    return [RecordingInfo.model_validate(summary.to_json())
+    return [RecordingInfo(**summary.to_json())
             for summary in await call.auth.sessions.recordings.list()
             if rules.may_list_recording(viewer, summary.user)]
 
@@ -94,6 +94,6 @@ async def end_session(call: Call) -> Any:
 
 @route("GET", "/v1/active_sessions", [ADMIN, PROXY, USER])
 async def list_active_sessions(call: Call) -> Any:
-    return [ActiveSession.model_validate(s.model_dump())
+    return [ActiveSession(**s.model_dump())
             for s in await call.auth.sessions.list_active(_viewer(call),
                                                           call.auth.accounts.roles_of)]

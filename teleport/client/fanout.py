@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import asyncssh
 
-from teleport.api.web_models import NodeInfo
+from teleport.api.listing_models import NodeInfo
 from teleport.client import ssh
 from teleport.client.nodes import format_selector, matching_nodes
 from teleport.client.profile import Profile

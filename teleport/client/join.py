@@ -9,7 +9,7 @@ variable `TELEPORT_SESSION`, to attach the terminal to the session rather than s
 from __future__ import annotations
 
 from teleport.api.constants import SESSION_ENV
-from teleport.api.web_models import ActiveSession
+from teleport.api.listing_models import ActiveSession
 from teleport.client.profile import Profile
 from teleport.client.webapi import WebClient
 from teleport.errors import NotFound

@@ -12,7 +12,7 @@ from teleport.client.webapi import WebClient
 from teleport.errors import BadParameter
 
 if TYPE_CHECKING:
-    from teleport.api.web_models import NodeInfo
+    from teleport.api.listing_models import NodeInfo
 
 
 def parse_label_selector(host: str) -> dict[str, str] | None:
@@ -41,7 +41,7 @@ async def matching_nodes(profile: Profile, selector: dict[str, str],
     leaf cluster: as the leaf's auth server shows them to us, after its role map)."""
     profile.check_valid()
     if cluster and cluster != profile.cluster:
-        from teleport.api.web_models import NodeInfo
+        from teleport.api.listing_models import NodeInfo
         from teleport.client.authapi import leaf_auth_client
 
         async with await leaf_auth_client(profile, cluster) as leaf:

@@ -18,7 +18,7 @@ import tty
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from teleport.api.web_models import RecordingInfo
+from teleport.api.listing_models import RecordingInfo
 from teleport.client.profile import Profile
 from teleport.client.webapi import WebClient
 from teleport.errors import BadParameter

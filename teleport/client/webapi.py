@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from teleport.api import h1
 from teleport.api.http import HTTPClient, one_line
+from teleport.api.listing_models import ActiveSession, NodeInfo, RecordingInfo
 from teleport.client.profile import Profile
 from teleport.errors import ConnectionProblem
 from teleport.keys.tlsconfig import load_cert_chain, tls_context, unverified_client_context
@@ -158,21 +159,21 @@ class WebClient:
                                        body, answer=w.SSOConsoleAnswer)
         return answer.redirect_url
 
-    async def list_nodes(self, cluster: str) -> list[w.NodeInfo]:
+    async def list_nodes(self, cluster: str) -> list[NodeInfo]:
         """List the cluster's nodes; needs the client certificate of a login."""
         return await self._http.call("GET", f"/webapi/sites/{quote(cluster, safe='')}/nodes",
-                                     answer=list[w.NodeInfo])
+                                     answer=list[NodeInfo])
 
-    async def list_recordings(self, cluster: str) -> list[w.RecordingInfo]:
+    async def list_recordings(self, cluster: str) -> list[RecordingInfo]:
         """List the recorded sessions this login may play."""
         return await self._http.call("GET", f"/webapi/sites/{quote(cluster, safe='')}/sessions",
-                                     answer=list[w.RecordingInfo])
+                                     answer=list[RecordingInfo])
 
-    async def list_active_sessions(self, cluster: str) -> list[w.ActiveSession]:
+    async def list_active_sessions(self, cluster: str) -> list[ActiveSession]:
         """List the live sessions this login may join."""
         return await self._http.call(
             "GET", f"/webapi/sites/{quote(cluster, safe='')}/active_sessions",
-            answer=list[w.ActiveSession])
+            answer=list[ActiveSession])
 
     def stream_recording(self, cluster: str, sid: str) -> AsyncIterator[bytes]:
         """Yield a recording's replay stream (JSON lines) as the proxy relays it."""

@@ -10,7 +10,7 @@ import time
 
 import pyotp
 
-from tests.e2e.cluster import BIN, CLUSTER, Cluster
+from tests.e2e.cluster import BIN, CLUSTER, NODENAME, Cluster
 
 VERSION = re.compile(r"^Teleport v\d+\.\d+\.\d+ python\d+\.\d+\n$")
 
@@ -52,3 +52,21 @@ def test_tsh_login_prints_each_login_once(cluster: Cluster) -> None:
         env=env, timeout=60)
     assert login.returncode == 0, login.stderr
     assert "  Logins:       dupe, root\n" in login.stdout, login.stdout
+
+
+def test_tsh_ls_lists_nodes_without_loading_pydantic_or_the_ssh_stack(cluster: Cluster) -> None:
+    """`tsh ls` decodes its listing with msgspec and opens no SSH connection (issue 20:
+    pydantic's import and schema build were more than half of its start-up)."""
+    totp = cluster.signup("lister", "root", "lister's password")
+    cluster.login("lister", "lister's password", totp)
+    cluster.tsh("ls")  # the first command after a login may refresh the CAs
+    probe = ("import sys; sys.argv = ['tsh', 'ls']; from teleport.cli.tsh import main; "
+             "code = main(); sys.stdout.flush(); print('heavy:', sorted({m.split('.')[0] for m "
+             "in sys.modules} & {'pydantic', 'asyncssh', 'cryptography', 'yaml'}), "
+             "file=sys.stderr); sys.exit(code)")
+    result = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, **cluster.env},
+                            stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    assert NODENAME in result.stdout
+    assert "heavy: []" in result.stderr, result.stderr

@@ -7,7 +7,7 @@ import hashlib
 import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -353,7 +353,7 @@ async def test_node_listing_requires_a_user_certificate(cluster: Cluster) -> Non
         nodes = await web_client.list_nodes(CLUSTER)
         with pytest.raises(NotFound, match="cluster 'elsewhere' not found"):
             await web_client.list_nodes("elsewhere")
-    assert [n.model_dump() for n in nodes] == [
+    assert [asdict(n) for n in nodes] == [
         {"name": "luna", "id": "uuid-11", "addr": "10.0.0.7:3022", "labels": {"env": "dev"},
          "tunnel": False},
         {"name": "sun", "id": "uuid-2", "addr": "10.0.0.6:3022", "labels": {"env": "prod"},
