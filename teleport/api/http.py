@@ -18,10 +18,9 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from dataclasses import is_dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast, get_args, get_origin, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
-from teleport.api import h1, proxydial, proxyenv
+from teleport.api import h1, plain, proxydial, proxyenv
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.types.shapes import AuditEvent, ResourceJSON
 from teleport.utils.addr import HostPort, parse_addr
@@ -250,44 +249,24 @@ class HTTPClient:
             f"{_path(path)} ({_quote(raw)}): is it a Teleport {self.peer}?")
 
     def _validate(self, addr: str, method: str, path: str, data: Any, answer: type[T]) -> T:
-        if _is_listing(answer):
-            field, msg = _convert_listing(data, answer)
-        else:
-            field, msg = _convert_model(data, answer)
-        if msg is None:
-            return cast(T, field)
-        raise ConnectionProblem(
-            f"{self.peer} {addr} sent an unexpected answer to {method} {_path(path)}: "
-            f"{field or 'body'}: {msg}")
+        try:
+            return plain.convert(data, answer) if plain.is_plain(answer) else _model(data, answer)
+        except plain.Mismatch as err:
+            raise ConnectionProblem(
+                f"{self.peer} {addr} sent an unexpected answer to {method} {_path(path)}: "
+                f"{err}") from None
 
 
-def _is_listing(answer: Any) -> bool:
-    """A listing (`api.listing_models`: dataclasses, or a list of them) decodes with msgspec."""
-    args = get_args(answer)
-    return is_dataclass(args[0] if get_origin(answer) is list and args else answer)
-
-
-def _convert_listing(data: Any, answer: Any) -> tuple[Any, str | None]:
-    """Return (the answer, None), or (the field, what is wrong with it)."""
-    import msgspec
-
-    try:
-        return msgspec.convert(data, answer), None
-    except msgspec.ValidationError as err:  # "Expected `str`, got `int` - at `$[0].name`"
-        text, _, where = str(err).partition(" - at `")
-        field = where.rstrip("`").removeprefix("$").replace("[", ".").replace("]", "")
-        return field.strip("."), text[:1].lower() + text[1:]
-
-
-def _convert_model(data: Any, answer: Any) -> tuple[Any, str | None]:
-    """Return (the answer, None), or (the field, what is wrong with it)."""
+def _model(data: Any, answer: type[T]) -> T:
+    """Validate a pydantic answer; its first error becomes a Mismatch."""
     from pydantic import ValidationError
 
     try:
-        return _adapter(answer).validate_python(data), None
+        return _adapter(answer).validate_python(data)
     except ValidationError as err:
         first = err.errors()[0]
-        return ".".join(str(p) for p in first["loc"]), first["msg"].lower()
+        raise plain.Mismatch(".".join(str(p) for p in first["loc"]),
+                             first["msg"].lower()) from None
 
 
 _ADAPTERS: dict[Any, TypeAdapter[Any]] = {}

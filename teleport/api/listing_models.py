@@ -1,6 +1,6 @@
 """What the CLIs list on every call: nodes, recorded sessions, live sessions, the cluster's
 status. Plain frozen dataclasses, not pydantic models: `tsh ls` and its kin decode them with
-msgspec (`api.http`), so a listing does not pay pydantic's import and schema build (more than
+`api.plain`, so a listing does not pay pydantic's import and schema build (more than
 half of `tsh ls`'s start-up). The servers build them from checked records and send them as
 they are; every other wire model is a pydantic model (`api.wire`).
 """

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import tempfile
 from collections.abc import Sequence
 
 from teleport.errors import BadParameter
@@ -137,17 +136,18 @@ def ssl_client_context(cert_pem: bytes | None, key_pem: bytes | None,
 def load_cert_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
     """Load a certificate and key, which the ssl module only accepts from a file.
 
-    The file lives in a fresh 0700 directory, is created 0600 and is removed right after.
+    The file is an anonymous memory file of this process (`memfd_create`), named through
+    /proc: the key never touches a disk, and no temporary directory is made and removed.
     """
-    with tempfile.TemporaryDirectory(prefix="teleport-tls-") as tmp:
-        path = os.path.join(tmp, "chain.pem")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
+    fd = os.memfd_create("teleport-tls", os.MFD_CLOEXEC)
+    try:
+        with open(fd, "wb", closefd=False) as f:
             f.write(cert_pem.rstrip(b"\n") + b"\n" + key_pem)
-        try:
-            ctx.load_cert_chain(path)
-        except ssl.SSLError as err:
-            raise BadParameter(f"invalid TLS certificate or key: {err.reason or err}") from None
+        ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+    except ssl.SSLError as err:
+        raise BadParameter(f"invalid TLS certificate or key: {err.reason or err}") from None
+    finally:
+        os.close(fd)
 
 
 def _cadata(pems: Sequence[bytes]) -> str:

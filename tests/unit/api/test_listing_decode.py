@@ -1,7 +1,7 @@
 """Listings (`tsh ls` and its kin) decode without pydantic, and a bad answer is still one line.
 
 Issue 20: pydantic's import and schema build were more than half of `tsh ls`'s start-up, so the
-listings are dataclasses that `HTTPClient` decodes with msgspec. What a user sees must not
+listings are dataclasses that `HTTPClient` decodes with `api.plain`. What a user sees must not
 change: unknown fields are ignored (a newer server), defaults fill what an older one leaves out,
 and a field of the wrong type or a missing one is a `ConnectionProblem` naming it.
 """
@@ -19,8 +19,15 @@ from typing import Any
 
 import pytest
 
+from teleport.api import httpserver, plain
 from teleport.api.http import HTTPClient
-from teleport.api.listing_models import ClusterStatus, NodeInfo
+from teleport.api.listing_models import (
+    ActiveSession,
+    ClusterStatus,
+    NodeInfo,
+    RecordingInfo,
+    ServerSummary,
+)
 from teleport.errors import ConnectionProblem
 
 NODE = {"name": "db-1", "id": "9f1c", "addr": "10.0.0.5:3022"}
@@ -89,7 +96,7 @@ async def test_a_field_of_the_wrong_type_is_named_in_one_line(
     assert "\n" not in message
     assert message.startswith("proxy 127.0.0.1:")
     assert message.endswith("sent an unexpected answer to GET /webapi/sites/one/nodes: "
-                            "1.labels: expected `str`, got `int`"), message
+                            "1.labels.env: expected string, got integer"), message
 
 
 async def test_a_missing_field_is_named(answering: tuple[HTTPClient, list[Any]]) -> None:
@@ -97,8 +104,7 @@ async def test_a_missing_field_is_named(answering: tuple[HTTPClient, list[Any]])
     bodies.append({"cluster": "one", "version": "1", "ca_pin": "sha256:x", "auth_servers": [],
                    "proxies": [{"id": "p", "addr": "h:3080"}], "nodes_online": 0})
     with pytest.raises(ConnectionProblem,
-                       match=r"GET /v1/status: proxies\.0: object missing required field "
-                             r"`hostname`$"):
+                       match=r"GET /v1/status: proxies\.0: missing field 'hostname'$"):
         await client.call("GET", "/v1/status", answer=ClusterStatus)
 
 
@@ -106,15 +112,51 @@ async def test_an_answer_that_is_not_a_list_is_refused(
         answering: tuple[HTTPClient, list[Any]]) -> None:
     client, bodies = answering
     bodies.append({"error": "not a list"})
-    with pytest.raises(ConnectionProblem, match=r"nodes: body: expected `array`, got `object`$"):
+    with pytest.raises(ConnectionProblem, match=r"nodes: body: expected array, got object$"):
         await client.call("GET", "/webapi/sites/one/nodes", answer=list[NodeInfo])
 
 
 def test_the_listings_load_without_pydantic() -> None:
     probe = ("import sys, teleport.client.nodes, teleport.api.http; "
-             "from teleport.api.listing_models import NodeInfo; "
-             "import msgspec; msgspec.convert([{'name': 'a', 'id': 'b', 'addr': ''}], "
-             "list[NodeInfo]); print(sorted(m for m in sys.modules if 'pydantic' in m))")
+             "from teleport.api import plain; from teleport.api.listing_models import NodeInfo; "
+             "plain.convert([{'name': 'a', 'id': 'b', 'addr': ''}], list[NodeInfo]); "
+             "print(sorted(m for m in sys.modules if 'pydantic' in m))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=60, check=True)
     assert result.stdout == "[]\n", result.stdout
+
+
+@pytest.mark.parametrize("listing", [
+    NodeInfo(name="n", id="i", addr="a:1", labels={"k": "v"}, tunnel=True),
+    RecordingInfo(sid="s", user="u", login="l", server_id="i", server_hostname="h",
+                  start="2026-12-02T00:00:00Z", duration_ms=12, complete=False),
+    ActiveSession(sid="s", user="u", login="l", server_hostname="h", created="c",
+                  parties=["u", "v"], server_id="i"),
+    ClusterStatus(cluster="c", version="1", ca_pin="sha256:x",
+                  auth_servers=[ServerSummary(id="a", hostname="h", addr="h:3025")],
+                  proxies=[], nodes_online=3),
+])
+def test_every_listing_comes_back_as_it_was_sent(listing: Any) -> None:
+    """What a server sends (`json_answer`) decodes to an equal listing: every field type of
+    every listing is one `plain` reads."""
+    sent = json.loads(httpserver.json_answer([listing]).text or "")
+    assert plain.convert(sent, list[type(listing)]) == [listing]
+
+
+@pytest.mark.parametrize(("data", "answer", "where", "problem"), [
+    ({"name": "n", "id": "i", "addr": "a", "tunnel": 1}, NodeInfo, "tunnel",
+     "expected boolean, got integer"),
+    ({"sid": "s", "user": "u", "login": "l", "server_id": "i", "server_hostname": "h",
+      "start": "t", "duration_ms": True, "complete": False}, RecordingInfo, "duration_ms",
+     "expected integer, got boolean"),
+    ({"sid": "s", "user": "u", "login": "l", "server_hostname": "h", "created": "c",
+      "parties": ["u", None]}, ActiveSession, "parties.1", "expected string, got null"),
+    ([{"name": "n", "id": "i", "addr": "a", "labels": []}], list[NodeInfo], "0.labels",
+     "expected object, got array"),
+    ("nodes", list[NodeInfo], "", "expected array, got string"),
+])
+def test_a_value_of_another_json_type_is_named(data: Any, answer: Any, where: str,
+                                               problem: str) -> None:
+    with pytest.raises(plain.Mismatch) as caught:
+        plain.convert(data, answer)
+    assert (caught.value.where, caught.value.problem) == (where, problem)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import ssl
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -237,12 +238,14 @@ def test_mtls_refuses_peers_of_another_ca(ca: tuple[bytes, bytes], other_ca: tup
 def test_tls_contexts_leave_no_key_on_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                            ca: tuple[bytes, bytes],
                                            mtls: dict[str, tuple[bytes, bytes]]) -> None:
+    """The key goes to ssl through a memory file of this process, closed at once."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    open_before = sorted(os.listdir("/proc/self/fd"))
     tlsconfig.ssl_client_context(*mtls["client"], [ca[1]])
     tlsconfig.ssl_server_context(*mtls["server"], [ca[1]], require_client_cert=False)
-    assert list(tmp_path.iterdir()) == []
     with pytest.raises(BadParameter, match="invalid TLS certificate or key"):
         tlsconfig.ssl_client_context(mtls["client"][0], mtls["server"][1], [ca[1]])
     assert list(tmp_path.iterdir()) == []
+    assert sorted(os.listdir("/proc/self/fd")) == open_before
     with pytest.raises(BadParameter):
         tlsconfig.ssl_server_context(*mtls["server"], None, require_client_cert=True)
