@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, ParamSpec
 
@@ -53,6 +53,19 @@ def _on_loop(coro: Coroutine[Any, Any, int | None]) -> int:
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(coro) or 0
+
+
+def needed_commands(argv: Sequence[str], commands: Collection[str]) -> list[str]:
+    """The subcommands whose parsers a command line needs: the ones it names, or all of them
+    for help and for a command line that names none (to list them in the error).
+
+    Each subparser costs argparse ~2 ms to build (its help strings go through gettext's locale
+    search), as much as the rest of `tsh ls`'s argument handling together.
+    """
+    named = set(argv) & set(commands)
+    if not named or "-h" in argv or "--help" in argv:
+        return list(commands)
+    return [name for name in commands if name in named]
 
 
 def quiet_on_closed_pipe(main: Callable[_P, int]) -> Callable[_P, int]:

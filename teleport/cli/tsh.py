@@ -7,10 +7,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from teleport.api.constants import TUNNEL_ADDR
-from teleport.cli.common import quiet_on_closed_pipe, run, table, version_line
+from teleport.cli.common import needed_commands, quiet_on_closed_pipe, run, table, version_line
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable, Coroutine, Sequence
     from datetime import timedelta
     from typing import Any
 
@@ -41,26 +41,20 @@ def _browser_flag(parser: argparse.ArgumentParser, default: object) -> None:
                              "when none is attached here), only print the link")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tsh", description="Teleport client: log in and ssh into nodes.")
-    _common(parser, None)
-    _login_flags(parser, None)
-    sub = parser.add_subparsers(dest="command", metavar="<command>")
-    quiet = argparse.SUPPRESS
-    login = sub.add_parser("login", help="Log in to a cluster and retrieve certificates")
-    _common(login, quiet)
-    _login_flags(login, quiet)
+def _login_args(login: argparse.ArgumentParser) -> None:
+    _common(login, argparse.SUPPRESS)
+    _login_flags(login, argparse.SUPPRESS)
     login.add_argument("--ttl", help="certificate lifetime: minutes or a duration like 12h (default 12h)")
-    sub.add_parser("logout", help="Delete the profile and its keys")
-    clusters = sub.add_parser("clusters", help="List the cluster and its leaf clusters")
-    _common(clusters, quiet)
-    sub.add_parser("status", help="Show the current login")
-    ls = sub.add_parser("ls", help="List nodes")
-    _common(ls, quiet)
+
+
+def _ls_args(ls: argparse.ArgumentParser) -> None:
+    _common(ls, argparse.SUPPRESS)
     ls.add_argument("labels", nargs="?", help="filter by labels: k=v,k2=v2")
     ls.add_argument("--cluster", default="", help="list a leaf cluster's nodes")
-    ssh = sub.add_parser("ssh", help="Run a shell or a command on a node")
-    _common(ssh, quiet)
+
+
+def _ssh_args(ssh: argparse.ArgumentParser) -> None:
+    _common(ssh, argparse.SUPPRESS)
     ssh.add_argument("-l", "--login", help="remote OS login")
     ssh.add_argument("--cluster", default="",
                      help="the cluster of the node: a leaf cluster of the proxy's (default: its own)")
@@ -79,8 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     ssh.add_argument("-N", dest="no_command", action="store_true", help="forward ports only")
     ssh.add_argument("target", metavar="[login@]host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="command to run")
-    scp = sub.add_parser("scp", help="Copy files to or from a node: src... [login@]host:dst, or the reverse")
-    _common(scp, quiet)
+
+
+def _scp_args(scp: argparse.ArgumentParser) -> None:
+    _common(scp, argparse.SUPPRESS)
     scp.add_argument("-r", "--recursive", action="store_true", help="copy directories recursively")
     scp.add_argument("-p", "--preserve", action="store_true", help="keep modes and modification times")
     scp.add_argument("-P", "--port", type=int, help="node SSH port")
@@ -90,29 +86,38 @@ def _parser() -> argparse.ArgumentParser:
     scp.add_argument("paths", nargs="+", metavar="src... dst")
     scp.add_argument("--cluster", default="", help="the cluster of the node: a leaf cluster of "
                      "the proxy's (default: its own)")
-    play = sub.add_parser("play", help="Replay a recorded session (space pauses and resumes)")
-    _common(play, quiet)
+
+
+def _play_args(play: argparse.ArgumentParser) -> None:
+    _common(play, argparse.SUPPRESS)
     play.add_argument("--speed", type=float, default=1.0, help="replay speed factor (default 1)")
     play.add_argument("--format", choices=["pty", "json"], default="pty",
                       help="pty replays in the terminal, json prints the session's events")
     play.add_argument("sid", metavar="session-id")
     play.add_argument("--cluster", default="", help="the leaf cluster that recorded the session")
-    recordings = sub.add_parser("recordings", help="Recorded sessions")
-    _common(recordings, quiet)
+
+
+def _recordings_args(recordings: argparse.ArgumentParser) -> None:
+    _common(recordings, argparse.SUPPRESS)
     recordings_sub = recordings.add_subparsers(dest="recordings_command", metavar="<command>")
     recordings_sub.add_parser("ls", help="List recorded sessions you may play")
-    sessions = sub.add_parser("sessions", help="Live sessions")
-    _common(sessions, quiet)
+
+
+def _sessions_args(sessions: argparse.ArgumentParser) -> None:
+    _common(sessions, argparse.SUPPRESS)
     sessions_sub = sessions.add_subparsers(dest="sessions_command", metavar="<command>")
     sessions_ls = sessions_sub.add_parser("ls", help="List live sessions you may join")
     sessions_ls.add_argument("--cluster", default="", help="list a leaf cluster's sessions")
-    join = sub.add_parser("join", help="Join a live session (its owner and admins only)")
-    _common(join, quiet)
+
+
+def _join_args(join: argparse.ArgumentParser) -> None:
+    _common(join, argparse.SUPPRESS)
     join.add_argument("sid", metavar="session-id")
     join.add_argument("--cluster", default="", help="the leaf cluster running the session")
-    sub.add_parser("config", help="Print an OpenSSH configuration for this cluster")
-    mfa = sub.add_parser("mfa", help="Your second-factor devices (security keys)")
-    _common(mfa, quiet)
+
+
+def _mfa_args(mfa: argparse.ArgumentParser) -> None:
+    _common(mfa, argparse.SUPPRESS)
     mfa_sub = mfa.add_subparsers(dest="mfa_command", metavar="<command>")
     mfa_sub.add_parser("ls", help="List your MFA devices")
     mfa_add = mfa_sub.add_parser("add", help="Register a new security key")
@@ -123,7 +128,38 @@ def _parser() -> argparse.ArgumentParser:
     _browser_flag(mfa_add, None)
     mfa_rm = mfa_sub.add_parser("rm", help="Remove one of your MFA devices")
     mfa_rm.add_argument("name", help="the device's name (or id)")
-    sub.add_parser("version", help="Print the version")
+
+
+#: Each command: its help line and what declares its arguments, in `tsh --help`'s order.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None]] = {
+    "login": ("Log in to a cluster and retrieve certificates", _login_args),
+    "logout": ("Delete the profile and its keys", None),
+    "clusters": ("List the cluster and its leaf clusters",
+                 lambda clusters: _common(clusters, argparse.SUPPRESS)),
+    "status": ("Show the current login", None),
+    "ls": ("List nodes", _ls_args),
+    "ssh": ("Run a shell or a command on a node", _ssh_args),
+    "scp": ("Copy files to or from a node: src... [login@]host:dst, or the reverse", _scp_args),
+    "play": ("Replay a recorded session (space pauses and resumes)", _play_args),
+    "recordings": ("Recorded sessions", _recordings_args),
+    "sessions": ("Live sessions", _sessions_args),
+    "join": ("Join a live session (its owner and admins only)", _join_args),
+    "config": ("Print an OpenSSH configuration for this cluster", None),
+    "mfa": ("Your second-factor devices (security keys)", _mfa_args),
+    "version": ("Print the version", None),
+}
+
+
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tsh", description="Teleport client: log in and ssh into nodes.")
+    _common(parser, None)
+    _login_flags(parser, None)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in needed_commands(argv, COMMANDS):
+        help_text, add_arguments = COMMANDS[name]
+        command = sub.add_parser(name, help=help_text)
+        if add_arguments is not None:
+            add_arguments(command)
     return parser
 
 
@@ -423,7 +459,8 @@ async def _config() -> int:
 
 @quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if args.command == "version":
         print(version_line())

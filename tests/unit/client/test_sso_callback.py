@@ -207,13 +207,13 @@ def test_an_unknown_auth_is_one_line_naming_the_choices(
 ])
 def test_login_takes_auth_and_browser(argv: list[str], auth: str | None,
                                       browser: str | None) -> None:
-    args = _parser().parse_args(argv)
+    args = _parser(argv).parse_args(argv)
     assert (args.command, args.auth, args.browser) == ("login", auth, browser)
 
 
 def test_browser_takes_only_none(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
-        _parser().parse_args(["login", "--browser=firefox"])
+        _parser(["login", "--browser=firefox"]).parse_args(["login", "--browser=firefox"])
     assert exited.value.code == 2
     assert "invalid choice: 'firefox'" in capsys.readouterr().err
 
