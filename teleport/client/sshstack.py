@@ -13,6 +13,9 @@ certificate of its profile, and runs python-fido2 itself only for WebAuthn
 absent, as asyncssh then does without it), and python-fido2 and pyOpenSSL taken as absent for
 asyncssh's own import only. The daemon imports asyncssh plainly. The lasting fix is upstream: asyncssh
 could look these up on first use of post-quantum key exchange, UMAC or an `sk-` key.
+
+`load()` also keeps freed buffers in the heap (`teleport.sshutils.heap`): bulk data through
+`tsh` otherwise faults a fresh page in for every 4 KiB of most of its per-packet buffers.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from teleport.sshutils import heap
+
 
 def load() -> None:
-    """Import asyncssh (a no-op once it is imported)."""
+    """Import asyncssh (a no-op once it is imported), for a process that moves bulk data."""
+    heap.keep_freed_memory()
     if "asyncssh" in sys.modules:
         return
     with _libraries_from_ldconfig(), _without("fido2"), _without("OpenSSL"):

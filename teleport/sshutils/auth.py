@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import asyncssh
-from asyncssh.constants import MSG_IGNORE
 from asyncssh.packet import SSHPacketLogger, String
 
 from teleport.api.throttle import Slot
@@ -27,6 +26,7 @@ from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
 from teleport.keys.ssh import CertType, SSHCertInfo, parse_cert, verify_cert
 from teleport.rbac import rules
 from teleport.sshutils.batchwrite import BatchingTransport
+from teleport.sshutils.clientconn import is_cbc_padding
 from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.ssh")
@@ -236,10 +236,6 @@ class CertAuthServer(asyncssh.SSHServer):
             await self.conn.wait_closed()
 
 
-#: The payload of the MSG_IGNORE asyncssh inserts: an empty string.
-_EMPTY_STRING = (String(b""),)
-
-
 class CertAuthConnection(asyncssh.SSHServerConnection):
     """asyncssh server connection whose public key step is decided by `CertChecker`."""
 
@@ -268,8 +264,7 @@ class CertAuthConnection(asyncssh.SSHServerConnection):
         work of bulk data (a cipher call, a socket write and a segment each): see
         docs/architecture.md.
         """
-        if (pkttype == MSG_IGNORE and args == _EMPTY_STRING
-                and not self._enc_alg_sc.endswith(b"-cbc")):
+        if is_cbc_padding(pkttype, args, self._enc_alg_sc):
             return
         super().send_packet(pkttype, *args, handler=handler)
 

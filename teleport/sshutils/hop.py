@@ -19,7 +19,7 @@ import asyncssh
 from teleport.config import sshalgos
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, ConnectionProblem, NotFound
-from teleport.sshutils import ciphers
+from teleport.sshutils import ciphers, clientconn
 from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 
 
@@ -74,9 +74,9 @@ async def connect_node(sock: socket.socket | None, proxy: tuple[str, int],
     proxy_ends, node_ends = _Ending(), _Ending()
     async with contextlib.AsyncExitStack() as stack:
         try:
-            proxy_conn = await stack.enter_async_context(asyncssh.connect(
+            proxy_conn = await stack.enter_async_context(await clientconn.connect(
                 proxy[0], proxy[1], sock=sock, options=proxy_options, client_factory=proxy_ends))
-            conn = await stack.enter_async_context(asyncssh.connect(
+            conn = await stack.enter_async_context(await clientconn.connect(
                 node[0], node[1], tunnel=ChannelTunnel(proxy_conn), options=node_options,
                 client_factory=node_ends))
         except asyncssh.PermissionDenied:

@@ -33,6 +33,7 @@ from teleport.keys.ssh import SSHCertInfo, host_role, signed_by, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
 from teleport.sshutils.auth import key_line
+from teleport.sshutils.clientconn import BulkClientConnection
 from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
 
 #: The virtual listener the node asks the proxy to forward: connections to the node's SSH server.
@@ -92,8 +93,9 @@ class TunnelCredentials:
     algorithms: SSHAlgorithms = sshalgos.DEFAULT
 
 
-class TunnelClientConnection(asyncssh.SSHClientConnection):
-    """The agent's side: accept only a proxy certificate of our cluster as the server's key.
+class TunnelClientConnection(BulkClientConnection):
+    """The agent's side: accept only a proxy certificate of our cluster as the server's key
+    (and, as every client of ours, no empty MSG_IGNORE per packet: `sshutils.clientconn`).
 
     asyncssh would also require the dialled name among the certificate's principals, but a
     node dials a load balancer's name that no proxy certificate carries; the proxy's identity

@@ -1,0 +1,110 @@
+"""asyncssh client connections without asyncssh's per-packet extras (issue 20).
+
+Our server connections (`sshutils.auth.CertAuthConnection`) already leave out the empty
+MSG_IGNORE asyncssh sends ahead of every packet and hand the socket one write per loop turn;
+`tsh` and the web terminal open plain `asyncssh.connect` clients, which still did both on every
+packet of an upload: twice the packets, cipher calls and socket writes, on both hops.
+`BulkClientConnection` is the client side of the same two changes, and `connect` opens one the
+way `asyncssh.connect` does (which takes no connection class): options built for the host,
+the connection made over a socket or inside another connection's channel, then waiting for
+authentication.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any, Protocol, cast
+
+import asyncssh
+from asyncssh.constants import MSG_IGNORE
+from asyncssh.packet import SSHPacketLogger, String
+
+from teleport.sshutils.batchwrite import BatchingTransport
+
+#: The payload of the MSG_IGNORE asyncssh inserts: an empty string.
+_EMPTY_STRING = (String(b""),)
+
+
+def is_cbc_padding(pkttype: int, args: tuple[bytes, ...], cipher: bytes) -> bool:
+    """Tell asyncssh's empty MSG_IGNORE ahead of a packet that a non-CBC cipher does not need.
+
+    The empty packet is the old countermeasure to chosen-plaintext attacks on CBC's chained
+    IVs (RFC 4251 9.3.1); counter modes and AEADs (AES-GCM, ChaCha20-Poly1305, AES-CTR: what we
+    and OpenSSH negotiate) do not need it, and it doubled the per-packet work of bulk data (a
+    cipher call, a socket write and a segment each). cipher: the negotiated name for the
+    direction being sent (data packets wait while a key exchange changes it).
+    """
+    return pkttype == MSG_IGNORE and args == _EMPTY_STRING and not cipher.endswith(b"-cbc")
+
+
+class BulkClientConnection(asyncssh.SSHClientConnection):
+    """asyncssh's client connection with our server side's per-packet savings."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Batch the packets of one loop turn into one write (teleport.sshutils.batchwrite):
+        one `writev` on a socket, one channel write (split by the channel) inside a tunnel."""
+        batched = BatchingTransport(cast(asyncio.Transport, transport))
+        super().connection_made(cast(asyncio.Transport, batched))
+
+    def send_packet(self, pkttype: int, *args: bytes,
+                    handler: SSHPacketLogger | None = None) -> None:
+        """Leave out the empty MSG_IGNORE ahead of every packet unless the cipher is CBC."""
+        if is_cbc_padding(pkttype, args, self._enc_alg_cs):
+            return
+        super().send_packet(pkttype, *args, handler=handler)
+
+
+class Tunnel(Protocol):
+    """What carries a connection inside another one (asyncssh's `tunnel=` objects)."""
+
+    async def create_connection(self, session_factory: Callable[[], Any], remote_host: str,
+                                remote_port: int) -> tuple[Any, Any]: ...
+
+
+async def connect(host: str, port: int, *, options: asyncssh.SSHClientConnectionOptions,
+                  sock: socket.socket | None = None, tunnel: Tunnel | None = None,
+                  client_factory: Callable[[], asyncssh.SSHClient] | None = None
+                  ) -> BulkClientConnection:
+    """Open an authenticated `BulkClientConnection` to host:port over sock, inside tunnel, or
+    by dialling; within the options' `connect_timeout`, as `asyncssh.connect` does.
+
+    host and port name the server for host key checks even over a socket or a tunnel. The
+    connection is an async context manager that closes it, as asyncssh's are.
+    """
+    loop = asyncio.get_running_loop()
+    extra: dict[str, object] = {} if client_factory is None else {"client_factory": client_factory}
+    opts = await asyncssh.SSHClientConnectionOptions.construct(options, host=host, port=port,
+                                                               **extra)
+    waiter: asyncio.Future[None] = loop.create_future()
+    opts.waiter = waiter  # asyncssh's connection resolves it once authenticated
+
+    def factory() -> BulkClientConnection:
+        return BulkClientConnection(loop, opts, wait="auth")
+
+    async def opened() -> BulkClientConnection:
+        if tunnel is not None:
+            _, session = await tunnel.create_connection(factory, host, port)
+        elif sock is not None:
+            _, session = await loop.create_connection(factory, sock=sock)
+        else:
+            _, session = await loop.create_connection(factory, host, port)
+        conn = cast(BulkClientConnection, session)
+        conn.set_extra_info(host=host, port=port)
+        try:
+            await waiter
+        except BaseException:
+            conn.abort()
+            await conn.wait_closed()
+            raise
+        return conn
+
+    try:
+        return await asyncio.wait_for(opened(), timeout=opts.connect_timeout)
+    except BaseException:
+        waiter.cancel()
+        raise
+
+
+__all__ = ["BulkClientConnection", "Tunnel", "connect", "is_cbc_padding"]
