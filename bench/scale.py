@@ -122,6 +122,14 @@ class WorkerSpec:
     parallel_joins: int
 
 
+class Refused(BenchError):
+    """The auth server answered with an error status (the connection stays usable)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class AuthConn:
     """One agent's keep-alive HTTP/1.1 mutual-TLS connection to the auth server."""
 
@@ -162,7 +170,7 @@ class AuthConn:
         if headers.get("connection", "").lower() == "close":
             self.close()
         if status != 200:
-            raise BenchError(f"{status} {answer[:120].decode(errors='replace')}")
+            raise Refused(f"{status} {answer[:120].decode(errors='replace')}", status)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -178,6 +186,8 @@ class Worker:
     spec: WorkerSpec
     latencies: array.array[float] = field(default_factory=lambda: array.array("d"))
     failures: int = 0
+    #: Keep-alives answered 404 (the record had expired), then sent whole.
+    expired: int = 0
     last_error: str = ""
     #: Joins tried again after a timeout, a reset or a busy answer.
     join_retries: int = 0
@@ -203,6 +213,9 @@ class Worker:
                 inbox.put_nowait(("stop",))
 
         loop.add_reader(self.conn.fileno(), readable)
+        # The loop made the pipe non-blocking; a long ramp's latencies (megabytes) then failed
+        # to send with EAGAIN. Blocking writes are fine: the parent is reading.
+        os.set_blocking(self.conn.fileno(), True)
         try:
             agents = await self._join_all()
         except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
@@ -218,9 +231,9 @@ class Worker:
                     self.tasks.append(task)
             elif message[0] == "stats":
                 self.conn.send(("stats", self.latencies.tobytes(), self.failures,
-                                self.last_error, time.process_time()))
+                                self.last_error, time.process_time(), self.expired))
                 self.latencies = array.array("d")
-                self.failures = 0
+                self.failures = self.expired = 0
             elif message[0] == "stop":
                 for task in self.tasks:
                     task.cancel()
@@ -269,7 +282,9 @@ class Worker:
                                                                first + self.spec.count))))
 
     async def _beat(self, ident: Any, index: int) -> None:
-        """As `teleport.service.heartbeat.heartbeat_forever`: upsert, then sleep the interval."""
+        """As `teleport.service.heartbeat.heartbeat_forever`: a beat every interval, a
+        keep-alive while the last accepted expiry is ahead, else (and after a 404 on the same
+        connection, or a failure) the whole record."""
         spec = self.spec
         src = source_address(index, PER_ADDRESS)
         ttl = SERVER_TTL * (spec.interval / HEARTBEAT_INTERVAL)
@@ -286,7 +301,10 @@ class Worker:
         conn = AuthConn(spec, ctx, src, self.gate)
         self.conns.append(conn)
         announced = False  # as `Heartbeat`: the whole record first and after a failure
+        alive_until = clock.now()  # the last accepted expiry
+        loop = asyncio.get_running_loop()
         while True:
+            due = loop.time() + spec.interval
             try:
                 # Connected before the expiry is set: a record whose TTL was spent waiting for
                 # the worker's handshake turn expired before its first keep-alive (404s).
@@ -296,10 +314,11 @@ class Worker:
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 conn.close()
-                await asyncio.sleep(spec.interval)
+                await asyncio.sleep(max(0.0, due - loop.time()))
                 continue
-            expires = clock.now() + ttl
-            if announced:
+            now = clock.now()
+            expires = now + ttl
+            if announced and now < alive_until:
                 path, body = "/v1/servers/keepalive", json.dumps(ServerKeepAlive(
                     kind="node", name=ident.host_uuid, expires=expires).model_dump(
                         mode="json")).encode()
@@ -310,15 +329,26 @@ class Worker:
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    await conn.put(path, body)
+                    try:
+                        await conn.put(path, body)
+                    except Refused as refused:
+                        if refused.status != 404 or not announced:
+                            raise
+                        # The record expired: as `Heartbeat`, whole at once, same connection.
+                        self.expired += 1
+                        path, body = "/v1/servers", json.dumps(to_dict(Server(
+                            kind="node", version="v2", spec=spec_part,
+                            metadata=Metadata(name=ident.host_uuid, expires=expires)))).encode()
+                        await conn.put(path, body)
                 self.latencies.append(time.perf_counter() - start)
-                announced = True
+                announced, alive_until = True, expires
             except Exception as exc:  # noqa: BLE001 - counted; the next beat redials
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 announced = False
-                conn.close()
-            await asyncio.sleep(spec.interval)
+                if not isinstance(exc, Refused):
+                    conn.close()
+            await asyncio.sleep(max(0.0, due - loop.time()))
 
 
 def worker_main(conn: multiprocessing.connection.Connection, spec: WorkerSpec) -> None:
@@ -354,6 +384,8 @@ class Fleet:
             self.procs.append(proc)
             self.pipes.append(parent)
         self.cpu_mark = [0.0] * len(self.procs)
+        #: Keep-alives that found their record expired, over the last stats() call's span.
+        self.expired = 0
 
     def _ask(self, message: tuple[Any, ...], want: str, timeout: float) -> list[tuple[Any, ...]]:
         for pipe in self.pipes:
@@ -386,7 +418,10 @@ class Fleet:
         """Latencies and failures since the last call, and each worker's CPU since then."""
         latencies: list[float] = []
         failures, error, cpu = 0, "", []
-        for i, (_, raw, failed, last, cpu_now) in enumerate(self._ask(("stats",), "stats", 60)):
+        self.expired = 0
+        for i, (_, raw, failed, last, cpu_now, expired) in enumerate(
+                self._ask(("stats",), "stats", 60)):
+            self.expired += expired
             values = array.array("d")
             values.frombytes(raw)
             latencies += values
@@ -515,6 +550,48 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
     fleet: Fleet | None = None
     sampler: Sampler | None = None
     keep = args.keep
+
+    def print_load() -> None:
+        """Print what was measured under load (the variables are set by then)."""
+        lat.sort()
+        lat_busy.sort()
+        expected = n / args.interval
+        rate = len(lat) / window
+        over = [(i + 1, 100 * c / window) for i, c in enumerate(agent_cpu)]
+        busiest = max(p for _, p in over)
+        print()
+        print(f"N (joined, heartbeating nodes)        {n} (+1 real node)")
+        print(f"heartbeats arrived                    {rate:.0f}/s of {expected:.0f}/s expected "
+              f"({args.interval:g} s interval), {failed} failed"
+              f"{f' (last: {error})' if error else ''}; {expired} found their record "
+              f"expired ({ramp_expired} during the ramp)")
+        if lat:
+            print(f"heartbeat latency                     p50 {ms(statistics.median(lat))} ms, "
+                  f"p99 {ms(percentile(lat, 99))} ms, max {ms(lat[-1])} ms (target p99 < 100)")
+        if lat_busy:
+            print(f"  ... while listing                   p50 {ms(statistics.median(lat_busy))} ms, "
+                  f"p99 {ms(percentile(lat_busy, 99))} ms, {failed_busy} failed"
+                  f"{f' (last: {error_busy})' if error_busy else ''}")
+        if ramp_lat or ramp_fail:
+            ramp_lat.sort()
+            print(f"  ... during the ramp                 p50 {ms(statistics.median(ramp_lat)) if ramp_lat else '-'} ms, "
+                  f"p99 {ms(percentile(ramp_lat, 99)) if ramp_lat else '-'} ms, {ramp_fail} failed"
+                  f"{f' (last: {ramp_err})' if ramp_err else ''}")
+        print(f"auth CPU (per-second samples)         median {statistics.median(cpu):.0f}%, "
+              f"p95 {percentile(cpu, 95):.0f}% of one core over {len(cpu)} s (target median < 100%)")
+        print(f"agents' CPU (this script's workers)   {100 * sum(agent_cpu) / window:.0f}% in total, "
+              f"busiest worker {busiest:.0f}% of one core"
+              f"{'  << SATURATED: raise --workers; latencies include its delay' if busiest > 100 * SATURATED else ''}")
+        print(f"{f'tctl nodes ls (median of {args.runs})':<38}{ms(statistics.median(tctl.seconds))} ms "
+              f"(max {ms(max(tctl.seconds))}), listed {tctl.shown} (target < 1000 ms, none missing)")
+        print(f"{f'tsh ls (median of {args.runs})':<38}{ms(statistics.median(tsh.seconds))} ms "
+              f"(max {ms(max(tsh.seconds))}), listed {tsh.shown}")
+        ssh.sort()
+        print(f"{f'tsh ssh {NODENAME} true ({args.runs} runs)':<38}"
+              + (f"p50 {ms(statistics.median(ssh))} ms, max {ms(ssh[-1])} ms" if ssh else "")
+              + (f"; {args.runs - len(ssh)} failed (last: {ssh_error})" if ssh_error else ""),
+              flush=True)
+
     try:
         cluster.start()
         cluster.login()
@@ -545,10 +622,12 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
               flush=True)
         time.sleep(args.interval)  # every agent has its connection and has beaten once more
         ramp_lat, ramp_fail, ramp_err, _ = fleet.stats()
+        ramp_expired = fleet.expired
 
         w0 = time.monotonic()
         time.sleep(args.duration)
         lat, failed, error, agent_cpu = fleet.stats()
+        expired = fleet.expired
         window = time.monotonic() - w0
         cpu = sampler.cpu_between(w0, time.monotonic())
         cluster.check_alive()
@@ -556,8 +635,14 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
 
         tctl = listing(cluster.tctl_argv("nodes", "ls"), n, args.runs)
         tsh = listing([str(BIN / "tsh"), "ls"], n, args.runs, cluster.env)
-        ssh = [timed([str(BIN / "tsh"), "ssh", f"root@{NODENAME}", "true"], cluster.env)[0]
-               for _ in range(args.runs)]
+        ssh: list[float] = []
+        ssh_error = ""
+        for _ in range(args.runs):
+            try:  # a failure is a figure too: the other figures are still printed
+                ssh.append(timed([str(BIN / "tsh"), "ssh", f"root@{NODENAME}", "true"],
+                                 cluster.env)[0])
+            except BenchError as exc:
+                ssh_error = str(exc)
         lat_busy, failed_busy, error_busy, _ = fleet.stats()
         cluster.check_alive()
 
@@ -566,6 +651,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
         fleet = None
         stopped = time.monotonic()
         rss_after = [("when the load stopped", proc_status_kb(auth_pid, "VmRSS"))]
+        # The load's figures now: the RSS readings below take --settle minutes more.
+        print_load()
         for minutes in sorted({m for m in (1.0, args.settle) if 0 < m <= args.settle}):
             print(f"waiting for +{minutes:g} min after the load stopped ...", flush=True)
             time.sleep(max(0.0, stopped + 60 * minutes - time.monotonic()))
@@ -585,41 +672,6 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    lat.sort()
-    lat_busy.sort()
-    expected = n / args.interval
-    rate = len(lat) / window
-    over = [(i + 1, 100 * c / window) for i, c in enumerate(agent_cpu)]
-    busiest = max(p for _, p in over)
-    print()
-    print(f"N (joined, heartbeating nodes)        {n} (+1 real node)")
-    print(f"heartbeats arrived                    {rate:.0f}/s of {expected:.0f}/s expected "
-          f"({args.interval:g} s interval), {failed} failed"
-          f"{f' (last: {error})' if error else ''}")
-    if lat:
-        print(f"heartbeat latency                     p50 {ms(statistics.median(lat))} ms, "
-              f"p99 {ms(percentile(lat, 99))} ms, max {ms(lat[-1])} ms (target p99 < 100)")
-    if lat_busy:
-        print(f"  ... while listing                   p50 {ms(statistics.median(lat_busy))} ms, "
-              f"p99 {ms(percentile(lat_busy, 99))} ms, {failed_busy} failed"
-              f"{f' (last: {error_busy})' if error_busy else ''}")
-    if ramp_lat or ramp_fail:
-        ramp_lat.sort()
-        print(f"  ... during the ramp                 p50 {ms(statistics.median(ramp_lat)) if ramp_lat else '-'} ms, "
-              f"p99 {ms(percentile(ramp_lat, 99)) if ramp_lat else '-'} ms, {ramp_fail} failed"
-              f"{f' (last: {ramp_err})' if ramp_err else ''}")
-    print(f"auth CPU (per-second samples)         median {statistics.median(cpu):.0f}%, "
-          f"p95 {percentile(cpu, 95):.0f}% of one core over {len(cpu)} s (target median < 100%)")
-    print(f"agents' CPU (this script's workers)   {100 * sum(agent_cpu) / window:.0f}% in total, "
-          f"busiest worker {busiest:.0f}% of one core"
-          f"{'  << SATURATED: raise --workers; latencies include its delay' if busiest > 100 * SATURATED else ''}")
-    print(f"{f'tctl nodes ls (median of {args.runs})':<38}{ms(statistics.median(tctl.seconds))} ms "
-          f"(max {ms(max(tctl.seconds))}), listed {tctl.shown} (target < 1000 ms, none missing)")
-    print(f"{f'tsh ls (median of {args.runs})':<38}{ms(statistics.median(tsh.seconds))} ms "
-          f"(max {ms(max(tsh.seconds))}), listed {tsh.shown}")
-    ssh.sort()
-    print(f"{f'tsh ssh {NODENAME} true ({args.runs} runs)':<38}p50 {ms(statistics.median(ssh))} ms, "
-          f"max {ms(ssh[-1])} ms")
     print(f"auth RSS before load                  {mib(rss_before)}")
     print(f"auth RSS peak (VmHWM)                 {mib(peak)}")
     for label, value in rss_after:
@@ -627,13 +679,13 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, str]:
               "before; target within 10% at +10 min)")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     return {
-        "N": str(n), "beats/s": f"{rate:.0f}/{expected:.0f}",
+        "N": str(n), "beats/s": f"{len(lat) / window:.0f}/{n / args.interval:.0f}",
         "hb p50": ms(statistics.median(lat)) if lat else "-",
         "hb p99": ms(percentile(lat, 99)) if lat else "-",
         "auth cpu": f"{statistics.median(cpu):.0f}%", "cpu p95": f"{percentile(cpu, 95):.0f}%",
         "tctl ls": ms(statistics.median(tctl.seconds)) + ("" if tctl.complete else "!"),
         "tsh ls": ms(statistics.median(tsh.seconds)) + ("" if tsh.complete else "!"),
-        "tsh ssh": ms(statistics.median(ssh)),
+        "tsh ssh": ms(statistics.median(ssh)) if ssh else "failed",
         "rss": f"{rss_before // 1024}/{peak // 1024}/{rss_after[-1][1] // 1024}",
     }
 

@@ -7,11 +7,13 @@ that changes on every write. Expired items are invisible to every operation.
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from teleport.errors import NotFound
 from teleport.utils.clock import Clock, RealClock
 
 
@@ -105,6 +107,20 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def keep_alive(self, key: bytes, expires: datetime) -> None:
         """Move an existing item's expiry, or raise NotFound."""
+
+    async def keep_alive_all(self, keys: Sequence[bytes], expires: datetime) -> None:
+        """Move the expiry of every existing item of keys; NotFound if any was missing.
+
+        One call for what belongs together (a host's record and its name claim): a store with
+        group commit queues it as one request, where two calls cost two tasks and two futures
+        on the loop for each heartbeat. Here: every key at once, each tried."""
+        outcomes = await asyncio.gather(*(self.keep_alive(one, expires) for one in keys),
+                                        return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        # Another failure outranks NotFound: the caller must not take it for a gone record.
+        failed.sort(key=lambda o: isinstance(o, NotFound))
+        if failed:
+            raise failed[0]
 
     @abc.abstractmethod
     async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:

@@ -165,6 +165,19 @@ async def check_keep_alive(backend: Backend, clock: FakeClock) -> None:
     await _raises(NotFound, backend.get(b"/k/a"))
 
 
+async def check_keep_alive_all(backend: Backend, clock: FakeClock) -> None:
+    """Every item present is moved, even beside a missing one, which is NotFound."""
+    await backend.create(Item(b"/ka/a", b"a", _later(clock, 10)))
+    await backend.create(Item(b"/ka/b", b"b", _later(clock, 10)))
+    moved = clock.now() + timedelta(seconds=60)
+    await backend.keep_alive_all([b"/ka/a", b"/ka/b"], moved)
+    await _raises(NotFound, backend.keep_alive_all([b"/ka/gone", b"/ka/a"],
+                                                   moved + timedelta(seconds=5)))
+    clock.advance(timedelta(seconds=62))
+    assert [i.key for i in await backend.get_range(b"/ka/", b"/ka0")] == [b"/ka/a"]
+    assert (await backend.get(b"/ka/a")).expires == moved + timedelta(seconds=5)
+
+
 async def check_bad_items(backend: Backend, clock: FakeClock) -> None:
     await _raises(BadParameter, backend.put(Item(b"", b"v")))
     await _raises(BadParameter, backend.create(Item(b"", b"v")))
@@ -417,7 +430,7 @@ def _by_name(*checks: Check) -> dict[str, Check]:
 CHECKS: dict[str, Check] = _by_name(
     check_get_missing, check_create, check_put, check_update, check_compare_and_swap,
     check_compare_and_swap_revision, check_delete, check_delete_range, check_get_range,
-    check_expiry, check_keep_alive, check_bad_items, check_revisions,
+    check_expiry, check_keep_alive, check_keep_alive_all, check_bad_items, check_revisions,
     check_watch_events_in_order, check_watch_prefixes, check_watch_everything,
     check_several_watchers, check_watcher_close, check_close_ends_watchers,
     check_binary_keys_and_values, check_concurrent_writers,

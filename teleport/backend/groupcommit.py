@@ -44,12 +44,10 @@ class GroupCommitter(Generic[A, R]):
         self._queue.append((request, done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._commit_queued(), name=self._name)
-        try:
-            return await asyncio.shield(done)  # a cancelled caller cannot undo a commit
-        except asyncio.CancelledError:
-            # Nobody reads the outcome now: retrieve it so a refusal is not logged as lost.
-            done.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise
+        # Awaited bare, not shielded (a future less per write): a cancelled caller cancels
+        # only its outcome, which the group then skips; the request stays queued and is
+        # committed all the same, so a cancelled caller cannot undo a commit.
+        return await done
 
     async def wait(self) -> None:
         """Return once every request queued so far has its outcome (for close())."""

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher
 from teleport.backend.fanout import RESUME_HISTORY, EventFanout, check_item, show_key
 from teleport.backend.groupcommit import GroupCommitter
+from teleport.backend.memtrim import LoadDropTrimmer
 from teleport.errors import (
     AlreadyExists,
     BadParameter,
@@ -48,8 +49,12 @@ SCHEMA_VERSION = 1
 PURGE_INTERVAL = 1.0
 #: Writes committed together at most: each writer waits for its whole group. Reads do not (they
 #: have their own connection), and a bigger group shares its fsync and its dirty pages among
-#: more heartbeats' keep-alives (two per heartbeat: the record's and its host name claim's).
+#: more heartbeats' keep-alives (one request per heartbeat, moving the record and its host
+#: name claim).
 MAX_GROUP = 2000
+#: Seconds of real time between looks at whether the writes dropped, to give the memory their
+#: burst left free back to the OS (`memtrim`).
+TRIM_PERIOD = 60.0
 
 _SCHEMA = (
     "CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, expires INTEGER,"
@@ -69,13 +74,14 @@ _LIVE = "(expires IS NULL OR expires > ?)"
 
 @dataclasses.dataclass(frozen=True)
 class _Lease:
-    """A keep-alive: move one item's expiry (microseconds). Consecutive ones in a group are one
+    """A keep-alive: move the expiry of one or more items (microseconds), one request however
+    many keys (a host's record and its name claim). Consecutive ones in a group are one
     UPDATE of one step, without a savepoint or a RETURNING each (4,000 a second at 10,000
     nodes). Each sqlite step releases the GIL and takes it back, and taking it back from a busy
     event loop forces the loop to stop at its next check: per-row steps (a statement per
     keep-alive, or executemany) stalled the loop for a share of every heartbeat's work."""
 
-    key: bytes
+    keys: tuple[bytes, ...]
     expires: int
 
 
@@ -203,6 +209,9 @@ class SqliteBackend(Backend):
         self._fanout = EventFanout(history=RESUME_HISTORY, floor=floor)
         self.store_id = self._fanout.history_id
         self._closed = False
+        #: Writes committed so far, and what decides from them when to trim memory.
+        self._written = 0
+        self.trimmer = LoadDropTrimmer()
         self._committer: GroupCommitter[Change, Any] = GroupCommitter(
             self._commit, name=f"sqlite writer {path}", max_group=MAX_GROUP,
             closed=lambda: ConnectionProblem(f"sqlite backend {path} is closed"))
@@ -285,6 +294,7 @@ class SqliteBackend(Backend):
         events, outcomes = await self._loop.run_in_executor(
             self._executor, self._call, self._transact_batch, self._now(), changes)
         BACKEND_COMMITS.labels("sqlite").inc()
+        self._written += len(changes)
         if events:
             self._fanout.emit(events)
         return outcomes
@@ -389,10 +399,11 @@ class SqliteBackend(Backend):
             "DELETE FROM kv WHERE key >= ? AND key < ? RETURNING key", start, end)))
 
     def _extend(self, leases: list[_Lease]) -> list[NotFound | None]:
-        """Move the expiry of each lease's item in one statement; the value and revision stay
+        """Move the expiry of each lease's items in one statement; the value and revision stay
         and no event is sent, as in etcd. One outcome per lease: None, or NotFound for an item
         that is gone (found from the row count: no RETURNING row to step through per lease)."""
-        latest = {lease.key: lease.expires for lease in leases}  # a later one for a key wins
+        # A later one for a key wins.
+        latest = {one: lease.expires for lease in leases for one in lease.keys}
         values = ",".join(["(?, ?)"] * len(latest))
         updated = self._conn.execute(
             f"UPDATE kv SET expires = v.column2 FROM (VALUES {values}) AS v"
@@ -404,14 +415,23 @@ class SqliteBackend(Backend):
                 f"SELECT key FROM kv WHERE key IN ({','.join(['?'] * len(latest))})",
                 *latest)}
             missing = set(latest) - found
-        return [NotFound(f"key {show_key(lease.key)} not found") if lease.key in missing
-                else None for lease in leases]
+        outcomes: list[NotFound | None] = []
+        for lease in leases:
+            gone = [one for one in lease.keys if one in missing]
+            outcomes.append(NotFound(f"key {show_key(gone[0])} not found") if gone else None)
+        return outcomes
 
     async def _purge_forever(self) -> None:
-        """Announce expiries to watchers even when nothing else is being written."""
+        """Announce expiries to watchers even when nothing else is being written; once the
+        writes drop after a burst, give the memory it left free back to the OS."""
+        trim_due = self._loop.time() + TRIM_PERIOD
         while True:
             await asyncio.sleep(PURGE_INTERVAL)
             self._fanout.prune()  # and forget old events kept for resuming watches
+            if self._loop.time() >= trim_due:
+                trim_due = self._loop.time() + TRIM_PERIOD
+                # On a thread: a trim of a 300 MiB heap takes ~70 ms (ctypes lets go of the GIL).
+                await self._loop.run_in_executor(None, self.trimmer.period, self._written)
             try:
                 # An empty write: its transaction purges, and its events keep commit order.
                 if await self._read("SELECT 1 FROM kv WHERE expires <= ? LIMIT 1",
@@ -464,9 +484,14 @@ class SqliteBackend(Backend):
         await self._write(lambda events: self._delete_range(start, end, events))
 
     async def keep_alive(self, key: bytes, expires: datetime) -> None:
+        await self.keep_alive_all([key], expires)
+
+    async def keep_alive_all(self, keys: Sequence[bytes], expires: datetime) -> None:
+        if not keys:
+            return
         if expires.utcoffset() is None:
-            raise BadParameter(f"expiry of {show_key(key)} must be timezone-aware")
-        await self._write(_Lease(key, _to_us(expires)))
+            raise BadParameter(f"expiry of {show_key(keys[0])} must be timezone-aware")
+        await self._write(_Lease(tuple(keys), _to_us(expires)))
 
     async def watch(self, prefixes: Sequence[bytes], since: str | None = None) -> Watcher:
         if self._closed:

@@ -41,6 +41,8 @@ class Heartbeat:
         #: The record last announced whole and accepted (without its expiry); None: send it.
         self._sent: Server | None = None
         self._sent_at = clock.now()
+        #: The expiry of the last announcement the auth server accepted, whole or keep-alive.
+        self._expires = clock.now()
         #: The kind of record announced (`node`, `proxy`), for metrics and health.
         self.kind = ""
 
@@ -50,9 +52,13 @@ class Heartbeat:
         self.kind = server.kind
         now = self.clock.now()
         expires = now + SERVER_TTL
-        if server == self._sent and now - self._sent_at < self.announce_every:
+        # Past the last accepted expiry the record is gone: a keep-alive would only come back
+        # NotFound, a round trip more for a loaded auth server before the whole record.
+        if (server == self._sent and now - self._sent_at < self.announce_every
+                and now < self._expires):
             try:
                 await self.client.keep_alive_server(server.kind, server.metadata.name, expires)
+                self._expires = expires
                 return
             except NotFound:
                 # Expired, removed with `tctl rm`, or the store lost it: announce it whole.
@@ -64,17 +70,22 @@ class Heartbeat:
         self._sent = None
         meta = server.metadata.model_copy(update={"expires": expires})
         await self.client.upsert_server(server.model_copy(update={"metadata": meta}))
-        self._sent, self._sent_at = server, now
+        self._sent, self._sent_at, self._expires = server, now, expires
 
 
 async def heartbeat_forever(client: AuthClient, make_server: Callable[[], Server], clock: Clock,
                             health: Health, interval: float = HEARTBEAT_INTERVAL) -> None:
     """Keep the server record alive with an expiry; a stopped host drops out after SERVER_TTL.
 
-    A failed heartbeat marks the component not ready: it has lost its auth server.
+    A failed heartbeat marks the component not ready: it has lost its auth server. Beats
+    start every interval, however long the last one took (never two at once): sleeping the
+    interval after a slow answer let a loaded auth server's delays add up to the TTL, and an
+    expired record costs it a whole announcement.
     """
     heartbeat = Heartbeat(client, make_server, clock)
+    loop = asyncio.get_running_loop()
     while True:
+        due = loop.time() + interval
         try:
             await heartbeat.beat()
         except TeleportError as err:
@@ -84,4 +95,4 @@ async def heartbeat_forever(client: AuthClient, make_server: Callable[[], Server
         else:
             HEARTBEATS.labels(heartbeat.kind, "ok").inc()
             health.ok(heartbeat.kind)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(max(0.0, due - loop.time()))

@@ -4,6 +4,9 @@ past the expiry its last whole record carried, and drops it at the extended one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
@@ -14,7 +17,8 @@ from teleport.errors import AccessDenied, NotFound
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
-from teleport.service.heartbeat import SERVER_TTL, Heartbeat
+from teleport.service.health import Health
+from teleport.service.heartbeat import SERVER_TTL, Heartbeat, heartbeat_forever
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
@@ -118,6 +122,44 @@ async def test_after_a_failure_the_whole_record_goes_out(api: Api, node: AuthCli
     await api.start()
     await beat.beat()  # the failed keep-alive never arrived; this one is whole
     assert (api.requests[FULL], api.requests[KEEP]) == (2, 0)
+
+
+async def test_past_its_expiry_the_record_goes_out_whole_without_a_keep_alive(
+        api: Api, node: AuthClient) -> None:
+    """A keep-alive after the expiry could only come back NotFound: a round trip more for a
+    loaded auth server, whose late answers are what let the record expire (issue 20)."""
+    beat = Heartbeat(node, Record(), api.clock)
+    await beat.beat()
+    api.clock.advance(timedelta(seconds=10))
+    await beat.beat()  # kept alive until 25 s
+    api.clock.advance(timedelta(seconds=15))  # at 25 s: gone
+    await beat.beat()
+    assert (api.requests[FULL], api.requests[KEEP]) == (2, 1)
+    assert (await _stored(api)).metadata.expires == _expiry(api)
+
+
+async def test_beats_start_every_interval_however_long_one_took(api: Api,
+                                                                node: AuthClient) -> None:
+    """A slow beat does not push the next one an interval later: answers delayed by a loaded
+    auth server no longer add up to the TTL."""
+    starts: list[float] = []
+    record = Record()
+
+    def slow_record() -> Server:
+        starts.append(time.monotonic())
+        time.sleep(0.15)  # this beat takes most of the interval
+        return record()
+
+    task = asyncio.create_task(heartbeat_forever(node, slow_record, api.clock, Health(),
+                                                 interval=0.2))
+    try:
+        await arrives(lambda: len(starts) >= 4, "four beats")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) < 0.33, gaps  # slept after the answer, every one was 0.35 s or more
 
 
 async def test_the_record_goes_out_whole_every_announce_period(api: Api,

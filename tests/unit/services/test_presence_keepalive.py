@@ -5,11 +5,14 @@ read after a keep-alive carries the moved expiry."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from teleport.backend.base import Item
 from teleport.backend.memory import MemoryBackend
+from teleport.backend.sqlite import SqliteBackend
 from teleport.errors import NotFound
 from teleport.services.presence import HOSTNAME_MEMORY, PresenceService
 from teleport.types.resource import Metadata
@@ -85,3 +88,32 @@ async def test_the_name_is_read_again_once_its_memory_is_old() -> None:
         clock.advance(timedelta(seconds=10))
         await presence.keep_alive("node", "uuid-1", clock.now() + timedelta(seconds=15))
     assert backend.reads == 2  # once, when the memory was HOSTNAME_MEMORY old
+
+
+async def test_a_keep_alive_is_one_write_request(tmp_path: Path) -> None:
+    """The record and its name claim go to sqlite's group commit as one request: two cost two
+    tasks and two futures on the loop per heartbeat (issue 20, 2,000 a second at 10,000)."""
+    clock = FakeClock()
+    backend = await SqliteBackend.open(tmp_path / "kv.db", clock)
+    try:
+        presence = PresenceService(backend)
+        await announce(presence, node("web", clock))
+        submitted: list[object] = []
+        real_submit = backend._committer.submit
+
+        async def counted(request: Any) -> Any:
+            submitted.append(request)
+            return await real_submit(request)
+
+        backend._committer.submit = counted  # type: ignore[method-assign]
+        clock.advance(timedelta(seconds=10))
+        await presence.keep_alive("node", "uuid-1", clock.now() + timedelta(seconds=15))
+        assert len(submitted) == 1
+        clock.advance(timedelta(seconds=10))  # both moved: past the first expiry, both live
+        assert await presence.hostname_owner("web") == "uuid-1"
+        assert (await presence.nodes.get("uuid-1")).spec.hostname == "web"
+        await presence.release_hostname("web", "uuid-1")
+        with pytest.raises(NotFound):  # the claim gone: the host sends its record whole
+            await presence.keep_alive("node", "uuid-1", clock.now() + timedelta(seconds=15))
+    finally:
+        await backend.close()

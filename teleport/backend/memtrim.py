@@ -1,0 +1,77 @@
+"""Give memory back to the OS once a burst of load is over (issue 20: auth RSS after load).
+
+At 5,000 nodes most of the auth server's RSS after the load is free space inside glibc's heap:
+TLS connections, request buffers and rows freed in an order that leaves a live chunk near the
+top, so the heap cannot shrink by itself. `malloc_trim(0)` returns those free pages (glibc
+only; elsewhere it does nothing). It costs a walk of the heap and the pages fault in again on
+the next burst, so it runs only when the activity has dropped: at most once a period, while
+the period's count is at most half of the busiest period within the last `remember` periods.
+The store's sweeper drives it with its count of commits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger("teleport.memtrim")
+
+#: Periods (sweeper minutes) a busy period is remembered: trims go on this long after a drop,
+#: while what the load left behind (hostname memory, resume history) is let go bit by bit.
+REMEMBER = 10
+
+
+def _load_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to give back this way
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_TRIM = _load_trim()
+
+
+def release_free_memory() -> bool:
+    """Return the C heap's free pages to the OS; False when this libc cannot."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True
+
+
+class LoadDropTrimmer:
+    """Decide, once a period, whether the activity dropped enough to trim."""
+
+    def __init__(self, remember: int = REMEMBER,
+                 release: Callable[[], bool] = release_free_memory) -> None:
+        self._counts: deque[int] = deque(maxlen=remember)
+        self._last_total: int | None = None
+        self._release = release
+        #: Trims done (for tests and the log).
+        self.trims = 0
+
+    def period(self, total: int) -> bool:
+        """Close a period whose running activity count is now total; True if it trimmed."""
+        last, self._last_total = self._last_total, total
+        if last is None:
+            return False
+        count = total - last
+        peak = max(self._counts, default=0)
+        self._counts.append(count)
+        if peak == 0 or count * 2 > peak:
+            return False
+        if self._release():
+            self.trims += 1
+            log.debug("activity fell from %d to %d a period: free memory returned", peak, count)
+            return True
+        return False
+
+
+__all__ = ["REMEMBER", "LoadDropTrimmer", "release_free_memory"]
