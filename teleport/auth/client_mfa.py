@@ -4,27 +4,22 @@ session's, `tsh mfa` with the user's own."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ValidationError
 
 from teleport.api.auth_models import WebSession
-from teleport.api.mfa_models import (
-    MFADeviceInfo,
-    MFADeviceList,
-    MFALoginBegin,
-    MFALoginCerts,
-    MFALoginCertsAnswer,
-    MFALoginFinish,
-    MFARegisterBegin,
-    MFARegisterFinish,
-    MFASignupComplete,
-    WebauthnChallenge,
-)
 from teleport.errors import ConnectionProblem
 from teleport.types.codec import from_dict
 from teleport.types.resources import User
+from teleport.utils.lazy import lazy_module
+
+if TYPE_CHECKING:  # the MFA models load with the first MFA call: `tctl` and the services
+    # that never make one do not build them
+    from teleport.api import mfa_models as mfa
+else:
+    mfa = lazy_module("teleport.api.mfa_models")
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -50,12 +45,12 @@ class MFACalls:
 
     # --- the proxy, for browsers --------------------------------------------------------------
 
-    async def mfa_signup_challenge(self, token: str) -> WebauthnChallenge:
+    async def mfa_signup_challenge(self, token: str) -> mfa.WebauthnChallenge:
         """Registration options for a signup (or reset) token's user (Proxy only)."""
         return await self._mfa_call("POST", f"/v1/signup/{_q(token)}/webauthn/register", None,
-                                    WebauthnChallenge)
+                                    mfa.WebauthnChallenge)
 
-    async def mfa_complete_signup(self, token: str, body: MFASignupComplete) -> User:
+    async def mfa_complete_signup(self, token: str, body: mfa.MFASignupComplete) -> User:
         """Complete a signup with an OTP code or a new key (Proxy only)."""
         data = await self.call("POST", f"/v1/signup/{_q(token)}/complete/mfa",
                                body.model_dump(mode="json"))
@@ -65,56 +60,56 @@ class MFACalls:
         return user
 
     async def mfa_login_begin(self, user: str, password: str,
-                              remote_addr: str) -> WebauthnChallenge:
+                              remote_addr: str) -> mfa.WebauthnChallenge:
         """Check the password, then get a challenge for the user's keys (Proxy only)."""
         return await self._mfa_call("POST", f"/v1/users/{_q(user)}/webauthn/login/begin",
-                                    MFALoginBegin(password=password, remote_addr=remote_addr),
-                                    WebauthnChallenge)
+                                    mfa.MFALoginBegin(password=password, remote_addr=remote_addr),
+                                    mfa.WebauthnChallenge)
 
     async def mfa_login_finish(self, user: str, response: dict[str, Any],
                                remote_addr: str) -> WebSession:
         """The key's answer for a web session (Proxy only)."""
         return await self._mfa_call(
             "POST", f"/v1/users/{_q(user)}/webauthn/web/sessions",
-            MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+            mfa.MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
 
-    async def mfa_login_certs(self, user: str, body: MFALoginCerts) -> MFALoginCertsAnswer:
+    async def mfa_login_certs(self, user: str, body: mfa.MFALoginCerts) -> mfa.MFALoginCertsAnswer:
         """The key's answer for `tsh login`'s certificates (Proxy only)."""
         return await self._mfa_call("POST", f"/v1/users/{_q(user)}/webauthn/ssh/authenticate",
-                                    body, MFALoginCertsAnswer)
+                                    body, mfa.MFALoginCertsAnswer)
 
-    async def passwordless_certs(self, body: MFALoginCerts) -> MFALoginCertsAnswer:
+    async def passwordless_certs(self, body: mfa.MFALoginCerts) -> mfa.MFALoginCertsAnswer:
         """A resident key's answer for `tsh login --auth=passwordless` (Proxy only)."""
         return await self._mfa_call("POST", "/v1/webauthn/passwordless/ssh/authenticate", body,
-                                    MFALoginCertsAnswer)
+                                    mfa.MFALoginCertsAnswer)
 
-    async def passwordless_begin(self) -> WebauthnChallenge:
+    async def passwordless_begin(self) -> mfa.WebauthnChallenge:
         return await self._mfa_call("POST", "/v1/webauthn/passwordless/begin", None,
-                                    WebauthnChallenge)
+                                    mfa.WebauthnChallenge)
 
     async def passwordless_finish(self, response: dict[str, Any],
                                   remote_addr: str) -> WebSession:
         return await self._mfa_call(
             "POST", "/v1/webauthn/passwordless/web/sessions",
-            MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+            mfa.MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
 
     # --- a user's own devices (the user's identity) -------------------------------------------
 
-    async def list_mfa_devices(self, user: str) -> MFADeviceList:
+    async def list_mfa_devices(self, user: str) -> mfa.MFADeviceList:
         return await self._mfa_call("GET", f"/v1/users/{_q(user)}/mfa/devices", None,
-                                    MFADeviceList)
+                                    mfa.MFADeviceList)
 
     async def mfa_register_challenge(self, user: str,
-                                     passwordless: bool = False) -> WebauthnChallenge:
+                                     passwordless: bool = False) -> mfa.WebauthnChallenge:
         return await self._mfa_call("POST", f"/v1/users/{_q(user)}/mfa/devices/register",
-                                    MFARegisterBegin(passwordless=passwordless),
-                                    WebauthnChallenge)
+                                    mfa.MFARegisterBegin(passwordless=passwordless),
+                                    mfa.WebauthnChallenge)
 
     async def add_mfa_device(self, user: str, name: str, response: dict[str, Any],
-                             remote_addr: str = "") -> MFADeviceInfo:
+                             remote_addr: str = "") -> mfa.MFADeviceInfo:
         return await self._mfa_call("POST", f"/v1/users/{_q(user)}/mfa/devices",
-                                    MFARegisterFinish(name=name, webauthn_response=response,
-                                                      remote_addr=remote_addr), MFADeviceInfo)
+                                    mfa.MFARegisterFinish(name=name, webauthn_response=response,
+                                                      remote_addr=remote_addr), mfa.MFADeviceInfo)
 
     async def delete_mfa_device(self, user: str, name_or_id: str, remote_addr: str = "") -> None:
         query = f"?{urlencode({'remote_addr': remote_addr})}" if remote_addr else ""

@@ -258,8 +258,9 @@ class Multiplexer:
                 await asyncio.wait_for(_readable(loop, conn), remaining)
             except TimeoutError:
                 return None
+            asked = want
             try:
-                data = conn.recv(want, socket.MSG_PEEK)
+                data = conn.recv(asked, socket.MSG_PEEK)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
@@ -275,6 +276,8 @@ class Multiplexer:
                 proto = detect_ssh(data)
             if proto is not None:
                 return proto
+            if len(data) == asked < want:
+                continue  # this peek asked for too few (8 bytes): the rest may be here already
             # Too few bytes to decide; they stay readable, so wait a moment instead of spinning.
             await asyncio.sleep(min(REPEEK_DELAY, max(0.0, deadline - loop.time())))
 
