@@ -65,13 +65,16 @@ class Tunnel(Protocol):
 
 async def connect(host: str, port: int, *, options: asyncssh.SSHClientConnectionOptions,
                   sock: socket.socket | None = None, tunnel: Tunnel | None = None,
-                  client_factory: Callable[[], asyncssh.SSHClient] | None = None
+                  client_factory: Callable[[], asyncssh.SSHClient] | None = None,
+                  connection: Callable[..., BulkClientConnection] = BulkClientConnection
                   ) -> BulkClientConnection:
-    """Open an authenticated `BulkClientConnection` to host:port over sock, inside tunnel, or
-    by dialling; within the options' `connect_timeout`, as `asyncssh.connect` does.
+    """Open an authenticated connection to host:port over sock, inside tunnel, or by
+    dialling; within the options' `connect_timeout`, as `asyncssh.connect` does.
 
-    host and port name the server for host key checks even over a socket or a tunnel. The
-    connection is an async context manager that closes it, as asyncssh's are.
+    host and port name the server for host key checks even over a socket or a tunnel.
+    connection makes it from (loop, options, wait="auth"): `BulkClientConnection` or a
+    subclass (the tunnel agent's). The connection is an async context manager that closes it,
+    as asyncssh's are.
     """
     loop = asyncio.get_running_loop()
     extra: dict[str, object] = {} if client_factory is None else {"client_factory": client_factory}
@@ -81,7 +84,7 @@ async def connect(host: str, port: int, *, options: asyncssh.SSHClientConnection
     opts.waiter = waiter  # asyncssh's connection resolves it once authenticated
 
     def factory() -> BulkClientConnection:
-        return BulkClientConnection(loop, opts, wait="auth")
+        return connection(loop, opts, wait="auth")
 
     async def opened() -> BulkClientConnection:
         if tunnel is not None:

@@ -17,12 +17,11 @@ cluster's host CA, checked here before the node authenticates.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncssh
 
@@ -32,6 +31,7 @@ from teleport.errors import AccessDenied, BadParameter
 from teleport.keys.ssh import SSHCertInfo, host_role, signed_by, verify_cert
 from teleport.rbac import rules
 from teleport.rbac.subject import Caller
+from teleport.sshutils import clientconn
 from teleport.sshutils.auth import key_line
 from teleport.sshutils.clientconn import BulkClientConnection
 from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
@@ -124,34 +124,23 @@ class TunnelClientConnection(BulkClientConnection):
 
 async def connect(sock: socket.socket, creds: TunnelCredentials, *, host: str, port: int,
                   now: Callable[[], datetime], wait: float = 15.0) -> TunnelClientConnection:
-    """Run the agent's SSH handshake on a connected socket; the proxy checked, we logged in.
-
-    asyncssh.connect() cannot take our connection class, so this does what it does for a
-    connected socket: build the options, create the connection on the socket, wait for auth.
-    """
-    loop = asyncio.get_running_loop()
+    """Run the agent's SSH handshake on a connected socket; the proxy checked, we logged in."""
     key = asyncssh.import_private_key(creds.private_key)
-    options = await asyncssh.SSHClientConnectionOptions.construct(
-        host=host, port=port, username=creds.host_uuid, client_version=CLIENT_VERSION,
+    options = asyncssh.SSHClientConnectionOptions(
+        username=creds.host_uuid, client_version=CLIENT_VERSION,
         client_keys=[(key, asyncssh.import_certificate(creds.cert))],
         known_hosts=None, agent_path=None, config=None, preferred_auth=["publickey"],
-        **sshalgos.asyncssh_kwargs(creds.algorithms, "client"),
+        **sshalgos.asyncssh_kwargs(creds.algorithms, "client"), connect_timeout=wait,
         keepalive_interval=KEEPALIVE_INTERVAL, keepalive_count_max=KEEPALIVE_COUNT)
-    waiter: asyncio.Future[Any] = loop.create_future()
-    options.waiter = waiter
 
-    def factory() -> TunnelClientConnection:
-        conn = TunnelClientConnection(loop, options, wait="auth")
+    def connection(*args: Any, **kwargs: Any) -> TunnelClientConnection:
+        conn = TunnelClientConnection(*args, **kwargs)
         conn.trusted_host_cas, conn.cluster, conn.now = creds.trusted_host_cas, creds.cluster, now
         return conn
 
-    _, conn = await loop.create_connection(factory, sock=sock)
-    try:
-        await asyncio.wait_for(waiter, wait)
-    except BaseException:
-        conn.abort()
-        raise
-    return conn
+    conn = await clientconn.connect(host, port, options=options, sock=sock,
+                                    connection=connection)
+    return cast(TunnelClientConnection, conn)  # what `connection` makes
 
 
 __all__ = ["AUTH_TARGET", "PEER_PORT", "CLIENT_VERSION", "TUNNEL_BANNER", "NODE_LISTEN", "TUNNEL_PKTSIZE", "WINDOW", "TunnelClientConnection",
