@@ -12,10 +12,11 @@ The store's sweeper drives it with its count of commits.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 from collections import deque
 from collections.abc import Callable
+
+from teleport.utils import glibc
 
 log = logging.getLogger("teleport.memtrim")
 
@@ -24,18 +25,7 @@ log = logging.getLogger("teleport.memtrim")
 REMEMBER = 10
 
 
-def _load_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc: nothing to give back this way
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_TRIM = _load_trim()
+_TRIM = glibc.function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 def release_free_memory() -> bool:

@@ -14,7 +14,8 @@ by `TRIM_THRESHOLD`: fine for `tsh`, which lives for one command; the daemon doe
 from __future__ import annotations
 
 import ctypes
-import sys
+
+from teleport.utils import glibc
 
 #: mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -27,14 +28,9 @@ TRIM_THRESHOLD = 32 * 1024 * 1024
 
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds for this process; False where there is no glibc `mallopt`."""
-    if not sys.platform.startswith("linux"):
+    mallopt = glibc.function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     # mallopt returns 1 on success; musl's is a stub that returns 0 and changes nothing.
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 & mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
