@@ -14,7 +14,6 @@ import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,22 +33,9 @@ NODE = {"name": "db-1", "id": "9f1c", "addr": "10.0.0.5:3022"}
 
 
 @pytest.fixture
-def certificate(tmp_path: Path) -> tuple[Path, Path]:
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True,
-                   capture_output=True)
-    return key, cert
-
-
-@pytest.fixture
-async def answering(certificate: tuple[Path, Path]
+async def answering(tls: tuple[ssl.SSLContext, ssl.SSLContext]
                     ) -> AsyncIterator[tuple[HTTPClient, list[Any]]]:
     """A TLS server on 127.0.0.1 that answers every request with the next queued JSON body."""
-    key, cert = certificate
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
     bodies: list[Any] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -64,10 +50,9 @@ async def answering(certificate: tuple[Path, Path]
         finally:
             writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls[0])
     port = server.sockets[0].getsockname()[1]
-    client = HTTPClient([f"127.0.0.1:{port}"], ssl.create_default_context(cafile=str(cert)),
-                        peer="proxy", server_hostname="localhost")
+    client = HTTPClient([f"127.0.0.1:{port}"], tls[1], peer="proxy", server_hostname="localhost")
     try:
         yield client, bodies
     finally:
