@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import selectors
 import socket
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -92,23 +93,31 @@ class Interceptor:
             victim.close()
             return
         with victim, up:
-            reverse = self._thread(self._pipe, up, victim, False)
-            self._pipe(victim, up, True)
-            # Wake the other direction before the sockets close under it.
-            for sock in (victim, up):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            reverse.join(5)
+            self._relay(victim, up)
 
-    def _pipe(self, src: ssl.SSLSocket, dst: ssl.SSLSocket, record: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if record:
-                    with self.lock:
-                        self.plaintext += data
-                dst.sendall(data)
-        except OSError:
-            pass
+    def _relay(self, victim: ssl.SSLSocket, up: ssl.SSLSocket) -> None:
+        """Both directions in this one thread: an SSL socket read in one thread while another
+        writes to it could hang a relay now and then (the node's join then timed out)."""
+        other = {victim: up, up: victim}
+        with selectors.DefaultSelector() as ready:
+            for sock in other:
+                ready.register(sock, selectors.EVENT_READ)
+            try:
+                while events := ready.select(timeout=30):
+                    for key, _ in events:
+                        src = cast(ssl.SSLSocket, key.fileobj)
+                        while True:  # and what TLS already decrypted, which select cannot see
+                            data = src.recv(65536)
+                            if not data:
+                                return
+                            if src is victim:
+                                with self.lock:
+                                    self.plaintext += data
+                            other[src].sendall(data)
+                            if not src.pending():
+                                break
+            except OSError:
+                pass
 
 
 @pytest.fixture
