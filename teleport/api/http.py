@@ -20,9 +20,10 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
-from teleport.api import h1, plain, proxydial, proxyenv
+from teleport.api import h1, proxydial, proxyenv
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.types.shapes import AuditEvent, ResourceJSON
+from teleport.utils import plain
 from teleport.utils.addr import HostPort, parse_addr
 
 if TYPE_CHECKING:  # pydantic loads with the first answer to validate: a CA refresh that gets

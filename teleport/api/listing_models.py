@@ -1,6 +1,6 @@
 """What the CLIs list on every call: nodes, recorded sessions, live sessions, the cluster's
-status. Plain dataclasses, not pydantic models: `tsh ls` and its kin decode them with
-`api.plain`, so a listing does not pay pydantic's import and schema build (more than half of
+status, and the host and user records `tctl` lists. Plain dataclasses, not pydantic models: `tsh ls` and its kin decode them with
+`utils.plain`, so a listing does not pay pydantic's import and schema build (more than half of
 `tsh ls`'s start-up). Not frozen either: the methods `frozen` generates cost each class ~1 ms
 of every start. The servers build them from checked records and send them as they are; every
 other wire model is a pydantic model (`api.wire`).
@@ -27,7 +27,7 @@ class NodeInfo:
     tunnel: bool = False
 
     @classmethod
-    def of(cls, server: Server) -> NodeInfo:
+    def of(cls, server: Server | HostRecord) -> NodeInfo:
         return cls(name=server.spec.hostname, id=server.metadata.name, addr=server.spec.addr,
                    labels=server.all_labels(), tunnel=server.spec.use_tunnel)
 
@@ -81,6 +81,63 @@ class ClusterStatus:
     auth_servers: list[ServerSummary]
     proxies: list[ServerSummary]
     nodes_online: int
+
+
+# --- stored records as `tctl` lists them --------------------------------------------------------
+# The auth API answers with whole resources (`types.resources`); these read the fields a listing
+# prints and ignore the rest, so that `tctl nodes ls` and `users ls` need not build the models.
+
+@dataclass(slots=True)
+class RecordMeta:
+    """A record's name and static labels."""
+
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class LabelResult:
+    """A dynamic label's last output."""
+
+    result: str = ""
+
+
+@dataclass(slots=True)
+class HostFields:
+    hostname: str
+    addr: str = ""
+    use_tunnel: bool = False
+    cmd_labels: dict[str, LabelResult] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class HostRecord:
+    """A `node` record (`types.resources.Server`) as `tctl nodes ls` reads it."""
+
+    metadata: RecordMeta
+    spec: HostFields
+
+    def all_labels(self) -> dict[str, str]:
+        """Static and dynamic labels in one map, as `Server.all_labels`."""
+        return {**self.metadata.labels, **{k: v.result for k, v in self.spec.cmd_labels.items()}}
+
+
+@dataclass(slots=True)
+class UserFields:
+    roles: list[str] = field(default_factory=list)
+    traits: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class UserRecord:
+    """A `user` record (`types.resources.User`) as `tctl users ls` reads it."""
+
+    metadata: RecordMeta
+    spec: UserFields
+
+    @property
+    def logins(self) -> list[str]:
+        return self.spec.traits.get("logins", [])
 
 
 #: Any of the listings, as servers answer with them (`httpserver.json_answer`).

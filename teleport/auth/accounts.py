@@ -14,7 +14,7 @@ from teleport.auth import access, passwords, usertokens
 from teleport.auth.context import AuthContext, redact
 from teleport.errors import AccessDenied, BadParameter, NotFound
 from teleport.events import emitter as ev
-from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.rbac import DEFAULT_USER_ROLES
 from teleport.services.local_auth import read_local_auth
 from teleport.services.locks import LockService
 from teleport.services.login_attempts import LoginAttemptService

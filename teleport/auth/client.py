@@ -8,26 +8,36 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlencode
 
-from teleport.api import auth_models as m
 from teleport.api import listing_models as listing
 from teleport.api.http import HTTPClient
-from teleport.api.presence_models import ServerKeepAlive
 from teleport.auth.client_mfa import MFACalls
-from teleport.auth.identity_file import IdentityFile
 from teleport.errors import BadParameter, ConnectionProblem
-from teleport.keys.tls import auth_server_name, identity_from_cert
+from teleport.keys.authname import auth_server_name
 from teleport.keys.tlsconfig import ssl_client_context
-from teleport.types.codec import from_dict, to_dict
-from teleport.types.resource import Resource
-from teleport.types.resources import CertAuthority, ProvisionToken, Server, User, UserToken
-from teleport.types.roles import Role
 from teleport.types.shapes import AuditEvent, ResourceJSON
-from teleport.types.trusted import RemoteCluster
 from teleport.utils.addr import HostPort
 from teleport.utils.duration import format_duration
+from teleport.utils.lazy import lazy_module
+
+if TYPE_CHECKING:  # pydantic's models load with the first call that sends or reads one: `tctl
+    # nodes ls` and `users ls` read listings only (`listing_models`)
+    from teleport.api import auth_models as m
+    from teleport.api import presence_models as presence
+    from teleport.auth.identity_file import IdentityFile
+    from teleport.types import codec, trusted
+    from teleport.types import resources as res
+    from teleport.types import roles as role_models
+    from teleport.types.resource import Resource
+else:
+    m = lazy_module("teleport.api.auth_models")
+    presence = lazy_module("teleport.api.presence_models")
+    codec = lazy_module("teleport.types.codec")
+    res = lazy_module("teleport.types.resources")
+    role_models = lazy_module("teleport.types.roles")
+    trusted = lazy_module("teleport.types.trusted")
 
 #: A watch stream without a line (pings included) for this long is taken for dead.
 WATCH_SILENCE = 45.0
@@ -68,15 +78,20 @@ class AuthClient(MFACalls):
     @classmethod
     def from_identity(cls, identity: IdentityFile, addrs: list[HostPort]) -> Self:
         return cls.from_tls(identity.tls_cert.encode(), identity.tls_private_key.encode(),
-                            [c.encode() for c in identity.tls_ca_certs], addrs)
+                            [c.encode() for c in identity.tls_ca_certs], addrs,
+                            cluster=identity.cluster_name())
 
     @classmethod
     def from_tls(cls, cert: bytes, key: bytes, ca_pems: Sequence[bytes],
-                 addrs: list[HostPort]) -> Self:
+                 addrs: list[HostPort], *, cluster: str = "") -> Self:
         """Call as the holder of this certificate (PEM) and key, trusting these TLS CAs; the
-        cluster is the certificate's. `use_tls` may change any of the three later."""
-        client = cls(addrs, ssl_client_context(cert, key, ca_pems),
-                     cluster=identity_from_cert(cert).cluster)
+        cluster is the certificate's (read from it unless given). `use_tls` may change any of
+        the three later."""
+        if not cluster:
+            from teleport.keys.tls import identity_from_cert
+
+            cluster = identity_from_cert(cert).cluster
+        client = cls(addrs, ssl_client_context(cert, key, ca_pems), cluster=cluster)
         client._tls = (cert, key, list(ca_pems))
         return client
 
@@ -120,12 +135,12 @@ class AuthClient(MFACalls):
         """Return the cluster's name, version, CA pin and online servers (admins only)."""
         return await self._http.call("GET", "/v1/status", answer=listing.ClusterStatus)
 
-    async def get_ca(self, ca_type: str) -> CertAuthority:
-        return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), CertAuthority)
+    async def get_ca(self, ca_type: str) -> res.CertAuthority:
+        return _typed(await self.call("GET", f"/v1/authorities/{_q(ca_type)}"), res.CertAuthority)
 
-    async def list_cas(self, ca_type: str) -> list[CertAuthority]:
+    async def list_cas(self, ca_type: str) -> list[res.CertAuthority]:
         """Every CA of a type: this cluster's and the trusted clusters' (public halves)."""
-        return [_typed(ca, CertAuthority) for ca in await self._http.call(
+        return [_typed(ca, res.CertAuthority) for ca in await self._http.call(
             "GET", f"/v1/authorities?type={_q(ca_type)}", answer=list[ResourceJSON])]
 
     # --- trusted clusters (teleport.auth.api_trust) -------------------------------------------
@@ -149,28 +164,32 @@ class AuthClient(MFACalls):
         await self._http.call("PUT", f"/v1/remoteclusters/{_q(name)}/authorities",
                               {"certificate_authorities": cas})
 
-    async def list_remote_clusters(self) -> list[RemoteCluster]:
-        return [_typed(rc, RemoteCluster) for rc in await self._http.call(
+    async def list_remote_clusters(self) -> list[trusted.RemoteCluster]:
+        return [_typed(rc, trusted.RemoteCluster) for rc in await self._http.call(
             "GET", "/v1/remoteclusters", answer=list[ResourceJSON])]
 
     async def rotate(self, ca_type: str, *, mode: str, phase: str | None,
-                     grace_period: str | None) -> list[CertAuthority]:
+                     grace_period: str | None) -> list[res.CertAuthority]:
         """Start, step or roll back CA rotations (`tctl auth rotate`); the CAs as changed."""
         body = {"type": ca_type, "mode": mode, "phase": phase, "grace_period": grace_period}
         answer = await self.call("POST", "/v1/authorities/rotate", body)
         if not isinstance(answer, list):
             raise ConnectionProblem("auth server answered a rotation with something else than a list")
-        return [_typed(item, CertAuthority) for item in answer]
+        return [_typed(item, res.CertAuthority) for item in answer]
 
-    async def list_users(self) -> list[User]:
-        return [_typed(u, User) for u in await self._http.call(
+    async def list_users(self) -> list[res.User]:
+        return [_typed(u, res.User) for u in await self._http.call(
             "GET", "/v1/users", answer=list[ResourceJSON])]
 
-    async def get_user(self, name: str) -> User:
-        return _typed(await self.call("GET", f"/v1/users/{_q(name)}"), User)
+    async def list_user_records(self) -> list[listing.UserRecord]:
+        """The users' names, roles and traits only (`tctl users ls`: no resource models)."""
+        return await self._http.call("GET", "/v1/users", answer=list[listing.UserRecord])
 
-    async def upsert_user(self, user: User) -> User:
-        return _typed(await self.call("PUT", "/v1/users", to_dict(user)), User)
+    async def get_user(self, name: str) -> res.User:
+        return _typed(await self.call("GET", f"/v1/users/{_q(name)}"), res.User)
+
+    async def upsert_user(self, user: res.User) -> res.User:
+        return _typed(await self.call("PUT", "/v1/users", codec.to_dict(user)), res.User)
 
     async def delete_user(self, name: str) -> None:
         await self._http.call("DELETE", f"/v1/users/{_q(name)}", answer=m.Empty)
@@ -180,22 +199,22 @@ class AuthClient(MFACalls):
         await self._http.call("POST", f"/v1/users/{_q(name)}/unlock", answer=m.Empty)
 
     async def create_user_signup(self, name: str, logins: list[str], roles: list[str],
-                                 ttl: timedelta | None = None) -> UserToken:
+                                 ttl: timedelta | None = None) -> res.UserToken:
         """Create a user and their signup link, valid for ttl (default 1h, at most 48h)."""
         body = m.SignupRequest(name=name, logins=logins, roles=roles,
                                ttl=format_duration(ttl) if ttl is not None else None)
-        return _typed(await self.call("POST", "/v1/users/signup", body), UserToken)
+        return _typed(await self.call("POST", "/v1/users/signup", body), res.UserToken)
 
-    async def reset_user(self, name: str) -> UserToken:
+    async def reset_user(self, name: str) -> res.UserToken:
         """Clear a user's password and OTP device; the answer's name is the 8h reset link's."""
-        return _typed(await self.call("POST", f"/v1/users/{_q(name)}/reset"), UserToken)
+        return _typed(await self.call("POST", f"/v1/users/{_q(name)}/reset"), res.UserToken)
 
     async def get_signup(self, token: str) -> m.SignupInfo:
         return await self._http.call("GET", f"/v1/signup/{_q(token)}", answer=m.SignupInfo)
 
-    async def complete_signup(self, token: str, password: str, otp_code: str) -> User:
+    async def complete_signup(self, token: str, password: str, otp_code: str) -> res.User:
         body = m.CompleteSignupRequest(password=password, otp_code=otp_code)
-        return _typed(await self.call("POST", f"/v1/signup/{_q(token)}/complete", body), User)
+        return _typed(await self.call("POST", f"/v1/signup/{_q(token)}/complete", body), res.User)
 
     async def authenticate_ssh(self, user: str, *, password: str, otp_code: str,
                                ssh_public_key: str, tls_public_key: bytes,
@@ -206,10 +225,10 @@ class AuthClient(MFACalls):
         return await self._http.call("POST", f"/v1/users/{_q(user)}/ssh/authenticate", body,
                                      answer=m.IssuedCerts)
 
-    async def list_tokens(self) -> tuple[list[ProvisionToken], list[UserToken]]:
+    async def list_tokens(self) -> tuple[list[res.ProvisionToken], list[res.UserToken]]:
         data = await self._http.call("GET", "/v1/tokens", answer=m.TokenList)
-        return ([_typed(t, ProvisionToken) for t in data.provision],
-                [_typed(t, UserToken) for t in data.signup])
+        return ([_typed(t, res.ProvisionToken) for t in data.provision],
+                [_typed(t, res.UserToken) for t in data.signup])
 
     async def search_events(self, since: datetime, until: datetime, types: list[str], user: str,
                             limit: int, start_key: str = "", *, text: str = "",
@@ -227,53 +246,59 @@ class AuthClient(MFACalls):
         page = await self._http.call("GET", "/v1/events?" + urlencode(params), answer=m.EventPage)
         return page.events, page.next_key
 
-    async def create_token(self, roles: list[str], ttl: timedelta, token: str | None) -> ProvisionToken:
+    async def create_token(self, roles: list[str], ttl: timedelta, token: str | None) -> res.ProvisionToken:
         body = m.TokenRequest(roles=roles, ttl=format_duration(ttl), token=token or "")
-        return _typed(await self.call("POST", "/v1/tokens", body), ProvisionToken)
+        return _typed(await self.call("POST", "/v1/tokens", body), res.ProvisionToken)
 
     async def delete_token(self, token: str) -> None:
         await self._http.call("DELETE", f"/v1/tokens/{_q(token)}", answer=m.Empty)
 
-    async def upsert_server(self, server: Server) -> None:
-        await self._http.call("PUT", "/v1/servers", to_dict(server), answer=m.Empty)
+    async def upsert_server(self, server: res.Server) -> None:
+        await self._http.call("PUT", "/v1/servers", codec.to_dict(server), answer=m.Empty)
 
     async def keep_alive_server(self, kind: str, name: str, expires: datetime) -> None:
         """Extend this host's unchanged record to expires; NotFound when it is gone."""
-        body = ServerKeepAlive(kind=kind, name=name, expires=expires)  # type: ignore[arg-type]
+        body = presence.ServerKeepAlive(kind=kind, name=name, expires=expires)  # type: ignore[arg-type]
         await self._http.call("PUT", "/v1/servers/keepalive", body, answer=m.Empty)
 
-    async def list_servers(self, kind: str = "node", user: str = "") -> list[Server]:
+    async def list_servers(self, kind: str = "node", user: str = "") -> list[res.Server]:
         """List live hosts of kind; the nodes a user's roles reach for a user (a proxy names
         the user it asks for)."""
         query = f"?user={_q(user)}" if user else ""
-        return [_typed(s, Server) for s in await self._http.call(
+        return [_typed(s, res.Server) for s in await self._http.call(
             "GET", f"/v1/servers/{_q(kind)}{query}", answer=list[ResourceJSON])]
+
+    async def list_nodes(self) -> list[listing.NodeInfo]:
+        """The live nodes as lists show them (`tctl nodes ls`, `tsh ls --cluster`: no resource
+        models)."""
+        hosts = await self._http.call("GET", "/v1/servers/node", answer=list[listing.HostRecord])
+        return [listing.NodeInfo.of(host) for host in hosts]
 
     # --- resources of every registry kind (teleport.auth.api_resources) ----------------------
 
     async def list_resources(self, kind: str, *, with_secrets: bool = False) -> list[Resource]:
         """List the resources of a kind (`role`, `roles`...) the caller may list; a connector's
         client secret only `with_secrets`."""
-        return [from_dict(r, "auth server response") for r in await self._http.call(
+        return [codec.from_dict(r, "auth server response") for r in await self._http.call(
             "GET", f"/v1/resources/{_q(kind)}{_secrets(with_secrets)}",
             answer=list[ResourceJSON])]
 
     async def get_resource(self, kind: str, name: str, *, with_secrets: bool = False) -> Resource:
-        return from_dict(await self.call(
+        return codec.from_dict(await self.call(
             "GET", f"/v1/resources/{_q(kind)}/{_q(name)}{_secrets(with_secrets)}"),
             "auth server response")
 
     async def put_resource(self, resource: Resource, *, overwrite: bool) -> Resource:
         """Create a resource, or replace it with overwrite; AlreadyExists otherwise."""
         path = f"/v1/resources/{_q(resource.kind)}?overwrite={'true' if overwrite else 'false'}"
-        return from_dict(await self.call("PUT", path, to_dict(resource)), "auth server response")
+        return codec.from_dict(await self.call("PUT", path, codec.to_dict(resource)), "auth server response")
 
     async def delete_resource(self, kind: str, name: str) -> None:
         await self._http.call("DELETE", f"/v1/resources/{_q(kind)}/{_q(name)}", answer=m.Empty)
 
-    async def list_roles(self) -> list[Role]:
+    async def list_roles(self) -> list[role_models.Role]:
         """Return every role (Node and Proxy: their role cache)."""
-        return [_typed(r, Role) for r in await self._http.call(
+        return [_typed(r, role_models.Role) for r in await self._http.call(
             "GET", "/v1/roles", answer=list[ResourceJSON])]
 
     async def watch(self, kinds: Sequence[str], since: str = "") -> AsyncIterator[m.WatchEvent]:
@@ -468,11 +493,6 @@ async def _file_pieces(path: Path, size: int = 64 * 1024) -> AsyncIterator[bytes
         f.close()
 
 
-def identity_cluster(identity: IdentityFile) -> str:
-    """Return the cluster an identity belongs to, read from its own certificate."""
-    return identity_from_cert(identity.tls_cert.encode()).cluster
-
-
 def _web_session_path(user: str, session_id: str) -> str:
     return f"/v1/users/{_q(user)}/web/sessions/{_q(session_id)}"
 
@@ -487,7 +507,7 @@ def _q(part: str) -> str:
 
 
 def _typed(data: Any, model: type[Any]) -> Any:
-    resource: Resource = from_dict(data, "auth server response")
+    resource: Resource = codec.from_dict(data, "auth server response")
     if not isinstance(resource, model):
         raise ConnectionProblem(f"auth server answered with a {resource.kind}, not {model.__name__}")
     return resource

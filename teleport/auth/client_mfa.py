@@ -7,21 +7,24 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel, ValidationError
-
-from teleport.api.auth_models import WebSession
 from teleport.errors import ConnectionProblem
-from teleport.types.codec import from_dict
-from teleport.types.resources import User
 from teleport.utils.lazy import lazy_module
 
-if TYPE_CHECKING:  # the MFA models load with the first MFA call: `tctl` and the services
-    # that never make one do not build them
-    from teleport.api import mfa_models as mfa
-else:
-    mfa = lazy_module("teleport.api.mfa_models")
+if TYPE_CHECKING:  # the models load with the first MFA call: `tctl` and the services that
+    # never make one do not build them
+    from pydantic import BaseModel
 
-T = TypeVar("T", bound=BaseModel)
+    from teleport.api import auth_models as m
+    from teleport.api import mfa_models as mfa
+    from teleport.types import codec
+    from teleport.types import resources as res
+else:
+    m = lazy_module("teleport.api.auth_models")
+    mfa = lazy_module("teleport.api.mfa_models")
+    codec = lazy_module("teleport.types.codec")
+    res = lazy_module("teleport.types.resources")
+
+T = TypeVar("T", bound="BaseModel")
 
 
 def _q(part: str) -> str:
@@ -36,6 +39,8 @@ class MFACalls:
 
     async def _mfa_call(self, method: str, path: str, body: BaseModel | None,
                         answer: type[T]) -> T:
+        from pydantic import ValidationError
+
         data = await self.call(method, path, body.model_dump(mode="json") if body else None)
         try:
             return answer.model_validate(data)
@@ -50,12 +55,12 @@ class MFACalls:
         return await self._mfa_call("POST", f"/v1/signup/{_q(token)}/webauthn/register", None,
                                     mfa.WebauthnChallenge)
 
-    async def mfa_complete_signup(self, token: str, body: mfa.MFASignupComplete) -> User:
+    async def mfa_complete_signup(self, token: str, body: mfa.MFASignupComplete) -> res.User:
         """Complete a signup with an OTP code or a new key (Proxy only)."""
         data = await self.call("POST", f"/v1/signup/{_q(token)}/complete/mfa",
                                body.model_dump(mode="json"))
-        user = from_dict(data, "auth server response")
-        if not isinstance(user, User):
+        user = codec.from_dict(data, "auth server response")
+        if not isinstance(user, res.User):
             raise ConnectionProblem("auth server answered the signup with something not a user")
         return user
 
@@ -67,11 +72,11 @@ class MFACalls:
                                     mfa.WebauthnChallenge)
 
     async def mfa_login_finish(self, user: str, response: dict[str, Any],
-                               remote_addr: str) -> WebSession:
+                               remote_addr: str) -> m.WebSession:
         """The key's answer for a web session (Proxy only)."""
         return await self._mfa_call(
             "POST", f"/v1/users/{_q(user)}/webauthn/web/sessions",
-            mfa.MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+            mfa.MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), m.WebSession)
 
     async def mfa_login_certs(self, user: str, body: mfa.MFALoginCerts) -> mfa.MFALoginCertsAnswer:
         """The key's answer for `tsh login`'s certificates (Proxy only)."""
@@ -88,10 +93,10 @@ class MFACalls:
                                     mfa.WebauthnChallenge)
 
     async def passwordless_finish(self, response: dict[str, Any],
-                                  remote_addr: str) -> WebSession:
+                                  remote_addr: str) -> m.WebSession:
         return await self._mfa_call(
             "POST", "/v1/webauthn/passwordless/web/sessions",
-            mfa.MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), WebSession)
+            mfa.MFALoginFinish(webauthn_response=response, remote_addr=remote_addr), m.WebSession)
 
     # --- a user's own devices (the user's identity) -------------------------------------------
 

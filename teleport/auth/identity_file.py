@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from teleport.api.auth_models import IssuedCerts
 from teleport.errors import BadParameter, NotFound
 from teleport.utils.fs import ensure_private_dir, write_secret
+
+if TYPE_CHECKING:
+    from teleport.api.auth_models import IssuedCerts
 
 
 @dataclass(frozen=True)
@@ -26,15 +29,29 @@ class IdentityFile:
     tls_ca_certs: list[str]
     host_ca_keys: list[str] = field(default_factory=list)
     user_ca_keys: list[str] = field(default_factory=list)
+    #: The cluster named in tls_cert, kept beside it so that `tctl` need not parse X.509
+    #: (cryptography's import) to know it; "" in files written before it was kept.
+    cluster: str = ""
 
     @classmethod
     def from_issued(cls, role: str, host_uuid: str, ssh_private_key: bytes, tls_private_key: bytes,
                     certs: IssuedCerts) -> IdentityFile:
         """Pair freshly generated keys with what the auth server signed for them."""
+        from teleport.keys.tls import identity_from_cert
+
         return cls(role=role, host_uuid=host_uuid, ssh_private_key=ssh_private_key.decode(),
                    ssh_cert=certs.ssh_cert, tls_private_key=tls_private_key.decode(),
                    tls_cert=certs.tls_cert, tls_ca_certs=certs.tls_ca_certs,
-                   host_ca_keys=certs.host_ca_keys, user_ca_keys=certs.user_ca_keys)
+                   host_ca_keys=certs.host_ca_keys, user_ca_keys=certs.user_ca_keys,
+                   cluster=identity_from_cert(certs.tls_cert.encode()).cluster)
+
+    def cluster_name(self) -> str:
+        """The cluster this identity belongs to, as its certificate says."""
+        if self.cluster:
+            return self.cluster
+        from teleport.keys.tls import identity_from_cert
+
+        return identity_from_cert(self.tls_cert.encode()).cluster
 
     def save(self, data_dir: Path) -> Path:
         folder = ensure_private_dir(data_dir / "identity")

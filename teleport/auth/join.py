@@ -26,6 +26,7 @@ from teleport.errors import AccessDenied, ConnectionProblem
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import RESERVED_DOMAIN, auth_server_name
 from teleport.keys.pin import check_pins
 from teleport.utils.addr import HostPort
 
@@ -70,7 +71,7 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
     unverified = tlsconfig.unverified_client_context()
     # The cluster's name (and so the auth server's) is not known yet: the domain routes alone.
     ca = await _call(addr, unverified, "GET", "/v1/join/ca", answer=JoinCA,
-                     server_hostname=tlskeys.RESERVED_DOMAIN)
+                     server_hostname=RESERVED_DOMAIN)
     ca_certs = [c.encode() for c in ca.tls_ca_certs]
     cluster = ca.cluster_name
     if ca_pins:
@@ -85,7 +86,7 @@ async def _join_one(addr: HostPort, *, token: str, role: str, host_uuid: str, no
                        tls_public_key=tlskeys.tls_public_key_pem(tls_key).decode(),
                        addresses=addresses, version=version)
     answer = await _call(addr, verified, "POST", "/v1/join", answer=JoinAnswer, body=body,
-                         server_hostname=tlskeys.auth_server_name(cluster))
+                         server_hostname=auth_server_name(cluster))
     identity = IdentityFile.from_issued(role, host_uuid, ssh_key, tls_key, answer)
     return JoinResult(identity, answer.auth_servers or [str(addr)], cluster, addr)
 

@@ -4,14 +4,22 @@ as the logged-in `tsh` user (through the proxy; the user's roles decide)."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import TYPE_CHECKING, Any
 
 from teleport.api.constants import TUNNEL_ADDR
-from teleport.cli import tctl_resources, tctl_users
-from teleport.cli.common import csv_list, quiet_on_closed_pipe, run, table, version_line
+from teleport.cli.common import (
+    csv_list,
+    needed_commands,
+    quiet_on_closed_pipe,
+    run,
+    table,
+    version_line,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from datetime import datetime
 
     from teleport.auth.client import AuthClient
@@ -19,16 +27,7 @@ if TYPE_CHECKING:
     from teleport.types.shapes import AuditEvent
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tctl", description="Admin tool for the Teleport cluster.")
-    parser.add_argument("-c", "--config", help="path to teleport.yaml (default /etc/teleport.yaml if present)")
-    parser.add_argument("--data-dir", help="data directory of the auth server, overriding the config")
-    sub = parser.add_subparsers(dest="command", metavar="<command>")
-
-    tctl_users.add_parsers(sub)
-    tctl_resources.add_parsers(sub)
-
-    tokens = sub.add_parser("tokens", help="Manage invitation tokens").add_subparsers(dest="action", metavar="<action>")
+def _tokens_args(tokens: Any) -> None:
     tokens.add_parser("ls", help="List tokens")
     tadd = tokens.add_parser("add", help="Create an invitation token")
     tadd.add_argument("--type", required=True, metavar="node|proxy|auth|trusted_cluster",
@@ -40,14 +39,16 @@ def _parser() -> argparse.ArgumentParser:
         t = tokens.add_parser(name, help="Delete a token")
         t.add_argument("token")
 
-    nodes = sub.add_parser("nodes", help="Manage nodes").add_subparsers(dest="action", metavar="<action>")
+
+def _nodes_args(nodes: Any) -> None:
     nodes.add_parser("ls", help="List registered nodes")
     nadd = nodes.add_parser("add", help="Create an invitation token for new hosts")
     nadd.add_argument("--roles", default="node", help="comma-separated roles: node, proxy, auth")
     nadd.add_argument("--ttl", default="30m", help="how long the token is valid (default 30m)")
     nadd.add_argument("--token", help="use this token instead of a random one")
 
-    auth = sub.add_parser("auth", help="Certificate authority operations").add_subparsers(dest="action", metavar="<action>")
+
+def _auth_args(auth: Any) -> None:
     export = auth.add_parser("export", help="Export CA public keys for OpenSSH")
     export.add_argument("--type", choices=["user", "host", "tls"],
                         help="user: a line for sshd's TrustedUserCAKeys; host: a known_hosts "
@@ -62,10 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     rotate.add_argument("--phase", choices=["init", "update_clients", "update_servers", "standby",
                                             "rollback"],
                         help="the phase to move to (with --manual)")
-    sub.add_parser("status", help="Show the cluster status, CA rotations and the CA pin")
-    sub.add_parser("version", help="Print the version")
 
-    audit = sub.add_parser("audit", help="Search the audit log").add_subparsers(dest="action", metavar="<action>")
+
+def _audit_args(audit: Any) -> None:
     events = audit.add_parser("events", help="Print audit events, oldest first")
     events.add_argument("--since", default="24h", help="a duration ago (1h) or an RFC 3339 time (default 24h)")
     events.add_argument("--until", help="a duration ago or an RFC 3339 time (default now)")
@@ -73,19 +73,53 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--user", default="", help="only events of this Teleport user")
     events.add_argument("--limit", default="500", help="print at most this many events (default 500)")
     events.add_argument("--format", default="text", help="text (a table) or json")
+
+
+#: tctl's own commands: help, and how to declare their actions (None: no actions).
+_OWN: dict[str, tuple[str, Callable[[Any], None] | None]] = {
+    "tokens": ("Manage invitation tokens", _tokens_args),
+    "nodes": ("Manage nodes", _nodes_args),
+    "auth": ("Certificate authority operations", _auth_args),
+    "status": ("Show the cluster status, CA rotations and the CA pin", None),
+    "version": ("Print the version", None),
+    "audit": ("Search the audit log", _audit_args),
+}
+#: Every command, in help order, and the module that declares and runs it. A command line
+#: imports only the modules of the commands it names: the resource commands load every
+#: resource model, which `nodes ls` does not need.
+COMMANDS = {"users": "teleport.cli.tctl_users",
+            **dict.fromkeys(["get", "create", "rm", "lock"], "teleport.cli.tctl_resources"),
+            **dict.fromkeys(_OWN, __name__)}
+
+
+def _parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tctl", description="Admin tool for the Teleport cluster.")
+    parser.add_argument("-c", "--config", help="path to teleport.yaml (default /etc/teleport.yaml if present)")
+    parser.add_argument("--data-dir", help="data directory of the auth server, overriding the config")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in needed_commands(argv, COMMANDS):
+        if COMMANDS[name] != __name__:
+            importlib.import_module(COMMANDS[name]).add_parser(sub, name)
+            continue
+        help_text, add_actions = _OWN[name]
+        command = sub.add_parser(name, help=help_text)
+        if add_actions is not None:
+            add_actions(command.add_subparsers(dest="action", metavar="<action>"))
     return parser
 
 
 async def _client(args: argparse.Namespace) -> AuthClient:
+    from pathlib import Path
+
     from teleport.auth.client import AuthClient
     from teleport.auth.identity_file import IdentityFile
-    from teleport.config import StartFlags, load_config
+    from teleport.config.admin import admin_target
     from teleport.errors import NotFound
-    from teleport.utils.addr import HostPort
+    from teleport.utils.addr import parse_addr
 
-    config = load_config(StartFlags(config_path=args.config, data_dir=args.data_dir))
+    target = admin_target(args.config, args.data_dir)
     try:
-        identity = IdentityFile.load(config.data_dir, "Admin")
+        identity = IdentityFile.load(Path(target.data_dir), "Admin")
     except NotFound:
         # Away from the auth host: act as the logged-in tsh user, whose roles decide.
         from teleport.client.authapi import profile_auth_client
@@ -94,17 +128,11 @@ async def _client(args: argparse.Namespace) -> AuthClient:
         try:
             profile = current_profile()
         except NotFound:
-            raise NotFound(f"no admin identity in {config.data_dir} and no tsh profile: run tctl "
-                           "on the auth server (with the same --config or --data-dir as teleport "
-                           "start), or 'tsh login' first") from None
+            raise NotFound(f"no admin identity in {target.data_dir} and no tsh profile: run "
+                           "tctl on the auth server (with the same --config or --data-dir as "
+                           "teleport start), or 'tsh login' first") from None
         return profile_auth_client(profile)
-    if config.auth.enabled:
-        listen = config.auth.listen_addr
-        host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host
-        addrs = [HostPort(host, listen.port)]
-    else:
-        addrs = list(config.auth_servers)
-    return AuthClient.from_identity(identity, addrs)
+    return AuthClient.from_identity(identity, [parse_addr(a) for a in target.auth_addrs])
 
 
 async def _tokens(args: argparse.Namespace, client: AuthClient) -> int:
@@ -130,9 +158,9 @@ async def _tokens(args: argparse.Namespace, client: AuthClient) -> int:
 async def _nodes(args: argparse.Namespace, client: AuthClient) -> int:
     if args.action == "add":
         return await _nodes_add(args, client)
-    nodes = sorted(await client.list_servers("node"), key=lambda n: n.spec.hostname)
-    rows = [[n.spec.hostname, n.metadata.name, TUNNEL_ADDR if n.spec.use_tunnel else n.spec.addr,
-             ",".join(f"{k}={v}" for k, v in sorted(n.all_labels().items()))] for n in nodes]
+    nodes = sorted(await client.list_nodes(), key=lambda n: n.name)
+    rows = [[n.name, n.id, TUNNEL_ADDR if n.tunnel else n.addr,
+             ",".join(f"{k}={v}" for k, v in sorted(n.labels.items()))] for n in nodes]
     print(table(["Node Name", "Node ID", "Address", "Labels"], rows))
     return 0
 
@@ -307,26 +335,27 @@ def _cell(value: Any) -> str:
     return text if text.isprintable() else json.dumps(text)
 
 
-HANDLERS = {"users": tctl_users.users, "get": tctl_resources.get, "create": tctl_resources.create,
-            "rm": tctl_resources.rm, "lock": tctl_resources.lock, "tokens": _tokens,
-            "nodes": _nodes, "auth": _auth, "status": _status, "audit": _audit_events}
+HANDLERS = {"tokens": _tokens, "nodes": _nodes, "auth": _auth, "status": _status,
+            "audit": _audit_events}
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
+    handler = importlib.import_module(COMMANDS[args.command]).HANDLERS[args.command]
     async with await _client(args) as client:
-        return await HANDLERS[args.command](args, client)
+        return int(await handler(args, client))
 
 
 @quiet_on_closed_pipe
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _parser(argv)
     args = parser.parse_args(argv)
     if args.command == "version":
         print(version_line())
         return 0
     if args.command is None or (args.command in ("users", "tokens", "nodes", "auth", "audit")
                                 and getattr(args, "action", None) is None):
-        parser.print_help()
+        _parser(["--help"]).print_help()  # every command, not only the one named
         return 2
     return run(_dispatch(args))
 

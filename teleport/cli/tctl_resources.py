@@ -27,23 +27,25 @@ ALL = "all"
 FORMATS = ("yaml", "json", "text")
 
 
-def add_parsers(sub: Any) -> None:
-    """Declare `get`, `create`, `rm` and `lock` on tctl's subcommand parser."""
-    kinds = ", ".join(sorted(KINDS_REGISTRY))
-    get = sub.add_parser("get", help=f"Print resources: <kind>[/<name>] or all (kinds: {kinds})")
+def _get_args(get: Any) -> None:
     get.add_argument("ref")
     get.add_argument("--format", choices=FORMATS, default="yaml")
     get.add_argument("--with-secrets", action="store_true",
                      help="include secrets: connectors' client secrets; with the admin "
                           "identity on the auth host also CA private keys and users' "
                           "credentials (a backup for teleport start --bootstrap)")
-    create = sub.add_parser("create", help="Create resources from a YAML file (`tctl get` output)")
+
+
+def _create_args(create: Any) -> None:
     create.add_argument("filename", nargs="?")
     create.add_argument("-f", "--force", action="store_true", help="overwrite existing resources")
-    remove = sub.add_parser("rm", help="Delete a resource: <kind>/<name>, e.g. role/dev")
+
+
+def _rm_args(remove: Any) -> None:
     remove.add_argument("ref")
 
-    lock = sub.add_parser("lock", help="Lock a user, a role or a node out of the cluster")
+
+def _lock_args(lock: Any) -> None:
     target = lock.add_mutually_exclusive_group(required=True)
     target.add_argument("--user", help="the Teleport user to lock")
     target.add_argument("--role", help="lock every user holding this role")
@@ -52,6 +54,21 @@ def add_parsers(sub: Any) -> None:
     until = lock.add_mutually_exclusive_group()
     until.add_argument("--ttl", help="how long the lock holds, e.g. 1h (default: until removed)")
     until.add_argument("--expires", help="when the lock stops holding, RFC 3339 (2006-01-02T15:04:05Z)")
+
+
+_ARGS: dict[str, tuple[str, Callable[[Any], None]]] = {
+    "get": (f"Print resources: <kind>[/<name>] or all (kinds: {', '.join(sorted(KINDS_REGISTRY))})",
+            _get_args),
+    "create": ("Create resources from a YAML file (`tctl get` output)", _create_args),
+    "rm": ("Delete a resource: <kind>/<name>, e.g. role/dev", _rm_args),
+    "lock": ("Lock a user, a role or a node out of the cluster", _lock_args),
+}
+
+
+def add_parser(sub: Any, name: str) -> None:
+    """Declare `name` (`get`, `create`, `rm` or `lock`) on tctl's subcommand parser."""
+    help_text, add_arguments = _ARGS[name]
+    add_arguments(sub.add_parser(name, help=help_text))
 
 
 def split_ref(ref: str) -> tuple[ResourceKind, str]:
@@ -297,3 +314,7 @@ def _check_user_name(name: str) -> None:
 
 #: Name rules the auth server applies, checked for the whole file before any is stored.
 NAME_CHECKS: dict[str, Callable[[str], None]] = {"user": _check_user_name}
+
+
+#: What tctl runs for the commands this module declares.
+HANDLERS = {"get": get, "create": create, "rm": rm, "lock": lock}

@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from teleport.cli.common import csv_list, flag_duration, table
-from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.rbac import DEFAULT_USER_ROLES
 
 if TYPE_CHECKING:
     from teleport.auth.client import AuthClient
@@ -20,7 +20,7 @@ MAX_SIGNUP_TTL = timedelta(hours=48)
 DEFAULT_RESET_TTL = timedelta(hours=8)
 
 
-def add_parsers(sub: Any) -> None:
+def add_parser(sub: Any, name: str) -> None:
     """Declare `users` and its actions on tctl's subcommand parser."""
     users = sub.add_parser("users", help="Manage local users").add_subparsers(dest="action", metavar="<action>")
     add = users.add_parser("add", help="Create a user and print its signup link")
@@ -117,7 +117,7 @@ async def _unlock(args: argparse.Namespace, client: AuthClient) -> None:
 
 
 async def _ls(args: argparse.Namespace, client: AuthClient) -> None:
-    found = await client.list_users()
+    found = await client.list_user_records()
     print(table(["User", "Allowed Logins", "Roles"],
                 [[u.metadata.name, ",".join(u.logins), ",".join(u.spec.roles)] for u in found]))
 
@@ -133,5 +133,7 @@ async def _proxy_addr(client: AuthClient) -> str:
     return proxies[0].spec.public_addr if proxies and proxies[0].spec.public_addr else "<proxy>:3080"
 
 
+#: What tctl runs for the command this module declares.
+HANDLERS = {"users": users}
 ACTIONS = {"add": _add, "update": _update, "reset": _reset, "unlock": _unlock, "ls": _ls,
            "rm": _rm}

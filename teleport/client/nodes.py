@@ -41,12 +41,10 @@ async def matching_nodes(profile: Profile, selector: dict[str, str],
     leaf cluster: as the leaf's auth server shows them to us, after its role map)."""
     profile.check_valid()
     if cluster and cluster != profile.cluster:
-        from teleport.api.listing_models import NodeInfo
         from teleport.client.authapi import leaf_auth_client
 
         async with await leaf_auth_client(profile, cluster) as leaf:
-            servers = await leaf.list_servers("node")
-        nodes = sorted((NodeInfo.of(s) for s in servers), key=lambda n: (n.name, n.id))
+            nodes = sorted(await leaf.list_nodes(), key=lambda n: (n.name, n.id))
     else:
         async with WebClient.for_profile(profile) as web:
             nodes = await web.list_nodes(profile.cluster)

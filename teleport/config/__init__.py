@@ -12,6 +12,7 @@ Names load on first use (PEP 562): a module that needs only `yamlsafe` or `sshal
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     )
     from teleport.config.sample import sample_config
     from teleport.config.schema import CommandLabel, FileConfig
+
+#: Read when no `--config` is given, if it exists (as Teleport does).
+DEFAULT_CONFIG_PATH = Path("/etc/teleport.yaml")
 
 _HOME = {"load_file_config": "loader", "parse_file_config": "loader", "sample_config": "sample",
          "CommandLabel": "schema", "FileConfig": "schema",

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from teleport.config import DEFAULT_CONFIG_PATH
 from teleport.config.loader import load_file_config
 from teleport.config.schema import (
     PAM,
@@ -44,7 +45,6 @@ from teleport.errors import BadParameter
 from teleport.utils.addr import HostPort, parse_addr
 
 #: Where `teleport start` looks for a config file when no --config is given.
-DEFAULT_CONFIG_PATH = Path("/etc/teleport.yaml")
 ROLES = ("auth", "node", "proxy")
 
 _T = TypeVar("_T")

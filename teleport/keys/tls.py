@@ -11,10 +11,8 @@ a certificate issued to a user, a node or a proxy can never pass for the auth se
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Literal
@@ -27,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPri
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from teleport.errors import BadParameter
+from teleport.keys.authname import auth_server_name, is_reserved_name
 from teleport.keys.identity import Identity
 from teleport.utils.addr import is_ip
 
@@ -39,34 +38,8 @@ CA_TTL = timedelta(days=365 * 10)
 WEB_CERT_TTL = timedelta(days=365)
 # Certificates start a little in the past so that a peer whose clock lags still accepts them.
 CLOCK_SKEW = timedelta(minutes=1)
-#: Names under this domain are reserved for the auth server's identity; no other host gets one.
-#: As a TLS server name (SNI) it also routes: the proxy's web port relays TLS naming it (or a
-#: name under it) to the auth server (`teleport.proxy.mux`, `is_reserved_name`).
-RESERVED_DOMAIN = "teleport.cluster.local"
 #: The system role whose certificate serves the auth API.
 AUTH_ROLE = "Auth"
-_DNS_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
-
-
-def auth_server_name(cluster: str) -> str:
-    """Name a cluster's auth server the way its certificate does and its clients check.
-
-    The cluster is part of the name so that trusting several clusters' CAs one day never lets
-    one cluster's auth server answer for another's. A cluster name that is not a DNS name is
-    replaced by a hash of it, since TLS names must be.
-    """
-    if not cluster:
-        raise BadParameter("the auth server's name needs a cluster name")
-    label = cluster.lower()
-    if len(label) > 200 or not _DNS_NAME.fullmatch(label):
-        label = "h" + hashlib.sha256(cluster.encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    return f"auth.{label}.{RESERVED_DOMAIN}"
-
-
-def is_reserved_name(name: str) -> bool:
-    """Tell whether a host name is reserved for the auth server's certificate."""
-    name = name.lower().rstrip(".")
-    return name == RESERVED_DOMAIN or name.endswith("." + RESERVED_DOMAIN)
 
 
 # --- keys -------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from types import TracebackType
 
 from teleport.api.throttle import Slot, Throttle
 from teleport.errors import BadParameter
-from teleport.keys.tls import is_reserved_name
+from teleport.keys.authname import is_reserved_name
 from teleport.proxy import clienthello
 from teleport.sshutils.gate import ACCEPTED_SLOT
 from teleport.sshutils.reversetunnel import TUNNEL_BANNER

@@ -8,3 +8,8 @@ API route names the kinds of caller and the rule of the roles it needs. What bin
 host that wrote it (a host name, a live session) is enforced where it is stored, in one
 compare-and-swap (`teleport.services.claims`), since the check and the write must be one step.
 """
+
+#: The roles a user gets when `tctl users add` names none: their own logins on every node,
+#: nothing else (Teleport's preset `access`), so no one is an administrator by accident. Here,
+#: not in `subject`, so that `tctl users` can show it without loading the role models.
+DEFAULT_USER_ROLES = ("access",)

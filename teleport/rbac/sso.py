@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from teleport.errors import AccessDenied
-from teleport.rbac.subject import DEFAULT_USER_ROLES
+from teleport.rbac import DEFAULT_USER_ROLES
 from teleport.types.connectors import ClaimMapping, GithubConnector, OIDCConnector
 
 #: The trait `{{internal.logins}}` reads.

@@ -26,9 +26,6 @@ class Caller(enum.StrEnum):
 SYSTEM_ROLES = frozenset({Caller.ADMIN, Caller.AUTH, Caller.PROXY, Caller.NODE})
 #: The system roles a join token may let a host take, and the presence kind each announces as.
 HOST_KINDS = {Caller.NODE: "node", Caller.PROXY: "proxy", Caller.AUTH: "auth_server"}
-#: The roles a user gets when `tctl users add` names none: their own logins on every node,
-#: nothing else (Teleport's preset `access`), so no one is an administrator by accident.
-DEFAULT_USER_ROLES = ("access",)
 
 
 @dataclass(frozen=True)

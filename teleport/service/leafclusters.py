@@ -33,7 +33,7 @@ from teleport.auth.client import AuthClient
 from teleport.auth.server import AuthServer
 from teleport.auth.trustedclusters import HEARTBEAT_INTERVAL, ROOTS_REUSE
 from teleport.errors import ConnectionProblem, NotFound, TeleportError
-from teleport.keys.tls import auth_server_name
+from teleport.keys.authname import auth_server_name
 from teleport.keys.tlsconfig import LiveServerContext
 from teleport.proxy.tunnel import TunnelServer
 from teleport.service.tunnels import DEFAULT_TUNNEL_PORT, TunnelPool, tunnel_addr

@@ -53,6 +53,7 @@ from teleport.errors import AccessDenied, BadParameter, TeleportError
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.types.resources import CertAuthority
 from teleport.types.rotation import Phase, Rotation
 from teleport.utils.addr import HostPort
@@ -457,7 +458,7 @@ def refused_since_rotation(addrs: Callable[[], Sequence[HostPort]], role: str,
                 async with asyncio.timeout(DIAGNOSE_TIMEOUT):
                     _, writer = await asyncio.open_connection(
                         addr.host, addr.port, ssl=ctx,
-                        server_hostname=tlskeys.auth_server_name(cluster))
+                        server_hostname=auth_server_name(cluster))
             except ssl.SSLCertVerificationError:
                 return (f"The auth server at {addr} presents a certificate no CA this "
                         f"{role.lower()} trusts has signed: the cluster's certificate authority "

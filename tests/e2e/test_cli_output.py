@@ -55,8 +55,8 @@ def test_tsh_login_prints_each_login_once(cluster: Cluster) -> None:
 
 
 def test_tsh_ls_lists_nodes_without_loading_pydantic_or_the_ssh_stack(cluster: Cluster) -> None:
-    """`tsh ls` decodes its listing with msgspec and opens no SSH connection (issue 20:
-    pydantic's import and schema build were more than half of its start-up)."""
+    """`tsh ls` decodes its listing into plain dataclasses and opens no SSH connection (issue
+    20: pydantic's import and schema build were more than half of its start-up)."""
     totp = cluster.signup("lister", "root", "lister's password")
     cluster.login("lister", "lister's password", totp)
     cluster.tsh("ls")  # the first command after a login may refresh the CAs
@@ -70,3 +70,21 @@ def test_tsh_ls_lists_nodes_without_loading_pydantic_or_the_ssh_stack(cluster: C
     assert result.returncode == 0, result.stderr
     assert NODENAME in result.stdout
     assert "heavy: []" in result.stderr, result.stderr
+
+
+def test_tctl_lists_nodes_and_users_without_loading_pydantic_or_x509(cluster: Cluster) -> None:
+    """On the auth host, `tctl nodes ls` and `users ls` read teleport.yaml's remembered answer,
+    the cluster name kept in the Admin identity and the records as listings (issue 20:
+    pydantic, the config schema and cryptography's X.509 were three quarters of their start-up)."""
+    cluster.tctl("nodes", "ls")  # the first call after a change to the file validates it
+    for command, expected in ((["nodes", "ls"], NODENAME), (["users", "ls"], "User")):
+        probe = (f"import sys; sys.argv = ['tctl', '-c', {str(cluster.config)!r}, *{command!r}]; "
+                 "from teleport.cli.tctl import main; code = main(); sys.stdout.flush(); "
+                 "print('heavy:', sorted({m.split('.')[0] for m in sys.modules} & {'pydantic', "
+                 "'cryptography', 'yaml', 'asyncssh'}), file=sys.stderr); sys.exit(code)")
+        result = subprocess.run([str(BIN / "python"), "-c", probe], capture_output=True,
+                                text=True, timeout=60, env={**os.environ, **cluster.env},
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+        assert "heavy: []" in result.stderr, result.stderr

@@ -17,12 +17,13 @@ from cryptography import x509
 
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from tests.e2e.cluster import CLUSTER, Cluster, make_cluster
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
 #: (port name, server name sent): the web port, the auth API, the auth API through the web port.
-TARGETS = [("web", None), ("auth", None), ("web", tlskeys.auth_server_name(CLUSTER))]
+TARGETS = [("web", None), ("auth", None), ("web", auth_server_name(CLUSTER))]
 IDS = ["web", "auth", "auth-via-web"]
 
 
@@ -103,7 +104,7 @@ def test_the_auth_server_certificate_lives_a_year(cluster: Cluster) -> None:
     """Mozilla's profiles allow 366 days at most; it used to be 3,650."""
     ctx = tlsconfig.unverified_client_context()
     with socket.create_connection(("127.0.0.1", cluster.ports["auth"]), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=tlskeys.auth_server_name(CLUSTER)) as conn:
+            ctx.wrap_socket(raw, server_hostname=auth_server_name(CLUSTER)) as conn:
         der = conn.getpeercert(binary_form=True)
     assert der is not None
     cert = x509.load_der_x509_certificate(der)

@@ -35,6 +35,7 @@ from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.proxy.web import WebProxy
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
@@ -272,7 +273,7 @@ async def test_auth_api_json_bodies(target: Target, caplog: pytest.LogCaptureFix
     url = f"https://{target.auth_addr}{fill(path, params)}"
     async with target.sessions[role].request(
             method, url, data=body, headers={"Content-Type": "application/json"},
-            server_hostname=tlskeys.auth_server_name(CLUSTER)) as resp:
+            server_hostname=auth_server_name(CLUSTER)) as resp:
         status, text = resp.status, await resp.text()
     what = f"{role} {method} {path} {body[:200]!r}"
     _check(status, text, what)

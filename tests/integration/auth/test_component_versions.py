@@ -28,6 +28,7 @@ from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.keys.pin import ca_pin
 from teleport.types.resource import Metadata
 from teleport.types.resources import Server, ServerSpec
@@ -108,7 +109,7 @@ async def test_the_same_major_an_older_one_and_a_host_that_does_not_say_join(api
     # A host from before the version field: its request has none, and still parses.
     ca = [c.encode() for c in (await api.auth.certs.get_ca("tls")).trusted_tls_certs()]
     http = HTTPClient([api.addr], tlsconfig.ssl_client_context(None, None, ca), peer="auth server",
-                      server_hostname=tlskeys.auth_server_name("versions.test"), unreachable="")
+                      server_hostname=auth_server_name("versions.test"), unreachable="")
     tls_key = tlskeys.generate_tls_key()
     try:
         answer = await http.call("POST", "/v1/join", {

@@ -25,6 +25,7 @@ from teleport.events.emitter import MemoryEmitter
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.utils.addr import HostPort
 from teleport.utils.clock import FakeClock
 from tests.integration.auth_api import serve_auth_api
@@ -59,14 +60,14 @@ class Api:
         connector = aiohttp.TCPConnector(ssl=await self.context(role))
         async with aiohttp.ClientSession(connector=connector) as session, session.request(
                 method, f"https://{self.addr}{path}", data=body, headers=headers,
-                server_hostname=tlskeys.auth_server_name(CLUSTER)) as resp:
+                server_hostname=auth_server_name(CLUSTER)) as resp:
             return resp.status, dict(resp.headers), await resp.text()
 
     async def open_raw(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open a TLS connection without a certificate, to write HTTP by hand."""
         return await asyncio.open_connection(
             self.addr.host, self.addr.port, ssl=await self.context(None),
-            server_hostname=tlskeys.auth_server_name(CLUSTER))
+            server_hostname=auth_server_name(CLUSTER))
 
 
 async def _start(deadlines: httpserver.Deadlines, data: Path) -> tuple[Api, web.AppRunner]:

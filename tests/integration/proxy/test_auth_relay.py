@@ -28,6 +28,7 @@ from teleport.errors import AccessDenied, ConnectionProblem
 from teleport.events.emitter import MemoryEmitter
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.keys.pin import ca_pin
 from teleport.proxy.authrelay import AuthRelay
 from teleport.proxy.mux import Multiplexer, Protocol
@@ -177,7 +178,7 @@ async def test_close_ends_live_relays(setup: Setup) -> None:
     ca = [c.encode() for c in (await setup.auth.certs.get_ca("tls")).trusted_tls_certs()]
     ctx = tlsconfig.ssl_client_context(None, None, ca)
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", setup.mux.port, ssl=ctx, server_hostname=tlskeys.auth_server_name(CLUSTER))
+        "127.0.0.1", setup.mux.port, ssl=ctx, server_hostname=auth_server_name(CLUSTER))
     assert setup.relay.active == 1  # the handshake with the auth server went through the relay
     await setup.relay.close()
     assert setup.relay.active == 0

@@ -15,8 +15,8 @@ from typing import Any
 
 from teleport.auth.identity_file import IdentityFile
 from teleport.config import StartFlags, load_config
-from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.service.process import TeleportProcess
 
 CLUSTER = "paced.example"
@@ -50,7 +50,7 @@ proxy_service:
 async def _ping(port: int, ctx: ssl.SSLContext) -> bytes:
     """One HTTPS request on its own connection: the status line of the answer."""
     reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=ctx, server_hostname=tlskeys.auth_server_name(CLUSTER))
+        "127.0.0.1", port, ssl=ctx, server_hostname=auth_server_name(CLUSTER))
     try:
         writer.write(b"GET /v1/ping HTTP/1.1\r\nHost: auth\r\nConnection: close\r\n\r\n")
         return await reader.readline()

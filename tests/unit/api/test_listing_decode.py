@@ -1,7 +1,7 @@
 """Listings (`tsh ls` and its kin) decode without pydantic, and a bad answer is still one line.
 
 Issue 20: pydantic's import and schema build were more than half of `tsh ls`'s start-up, so the
-listings are dataclasses that `HTTPClient` decodes with `api.plain`. What a user sees must not
+listings are dataclasses that `HTTPClient` decodes with `utils.plain`. What a user sees must not
 change: unknown fields are ignored (a newer server), defaults fill what an older one leaves out,
 and a field of the wrong type or a missing one is a `ConnectionProblem` naming it.
 """
@@ -18,16 +18,19 @@ from typing import Any
 
 import pytest
 
-from teleport.api import httpserver, plain
+from teleport.api import httpserver
 from teleport.api.http import HTTPClient
 from teleport.api.listing_models import (
     ActiveSession,
     ClusterStatus,
+    HostRecord,
     NodeInfo,
     RecordingInfo,
     ServerSummary,
+    UserRecord,
 )
 from teleport.errors import ConnectionProblem
+from teleport.utils import plain
 
 NODE = {"name": "db-1", "id": "9f1c", "addr": "10.0.0.5:3022"}
 
@@ -103,7 +106,7 @@ async def test_an_answer_that_is_not_a_list_is_refused(
 
 def test_the_listings_load_without_pydantic() -> None:
     probe = ("import sys, teleport.client.nodes, teleport.api.http; "
-             "from teleport.api import plain; from teleport.api.listing_models import NodeInfo; "
+             "from teleport.utils import plain; from teleport.api.listing_models import NodeInfo; "
              "plain.convert([{'name': 'a', 'id': 'b', 'addr': ''}], list[NodeInfo]); "
              "print(sorted(m for m in sys.modules if 'pydantic' in m))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
@@ -145,3 +148,24 @@ def test_a_value_of_another_json_type_is_named(data: Any, answer: Any, where: st
     with pytest.raises(plain.Mismatch) as caught:
         plain.convert(data, answer)
     assert (caught.value.where, caught.value.problem) == (where, problem)
+
+
+def test_host_and_user_records_read_the_resources_as_the_models_do() -> None:
+    """`tctl nodes ls` and `users ls` read the auth API's whole resources into records; what
+    they print must be what the resource models say."""
+    from teleport.types.codec import to_dict
+    from teleport.types.resource import Metadata
+    from teleport.types.resources import CommandLabelValue, Server, ServerSpec, User, UserSpec
+
+    server = Server(metadata=Metadata(name="9f1c", labels={"env": "prod", "up": "static"}),
+                    spec=ServerSpec(addr="10.0.0.5:3022", hostname="db-1", use_tunnel=True,
+                                    cmd_labels={"up": CommandLabelValue(
+                                        period="1m", command=["uptime"], result="3 days")}))
+    user = User(metadata=Metadata(name="alice"),
+                spec=UserSpec(roles=["access", "editor"], traits={"logins": ["root", "alice"]}))
+    (host,) = plain.convert(json.loads(json.dumps([to_dict(server)])), list[HostRecord])
+    (record,) = plain.convert(json.loads(json.dumps([to_dict(user)])), list[UserRecord])
+    assert NodeInfo.of(host) == NodeInfo.of(server)
+    assert NodeInfo.of(host).labels == {"env": "prod", "up": "3 days"}
+    assert (record.metadata.name, record.logins, record.spec.roles) == (
+        user.metadata.name, user.logins, user.spec.roles)

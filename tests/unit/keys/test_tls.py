@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from teleport.errors import BadParameter
 from teleport.keys import tls, tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.keys.identity import Identity
 from tests.unit.keys import memory_tls
 
@@ -149,7 +150,7 @@ def test_self_signed_web_cert_names() -> None:
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
-               server_hostname: str = tls.auth_server_name(CLUSTER)) -> bytes | None:
+               server_hostname: str = auth_server_name(CLUSTER)) -> bytes | None:
     """Run a TLS handshake through memory buffers and return the client cert the server saw."""
     return memory_tls.handshake(server_ctx, client_ctx, server_hostname).server.getpeercert(
         binary_form=True)
@@ -172,7 +173,7 @@ def test_mtls_handshake_carries_the_client_identity(ca: tuple[bytes, bytes],
     assert der is not None and tls.identity_from_cert(der).username == "alice"
     # Names are always checked: the auth server answers to its own name, not to another.
     with pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
-        _handshake(server, client, server_hostname=tls.auth_server_name("other.com"))
+        _handshake(server, client, server_hostname=auth_server_name("other.com"))
 
 
 @pytest.mark.parametrize("role", ["Node", "Proxy", "Admin", None])
@@ -180,7 +181,7 @@ def test_only_the_auth_server_can_serve_tls(ca: tuple[bytes, bytes], role: str |
     """A user's, node's, proxy's or admin's certificate of the cluster CA never passes for auth."""
     key = tls.generate_tls_key()
     cert = _host(ca, key, role) if role else _user(ca, key)
-    assert tls.auth_server_name(CLUSTER) not in _dns_names(_cert(cert))
+    assert auth_server_name(CLUSTER) not in _dns_names(_cert(cert))
     impostor = tlsconfig.ssl_server_context(cert, key, [ca[1]], require_client_cert=False)
     client_key = tls.generate_tls_key()
     client = tlsconfig.ssl_client_context(_host(ca, client_key, "Node"), client_key, [ca[1]])
@@ -202,7 +203,7 @@ def _dns_names(cert: x509.Certificate) -> list[str]:
 def test_auth_server_certificate_carries_its_name_and_server_usage(
         ca: tuple[bytes, bytes]) -> None:
     cert = _cert(_host(ca, tls.generate_tls_key(), "Auth"))
-    assert tls.auth_server_name(CLUSTER) in _dns_names(cert)
+    assert auth_server_name(CLUSTER) in _dns_names(cert)
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
 
@@ -210,18 +211,18 @@ def test_auth_server_certificate_carries_its_name_and_server_usage(
 def test_reserved_names_are_refused_for_other_hosts(ca: tuple[bytes, bytes]) -> None:
     identity = Identity(username="evil", roles=("Node",), cluster=CLUSTER, system_role="Node",
                         host_uuid="evil")
-    for name in (tls.auth_server_name(CLUSTER), "teleport.cluster.local", "X.Teleport.Cluster.Local."):
+    for name in (auth_server_name(CLUSTER), "teleport.cluster.local", "X.Teleport.Cluster.Local."):
         with pytest.raises(BadParameter, match="reserved for the auth server"):
             tls.issue_tls_cert(*ca, tls.tls_public_key_pem(tls.generate_tls_key()), identity,
                                now=NOW, not_after=NOW + timedelta(days=1), dns_names=[name])
 
 
 def test_auth_server_name_is_a_valid_dns_name_for_any_cluster() -> None:
-    assert tls.auth_server_name("Example.COM") == "auth.example.com.teleport.cluster.local"
-    odd = tls.auth_server_name("my_cluster with spaces/" + "x" * 300)
+    assert auth_server_name("Example.COM") == "auth.example.com.teleport.cluster.local"
+    odd = auth_server_name("my_cluster with spaces/" + "x" * 300)
     assert odd.startswith("auth.h") and len(odd) < 100
     odd.encode("idna")  # what the ssl module does with server_hostname
-    assert tls.auth_server_name("a") != tls.auth_server_name("b")
+    assert auth_server_name("a") != auth_server_name("b")
 
 
 def test_mtls_refuses_peers_of_another_ca(ca: tuple[bytes, bytes], other_ca: tuple[bytes, bytes],

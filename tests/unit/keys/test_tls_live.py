@@ -15,6 +15,7 @@ import pytest
 
 from teleport.keys import tls as tlskeys
 from teleport.keys import tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.keys.identity import Identity
 
 CLUSTER = "live.test"
@@ -62,7 +63,7 @@ async def _connect(port: int, client: tuple[bytes, bytes], cas: list[bytes]
                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     ctx = tlsconfig.ssl_client_context(client[0], client[1], cas)
     return await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
-                                         server_hostname=tlskeys.auth_server_name(CLUSTER))
+                                         server_hostname=auth_server_name(CLUSTER))
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, text: bytes) -> bytes:

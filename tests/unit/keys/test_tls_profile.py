@@ -12,6 +12,7 @@ import pytest
 
 from teleport.client import webapi
 from teleport.keys import tls, tlsconfig
+from teleport.keys.authname import auth_server_name
 from teleport.keys.identity import Identity
 from tests.unit.keys import memory_tls
 
@@ -54,7 +55,7 @@ def _raw_client(*, ciphers: str | None = None, group: str | None = None,
 
 
 def _handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
-               server_hostname: str = tls.auth_server_name(CLUSTER)) -> tuple[str, str, int]:
+               server_hostname: str = auth_server_name(CLUSTER)) -> tuple[str, str, int]:
     """Handshake through memory buffers; return (version, suite, flights the client sent)."""
     done = memory_tls.handshake(server_ctx, client_ctx, server_hostname)
     cipher = done.client.cipher()
