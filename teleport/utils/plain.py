@@ -16,7 +16,7 @@ _SCALARS: dict[Any, tuple[str, tuple[type, ...]]] = {
     str: ("string", (str,)), int: ("integer", (int,)), float: ("number", (int, float)),
     bool: ("boolean", (bool,)),
 }
-_HINTS: dict[type, dict[str, Any]] = {}
+_PLANS: dict[type, list[tuple[str, Any, bool]]] = {}
 
 
 class Mismatch(ValueError):
@@ -35,42 +35,60 @@ def is_plain(answer: Any) -> bool:
     return is_dataclass(args[0] if get_origin(answer) is list and args else answer)
 
 
-def convert(data: Any, answer: Any, where: str = "") -> Any:
+def convert(data: Any, answer: Any) -> Any:
     """Return `data` (parsed JSON) as `answer`; raise Mismatch naming the first field that does
-    not fit."""
+    not fit.
+
+    The path to a field is built only on the way out of a mismatch: `tctl nodes ls` decodes
+    ten thousand records, and a path string per field was most of the time.
+    """
+    scalar = _SCALARS.get(answer)
+    if scalar is not None:
+        name, kinds = scalar
+        if not isinstance(data, kinds) or (data.__class__ is bool and answer is not bool):
+            raise Mismatch("", f"expected {name}, got {_kind(data)}")
+        return data
     origin = get_origin(answer)
     if origin is list:
-        _expect(data, list, "array", where)
+        _expect(data, list, "array")
         (item,) = get_args(answer)
-        return [convert(value, item, _at(where, i)) for i, value in enumerate(data)]
+        return [_step(value, item, i) for i, value in enumerate(data)]
     if origin is dict:
-        _expect(data, dict, "object", where)
+        _expect(data, dict, "object")
         _, item = get_args(answer)
-        return {key: convert(value, item, _at(where, key)) for key, value in data.items()}
+        return {key: _step(value, item, key) for key, value in data.items()}
     if isinstance(answer, type) and is_dataclass(answer):
-        _expect(data, dict, "object", where)
-        hints = _HINTS.get(answer) or _HINTS.setdefault(answer, get_type_hints(answer))
+        _expect(data, dict, "object")
         given: dict[str, Any] = {}
-        for field in fields(answer):
-            if field.name in data:
-                given[field.name] = convert(data[field.name], hints[field.name],
-                                            _at(where, field.name))
-            elif field.default is MISSING and field.default_factory is MISSING:
-                raise Mismatch(where, f"missing field {field.name!r}")
+        for name, hint, required in _PLANS.get(answer) or _plan(answer):
+            if name in data:
+                given[name] = _step(data[name], hint, name)
+            elif required:
+                raise Mismatch("", f"missing field {name!r}")
         return answer(**given)
-    name, kinds = _SCALARS[answer]  # KeyError: a listing field of a type not decoded here
-    if not isinstance(data, kinds) or (isinstance(data, bool) and answer is not bool):
-        raise Mismatch(where, f"expected {name}, got {_kind(data)}")
-    return data
+    raise KeyError(answer)  # a listing field of a type not decoded here
 
 
-def _expect(data: Any, kind: type, name: str, where: str) -> None:
+def _step(data: Any, answer: Any, step: object) -> Any:
+    """Convert one element or field, naming it in front of a mismatch inside it."""
+    try:
+        return convert(data, answer)
+    except Mismatch as err:
+        raise Mismatch(f"{step}.{err.where}" if err.where else str(step), err.problem) from None
+
+
+def _plan(cls: type) -> list[tuple[str, Any, bool]]:
+    """Each field of a dataclass: its name, type and whether the JSON must carry it."""
+    hints = get_type_hints(cls)
+    plan = [(f.name, hints[f.name], f.default is MISSING and f.default_factory is MISSING)
+            for f in fields(cls)]
+    _PLANS[cls] = plan
+    return plan
+
+
+def _expect(data: Any, kind: type, name: str) -> None:
     if not isinstance(data, kind):
-        raise Mismatch(where, f"expected {name}, got {_kind(data)}")
-
-
-def _at(where: str, step: object) -> str:
-    return f"{where}.{step}" if where else str(step)
+        raise Mismatch("", f"expected {name}, got {_kind(data)}")
 
 
 def _kind(data: Any) -> str:
