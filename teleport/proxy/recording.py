@@ -28,6 +28,7 @@ from teleport.config.modes import records_at
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import TeleportError
 from teleport.events.emitter import PORT_FORWARD, Emitter, make_event
+from teleport.sshutils import clientconn
 from teleport.sshutils.auth import (
     CertAuthConnection,
     CertAuthServer,
@@ -235,13 +236,14 @@ class RelayConnection(CertAuthServer):
         cert = await self.proxy.auth.user_cert_for_proxy(
             self.presented, key.export_public_key().decode().strip())
         host_cas = [asyncssh.import_public_key(k) for k in self.proxy.trusted_host_cas()]
-        sock = await self.proxy.dial_node(self.node, self.peer())  # the user's address too
-        return await asyncssh.connect(
-            sock=sock, username=self.identity.login,
-            client_keys=[(key, asyncssh.import_certificate(cert))],
+        options = asyncssh.SSHClientConnectionOptions(
+            username=self.identity.login, client_keys=[(key, asyncssh.import_certificate(cert))],
             known_hosts=([], host_cas, []), host_key_alias=self.node.metadata.name,
             agent_path=None, config=None, connect_timeout=15, preferred_auth=["publickey"],
             **sshalgos.asyncssh_kwargs(self.proxy.algorithms, "client"))
+        sock = await self.proxy.dial_node(self.node, self.peer())  # the user's address too
+        # As tsh's hops: no empty MSG_IGNORE per packet, a loop turn's packets in one write.
+        return await clientconn.connect(self.node.metadata.name, 22, options=options, sock=sock)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
