@@ -1,5 +1,5 @@
 """What the CLIs list on every call: nodes, recorded sessions, live sessions, the cluster's
-status, and the host and user records `tctl` lists. Plain dataclasses, not pydantic models: `tsh ls` and its kin decode them with
+status (the host and user records `tctl` reads are in `record_listings`). Plain dataclasses, not pydantic models: `tsh ls` and its kin decode them with
 `utils.plain`, so a listing does not pay pydantic's import and schema build (more than half of
 `tsh ls`'s start-up). Not frozen either: the methods `frozen` generates cost each class ~1 ms
 of every start. The servers build them from checked records and send them as they are; every
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from teleport.api.record_listings import HostRecord
     from teleport.types.resources import Server
 
 
@@ -81,63 +82,6 @@ class ClusterStatus:
     auth_servers: list[ServerSummary]
     proxies: list[ServerSummary]
     nodes_online: int
-
-
-# --- stored records as `tctl` lists them --------------------------------------------------------
-# The auth API answers with whole resources (`types.resources`); these read the fields a listing
-# prints and ignore the rest, so that `tctl nodes ls` and `users ls` need not build the models.
-
-@dataclass(slots=True)
-class RecordMeta:
-    """A record's name and static labels."""
-
-    name: str
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class LabelResult:
-    """A dynamic label's last output."""
-
-    result: str = ""
-
-
-@dataclass(slots=True)
-class HostFields:
-    hostname: str
-    addr: str = ""
-    use_tunnel: bool = False
-    cmd_labels: dict[str, LabelResult] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class HostRecord:
-    """A `node` record (`types.resources.Server`) as `tctl nodes ls` reads it."""
-
-    metadata: RecordMeta
-    spec: HostFields
-
-    def all_labels(self) -> dict[str, str]:
-        """Static and dynamic labels in one map, as `Server.all_labels`."""
-        return {**self.metadata.labels, **{k: v.result for k, v in self.spec.cmd_labels.items()}}
-
-
-@dataclass(slots=True)
-class UserFields:
-    roles: list[str] = field(default_factory=list)
-    traits: dict[str, list[str]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class UserRecord:
-    """A `user` record (`types.resources.User`) as `tctl users ls` reads it."""
-
-    metadata: RecordMeta
-    spec: UserFields
-
-    @property
-    def logins(self) -> list[str]:
-        return self.spec.traits.get("logins", [])
 
 
 #: Any of the listings, as servers answer with them (`httpserver.json_answer`).

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, urlencode
 
 from teleport.api import listing_models as listing
+from teleport.api import record_listings as records
 from teleport.api.http import HTTPClient
 from teleport.auth.client_mfa import MFACalls
 from teleport.errors import BadParameter, ConnectionProblem
@@ -181,9 +182,9 @@ class AuthClient(MFACalls):
         return [_typed(u, res.User) for u in await self._http.call(
             "GET", "/v1/users", answer=list[ResourceJSON])]
 
-    async def list_user_records(self) -> list[listing.UserRecord]:
+    async def list_user_records(self) -> list[records.UserRecord]:
         """The users' names, roles and traits only (`tctl users ls`: no resource models)."""
-        return await self._http.call("GET", "/v1/users", answer=list[listing.UserRecord])
+        return await self._http.call("GET", "/v1/users", answer=list[records.UserRecord])
 
     async def get_user(self, name: str) -> res.User:
         return _typed(await self.call("GET", f"/v1/users/{_q(name)}"), res.User)
@@ -271,7 +272,7 @@ class AuthClient(MFACalls):
     async def list_nodes(self) -> list[listing.NodeInfo]:
         """The live nodes as lists show them (`tctl nodes ls`, `tsh ls --cluster`: no resource
         models)."""
-        hosts = await self._http.call("GET", "/v1/servers/node", answer=list[listing.HostRecord])
+        hosts = await self._http.call("GET", "/v1/servers/node", answer=list[records.HostRecord])
         return [listing.NodeInfo.of(host) for host in hosts]
 
     # --- resources of every registry kind (teleport.auth.api_resources) ----------------------

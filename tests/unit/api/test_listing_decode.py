@@ -23,12 +23,11 @@ from teleport.api.http import HTTPClient
 from teleport.api.listing_models import (
     ActiveSession,
     ClusterStatus,
-    HostRecord,
     NodeInfo,
     RecordingInfo,
     ServerSummary,
-    UserRecord,
 )
+from teleport.api.record_listings import HostRecord, UserRecord
 from teleport.errors import ConnectionProblem
 from teleport.utils import plain
 
