@@ -737,14 +737,14 @@ async def fetch_join_ca(auth: str) -> list[bytes]:
     import aiohttp
 
     from teleport.api.auth_models import JoinCA
-    from teleport.keys import tls as tlskeys
+    from teleport.keys import authname
 
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     async with aiohttp.ClientSession() as http, http.get(
             f"https://{auth}/v1/join/ca", ssl=ctx,
-            server_hostname=tlskeys.RESERVED_DOMAIN) as resp:
+            server_hostname=authname.RESERVED_DOMAIN) as resp:
         resp.raise_for_status()
         ca = JoinCA.model_validate(await resp.json())
     return [c.encode() for c in ca.tls_ca_certs]
@@ -776,9 +776,9 @@ async def join_host(auth: str, ca_certs: list[bytes], *, token: str, cluster: st
 
     from teleport.api.auth_models import JoinAnswer, JoinRequest
     from teleport.auth.identity_file import IdentityFile
+    from teleport.keys import authname, tlsconfig
     from teleport.keys import ssh as sshkeys
     from teleport.keys import tls as tlskeys
-    from teleport.keys import tlsconfig
 
     host_uuid = str(uuid.uuid4())
     ssh_key = sshkeys.generate_private_key("ed25519")
@@ -791,7 +791,7 @@ async def join_host(auth: str, ca_certs: list[bytes], *, token: str, cluster: st
     connector = aiohttp.TCPConnector(local_addr=(source, 0), ssl=ctx)
     async with aiohttp.ClientSession(connector=connector) as http, http.post(
             f"https://{auth}/v1/join", json=body.model_dump(mode="json"),
-            server_hostname=tlskeys.auth_server_name(cluster)) as resp:
+            server_hostname=authname.auth_server_name(cluster)) as resp:
         if resp.status != 200:
             raise JoinRefused(f"join of {nodename} from {source} refused ({resp.status}): "
                               f"{(await resp.text())[:200]}", resp.status)

@@ -78,8 +78,8 @@ from common import (  # noqa: E402
 from teleport import __version__  # noqa: E402
 from teleport.api.presence_models import ServerKeepAlive  # noqa: E402
 from teleport.auth.api import JOIN_BURST  # noqa: E402
-from teleport.keys import tls as tlskeys  # noqa: E402
 from teleport.keys import tlsconfig  # noqa: E402
+from teleport.keys.authname import auth_server_name  # noqa: E402
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL  # noqa: E402
 from teleport.types.codec import to_dict  # noqa: E402
 from teleport.types.resource import Metadata  # noqa: E402
@@ -149,7 +149,7 @@ class AuthConn:
             async with self.gate:
                 self.reader, self.writer = await asyncio.open_connection(
                     host, port, ssl=self.ctx, local_addr=(self.source, 0),
-                    server_hostname=tlskeys.auth_server_name(CLUSTER))
+                    server_hostname=auth_server_name(CLUSTER))
 
     async def put(self, path: str, body: bytes) -> None:
         """Send one request and read its whole answer; raise on anything but 200."""
