@@ -106,7 +106,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def keep_alive(self, key: bytes, expires: datetime) -> None:
-        """Move an existing item's expiry, or raise NotFound."""
+        """Move an existing item's expiry, or raise NotFound. A store that commits in groups
+        may hold it back briefly to commit it with others (sqlite: `LEASE_PATIENCE`)."""
 
     async def keep_alive_all(self, keys: Sequence[bytes], expires: datetime) -> None:
         """Move the expiry of every existing item of keys; NotFound if any was missing.

@@ -108,6 +108,24 @@ async def test_each_connection_is_judged_by_its_own_certificate(api: Api) -> Non
                 await node.list_users()
 
 
+async def test_a_hosts_every_request_on_its_connection_is_judged_as_its_first(api: Api) -> None:
+    """A host's subject is built once per connection (a heartbeat's keep-alive each 5 s): its
+    later requests are judged as the first, and a host still extends only its own record."""
+    async with await api.client("Node", "node-1") as node, \
+            await api.client("Node", "node-2") as other:
+        await node.upsert_server(_server("node", "node-1"))
+        await other.upsert_server(_server("node", "node-2"))
+        expires = datetime.now(timezone.utc) + timedelta(minutes=1)
+        for _ in range(3):
+            await node.keep_alive_server("node", "node-1", expires)
+            with pytest.raises(AccessDenied, match="only announce itself"):
+                await node.keep_alive_server("node", "node-2", expires)
+            with pytest.raises(AccessDenied, match="only announce itself"):
+                await other.keep_alive_server("node", "node-1", expires)
+            with pytest.raises(AccessDenied, match="may not GET /v1/users"):
+                await node.list_users()
+
+
 async def _user_client(api: Api, name: str, roles: list[str]) -> AuthClient:
     """Store user name with roles and return a client holding their certificate (tsh login's)."""
     user = await api.auth.accounts.upsert_user(

@@ -9,6 +9,9 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
+from teleport.backend import sqlite
 from teleport.backend.base import Event, EventType, Item
 from teleport.backend.conformance import next_event
 from teleport.backend.sqlite import SqliteBackend
@@ -163,3 +166,37 @@ async def test_a_commit_does_not_wait_for_a_read_in_progress(tmp_path: Path) -> 
             reading.set()
         assert slow.result(5)
         assert await backend.get(b"/w") == stored
+
+
+async def test_keep_alives_under_load_gather_and_other_writes_do_not_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit each made a keep-alive cost a transaction, an fsync and a trip to the writer's
+    thread: keep-alives right after a commit wait for the lease period (LEASE_PATIENCE, long
+    here) and share one. Any other write neither waits nor lets them wait."""
+    monkeypatch.setattr(sqlite, "LEASE_PATIENCE", 0.5)
+    async with await SqliteBackend.open(tmp_path / "sqlite.db") as backend:
+        loop = asyncio.get_running_loop()
+        soon = datetime.now(timezone.utc) + timedelta(minutes=1)
+        for name in (b"/h/a", b"/h/b"):
+            await backend.put(Item(name, b"v", soon))
+        later = soon + timedelta(minutes=5)
+        await asyncio.sleep(0.5)  # no commit within the period: the store is idle
+        started = loop.time()
+        await backend.keep_alive(b"/h/a", later)  # at once
+        assert loop.time() - started < 0.25
+        before = commits()
+        beats = []
+        for _ in range(4):  # heartbeats arriving apart, within the period
+            beats.append(asyncio.create_task(backend.keep_alive(b"/h/b", later)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*beats)
+        assert commits() - before == 1  # one each without patience
+        assert loop.time() - started >= 0.45
+        await backend.keep_alive(b"/h/a", later)  # a commit has just started
+        beat = asyncio.create_task(backend.keep_alive(b"/h/b", later))
+        await asyncio.sleep(0.01)
+        started, before = loop.time(), commits()
+        await backend.put(Item(b"/h/c", b"v"))
+        await beat  # it went with the put
+        assert loop.time() - started < 0.25 and commits() - before == 1
+        assert all(i.expires == later for i in await backend.get_range(b"/h/a", b"/h/c"))
