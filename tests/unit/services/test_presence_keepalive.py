@@ -101,9 +101,9 @@ async def test_a_keep_alive_is_one_write_request(tmp_path: Path) -> None:
         submitted: list[object] = []
         real_submit = backend._committer.submit
 
-        async def counted(request: Any) -> Any:
+        async def counted(request: Any, *, patient: bool = False) -> Any:
             submitted.append(request)
-            return await real_submit(request)
+            return await real_submit(request, patient=patient)
 
         backend._committer.submit = counted  # type: ignore[method-assign]
         clock.advance(timedelta(seconds=10))
