@@ -104,8 +104,8 @@ MUTATIONS = (
          "tests/unit/auth/test_login_security.py::test_two_signups_with_one_token_set_exactly_one_password")),
     Mutation(
         "judge a connection by another connection's certificate", "teleport/auth/api.py",
-        "    known = _peer_certs.get(ssl_object)\n",
-        "    known = next(iter(_peer_certs.values()), None)\n",
+        "    known = _peers.get(ssl_object)\n",
+        "    known = next(iter(_peers.values()), None)\n",
         ("tests/integration/auth/test_api.py::"
          "test_each_connection_is_judged_by_its_own_certificate",)),
     Mutation(
@@ -343,7 +343,7 @@ MUTATIONS = (
          "test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api",)),
     Mutation(
         "believe the cluster a client certificate claims", "teleport/auth/api.py",
-        "        root = await auth.trusted_clusters.issuing_root(der)\n",
+        "        root = await auth.trusted_clusters.issuing_root(peer.der)\n",
         "        root = None\n",
         ("tests/integration/auth/test_trusted_clusters.py::"
          "test_the_roots_hosts_and_admins_are_nobody_on_the_leafs_api",)),
