@@ -40,10 +40,14 @@ def admin_target(config_path: str | None, data_dir: str | None) -> AdminTarget:
     present, else the defaults) and its `--data-dir` flag; BadParameter names a mistake in
     the file."""
     path = Path(config_path) if config_path else DEFAULT_CONFIG_PATH
+    content: bytes | None = None  # not kept: validation names the problem every time
     try:
-        content: bytes | None = b"file:" + path.read_bytes()
-    except OSError:  # a named file: validation names the problem; the default: no file
-        content = None if config_path else f"none:{path}".encode()
+        content = b"file:" + path.read_bytes()
+    except FileNotFoundError:
+        if not config_path:  # no /etc/teleport.yaml: the defaults
+            content = f"none:{path}".encode()
+    except OSError:
+        pass
     entry = _entry_path(content, data_dir) if content is not None else None
     known = _read(entry) if entry is not None else None
     if known is not None:
