@@ -96,8 +96,8 @@ def _code_fingerprint() -> bytes:
     from teleport import __version__
 
     here = Path(__file__).parent
-    stats = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
-                   for e in os.scandir(here) if e.name.endswith(".py"))
+    stats = sorted((e.name, st.st_size, st.st_mtime_ns)
+                   for e in os.scandir(here) if e.name.endswith(".py") for st in [e.stat()])
     return f"{__version__}:{stats}".encode()
 
 
