@@ -37,6 +37,7 @@ from teleport.sshutils.auth import (
     key_line,
     never_revoked,
 )
+from teleport.sshutils.flow import SESSION_PKTSIZE, WINDOW
 from teleport.sshutils.listener import server_options
 from teleport.sshutils.monitor import watch
 from teleport.sshutils.recorder import Recordings, SessionRecorder
@@ -240,6 +241,7 @@ class RelayConnection(CertAuthServer):
             username=self.identity.login, client_keys=[(key, asyncssh.import_certificate(cert))],
             known_hosts=([], host_cas, []), host_key_alias=self.node.metadata.name,
             agent_path=None, config=None, connect_timeout=15, preferred_auth=["publickey"],
+            window=WINDOW, max_pktsize=SESSION_PKTSIZE,
             **sshalgos.asyncssh_kwargs(self.proxy.algorithms, "client"))
         sock = await self.proxy.dial_node(self.node, self.peer())  # the user's address too
         # As tsh's hops: no empty MSG_IGNORE per packet, a loop turn's packets in one write.

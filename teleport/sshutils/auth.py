@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 import asyncssh
-from asyncssh.packet import SSHPacketLogger, String
+from asyncssh.packet import String
 
 from teleport.api.throttle import Slot
 from teleport.errors import AccessDenied, BadParameter, TeleportError
@@ -26,7 +26,7 @@ from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
 from teleport.keys.ssh import CertType, SSHCertInfo, parse_cert, verify_cert
 from teleport.rbac import rules
 from teleport.sshutils.batchwrite import BatchingTransport
-from teleport.sshutils.clientconn import is_cbc_padding
+from teleport.sshutils.leansend import LeanSend
 from teleport.utils.clock import Clock
 
 log = logging.getLogger("teleport.ssh")
@@ -236,7 +236,7 @@ class CertAuthServer(asyncssh.SSHServer):
             await self.conn.wait_closed()
 
 
-class CertAuthConnection(asyncssh.SSHServerConnection):
+class CertAuthConnection(LeanSend, asyncssh.SSHServerConnection):
     """asyncssh server connection whose public key step is decided by `CertChecker`."""
 
     #: Its place among its source's unauthenticated connections (`teleport.api.throttle`),
@@ -253,20 +253,8 @@ class CertAuthConnection(asyncssh.SSHServerConnection):
             self.throttle_slot.release()
         super().connection_lost(exc)
 
-    def send_packet(self, pkttype: int, *args: bytes,
-                    handler: SSHPacketLogger | None = None) -> None:
-        """Leave out the empty MSG_IGNORE asyncssh sends ahead of every packet, unless the
-        cipher is CBC.
-
-        The empty packet is the old countermeasure to chosen-plaintext attacks on CBC's
-        chained IVs (RFC 4251 9.3.1); counter modes and AEADs (AES-GCM, ChaCha20-Poly1305,
-        AES-CTR: what we and OpenSSH negotiate) do not need it, and it doubled the per-packet
-        work of bulk data (a cipher call, a socket write and a segment each): see
-        docs/architecture.md.
-        """
-        if is_cbc_padding(pkttype, args, self._enc_alg_sc):
-            return
-        super().send_packet(pkttype, *args, handler=handler)
+    def _send_cipher_name(self) -> bytes:
+        return self._enc_alg_sc
 
     async def create_agent_listener(self) -> bool:
         """Let the server object decide agent forwarding: asyncssh's own socket would be ours

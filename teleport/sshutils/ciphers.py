@@ -28,6 +28,14 @@ _BLOCK_0 = bytes(64)
 _MASK64 = (1 << 64) - 1
 
 
+class Sealing:
+    """A packet shim that also seals a packet into pieces to write as they are (`leansend`)."""
+
+    def seal(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, ...]:
+        """The wire form of one packet (length header, padded plaintext), in pieces."""
+        raise NotImplementedError
+
+
 class _ChachaPoly:
     """chacha20-poly1305@openssh.com with two ChaCha20 contexts a packet instead of three."""
 
@@ -40,12 +48,17 @@ class _ChachaPoly:
         return stream, Poly1305(stream.update(_BLOCK_0)[:32])
 
     def encrypt_and_sign(self, header: bytes, data: bytes, nonce: bytes) -> tuple[bytes, bytes]:
+        header, data, tag = self.seal(header, data, nonce)
+        return header + data, tag
+
+    def seal(self, header: bytes, data: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes]:
+        """The encrypted length header, the encrypted packet and their tag."""
         header = self.decrypt_header(header, nonce)
         stream, mac = self._stream(nonce)
         data = stream.update(data)
         mac.update(header)
         mac.update(data)
-        return header + data, mac.finalize()
+        return header, data, mac.finalize()
 
     def decrypt_header(self, header: bytes, nonce: bytes) -> bytes:
         return Cipher(ChaCha20(self._adkey, _COUNTER_0 + nonce), mode=None).encryptor().update(header)
@@ -62,8 +75,13 @@ class _ChachaPoly:
         return stream.update(data)
 
 
-class ChachaPolyEncryption(ChachaEncryption):
+class ChachaPolyEncryption(ChachaEncryption, Sealing):
     """asyncssh's chacha20-poly1305 packet shim over `_ChachaPoly`."""
+
+    _cipher: _ChachaPoly  # type: ignore[assignment]
+
+    def seal(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, ...]:
+        return self._cipher.seal(header, packet, seq.to_bytes(8, "big"))
 
     @classmethod
     def new(cls, cipher_name: str, key: bytes, iv: bytes, mac_alg: bytes = b"",
@@ -85,8 +103,12 @@ class _GCM:
         return iv
 
     def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
-        sealed = self._aead.encrypt(self._next_iv(), data, header)
+        sealed = self.seal(header, data)
         return header + sealed[:-_TAG], sealed[-_TAG:]
+
+    def seal(self, header: bytes, data: bytes) -> bytes:
+        """The encrypted packet followed by its tag (the length header stays clear)."""
+        return self._aead.encrypt(self._next_iv(), data, header)
 
     def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
         iv = self._next_iv()
@@ -96,8 +118,13 @@ class _GCM:
             return None
 
 
-class AESGCMEncryption(GCMEncryption):
+class AESGCMEncryption(GCMEncryption, Sealing):
     """asyncssh's AES-GCM packet shim over `_GCM`."""
+
+    _cipher: _GCM  # type: ignore[assignment]
+
+    def seal(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, ...]:
+        return header, self._cipher.seal(header, packet)
 
     @classmethod
     def new(cls, cipher_name: str, key: bytes, iv: bytes, mac_alg: bytes = b"",
@@ -128,4 +155,4 @@ def install() -> None:
     _installed = True
 
 
-__all__ = ["AESGCMEncryption", "ChachaPolyEncryption", "install"]
+__all__ = ["AESGCMEncryption", "ChachaPolyEncryption", "Sealing", "install"]

@@ -18,28 +18,12 @@ from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 import asyncssh
-from asyncssh.constants import MSG_IGNORE
-from asyncssh.packet import SSHPacketLogger, String
 
 from teleport.sshutils.batchwrite import BatchingTransport
-
-#: The payload of the MSG_IGNORE asyncssh inserts: an empty string.
-_EMPTY_STRING = (String(b""),)
+from teleport.sshutils.leansend import LeanSend
 
 
-def is_cbc_padding(pkttype: int, args: tuple[bytes, ...], cipher: bytes) -> bool:
-    """Tell asyncssh's empty MSG_IGNORE ahead of a packet that a non-CBC cipher does not need.
-
-    The empty packet is the old countermeasure to chosen-plaintext attacks on CBC's chained
-    IVs (RFC 4251 9.3.1); counter modes and AEADs (AES-GCM, ChaCha20-Poly1305, AES-CTR: what we
-    and OpenSSH negotiate) do not need it, and it doubled the per-packet work of bulk data (a
-    cipher call, a socket write and a segment each). cipher: the negotiated name for the
-    direction being sent (data packets wait while a key exchange changes it).
-    """
-    return pkttype == MSG_IGNORE and args == _EMPTY_STRING and not cipher.endswith(b"-cbc")
-
-
-class BulkClientConnection(asyncssh.SSHClientConnection):
+class BulkClientConnection(LeanSend, asyncssh.SSHClientConnection):
     """asyncssh's client connection with our server side's per-packet savings."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -48,12 +32,8 @@ class BulkClientConnection(asyncssh.SSHClientConnection):
         batched = BatchingTransport(cast(asyncio.Transport, transport))
         super().connection_made(cast(asyncio.Transport, batched))
 
-    def send_packet(self, pkttype: int, *args: bytes,
-                    handler: SSHPacketLogger | None = None) -> None:
-        """Leave out the empty MSG_IGNORE ahead of every packet unless the cipher is CBC."""
-        if is_cbc_padding(pkttype, args, self._enc_alg_cs):
-            return
-        super().send_packet(pkttype, *args, handler=handler)
+    def _send_cipher_name(self) -> bytes:
+        return self._enc_alg_cs
 
 
 class Tunnel(Protocol):
@@ -110,4 +90,4 @@ async def connect(host: str, port: int, *, options: asyncssh.SSHClientConnection
         raise
 
 
-__all__ = ["BulkClientConnection", "Tunnel", "connect", "is_cbc_padding"]
+__all__ = ["BulkClientConnection", "Tunnel", "connect"]

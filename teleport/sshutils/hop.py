@@ -20,7 +20,7 @@ from teleport.config import sshalgos
 from teleport.config.sshalgos import SSHAlgorithms
 from teleport.errors import AccessDenied, ConnectionProblem, NotFound
 from teleport.sshutils import ciphers, clientconn
-from teleport.sshutils.flow import TUNNEL_PKTSIZE, WINDOW
+from teleport.sshutils.flow import SESSION_PKTSIZE, TUNNEL_PKTSIZE, WINDOW
 
 
 def user_options(username: str, key: asyncssh.SSHKey, cert: asyncssh.SSHCertificate,
@@ -36,8 +36,8 @@ def user_options(username: str, key: asyncssh.SSHKey, cert: asyncssh.SSHCertific
         username=username, client_keys=[(key, cert)],
         known_hosts=None if host_cas is None else ([], list(host_cas), []),
         agent_path=None, agent_forwarding=agent_forward or False, config=None,
-        connect_timeout=15, preferred_auth=["publickey"],
-        **sshalgos.asyncssh_kwargs(algorithms, "client"))
+        connect_timeout=15, preferred_auth=["publickey"], window=WINDOW,
+        max_pktsize=SESSION_PKTSIZE, **sshalgos.asyncssh_kwargs(algorithms, "client"))
 
 
 class ChannelTunnel:

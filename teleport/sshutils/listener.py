@@ -17,6 +17,7 @@ from teleport.config.sshalgos import SSHAlgorithms
 from teleport.metrics import CONNECTIONS, CONNECTIONS_REFUSED
 from teleport.sshutils import ciphers, clientaddr
 from teleport.sshutils.auth import CertAuthConnection, CertAuthServer
+from teleport.sshutils.flow import SESSION_PKTSIZE, WINDOW
 from teleport.sshutils.gate import ACCEPTED_SLOT, Gate
 from teleport.utils.supervisor import Supervisor
 
@@ -40,7 +41,7 @@ def server_options(*, host_private_key: bytes, host_cert: str,
         authorized_client_keys=None, gss_host=None, known_client_hosts=None,
         # Terminals are real PTYs on the node; asyncssh's line editor would get in the way.
         line_editor=False, agent_forwarding=False, x11_forwarding=False,
-        keepalive_interval=300, login_timeout=60)
+        keepalive_interval=300, login_timeout=60, window=WINDOW, max_pktsize=SESSION_PKTSIZE)
 
 
 def with_host_key(options: asyncssh.SSHServerConnectionOptions, *, host_private_key: bytes,

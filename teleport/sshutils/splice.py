@@ -15,6 +15,7 @@ from typing import cast
 import asyncssh
 from asyncssh.channel import SSHChannel
 
+from teleport.sshutils.batchwrite import BatchingTransport
 from teleport.sshutils.fdio import ChannelInput
 
 #: How long to wait for the TCP side (a node, a forward target) to accept.
@@ -109,7 +110,9 @@ class ChannelSplice:
     # --- TCP events -----------------------------------------------------------------------------
 
     def tcp_open(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+        # The channel hands over one packet (32 KiB at most) at a time, several per read of
+        # the SSH socket: batched, they leave in one send() per loop turn, not one each.
+        self.transport = transport = cast(asyncio.Transport, BatchingTransport(transport))
         if self._pending:
             transport.write(bytes(self._pending))
             self._pending.clear()

@@ -9,6 +9,7 @@ import pytest
 
 from teleport.srv import NodeServer
 from teleport.sshutils.fdio import PIPE_SIZE
+from teleport.sshutils.flow import SESSION_PKTSIZE, WINDOW
 from tests.integration.srv.sshenv import Trust
 
 F_GETPIPE_SZ = 1032
@@ -32,6 +33,15 @@ async def test_no_ignore_packet_ahead_of_each_packet_to_a_strict_kex_client(
     assert len(out) == size
     assert b"kex-strict-s-v00@openssh.com" in err  # the case the node leaves them out for
     assert err.count(b"Received SSH2_MSG_IGNORE") == 0
+
+
+async def test_session_channel_takes_packets_four_times_the_usual_size(
+        trust: Trust, node: NodeServer) -> None:
+    """The node's channel open confirmation offers SESSION_PKTSIZE (OpenSSH's own is 32 KiB):
+    a client sends a quarter of the packets, each a parse, a cipher call and a write less."""
+    alice = trust.user(["root"])
+    _, err = await _run(["ssh", "-vvv", *trust.ssh(alice, node.port, "root", "true")[1:]])
+    assert f"open confirm rwindow {WINDOW} rmax {SESSION_PKTSIZE}".encode() in err
 
 
 async def test_child_output_pipe_is_widened(trust: Trust, node: NodeServer) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+import pytest
+
 from teleport.sshutils.fdio import FdReader, FdWriter
 
 
@@ -50,3 +52,45 @@ async def test_reader_treats_pty_hangup_as_end_of_file() -> None:
     await asyncio.wait_for(reader.done, 5)
     assert b"".join(chunks).replace(b"\r", b"") == b"bye\n"
     os.close(master)
+
+
+async def test_writer_sends_one_turns_writes_together_at_its_end() -> None:
+    """A channel hands over one packet at a time; the child gets them in one write a turn."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    writer = FdWriter(write_end, pause=lambda: None, resume=lambda: None)
+    writer.write(b"first packet ")
+    writer.write(b"second packet")
+    with pytest.raises(BlockingIOError):
+        os.read(read_end, 1 << 16)  # nothing yet: each write was a system call and a wake-up
+    await asyncio.sleep(0)
+    assert os.read(read_end, 1 << 16) == b"first packet second packet"
+    writer.close()
+    os.close(read_end)
+
+
+async def test_writer_keeps_order_across_partial_writes() -> None:
+    """Chunks larger than the pipe leave in pieces, resumed mid-chunk, in order."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    writer = FdWriter(write_end, pause=lambda: None, resume=lambda: None, limit=1 << 30)
+    chunks = [os.urandom(size) for size in (100_000, 3, 70_000, 1, 250_000)]
+    for chunk in chunks:
+        writer.write(chunk)
+    writer.close_when_drained()
+    received = bytearray()
+
+    async def read_to_end() -> None:
+        while True:
+            await asyncio.sleep(0)
+            try:
+                data = os.read(read_end, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                return
+            received.extend(data)
+
+    await asyncio.wait_for(read_to_end(), 10)
+    assert bytes(received) == b"".join(chunks)
+    os.close(read_end)
