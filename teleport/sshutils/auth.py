@@ -26,6 +26,7 @@ from teleport.events.emitter import AUTH, CLIENT_DISCONNECT, Emitter, make_event
 from teleport.keys.ssh import CertType, SSHCertInfo, parse_cert, verify_cert
 from teleport.rbac import rules
 from teleport.sshutils.batchwrite import BatchingTransport
+from teleport.sshutils.leanrecv import LeanReceive
 from teleport.sshutils.leansend import LeanSend
 from teleport.utils.clock import Clock
 
@@ -236,7 +237,7 @@ class CertAuthServer(asyncssh.SSHServer):
             await self.conn.wait_closed()
 
 
-class CertAuthConnection(LeanSend, asyncssh.SSHServerConnection):
+class CertAuthConnection(LeanSend, LeanReceive, asyncssh.SSHServerConnection):
     """asyncssh server connection whose public key step is decided by `CertChecker`."""
 
     #: Its place among its source's unauthenticated connections (`teleport.api.throttle`),

@@ -14,6 +14,8 @@ asyncssh patch can remove.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from asyncssh.encryption import ChachaEncryption, GCMEncryption, register_encryption_alg
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext
@@ -21,6 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.ciphers.algorithms import ChaCha20
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+#: What the cipher calls take: bytes, or memoryviews of a receive buffer (`leanrecv`).
+Buffer: TypeAlias = bytes | bytearray | memoryview
 _TAG = 16
 _COUNTER_0 = bytes(8)
 #: Keystream block 0: its first 32 bytes are the packet's Poly1305 key; the payload uses 1 on.
@@ -28,12 +32,24 @@ _BLOCK_0 = bytes(64)
 _MASK64 = (1 << 64) - 1
 
 
-class Sealing:
-    """A packet shim that also seals a packet into pieces to write as they are (`leansend`)."""
+class LeanAEAD:
+    """A packet shim that also works on whole packets in place (`leansend`, `leanrecv`)."""
 
     def seal(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, ...]:
         """The wire form of one packet (length header, padded plaintext), in pieces."""
         raise NotImplementedError
+
+    def packet_length(self, seq: int, header: Buffer) -> int:
+        """The length field of the packet whose first four bytes on the wire are header."""
+        raise NotImplementedError
+
+    def open(self, seq: int, header: Buffer, body: Buffer) -> bytes | None:
+        """The padded plaintext of a packet (body: the rest of it on the wire, tag included);
+        None when the tag does not match."""
+        raise NotImplementedError
+
+    def rewind(self) -> None:
+        """Undo the last `open`'s step of the nonce: asyncssh opens that packet again."""
 
 
 class _ChachaPoly:
@@ -63,7 +79,7 @@ class _ChachaPoly:
     def decrypt_header(self, header: bytes, nonce: bytes) -> bytes:
         return Cipher(ChaCha20(self._adkey, _COUNTER_0 + nonce), mode=None).encryptor().update(header)
 
-    def verify_and_decrypt(self, header: bytes, data: bytes, nonce: bytes,
+    def verify_and_decrypt(self, header: Buffer, data: Buffer, nonce: bytes,
                            tag: bytes) -> bytes | None:
         stream, mac = self._stream(nonce)
         mac.update(header)
@@ -75,13 +91,22 @@ class _ChachaPoly:
         return stream.update(data)
 
 
-class ChachaPolyEncryption(ChachaEncryption, Sealing):
+class ChachaPolyEncryption(ChachaEncryption, LeanAEAD):
     """asyncssh's chacha20-poly1305 packet shim over `_ChachaPoly`."""
 
     _cipher: _ChachaPoly  # type: ignore[assignment]
 
     def seal(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, ...]:
         return self._cipher.seal(header, packet, seq.to_bytes(8, "big"))
+
+    def packet_length(self, seq: int, header: Buffer) -> int:
+        return int.from_bytes(self._cipher.decrypt_header(bytes(header), seq.to_bytes(8, "big")),
+                              "big")
+
+    def open(self, seq: int, header: Buffer, body: Buffer) -> bytes | None:
+        view = memoryview(body)
+        return self._cipher.verify_and_decrypt(header, view[:-_TAG], seq.to_bytes(8, "big"),
+                                               bytes(view[-_TAG:]))
 
     @classmethod
     def new(cls, cipher_name: str, key: bytes, iv: bytes, mac_alg: bytes = b"",
@@ -111,20 +136,36 @@ class _GCM:
         return self._aead.encrypt(self._next_iv(), data, header)
 
     def verify_and_decrypt(self, header: bytes, data: bytes, mac: bytes) -> bytes | None:
+        return self.open(header, data + mac)
+
+    def open(self, header: Buffer, sealed: Buffer) -> bytes | None:
+        """The packet of sealed (ciphertext and tag); None if the tag does not match."""
         iv = self._next_iv()
         try:
-            return self._aead.decrypt(iv, data + mac, header)
+            return self._aead.decrypt(iv, sealed, header)
         except InvalidTag:
             return None
 
+    def rewind(self) -> None:
+        self._counter = (self._counter - 1) & _MASK64
 
-class AESGCMEncryption(GCMEncryption, Sealing):
+
+class AESGCMEncryption(GCMEncryption, LeanAEAD):
     """asyncssh's AES-GCM packet shim over `_GCM`."""
 
     _cipher: _GCM  # type: ignore[assignment]
 
     def seal(self, seq: int, header: bytes, packet: bytes) -> tuple[bytes, ...]:
         return header, self._cipher.seal(header, packet)
+
+    def packet_length(self, seq: int, header: Buffer) -> int:
+        return int.from_bytes(header, "big")  # in the clear: it is the AEAD's associated data
+
+    def open(self, seq: int, header: Buffer, body: Buffer) -> bytes | None:
+        return self._cipher.open(header, body)
+
+    def rewind(self) -> None:
+        self._cipher.rewind()
 
     @classmethod
     def new(cls, cipher_name: str, key: bytes, iv: bytes, mac_alg: bytes = b"",
@@ -155,4 +196,4 @@ def install() -> None:
     _installed = True
 
 
-__all__ = ["AESGCMEncryption", "ChachaPolyEncryption", "Sealing", "install"]
+__all__ = ["AESGCMEncryption", "ChachaPolyEncryption", "LeanAEAD", "install"]

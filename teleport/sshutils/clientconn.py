@@ -20,10 +20,11 @@ from typing import Any, Protocol, cast
 import asyncssh
 
 from teleport.sshutils.batchwrite import BatchingTransport
+from teleport.sshutils.leanrecv import LeanReceive
 from teleport.sshutils.leansend import LeanSend
 
 
-class BulkClientConnection(LeanSend, asyncssh.SSHClientConnection):
+class BulkClientConnection(LeanSend, LeanReceive, asyncssh.SSHClientConnection):
     """asyncssh's client connection with our server side's per-packet savings."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -24,7 +24,7 @@ from asyncssh.constants import MSG_IGNORE, MSG_USERAUTH_LAST
 from asyncssh.logging import SSHLogger
 from asyncssh.packet import SSHPacketLogger, String
 
-from teleport.sshutils.ciphers import Sealing
+from teleport.sshutils.ciphers import LeanAEAD
 
 #: The payload of the MSG_IGNORE asyncssh inserts: an empty string.
 _EMPTY_STRING = (String(b""),)
@@ -64,7 +64,7 @@ class LeanSend:
                     handler: SSHPacketLogger | None = None) -> None:
         """Send a packet; connection-layer packets of a keyed AEAD connection take the lean way."""
         encryption = self._send_encryption
-        if (pkttype <= MSG_USERAUTH_LAST or not isinstance(encryption, Sealing)
+        if (pkttype <= MSG_USERAUTH_LAST or not isinstance(encryption, LeanAEAD)
                 or not (self._kex_complete and self._auth_complete)
                 or self._compressor is not None
                 or self._rekey_bytes_sent >= self._rekey_bytes
