@@ -16,6 +16,7 @@ joins of a fleet) is a busy period like any other.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -33,7 +34,16 @@ _TRIM = glibc.function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 def release_free_memory() -> bool:
-    """Return the C heap's free pages to the OS; False when this libc cannot."""
+    """Free the burst's cyclic garbage, then return the C heap's free pages to the OS; False
+    when this libc cannot (the garbage is freed all the same).
+
+    The auth server raises the cyclic collector's thresholds (`auth.api.collect_less_often`), so
+    once the load is gone a full collection may not come for hours; meanwhile what a burst left
+    in cycles stays: every failed write (a hostname already reserved, at each node's join) keeps
+    its exception, traceback and frames with their locals, about 900 tracebacks and 1,100
+    frames after 1,000 nodes, spread over memory a trim cannot return.
+    """
+    gc.collect()
     if _TRIM is None:
         return False
     _TRIM(0)

@@ -4,6 +4,7 @@ within 10% of before, ten minutes after 10,000 nodes stop)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from pathlib import Path
 
@@ -98,3 +99,29 @@ async def test_the_sqlite_sweeper_trims_after_a_burst_in_its_first_period(
         assert backend.trimmer.trims >= 1
     finally:
         await backend.close()
+
+
+def test_release_frees_cyclic_garbage_the_raised_thresholds_would_keep() -> None:
+    """An exception kept in a list its own traceback's frame holds: freed only by the cyclic
+    collector, which the auth server runs rarely."""
+    class Marker:
+        pass
+
+    def failed_write() -> None:
+        outcomes: list[object] = [Marker()]
+        try:
+            raise KeyError("already exists")
+        except KeyError as err:
+            outcomes.append(err)  # err -> traceback -> this frame -> outcomes -> err
+
+    thresholds = gc.get_threshold()
+    gc.disable()
+    try:
+        for _ in range(100):
+            failed_write()
+        assert sum(isinstance(o, Marker) for o in gc.get_objects()) == 100
+        release_free_memory()
+        assert sum(isinstance(o, Marker) for o in gc.get_objects()) == 0
+    finally:
+        gc.enable()
+        gc.set_threshold(*thresholds)
