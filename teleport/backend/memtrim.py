@@ -15,11 +15,11 @@ joins of a fleet) is a busy period like any other.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import gc
 import logging
 from collections import deque
-from collections.abc import Callable
 
 from teleport.utils import glibc
 
@@ -34,48 +34,51 @@ _TRIM = glibc.function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 def release_free_memory() -> bool:
-    """Free the burst's cyclic garbage, then return the C heap's free pages to the OS; False
-    when this libc cannot (the garbage is freed all the same).
-
-    The auth server raises the cyclic collector's thresholds (`auth.api.collect_less_often`), so
-    once the load is gone a full collection may not come for hours; meanwhile what a burst left
-    in cycles stays: every failed write (a hostname already reserved, at each node's join) keeps
-    its exception, traceback and frames with their locals, about 900 tracebacks and 1,100
-    frames after 1,000 nodes, spread over memory a trim cannot return.
-    """
-    gc.collect()
+    """Return the C heap's free pages to the OS; False when this libc cannot."""
     if _TRIM is None:
         return False
     _TRIM(0)
     return True
 
 
-class LoadDropTrimmer:
-    """Decide, once a period, whether the activity dropped enough to trim."""
+async def release_after_load() -> bool:
+    """Free the burst's cyclic garbage, then give the C heap's free pages back (`release_free_memory`,
+    False when this libc cannot).
 
-    def __init__(self, remember: int = REMEMBER,
-                 release: Callable[[], bool] = release_free_memory) -> None:
+    The auth server raises the cyclic collector's thresholds (`auth.api.collect_less_often`), so
+    once the load is gone a full collection may not come for hours; meanwhile what a burst left
+    in cycles stays: every failed write (a hostname already reserved, at each node's join) keeps
+    its exception, traceback and frames with their locals, about 900 tracebacks and 1,100
+    frames after 1,000 nodes, spread over memory a trim cannot return. The collection runs on
+    the loop's thread (finalizers of asyncio objects call into the loop), the trim on another:
+    a trim of a 300 MiB heap takes ~70 ms and ctypes lets go of the GIL.
+    """
+    gc.collect()
+    return await asyncio.get_running_loop().run_in_executor(None, release_free_memory)
+
+
+class LoadDropTrimmer:
+    """Decide, once a period, whether the activity dropped enough to give memory back."""
+
+    def __init__(self, remember: int = REMEMBER) -> None:
         self._counts: deque[int] = deque(maxlen=remember)
         #: The running count at the end of the last period; it starts at zero with the store.
         self._last_total = 0
-        self._release = release
-        #: Trims done (for tests and the log).
+        #: Periods that called for a release (for tests and the log).
         self.trims = 0
 
-    def period(self, total: int) -> bool:
+    def due(self, total: int) -> bool:
         """Close a period whose running activity count (since the store opened) is now
-        total; True if it trimmed."""
+        total; True if memory should be given back now."""
         count = total - self._last_total
         self._last_total = total
         peak = max(self._counts, default=0)
         self._counts.append(count)
         if peak == 0 or count * 2 > peak:
             return False
-        if self._release():
-            self.trims += 1
-            log.debug("activity fell from %d to %d a period: free memory returned", peak, count)
-            return True
-        return False
+        self.trims += 1
+        log.debug("activity fell from %d to %d a period: giving free memory back", peak, count)
+        return True
 
 
-__all__ = ["REMEMBER", "LoadDropTrimmer", "release_free_memory"]
+__all__ = ["REMEMBER", "LoadDropTrimmer", "release_after_load", "release_free_memory"]

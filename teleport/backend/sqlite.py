@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from teleport.backend.base import Backend, Event, EventType, Item, Watcher
 from teleport.backend.fanout import RESUME_HISTORY, EventFanout, check_item, show_key
 from teleport.backend.groupcommit import GroupCommitter
-from teleport.backend.memtrim import LoadDropTrimmer
+from teleport.backend.memtrim import LoadDropTrimmer, release_after_load
 from teleport.errors import (
     AlreadyExists,
     BadParameter,
@@ -441,8 +441,8 @@ class SqliteBackend(Backend):
             self._fanout.prune()  # and forget old events kept for resuming watches
             if self._loop.time() >= trim_due:
                 trim_due = self._loop.time() + TRIM_PERIOD
-                # On a thread: a trim of a 300 MiB heap takes ~70 ms (ctypes lets go of the GIL).
-                await self._loop.run_in_executor(None, self.trimmer.period, self._written)
+                if self.trimmer.due(self._written):
+                    await release_after_load()
             try:
                 # An empty write: its transaction purges, and its events keep commit order.
                 if await self._read("SELECT 1 FROM kv WHERE expires <= ? LIMIT 1",

@@ -12,7 +12,12 @@ import pytest
 
 from teleport.backend import sqlite as sqlite_backend
 from teleport.backend.base import Item
-from teleport.backend.memtrim import REMEMBER, LoadDropTrimmer, release_free_memory
+from teleport.backend.memtrim import (
+    REMEMBER,
+    LoadDropTrimmer,
+    release_after_load,
+    release_free_memory,
+)
 from teleport.utils.clock import FakeClock
 
 
@@ -34,17 +39,17 @@ def test_free_heap_pages_go_back_to_the_os() -> None:
 
 
 def test_trims_only_after_the_activity_drops() -> None:
-    trimmer = LoadDropTrimmer(release=lambda: True)
+    trimmer = LoadDropTrimmer()
     total = 0
-    assert not trimmer.period(total)  # nothing written since the store opened
+    assert not trimmer.due(total)  # nothing written since the store opened
     for _ in range(5):  # steady load: nothing to give back
         total += 1000
-        assert not trimmer.period(total)
+        assert not trimmer.due(total)
     total += 600  # not half yet
-    assert not trimmer.period(total)
+    assert not trimmer.due(total)
     total += 400
-    assert trimmer.period(total)
-    trims = [trimmer.period(total) for _ in range(REMEMBER + 2)]  # idle from now on
+    assert trimmer.due(total)
+    trims = [trimmer.due(total) for _ in range(REMEMBER + 2)]  # idle from now on
     # Idle periods go on trimming while the busy ones are remembered, then stop.
     assert trims[:REMEMBER - 2] == [True] * (REMEMBER - 2) and trims[-2:] == [False, False]
 
@@ -52,15 +57,15 @@ def test_trims_only_after_the_activity_drops() -> None:
 def test_a_burst_within_the_first_period_is_remembered() -> None:
     # The bench's whole load at 1,000 nodes fell within the sweeper's first minute: counted
     # from the store's opening, that minute is the busy one and the idle ones after it trim.
-    trimmer = LoadDropTrimmer(release=lambda: True)
-    assert not trimmer.period(9509)
-    assert trimmer.period(9574)
+    trimmer = LoadDropTrimmer()
+    assert not trimmer.due(9509)
+    assert trimmer.due(9574)
     assert trimmer.trims == 1
 
 
 def test_a_process_that_never_was_busy_never_trims() -> None:
-    trimmer = LoadDropTrimmer(release=lambda: True)
-    assert not any(trimmer.period(0) for _ in range(20))
+    trimmer = LoadDropTrimmer()
+    assert not any(trimmer.due(0) for _ in range(20))
 
 
 async def test_the_sqlite_sweeper_trims_once_the_writes_stop(
@@ -101,7 +106,7 @@ async def test_the_sqlite_sweeper_trims_after_a_burst_in_its_first_period(
         await backend.close()
 
 
-def test_release_frees_cyclic_garbage_the_raised_thresholds_would_keep() -> None:
+async def test_release_frees_cyclic_garbage_the_raised_thresholds_would_keep() -> None:
     """An exception kept in a list its own traceback's frame holds: freed only by the cyclic
     collector, which the auth server runs rarely."""
     class Marker:
@@ -120,7 +125,7 @@ def test_release_frees_cyclic_garbage_the_raised_thresholds_would_keep() -> None
         for _ in range(100):
             failed_write()
         assert sum(isinstance(o, Marker) for o in gc.get_objects()) == 100
-        release_free_memory()
+        await release_after_load()
         assert sum(isinstance(o, Marker) for o in gc.get_objects()) == 0
     finally:
         gc.enable()
