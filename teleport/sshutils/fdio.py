@@ -100,8 +100,8 @@ class FdWriter:
     """Write to an fd through a bounded buffer; `pause`/`resume` throttle the producer.
 
     What is written during one loop turn leaves in one `writev` at its end: a channel hands
-    over one packet (32 KiB at most) at a time, several per read of its socket, and a write
-    each cost a system call and a wake-up of the reading child per packet (issue 20).
+    over one packet at a time, several per read of its socket, and a write each cost a system
+    call and a wake-up of the reading child per packet (issue 20).
     """
 
     def __init__(self, fd: int, *, pause: Callable[[], None], resume: Callable[[], None],

@@ -10,6 +10,6 @@ TUNNEL_PKTSIZE = 128 * 1024
 #: Packet size of session channels (shells, commands, scp and sftp) on every side of ours: the
 #: node, the proxy and `tsh` ask peers for packets up to this. asyncssh pays a parse, a cipher call
 #: and a write per packet whatever its size, so bulk data at the usual 32 KiB cost four times the
-#: per-packet work of this (stock clients read it from the channel's open and send larger packets
-#: too, within their own 256 KiB limit). One whole packet still fits in one tunnel packet.
+#: per-packet work of this (a peer sends at most this, and only what it has at hand). One whole
+#: packet still fits in one tunnel packet.
 SESSION_PKTSIZE = TUNNEL_PKTSIZE - 1024

@@ -110,8 +110,8 @@ class ChannelSplice:
     # --- TCP events -----------------------------------------------------------------------------
 
     def tcp_open(self, transport: asyncio.Transport) -> None:
-        # The channel hands over one packet (32 KiB at most) at a time, several per read of
-        # the SSH socket: batched, they leave in one send() per loop turn, not one each.
+        # The channel hands over one packet at a time, several per read of the SSH socket:
+        # batched, they leave in one send() per loop turn, not one each.
         self.transport = transport = cast(asyncio.Transport, BatchingTransport(transport))
         if self._pending:
             transport.write(bytes(self._pending))
