@@ -254,9 +254,6 @@ class CertAuthConnection(LeanSend, LeanReceive, asyncssh.SSHServerConnection):
             self.throttle_slot.release()
         super().connection_lost(exc)
 
-    def _send_cipher_name(self) -> bytes:
-        return self._enc_alg_sc
-
     async def create_agent_listener(self) -> bool:
         """Let the server object decide agent forwarding: asyncssh's own socket would be ours
         (the node's user), not the login's, and would skip the audit."""

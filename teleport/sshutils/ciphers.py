@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 #: What the cipher calls take: bytes, or memoryviews of a receive buffer (`leanrecv`).
 Buffer: TypeAlias = bytes | bytearray | memoryview
-_TAG = 16
+#: The tag after every packet of our AEAD shims.
+TAG = 16
 _COUNTER_0 = bytes(8)
 #: Keystream block 0: its first 32 bytes are the packet's Poly1305 key; the payload uses 1 on.
 _BLOCK_0 = bytes(64)
@@ -105,8 +106,8 @@ class ChachaPolyEncryption(ChachaEncryption, LeanAEAD):
 
     def open(self, seq: int, header: Buffer, body: Buffer) -> bytes | None:
         view = memoryview(body)
-        return self._cipher.verify_and_decrypt(header, view[:-_TAG], seq.to_bytes(8, "big"),
-                                               bytes(view[-_TAG:]))
+        return self._cipher.verify_and_decrypt(header, view[:-TAG], seq.to_bytes(8, "big"),
+                                               bytes(view[-TAG:]))
 
     @classmethod
     def new(cls, cipher_name: str, key: bytes, iv: bytes, mac_alg: bytes = b"",
@@ -129,7 +130,7 @@ class _GCM:
 
     def encrypt_and_sign(self, header: bytes, data: bytes) -> tuple[bytes, bytes]:
         sealed = self.seal(header, data)
-        return header + sealed[:-_TAG], sealed[-_TAG:]
+        return header + sealed[:-TAG], sealed[-TAG:]
 
     def seal(self, header: bytes, data: bytes) -> bytes:
         """The encrypted packet followed by its tag (the length header stays clear)."""
@@ -196,4 +197,4 @@ def install() -> None:
     _installed = True
 
 
-__all__ = ["AESGCMEncryption", "ChachaPolyEncryption", "LeanAEAD", "install"]
+__all__ = ["AESGCMEncryption", "ChachaPolyEncryption", "LeanAEAD", "TAG", "install"]

@@ -33,9 +33,6 @@ class BulkClientConnection(LeanSend, LeanReceive, asyncssh.SSHClientConnection):
         batched = BatchingTransport(cast(asyncio.Transport, transport))
         super().connection_made(cast(asyncio.Transport, batched))
 
-    def _send_cipher_name(self) -> bytes:
-        return self._enc_alg_cs
-
 
 class Tunnel(Protocol):
     """What carries a connection inside another one (asyncssh's `tunnel=` objects)."""

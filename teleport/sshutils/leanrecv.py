@@ -22,14 +22,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
-from asyncssh.logging import SSHLogger
 from asyncssh.misc import DisconnectError, MACError
 from asyncssh.packet import SSHPacket
 
-from teleport.sshutils.ciphers import LeanAEAD
+from teleport.sshutils.ciphers import TAG, LeanAEAD
+from teleport.sshutils.leansend import packets_logged
 
 _LENGTH = 4
-_TAG = 16
 #: padding length, type, recipient channel, data length: the bytes ahead of channel data.
 _DATA_OFFSET = 10
 _IGNORE = bytes((MSG_IGNORE,))
@@ -98,14 +97,14 @@ class LeanReceive:
         view = memoryview(data)
         end = len(data)
         pos = 0
-        logging = getattr(SSHLogger, "_debug_level", 3) >= 3  # asyncssh logs packets from 3
-        while end - pos >= _LENGTH + _TAG and self._transport:
+        logging = packets_logged()
+        while end - pos >= _LENGTH + TAG and self._transport:
             seq = self._recv_seq
             header = view[pos:pos + _LENGTH]
             length = encryption.packet_length(seq, header)
             if length > self._max_recv_pktlen:
                 return pos, True  # asyncssh refuses it with its own error
-            stop = pos + _LENGTH + length + _TAG
+            stop = pos + _LENGTH + length + TAG
             if stop > end:
                 return pos, False
             plaintext = encryption.open(seq, header, view[pos + _LENGTH:stop])

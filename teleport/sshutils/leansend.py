@@ -39,6 +39,11 @@ def is_cbc_padding(pkttype: int, args: tuple[bytes, ...], cipher: bytes) -> bool
     return pkttype == MSG_IGNORE and args == _EMPTY_STRING and not cipher.endswith(b"-cbc")
 
 
+def packets_logged() -> bool:
+    """Whether asyncssh logs packets (from debug level 3): only then are they worth naming."""
+    return getattr(SSHLogger, "_debug_level", 3) >= 3
+
+
 class LeanSend:
     """`send_packet` for asyncssh connection classes; mix in ahead of the asyncssh class."""
 
@@ -55,10 +60,12 @@ class LeanSend:
     _rekey_seconds: float
     _rekey_time: float
     _transport: Any
+    _enc_alg_cs: bytes
+    _enc_alg_sc: bytes
 
     def _send_cipher_name(self) -> bytes:
         """The negotiated cipher of the direction this side sends."""
-        raise NotImplementedError
+        return self._enc_alg_cs if cast(Any, self).is_client() else self._enc_alg_sc
 
     def send_packet(self, pkttype: int, *args: bytes,
                     handler: SSHPacketLogger | None = None) -> None:
@@ -88,9 +95,9 @@ class LeanSend:
                 pass
         self._send_seq = (seq + 1) & 0xFFFFFFFF
         self._rekey_bytes_sent += len(packet)
-        if getattr(SSHLogger, "_debug_level", 3) >= 3:  # asyncssh logs packets only from 3
+        if packets_logged():
             logger = handler if handler is not None else cast(SSHPacketLogger, self)
             logger.log_sent_packet(pkttype, seq, packet[1:len(packet) - padlen])
 
 
-__all__ = ["LeanSend", "is_cbc_padding"]
+__all__ = ["LeanSend", "is_cbc_padding", "packets_logged"]

@@ -37,8 +37,7 @@ class _StockServerConnection(asyncssh.SSHServerConnection):
 
 
 class _LeanServerConnection(LeanSend, LeanReceive, _StockServerConnection):
-    def _send_cipher_name(self) -> bytes:
-        return self._enc_alg_sc
+    pass
 
 
 class _Echo(asyncssh.SSHServerSession):  # type: ignore[type-arg]
