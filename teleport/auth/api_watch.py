@@ -243,17 +243,8 @@ async def _pump(call: Call, watcher: Watcher, sources: list[_Source],
                     continue
                 if event.type is EventType.INIT:
                     # The watch is in place: what is stored now, then every change after it.
-                    try:
-                        snapshot = await _snapshot(call.auth.backend, sources)
-                    except TeleportError as err:  # the client watches again and gets a new one
-                        log.warning("ending a watch stream: cannot read its snapshot: %s", err)
+                    if not await _send_snapshot(call, sources, response, event.item.revision):
                         return
-                    for entry in snapshot:
-                        await _write(response, entry)
-                    init: Line = {"type": "init"}
-                    if cursor := _cursor(call.auth.backend, event.item.revision):
-                        init["revision"] = cursor
-                    await _write(response, init)
                     last_line = time.monotonic()
                     continue
                 source = _source(event, sources)
@@ -276,6 +267,29 @@ async def _pump(call: Call, watcher: Watcher, sources: list[_Source],
     finally:
         pending.cancel()
         await asyncio.gather(pending, return_exceptions=True)
+
+
+async def _send_snapshot(call: Call, sources: list[_Source], response: web.StreamResponse,
+                         revision: str) -> bool:
+    """Send a put line for every stored resource, then the init line; False if the snapshot
+    could not be read (the client watches again and gets a new one).
+
+    Its own frame, so the snapshot is freed once sent: kept as a local of the stream's loop,
+    it lived as long as the stream, and records read during a burst pinned memory the burst
+    had otherwise given back (issue 20: auth RSS after load).
+    """
+    try:
+        snapshot = await _snapshot(call.auth.backend, sources)
+    except TeleportError as err:
+        log.warning("ending a watch stream: cannot read its snapshot: %s", err)
+        return False
+    for entry in snapshot:
+        await _write(response, entry)
+    init: Line = {"type": "init"}
+    if cursor := _cursor(call.auth.backend, revision):
+        init["revision"] = cursor
+    await _write(response, init)
+    return True
 
 
 async def _next(events: AsyncIterator[Event]) -> Event | None:

@@ -4,6 +4,7 @@ change as it happens, by name only, over the real API on mutual TLS."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -264,6 +265,23 @@ async def test_hosts_and_cas_arrive_whole_with_public_keys_only(api: Api) -> Non
         assert (put.type, put.kind, put.name) == ("put", "node", "beta")
         await api.auth.hosts.presence.nodes.delete("alpha")
         assert _line(await _next(events)) == WatchEvent(type="delete", kind="node", name="alpha")
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_an_open_stream_keeps_no_copy_of_its_snapshot(api: Api) -> None:
+    """Once sent, the snapshot is the client's: a stream that stays open (a proxy's, for days)
+    holds none of the lines it sent, which pinned memory a burst of nodes had left (issue 20)."""
+    for n in range(50):
+        await api.auth.hosts.upsert_server(_node(f"node-{n}"))
+    async with await api.host("Proxy") as proxy:
+        events = proxy.watch(["node"])
+        assert len(await _synced(events)) == 50
+        gc.collect()
+        kept = [o for o in gc.get_objects()
+                if isinstance(o, dict) and o.get("type") == "put" and o.get("kind") == "node"]
+        assert kept == []
+        await api.auth.hosts.upsert_server(_node("late"))
+        assert (await _next(events)).name == "late"  # the stream is still open and serving
         await events.aclose()  # type: ignore[attr-defined]
 
 
