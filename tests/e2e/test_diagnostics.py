@@ -108,17 +108,6 @@ def test_node_readiness_follows_its_auth_server(tmp_path: Path) -> None:
         hub.stop()
 
 
-def test_the_daemon_runs_on_the_c_allocator_under_the_pid_it_started_with(
-        diag_cluster: tuple[Cluster, int]) -> None:
-    """`teleport start` executes itself again with PYTHONMALLOC=malloc, so that memory a burst of
-    load used goes back (teleport.utils.allocator): same process, same pid file."""
-    cluster, _ = diag_cluster
-    assert cluster.process is not None
-    environ = Path(f"/proc/{cluster.process.pid}/environ").read_bytes().split(b"\0")
-    assert b"PYTHONMALLOC=malloc" in environ
-    assert int((cluster.root / "teleport.pid").read_text()) == cluster.process.pid
-
-
 def test_usr1_writes_a_diagnostics_dump_to_the_log(diag_cluster: tuple[Cluster, int]) -> None:
     cluster, _ = diag_cluster
     assert cluster.process is not None
