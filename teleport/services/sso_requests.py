@@ -22,7 +22,7 @@ REQUEST_TTL = timedelta(minutes=10)
 class SSORequest(BaseModel):
     """What the callback must know about the login it completes; never leaves the auth server."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", cache_strings=False)
 
     state: str
     kind: Literal["github", "oidc"]

@@ -28,9 +28,14 @@ Time = Annotated[datetime, BeforeValidator(_to_utc), PlainSerializer(format_time
 
 
 class Model(BaseModel):
-    """Frozen, strict about unknown keys: a typo in `tctl create` YAML is an error."""
+    """Frozen, strict about unknown keys: a typo in `tctl create` YAML is an error.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    Decoding keeps no strings (`cache_strings`): pydantic's default keeps the last 16,384 strings
+    it read from JSON for the life of the process, and after a burst of node records those few
+    survivors held the burst's memory (arenas) in the auth server.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, cache_strings=False)
 
 
 class Metadata(Model):
