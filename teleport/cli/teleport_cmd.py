@@ -136,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "start":
+        if argv is None:  # the program itself, not a caller's function call
+            from teleport.utils.allocator import exec_on_jemalloc
+
+            exec_on_jemalloc()
         return run(_start(args))
     if args.command == "configure":
         from teleport.config import sample_config
