@@ -258,7 +258,9 @@ class Worker:
 
         async def one(i: int) -> tuple[Any, int]:
             src = source_address(i, PER_ADDRESS)
-            for attempt in range(1, JOIN_ATTEMPTS + 1):
+            attempt = 0
+            while True:
+                attempt += 1
                 try:
                     # Bounded: aiohttp's own limit is five minutes, and a join stuck that
                     # long on a loaded machine is better tried again than waited for.
@@ -268,14 +270,18 @@ class Worker:
                                                 source=src, addresses=[src])
                     return ident, i
                 except (JoinRefused, aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    # As a node does: a busy or rate-limiting server is tried again later.
+                    # As a node does: a busy or rate-limiting server is tried again later. A
+                    # 429 is the server pacing the fleet's joins (its total rate), not a
+                    # failure: it costs no attempt (the fleet's --timeout still bounds it).
+                    limited = isinstance(exc, JoinRefused) and exc.status == 429
+                    if limited:
+                        attempt -= 1
                     if attempt == JOIN_ATTEMPTS or (isinstance(exc, JoinRefused)
                                                     and not exc.transient):
                         raise BenchError(f"join of sim-{i:05d} failed after {attempt} "
                                          f"attempt(s): {type(exc).__name__}: {exc}") from exc
                     self.join_retries += 1
-                    await asyncio.sleep(random.uniform(1, 2) * attempt)
-            raise AssertionError("unreachable")
+                    await asyncio.sleep(random.uniform(1, 2) * max(attempt, 1))
 
         first = self.spec.first
         return list(await asyncio.gather(*(one(i) for i in range(first,
