@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -61,6 +62,12 @@ LEASE_PATIENCE = 0.02
 #: Seconds of real time between looks at whether the writes dropped, to give the memory their
 #: burst left free back to the OS (`memtrim`).
 TRIM_PERIOD = 60.0
+#: Keys a keep-alive statement moves at most. Each statement is sized to a power of two up to
+#: this (`_padded_chunks`): sqlite compiles a statement per distinct text and the connection
+#: keeps the last 128 compiled, about 300 bytes per key each, so a statement per group size
+#: kept up to 128 programs of up to thousands of keys (38 MB for 117 sizes of up to 2,000)
+#: long after a burst.
+EXTEND_CHUNK = 256
 
 _SCHEMA = (
     "CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, expires INTEGER,"
@@ -114,6 +121,29 @@ def _from_us(us: int | None) -> datetime | None:
 def _row_item(row: tuple[Any, ...]) -> Item:
     key, value, expires, revision = row
     return Item(bytes(key), bytes(value), _from_us(expires), str(revision))
+
+
+
+def _padded_chunks(items: list[T]) -> Iterator[list[T]]:
+    """items in chunks of at most EXTEND_CHUNK, each padded to a power of two by repeating its
+    last item: a handful of statement texts whatever the number of items (repeats match the
+    same row, which an UPDATE counts and a SELECT ... IN returns once)."""
+    for start in range(0, len(items), EXTEND_CHUNK):
+        chunk = items[start:start + EXTEND_CHUNK]
+        chunk += chunk[-1:] * ((1 << (len(chunk) - 1).bit_length()) - len(chunk))
+        yield chunk
+
+
+@functools.cache
+def _extend_sql(pairs: int) -> str:
+    values = ",".join(["(?, ?)"] * pairs)
+    return (f"UPDATE kv SET expires = v.column2 FROM (VALUES {values}) AS v"
+            " WHERE kv.key = v.column1")
+
+
+@functools.cache
+def _present_sql(keys: int) -> str:
+    return f"SELECT key FROM kv WHERE key IN ({','.join(['?'] * keys)})"
 
 
 def _deleted(rows: list[tuple[Any, ...]]) -> list[Event]:
@@ -410,21 +440,19 @@ class SqliteBackend(Backend):
             "DELETE FROM kv WHERE key >= ? AND key < ? RETURNING key", start, end)))
 
     def _extend(self, leases: list[_Lease]) -> list[NotFound | None]:
-        """Move the expiry of each lease's items in one statement; the value and revision stay
-        and no event is sent, as in etcd. One outcome per lease: None, or NotFound for an item
-        that is gone (found from the row count: no RETURNING row to step through per lease)."""
+        """Move the expiry of each lease's items, up to EXTEND_CHUNK a statement; the value and
+        revision stay and no event is sent, as in etcd. One outcome per lease: None, or NotFound
+        for an item that is gone (found from the row counts: no RETURNING row to step through
+        per lease)."""
         # A later one for a key wins.
         latest = {one: lease.expires for lease in leases for one in lease.keys}
-        values = ",".join(["(?, ?)"] * len(latest))
-        updated = self._conn.execute(
-            f"UPDATE kv SET expires = v.column2 FROM (VALUES {values}) AS v"
-            " WHERE kv.key = v.column1",
-            [part for pair in latest.items() for part in pair]).rowcount
+        updated = sum(self._conn.execute(
+            _extend_sql(len(chunk)), [part for pair in chunk for part in pair]).rowcount
+            for chunk in _padded_chunks(list(latest.items())))
         missing: set[bytes] = set()
         if updated != len(latest):  # rare: find which (a row per step is fine here)
-            found = {bytes(row[0]) for row in self._select(
-                f"SELECT key FROM kv WHERE key IN ({','.join(['?'] * len(latest))})",
-                *latest)}
+            found = {bytes(row[0]) for chunk in _padded_chunks(list(latest))
+                     for row in self._select(_present_sql(len(chunk)), *chunk)}
             missing = set(latest) - found
         outcomes: list[NotFound | None] = []
         for lease in leases:
