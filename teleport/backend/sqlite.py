@@ -123,7 +123,6 @@ def _row_item(row: tuple[Any, ...]) -> Item:
     return Item(bytes(key), bytes(value), _from_us(expires), str(revision))
 
 
-
 def _padded_chunks(items: list[T]) -> Iterator[list[T]]:
     """items in chunks of at most EXTEND_CHUNK, each padded to a power of two by repeating its
     last item: a handful of statement texts whatever the number of items (repeats match the
