@@ -5,6 +5,7 @@ heartbeat for a third of a second."""
 from __future__ import annotations
 
 import gc
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
@@ -48,3 +49,36 @@ def test_higher_thresholds_and_a_disabled_collector_are_kept(thresholds: None) -
     gc.set_threshold(0, 10, 10)  # disabled by whoever runs the process
     auth_api.collect_less_often()
     assert gc.get_threshold()[0] == 0
+
+
+class _Cycle:
+    """Garbage only the cyclic collector frees (it refers to itself)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_raising_the_thresholds_starts_the_old_generations_count_afresh(thresholds: None) -> None:
+    """The imports' collections leave the old generation's turn near; a collection as the
+    thresholds rise frees their garbage and restarts its count, so the first collection of the
+    middle generation under load is not followed at once by a walk of every object."""
+    gc.collect()
+    gc.disable()  # nothing collects behind the test's back
+    try:
+        for _ in range(10):
+            gc.collect(1)  # the old generation's count, as the imports leave it
+        garbage = _Cycle()
+        freed = weakref.ref(garbage)
+        del garbage
+        assert gc.get_count()[2] == 10 and freed() is not None
+        auth_api.collect_less_often()
+        assert freed() is None
+        assert gc.get_count()[2] == 0
+        again = _Cycle()
+        kept = weakref.ref(again)
+        del again
+        auth_api.collect_less_often()  # already raised: a second server costs no collection
+        assert kept() is not None
+    finally:
+        gc.enable()
+        gc.collect()
