@@ -304,7 +304,8 @@ async def list_servers(call: Call) -> Any:
         servers = await call.auth.hosts.list_servers(kind)
         return [to_dict(s) for s in servers if call.subject.access.can_see_node(s.all_labels())]
     # Everyone else sees every record: relayed as stored, not decoded and encoded again.
-    return web.json_response(await call.auth.hosts.list_servers_json(kind))
+    return web.Response(body=await call.auth.hosts.list_servers_json(kind),
+                        content_type="application/json")
 
 
 @route("POST", "/v1/events", [NODE, PROXY])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
 
 from teleport import __version__
 from teleport.api.auth_models import IssuedCerts
@@ -210,8 +209,8 @@ class Hosts:
         now = self.ctx.clock.now()
         return [s for s in await self.presence.store(kind).list() if not s.expired(now)]
 
-    async def list_servers_json(self, kind: str) -> list[dict[str, Any]]:
-        """Return the live hosts of kind as JSON objects, to relay without decoding them."""
+    async def list_servers_json(self, kind: str) -> bytes:
+        """Return the live hosts of kind as a JSON array, to relay without decoding them."""
         return await self.presence.store(kind).list_json(self.ctx.clock.now())
 
 

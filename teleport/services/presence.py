@@ -6,11 +6,11 @@ announcing itself: a host cannot announce, or join under, a name another live ho
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import Any
 
 from teleport.backend.base import Backend, Item, key, range_end
 from teleport.errors import AlreadyExists, BadParameter, NotFound
@@ -74,22 +74,29 @@ class ServerStore(ResourceStore[Server]):
                 return
             self._hostnames.popitem(last=False)
 
-    async def list_json(self, now: datetime) -> list[dict[str, Any]]:
-        """Return the live records as their JSON objects, for an answer that only relays them.
+    async def list_json(self, now: datetime) -> bytes:
+        """Return the live records as one JSON array, for an answer that only relays them.
 
         They were validated when written and are relayed as stored, with the item's expiry:
-        decoding 10,000 models to encode them again was most of a listing's time.
+        decoding 10,000 models to encode them again was most of a listing's time. The array is
+        built on a worker thread: on the loop's, 10,000 records held every heartbeat ~0.1 s.
         """
         start = key(*self.prefix) + b"/"
-        records = []
-        for item in await self.backend.get_range(start, range_end(start)):
-            if item.expires is not None and item.expires <= now:
-                continue
-            record = json.loads(item.value)
-            if item.expires is not None:
-                record.setdefault("metadata", {})["expires"] = format_time(item.expires)
-            records.append(record)
-        return records
+        items = await self.backend.get_range(start, range_end(start))
+        return await asyncio.to_thread(_live_array, items, now)
+
+
+def _live_array(items: list[Item], now: datetime) -> bytes:
+    """The JSON array of the items' records that have not expired, each with its expiry."""
+    records = []
+    for item in items:
+        if item.expires is not None and item.expires <= now:
+            continue
+        record = json.loads(item.value)
+        if item.expires is not None:
+            record.setdefault("metadata", {})["expires"] = format_time(item.expires)
+        records.append(record)
+    return json.dumps(records).encode()
 
 
 class PresenceService:
