@@ -35,6 +35,7 @@ from teleport.events.emitter import Emitter
 from teleport.events.filelog import encode_line
 from teleport.metrics import AUDIT_DROPPED, AUDIT_FAILURES, AUDIT_PENDING
 from teleport.utils.fs import ensure_private_dir
+from teleport.utils.waits import wait_event
 
 log = logging.getLogger("teleport.audit")
 
@@ -119,8 +120,7 @@ class BufferedEmitter:
             return
         task = self._task
         if task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), self.close_grace)
+            await wait_event(self._drained, self.close_grace)
             self._closing.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,8 +213,7 @@ class BufferedEmitter:
             log.debug("audit events still pending: %s", err)
 
     async def _back_off(self, delay: float) -> float:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), delay * random.uniform(0.5, 1.0))
+        await wait_event(self._closing, delay * random.uniform(0.5, 1.0))
         return min(delay * 2, self.max_retry)
 
     # --- the spool -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from teleport.errors import ConnectionProblem, NotFound, TeleportError
 from teleport.events import recording as rec
 from teleport.events.objectstore import ObjectStore
 from teleport.events.sessions_store import RecordingSummary, SessionStore, summarize
+from teleport.utils.waits import wait_event
 
 log = logging.getLogger("teleport.audit")
 
@@ -101,8 +102,7 @@ class SharedSessionStore(SessionStore):
                                 self.remote.uri, self.folder, err)
                 failing, wait = True, delay
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), wait)
+            await wait_event(self._arrived, wait)
 
     # --- reading from here or the store -------------------------------------------------------
 

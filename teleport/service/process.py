@@ -82,6 +82,7 @@ from teleport.utils.addr import HostPort
 from teleport.utils.clock import Clock, RealClock
 from teleport.utils.fs import ensure_private_dir, write_secret
 from teleport.utils.supervisor import Supervisor
+from teleport.utils.waits import wait_event
 
 log = logging.getLogger("teleport")
 
@@ -226,8 +227,7 @@ class TeleportProcess:
             if child.poll() is not None:
                 self.handed_over = False  # nobody took over: the pid file is still ours
                 return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll)
+            await wait_event(stop, poll)
         return True
 
     async def drain(self, stop: asyncio.Event) -> None:
@@ -251,10 +251,7 @@ class TeleportProcess:
         while any(s.connections for s in servers) and not stop.is_set():
             log_.debug("waiting for %d connections before exiting",
                        sum(len(s.connections) for s in servers))
-            try:
-                await asyncio.wait_for(stop.wait(), 0.5)
-            except TimeoutError:
-                pass
+            await wait_event(stop, 0.5)
 
     def diagnostics(self) -> str:
         """Describe what the process is doing, for the USR1 dump."""

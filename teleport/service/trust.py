@@ -17,6 +17,7 @@ from teleport.errors import AccessDenied, NotFound, TeleportError
 from teleport.keys.ssh import SSHCertInfo, signed_by
 from teleport.rbac.rolemap import map_roles
 from teleport.types.resources import CertAuthority
+from teleport.utils.waits import wait_event
 
 log = logging.getLogger("teleport.trust")
 REFRESH_INTERVAL = 30.0
@@ -106,10 +107,7 @@ class TrustedCAs:
     async def run(self) -> None:
         """Refresh forever; a failed refresh keeps the last known keys."""
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), REFRESH_INTERVAL)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, REFRESH_INTERVAL)
             self._wake.clear()
             try:
                 await self.refresh()

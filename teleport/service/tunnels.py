@@ -14,7 +14,6 @@ tunnel is down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import random
@@ -41,6 +40,7 @@ from teleport.sshutils.splice import ChannelSplice, SpliceTCPSession
 from teleport.utils.addr import HostPort, parse_addr
 from teleport.utils.clock import Clock
 from teleport.utils.supervisor import Supervisor
+from teleport.utils.waits import wait_event
 
 log = logging.getLogger("teleport.reversetunnel")
 
@@ -213,8 +213,7 @@ class TunnelPool:
         while True:
             if not self._missing():
                 self._changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), PROXY_REFRESH)
+                await wait_event(self._changed, PROXY_REFRESH)
                 continue
             if attempt:
                 await asyncio.sleep(backoff(attempt))
@@ -305,8 +304,7 @@ class TunnelPool:
         A call made while no tunnel is up (the first heartbeat at start, one after a proxy
         restart) waits a little for one rather than failing at once.
         """
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._up.wait(), AUTH_WAIT)
+        await wait_event(self._up, AUTH_WAIT)
         conns = self.connected()
         random.shuffle(conns)
         for conn in conns:

@@ -26,6 +26,7 @@ from teleport.errors import TeleportError
 from teleport.events.emitter import SESSION_JOIN, SESSION_LEAVE
 from teleport.rbac import rules
 from teleport.rbac.subject import Subject
+from teleport.utils.waits import wait_event
 
 if TYPE_CHECKING:
     from teleport.srv.session import NodeSession
@@ -134,8 +135,7 @@ class LiveSession:
                 await registry.announce_session(self.owner.sid, self._listing())
             except TeleportError as err:
                 log.warning("cannot list session %s: %s", self.owner.sid, err)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), ANNOUNCE_SECONDS)
+            await wait_event(self._changed, ANNOUNCE_SECONDS)
         try:
             await registry.end_session(self.owner.sid)
         except TeleportError as err:

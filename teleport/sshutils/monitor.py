@@ -10,8 +10,6 @@ checked every `CHECK_SECONDS`, so a cut happens at most that late; it is audited
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from teleport.config.modes import Recorder, SessionRecording, records_at
 from teleport.utils.clock import Clock
 from teleport.utils.duration import format_duration
+from teleport.utils.waits import wait_event
 
 if TYPE_CHECKING:
     from teleport.sshutils.auth import CertAuthServer
@@ -100,5 +99,4 @@ async def watch(conn: CertAuthServer, policy: PolicySource, clock: Clock,
         if reason is not None:
             await conn.hang_up(reason)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(conn.gone.wait(), interval)
+        await wait_event(conn.gone, interval)

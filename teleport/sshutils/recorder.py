@@ -31,6 +31,7 @@ from teleport.sshutils.monitor import SessionPolicy, for_host
 from teleport.utils.clock import Clock, RealClock
 from teleport.utils.fs import ensure_private_dir
 from teleport.utils.supervisor import Supervisor
+from teleport.utils.waits import wait_event
 
 log = logging.getLogger("teleport.node")
 
@@ -150,8 +151,7 @@ class SessionRecorder:
     async def _pump(self) -> None:
         """Write pending records out every FLUSH_SECONDS or FLUSH_BYTES, until closed."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            await wait_event(self._wake, FLUSH_SECONDS)
             self._wake.clear()
             batch, self._pending, self._pending_bytes = self._pending, [], 0
             keepalive = self._live is not None and \
@@ -289,8 +289,7 @@ class Recordings:
             self._wake.clear()
             await self.refresh_mode()
             delay = REFRESH_SECONDS if await self.upload_spooled() else self.retry_seconds
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_event(self._wake, delay)
 
     async def close(self) -> None:
         """Finish every open recording so it is complete on disk for the next upload."""
