@@ -1,7 +1,7 @@
 """A websocket client over one of `h1`'s connections, with wsproto for the protocol.
 
 For the auth API's streams where the client speaks and the server answers each message in turn
-(a host's keep-alives, `auth.client_keepalive`): one connection and one exchange of
+(a host's keep-alives, `teleport.auth.client.KeepAlives`): one connection and one exchange of
 small frames per message, instead of an HTTP request whose objects an idle keep-alive
 connection holds on the server until the next one. wsproto is h11's sibling: a state machine
 of the protocol that leaves sockets, TLS and timeouts to us, as h11 does for `h1`.
