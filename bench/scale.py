@@ -9,12 +9,11 @@ script (one event loop each). Each agent
   address (127.0.x.y, a few agents to an address: the join limiter and the handshake throttle
   count per address, as for separate hosts behind no NAT); nothing is signed here;
 - heartbeats every interval (a direct node: its address, TTL three intervals) as
-  `teleport.service.heartbeat` does: its whole record (`PUT /v1/servers`, on a connection
-  closed after it) first and after a failure, else a keep-alive over its keep-alive stream
-  (`GET /v1/servers/keepalive/stream`, a websocket on a connection of its own, as
-  `auth.client_keepalive`); sleep the interval after each answer; mutual TLS with its own host
-  certificate, from its address. Requests and frames are written by hand instead of through
-  `AuthClient`, so the generator costs little; the auth server sees what a node sends. A worker has at most
+  `teleport.service.heartbeat` does: its whole record (`PUT /v1/servers`) first and after a
+  failure, else a keep-alive (`PUT /v1/servers/keepalive`); sleep the interval after each answer, over
+  its own keep-alive mutual TLS connection with its own host certificate, from its address.
+  The request is written by hand (HTTP/1.1) instead of through `AuthClient`, so the generator
+  costs little; the auth server sees the same request a node sends. A worker has at most
   `HANDSHAKES_PER_WORKER` TLS handshakes in flight, so its own delay never looks like the
   server's (the auth server resets handshakes its client does not finish in time).
 Prints, per N: the join rate; the time until `tctl nodes ls` lists every node; over a window of
@@ -33,7 +32,6 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -52,7 +50,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +78,6 @@ from common import (  # noqa: E402
 from teleport import __version__  # noqa: E402
 from teleport.api.presence_models import ServerKeepAlive  # noqa: E402
 from teleport.auth.api import JOIN_BURST  # noqa: E402
-from teleport.auth.client_keepalive import STREAM_PATH  # noqa: E402
 from teleport.keys import tlsconfig  # noqa: E402
 from teleport.keys.authname import auth_server_name  # noqa: E402
 from teleport.service.heartbeat import HEARTBEAT_INTERVAL, SERVER_TTL  # noqa: E402
@@ -175,36 +171,6 @@ class AuthConn:
             self.close()
         if status != 200:
             raise Refused(f"{status} {answer[:120].decode(errors='replace')}", status)
-
-    async def upgrade(self, path: str) -> None:
-        """Turn the connection into a websocket to path (the keep-alive stream)."""
-        await self.connect()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(b"GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                          b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                          b"Sec-WebSocket-Key: %s\r\n\r\n" % (
-                              path.encode(), self.spec.auth[0].encode(), self.spec.auth[1],
-                              base64.b64encode(os.urandom(16))))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101 "):
-            raise BenchError(f"no websocket: {head[:80].decode(errors='replace')}")
-
-    async def exchange(self, text: bytes) -> bytes:
-        """Send one masked text frame and return the text of the answer's frame."""
-        assert self.reader is not None and self.writer is not None
-        n = len(text)
-        size = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        mask = os.urandom(4)
-        self.writer.write(b"\x81" + size + mask + bytes(
-            b ^ mask[i % 4] for i, b in enumerate(text)))
-        first, second = await self.reader.readexactly(2)
-        n = second & 0x7F
-        if n == 126:
-            n = int.from_bytes(await self.reader.readexactly(2), "big")
-        answer = await self.reader.readexactly(n)
-        if first & 0x0F != 1:  # not text: a close (or a ping, which no busy stream gets)
-            raise BenchError(f"the stream ended: opcode {first & 0x0F}")
-        return answer
 
     def close(self) -> None:
         if self.writer is not None:
@@ -338,55 +304,48 @@ class Worker:
             ctx = tlsconfig.ssl_client_context(ident.tls_cert.encode(),
                                                ident.tls_private_key.encode(),
                                                [c.encode() for c in ident.tls_ca_certs])
-        http = AuthConn(spec, ctx, src, self.gate)  # whole records, as `AuthClient` sends them
-        stream = AuthConn(spec, ctx, src, self.gate)  # keep-alives (`auth.client_keepalive`)
-        self.conns += [http, stream]
+        conn = AuthConn(spec, ctx, src, self.gate)
+        self.conns.append(conn)
         announced = False  # as `Heartbeat`: the whole record first and after a failure
         alive_until = clock.now()  # the last accepted expiry
         loop = asyncio.get_running_loop()
-
-        def whole(expires: datetime) -> bytes:
-            return json.dumps(to_dict(Server(kind="node", version="v2", spec=spec_part, metadata=(
-                Metadata(name=ident.host_uuid, expires=expires))))).encode()
-
         while True:
             due = loop.time() + spec.interval
-            keep_alive = announced and clock.now() < alive_until
-            conn = stream if keep_alive else http
             try:
                 # Connected before the expiry is set: a record whose TTL was spent waiting for
                 # the worker's handshake turn expired before its first keep-alive (404s).
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    if keep_alive and stream.writer is None:
-                        await stream.upgrade(STREAM_PATH)
-                    else:
-                        await conn.connect()
+                    await conn.connect()
             except Exception as exc:  # noqa: BLE001 - counted; the next beat redials
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
                 conn.close()
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 continue
-            expires = clock.now() + ttl
+            now = clock.now()
+            expires = now + ttl
+            if announced and now < alive_until:
+                path, body = "/v1/servers/keepalive", json.dumps(ServerKeepAlive(
+                    kind="node", name=ident.host_uuid, expires=expires).model_dump(
+                        mode="json")).encode()
+            else:
+                path, body = "/v1/servers", json.dumps(to_dict(Server(
+                    kind="node", version="v2", spec=spec_part,
+                    metadata=Metadata(name=ident.host_uuid, expires=expires)))).encode()
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
-                    if not keep_alive:
-                        await http.put("/v1/servers", whole(expires))
-                        http.close()  # idle until the next whole record, minutes away
-                    else:
-                        answer = await stream.exchange(json.dumps(ServerKeepAlive(
-                            kind="node", name=ident.host_uuid, expires=expires).model_dump(
-                                mode="json")).encode())
-                        if answer != b"{}":
-                            stream.close()  # a refusal ends the stream
-                            if b'"not_found"' not in answer:
-                                raise Refused(answer[:120].decode(errors="replace"), 500)
-                            # The record expired: as `Heartbeat`, whole at once.
-                            self.expired += 1
-                            await http.connect()
-                            await http.put("/v1/servers", whole(expires))
-                            http.close()
+                    try:
+                        await conn.put(path, body)
+                    except Refused as refused:
+                        if refused.status != 404 or not announced:
+                            raise
+                        # The record expired: as `Heartbeat`, whole at once, same connection.
+                        self.expired += 1
+                        path, body = "/v1/servers", json.dumps(to_dict(Server(
+                            kind="node", version="v2", spec=spec_part,
+                            metadata=Metadata(name=ident.host_uuid, expires=expires)))).encode()
+                        await conn.put(path, body)
                 self.latencies.append(time.perf_counter() - start)
                 announced, alive_until = True, expires
             except Exception as exc:  # noqa: BLE001 - counted; the next beat redials

@@ -259,27 +259,22 @@ class Pool:
 
     async def _connect(self, dest: Destination, connect: float,
                        deadline: float | None) -> _Connection:
-        return _Connection(self, dest, *await open_stream(dest, _bound(deadline, connect)))
-
-
-async def open_stream(dest: Destination, connect: float | None,
-                      ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect to dest (through its tunnel, if any) and shake hands: a connection of the pool's
-    kind that is not pooled, for a protocol that takes it over (a websocket)."""
-    async with asyncio.timeout(connect):
-        sock = await dest.tunnel() if dest.tunnel is not None else None
-        try:
-            if sock is not None:
-                return await asyncio.open_connection(
-                    sock=sock, ssl=dest.ssl, server_hostname=dest.server_hostname or dest.host,
-                    limit=READ_SIZE)
-            return await asyncio.open_connection(
-                dest.host, dest.port, ssl=dest.ssl, limit=READ_SIZE,
-                server_hostname=dest.server_hostname or dest.host)
-        except ssl.SSLError:
-            raise
-        except OSError as err:
-            raise ConnectFailed(err) from None
+        async with asyncio.timeout(_bound(deadline, connect)):
+            sock = await dest.tunnel() if dest.tunnel is not None else None
+            try:
+                if sock is not None:
+                    reader, writer = await asyncio.open_connection(
+                        sock=sock, ssl=dest.ssl, server_hostname=dest.server_hostname or dest.host,
+                        limit=READ_SIZE)
+                else:
+                    reader, writer = await asyncio.open_connection(
+                        dest.host, dest.port, ssl=dest.ssl, limit=READ_SIZE,
+                        server_hostname=dest.server_hostname or dest.host)
+            except ssl.SSLError:
+                raise
+            except OSError as err:
+                raise ConnectFailed(err) from None
+        return _Connection(self, dest, reader, writer)
 
 
 async def _exchange(conn: _Connection, method: str, target: str,
@@ -329,4 +324,4 @@ def _bound(deadline: float | None, wait: float | None) -> float | None:
 
 
 __all__ = ["ConnectFailed", "Destination", "Pool", "ProtocolError", "Response",
-           "ServerDisconnected", "Timeouts", "open_stream"]
+           "ServerDisconnected", "Timeouts"]

@@ -15,14 +15,12 @@ to the caller is never started again on another server (no duplicate), and a bre
 
 from __future__ import annotations
 
-import asyncio
 import json
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from teleport.api import h1, proxydial, proxyenv
-from teleport.api.websocket import Rejected, WebSocket
 from teleport.errors import ConnectionProblem, TeleportError, from_wire
 from teleport.types.shapes import AuditEvent, ResourceJSON
 from teleport.utils import plain
@@ -169,7 +167,7 @@ class HTTPClient:
         async with resp:
             if resp.status >= 400:
                 raw = await self._read(addr, method, path, resp)
-                raise self._refusal(addr, method, path, resp.status, resp.reason, raw)
+                raise self._refusal(addr, method, path, resp, raw)
             try:
                 async for piece in resp.iter_any():
                     yield piece
@@ -177,28 +175,6 @@ class HTTPClient:
                 raise ConnectionProblem(
                     f"{self.peer} {addr} broke off its answer to {method} {_path(path)} "
                     f"mid-stream: {one_line(exc)}") from None
-
-    async def websocket(self, path: str) -> WebSocket:
-        """Open a websocket to path at the first address that takes it, as `call` tries them;
-        the server's refusal of the upgrade is its error, rebuilt."""
-        problems: list[str] = []
-        for addr in self._order():
-            dest = self._destination(addr)
-            try:
-                reader, writer = await h1.open_stream(dest, self._timeout.connect)
-                async with asyncio.timeout(self._timeout.total):
-                    ws = await WebSocket.open(reader, writer, dest.authority, path)
-            except Rejected as refused:
-                raise self._refusal(addr, "GET", path, refused.status, "", refused.body) from None
-            except ConnectionProblem as err:  # the HTTP proxy's refusal, named by proxydial
-                problems.append(str(err))
-                continue
-            except TRANSPORT_ERRORS as exc:
-                problems.append(self._describe(addr, exc))
-                continue
-            self.preferred = addr
-            return ws
-        raise ConnectionProblem(self._unreachable + "; ".join(problems))
 
     # --- one request, one answer ------------------------------------------------------------
 
@@ -252,7 +228,7 @@ class HTTPClient:
     def _decode(self, addr: str, method: str, path: str, resp: h1.Response,
                 raw: bytes) -> Any:
         if resp.status >= 400:
-            raise self._refusal(addr, method, path, resp.status, resp.reason, raw)
+            raise self._refusal(addr, method, path, resp, raw)
         try:
             return json.loads(raw) if raw else None
         except ValueError:  # JSONDecodeError, UnicodeDecodeError
@@ -260,7 +236,7 @@ class HTTPClient:
                 f"HTTP {resp.status} from {addr}: the answer to {method} {_path(path)} is not "
                 f"JSON ({_quote(raw)}): is it a Teleport {self.peer}?") from None
 
-    def _refusal(self, addr: str, method: str, path: str, status: int, reason: str,
+    def _refusal(self, addr: str, method: str, path: str, resp: h1.Response,
                  raw: bytes) -> TeleportError:
         """Rebuild a Teleport error answer; anything else names the status and the server."""
         try:
@@ -270,7 +246,7 @@ class HTTPClient:
         if isinstance(err, dict) and isinstance(err.get("message"), str):
             return from_wire(str(err.get("code", "")), one_line(err["message"]))
         return ConnectionProblem(
-            f"HTTP {status} from {addr}: {reason or 'error'} for {method} "
+            f"HTTP {resp.status} from {addr}: {resp.reason or 'error'} for {method} "
             f"{_path(path)} ({_quote(raw)}): is it a Teleport {self.peer}?")
 
     def _validate(self, addr: str, method: str, path: str, data: Any, answer: type[T]) -> T:

@@ -66,11 +66,11 @@ MAX_BODY = 4 * 1024 * 1024
 #: middle generation were promoted to the old one, whose collection (every few seconds, each a
 #: walk of every object the connections hold: 0.3 s at 5,000 nodes) stalled every heartbeat
 #: (p99 0.1-0.3 s). Young collections ~14x rarer and middle ones ~70x rarer put those of the
-#: old one minutes apart; cyclic garbage waits a little longer for its collection. No
-#: threshold helped with one request per heartbeat: each idle keep-alive connection holds its
-#: last request's objects until the next (aiohttp keeps them in its request loop's locals),
-#: ~300,000 objects at 10,000 nodes for every young or middle collection to walk (0.25-0.4 s
-#: every 20-40 s); keep-alives travel over one stream per host instead (`auth.api_keepalive`).
+#: old one minutes apart; cyclic garbage waits a little longer for its collection. What still
+#: stalls at 10,000 nodes is a per-request design, not a threshold: each idle keep-alive
+#: connection holds its last request's objects until the next (aiohttp keeps them in its
+#: request loop's locals), some 300,000 objects living one heartbeat interval, and a young or
+#: middle collection that finds them walks them all (0.25-0.4 s, every 20-40 s).
 GC_THRESHOLDS = (10_000, 50, 10)
 
 Handler = Callable[["Call"], Awaitable[Any]]
@@ -429,7 +429,9 @@ def make_app(auth: AuthServer,
             try:
                 identity, subject = await authorize(request, allow, rule)
             except AccessDenied as err:
-                await audit_refusal(auth, _who(request), request, err)
+                await auth.emitter.emit(ev.make_event(
+                    ev.AUTH, auth.clock, user=_who(request), success=False,
+                    error=str(err), addr_remote=request.remote or ""))
                 return web.json_response(to_wire(err), status=err.http_status)
             if json_only and request.body_exists:
                 httpserver.require_json(request)
@@ -439,7 +441,9 @@ def make_app(auth: AuthServer,
                 # Every refusal is audited once: a handler's, unless the auth server already
                 # wrote it (a wrong password, under the user's name).
                 if not err.audited:
-                    await audit_refusal(auth, identity.username or _who(request), request, err)
+                    await auth.emitter.emit(ev.make_event(
+                        ev.AUTH, auth.clock, user=identity.username or _who(request),
+                        success=False, error=str(err), addr_remote=request.remote or ""))
                 raise
             if isinstance(result, web.StreamResponse):  # a handler that streamed its answer
                 return result
@@ -488,13 +492,6 @@ def make_app(auth: AuthServer,
         app.router.add_route(method, path, wrap(method, path, allow, rule, handler))
     app.on_shutdown.extend(ON_SHUTDOWN)
     return app
-
-
-async def audit_refusal(auth: AuthServer, user: str, request: web.Request,
-                        err: AccessDenied) -> None:
-    """Write the failed `auth` event of a refused call (every refusal is audited once)."""
-    await auth.emitter.emit(ev.make_event(ev.AUTH, auth.clock, user=user, success=False,
-                                          error=str(err), addr_remote=request.remote or ""))
 
 
 def _is_failed_attempt(err: Exception) -> bool:
@@ -564,7 +561,6 @@ from teleport.auth import (  # noqa: E402, F401
     api_access,
     api_events,
     api_hosts,
-    api_keepalive,
     api_mfa,
     api_proxy,
     api_resources,

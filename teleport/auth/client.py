@@ -14,7 +14,6 @@ from urllib.parse import quote, urlencode
 from teleport.api import listing_models as listing
 from teleport.api import record_listings as records
 from teleport.api.http import HTTPClient
-from teleport.auth.client_keepalive import KeepAlives
 from teleport.auth.client_mfa import MFACalls
 from teleport.errors import BadParameter, ConnectionProblem
 from teleport.keys.authname import auth_server_name
@@ -63,7 +62,6 @@ class AuthClient(MFACalls):
         self._http = HTTPClient(addrs, ssl_context, peer="auth server", timeout=timeout,
                                 server_hostname=self.server_name)
         self._addrs = list(addrs)
-        self._keepalives = KeepAlives(self._http, timeout)
         #: The certificate, key and trusted CAs (PEM) behind the context, when known
         #: (`from_identity`), so that `use_tls` can change one of them.
         self._tls: tuple[bytes | None, bytes | None, list[bytes]] | None = None
@@ -116,7 +114,6 @@ class AuthClient(MFACalls):
             raise BadParameter("a new certificate needs its key, and a new key its certificate")
         new = (cert or old_cert, key or old_key, list(ca_pems) if ca_pems is not None else old_cas)
         self._http.set_ssl_context(ssl_client_context(*new))
-        self._keepalives.reset()
         self._tls = new
 
     async def __aenter__(self) -> AuthClient:
@@ -126,7 +123,6 @@ class AuthClient(MFACalls):
         await self.close()
 
     async def close(self) -> None:
-        self._keepalives.reset()
         await self._http.close()
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -262,10 +258,9 @@ class AuthClient(MFACalls):
         await self._http.call("PUT", "/v1/servers", codec.to_dict(server), answer=m.Empty)
 
     async def keep_alive_server(self, kind: str, name: str, expires: datetime) -> None:
-        """Extend this host's unchanged record to expires, over the keep-alive stream;
-        NotFound when it is gone."""
+        """Extend this host's unchanged record to expires; NotFound when it is gone."""
         body = presence.ServerKeepAlive(kind=kind, name=name, expires=expires)  # type: ignore[arg-type]
-        await self._keepalives.send(body.model_dump_json())
+        await self._http.call("PUT", "/v1/servers/keepalive", body, answer=m.Empty)
 
     async def list_servers(self, kind: str = "node", user: str = "") -> list[res.Server]:
         """List live hosts of kind; the nodes a user's roles reach for a user (a proxy names

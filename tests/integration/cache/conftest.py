@@ -86,7 +86,6 @@ async def api() -> AsyncIterator[Api]:
                                        [c.encode() for c in certs.tls_ca_certs],
                                        require_client_cert=False)
     requests: Counter[str] = Counter()
-    count_keep_alives(auth, requests)
     runner = await serve_counted(auth, ctx, 0, requests)
     api = Api(auth, clock, ctx, runner.addresses[0][1], runner, requests)
     try:
@@ -94,22 +93,6 @@ async def api() -> AsyncIterator[Api]:
     finally:
         if api.runner is not None:
             await api.runner.cleanup()
-
-
-#: The key under which `Api.requests` counts keep-alives: they come over one stream per host,
-#: not a request each.
-KEEP_ALIVES = "keep-alive"
-
-
-def count_keep_alives(auth: AuthServer, requests: Counter[str]) -> None:
-    """Count each keep-alive the auth server is asked to extend into requests[KEEP_ALIVES]."""
-    extend = auth.hosts.keep_alive_server
-
-    async def counted(kind: str, host_uuid: str, expires: datetime) -> None:
-        requests[KEEP_ALIVES] += 1
-        await extend(kind, host_uuid, expires)
-
-    auth.hosts.keep_alive_server = counted  # type: ignore[method-assign]
 
 
 async def serve_counted(auth: AuthServer, ctx: ssl.SSLContext, port: int,

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import pytest
 
-from teleport.api.http import HTTPClient
 from teleport.auth.client import AuthClient
-from teleport.auth.client_keepalive import STREAM_PATH
 from teleport.errors import AccessDenied, NotFound
 from teleport.keys import ssh as sshkeys
 from teleport.keys import tls as tlskeys
@@ -23,11 +20,11 @@ from teleport.keys import tlsconfig
 from teleport.service.health import Health
 from teleport.service.heartbeat import SERVER_TTL, Heartbeat, heartbeat_forever
 from teleport.types.resource import Metadata
-from teleport.types.resources import Server, ServerSpec, User, UserSpec
+from teleport.types.resources import Server, ServerSpec
 from teleport.utils.addr import HostPort
-from tests.integration.cache.conftest import KEEP_ALIVES, Api, arrives, following
+from tests.integration.cache.conftest import Api, arrives, following
 
-FULL, KEEP = "PUT /v1/servers", KEEP_ALIVES
+FULL, KEEP = "PUT /v1/servers", "PUT /v1/servers/keepalive"
 
 
 @pytest.fixture
@@ -213,79 +210,3 @@ async def test_the_proxys_copy_keeps_a_kept_alive_node_until_its_extended_expiry
 
 def _expiry(api: Api) -> datetime:
     return api.clock.now() + SERVER_TTL
-
-
-STREAM = f"GET {STREAM_PATH}"
-
-
-async def test_keep_alives_travel_over_one_stream(api: Api, node: AuthClient) -> None:
-    """One request per heartbeat kept its objects alive on an idle connection until the next
-    (0.3-s collector pauses at 10,000 nodes): keep-alives share one websocket instead."""
-    beat = Heartbeat(node, Record(), api.clock)
-    for _ in range(4):
-        await beat.beat()
-        api.clock.advance(timedelta(seconds=5))
-    assert (api.requests[FULL], api.requests[KEEP], api.requests[STREAM]) == (1, 3, 1)
-    assert (await _stored(api)).metadata.expires == _expiry(api) - timedelta(seconds=5)
-
-
-async def test_a_refused_keep_alive_is_audited_and_ends_its_stream(api: Api,
-                                                                   node: AuthClient) -> None:
-    await Heartbeat(node, Record(), api.clock).beat()
-    expires = api.clock.now() + SERVER_TTL
-    await node.keep_alive_server("node", "node-1", expires)
-    with pytest.raises(AccessDenied, match="only announce itself"):
-        await node.keep_alive_server("node", "node-2", expires)
-    refused = [e for e in api.auth.emitter.of_type("auth") if not e["success"]]
-    assert refused and "only announce itself" in refused[-1]["error"]
-    await node.keep_alive_server("node", "node-1", expires)  # on a new stream
-    assert api.requests[STREAM] == 2
-
-
-async def test_the_stream_answers_what_is_not_a_keep_alive_and_goes_on(
-        api: Api, node: AuthClient) -> None:
-    await Heartbeat(node, Record(), api.clock).beat()
-    http = HTTPClient([f"127.0.0.1:{api.port}"], node._http.ssl_context, peer="auth server",
-                      server_hostname=node.server_name)
-    ws = await http.websocket(STREAM_PATH)
-    try:
-        for junk, problem in (("not json", "JSON text message"), ("[1]", "JSON object"),
-                              ('{"kind": "node"}', "missing or invalid field")):
-            await ws.send(junk)
-            answer = json.loads(await ws.receive())
-            assert answer["error"]["code"] == "bad_parameter"
-            assert problem in answer["error"]["message"]
-        expires = (api.clock.now() + SERVER_TTL).isoformat()
-        await ws.send(json.dumps({"kind": "node", "name": "node-1", "expires": expires}))
-        assert await ws.receive() == "{}"
-    finally:
-        ws.abort()
-        await http.close()
-
-
-async def test_a_user_may_not_open_the_stream(api: Api) -> None:
-    user = await api.auth.accounts.upsert_user(
-        User(metadata=Metadata(name="alice"), spec=UserSpec(roles=["access"])), actor="admin")
-    tls_key = tlskeys.generate_tls_key()
-    certs = await api.auth.certs.issue_user_certs(
-        user, sshkeys.public_key_of(sshkeys.generate_private_key()),
-        tlskeys.tls_public_key_pem(tls_key), None)
-    ctx = tlsconfig.ssl_client_context(certs.tls_cert.encode(), tls_key,
-                                       [c.encode() for c in certs.tls_ca_certs])
-    async with AuthClient([HostPort("127.0.0.1", api.port)], ctx, timeout=5,
-                          cluster=api.auth.cluster_name) as alice:
-        with pytest.raises(AccessDenied, match="may not GET /v1/servers/keepalive/stream"):
-            await alice.keep_alive_server("node", "node-1", api.clock.now() + SERVER_TTL)
-
-
-async def test_a_restarted_auth_server_costs_no_failed_heartbeat(api: Api,
-                                                                 node: AuthClient) -> None:
-    """The stream kept from the last beat ended with the server: the keep-alive goes again on
-    a new one, instead of failing and costing the auth server the whole record."""
-    beat = Heartbeat(node, Record(), api.clock)
-    await beat.beat()
-    await beat.beat()
-    await api.stop()
-    await api.start()
-    await beat.beat()
-    assert (api.requests[FULL], api.requests[KEEP], api.requests[STREAM]) == (1, 2, 2)
